@@ -1,0 +1,3 @@
+from xllm_tui.cli import main
+
+raise SystemExit(main())
