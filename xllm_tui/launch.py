@@ -1,0 +1,673 @@
+"""Launch plans: a validated Profile -> one RankLaunch per rank (argv, environment, cwd, log file).
+
+Everything here is pure except where said (the default base environment is os.environ, the simulate
+mapping reads this process's CPU affinity and checks LD_PRELOAD files). Also renders the equivalent
+bash script and the HCCL rank table. No Textual, no processes are started here.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import re
+import shlex
+import shutil
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from xllm_tui.cores import available_cores, cores_for_rank, format_cores, map_cores, parse_cores
+from xllm_tui.spec import FlagValue, Machine, Profile, RankLaunch, RankSpec
+
+SIM_MODULE = "xllm_tui.sim.xllm"
+
+# Flags the plan writes itself; a profile flag with one of these names would be a second, conflicting value.
+GENERATED_FLAGS = (
+    "model",
+    "model_id",
+    "host",
+    "port",
+    "devices",
+    "master_node_addr",
+    "nnodes",
+    "node_rank",
+    "draft_model",
+    "draft_devices",
+    "rank_tablefile",
+)
+
+_PLACEHOLDER = re.compile(r"\{(rank|local_rank|device|port|host)\}")
+_IPV4 = re.compile(r"(?<![\w.])(\d{1,3}(?:\.\d{1,3}){3})(?![\w.])")
+# Directories ld.so searches by default; used to decide whether a bare LD_PRELOAD name would resolve.
+_DEFAULT_LIB_DIRS = ("/lib", "/usr/lib", "/lib64", "/usr/lib64", f"/usr/lib/{os.uname().machine}-linux-gnu")
+
+
+class LaunchError(ValueError):
+    """A profile cannot be turned into launches as asked (unknown machine, missing topology, ...)."""
+
+
+# --------------------------------------------------------------------------------------------- ranks
+
+
+def select_machines(profile: Profile, machine: str | None = None) -> list[tuple[int, Machine]]:
+    """(index, Machine) pairs: all machines, or the one whose host or name is `machine`."""
+    indexed = list(enumerate(profile.machines))
+    if machine is None:
+        return indexed
+    chosen = [(i, m) for i, m in indexed if machine in (m.host, m.name)]
+    if not chosen:
+        known = ", ".join(m.host + (f" ({m.name})" if m.name and m.name != m.host else "") for m in profile.machines)
+        raise LaunchError(
+            f"{profile.source_path}: no machine {machine!r} in profile {profile.name!r}; "
+            f"choose one of: {known} (by host address or name)"
+        )
+    return chosen[:1]
+
+
+def _rank_cores(
+    profile: Profile, machine: Machine, local_rank: int, device: int, topology_cores: Mapping[int, str] | None
+) -> str | None:
+    if machine.cores:
+        if local_rank >= len(machine.cores):
+            raise LaunchError(
+                f"{profile.source_path}: machine {machine.host} lists {len(machine.cores)} core lists "
+                f"for {len(machine.devices)} devices; give one per device"
+            )
+        return machine.cores[local_rank]
+    rule = profile.core_rule
+    if rule.kind == "topology":
+        if topology_cores is None:
+            raise LaunchError(
+                f"{profile.source_path}: core rule 'topology' needs the NPU topology "
+                "(CPU affinity from `npu-smi info -t topo`), and none was given; run where npu-smi works, "
+                "or use core rule per_device / an explicit cores list"
+            )
+        if device not in topology_cores or not topology_cores[device]:
+            raise LaunchError(
+                f"{profile.source_path}: npu-smi topology has no CPU affinity for device {device} "
+                f"(known: {sorted(topology_cores)}); give the machine an explicit cores list"
+            )
+        return topology_cores[device]
+    return cores_for_rank(rule, device, local_rank)
+
+
+def ranks_of(
+    profile: Profile, machine: str | None = None, topology_cores: Mapping[int, str] | None = None
+) -> list[RankSpec]:
+    """Every rank of the world (or of one machine), numbered machine by machine.
+
+    Machine 0's devices are ranks 0..n0-1, machine 1's continue from n0, as the guide's node_rank=i+LOCAL_NODES.
+    Every machine uses base_port + local_rank, as the guide's START_PORT + i.
+    """
+    selected = {i for i, _ in select_machines(profile, machine)}
+    specs: list[RankSpec] = []
+    rank = 0
+    for index, m in enumerate(profile.machines):
+        for local_rank, device in enumerate(m.devices):
+            if index in selected:
+                specs.append(
+                    RankSpec(
+                        rank=rank,
+                        local_rank=local_rank,
+                        machine=m,
+                        device=device,
+                        port=profile.base_port + local_rank,
+                        cores=_rank_cores(profile, m, local_rank, device, topology_cores),
+                    )
+                )
+            rank += 1
+    return specs
+
+
+# ------------------------------------------------------------------------------------------ simulate
+
+
+def _split_host_port(addr: str) -> tuple[str, int | None]:
+    host, sep, port = addr.rpartition(":")
+    if not sep or not port.isdigit():
+        return addr, None
+    return host, int(port)
+
+
+def _is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+def _preload_entries(value: str) -> list[str]:
+    # ld.so accepts both colons and spaces as separators.
+    return [e for e in re.split(r"[:\s]+", value) if e]
+
+
+def _preload_resolves(entry: str, library_path: str) -> bool:
+    if "/" in entry:
+        return os.path.exists(entry)
+    dirs = [d for d in library_path.split(":") if d] + list(_DEFAULT_LIB_DIRS)
+    return any(os.path.exists(os.path.join(d, entry)) for d in dirs)
+
+
+@dataclass
+class SimulateMapping:
+    """How --simulate maps a profile onto this machine; everything not named here stays as the profile says."""
+
+    binary_argv: tuple[str, ...]
+    addresses: dict[str, str]  # profile address -> loopback address
+    cores: dict[str, str]  # profile core list -> core list within this process's CPU affinity
+    port_offset: int = 0
+    allowed_cores: tuple[int, ...] = ()
+    withheld_preload: tuple[str, ...] = ()  # profile LD_PRELOAD entries missing here (withheld from the env)
+    numactl: bool = True  # False when numactl is not installed here: ranks run unbound
+    _address_pattern: re.Pattern[str] | None = field(default=None, repr=False, compare=False)
+
+    def map_address(self, text: str) -> str:
+        """`text` with every profile address replaced by its loopback address (whole addresses only)."""
+        if not self.addresses:
+            return text
+        if self._address_pattern is None:
+            alternatives = "|".join(re.escape(a) for a in sorted(self.addresses, key=len, reverse=True))
+            self._address_pattern = re.compile(rf"(?<![\w.-])(?:{alternatives})(?![\w-]|\.\w)")
+        return self._address_pattern.sub(lambda m: self.addresses[m.group(0)], text)
+
+    def map_cores(self, cores: str) -> str:
+        """Core c -> allowed[c % len(allowed)], deduplicated, compact; cached in self.cores."""
+        if cores not in self.cores:
+            allowed = self.allowed_cores or available_cores()
+            self.cores[cores] = format_cores(map_cores(parse_cores(cores), allowed))
+        return self.cores[cores]
+
+    def map_port(self, port: int) -> int:
+        mapped = port + self.port_offset
+        if not 1 <= mapped <= 65535:
+            raise LaunchError(f"simulated port {port}{self.port_offset:+d} = {mapped} is outside 1..65535")
+        return mapped
+
+    def map_host_port(self, addr: str) -> str:
+        host, port = _split_host_port(addr)
+        host = self.map_address(host)
+        return host if port is None else f"{host}:{self.map_port(port)}"
+
+    def describe(self) -> list[str]:
+        lines = [f"binary -> {shlex.join(self.binary_argv)}"]
+        lines += [f"{original} -> {mapped}" for original, mapped in self.addresses.items()]
+        lines += [f"cores {original} -> {mapped}" for original, mapped in self.cores.items()]
+        if self.port_offset:
+            lines.append(f"ports shifted by {self.port_offset:+d}")
+        if not self.numactl:
+            lines.append("numactl not found here: ranks run without core binding")
+        lines += [f"LD_PRELOAD {entry} withheld (not on this machine)" for entry in self.withheld_preload]
+        return lines
+
+
+def _profile_addresses(profile: Profile) -> list[str]:
+    """Every IPv4 address the profile mentions, in a stable order: machines first, master, then the rest."""
+    found: list[str] = []
+
+    def add(address: str) -> None:
+        if address and address not in found and not _is_loopback(address):
+            found.append(address)
+
+    for m in profile.machines:
+        add(m.host)
+    add(_split_host_port(profile.master_node_addr)[0])
+    texts = [str(v) for _, v in profile.flags] + [v for _, v in profile.env]
+    texts += [v for t in profile.toggles for _, v in t.env]
+    for text in texts:
+        for match in _IPV4.finditer(text):
+            add(match.group(1))
+    return found
+
+
+def build_simulate_mapping(
+    profile: Profile, port_offset: int = 0, topology_cores: Mapping[int, str] | None = None
+) -> SimulateMapping:
+    """Machine i -> 127.0.0.(i+1); the master host like its machine; any other address the profile
+    mentions -> a further loopback address. Cores onto os.sched_getaffinity(0)."""
+    addresses: dict[str, str] = {}
+    for index, m in enumerate(profile.machines):
+        addresses.setdefault(m.host, f"127.0.0.{index + 1}")
+    master_host = _split_host_port(profile.master_node_addr)[0]
+    if master_host and not _is_loopback(master_host):
+        # Rank 0 runs on machine 0, so an unlisted master host still belongs there.
+        addresses.setdefault(master_host, "127.0.0.1")
+    next_octet = len(profile.machines) + 1
+    for address in _profile_addresses(profile):
+        if address not in addresses:
+            addresses[address] = f"127.0.0.{next_octet}"
+            next_octet += 1
+    for original in list(addresses):
+        if _is_loopback(original):
+            del addresses[original]  # already local: leave as written
+
+    mapping = SimulateMapping(
+        binary_argv=(sys.executable, "-m", SIM_MODULE),
+        addresses=addresses,
+        cores={},
+        port_offset=port_offset,
+        allowed_cores=available_cores(),
+        numactl=shutil.which("numactl") is not None,
+    )
+    # Topology cores are known only at plan time; map_cores fills those in then.
+    if profile.core_rule.kind != "topology" or topology_cores is not None:
+        for spec in ranks_of(profile, topology_cores=topology_cores):
+            if spec.cores:
+                mapping.map_cores(spec.cores)
+
+    preload = [e for name, entries in profile.path_prepend if name == "LD_PRELOAD" for e in entries]
+    preload += [e for name, value in profile.env if name == "LD_PRELOAD" for e in _preload_entries(value)]
+    library_path = ":".join(
+        [e for name, entries in profile.path_prepend if name == "LD_LIBRARY_PATH" for e in entries]
+        + [v for name, v in profile.env if name == "LD_LIBRARY_PATH"]
+    )
+    mapping.withheld_preload = tuple(dict.fromkeys(e for e in preload if not _preload_resolves(e, library_path)))
+    return mapping
+
+
+# ----------------------------------------------------------------------------------------------- plan
+
+
+def render_flag_value(value: FlagValue) -> str:
+    """gflags spelling: booleans true/false, everything else as written."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _substitute(text: str, values: Mapping[str, str]) -> str:
+    return _PLACEHOLDER.sub(lambda m: values[m.group(1)], text)
+
+
+def profile_dir(profile: Profile) -> str:
+    return os.path.dirname(os.path.abspath(profile.source_path))
+
+
+def working_dir_of(profile: Profile) -> str:
+    """profile.working_dir (relative to the profile file) or the profile file's directory."""
+    if profile.working_dir:
+        return os.path.normpath(os.path.join(profile_dir(profile), os.path.expanduser(profile.working_dir)))
+    return profile_dir(profile)
+
+
+def effective_toggles(profile: Profile, toggles: Mapping[str, bool] | None = None) -> dict[str, bool]:
+    """name -> enabled: the profile's states with `toggles` overriding; unknown names are an error."""
+    states = {t.name: t.enabled for t in profile.toggles}
+    for name, on in (toggles or {}).items():
+        if name not in states:
+            raise LaunchError(f"no toggle group {name!r} in profile {profile.name!r}; known: {', '.join(states) or 'none'}")
+        states[name] = bool(on)
+    return states
+
+
+def compose_env(
+    profile: Profile,
+    *,
+    base_env: Mapping[str, str] | None = None,
+    captured_env: Mapping[str, str] | None = None,
+    toggles: Mapping[str, bool] | None = None,
+    simulate: SimulateMapping | None = None,
+) -> dict[str, str]:
+    """base_env (default os.environ) + captured_env + path_prepend + profile env + enabled toggles (and their unset)."""
+    env = dict(os.environ if base_env is None else base_env)
+    env.update(captured_env or {})
+    for name, entries in profile.path_prepend:
+        inherited = env.get(name, "")
+        env[name] = ":".join([*entries, inherited] if inherited else entries)
+    env.update(profile.env)
+    states = effective_toggles(profile, toggles)
+    for toggle in profile.toggles:
+        if states[toggle.name]:
+            env.update(toggle.env)
+            for name in toggle.unset:
+                env.pop(name, None)
+    if simulate is not None:
+        env = {name: simulate.map_address(value) for name, value in env.items()}
+        if "LD_PRELOAD" in env:
+            # A missing preload makes ld.so print an error into every log line's process: withhold it.
+            kept = [e for e in _preload_entries(env["LD_PRELOAD"]) if _preload_resolves(e, env.get("LD_LIBRARY_PATH", ""))]
+            if kept:
+                env["LD_PRELOAD"] = ":".join(kept)
+            else:
+                del env["LD_PRELOAD"]
+    return env
+
+
+def _is_speculative_flag(name: str) -> bool:
+    return "speculative" in name
+
+
+def rank_argv(
+    profile: Profile, spec: RankSpec, simulate: SimulateMapping | None = None
+) -> tuple[str, ...]:
+    """numactl -C cores, the binary, then the flags in the guide's order.
+
+    --model, --model_id, --host, --port, --devices, --master_node_addr, --nnodes, --node_rank, the
+    profile's flags, --draft_model/--draft_devices (placed before the first *speculative* flag, as the
+    guide writes them, else after the profile's flags), --rank_tablefile.
+    """
+    host = spec.machine.host
+    port = spec.port
+    master = profile.master_node_addr
+    cores = spec.cores
+    binary: tuple[str, ...] = (profile.binary,)
+    if simulate is not None:
+        host = simulate.map_address(host)
+        port = simulate.map_port(port)
+        master = simulate.map_host_port(master)
+        cores = simulate.map_cores(cores) if cores and simulate.numactl else None
+        binary = tuple(simulate.binary_argv)
+    values = {
+        "rank": str(spec.rank),
+        "local_rank": str(spec.local_rank),
+        "device": str(spec.device),
+        "port": str(port),
+        "host": host,
+    }
+    flags: list[tuple[str, str]] = [("model", profile.model)]
+    if profile.model_id:
+        flags.append(("model_id", profile.model_id))
+    flags += [
+        ("host", host),
+        ("port", str(port)),
+        ("devices", f"npu:{spec.device}"),
+        ("master_node_addr", master),
+        ("nnodes", str(profile.nnodes)),
+        ("node_rank", str(spec.rank)),
+    ]
+    draft_flags: list[tuple[str, str]] = []
+    if profile.draft_model:
+        draft_flags = [("draft_model", profile.draft_model), ("draft_devices", f"npu:{spec.device}")]
+    for name, value in profile.flags:
+        if draft_flags and _is_speculative_flag(name):
+            flags += draft_flags  # the guide keeps the draft model next to its speculative settings
+            draft_flags = []
+        if name in GENERATED_FLAGS:
+            raise LaunchError(
+                f"{profile.source_path}: flag {name!r} is set by the launch plan itself; "
+                "remove it from flags and use the profile's own key for it"
+            )
+        text = _substitute(render_flag_value(value), values)
+        flags.append((name, simulate.map_address(text) if simulate is not None else text))
+    flags += draft_flags
+    if profile.rank_tablefile:
+        flags.append(("rank_tablefile", profile.rank_tablefile))
+    prefix: tuple[str, ...] = ("numactl", "-C", cores) if cores else ()
+    return prefix + binary + tuple(f"--{name}={value}" for name, value in flags)
+
+
+def plan_launches(
+    profile: Profile,
+    *,
+    machine: str | None = None,
+    simulate: SimulateMapping | None = None,
+    base_env: Mapping[str, str] | None = None,
+    captured_env: Mapping[str, str] | None = None,
+    toggles: Mapping[str, bool] | None = None,
+    topology_cores: Mapping[int, str] | None = None,
+    log_root: str | None = None,
+) -> list[RankLaunch]:
+    """One RankLaunch per rank of `machine` (default: every machine).
+
+    log_root, when given, replaces the working directory as the base of log_dir (the supervisor's run dir).
+    """
+    env = tuple(sorted(compose_env(
+        profile, base_env=base_env, captured_env=captured_env, toggles=toggles, simulate=simulate
+    ).items()))
+    cwd = working_dir_of(profile)
+    log_base = os.path.join(log_root or cwd, os.path.expanduser(profile.log_dir))
+    launches = []
+    for spec in ranks_of(profile, machine, topology_cores):
+        log_name = _substitute(profile.log_file, {
+            "rank": str(spec.rank), "local_rank": str(spec.local_rank), "device": str(spec.device),
+            "port": str(spec.port), "host": spec.machine.host,
+        })
+        launches.append(
+            RankLaunch(
+                spec=spec,
+                argv=rank_argv(profile, spec, simulate),
+                env=env,
+                cwd=cwd,
+                log_path=os.path.normpath(os.path.join(log_base, log_name)),
+                role="master" if spec.rank == 0 else "worker",
+            )
+        )
+    return launches
+
+
+def flag_pairs(argv: Iterable[str]) -> list[tuple[str, str]]:
+    """(name, value) of every --name=value / --name argument (a bare --name reads as true)."""
+    pairs = []
+    for arg in argv:
+        if arg.startswith("--"):
+            name, sep, value = arg[2:].partition("=")
+            pairs.append((name, value if sep else "true"))
+    return pairs
+
+
+@dataclass(frozen=True)
+class LaunchDiff:
+    """What differs between two launches of the same rank (for "relaunch pending")."""
+
+    env_added: dict[str, str]
+    env_removed: dict[str, str]
+    env_changed: dict[str, tuple[str, str]]  # name -> (old, new)
+    argv_old: tuple[str, ...]
+    argv_new: tuple[str, ...]
+    cwd_changed: tuple[str, str] | None = None
+
+    @property
+    def argv_changed(self) -> bool:
+        return self.argv_old != self.argv_new
+
+    def __bool__(self) -> bool:
+        return bool(self.env_added or self.env_removed or self.env_changed or self.argv_changed or self.cwd_changed)
+
+    def describe(self) -> list[str]:
+        lines = [f"+ {k}={v}" for k, v in sorted(self.env_added.items())]
+        lines += [f"- {k}={v}" for k, v in sorted(self.env_removed.items())]
+        lines += [f"~ {k}: {old} -> {new}" for k, (old, new) in sorted(self.env_changed.items())]
+        if self.argv_changed:
+            old, new = set(self.argv_old), set(self.argv_new)
+            lines += [f"- arg {a}" for a in self.argv_old if a not in new]
+            lines += [f"+ arg {a}" for a in self.argv_new if a not in old]
+            if old == new:
+                lines.append("~ argument order changed")
+        if self.cwd_changed:
+            lines.append(f"~ cwd: {self.cwd_changed[0]} -> {self.cwd_changed[1]}")
+        return lines
+
+
+def launch_diff(old: RankLaunch, new: RankLaunch) -> LaunchDiff:
+    a, b = old.env_dict(), new.env_dict()
+    return LaunchDiff(
+        env_added={k: v for k, v in b.items() if k not in a},
+        env_removed={k: v for k, v in a.items() if k not in b},
+        env_changed={k: (a[k], b[k]) for k in a.keys() & b.keys() if a[k] != b[k]},
+        argv_old=tuple(old.argv),
+        argv_new=tuple(new.argv),
+        cwd_changed=(old.cwd, new.cwd) if old.cwd != new.cwd else None,
+    )
+
+
+env_of_launch_diff = launch_diff
+
+
+# --------------------------------------------------------------------------------------------- script
+
+
+def _glob_word(pattern: str) -> str:
+    """A shell word that globs like `pattern`: quote everything except * ? [ ] and a leading ~/."""
+    prefix = ""
+    if pattern == "~" or pattern.startswith("~/"):
+        prefix, pattern = "~", pattern[1:]
+    parts = re.split(r"([*?\[\]])", pattern)
+    return prefix + "".join(p if p in ("*", "?", "[", "]") else (shlex.quote(p) if p else "") for p in parts)
+
+
+def _comment(text: str) -> list[str]:
+    return [f"# {line}".rstrip() for line in text.splitlines() or [""]]
+
+
+def _relative_to(path: str, base: str) -> str:
+    rel = os.path.relpath(path, base)
+    return path if rel.startswith("..") else rel
+
+
+def _launch_lines(launch: RankLaunch, indent: str = "") -> list[str]:
+    argv = list(launch.argv)
+    spec = launch.spec
+    binary_end = next((i for i, a in enumerate(argv) if a.startswith("--")), len(argv))
+    head = shlex.join(argv[:binary_end]) if binary_end else ""
+    lines = [
+        f"{indent}# rank {spec.rank} ({launch.role}): device {spec.device}, port {spec.port}, "
+        f"cores {spec.cores or 'unbound'}",
+        f"{indent}nohup {head} \\",
+    ]
+    lines += [f"{indent}  {shlex.quote(arg)} \\" for arg in argv[binary_end:]]
+    lines.append(f"{indent}  > {shlex.quote(_relative_to(launch.log_path, launch.cwd))} 2>&1 &")
+    return lines
+
+
+def render_script(
+    profile: Profile,
+    machine: str | None = None,
+    *,
+    simulate: SimulateMapping | None = None,
+    toggles: Mapping[str, bool] | None = None,
+    topology_cores: Mapping[int, str] | None = None,
+) -> str:
+    """The equivalent bash launch script, in the launch guide's style.
+
+    One machine (or `machine` given): exports, sources, pre-launch removals, one nohup line per rank.
+    Several machines: the shared part, then one function per machine and a dispatch on $1
+    (a machine's host or name, or `all` to start every machine's ranks here, as --simulate does).
+    """
+    machines = select_machines(profile, machine)
+    cwd = working_dir_of(profile)
+    states = effective_toggles(profile, toggles)
+    # argv comes from the plan itself, so the script can never drift from what the supervisor runs.
+    launches = plan_launches(
+        profile, machine=machine, simulate=simulate, base_env={}, captured_env={}, toggles=toggles,
+        topology_cores=topology_cores,
+    )
+    out = ["#!/usr/bin/env bash"]
+    out += _comment(f"Launch script for profile {profile.name!r}, generated by `xllm-tui script` from {profile.source_path}.")
+    out.append("# It starts the same processes with the same environment as `xllm-tui up`; diff it against your own.")
+    if profile.description:
+        out += _comment(profile.description)
+    if simulate is not None:
+        out.append("# --simulate: the xllm binary is the simulator; mapped onto this machine:")
+        out += [f"#   {line}" for line in simulate.describe()]
+    out += ["", f"cd {shlex.quote(cwd)} || exit 1", ""]
+
+    def map_value(value: str) -> str:
+        return simulate.map_address(value) if simulate is not None else value
+
+    if profile.source_scripts:
+        out.append("# environment scripts (xllm-tui sources them once and captures the result)")
+        out += [f"source {shlex.quote(os.path.expanduser(s))}" for s in profile.source_scripts]
+        out.append("")
+    if profile.path_prepend:
+        out.append("# library paths")
+        for name, entries in profile.path_prepend:
+            kept = [e for e in entries if simulate is None or e not in simulate.withheld_preload]
+            if not kept:
+                out.append(f"# {name}: {':'.join(entries)} withheld under --simulate (not on this machine)")
+                continue
+            # ${X:+:$X}: no dangling colon when X was empty, exactly as the plan composes it.
+            out.append(f'export {name}={shlex.quote(":".join(map_value(e) for e in kept))}"${{{name}:+:${name}}}"')
+        out.append("")
+    if profile.env:
+        out.append("# environment")
+        out += [f"export {name}={shlex.quote(map_value(value))}" for name, value in profile.env]
+        out.append("")
+    for toggle in profile.toggles:
+        on = states[toggle.name]
+        out.append(f"# toggle {toggle.name}: {'on' if on else 'off'}" + (f" ({toggle.description})" if toggle.description else ""))
+        prefix = "" if on else "# "
+        out += [f"{prefix}rm -rf {_glob_word(p)}" for p in toggle.remove]
+        out += [f"{prefix}export {name}={shlex.quote(map_value(value))}" for name, value in toggle.env]
+        out += [f"{prefix}unset {name}" for name in toggle.unset]
+        out.append("")
+    if profile.pre_launch:
+        out.append("# pre-launch steps")
+        for step in profile.pre_launch:
+            commands = [f"rm -rf {_glob_word(p)}" for p in step.remove]
+            if step.run:
+                commands.append(shlex.join(step.run))
+            if step.when == "always":
+                out.append(f"# {step.name}")
+                out += commands
+            else:
+                label = "after a reboot, once" if step.when == "after_reboot" else "run by hand when needed"
+                out.append(f"# {step.name} ({label}):")
+                for command in commands:
+                    out += _comment(command)
+        out.append("")
+    if profile.rank_tablefile:
+        out.append(f"# rank table: xllm-tui ranktable {shlex.quote(profile.source_path)} -o {shlex.quote(profile.rank_tablefile)}")
+    log_dirs = sorted({_relative_to(os.path.dirname(launch.log_path), cwd) for launch in launches})
+    out += [f"mkdir -p {' '.join(shlex.quote(d) for d in log_dirs)}", ""]
+
+    if len(machines) == 1 and (machine is not None or len(profile.machines) == 1):
+        index, m = machines[0]
+        out.append(f"# machine {index}: {m.host}")
+        for launch in launches:
+            out += _launch_lines(launch)
+        return "\n".join(out) + "\n"
+
+    choices = []
+    for index, m in machines:
+        out.append(f"launch_machine_{index}() {{  # {m.host}")
+        for launch in (lc for lc in launches if lc.spec.machine is m):
+            out += _launch_lines(launch, "  ")
+        out += ["}", ""]
+        names = dict.fromkeys([m.host, str(index)] + ([m.name] if m.name else []))
+        choices.append((index, "|".join(shlex.quote(n) for n in names)))
+    usage = " | ".join([m.host for _, m in machines] + ["all"])
+    out.append('case "${1:-}" in')
+    out += [f"  {pattern}) launch_machine_{index} ;;" for index, pattern in choices]
+    out.append("  all) " + "; ".join(f"launch_machine_{index}" for index, _ in choices) + " ;;")
+    out.append(f'  *) echo "usage: $0 MACHINE" {shlex.quote(f"(one of: {usage})")} >&2; exit 2 ;;')
+    out.append("esac")
+    return "\n".join(out) + "\n"
+
+
+# ------------------------------------------------------------------------------------------ ranktable
+
+
+def render_ranktable(profile: Profile) -> dict:
+    """The HCCL rank table (layout of the guide's hccl_8+8.json); rank_id is the global rank.
+
+    A one-machine table is allowed when the machine lists device_ips (HCCL accepts it; rarely needed).
+    """
+    missing = [m.host for m in profile.machines if not m.device_ips]
+    if missing:
+        raise LaunchError(
+            f"{profile.source_path}: the rank table needs each NPU's network address; machine(s) "
+            f"{', '.join(missing)} have no device_ips (on the machine, `hccn_tool -i <device> -ip -g` prints them)"
+        )
+    servers = []
+    rank = 0
+    for m in profile.machines:
+        if len(m.device_ips) != len(m.devices):
+            raise LaunchError(
+                f"{profile.source_path}: machine {m.host} has {len(m.devices)} devices but "
+                f"{len(m.device_ips)} device_ips; give one address per device, in device order"
+            )
+        devices = []
+        for device, device_ip in zip(m.devices, m.device_ips):
+            devices.append({"device_id": str(device), "device_ip": device_ip, "rank_id": str(rank)})
+            rank += 1
+        servers.append({"server_id": m.host, "device": devices, "host_nic_ip": "reserve"})
+    return {
+        "version": "1.0",
+        "server_count": str(len(profile.machines)),
+        "server_list": servers,
+        "status": "completed",
+    }
+
+
+def ranktable_json(profile: Profile) -> str:
+    return json.dumps(render_ranktable(profile), indent=4) + "\n"
