@@ -1,0 +1,313 @@
+"""glog lines as xllm writes them: parsing, severity, failure causes and start-up milestones (no Textual).
+
+Line format: ``I20251129 15:20:01.123456 12345 llm_engine.cpp:210] message`` (older glog writes the date
+as ``I1129``, month and day only). The message texts matched here are xllm's own (v0.7.x; see
+docs in ../shared/xllm-facts.md, read from github.com/jd-opensource/xllm).
+
+- `parse_glog(line)` -> `GlogLine` or None for a line that is not a glog line.
+- `severity_of(line)` -> "I" | "W" | "E" | "F" | None: a fast check for colouring and filters.
+  ``Check failed:`` counts as "F", a line containing ``ERROR:`` (gflags, Python) as "E".
+- `classify_failure(message)` -> (cause, message) or None; the causes are the protocol's `cause` values.
+- `milestone_of(message)` -> `Milestone` or None; `PHASES` lists the start-up phases in order.
+- `StartupTracker`: feed it lines (only the new ones each time) and read phase, progress, ready and the
+  first failure.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+
+SEVERITIES = ("I", "W", "E", "F")
+
+_GLOG = re.compile(
+    r"^(?P<sev>[IWEF])(?P<date>\d{8}|\d{4}) (?P<time>\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?)\s+"
+    r"(?P<thread>\d+) (?P<file>[^:\s\]]+):(?P<line>\d+)\] ?(?P<msg>.*)$"
+)
+# Fast severity check: the first character, then that a date follows.
+_SEVERITY_PREFIX = re.compile(r"[IWEF]\d{4}")
+# Bytes form for scanning whole files (filters in the log view): warnings, errors, fatal, check failures.
+WARNINGS_PATTERN = re.compile(rb"^[WEF]\d{4}[ \d]|Check failed:|ERROR:", re.M)
+ERRORS_PATTERN = re.compile(rb"^[EF]\d{4}[ \d]|Check failed:|ERROR:", re.M)
+
+
+@dataclass(frozen=True)
+class GlogLine:
+    severity: str  # I, W, E or F
+    time: datetime  # the year is the current one for the 4-digit (MMDD) form
+    thread: int
+    file: str
+    line: int
+    message: str
+
+
+def parse_glog(line: str, *, year: int | None = None) -> GlogLine | None:
+    """Parse one glog line; None if it is not one (also for an impossible date)."""
+    m = _GLOG.match(line.rstrip("\r\n"))
+    if m is None:
+        return None
+    date = m["date"]
+    if len(date) == 4:
+        date = f"{year or datetime.now().year:04d}{date}"
+    clock = m["time"]
+    if "." not in clock:
+        clock += ".0"
+    try:
+        when = datetime.strptime(f"{date} {clock}", "%Y%m%d %H:%M:%S.%f")
+    except ValueError:
+        return None
+    return GlogLine(m["sev"], when, int(m["thread"]), m["file"], int(m["line"]), m["msg"])
+
+
+def glog_message(line: str) -> str:
+    """The message part of a glog line, or the whole line if it is not a glog line."""
+    if _SEVERITY_PREFIX.match(line):
+        end = line.find("] ")
+        if end != -1:
+            return line[end + 2 :]
+        if line.endswith("]"):
+            return ""
+    return line
+
+
+def severity_of(line: str) -> str | None:
+    """I/W/E/F for a glog line; "F" for ``Check failed:``, "E" for ``ERROR:``; None otherwise."""
+    if line and _SEVERITY_PREFIX.match(line):
+        severity = line[0]
+        if severity != "F" and "Check failed:" in line:
+            return "F"
+        return severity
+    if "Check failed:" in line:
+        return "F"
+    if "ERROR:" in line:
+        return "E"
+    return None
+
+
+# (cause, pattern) in priority order: the first that matches wins.
+_FAILURES: list[tuple[str, re.Pattern[str]]] = [
+    ("unknown_flag", re.compile(r"ERROR: unknown command line flag '([^']*)'")),
+    ("model_path_missing", re.compile(r"Model path .* does not exist")),
+    (
+        "kv_cache_oom",
+        re.compile(
+            r"Available kv cache size must be greater than 0|no n_blocks for kv cache|no memory for kv cache"
+            r"|NPU out of memory|out of memory",
+            re.I,
+        ),
+    ),
+    ("rank_table_error", re.compile(r"Failed to parse rank table file")),
+    ("hccl_error", re.compile(r"Failed, HCCL error|HCCL get root info failed|ACL set device id \d+ failed")),
+    ("execute_failed", re.compile(r"Execute_model_async failed|Failed to execute model, result has no value")),
+    ("worker_missing", re.compile(r"Not all worker connect to engine server")),
+    ("port_in_use", re.compile(r"Failed to start (?:brpc )?server on port \d+", re.I)),
+]
+
+
+def classify_failure(message: str) -> tuple[str, str] | None:
+    """(cause, message) for a line that explains a failure, else None.
+
+    Accepts a whole glog line or just its message; the returned message has the glog prefix removed.
+    F lines and ``Check failed:`` without a more specific cause give "fatal".
+    """
+    text = glog_message(message).strip()
+    for cause, pattern in _FAILURES:
+        if pattern.search(text):
+            return cause, text
+    if severity_of(message) == "F":
+        return "fatal", text
+    return None
+
+
+# Start-up phases in the order xllm reaches them.
+PHASES = (
+    "role",
+    "init",
+    "world",
+    "worker_connect_retry",
+    "worker_connected",
+    "collective_server",
+    "worker_registered",
+    "model_init",
+    "weights",
+    "model_ready",
+    "kv_cache",
+    "serving",
+)
+PHASE_ORDER = {name: i for i, name in enumerate(PHASES)}
+
+
+@dataclass(frozen=True)
+class Milestone:
+    phase: str  # one of PHASES
+    detail: str = ""  # e.g. the weight file, the address, the role
+    rank: int | None = None  # worker_registered / worker_connect*: the rank the line names
+
+    @property
+    def order(self) -> int:
+        return PHASE_ORDER[self.phase]
+
+
+_MILESTONES: list[tuple[str, re.Pattern[str]]] = [
+    ("role", re.compile(r"set worker role to (local worker|remote worker)")),
+    (
+        "init",
+        re.compile(
+            r"(Master init options:.*|Creating engine with devices:.*|Using draft devices:.*"
+            r"|Create worker server with device: \d+|DistributeWorker started on address \S+)"
+        ),
+    ),
+    ("world", re.compile(r"Multi-node serving world_size = (\d+)")),
+    ("worker_connect_retry", re.compile(r"Worker#(\d+) try connect to engine server error")),
+    ("worker_connected", re.compile(r"Worker#(\d+) connect to (\S+) success")),
+    ("collective_server", re.compile(r"Collective server started on address (\S+)")),
+    ("worker_registered", re.compile(r"RemoteWorker Hello connected, server_address: .*global_rank_: (\d+)")),
+    ("model_init", re.compile(r"Initializing model from: ?(.*)")),
+    ("weights", re.compile(r"Loading model weights from (.*)")),
+    ("model_ready", re.compile(r"Init_model_async succeed")),
+    (
+        "kv_cache",
+        re.compile(r"(worker #\d+: available memory: .*|kv cache capacity: .*|Initializing k cache with shape: .*)"),
+    ),
+    ("serving", re.compile(r"(Brpc Server started on port (\d+).*|Application startup complete\.)", re.I)),
+]
+_CHEAP_FILTER = re.compile(
+    r"worker role|init options|Creating engine|draft devices|world_size|Worker#|Collective server|RemoteWorker"
+    r"|Create worker server|DistributeWorker"
+    r"|Initializing|Loading model weights|Init_model_async|available memory|kv cache capacity|Brpc Server"
+    r"|startup complete",
+    re.I,
+)
+
+
+def milestone_of(message: str) -> Milestone | None:
+    """The start-up milestone a message (or whole glog line) marks, or None."""
+    text = glog_message(message)
+    if not _CHEAP_FILTER.search(text):
+        return None
+    for phase, pattern in _MILESTONES:
+        m = pattern.search(text)
+        if m is None:
+            continue
+        rank = None
+        detail = m.group(1) if m.groups() else m.group(0)
+        if phase in ("worker_connect_retry", "worker_connected", "worker_registered"):
+            rank = int(m.group(1))
+            detail = m.group(0) if phase != "worker_connected" else m.group(2)
+        elif phase == "weights":
+            detail = detail.strip()
+        return Milestone(phase, detail or "", rank)
+    return None
+
+
+@dataclass
+class StartupState:
+    phase: str | None = None
+    progress: tuple[int, int | None] | None = None
+    ready: bool = False
+    failure: tuple[str, str] | None = None  # the first (cause, message)
+    detail: str = ""
+
+
+@dataclass
+class StartupTracker:
+    """Follows one rank's start-up from its log lines. Feed only new lines; state accumulates.
+
+    is_master: rank 0 is ready at the Brpc/"startup complete" line; a worker (is_master=False) is ready
+    once it has connected and its model is initialised (``Init_model_async succeed.``).
+    expected_weights: the number of weight files if known (e.g. *.safetensors in the model dir);
+    xllm prints no total, so progress is then (loaded, None).
+    ready_pattern: overrides the master's readiness line (case-insensitive search), as in the profile.
+    """
+
+    is_master: bool = True
+    expected_weights: int | None = None
+    ready_pattern: str | None = None
+    phase: str | None = None
+    weights_loaded: int = 0
+    workers_registered: set[int] = field(default_factory=set)
+    world_size: int | None = None
+    connect_retries: int = 0
+    ready: bool = False
+    failure: tuple[str, str] | None = None
+    last_milestone: Milestone | None = None
+    lines_seen: int = 0
+
+    def __post_init__(self) -> None:
+        self._ready_re = re.compile(self.ready_pattern, re.I) if self.ready_pattern else None
+
+    def feed(self, line: str) -> Milestone | None:
+        """Account for one log line; returns the milestone it marked, if any."""
+        self.lines_seen += 1
+        if self.failure is None:
+            severity = severity_of(line)
+            if severity in ("E", "F"):
+                self.failure = classify_failure(line)
+        milestone = milestone_of(line)
+        if milestone is None:
+            if self._ready_re is not None and self.is_master and self._ready_re.search(line):
+                milestone = Milestone("serving", glog_message(line))
+            else:
+                return None
+        self.last_milestone = milestone
+        if milestone.phase == "weights":
+            self.weights_loaded += 1
+        elif milestone.phase == "worker_registered" and milestone.rank is not None:
+            self.workers_registered.add(milestone.rank)
+        elif milestone.phase == "world":
+            try:
+                self.world_size = int(milestone.detail)
+            except ValueError:
+                pass
+        elif milestone.phase == "worker_connect_retry":
+            self.connect_retries += 1
+        if self.phase is None or milestone.order >= PHASE_ORDER[self.phase]:
+            self.phase = milestone.phase
+        if milestone.phase == "serving" and self.is_master:
+            if self._ready_re is None or self._ready_re.search(line) or "startup complete" in line.lower():
+                self.ready = True
+        elif milestone.phase == "model_ready" and not self.is_master:
+            self.ready = True
+        return milestone
+
+    def feed_lines(self, lines) -> None:
+        for line in lines:
+            self.feed(line)
+
+    @property
+    def progress(self) -> tuple[int, int | None] | None:
+        """(done, total or None) for the current phase when it is countable."""
+        if self.phase == "weights":
+            return (self.weights_loaded, self.expected_weights)
+        if self.phase == "worker_registered":
+            total = self.world_size - 1 if self.world_size else None
+            return (len(self.workers_registered), total)
+        if self.phase == "worker_connect_retry":
+            return (self.connect_retries, None)
+        return None
+
+    def state(self) -> StartupState:
+        detail = self.last_milestone.detail if self.last_milestone else ""
+        return StartupState(self.phase, self.progress, self.ready, self.failure, detail)
+
+    def describe(self) -> str:
+        """A short human text, e.g. "loading weights 12/48" or "kv cache"."""
+        if self.failure:
+            return f"{self.failure[0]}: {self.failure[1]}"
+        if self.ready:
+            return "serving" if self.is_master else "model ready"
+        if self.phase is None:
+            return "starting"
+        label = {
+            "weights": "loading weights",
+            "worker_connect_retry": "waiting for rank 0",
+            "worker_registered": "workers registered",
+            "model_ready": "model ready",
+            "kv_cache": "kv cache",
+        }.get(self.phase, self.phase.replace("_", " "))
+        progress = self.progress
+        if progress is not None:
+            done, total = progress
+            return f"{label} {done}/{total}" if total else f"{label} {done}"
+        return label

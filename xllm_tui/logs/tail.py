@@ -1,0 +1,719 @@
+"""Tail and index big, growing log files without holding their lines (no Textual here).
+
+Index design (why it is sparse and built from the end)
+------------------------------------------------------
+A rank's log can reach gigabytes. A dense array of line offsets costs 8 bytes per line (~80 MB for
+10 M lines) and needs a full scan before the last line has a number. `LogFile` instead splits the file
+into fixed blocks (`BLOCK_SIZE`, 64 KiB) and stores only the newline count of each block, plus their
+prefix sums: ~12 bytes per 64 KiB, i.e. about 200 KB for a 1 GB file. Line *i* is found by a binary
+search over the prefix sums, then by scanning one 64 KiB block (its newline positions are kept in a small
+LRU cache), so random access costs one bisect and at most one block read.
+
+The index covers a *region* ``[first_block * BLOCK_SIZE, indexed_end)``. Opening anchors the region at
+the end of the file and indexes backwards just far enough for `initial_lines`; the rest of the file is
+indexed by further `index_backward()` calls (a UI does that in a thread; `index_all()` does it at once).
+So a 1 GB file shows its last screen after reading about a megabyte.
+
+Line numbers count from the start of the region. While the region still grows backwards, every step
+*prepends* lines, shifting every number by the lines it added. `prepended_lines` counts those lines since
+the file was opened (or reset), and the line accessors take an optional ``base``: the `prepended_lines`
+value the caller's numbers refer to. A caller that stores line numbers reads `snapshot()` (line_count and
+prepended_lines together) and passes ``base=snapshot.prepended_lines`` to keep its numbers valid, even if
+another thread extends the index meanwhile. ``line - prepended_lines`` is stable for the life of a file.
+Byte offsets of line starts are stable too; search and filters work with them.
+
+Appended data is picked up by `refresh()`; a last line without a newline is held back until it is
+complete. A shrinking file (truncation) or a path that now names another inode (rotation) resets the
+index; `poll()` says which happened. Lines are decoded as UTF-8 with errors="replace"; a trailing "\\r"
+is stripped; a line longer than `max_line_bytes` is cut and marked.
+
+Other helpers: `tail_lines` (last n lines for ``logs -n``), `follow` / `IncrementalReader` (new lines as
+they are written, for ``logs -f`` and for the supervisor's milestone tracker), `rotate_log` and
+`log_generations` (node_3.log -> node_3.log.1, .2, ...; never truncates).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+from array import array
+from bisect import bisect_left, bisect_right
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from itertools import accumulate
+
+BLOCK_SIZE = 64 * 1024
+READ_CHUNK = 1024 * 1024  # bytes read per pread while scanning
+MAX_LINE_BYTES = 64 * 1024  # longer lines are cut when read (the index itself is unaffected)
+TRUNCATION_MARK = " …[line cut]"
+_SPAN_READ_LIMIT = 8 * 1024 * 1024  # one pread for a run of lines up to this size
+
+
+def _decode(raw: bytes) -> str:
+    text = raw.decode("utf-8", errors="replace")
+    return text[:-1] if text.endswith("\r") else text
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A consistent view of the index: how many lines, and the numbering they refer to."""
+
+    line_count: int
+    prepended_lines: int
+    generation: int  # bumped on every reset (rotation/truncation)
+    complete: bool  # True once the index reaches the start of the file
+    indexed_bytes: int
+    file_size: int
+
+
+@dataclass(frozen=True)
+class RefreshResult:
+    """What `LogFile.poll()` found: lines appended, and whether the file was reset."""
+
+    new_lines: int
+    reset: str | None = None  # None, "truncated" or "rotated"
+
+
+class _LRU:
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self._data: OrderedDict = OrderedDict()
+
+    def get(self, key):
+        value = self._data.get(key)
+        if value is not None:
+            self._data.move_to_end(key)
+        return value
+
+    def put(self, key, value) -> None:
+        self._data[key] = value
+        self._data.move_to_end(key)
+        while len(self._data) > self.maxsize:
+            self._data.popitem(last=False)
+
+    def clear(self) -> None:
+        self._data.clear()
+
+
+class LogFile:
+    """A growing text file addressed by line number, read with os.pread. Thread-safe.
+
+    ``LogFile(path)`` opens the file at its tail: `line_count` covers at least `initial_lines` lines
+    (or the whole file if it is shorter). Call `index_backward()` repeatedly or `index_all()` to cover
+    the rest, `refresh()`/`poll()` to pick up appended data, and `close()` when done.
+    A missing file is treated as empty until it appears.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        initial_lines: int = 1000,
+        block_size: int = BLOCK_SIZE,
+        max_line_bytes: int = MAX_LINE_BYTES,
+    ) -> None:
+        self.path = os.fspath(path)
+        self.block_size = block_size
+        self.max_line_bytes = max_line_bytes
+        self._lock = threading.RLock()
+        self._fd: int | None = None
+        self._identity: tuple[int, int] | None = None
+        self._blocks_cache = _LRU(64)
+        self.initial_lines = initial_lines
+        self.generation = 0
+        self.last_reset: str | None = None
+        self._open_and_anchor()
+        self.poll()
+        while not self.complete and self.line_count < initial_lines:
+            self.index_backward(READ_CHUNK)
+
+    # ---- state -------------------------------------------------------------------------------
+    def _open_and_anchor(self) -> None:
+        """(Re)open the path and anchor an empty region at the block holding the end of the file."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        try:
+            self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            st = os.fstat(self._fd)
+            self._identity = (st.st_dev, st.st_ino)
+            size = st.st_size
+        except FileNotFoundError:
+            self._identity = None
+            size = 0
+        self._first_block = size // self.block_size
+        self._end = self._first_block * self.block_size
+        self._counts = array("I")  # newlines per block, blocks first_block.. in order
+        self._cum = array("Q", [0])  # prefix sums of _counts
+        self.prepended_lines = 0
+        self._blocks_cache.clear()
+
+    @property
+    def _skip(self) -> int:
+        # A region not starting at byte 0 begins inside some line: its first newline ends a fragment.
+        return 1 if self._first_block > 0 else 0
+
+    @property
+    def line_count(self) -> int:
+        """Complete lines in the indexed region (a held partial last line is not counted)."""
+        with self._lock:
+            return max(0, self._cum[-1] - self._skip)
+
+    @property
+    def complete(self) -> bool:
+        """True once the index covers the file from its first byte."""
+        return self._first_block == 0
+
+    @property
+    def indexed_end(self) -> int:
+        return self._end
+
+    @property
+    def file_size(self) -> int:
+        try:
+            return os.fstat(self._fd).st_size if self._fd is not None else 0
+        except OSError:
+            return 0
+
+    def snapshot(self) -> Snapshot:
+        with self._lock:
+            return Snapshot(
+                line_count=max(0, self._cum[-1] - self._skip),
+                prepended_lines=self.prepended_lines,
+                generation=self.generation,
+                complete=self.complete,
+                indexed_bytes=self._end - self._first_block * self.block_size,
+                file_size=self.file_size,
+            )
+
+    def index_memory_bytes(self) -> int:
+        """Bytes held by the index arrays (not counting the small block cache)."""
+        return self._counts.buffer_info()[1] * self._counts.itemsize + self._cum.buffer_info()[1] * self._cum.itemsize
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+    def __enter__(self) -> LogFile:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ---- growing the index -------------------------------------------------------------------
+    def _count_blocks(self, fd: int, start: int, end: int) -> list[int]:
+        """Newline counts of the blocks in [start, end); start is block-aligned (or the indexed end)."""
+        counts: list[int] = []
+        bs = self.block_size
+        pos = start
+        while pos < end:
+            chunk = os.pread(fd, min(READ_CHUNK, end - pos), pos)
+            if not chunk:
+                break
+            offset = 0
+            while offset < len(chunk):
+                block_end = (pos + offset) // bs * bs + bs
+                stop = min(len(chunk), block_end - pos)
+                counts.append(chunk.count(b"\n", offset, stop))
+                offset = stop
+            pos += len(chunk)
+        return counts
+
+    def index_backward(self, max_bytes: int = 16 * READ_CHUNK) -> int:
+        """Extend the region towards the start by up to max_bytes. Returns the lines it prepended."""
+        with self._lock:
+            if self._fd is None or self.complete:
+                return 0
+            first, generation = self._first_block, self.generation
+            fd = self._fd
+        n_blocks = max(1, max_bytes // self.block_size)
+        new_first = max(0, first - n_blocks)
+        try:
+            # Reading happens outside the lock so readers are never held up by a long scan.
+            counts = self._count_blocks(fd, new_first * self.block_size, first * self.block_size)
+        except OSError:
+            return 0
+        with self._lock:
+            if self.generation != generation or self._first_block != first or len(counts) != first - new_first:
+                return 0  # the file was reset, or another thread got here first
+            before = max(0, self._cum[-1] - self._skip)
+            self._counts = array("I", counts) + self._counts
+            self._cum = array("Q", accumulate(self._counts, initial=0))
+            self._first_block = new_first
+            added = max(0, self._cum[-1] - self._skip) - before
+            self.prepended_lines += added
+            return added
+
+    def index_all(self, progress: Callable[[int, int], None] | None = None) -> None:
+        """Index the whole file now (progress(indexed_bytes, total_bytes) after each step)."""
+        while not self.complete:
+            self.index_backward()
+            if progress is not None:
+                s = self.snapshot()
+                progress(s.indexed_bytes, s.file_size)
+            if self._fd is None:
+                break
+
+    def poll(self, max_bytes: int = 64 * READ_CHUNK) -> RefreshResult:
+        """Pick up appended data (up to max_bytes per call); detect truncation and rotation.
+
+        On truncation or rotation the index is reset to the new file's tail (as when opening),
+        `generation` is incremented and `last_reset` says why.
+        """
+        with self._lock:
+            reset: str | None = None
+            try:
+                st = os.stat(self.path)
+            except FileNotFoundError:
+                st = None  # deleted or between rotation and re-creation: keep what we have
+            if st is not None:
+                identity = (st.st_dev, st.st_ino)
+                if self._identity is None:
+                    self._open_and_anchor()  # the file appeared
+                    self._first_block, self._end = 0, 0
+                elif identity != self._identity:
+                    reset = "rotated"
+                elif st.st_size < self._end:
+                    reset = "truncated"
+            if reset is not None:
+                self.generation += 1
+                self.last_reset = reset
+                self._open_and_anchor()
+            if self._fd is None:
+                return RefreshResult(0, reset)
+            before = max(0, self._cum[-1] - self._skip)
+            size = min(os.fstat(self._fd).st_size, self._end + max_bytes)
+            if size > self._end:
+                counts = self._count_blocks(self._fd, self._end, size)
+                bs = self.block_size
+                pos = self._end
+                for count in counts:
+                    index = pos // bs - self._first_block
+                    if index < len(self._counts):
+                        self._counts[index] += count
+                        self._cum[index + 1] += count
+                    else:
+                        self._counts.append(count)
+                        self._cum.append(self._cum[-1] + count)
+                    pos = min(size, pos // bs * bs + bs)
+                self._end = pos
+            if reset is not None:
+                while not self.complete and self.line_count < self.initial_lines:
+                    self.index_backward(READ_CHUNK)
+            after = max(0, self._cum[-1] - self._skip)
+            return RefreshResult(after if reset is not None else after - before, reset)
+
+    def refresh(self) -> int:
+        """Pick up appended data; returns the number of new complete lines (all lines after a reset).
+
+        After a reset (truncation or rotation) `generation` is incremented and `last_reset` says why.
+        """
+        return self.poll().new_lines
+
+    # ---- reading -------------------------------------------------------------------------------
+    def _block_newlines(self, block: int) -> array:
+        """Absolute offsets of the newlines in one block (up to the indexed end)."""
+        start = block * self.block_size
+        end = min(start + self.block_size, self._end)
+        key = (self.generation, block, end)
+        cached = self._blocks_cache.get(key)
+        if cached is not None:
+            return cached
+        data = os.pread(self._fd, end - start, start)
+        positions = array("Q")
+        find = data.find
+        pos = find(b"\n")
+        while pos != -1:
+            positions.append(start + pos)
+            pos = find(b"\n", pos + 1)
+        self._blocks_cache.put(key, positions)
+        return positions
+
+    def _newline(self, k: int) -> int:
+        """Offset of the k-th newline (0-based) of the region."""
+        index = bisect_right(self._cum, k) - 1
+        positions = self._block_newlines(self._first_block + index)
+        return positions[k - self._cum[index]]
+
+    def _line_start(self, i: int) -> int:
+        k = i - 1 + self._skip
+        return self._newline(k) + 1 if k >= 0 else self._first_block * self.block_size
+
+    def _shift(self, base: int | None) -> int:
+        return 0 if base is None else self.prepended_lines - base
+
+    def get_lines_with_offsets(self, start: int, count: int, base: int | None = None) -> list[tuple[int, str]]:
+        """(start offset, text) of lines start .. start+count-1 (clipped to the indexed lines)."""
+        with self._lock:
+            if self._fd is None:
+                return []
+            start += self._shift(base)
+            total = max(0, self._cum[-1] - self._skip)
+            start = max(0, start)
+            stop = min(total, start + max(0, count))
+            if start >= stop:
+                return []
+            bounds = [self._line_start(start)]
+            for i in range(start, stop):
+                bounds.append(self._newline(i + self._skip))
+            span = bounds[-1] - bounds[0]
+            if span <= _SPAN_READ_LIMIT:
+                data = os.pread(self._fd, span, bounds[0])
+                out = []
+                origin = bounds[0]
+                line_start = bounds[0]
+                for end in bounds[1:]:
+                    raw = data[line_start - origin : end - origin]
+                    out.append((line_start, self._text(raw, end - line_start)))
+                    line_start = end + 1
+                return out
+            out = []
+            line_start = bounds[0]
+            for end in bounds[1:]:
+                raw = os.pread(self._fd, min(end - line_start, self.max_line_bytes), line_start)
+                out.append((line_start, self._text(raw, end - line_start)))
+                line_start = end + 1
+            return out
+
+    def _text(self, raw: bytes, length: int) -> str:
+        if length > self.max_line_bytes:
+            return _decode(raw[: self.max_line_bytes]) + TRUNCATION_MARK
+        return _decode(raw)
+
+    def get_lines(self, start: int, count: int, base: int | None = None) -> list[str]:
+        """Text of lines start .. start+count-1, clipped to the indexed lines."""
+        return [text for _, text in self.get_lines_with_offsets(start, count, base)]
+
+    def get_line(self, index: int, base: int | None = None) -> str:
+        """Text of one line; IndexError if it is not (yet) indexed."""
+        lines = self.get_lines(index, 1, base)
+        if not lines:
+            raise IndexError(f"line {index} is not in the index ({self.line_count} lines)")
+        return lines[0]
+
+    def line_offset(self, index: int, base: int | None = None) -> int:
+        """Byte offset where line `index` starts."""
+        with self._lock:
+            index += self._shift(base)
+            if not 0 <= index < max(0, self._cum[-1] - self._skip):
+                raise IndexError(index)
+            return self._line_start(index)
+
+    def line_of_offset(self, offset: int, base: int | None = None) -> int | None:
+        """Number of the line containing byte `offset`, or None if it is outside the indexed lines."""
+        with self._lock:
+            if self._fd is None or offset < 0 or offset >= self._end:
+                return None
+            region_start = self._first_block * self.block_size
+            if offset < region_start:
+                return None
+            index = offset // self.block_size - self._first_block
+            positions = self._block_newlines(self._first_block + index)
+            k = self._cum[index] + bisect_left(positions, offset)
+            line = k - self._skip
+            if line < 0 or line >= max(0, self._cum[-1] - self._skip):
+                return None
+            return line - self._shift(base)
+
+    def line_at_offset(self, offset: int) -> str:
+        """Text of the line starting at byte `offset` (a stable address: see the module docstring)."""
+        with self._lock:
+            if self._fd is None:
+                return ""
+            raw = os.pread(self._fd, self.max_line_bytes + 1, offset)
+        end = raw.find(b"\n")
+        return self._text(raw, len(raw)) if end == -1 else _decode(raw[:end])
+
+    def partial_line(self) -> str:
+        """The held, not yet newline-terminated tail of the file ("" if none)."""
+        with self._lock:
+            if self._fd is None:
+                return ""
+            if self._cum[-1] == 0:
+                start = self._first_block * self.block_size if self._first_block else 0
+            else:
+                start = self._newline(self._cum[-1] - 1) + 1
+            if start >= self._end:
+                return ""
+            raw = os.pread(self._fd, min(self._end - start, self.max_line_bytes + 1), start)
+            return self._text(raw, self._end - start)
+
+    # ---- scanning (search and filters work on byte offsets, which never shift) -----------------
+    def _indexed_window(self) -> tuple[int, int, int]:
+        """(generation, first complete line's offset, end of the last complete line) or generation -1."""
+        with self._lock:
+            if self._fd is None:
+                return -1, 0, 0
+            start = self._first_block * self.block_size
+            if self._skip and self._cum[-1] > 0:
+                start = self._newline(0) + 1
+            end = self._newline(self._cum[-1] - 1) + 1 if self._cum[-1] > self._skip else start
+            return self.generation, start, end
+
+    def _pread_gen(self, generation: int, size: int, offset: int) -> bytes:
+        with self._lock:
+            if generation != self.generation or self._fd is None:
+                return b""  # reset meanwhile: results would belong to another file
+            return os.pread(self._fd, size, offset)
+
+    def scan_matching(
+        self,
+        pattern: re.Pattern[bytes],
+        start: int | None = None,
+        end: int | None = None,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> array:
+        """Start offsets of the complete lines matching `pattern` (compile it with re.M), in order.
+
+        Scans [start, end) of the indexed lines (defaults: all of them). Safe to call from a thread.
+        """
+        found = array("Q")
+        for offset in self._iter_matches(pattern, start, end, cancelled):
+            if not found or found[-1] != offset:
+                found.append(offset)
+        return found
+
+    def _iter_matches(self, pattern, start, end, cancelled) -> Iterator[int]:
+        generation, lo, hi = self._indexed_window()
+        if generation < 0:
+            return
+        start = lo if start is None else max(lo, start)
+        end = hi if end is None else min(hi, end)
+        pos = start
+        while pos < end:
+            if cancelled is not None and cancelled():
+                return
+            chunk = self._pread_gen(generation, min(4 * READ_CHUNK, end - pos), pos)
+            if not chunk:
+                return
+            cut = chunk.rfind(b"\n") + 1 if pos + len(chunk) < end else len(chunk)
+            if cut <= 0:  # one line longer than the chunk: take it whole
+                nl = self._next_line_start(generation, pos + len(chunk), end)
+                chunk = self._pread_gen(generation, nl - pos, pos)
+                cut = len(chunk)
+                if not cut:
+                    return
+            chunk = chunk[:cut]
+            for m in pattern.finditer(chunk):
+                yield pos + chunk.rfind(b"\n", 0, m.start()) + 1
+            pos += cut
+
+    def _next_line_start(self, generation: int, pos: int, end: int) -> int:
+        while pos < end:
+            chunk = self._pread_gen(generation, min(READ_CHUNK, end - pos), pos)
+            if not chunk:
+                return end
+            i = chunk.find(b"\n")
+            if i != -1:
+                return pos + i + 1
+            pos += len(chunk)
+        return end
+
+    def find_next(
+        self, pattern: re.Pattern[bytes], after: int | None, cancelled: Callable[[], bool] | None = None
+    ) -> int | None:
+        """Start offset of the first matching line after the line holding byte `after` (None: from the top)."""
+        start = None
+        if after is not None:
+            generation, _, hi = self._indexed_window()
+            if generation < 0:
+                return None
+            start = self._next_line_start(generation, after, hi)
+        for offset in self._iter_matches(pattern, start, None, cancelled):
+            return offset
+        return None
+
+    def find_previous(
+        self, pattern: re.Pattern[bytes], before: int | None, cancelled: Callable[[], bool] | None = None
+    ) -> int | None:
+        """Start offset of the last matching line starting before byte `before` (None: from the bottom)."""
+        generation, lo, hi = self._indexed_window()
+        if generation < 0:
+            return None
+        end = hi if before is None else min(hi, before)
+        size = 4 * READ_CHUNK
+        while end > lo:
+            if cancelled is not None and cancelled():
+                return None
+            start = max(lo, end - size)
+            chunk = self._pread_gen(generation, end - start, start)
+            if not chunk:
+                return None
+            if start > lo:
+                first_nl = chunk.find(b"\n")
+                if first_nl == -1 or first_nl + 1 >= len(chunk):
+                    size *= 2  # no line starts inside this window: widen it
+                    continue
+                chunk = chunk[first_nl + 1 :]
+                start += first_nl + 1
+            last = None
+            for last in pattern.finditer(chunk):
+                pass
+            if last is not None:
+                return start + chunk.rfind(b"\n", 0, last.start()) + 1
+            end = start
+            size = 4 * READ_CHUNK
+        return None
+
+
+def tail_lines(path: str | os.PathLike, n: int, *, include_partial: bool = True) -> list[str]:
+    """The last n lines of a file, read backwards (like `tail -n`; [] for a missing or empty file).
+
+    With include_partial, a last line without a newline is included, as tail does.
+    """
+    if n <= 0:
+        return []
+    try:
+        fd = os.open(os.fspath(path), os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return []
+    try:
+        size = os.fstat(fd).st_size
+        if size == 0:
+            return []
+        end = size
+        if not include_partial and os.pread(fd, 1, size - 1) != b"\n":
+            pos = size
+            while True:  # end at the last newline
+                start = max(0, pos - READ_CHUNK)
+                i = os.pread(fd, pos - start, start).rfind(b"\n")
+                if i != -1:
+                    end = start + i + 1
+                    break
+                if start == 0:
+                    return []
+                pos = start
+        data = b""
+        pos = end
+        while pos > 0:
+            start = max(0, pos - READ_CHUNK)
+            data = os.pread(fd, pos - start, start) + data
+            pos = start
+            if data.count(b"\n", 0, len(data) - 1) >= n:
+                break
+        lines = data.split(b"\n")
+        if lines and lines[-1] == b"":
+            lines.pop()
+        return [_decode(raw) for raw in lines[-n:]]
+    finally:
+        os.close(fd)
+
+
+class IncrementalReader:
+    """Reads the lines appended to a file since the last call; rotation/truncation aware.
+
+    ``reader.read_new()`` returns the complete new lines (a partial last line is held). After the file
+    is rotated (the path names a new inode) or truncated, reading restarts at the new file's start and
+    `resets` is incremented. Meant for the supervisor's milestone tracking and for `follow`.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, from_end: bool = False) -> None:
+        self.path = os.fspath(path)
+        self.offset = 0
+        self.resets = 0
+        self._identity: tuple[int, int] | None = None
+        self._pending = b""
+        if from_end:
+            try:
+                st = os.stat(self.path)
+                self._identity = (st.st_dev, st.st_ino)
+                self.offset = st.st_size
+            except FileNotFoundError:
+                pass
+
+    def read_new(self, max_bytes: int = 16 * READ_CHUNK) -> list[str]:
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return []
+        try:
+            st = os.fstat(fd)
+            identity = (st.st_dev, st.st_ino)
+            if self._identity is not None and (identity != self._identity or st.st_size < self.offset):
+                self.offset = 0
+                self._pending = b""
+                self.resets += 1
+            self._identity = identity
+            if st.st_size <= self.offset:
+                return []
+            data = os.pread(fd, min(max_bytes, st.st_size - self.offset), self.offset)
+        finally:
+            os.close(fd)
+        self.offset += len(data)
+        data = self._pending + data
+        cut = data.rfind(b"\n") + 1
+        self._pending = data[cut:]
+        if cut == 0:
+            return []
+        return [_decode(raw) for raw in data[: cut - 1].split(b"\n")]
+
+
+def follow(
+    path: str | os.PathLike,
+    poll_interval: float = 0.5,
+    *,
+    from_end: bool = True,
+    stop: Callable[[], bool] | None = None,
+) -> Iterator[str]:
+    """Yield lines as they are appended (like `tail -F`), across rotation and truncation.
+
+    Runs until `stop()` returns True (checked every poll) or the consumer stops iterating.
+    """
+    reader = IncrementalReader(path, from_end=from_end)
+    while stop is None or not stop():
+        lines = reader.read_new()
+        if lines:
+            yield from lines
+            continue
+        time.sleep(poll_interval)
+
+
+_GENERATION_SUFFIX = re.compile(r"\.(\d+)$")
+
+
+def log_generations(log_path: str | os.PathLike) -> list[str]:
+    """Earlier generations of a log, newest first: node_3.log.1, node_3.log.2, ..."""
+    log_path = os.fspath(log_path)
+    directory = os.path.dirname(log_path) or "."
+    prefix = os.path.basename(log_path) + "."
+    found: list[tuple[int, str]] = []
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    for name in names:
+        if name.startswith(prefix):
+            suffix = name[len(prefix) :]
+            if suffix.isdigit() and not suffix.startswith("0"):
+                found.append((int(suffix), os.path.join(os.path.dirname(log_path), name)))
+    return [p for _, p in sorted(found)]
+
+
+def rotate_log(path: str | os.PathLike, keep: int = 10) -> str | None:
+    """Move `path` to `path.1` (shifting .1 -> .2 ... and dropping generations beyond `keep`).
+
+    Only renames, never truncates, so a process still writing the old file keeps writing to the
+    rotated generation. Returns the new name of the old log, or None if there was nothing to rotate
+    (missing or empty file). keep < 1 is treated as 1.
+    """
+    path = os.fspath(path)
+    keep = max(1, keep)
+    try:
+        if os.path.getsize(path) == 0:
+            return None
+    except FileNotFoundError:
+        return None
+    for old in log_generations(path):
+        if int(_GENERATION_SUFFIX.search(old).group(1)) >= keep:
+            os.unlink(old)
+    for old in reversed(log_generations(path)):
+        n = int(_GENERATION_SUFFIX.search(old).group(1))
+        os.replace(old, f"{path}.{n + 1}")
+    target = f"{path}.1"
+    os.replace(path, target)
+    return target
