@@ -134,3 +134,18 @@ def cores_from_topology(topology: Topology, device: int, count: int | None = Non
             f"{', '.join(map(str, sharing))}: not enough for {count} cores each"
         )
     return format_core_list(affinity[start : start + count])
+
+
+def topology_cores(topology: Topology, count: int | None = None) -> dict[int, str]:
+    """device -> cores_from_topology(...) for every device with an affinity. Where `count` cores per device do
+    not fit, that device gets its whole affinity (the binding check then shows the sharing)."""
+    result: dict[int, str] = {}
+    for device in sorted(topology.cpu_affinity):
+        try:
+            result[device] = cores_from_topology(topology, device, count)
+        except ValueError:
+            try:
+                result[device] = cores_from_topology(topology, device, None)
+            except ValueError:
+                continue
+    return result
