@@ -22,20 +22,10 @@ from xllm_tui.spec import FlagValue, Machine, Profile, RankLaunch, RankSpec
 
 SIM_MODULE = "xllm_tui.sim.xllm"
 
-# Flags the plan writes itself; a profile flag with one of these names would be a second, conflicting value.
-GENERATED_FLAGS = (
-    "model",
-    "model_id",
-    "host",
-    "port",
-    "devices",
-    "master_node_addr",
-    "nnodes",
-    "node_rank",
-    "draft_model",
-    "draft_devices",
-    "rank_tablefile",
-)
+# Identity flags the plan writes itself; a profile flag with one of these names would be a second,
+# conflicting value. (--draft_model, --draft_devices and --rank_tablefile may come either way: profile.py
+# already places them in Profile.flags; the plan adds them only when they are not there.)
+GENERATED_FLAGS = ("model", "model_id", "host", "port", "devices", "master_node_addr", "nnodes", "node_rank")
 
 _PLACEHOLDER = re.compile(r"\{(rank|local_rank|device|port|host)\}")
 _IPV4 = re.compile(r"(?<![\w.])(\d{1,3}(?:\.\d{1,3}){3})(?![\w.])")
@@ -343,8 +333,9 @@ def rank_argv(
     """numactl -C cores, the binary, then the flags in the guide's order.
 
     --model, --model_id, --host, --port, --devices, --master_node_addr, --nnodes, --node_rank, the
-    profile's flags, --draft_model/--draft_devices (placed before the first *speculative* flag, as the
-    guide writes them, else after the profile's flags), --rank_tablefile.
+    profile's flags, --draft_model/--draft_devices (unless the flags hold them already: placed before the
+    first draft_* or *speculative* flag, as the guide writes them, else after the profile's flags),
+    --rank_tablefile (unless in the flags already).
     """
     host = spec.machine.host
     port = spec.port
@@ -375,11 +366,13 @@ def rank_argv(
         ("nnodes", str(profile.nnodes)),
         ("node_rank", str(spec.rank)),
     ]
+    given = {name for name, _ in profile.flags}
     draft_flags: list[tuple[str, str]] = []
     if profile.draft_model:
-        draft_flags = [("draft_model", profile.draft_model), ("draft_devices", f"npu:{spec.device}")]
+        draft_flags = [(n, v) for n, v in (("draft_model", profile.draft_model), ("draft_devices", f"npu:{spec.device}"))
+                       if n not in given]
     for name, value in profile.flags:
-        if draft_flags and _is_speculative_flag(name):
+        if draft_flags and (_is_speculative_flag(name) or name.startswith("draft_")):
             flags += draft_flags  # the guide keeps the draft model next to its speculative settings
             draft_flags = []
         if name in GENERATED_FLAGS:
@@ -390,7 +383,7 @@ def rank_argv(
         text = _substitute(render_flag_value(value), values)
         flags.append((name, simulate.map_address(text) if simulate is not None else text))
     flags += draft_flags
-    if profile.rank_tablefile:
+    if profile.rank_tablefile and "rank_tablefile" not in given:
         flags.append(("rank_tablefile", profile.rank_tablefile))
     prefix: tuple[str, ...] = ("numactl", "-C", cores) if cores else ()
     return prefix + binary + tuple(f"--{name}={value}" for name, value in flags)
@@ -559,7 +552,19 @@ def render_script(
     if simulate is not None:
         out.append("# --simulate: the xllm binary is the simulator; mapped onto this machine:")
         out += [f"#   {line}" for line in simulate.describe()]
-    out += ["", f"cd {shlex.quote(cwd)} || exit 1", ""]
+    out.append("")
+    several = not (len(machines) == 1 and (machine is not None or len(profile.machines) == 1))
+    if several:
+        # Choose the machine first: a wrong argument must not run the pre-launch removals.
+        usage = " | ".join([m.host for _, m in machines] + ["all"])
+        out.append('case "${1:-}" in')
+        for index, m in machines:
+            names = dict.fromkeys([m.host, str(index)] + ([m.name] if m.name else []))
+            out.append(f"  {'|'.join(shlex.quote(n) for n in names)}) machines=({index}) ;;")
+        out.append(f"  all) machines=({' '.join(str(index) for index, _ in machines)}) ;;")
+        out.append(f'  *) echo "usage: $0 MACHINE" {shlex.quote(f"(one of: {usage})")} >&2; exit 2 ;;')
+        out += ["esac", ""]
+    out += [f"cd {shlex.quote(cwd)} || exit 1", ""]
 
     def map_value(value: str) -> str:
         return simulate.map_address(value) if simulate is not None else value
@@ -580,7 +585,10 @@ def render_script(
         out.append("")
     if profile.env:
         out.append("# environment")
-        out += [f"export {name}={shlex.quote(map_value(value))}" for name, value in profile.env]
+        for name, value in profile.env:
+            if simulate is not None and name == "LD_PRELOAD":
+                value = ":".join(e for e in _preload_entries(value) if e not in simulate.withheld_preload)
+            out.append(f"export {name}={shlex.quote(map_value(value))}")
         out.append("")
     for toggle in profile.toggles:
         on = states[toggle.name]
@@ -607,30 +615,28 @@ def render_script(
         out.append("")
     if profile.rank_tablefile:
         out.append(f"# rank table: xllm-tui ranktable {shlex.quote(profile.source_path)} -o {shlex.quote(profile.rank_tablefile)}")
-    log_dirs = sorted({_relative_to(os.path.dirname(launch.log_path), cwd) for launch in launches})
-    out += [f"mkdir -p {' '.join(shlex.quote(d) for d in log_dirs)}", ""]
 
-    if len(machines) == 1 and (machine is not None or len(profile.machines) == 1):
+    def mkdir_line(subset: list[RankLaunch], indent: str = "") -> str:
+        dirs = sorted({_relative_to(os.path.dirname(launch.log_path), cwd) for launch in subset})
+        return f"{indent}mkdir -p {' '.join(shlex.quote(d) for d in dirs)}"
+
+    if not several:
         index, m = machines[0]
-        out.append(f"# machine {index}: {m.host}")
+        out += [mkdir_line(launches), "", f"# machine {index}: {m.host}"]
         for launch in launches:
             out += _launch_lines(launch)
         return "\n".join(out) + "\n"
 
-    choices = []
     for index, m in machines:
+        mine = [launch for launch in launches if launch.spec.machine is m]
         out.append(f"launch_machine_{index}() {{  # {m.host}")
-        for launch in (lc for lc in launches if lc.spec.machine is m):
+        out.append(mkdir_line(mine, "  "))
+        for launch in mine:
             out += _launch_lines(launch, "  ")
         out += ["}", ""]
-        names = dict.fromkeys([m.host, str(index)] + ([m.name] if m.name else []))
-        choices.append((index, "|".join(shlex.quote(n) for n in names)))
-    usage = " | ".join([m.host for _, m in machines] + ["all"])
-    out.append('case "${1:-}" in')
-    out += [f"  {pattern}) launch_machine_{index} ;;" for index, pattern in choices]
-    out.append("  all) " + "; ".join(f"launch_machine_{index}" for index, _ in choices) + " ;;")
-    out.append(f'  *) echo "usage: $0 MACHINE" {shlex.quote(f"(one of: {usage})")} >&2; exit 2 ;;')
-    out.append("esac")
+    out.append('for machine in "${machines[@]}"; do')
+    out.append('  "launch_machine_$machine"')
+    out.append("done")
     return "\n".join(out) + "\n"
 
 

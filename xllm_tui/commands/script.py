@@ -1,9 +1,68 @@
-"""Placeholder until this command is built; replaced by its owner."""
+"""`xllm-tui script PROFILE [--machine HOST] [--simulate]`: the equivalent bash launch script."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from xllm_tui.spec import Profile
 
 
-def add_arguments(parser, name):
-    parser.add_argument("rest", nargs="*")
+def load_or_report(path: str, command: str) -> Profile | None:
+    """The validated profile, or None after printing its diagnostics (errors stop; warnings go to stderr).
+
+    Rendering launches nothing, so paths that exist only on the deployment machines (binary, model) are
+    checked as under --simulate: a warning, not an error. This lets anyone print a script or rank table.
+    """
+    from xllm_tui.profile import load_profile
+
+    try:
+        result = load_profile(path, simulate=True)
+    except OSError as error:  # normally reported as a diagnostic; this is the last line of defence
+        print(f"xllm-tui {command}: cannot read {path}: {error.strerror or error}", file=sys.stderr)
+        return None
+    diagnostics = getattr(result, "diagnostics", None)
+    if diagnostics is None:
+        diagnostics = [*result.errors, *result.warnings]
+    for diagnostic in diagnostics:
+        print(str(diagnostic), file=sys.stderr)
+    if result.errors or result.profile is None:
+        print(f"xllm-tui {command}: {path} has errors; nothing was rendered", file=sys.stderr)
+        return None
+    return result.profile
 
 
-def run(args):
-    raise SystemExit("xllm-tui: this command is not built yet")
+def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
+    parser.add_argument("profile", metavar="PROFILE", help="the launch profile (YAML)")
+    parser.add_argument("--machine", metavar="HOST",
+                        help="only this machine's ranks (its host address or name); default: every machine")
+    parser.add_argument("--simulate", action="store_true",
+                        help="the script for a simulated run on this machine (simulator binary, loopback addresses, local cores)")
+    parser.add_argument("-o", "--output", metavar="FILE", help="write the script to FILE (made executable) instead of stdout")
+
+
+def run(args: argparse.Namespace) -> int:
+    from xllm_tui.launch import LaunchError, build_simulate_mapping, render_script
+
+    profile = load_or_report(args.profile, "script")
+    if profile is None:
+        return 2
+    try:
+        mapping = build_simulate_mapping(profile) if args.simulate else None
+        text = render_script(profile, args.machine, simulate=mapping)
+    except LaunchError as error:
+        print(f"xllm-tui script: {error}", file=sys.stderr)
+        return 2
+    if args.output:
+        try:
+            with open(args.output, "w", encoding="utf-8") as handle:
+                handle.write(text)
+            os.chmod(args.output, 0o755)
+        except OSError as error:
+            print(f"xllm-tui script: cannot write {args.output}: {error.strerror or error}", file=sys.stderr)
+            return 2
+        print(f"wrote {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
