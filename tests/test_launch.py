@@ -555,3 +555,53 @@ def test_capture_with_nothing_to_source():
     assert capture_sourced_env([], {}) == ({}, [])
     env, warnings = capture_sourced_env(["/nonexistent/set_env.sh"], {})
     assert env == {} and warnings == ["environment script /nonexistent/set_env.sh not found on this machine: its variables are not set"]
+
+
+# ------------------------------------------------------------------------------------ a real simulated run
+
+
+def test_simulated_two_machine_plan_really_runs_on_loopback(tmp_path):
+    """One rank per machine: rank 1 on 127.0.0.2 registers with rank 0 on 127.0.0.1, which then serves HTTP."""
+    import signal
+    import subprocess
+    import urllib.request
+
+    import psutil
+
+    from conftest import free_port_block
+
+    profile = replace(
+        two_node_profile(str(tmp_path / "profile.yaml")),
+        machines=(Machine(host="11.87.49.110", devices=(0,)), Machine(host="11.87.49.111", devices=(0,))),
+        rank_tablefile=None,
+    )
+    base = free_port_block(1)
+    mapping = build_simulate_mapping(profile, port_offset=base - profile.base_port)
+    plans = plan_launches(profile, simulate=mapping, base_env=dict(os.environ, XLLM_SIM_TIME_SCALE="0.01"))
+    assert [dict(flag_pairs(p.argv))["host"] for p in plans] == ["127.0.0.1", "127.0.0.2"]
+    os.makedirs(os.path.dirname(plans[0].log_path))
+    processes = []
+    try:
+        for plan in plans:
+            with open(plan.log_path, "ab") as log:
+                processes.append(subprocess.Popen(plan.argv, env=plan.env_dict(), cwd=plan.cwd, stdout=log,
+                                                  stderr=log, stdin=subprocess.DEVNULL, start_new_session=True))
+
+        def healthy():
+            try:
+                return urllib.request.urlopen(f"http://127.0.0.1:{base}/health", timeout=1).read()
+            except OSError:
+                return None
+
+        assert wait_until(healthy, timeout=60, what="rank 0's /health").strip() == b"OK"
+        master_log = open(plans[0].log_path).read()
+        assert "global_rank_: 1" in master_log and f"Brpc Server started on port {base}" in master_log
+    finally:
+        for process in processes:
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            process.wait(timeout=10)
+    assert not any(psutil.pid_exists(p.pid) and psutil.Process(p.pid).status() != psutil.STATUS_ZOMBIE
+                   for p in processes)

@@ -30,7 +30,7 @@ from xllm_tui.launch import (
     render_script,
     ranktable_json,
 )
-from xllm_tui.spec import Machine, PreLaunchStep, Toggle
+from xllm_tui.spec import Machine, PreLaunchStep
 
 # Replaces nohup inside the script under test: writes its argv, a separator and its environment to the
 # rank's log file (the script's own redirection), so the test sees exactly what bash would have run.

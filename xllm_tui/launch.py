@@ -592,7 +592,7 @@ def render_script(
         out.append("")
     for toggle in profile.toggles:
         on = states[toggle.name]
-        out.append(f"# toggle {toggle.name}: {'on' if on else 'off'}" + (f" ({toggle.description})" if toggle.description else ""))
+        out.append(f"# toggle {toggle.name}: {'on' if on else 'off'}" + (f" - {toggle.description}" if toggle.description else ""))
         prefix = "" if on else "# "
         out += [f"{prefix}rm -rf {_glob_word(p)}" for p in toggle.remove]
         out += [f"{prefix}export {name}={shlex.quote(map_value(value))}" for name, value in toggle.env]
