@@ -977,7 +977,9 @@ def _build(tree: _Map, path: str, checker: _Checker) -> Profile | None:
 
     # ---- semantic checks across sections
     _check_machines(checker, machines, machine_nodes, core_rule, tree.get("cores"))
-    _check_ports(checker, machines, machine_nodes, master_host, master_port, master_node, base_port, base_port_node)
+    all_machines_read = isinstance(machines_node, _Seq) and len(machines) == len(machines_node.items) > 0
+    if all_machines_read:  # otherwise the broken machine entry is the error to fix first
+        _check_ports(checker, machines, master_host, master_port, master_node, base_port, base_port_node)
     if rank_tablefile is not None and len(machines) > 1:
         for machine, node in zip(machines, machine_nodes):
             if not machine.device_ips:
@@ -1451,7 +1453,6 @@ def _check_machines(
 def _check_ports(
     checker: _Checker,
     machines: list[Machine],
-    nodes: list[_Map],
     master_host: str | None,
     master_port: int | None,
     master_node: _Node | None,
