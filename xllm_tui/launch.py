@@ -652,7 +652,8 @@ def render_ranktable(profile: Profile) -> dict:
     if missing:
         raise LaunchError(
             f"{profile.source_path}: the rank table needs each NPU's network address; machine(s) "
-            f"{', '.join(missing)} have no device_ips (on the machine, `hccn_tool -i <device> -ip -g` prints them)"
+            f"{', '.join(missing)} have no device_ips; list one per device under that machine's device_ips "
+            "(on the machine, `hccn_tool -i <device> -ip -g` prints each)"
         )
     servers = []
     rank = 0

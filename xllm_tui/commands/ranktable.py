@@ -9,7 +9,8 @@ import tempfile
 
 
 def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
-    parser.add_argument("profile", metavar="PROFILE", help="the launch profile (YAML); every machine needs device_ips")
+    parser.add_argument("profile", metavar="PROFILE",
+                        help="the launch profile (YAML); every machine needs device_ips (one machine is allowed too)")
     parser.add_argument("-o", "--output", metavar="FILE",
                         help="write the table to FILE (e.g. the profile's rank_tablefile) instead of stdout")
 
