@@ -128,7 +128,7 @@ class LogFile:
         self._open_and_anchor()
         self.poll()
         while not self.complete and self.line_count < initial_lines:
-            self.index_backward(READ_CHUNK)
+            self.index_backward(16 * self.block_size)
 
     # ---- state -------------------------------------------------------------------------------
     def _open_and_anchor(self) -> None:
@@ -251,13 +251,14 @@ class LogFile:
 
     def index_all(self, progress: Callable[[int, int], None] | None = None) -> None:
         """Index the whole file now (progress(indexed_bytes, total_bytes) after each step)."""
-        while not self.complete:
+        while not self.complete and self._fd is not None:
             self.index_backward()
             if progress is not None:
                 s = self.snapshot()
                 progress(s.indexed_bytes, s.file_size)
-            if self._fd is None:
-                break
+        if progress is not None:
+            s = self.snapshot()
+            progress(s.indexed_bytes, s.file_size)
 
     def poll(self, max_bytes: int = 64 * READ_CHUNK) -> RefreshResult:
         """Pick up appended data (up to max_bytes per call); detect truncation and rotation.
@@ -304,7 +305,7 @@ class LogFile:
                 self._end = pos
             if reset is not None:
                 while not self.complete and self.line_count < self.initial_lines:
-                    self.index_backward(READ_CHUNK)
+                    self.index_backward(16 * self.block_size)
             after = max(0, self._cum[-1] - self._skip)
             return RefreshResult(after if reset is not None else after - before, reset)
 

@@ -1,0 +1,236 @@
+"""The log index: tail-first opening, appends, partial lines, resets, odd bytes; tail/follow/rotation helpers."""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import threading
+
+import pytest
+
+from xllm_tui.logs.tail import (
+    IncrementalReader,
+    LogFile,
+    follow,
+    log_generations,
+    rotate_log,
+    tail_lines,
+)
+
+
+def write(path, text: str | bytes, mode: str = "w") -> None:
+    data = text.encode() if isinstance(text, str) else text
+    with open(path, mode + "b") as f:
+        f.write(data)
+
+
+def make_lines(n: int, seed: int = 1) -> list[str]:
+    rng = random.Random(seed)
+    return [f"line {i} " + "x" * rng.randint(0, 200) for i in range(n)]
+
+
+@pytest.fixture
+def big(tmp_path):
+    lines = make_lines(5000)
+    path = tmp_path / "big.log"
+    write(path, "\n".join(lines) + "\n")
+    return path, lines
+
+
+def test_opens_at_tail_then_indexes_backwards_keeping_numbers_valid(big):
+    path, lines = big
+    # Small blocks so this small file behaves like a big one: the first view covers only the tail.
+    with LogFile(path, initial_lines=50, block_size=1024) as log:
+        first = log.snapshot()
+        assert not first.complete
+        assert 50 <= first.line_count < len(lines)
+        assert log.get_lines(first.line_count - 3, 3) == lines[-3:]
+        tail_number = first.line_count - 1
+        while not log.complete:
+            assert log.index_backward(4096) >= 0
+        assert log.line_count == len(lines)
+        # A number taken before the index grew still names the same line when its base is given.
+        assert log.get_line(tail_number, base=first.prepended_lines) == lines[-1]
+        assert log.get_lines(0, 3) == lines[:3]
+        for i in random.Random(2).sample(range(len(lines)), 300):
+            assert log.get_line(i) == lines[i]
+            offset = log.line_offset(i)
+            assert log.line_at_offset(offset) == lines[i]
+            assert log.line_of_offset(offset) == i
+            assert log.line_of_offset(offset + len(lines[i])) == i  # its newline belongs to it
+
+
+def test_index_all_and_small_memory(big):
+    path, lines = big
+    with LogFile(path, initial_lines=10, block_size=1024) as log:
+        seen = []
+        log.index_all(progress=lambda done, total: seen.append((done, total)))
+        assert log.complete and log.line_count == len(lines)
+        assert seen and seen[-1][0] == seen[-1][1] == os.path.getsize(path)
+        # ~12 bytes per block, never per line
+        blocks = os.path.getsize(path) // 1024 + 1
+        assert log.index_memory_bytes() <= 12 * blocks + 64
+
+
+def test_appends_and_partial_last_line(tmp_path):
+    path = tmp_path / "a.log"
+    write(path, "one\ntwo\n")
+    with LogFile(path) as log:
+        assert log.line_count == 2
+        write(path, "three\nfou", "a")
+        assert log.refresh() == 1
+        assert log.get_lines(0, 10) == ["one", "two", "three"]
+        assert log.partial_line() == "fou"
+        assert log.refresh() == 0
+        write(path, "r\n", "a")
+        assert log.refresh() == 1
+        assert log.get_line(3) == "four"
+        assert log.partial_line() == ""
+
+
+def test_empty_and_missing_file(tmp_path):
+    path = tmp_path / "later.log"
+    with LogFile(path) as log:
+        assert log.line_count == 0 and log.complete
+        assert log.get_lines(0, 5) == []
+        with pytest.raises(IndexError):
+            log.get_line(0)
+        write(path, "")
+        assert log.refresh() == 0
+        write(path, "hello\n", "a")
+        assert log.refresh() == 1
+        assert log.get_line(0) == "hello"
+
+
+def test_truncation_resets_and_reports(tmp_path):
+    path = tmp_path / "t.log"
+    write(path, "a\nb\nc\n")
+    with LogFile(path) as log:
+        assert log.line_count == 3
+        write(path, "new\n")
+        result = log.poll()
+        assert result.reset == "truncated"
+        assert result.new_lines == 1
+        assert log.generation == 1 and log.last_reset == "truncated"
+        assert log.get_lines(0, 5) == ["new"]
+
+
+def test_rotation_resets_to_the_new_file(tmp_path):
+    path = tmp_path / "node_0.log"
+    write(path, "old 1\nold 2\n")
+    with LogFile(path) as log:
+        os.rename(path, str(path) + ".1")
+        write(path, "fresh\n")
+        result = log.poll()
+        assert result.reset == "rotated"
+        assert log.get_lines(0, 5) == ["fresh"]
+
+
+def test_huge_line_is_cut_on_read_but_counted_once(tmp_path):
+    path = tmp_path / "h.log"
+    write(path, "before\n" + "y" * 300_000 + "\nafter\n")
+    with LogFile(path, max_line_bytes=1000, block_size=4096, initial_lines=1) as log:
+        log.index_all()
+        assert log.line_count == 3
+        lines = log.get_lines(0, 3)
+        assert lines[0] == "before" and lines[2] == "after"
+        assert lines[1].startswith("y" * 1000) and lines[1].endswith("[line cut]")
+        assert len(lines[1]) < 1100
+
+
+def test_crlf_and_invalid_utf8(tmp_path):
+    path = tmp_path / "c.log"
+    write(path, b"dos line\r\nbad \xff\xfe byte\n\xe4\xb8\xad\xe6\x96\x87\n")
+    with LogFile(path) as log:
+        assert log.get_lines(0, 3) == ["dos line", "bad \ufffd\ufffd byte", "中文"]
+    assert tail_lines(path, 1) == ["中文"]
+
+
+def test_scan_and_find_by_pattern(big):
+    path, lines = big
+    pattern = re.compile(rb"^line 12\d\d ", re.M)
+    expected = [i for i, line in enumerate(lines) if re.match(r"line 12\d\d ", line)]
+    with LogFile(path, block_size=2048) as log:
+        log.index_all()
+        found = [log.line_of_offset(o) for o in log.scan_matching(pattern)]
+        assert found == expected
+        first = log.find_next(pattern, None)
+        assert log.line_of_offset(first) == expected[0]
+        second = log.find_next(pattern, first)
+        assert log.line_of_offset(second) == expected[1]
+        last = log.find_previous(pattern, None)
+        assert log.line_of_offset(last) == expected[-1]
+        assert log.line_of_offset(log.find_previous(pattern, last)) == expected[-2]
+        assert log.find_previous(pattern, first) is None
+
+
+def test_tail_lines(tmp_path, big):
+    path, lines = big
+    assert tail_lines(path, 3) == lines[-3:]
+    assert tail_lines(path, 10_000) == lines
+    assert tail_lines(path, 0) == []
+    assert tail_lines(tmp_path / "missing.log", 5) == []
+    partial = tmp_path / "p.log"
+    write(partial, "a\nb\nunfinished")
+    assert tail_lines(partial, 2) == ["b", "unfinished"]
+    assert tail_lines(partial, 2, include_partial=False) == ["a", "b"]
+
+
+def test_incremental_reader_holds_partial_lines_and_survives_rotation(tmp_path):
+    path = tmp_path / "r.log"
+    write(path, "x\n")
+    reader = IncrementalReader(path, from_end=True)
+    assert reader.read_new() == []
+    write(path, "one\ntw", "a")
+    assert reader.read_new() == ["one"]
+    write(path, "o\n", "a")
+    assert reader.read_new() == ["two"]
+    os.rename(path, str(path) + ".1")
+    write(path, "after rotation\n")
+    assert reader.read_new() == ["after rotation"]
+    assert reader.resets == 1
+
+
+def test_follow_yields_appended_lines(tmp_path):
+    path = tmp_path / "f.log"
+    write(path, "already there\n")
+    done = threading.Event()
+    got: list[str] = []
+
+    def writer():
+        write(path, "first\nsecond\n", "a")
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    for line in follow(path, poll_interval=0.01, from_end=False, stop=done.is_set):
+        got.append(line)
+        if len(got) == 3:
+            break
+    thread.join()
+    assert got == ["already there", "first", "second"]
+    stopped = list(follow(path, poll_interval=0.01, stop=lambda: True))
+    assert stopped == []
+
+
+def test_rotate_log_keeps_generations_and_never_truncates(tmp_path):
+    path = tmp_path / "node_3.log"
+    assert rotate_log(path) is None  # nothing yet
+    write(path, "")
+    assert rotate_log(path) is None  # empty: nothing worth keeping
+    for generation in range(1, 5):
+        write(path, f"run {generation}\n")
+        assert rotate_log(path, keep=3) == str(path) + ".1"
+        assert not path.exists()
+    generations = log_generations(path)
+    assert generations == [str(path) + ".1", str(path) + ".2", str(path) + ".3"]
+    assert [open(p).read() for p in generations] == ["run 4\n", "run 3\n", "run 2\n"]
+    # A writer holding the old file keeps writing into the rotated generation.
+    write(path, "live\n")
+    with open(path, "a") as writer:
+        rotate_log(path, keep=3)
+        writer.write("still writing\n")
+    assert open(str(path) + ".1").read() == "live\nstill writing\n"
+    (tmp_path / "node_3.log.x").write_text("not a generation")
+    (tmp_path / "node_3.log.01").write_text("not a generation")
+    assert len(log_generations(path)) == 3
