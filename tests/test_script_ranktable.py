@@ -17,7 +17,6 @@ from test_launch import (
     GUIDE_BINARY,
     GUIDE_ENV,
     guide_profile,
-    shipped_profile,
     two_node_profile,
 )
 from xllm_tui.cli import main
@@ -250,8 +249,6 @@ def test_bad_profile_prints_diagnostics_and_exits_2(command, tmp_path, capsys):
 
 
 def test_script_command_on_the_shipped_profiles(tmp_path, capsys):
-    if shipped_profile("a3-8card.yaml") is None or shipped_profile("a3-16card-2node.yaml") is None:
-        pytest.skip("shipped profiles not there yet")
     assert main(["script", os.path.join(REPO, "profiles", "a3-8card.yaml")]) == 0
     text = capsys.readouterr().out
     bash_syntax_ok(text, tmp_path)
@@ -266,8 +263,6 @@ def test_script_command_on_the_shipped_profiles(tmp_path, capsys):
 
 
 def test_ranktable_command_writes_the_shipped_table(tmp_path, capsys):
-    if shipped_profile("a3-16card-2node.yaml") is None:
-        pytest.skip("shipped profiles not there yet")
     target = tmp_path / "hccl_8+8.json"
     assert main(["ranktable", os.path.join(REPO, "profiles", "a3-16card-2node.yaml"), "-o", str(target)]) == 0
     assert json.loads(target.read_text()) == DOCUMENTED_TABLE
