@@ -1,0 +1,716 @@
+"""The xllm-tui application: a live view of one deployment, driven from the keyboard.
+
+Data flows one way: a DeploymentSource (the supervisor, or a frozen snapshot) -> workers -> the widgets.
+Snapshots are polled at most a few times per second and coalesced (an event only wakes the poller early);
+widgets update only what changed. Actions go back through the source; destructive ones confirm first.
+Quitting never stops anything: the supervisor and its ranks keep running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import tomllib
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from rich.text import Text
+from textual import events, work
+from textual.app import App
+from textual.binding import Binding
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.widgets import Static, TabbedContent
+
+from xllm_tui.ui import themes as theme_files
+from xllm_tui.ui.screens.confirm import ConfirmScreen
+from xllm_tui.ui.screens.help import HelpScreen
+from xllm_tui.ui.screens.main import MAIN_KEYS, MainScreen
+from xllm_tui.ui.screens.prompt import PromptScreen
+from xllm_tui.ui.screens.rank_detail import RankDetailScreen
+from xllm_tui.ui.screens.split import SplitScreen
+from xllm_tui.ui.screens.text import TextScreen
+from xllm_tui.ui.screens.too_small import MIN_HEIGHT, MIN_WIDTH, TooSmallScreen
+from xllm_tui.ui.source import ActionFailed, DeploymentSource, SourceUnavailable
+from xllm_tui.ui.widgets import format as fmt
+from xllm_tui.ui.widgets.events_pane import EventsPane
+from xllm_tui.ui.widgets.rank_log import RankLog
+from xllm_tui.ui.widgets.rank_table import RankTable
+from xllm_tui.ui.widgets.status_bar import StatusBar
+from xllm_tui.ui.widgets.timeline import TimelineTable, scan_ranks
+from xllm_tui.ui.widgets.toggles_panel import TogglesPanel
+
+MIN_REFRESH_S = 0.3  # at most ~3 snapshot redraws per second, however many events arrive
+RETRY_S = 2.0
+APP_KEYS: list[tuple[str, str, str, str, bool, str, str]] = [
+    ("help", "question_mark", "help", "Help", True, "this list of keys", "General"),
+    ("quit", "q", "quit", "Quit", True, "quit the TUI; the supervisor and the ranks keep running", "General"),
+    ("prompt", "colon", "prompt", "Command", False, "command prompt (restart 3, toggle determinism on, ...)", "General"),
+    ("palette", "ctrl+p", "command_palette", "Palette", False, "command palette: every action, themes", "General"),
+    ("shutdown", "ctrl+x", "shutdown", "Shut down", False, "stop every rank and the supervisor, then quit (confirms)", "General"),
+]
+KEY_LABELS = {"question_mark": "?", "colon": ":", "space": "space", "escape": "esc", "enter": "enter"}
+
+
+def keymap_path() -> Path | None:
+    """The user's keymap file, if any: $XDG_CONFIG_HOME/xllm-tui/keymap.toml (or keymap.yaml)."""
+    directory = theme_files.user_config_dir()
+    for name in ("keymap.toml", "keymap.yaml", "keymap.yml"):
+        if (directory / name).is_file():
+            return directory / name
+    return None
+
+
+def load_keymap(path: Path) -> tuple[dict[str, str], list[str]]:
+    """binding id -> keys ("r" or "r,x"), and the problems found. Accepts a flat table or a [keymap] table."""
+    try:
+        text = path.read_text(encoding="utf-8")
+        if path.suffix == ".toml":
+            data: Any = tomllib.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except Exception as error:  # unreadable or malformed: report, keep the default keys
+        return {}, [f"{path}: cannot read the keymap: {error}"]
+    if isinstance(data, dict) and isinstance(data.get("keymap"), dict):
+        data = data["keymap"]
+    if not isinstance(data, dict):
+        return {}, [f"{path}: expected `binding-id = \"key\"` lines (see docs/tui.md)"]
+    known = known_binding_ids()
+    keymap, problems = {}, []
+    for binding_id, keys in data.items():
+        if binding_id not in known:
+            problems.append(f"{path}: unknown binding id {binding_id!r} (see the ? screen for ids)")
+        elif not isinstance(keys, str) or not keys.strip():
+            problems.append(f"{path}: {binding_id}: keys must be a string such as \"r\" or \"ctrl+r,x\"")
+        else:
+            keymap[binding_id] = keys.strip()
+    return keymap, problems
+
+
+def known_binding_ids() -> set[str]:
+    return {f"main.{k[0]}" for k in MAIN_KEYS} | {f"app.{k[0]}" for k in APP_KEYS}
+
+
+def key_label(keys: str) -> str:
+    return ", ".join(KEY_LABELS.get(k.strip(), k.strip()) for k in keys.split(","))
+
+
+class ActionsProvider(Provider):
+    """Command palette entries for every action of the TUI, with their current keys."""
+
+    def _commands(self) -> list[tuple[str, str, Callable[[], Any]]]:
+        app: XllmApp = self.app  # type: ignore[assignment]
+        out = []
+        for group, keys, help_text, binding_id in app.key_rows():
+            action = app.action_for_binding(binding_id)
+            if action is None or binding_id in ("app.palette",):
+                continue
+            title = f"{help_text[:1].upper()}{help_text[1:]}"
+            out.append((f"{title}  [{keys}]", group, partial(app.run_action, action)))
+        return out
+
+    async def discover(self) -> Hits:
+        for title, group, callback in self._commands():
+            yield DiscoveryHit(title, callback, help=group)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for title, group, callback in self._commands():
+            score = matcher.match(title)
+            if score > 0:
+                yield Hit(score, matcher.highlight(title), callback, help=group)
+
+
+class XllmApp(App[None]):
+    CSS_PATH = "app.tcss"
+    TITLE = "xllm-tui"
+    COMMANDS = App.COMMANDS | {ActionsProvider}
+    BINDINGS = [
+        Binding(keys, action, label, show=show, id=f"app.{binding_id}", tooltip=help_text)
+        for binding_id, keys, action, label, show, help_text, _ in APP_KEYS
+        if binding_id != "palette"
+    ]
+    ENABLE_COMMAND_PALETTE = True
+
+    def __init__(
+        self,
+        source: DeploymentSource,
+        *,
+        theme: str | None = None,
+        bell: bool = False,
+        profile_path: str | None = None,
+        simulate: bool = False,
+        watch_profile: bool = True,
+        poll_interval: float = 1.0,
+        user_config: bool = True,
+    ):
+        super().__init__()
+        self.source = source
+        self.bell_on_failure = bell
+        self.profile_path = profile_path
+        self.simulate = simulate
+        self.watch_profile = watch_profile and profile_path is not None
+        self.poll_interval = poll_interval
+        self.snapshot: dict[str, Any] | None = None
+        self.snapshot_at: float | None = None
+        self.connected = False
+        self.disconnect_reason: str | None = None
+        self.profile_plan: Any = None  # ProfilePlan of the last valid profile
+        self.profile_change: tuple[str, list[str]] | None = None  # (summary, lines) of the last edit
+        self.profile_errors: list[str] = []
+        self.config_problems: list[str] = []
+        self._wake = asyncio.Event()
+        self._frozen = bool(getattr(source, "frozen", False))
+        fmt.use_utc(self._frozen)
+        self.main_screen = MainScreen()
+
+        theme_set = theme_files.load_themes(None if user_config else Path("/nonexistent"))
+        self.config_problems += theme_set.errors
+        for item in theme_set.themes:
+            self.register_theme(item)
+        self.theme = theme or theme_files.DEFAULT_THEME
+        if user_config:
+            path = keymap_path()
+            if path is not None:
+                keymap, problems = load_keymap(path)
+                self.config_problems += problems
+                if keymap:
+                    self.set_keymap(keymap)
+
+    # -- theme ----------------------------------------------------------------------------------------
+    def get_theme_variable_defaults(self) -> dict[str, str]:
+        return theme_files.state_colour_defaults(self.current_theme)
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+    async def on_mount(self) -> None:
+        await self.push_screen(self.main_screen)
+        for problem in self.config_problems:
+            self.notify(problem, title="configuration", severity="warning", timeout=10)
+        if self._frozen:
+            try:
+                self._apply_snapshot(await self.source.snapshot())
+            except SourceUnavailable as error:
+                self._set_disconnected(str(error))
+        self._check_size(self.size.width, self.size.height)
+        self._poll_loop()
+        self._events_loop()
+        if self.profile_path:
+            self._load_profile(initial=True)
+        if self.watch_profile:
+            self._watch_profile()
+        if not self._frozen:
+            self.set_interval(1.0, self._tick)
+
+    def _tick(self) -> None:
+        """Once a second: uptimes and the restart countdown move without a new snapshot."""
+        if self.snapshot and self.screen is self.main_screen:
+            self.main_screen.query_one(StatusBar).show(self.snapshot, self.now())
+
+    def now(self) -> float:
+        return self.source.now()
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._check_size(event.size.width, event.size.height)
+
+    def _check_size(self, width: int, height: int) -> None:
+        small = width < MIN_WIDTH or height < MIN_HEIGHT
+        showing = isinstance(self.screen, TooSmallScreen)
+        if small and not showing:
+            self.push_screen(TooSmallScreen())
+        elif not small and showing:
+            self.pop_screen()
+
+    # -- data in --------------------------------------------------------------------------------------
+    @work(group="poll", exclusive=True)
+    async def _poll_loop(self) -> None:
+        while True:
+            try:
+                snapshot = await self.source.snapshot()
+            except SourceUnavailable as error:
+                self._set_disconnected(str(error))
+                await asyncio.sleep(RETRY_S)
+                continue
+            except Exception as error:  # a malformed reply must not end the TUI
+                self._set_disconnected(f"unexpected reply: {error}")
+                await asyncio.sleep(RETRY_S)
+                continue
+            self._apply_snapshot(snapshot)
+            started = time.monotonic()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+            rest = MIN_REFRESH_S - (time.monotonic() - started)
+            if rest > 0:
+                await asyncio.sleep(rest)  # coalesce a burst of events into one redraw
+
+    @work(group="events", exclusive=True)
+    async def _events_loop(self) -> None:
+        pane = self.main_screen.query_one(EventsPane)
+        while True:
+            try:
+                async for event in self.source.events(since=pane.last_seq):
+                    pane.add_events([event])
+                    if event.get("kind") in ("state", "group", "toggle", "supervisor", "action"):
+                        self._wake.set()
+            except SourceUnavailable as error:
+                self._set_disconnected(str(error))
+            except Exception as error:
+                self._set_disconnected(f"event stream failed: {error}")
+            await asyncio.sleep(RETRY_S)
+
+    def refresh_now(self) -> None:
+        """Ask the poller for a snapshot at once (after an action)."""
+        self._wake.set()
+
+    def _set_disconnected(self, reason: str) -> None:
+        first = self.connected or self.disconnect_reason is None
+        self.connected = False
+        self.disconnect_reason = reason
+        banner = self.main_screen.query_one("#connection-banner", Static)
+        when = fmt.clock(self.snapshot_at) if self.snapshot_at else "never"
+        text = Text()
+        text.append(" Supervisor unreachable ", style="bold reverse")
+        text.append(f" {reason}. Showing the last state (from {when}); retrying every {RETRY_S:.0f}s.")
+        if getattr(self.source, "can_start_supervisor", False):
+            text.append(" Press u to start a new supervisor (it re-adopts running ranks).")
+        banner.update(text)
+        banner.add_class("visible")
+        if first:
+            self.notify(f"Supervisor unreachable: {reason}", severity="error", timeout=6)
+
+    def _set_connected(self) -> None:
+        if not self.connected and self.disconnect_reason is not None:
+            self.notify("Supervisor connected again", severity="information", timeout=4)
+        self.connected = True
+        self.disconnect_reason = None
+        self.main_screen.query_one("#connection-banner", Static).remove_class("visible")
+
+    def _apply_snapshot(self, snapshot: dict[str, Any]) -> None:
+        previous = self.snapshot
+        self.snapshot = snapshot
+        self.snapshot_at = snapshot.get("time") or time.time()
+        self._set_connected()
+        now = self.now()
+        ranks = snapshot.get("ranks") or []
+        first = ((snapshot.get("group") or {}).get("first_failure") or {}).get("rank")
+        screen = self.main_screen
+        screen.query_one(StatusBar).show(snapshot, now)
+        table = screen.query_one(RankTable)
+        had_rows = table.row_count > 0
+        table.update_ranks(ranks, first, now)
+        if not had_rows and ranks:
+            self._show_rank_log(table.selected_rank)
+        else:
+            selected = table.selected_rank
+            self._show_rank_log(selected)
+        screen.query_one(TogglesPanel).show(snapshot.get("toggles") or [], ranks)
+        by_number = {int(r["rank"]): r for r in ranks}
+        for other in self.screen_stack:
+            if isinstance(other, RankDetailScreen) and int(other.rank["rank"]) in by_number:
+                other.update_rank(by_number[int(other.rank["rank"])])
+            elif isinstance(other, SplitScreen):
+                other.update_ranks(by_number)
+        if previous is not None:
+            self._announce_failures(previous, snapshot)
+        toggles = {t["name"]: bool(t.get("enabled")) for t in snapshot.get("toggles") or []}
+        if self.profile_path and toggles != getattr(self, "_planned_toggles", toggles):
+            self._load_profile(initial=True)  # the next launch changed with a toggle: re-plan
+        self._planned_toggles = toggles
+
+    def _announce_failures(self, previous: dict[str, Any], current: dict[str, Any]) -> None:
+        before = {r["rank"]: r.get("state") for r in previous.get("ranks") or []}
+        for rank in current.get("ranks") or []:
+            state = rank.get("state")
+            if state in fmt.FAILED_STATES and before.get(rank["rank"]) not in fmt.FAILED_STATES:
+                cause = (rank.get("last_exit") or {}).get("cause") or rank.get("reason") or "unknown"
+                self.notify(f"rank {rank['rank']} {state}: {cause}", title="rank failed", severity="error", timeout=8)
+                if self.bell_on_failure:
+                    self.bell()
+
+    # -- selection and views --------------------------------------------------------------------------
+    def rank(self, number: int | None) -> dict[str, Any] | None:
+        if number is None or not self.snapshot:
+            return None
+        return next((r for r in self.snapshot.get("ranks") or [] if int(r["rank"]) == number), None)
+
+    @property
+    def selected_rank(self) -> int | None:
+        return self.main_screen.query_one(RankTable).selected_rank
+
+    def select_rank(self, number: int) -> None:
+        self.main_screen.query_one(RankTable).select_rank(number)
+
+    def _show_rank_log(self, number: int | None) -> None:
+        self.main_screen.query_one(RankLog).show_rank(self.rank(number))
+
+    def on_rank_table_rank_selected(self, message: RankTable.RankSelected) -> None:
+        self._show_rank_log(message.rank)
+
+    def action_show_tab(self, name: str) -> None:
+        if self.screen is not self.main_screen:
+            return
+        self.main_screen.query_one(TabbedContent).active = f"tab-{name}"
+        if name == "timeline":
+            self.refresh_timeline()
+            self.main_screen.query_one(TimelineTable).focus()
+
+    def action_focus_log(self) -> None:
+        if self.screen is not self.main_screen:
+            return
+        self.main_screen.query_one(TabbedContent).active = "tab-log"
+        self.main_screen.query_one(RankLog).log_widget.focus()
+
+    def refresh_timeline(self) -> None:
+        if self.snapshot:
+            self._scan_timeline(list(self.snapshot.get("ranks") or []))
+
+    @work(group="timeline", exclusive=True, thread=True)
+    def _scan_timeline(self, ranks: list[dict[str, Any]]) -> None:
+        entries = scan_ranks(ranks)
+        self.call_from_thread(self.main_screen.query_one(TimelineTable).show, entries)
+
+    def action_rank_detail(self) -> None:
+        rank = self.rank(self.selected_rank)
+        if rank is not None and self.screen is self.main_screen:
+            self.push_screen(RankDetailScreen(rank))
+
+    def action_split_view(self) -> None:
+        if not self.snapshot or self.screen is not self.main_screen:
+            return
+        table = self.main_screen.query_one(RankTable)
+        numbers = sorted(table.marked)
+        if len(numbers) < 2:
+            everything = [int(r["rank"]) for r in self.snapshot.get("ranks") or []]
+            selected = table.selected_rank or 0
+            start = max(0, min(everything.index(selected) if selected in everything else 0, len(everything) - 2))
+            numbers = everything[start : start + 2] if len(numbers) < 1 else numbers + [n for n in everything if n not in numbers][:1]
+        ranks = [r for r in (self.rank(n) for n in numbers) if r is not None]
+        if ranks:
+            self.push_screen(SplitScreen(ranks))
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen(self.key_rows()))
+
+    def action_prompt(self) -> None:
+        if self.screen is self.main_screen:
+            self.push_screen(PromptScreen(), self._run_prompt)
+
+    def action_show_profile_change(self) -> None:
+        if self.profile_errors:
+            self.push_screen(TextScreen("Profile errors (nothing applied)", "\n".join(self.profile_errors)))
+        elif self.profile_change:
+            summary, lines = self.profile_change
+            self.push_screen(TextScreen(summary, "\n".join(lines) or "no rank's launch changes"))
+        else:
+            self.notify("The profile has not changed since the TUI started.", timeout=4)
+
+    # -- keys -----------------------------------------------------------------------------------------
+    def key_rows(self) -> list[tuple[str, str, str, str]]:
+        """(group, current keys, description, binding id) for the help screen and the palette."""
+        keymap = getattr(self, "_keymap", {}) or {}
+        rows = []
+        for binding_id, keys, _, _, _, help_text, group in APP_KEYS:
+            full = f"app.{binding_id}"
+            rows.append((group, key_label(keymap.get(full, keys)), help_text, full))
+        for binding_id, keys, _, _, _, help_text, group in MAIN_KEYS:
+            full = f"main.{binding_id}"
+            rows.append((group, key_label(keymap.get(full, keys)), help_text, full))
+        rows += [
+            ("Rank table", "up/down, j/k", "move between ranks (the log follows)", "main.table"),
+            ("Rank table", "space", "mark a rank for the split view", "rank-table.mark"),
+            ("Rank table", "enter", "rank detail", "main.table"),
+            ("Everywhere", "esc", "back (close a screen, leave the log)", "*.back"),
+            ("Log view", "/  n  N", "search, next, previous (when the log is focused)", "log"),
+        ]
+        return rows
+
+    def action_for_binding(self, binding_id: str) -> str | None:
+        for binding_id_, _, action, _, _, _, _ in APP_KEYS:
+            if f"app.{binding_id_}" == binding_id:
+                return f"app.{action}" if not action.startswith("app.") else action
+        for binding_id_, _, action, _, _, _, _ in MAIN_KEYS:
+            if f"main.{binding_id_}" == binding_id:
+                return action
+        return None
+
+    # -- actions --------------------------------------------------------------------------------------
+    def _world_size(self) -> int:
+        return len((self.snapshot or {}).get("ranks") or [])
+
+    def _confirm_then(self, title: str, body: str, op: str, label: str, **args: Any) -> None:
+        def done(confirmed: bool | None) -> None:
+            if confirmed:
+                self.send_action(op, **args)
+
+        self.push_screen(ConfirmScreen(title, body, label), done)
+
+    @work(group="actions")
+    async def send_action(self, op: str, **args: Any) -> dict[str, Any] | None:
+        """Send a request to the supervisor and tell the operator how it went (never raises)."""
+        what = f"{op} " + " ".join(f"{k}={v}" for k, v in args.items())
+        try:
+            result = await self.source.action(op, **args)
+        except SourceUnavailable as error:
+            self.notify(f"{what.strip()}: the supervisor is unreachable ({error})", severity="error")
+            return None
+        except ActionFailed as error:
+            self.notify(f"{what.strip()}: refused: {error.message}", severity="error")
+            return None
+        except Exception as error:  # the TUI reports, it does not crash
+            self.notify(f"{what.strip()}: failed: {error}", severity="error")
+            return None
+        accepted = result.get("accepted") if isinstance(result, dict) else None
+        if accepted is not None:
+            self.notify(f"{op}: ranks {fmt.rank_list(accepted) or 'none'} accepted", timeout=4)
+        elif op == "toggle":
+            state = "on" if result.get("enabled") else "off"
+            self.notify(f"toggle {result.get('group')} {state}: takes effect at each rank's next launch", timeout=5)
+        self.refresh_now()
+        return result
+
+    def _require_rank(self) -> dict[str, Any] | None:
+        rank = self.rank(self.selected_rank)
+        if rank is None:
+            self.notify("No rank selected.", severity="warning", timeout=3)
+        return rank
+
+    def _group_note(self, number: int) -> str:
+        others = self._world_size() - 1
+        if others <= 0:
+            return ""
+        return (
+            f"\n\nxllm ranks fail together: while rank {number} is down, the other {others} ranks of this "
+            "world lose a peer and usually fail too; with restart scope 'group' the supervisor then restarts "
+            "the whole group. To restart all ranks at once use R."
+        )
+
+    def action_restart_rank(self) -> None:
+        rank = self._require_rank()
+        if rank is None:
+            return
+        n = int(rank["rank"])
+        body = (
+            f"Rank {n} ({fmt.state_text(rank)}, pid {rank.get('pid') or '-'}) is stopped (SIGTERM to its process "
+            f"group, SIGKILL after the grace period) and started again with the profile's next launch."
+            + self._group_note(n)
+        )
+        self._confirm_then(f"Restart rank {n}?", body, "restart", "Restart", ranks=[n])
+
+    def action_restart_group(self) -> None:
+        size = self._world_size()
+        body = (
+            f"All {size} ranks are stopped and the group is started again from scratch: every rank reloads its "
+            "weights, and serving stops until rank 0 is ready again. Pending toggles and profile edits take "
+            "effect now."
+        )
+        self._confirm_then(f"Restart the whole group ({size} ranks)?", body, "restart", "Restart all", ranks="all")
+
+    def action_stop_rank(self) -> None:
+        rank = self._require_rank()
+        if rank is None:
+            return
+        n = int(rank["rank"])
+        body = (
+            f"Rank {n} (pid {rank.get('pid') or '-'}) is stopped and stays stopped until you start it (S)."
+            + (
+                f"\n\nThe other {self._world_size() - 1} ranks lose a peer: they will fail or hang "
+                "(xllm ranks fail together), and the group stops serving."
+                if self._world_size() > 1
+                else ""
+            )
+        )
+        self._confirm_then(f"Stop rank {n}?", body, "stop", "Stop", ranks=[n])
+
+    def action_start_rank(self) -> None:
+        rank = self._require_rank()
+        if rank is not None:
+            self.send_action("start", ranks=[int(rank["rank"])])
+
+    def action_start_all(self) -> None:
+        self.send_action("start", ranks="all")
+
+    def action_restart_failed(self) -> None:
+        failed = [int(r["rank"]) for r in (self.snapshot or {}).get("ranks") or [] if r.get("state") in fmt.FAILED_STATES]
+        if not failed:
+            self.notify("No rank has failed.", timeout=3)
+            return
+        body = (
+            f"Ranks {fmt.rank_list(failed)} are started again. The ranks still running hold the old communicator: "
+            "a world with a failed rank usually needs every rank restarted (R restarts the group)."
+        )
+        self._confirm_then(f"Restart the failed ranks ({fmt.rank_list(failed)})?", body, "restart", "Restart failed", ranks="failed")
+
+    def action_stop_all(self) -> None:
+        size = self._world_size()
+        body = (
+            f"All {size} ranks are stopped; serving stops. The supervisor keeps running and this TUI stays "
+            "attached: A (or :start all) starts them again."
+        )
+        self._confirm_then(f"Stop all {size} ranks?", body, "stop", "Stop all", ranks="all")
+
+    def action_shutdown(self) -> None:
+        def done(confirmed: bool | None) -> None:
+            if confirmed:
+                self._shutdown_and_quit()
+
+        body = (
+            f"All {self._world_size()} ranks are stopped, then the supervisor exits and this TUI quits. "
+            "Nothing keeps running. (q quits the TUI alone and leaves everything running.)"
+        )
+        self.push_screen(ConfirmScreen("Shut down everything?", body, "Shut down"), done)
+
+    @work(group="actions")
+    async def _shutdown_and_quit(self) -> None:
+        try:
+            await self.source.action("shutdown", stop_ranks=True)
+        except (SourceUnavailable, ActionFailed) as error:
+            self.notify(f"shutdown: {error}", severity="error")
+            return
+        self.exit()
+
+    def on_toggles_panel_toggle_requested(self, message: TogglesPanel.ToggleRequested) -> None:
+        self.send_action("toggle", group=message.group, on=message.on)
+
+    def action_start_supervisor(self) -> None:
+        if self.connected:
+            self.notify("The supervisor is running.", timeout=3)
+            return
+        if not getattr(self.source, "can_start_supervisor", False):
+            self.notify("This view cannot start a supervisor (no profile).", severity="warning")
+            return
+        self._start_supervisor()
+
+    @work(group="supervisor", exclusive=True)
+    async def _start_supervisor(self) -> None:
+        self.notify("Starting a supervisor (it re-adopts running ranks) ...", timeout=4)
+        try:
+            await self.source.start_supervisor()
+        except Exception as error:  # ensure_supervisor reports its reasons as exceptions; show, do not crash
+            self.notify(f"Could not start a supervisor: {error}", severity="error", timeout=10)
+            return
+        self.refresh_now()
+        self._events_loop()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "start_supervisor":
+            return not self.connected
+        return True
+
+    # -- command prompt -------------------------------------------------------------------------------
+    def _run_prompt(self, line: str | None) -> None:
+        if not line:
+            return
+        words = line.split()
+        verb, rest = words[0].lower(), words[1:]
+        try:
+            if verb in ("restart", "stop", "start"):
+                target = rest[0] if rest else None
+                if target is None:
+                    raise ValueError(f"{verb} what? e.g. `{verb} 3`, `{verb} all`")
+                if target == "all":
+                    {"restart": self.action_restart_group, "stop": self.action_stop_all, "start": self.action_start_all}[verb]()
+                elif target == "failed" and verb == "restart":
+                    self.action_restart_failed()
+                else:
+                    numbers = [int(w) for w in rest]
+                    if len(numbers) == 1:
+                        self.select_rank(numbers[0])
+                        {"restart": self.action_restart_rank, "stop": self.action_stop_rank, "start": self.action_start_rank}[verb]()
+                    elif verb == "start":
+                        self.send_action("start", ranks=numbers)
+                    else:
+                        body = f"Ranks {fmt.rank_list(numbers)} are {verb}ped." + self._group_note(numbers[0])
+                        self._confirm_then(f"{verb.title()} ranks {fmt.rank_list(numbers)}?", body, verb, verb.title(), ranks=numbers)
+            elif verb == "toggle" and len(rest) == 2 and rest[1] in ("on", "off"):
+                self.send_action("toggle", group=rest[0], on=rest[1] == "on")
+            elif verb == "rank" and len(rest) == 1:
+                self.select_rank(int(rest[0]))
+            elif verb == "split" and rest:
+                table = self.main_screen.query_one(RankTable)
+                table.marked = {int(w) for w in rest}
+                self.action_split_view()
+            elif verb in ("timeline", "events", "toggles", "devices", "log"):
+                self.action_show_tab(verb) if verb != "log" else self.action_focus_log()
+            elif verb == "theme" and len(rest) == 1:
+                if rest[0] not in self.available_themes:
+                    raise ValueError(f"no theme {rest[0]!r}; available: {', '.join(sorted(self.available_themes))}")
+                self.theme = rest[0]
+            elif verb == "help":
+                self.action_help()
+            elif verb in ("quit", "q"):
+                self.exit()
+            elif verb == "shutdown":
+                self.action_shutdown()
+            else:
+                raise ValueError(f"unknown command {line!r}; ? lists the keys")
+        except (ValueError, IndexError) as error:
+            self.notify(str(error), severity="warning", timeout=6)
+
+    # -- the profile ----------------------------------------------------------------------------------
+    def next_launch(self, rank: int) -> dict[str, Any] | None:
+        if self.profile_plan is not None:
+            return self.profile_plan.next_launch(rank)
+        planned = ((self.snapshot or {}).get("next_launch") or {}).get(str(rank))
+        return planned
+
+    def watched_env(self) -> set[str] | None:
+        return self.profile_plan.watched_env if self.profile_plan is not None else None
+
+    @work(group="profile", exclusive=True)
+    async def _load_profile(self, initial: bool = False) -> None:
+        from xllm_tui.ui import profile_watch
+
+        toggles = {t["name"]: bool(t.get("enabled")) for t in (self.snapshot or {}).get("toggles") or []}
+        try:
+            plan = await asyncio.to_thread(profile_watch.plan_profile, self.profile_path, simulate=self.simulate, toggles=toggles)
+        except Exception as error:  # an unexpected loader failure is shown like a profile error
+            plan = profile_watch.ProfilePlan(errors=[f"{self.profile_path}: {error}"])
+        banner = self.main_screen.query_one("#profile-banner", Static)
+        if not plan.ok:
+            self.profile_errors = plan.errors
+            text = Text()
+            text.append(" Profile error ", style="bold reverse")
+            text.append(f" {plan.errors[0]}  (not applied; p shows all {len(plan.errors)})")
+            banner.update(text)
+            banner.add_class("visible", "error")
+            if not initial:
+                self.notify(plan.errors[0], title="profile has errors (not applied)", severity="error", timeout=8)
+            return
+        self.profile_errors = []
+        banner.remove_class("error")
+        if initial or self.profile_plan is None:
+            self.profile_plan = plan
+            if not self.profile_change:
+                banner.remove_class("visible")
+            return
+        changed, lines = profile_watch.describe_change(self.profile_plan, plan)
+        summary = profile_watch.change_summary(changed)
+        self.profile_change = (summary, lines)
+        self.profile_plan = plan
+        banner.update(Text(f" {summary}; nothing changes until a rank is relaunched"))
+        banner.add_class("visible")
+        self.notify(summary, title="profile", timeout=6)
+        for other in self.screen_stack:
+            if isinstance(other, RankDetailScreen):
+                other.render_detail()
+
+    @work(group="watch", exclusive=True)
+    async def _watch_profile(self) -> None:
+        import watchfiles
+
+        path = os.path.abspath(self.profile_path or "")
+        directory = os.path.dirname(path)
+        # Watch the directory: editors save by renaming a new file over the old one.
+        try:
+            async for changes in watchfiles.awatch(directory, debounce=300, recursive=False):
+                if any(os.path.abspath(p) == path for _, p in changes):
+                    self._load_profile()
+        except Exception as error:  # a vanished directory must not end the TUI
+            self.notify(f"stopped watching the profile: {error}", severity="warning")

@@ -1,0 +1,95 @@
+"""The main screen: status line, banners, rank table, and the tabs below it (log, events, toggles,
+timeline, devices)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane
+
+from xllm_tui.ui.widgets.events_pane import EventsPane
+from xllm_tui.ui.widgets.rank_log import RankLog
+from xllm_tui.ui.widgets.rank_table import RankTable
+from xllm_tui.ui.widgets.status_bar import StatusBar
+from xllm_tui.ui.widgets.timeline import TimelineTable
+from xllm_tui.ui.widgets.toggles_panel import TogglesPanel
+
+# (binding id, keys, action, footer label, show in footer, help text, group)
+MAIN_KEYS: list[tuple[str, str, str, str, bool, str, str]] = [
+    ("restart-rank", "r", "app.restart_rank", "Restart", True, "restart the selected rank (confirms)", "Actions"),
+    ("restart-group", "R", "app.restart_group", "Restart all", True, "restart every rank of the group (confirms)", "Actions"),
+    ("stop-rank", "s", "app.stop_rank", "Stop", True, "stop the selected rank (confirms)", "Actions"),
+    ("start-rank", "S", "app.start_rank", "Start", True, "start the selected rank", "Actions"),
+    ("restart-failed", "F", "app.restart_failed", "Restart failed", False, "restart the failed ranks (confirms)", "Actions"),
+    ("start-all", "A", "app.start_all", "Start all", False, "start every stopped rank", "Actions"),
+    ("stop-all", "ctrl+k", "app.stop_all", "Stop all", False, "stop every rank; the supervisor stays (confirms)", "Actions"),
+    ("start-supervisor", "u", "app.start_supervisor", "New supervisor", False, "start a supervisor when none answers (re-adopts ranks)", "Actions"),
+    ("detail", "d", "app.rank_detail", "Detail", True, "rank detail: argv, env, last exit, env diff (also enter)", "Views"),
+    ("log", "l", "app.focus_log", "Log", False, "focus the selected rank's log (esc returns)", "Views"),
+    ("events", "e", "app.show_tab('events')", "Events", False, "event history of the supervisor", "Views"),
+    ("toggles", "t", "app.show_tab('toggles')", "Toggles", False, "environment toggle groups", "Views"),
+    ("timeline", "T", "app.show_tab('timeline')", "Timeline", False, "every rank's warnings and errors, merged by time", "Views"),
+    ("devices", "D", "app.show_tab('devices')", "Devices", False, "NPUs of this deployment", "Views"),
+    ("split", "v", "app.split_view", "Split", False, "marked ranks' logs side by side (space marks a rank)", "Views"),
+    ("profile-change", "p", "app.show_profile_change", "Profile diff", False, "what the last profile edit would change", "Views"),
+]
+
+
+def main_bindings() -> list[Binding]:
+    return [
+        Binding(keys, action, label, show=show, id=f"main.{binding_id}", tooltip=help_text)
+        for binding_id, keys, action, label, show, help_text, _ in MAIN_KEYS
+    ]
+
+
+class MainScreen(Screen[None]):
+    BINDINGS = main_bindings() + [Binding("escape", "back", "Back", show=False, id="main.back")]
+
+    def compose(self) -> ComposeResult:
+        yield StatusBar(id="status")
+        yield Static("", id="connection-banner", classes="banner")
+        yield Static("", id="profile-banner", classes="banner")
+        yield RankTable(id="ranks")
+        with TabbedContent(id="bottom", initial="tab-log"):
+            with TabPane("Log", id="tab-log"):
+                yield RankLog(id="rank-log", log_id="main-log")
+            with TabPane("Events", id="tab-events"):
+                yield EventsPane(id="events")
+            with TabPane("Toggles", id="tab-toggles"):
+                yield TogglesPanel(id="toggles")
+            with TabPane("Timeline", id="tab-timeline"):
+                yield TimelineTable(id="timeline")
+            with TabPane("Devices", id="tab-devices"):
+                yield Static(
+                    "Device health and topology: run `xllm-tui devices PROFILE` (in a terminal beside this one).\n"
+                    "A live device view is planned here.",
+                    id="devices-placeholder",
+                )
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one(RankTable).focus()
+
+    def action_back(self) -> None:
+        table = self.query_one(RankTable)
+        if self.focused is not table:
+            table.focus()
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        app: Any = self.app
+        if event.data_table.id == "ranks":
+            app.action_rank_detail()
+        elif event.data_table.id == "timeline":
+            entry = self.query_one(TimelineTable).selected_entry
+            if entry is not None:
+                app.select_rank(entry.rank)
+                app.action_focus_log()
+
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        if event.pane.id == "tab-timeline":
+            app: Any = self.app
+            app.refresh_timeline()

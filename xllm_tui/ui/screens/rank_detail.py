@@ -1,0 +1,143 @@
+"""Everything about one rank: state, last exit and its cause, log path, argv and environment of the running
+process, and how the profile's next launch differs from it."""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Static
+
+from xllm_tui.ui.widgets import format as fmt
+
+
+def _section(title: str) -> Text:
+    return Text(f"\n{title}\n", style="bold underline")
+
+
+def detail_text(
+    rank: dict[str, Any],
+    running: dict[str, Any] | None,
+    planned: dict[str, Any] | None,
+    now: float,
+    variables: dict[str, str],
+    watched_env: set[str] | None = None,
+) -> Text:
+    """The detail page as text. watched_env: the variables the profile sets (the env diff is limited to
+    them, so the supervisor's own inherited environment is not reported as a difference)."""
+    colour = variables.get(fmt.STATE_VARIABLE.get(rank.get("state") or "", ""), "")
+    text = Text()
+    text.append(f"rank {rank['rank']}", style="bold")
+    text.append(f"  ({rank.get('role', '?')})  ")
+    text.append(fmt.state_text(rank), style=f"bold {colour}")
+    if rank.get("reason"):
+        text.append(f"  {rank['reason']}")
+    text.append("\n")
+    rows = [
+        ("machine", f"{rank.get('machine', '-')} (runs as {rank.get('host', '-')})"),
+        ("device / cores / port", f"npu:{rank.get('device', '-')}  cores {rank.get('cores') or '-'}  port {rank.get('port', '-')}"),
+        ("pid", f"{rank.get('pid') or '-'}  up {fmt.uptime(rank, now)}  restarts {rank.get('restarts', 0)}  generation {rank.get('generation', '-')}"),
+        ("cpu / memory / threads", f"{fmt.cpu(rank.get('cpu_pct'))}  {fmt.size(rank.get('rss_bytes'))}  {rank.get('threads') or '-'}"),
+        ("last exit", fmt.last_exit_text(rank.get("last_exit"))),
+        ("log", rank.get("log_path") or "-"),
+        ("relaunch pending", "yes: the next launch differs (see below)" if rank.get("relaunch_pending") else "no"),
+    ]
+    for label, value in rows:
+        text.append(f"{label:>23}  ", style="dim")
+        text.append(f"{value}\n")
+
+    text.append_text(_section("argv (running process)"))
+    if running and running.get("argv"):
+        text.append(shlex.join(running["argv"]) + "\n")
+    else:
+        text.append("not running (or not readable)\n", style="dim")
+
+    text.append_text(_section("environment (running process, variables the profile sets)"))
+    running_env: dict[str, str] = dict((running or {}).get("env") or {})
+    planned_env: dict[str, str] = dict((planned or {}).get("env") or {})
+    names = watched_env if watched_env is not None else set(planned_env)
+    shown = {k: v for k, v in running_env.items() if k in names or not planned_env}
+    if shown:
+        for name in sorted(shown):
+            text.append(f"  {name}={shown[name]}\n")
+    else:
+        text.append("  (none)\n", style="dim")
+
+    text.append_text(_section("next launch vs running"))
+    if not planned:
+        text.append("the profile's next launch is not known (profile not loaded)\n", style="dim")
+    elif not running:
+        text.append("not running: the next launch is\n", style="dim")
+        text.append(shlex.join(planned.get("argv") or []) + "\n")
+    else:
+        add = variables.get("success", "")
+        remove = variables.get("error", "")
+        change = variables.get("warning", "")
+        running_watched = {k: v for k, v in running_env.items() if k in names}
+        planned_watched = {k: v for k, v in planned_env.items() if k in names}
+        env_rows = fmt.env_diff(running_watched, planned_watched)
+        argv_rows = fmt.argv_diff(list(running.get("argv") or []), list(planned.get("argv") or []))
+        if not env_rows and not argv_rows:
+            text.append("identical: a relaunch changes nothing\n", style="dim")
+        for mark, name, old, new in env_rows:
+            if mark == "+":
+                text.append(f"  + {name}={new}\n", style=add)
+            elif mark == "-":
+                text.append(f"  - {name}={old}\n", style=remove)
+            else:
+                text.append(f"  ~ {name}: {old} -> {new}\n", style=change)
+        for mark, arg in argv_rows:
+            text.append(f"  {mark} arg {arg}\n", style=add if mark == "+" else remove)
+    return text
+
+
+class RankDetailScreen(Screen[None]):
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back", id="detail.back"),
+        Binding("l", "show_log", "Log", id="detail.log"),
+    ]
+
+    def __init__(self, rank: dict[str, Any]):
+        super().__init__()
+        self.rank = rank
+        self.running: dict[str, Any] | None = None
+        self.loaded = False
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="detail-scroll"):
+            yield Static(Text("reading the process ...", style="dim"), id="detail-body")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.run_worker(self._load(), exclusive=True, group="detail")
+
+    async def _load(self) -> None:
+        app: Any = self.app
+        try:
+            self.running = await app.source.process_info(self.rank)
+        except Exception as error:  # a vanished process or a dead supervisor: show what we have
+            self.running = None
+            app.log.warning(f"process info for rank {self.rank['rank']}: {error}")
+        self.loaded = True
+        self.render_detail()
+
+    def render_detail(self) -> None:
+        app: Any = self.app
+        planned = app.next_launch(int(self.rank["rank"]))
+        body = detail_text(self.rank, self.running, planned, app.now(), app.theme_variables, app.watched_env())
+        self.query_one("#detail-body", Static).update(body)
+
+    def update_rank(self, rank: dict[str, Any]) -> None:
+        self.rank = rank
+        if self.loaded:
+            self.render_detail()
+
+    def action_show_log(self) -> None:
+        app: Any = self.app
+        app.pop_screen()
+        app.call_later(app.action_focus_log)

@@ -1,0 +1,120 @@
+"""A merged timeline of every rank's warnings and errors, oldest first, the rank on each line.
+
+The scan reads each rank's current log in a thread (it keeps only W/E/F lines, at most MAX_PER_RANK of the
+newest per rank), so a huge log costs time in a worker, never memory or the event loop. The first E/F line
+of the merged timeline is the first failure: the table opens with the cursor on it.
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from rich.text import Text
+from textual.widgets import DataTable
+
+from xllm_tui.ui.widgets import format as fmt
+
+MAX_PER_RANK = 2000
+# glog: severity, date (MMDD or YYYYMMDD), time, thread, file:line] message
+_GLOG = re.compile(r"^([IWEF])(\d{8}|\d{4}) (\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,6}))? +\d+ +([^\]]*)\] ?(.*)$")
+_DEFAULT_YEAR = 2025
+
+
+@dataclass(frozen=True)
+class TimelineEntry:
+    ts: float  # seconds since the epoch (UTC reading of the log's wall time: order matters, not the zone)
+    rank: int
+    severity: str  # W, E or F
+    where: str
+    message: str
+
+
+def parse_glog(line: str) -> tuple[str, float, str, str] | None:
+    """(severity, time, where, message) of a glog line, or None."""
+    match = _GLOG.match(line)
+    if not match:
+        return None
+    severity, date, hh, mm, ss, frac, where, message = match.groups()
+    year, month, day = (int(date[:4]), int(date[4:6]), int(date[6:8])) if len(date) == 8 else (_DEFAULT_YEAR, int(date[:2]), int(date[2:4]))
+    try:
+        ts = calendar.timegm((year, month, day, int(hh), int(mm), int(ss), 0, 0, 0))
+    except (ValueError, OverflowError):
+        return None
+    if frac:
+        ts += int(frac) / 10 ** len(frac)
+    return severity, float(ts), where, message
+
+
+def scan_log(path: str, rank: int, max_entries: int = MAX_PER_RANK) -> list[TimelineEntry]:
+    kept: deque[TimelineEntry] = deque(maxlen=max_entries)
+    try:
+        with open(path, "rb") as handle:
+            for raw in handle:
+                first = raw[:1]
+                if first not in (b"W", b"E", b"F"):
+                    continue
+                parsed = parse_glog(raw.decode("utf-8", "replace").rstrip("\r\n"))
+                if parsed:
+                    severity, ts, where, message = parsed
+                    kept.append(TimelineEntry(ts, rank, severity, where, message))
+    except OSError:
+        return []
+    return list(kept)
+
+
+def scan_ranks(ranks: list[dict[str, Any]]) -> list[TimelineEntry]:
+    """Every rank's warnings and errors merged by time (ties by rank)."""
+    entries: list[TimelineEntry] = []
+    for rank in ranks:
+        if rank.get("log_path"):
+            entries.extend(scan_log(rank["log_path"], int(rank["rank"])))
+    entries.sort(key=lambda e: (e.ts, e.rank))
+    return entries
+
+
+def first_failure_index(entries: list[TimelineEntry]) -> int | None:
+    return next((i for i, e in enumerate(entries) if e.severity in ("E", "F")), None)
+
+
+class TimelineTable(DataTable):
+    def __init__(self, **kwargs: Any):
+        super().__init__(cursor_type="row", **kwargs)
+        self.entries: list[TimelineEntry] = []
+
+    def on_mount(self) -> None:
+        self.add_column("time", key="time")
+        self.add_column("rank", key="rank")
+        self.add_column("sev", key="sev")
+        self.add_column("where", key="where")
+        self.add_column("message", key="message")
+
+    def show(self, entries: list[TimelineEntry]) -> None:
+        if entries == self.entries:
+            return
+        self.entries = entries
+        self.clear()
+        variables = self.app.theme_variables
+        first = first_failure_index(entries)
+        for index, entry in enumerate(entries):
+            colour = variables.get("xllm-log-warning" if entry.severity == "W" else "xllm-log-error", "")
+            marker = "!" if index == first else " "
+            self.add_row(
+                fmt.clock_utc(entry.ts),
+                Text(f"{marker}{entry.rank}", style=f"bold {colour}" if index == first else ""),
+                Text(entry.severity, style=f"bold {colour}"),
+                entry.where,
+                Text(entry.message, style=colour if entry.severity != "W" else ""),
+                key=str(index),
+            )
+        if first is not None:
+            self.move_cursor(row=first)
+
+    @property
+    def selected_entry(self) -> TimelineEntry | None:
+        if not self.entries or self.cursor_row >= len(self.entries):
+            return None
+        return self.entries[self.cursor_row]
