@@ -278,12 +278,10 @@ class _Reporter:
         return any(d.severity == "error" for d in self.diagnostics)
 
 
-_SCALAR_CONSTRUCTOR = yaml.constructor.SafeConstructor()
-
-
 def _construct_scalar(node: yaml.ScalarNode) -> Any:
+    # A fresh constructor each time: it caches every node it has seen, and loads may run in threads.
     try:
-        return _SCALAR_CONSTRUCTOR.construct_object(node, deep=True)
+        return yaml.constructor.SafeConstructor().construct_object(node, deep=True)
     except (yaml.YAMLError, ValueError, TypeError):
         return node.value  # e.g. an impossible date: keep the text
 
@@ -994,6 +992,13 @@ def _build(tree: _Map, path: str, checker: _Checker) -> Profile | None:
             machines_node,
             "rank_tablefile",
             "a multi-machine world usually needs an HCCL rank table: set rank_tablefile (and device_ips)",
+        )
+    draft_devices = next((v for n, v in flags if n == "draft_devices"), None)
+    if isinstance(draft_devices, str) and rank_count > 1 and not _has_placeholder(draft_devices):
+        report.warning(
+            flag_nodes["draft_devices"],
+            "flags.draft_devices",
+            f"every rank would run its draft model on {draft_devices}; the guide uses each rank's own NPU: npu:{{device}}",
         )
     if draft_model is None and ("draft_devices" in flag_nodes or "num_speculative_tokens" in flag_nodes):
         key = "draft_devices" if "draft_devices" in flag_nodes else "num_speculative_tokens"
