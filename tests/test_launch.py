@@ -385,6 +385,9 @@ def test_simulate_maps_every_address_to_loopback(two_node):
     assert flags0["master_node_addr"] == flags8["master_node_addr"] == "127.0.0.1:11015"
     assert flags8["port"] == str(18994 + 1000)
     assert plans[0].env_dict()["HCCL_IF_IP"] == "127.0.0.1"
+    # The specs say what really runs, so a probe built from them can only reach loopback.
+    assert [(p.spec.machine.host, p.spec.port) for p in plans[7:9]] == [("127.0.0.1", 20001), ("127.0.0.2", 19994)]
+    assert plans[8].spec.machine.name == "11.87.49.111"
     assert mapping.addresses["11.87.49.110"] == "127.0.0.1" and mapping.addresses["11.87.49.111"] == "127.0.0.2"
     assert mapping.addresses["11.87.49.200"].startswith("127.")
     described = mapping.describe()
@@ -420,8 +423,11 @@ def test_simulate_maps_cores_into_this_process_affinity(eight_card):
             assert set(parse_cores(plan.argv[2])) <= set(allowed)
             expected = sorted({allowed[c % len(allowed)] for c in range(plan.rank * 12, plan.rank * 12 + 12)})
             assert list(parse_cores(plan.argv[2])) == expected
-        assert mapping.cores[plan.spec.cores] == launch.format_cores(
-            sorted({allowed[c % len(allowed)] for c in parse_cores(plan.spec.cores)}))
+        original = f"{plan.rank * 12}-{plan.rank * 12 + 11}"
+        assert mapping.cores[original] == launch.format_cores(
+            sorted({allowed[c % len(allowed)] for c in parse_cores(original)}))
+        if mapping.numactl:
+            assert plan.spec.cores == mapping.cores[original] == plan.argv[2]
     assert any(line.startswith("cores 12-23 -> ") for line in mapping.describe())
 
 

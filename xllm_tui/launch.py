@@ -15,7 +15,7 @@ import shlex
 import shutil
 import sys
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from xllm_tui.cores import available_cores, cores_for_rank, format_cores, map_cores, parse_cores
 from xllm_tui.spec import FlagValue, Machine, Profile, RankLaunch, RankSpec
@@ -403,6 +403,8 @@ def plan_launches(
     """One RankLaunch per rank of `machine` (default: every machine).
 
     log_root, when given, replaces the working directory as the base of log_dir (the supervisor's run dir).
+    Under `simulate`, each RankLaunch.spec holds what really runs: loopback host, shifted port, mapped
+    cores (spec.machine.name keeps the profile's host for display).
     """
     env = tuple(sorted(compose_env(
         profile, base_env=base_env, captured_env=captured_env, toggles=toggles, simulate=simulate
@@ -415,10 +417,20 @@ def plan_launches(
             "rank": str(spec.rank), "local_rank": str(spec.local_rank), "device": str(spec.device),
             "port": str(spec.port), "host": spec.machine.host,
         })
+        argv = rank_argv(profile, spec, simulate)
+        if simulate is not None:
+            # The spec says what really runs, so nothing downstream (probes, UIs) sees a real address.
+            spec = replace(
+                spec,
+                port=simulate.map_port(spec.port),
+                cores=simulate.map_cores(spec.cores) if spec.cores and simulate.numactl else None,
+                machine=replace(spec.machine, host=simulate.map_address(spec.machine.host),
+                                name=spec.machine.name or spec.machine.host),
+            )
         launches.append(
             RankLaunch(
                 spec=spec,
-                argv=rank_argv(profile, spec, simulate),
+                argv=argv,
                 env=env,
                 cwd=cwd,
                 log_path=os.path.normpath(os.path.join(log_base, log_name)),
@@ -628,7 +640,8 @@ def render_script(
         return "\n".join(out) + "\n"
 
     for index, m in machines:
-        mine = [launch for launch in launches if launch.spec.machine is m]
+        first = sum(len(earlier.devices) for earlier in profile.machines[:index])
+        mine = [launch for launch in launches if first <= launch.rank < first + len(m.devices)]
         out.append(f"launch_machine_{index}() {{  # {m.host}")
         out.append(mkdir_line(mine, "  "))
         for launch in mine:
