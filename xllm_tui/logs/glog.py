@@ -101,7 +101,7 @@ _FAILURES: list[tuple[str, re.Pattern[str]]] = [
     ("hccl_error", re.compile(r"Failed, HCCL error|HCCL get root info failed|ACL set device id \d+ failed")),
     ("execute_failed", re.compile(r"Execute_model_async failed|Failed to execute model, result has no value")),
     ("worker_missing", re.compile(r"Not all worker connect to engine server")),
-    ("port_in_use", re.compile(r"Failed to start (?:brpc )?server on port \d+", re.I)),
+    ("port_in_use", re.compile(r"Failed to start (?:brpc )?server on port \d+|Fail to listen \S+:\d+", re.I)),
 ]
 
 
