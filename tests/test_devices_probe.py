@@ -221,3 +221,19 @@ def test_nonzero_exit_of_info(tmp_path, no_children_left):
     report = read_devices(npu_smi=tool, timeout=30)
     assert report.devices == []
     assert report.errors[0].startswith("npu-smi info exited with code 3:")
+
+
+def test_holders_and_health_changes_between_polls(tmp_path):
+    from xllm_tui.devices.model import health_changes
+
+    procs = tmp_path / "procs.json"
+    procs.write_text(json.dumps([{"pid": os.getpid(), "logic_id": 4, "name": "stray", "memory_mb": 30000}]))
+    before = read_devices(npu_smi=SIM, timeout=30, env={"XLLM_SIM_NPU_PROCS": str(procs)})
+    assert [p.pid for p in before.holders(4)] == [os.getpid()]
+    assert before.holders(4, exclude_pids={os.getpid()}) == []
+    assert before.holders(99) == []
+    after = read_devices(npu_smi=SIM, timeout=30, env={"XLLM_SIM_NPU_HEALTH": "4=Alarm"})
+    assert health_changes(before, after) == [(4, "OK", "Alarm")]
+    assert health_changes(None, after) == []
+    gone = read_devices(npu_smi="/nonexistent/npu-smi")
+    assert [c[0] for c in health_changes(after, gone)] == list(range(16))

@@ -78,6 +78,12 @@ class DeviceReport:
     def device(self, logic_id: int) -> Device | None:
         return next((d for d in self.devices if d.logic_id == logic_id), None)
 
+    def holders(self, logic_id: int, exclude_pids: set[int] | frozenset[int] = frozenset()) -> list[DeviceProcess]:
+        """Processes on a device other than `exclude_pids`: before launching a rank, a stray from an earlier
+        run holding its NPU shows up here."""
+        device = self.device(logic_id)
+        return [p for p in device.processes if p.pid not in exclude_pids] if device else []
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "backend": self.backend,
@@ -135,6 +141,16 @@ class DeviceReport:
             )
         links = {int(a): {int(b): str(label) for b, label in row.items()} for a, row in (data.get("links") or {}).items()}
         return cls(backend=data.get("backend"), devices=devices, links=links, errors=list(data.get("errors") or []))
+
+
+def health_changes(previous: DeviceReport | None, current: DeviceReport) -> list[tuple[int, str | None, str | None]]:
+    """(logic id, old health, new health) for every device whose health word changed between two reports.
+    A device that appears or disappears counts as a change from/to None."""
+    if previous is None:
+        return []
+    old = {d.logic_id: d.health for d in previous.devices if d.logic_id is not None}
+    new = {d.logic_id: d.health for d in current.devices if d.logic_id is not None}
+    return [(i, old.get(i), new.get(i)) for i in sorted(set(old) | set(new)) if old.get(i) != new.get(i)]
 
 
 def unavailable(backend: str | None, message: str) -> DeviceReport:
