@@ -141,6 +141,10 @@ CASES = [
          "restart.backoff", 9, "initial delay 300s is longer than max 60s"),
     Case("one log file for every rank", HEAD + "logs:\n  file: xllm.log\n", "error", "logs.file", 9,
          "every rank would write the same file 'xllm.log'; include {rank}"),
+    Case("placeholder in the log directory", HEAD + "logs:\n  dir: logs/{host}\n", "error", "logs.dir", 9,
+         "one directory for all ranks: put {rank} and the like in logs.file", column=8),
+    Case("two YAML documents in one profile", HEAD + "---\nflags: {}\n", "error", "", 8,
+         "invalid YAML: expected a single document in the stream, but found another document"),
     Case("YAML syntax error", HEAD + "flags:\n  max_seqs_per_batch: [1, 2\n", "error", "", 10,
          "invalid YAML: expected ',' or ']', but got '<stream end>'"),
     Case("tab indentation", HEAD + "env:\n\tFOO: 1\n", "error", "", 9, "invalid YAML: found character '\\t'"),
@@ -307,3 +311,12 @@ def test_a_broken_machine_entry_does_not_cascade_into_other_complaints(tmp_path)
     result = load_profile_text(HEAD.replace("devices: 0-3", "devices: [0, 1, 1]"), str(tmp_path / "p.yaml"), simulate=True)
     assert [d.key_path for d in result.errors] == ["machines[0].devices[2]"]
     assert [d.key_path for d in result.warnings if "--simulate" not in d.message] == []
+
+
+def test_yaml_anchors_and_merge_keys_work(tmp_path):
+    text = HEAD + "toggles:\n  a: &common\n    env: {X: 1}\n  b:\n    <<: *common\n    description: like a\n"
+    result = load_profile_text(text, str(tmp_path / "p.yaml"), simulate=True)
+    assert result.ok, "\n".join(map(str, result.diagnostics))
+    assert [(t.name, t.env, t.description) for t in result.profile.toggles] == [
+        ("a", (("X", "1"),), ""), ("b", (("X", "1"),), "like a")
+    ]

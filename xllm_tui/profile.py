@@ -354,7 +354,9 @@ def _parse_text(text: str, file: str, report: _Reporter) -> _Map | None:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "invalid YAML"
         message = f"invalid YAML: {problem}"
-        if exc.context and exc.problem:
+        if exc.context and exc.problem and exc.problem.startswith("but "):  # "expected X, but found Y"
+            message = f"invalid YAML: {exc.context}, {exc.problem}"
+        elif exc.context and exc.problem:
             message = f"invalid YAML: {problem} ({exc.context}"
             if exc.context_mark is not None and exc.context_mark is not mark:
                 message += f" at line {exc.context_mark.line + 1}"
@@ -932,7 +934,12 @@ def _build(tree: _Map, path: str, checker: _Checker) -> Profile | None:
     logs = checker.mapping(tree.get("logs"), "logs")
     if logs is not None:
         checker.keys(logs, LOGS_KEYS, "logs")
-        log_dir = checker.string(logs.get("dir"), "logs.dir") or log_dir
+        dir_node = logs.get("dir")
+        dir_text = checker.string(dir_node, "logs.dir")
+        if dir_text is not None and _has_placeholder(dir_text):
+            report.error(dir_node, "logs.dir", "one directory for all ranks: put {rank} and the like in logs.file")
+        elif dir_text is not None:
+            log_dir = dir_text
         file_node = logs.get("file")
         file_text = checker.string(file_node, "logs.file")
         if file_text is not None:
