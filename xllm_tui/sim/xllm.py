@@ -417,7 +417,6 @@ class Rank:
             self.log.raw(f"    @     0x{0x55d0c0de0000 + frame * 0x1a3f:x}  {symbol}")
         self._write_core_file()
         self._no_core_dump()
-        signal.signal(signal.SIGABRT, signal.SIG_DFL)
         os.abort()
 
     def segfault(self) -> None:
@@ -425,7 +424,6 @@ class Rank:
                      f"from PID 0; stack trace: ***")
         self._write_core_file()
         self._no_core_dump()
-        signal.signal(signal.SIGSEGV, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGSEGV)
         time.sleep(5)
         os._exit(139)
@@ -441,6 +439,12 @@ class Rank:
 
     @staticmethod
     def _no_core_dump() -> None:
+        try:  # PYTHONFAULTHANDLER would print a Python traceback that no real rank prints
+            import faulthandler
+
+            faulthandler.disable()
+        except Exception:
+            pass
         # A simulated crash must not write a real multi-MB core of the Python interpreter.
         try:
             resource.setrlimit(resource.RLIMIT_CORE, (0, resource.getrlimit(resource.RLIMIT_CORE)[1]))

@@ -1,0 +1,469 @@
+"""The simulated xllm rank, run for real: processes, numactl, sockets, signals, files."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import xml.etree.ElementTree as ET
+
+import psutil
+import pytest
+
+from conftest import free_port, free_port_block, wait_until
+from xllm_tui.sim.flags import XLLM_FLAGS, parse_gflags
+from xllm_tui.sim.xllm import FAILURES, SimConfig, UserError, loopback_host
+
+SIM = [sys.executable, "-m", "xllm_tui.sim.xllm"]
+NUMACTL = "/usr/bin/numactl"
+GLOG_LINE = re.compile(r"^[IWEF]\d{8} \d\d:\d\d:\d\d\.\d{6} +\d+ [\w.]+\.cpp:\d+\] ")
+FAST = {"XLLM_SIM_TIME_SCALE": "0.01", "XLLM_SIM_WEIGHT_FILES": "3"}
+
+
+class Ranks:
+    """Starts simulated ranks in their own sessions and guarantees they are all gone afterwards."""
+
+    def __init__(self, tmp_path):
+        self.tmp_path = tmp_path
+        self.started: list[tuple[subprocess.Popen, psutil.Process]] = []
+
+    def start(self, args: list[str], env: dict[str, str] | None = None, log_name: str = "rank.log",
+              core: int | None = None) -> tuple[subprocess.Popen, str]:
+        log_path = str(self.tmp_path / log_name)
+        full_env = dict(os.environ, **FAST)
+        full_env.update(env or {})
+        prefix = [NUMACTL, "-C", str(core)] if core is not None else []
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen(prefix + SIM + args, stdout=log, stderr=log, env=full_env,
+                                    cwd=str(self.tmp_path), start_new_session=True)
+        self.started.append((proc, psutil.Process(proc.pid)))
+        return proc, log_path
+
+    def cleanup(self) -> None:
+        for proc, _ in self.started:
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        for proc, _ in self.started:
+            proc.wait(timeout=10)
+        leftovers = [p.pid for _, p in self.started if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        assert leftovers == [], f"simulated ranks left running: {leftovers}"
+
+
+@pytest.fixture
+def ranks(tmp_path):
+    launcher = Ranks(tmp_path)
+    try:
+        yield launcher
+    finally:
+        launcher.cleanup()
+
+
+def read(path: str) -> str:
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        return handle.read()
+
+
+def wait_for_line(path: str, text: str, timeout: float = 20.0) -> str:
+    return wait_until(lambda: text in read(path) and read(path), timeout=timeout, what=f"{text!r} in {path}")
+
+
+def rank_args(rank: int, nnodes: int, master: str, port: int, model: str = "/models/GLM-4.5-w8a8", **extra) -> list:
+    args = [f"--model={model}", "--model_id", "glmmoe", "--host=127.0.0.1", f"--port={port}",
+            f"--devices=npu:{rank}", f"--master_node_addr={master}", f"--nnodes={nnodes}", f"--node_rank={rank}",
+            "--max_memory_utilization=0.86", "--enable_schedule_overlap=true", "--noenable_prefix_cache"]
+    args += [f"--{k}={v}" for k, v in extra.items()]
+    return args
+
+
+def http_get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as reply:
+            return reply.status, reply.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def http_post(port: int, path: str, payload: dict) -> tuple[int, dict]:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=json.dumps(payload).encode(),
+                                     headers={"Content-Type": "application/json"}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            return reply.status, json.loads(reply.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+def metric(text: str, name: str) -> float:
+    match = re.search(rf"^{name} ([0-9.e+-]+)$", text, re.M)
+    assert match, f"{name} missing from /brpc_metrics:\n{text}"
+    return float(match.group(1))
+
+
+def single_rank(ranks: Ranks, env: dict | None = None, log_name: str = "rank0.log", **extra):
+    port = free_port()
+    master = f"127.0.0.1:{free_port()}"
+    proc, log = ranks.start(rank_args(0, 1, master, port, **extra), env=env, log_name=log_name)
+    return proc, log, port
+
+
+# ------------------------------------------------------------------------------------------------
+# eight ranks for real
+# ------------------------------------------------------------------------------------------------
+
+
+def test_eight_ranks_pinned_with_numactl_register_load_and_serve(ranks):
+    cores = sorted(os.sched_getaffinity(0))
+    base = free_port_block(8)
+    master = f"127.0.0.1:{free_port()}"
+    model = "/export/home/models/GLM-4.5-w8a8"
+    procs, logs = {}, {}
+    # Workers first: they must retry while rank 0 is absent.
+    for rank in range(1, 8):
+        procs[rank], logs[rank] = ranks.start(rank_args(rank, 8, master, base + rank, model),
+                                              log_name=f"node_{rank}.log", core=cores[rank % len(cores)])
+    wait_for_line(logs[1], "Worker#1 try connect to engine server error, try again. Error message: ")
+    procs[0], logs[0] = ranks.start(rank_args(0, 8, master, base, model), log_name="node_0.log",
+                                    core=cores[0])
+    wait_for_line(logs[0], f"Brpc Server started on port {base}, idle_timeout_s: -1, num_threads: 32", timeout=40)
+
+    master_log = read(logs[0])
+    for rank in range(8):
+        assert re.search(rf"RemoteWorker Hello connected, server_address: 127\.0\.0\.1:\d+, global_rank_: {rank}$",
+                         master_log, re.M), f"rank {rank} never registered"
+    milestones = ["set worker role to local worker", "Master init options: ", "Creating engine with devices: npu:0",
+                  "Multi-node serving world_size = 8, each_node_ranks = 1", f"Collective server started on address "
+                  f"{master}", "RemoteWorker Hello connected", f"Initializing model from: {model}",
+                  "Loading model weights from", "Init_model_async succeed.", "worker #7: available memory: ",
+                  "kv cache capacity: ", "Initializing k cache with shape: ", "Brpc Server started on port"]
+    positions = [master_log.index(text) for text in milestones]
+    assert positions == sorted(positions), "rank 0's milestones are out of order"
+
+    for rank in range(8):
+        text = read(logs[rank])
+        lines = text.splitlines()
+        assert lines and all(GLOG_LINE.match(line) for line in lines), f"non-glog line in node_{rank}.log"
+        assert text.count(f"Loading model weights from {model}/") == 3
+        assert "Initializing k cache with shape: [" in text
+        # numactl really pinned the process to the core it was given.
+        assert psutil.Process(procs[rank].pid).cpu_affinity() == [cores[rank % len(cores)]]
+        if rank:
+            assert "Brpc Server started" not in text  # only rank 0 serves
+            assert f"Worker#{rank} connect to {master} success." in text
+            assert f"Create worker server with device: {rank}" in text
+            with pytest.raises(OSError):  # workers never bind --port
+                socket.create_connection(("127.0.0.1", base + rank), timeout=2).close()
+    worker_log = read(logs[1])
+    assert worker_log.index("try connect to engine server error") < worker_log.index("connect to 127.0.0.1")
+
+    assert http_get(base, "/health") == (200, "OK")
+    status, models = http_get(base, "/v1/models")
+    assert status == 200 and [m["id"] for m in json.loads(models)["data"]] == ["glmmoe"]
+    _, before = http_get(base, "/brpc_metrics")
+    status, reply = http_post(base, "/v1/chat/completions",
+                              {"model": "glmmoe", "messages": [{"role": "user", "content": "hello there"}],
+                               "max_tokens": 7})
+    assert status == 200 and reply["object"] == "chat.completion" and reply["model"] == "glmmoe"
+    assert reply["choices"][0]["message"]["role"] == "assistant" and reply["choices"][0]["message"]["content"]
+    assert reply["usage"]["completion_tokens"] == 7
+    _, after = http_get(base, "/brpc_metrics")
+    assert metric(after, "server_request_in_total") == metric(before, "server_request_in_total") + 1
+    assert metric(after, "num_processing_tokens_total_generated") >= metric(before,
+                                                                           "num_processing_tokens_total_generated") + 7
+    assert metric(after, "process_uptime") > metric(before, "process_uptime")
+    for page in ("/vars", "/flags", "/status"):
+        status, body = http_get(base, page)
+        assert status == 200 and body.strip()
+    assert "max_memory_utilization | 0.85999999999999999 (default:0.8)" in http_get(base, "/flags")[1]
+
+    # A worker turns SIGTERM into an immediate exit(0).
+    procs[3].send_signal(signal.SIGTERM)
+    assert procs[3].wait(timeout=5) == 0
+    # Rank 0 quits gracefully on SIGTERM.
+    procs[0].send_signal(signal.SIGTERM)
+    assert procs[0].wait(timeout=10) == 0
+    assert "Server[xllm::APIService] is going to quit" in read(logs[0])
+    # Like real xllm workers, the others do not notice rank 0 is gone: they keep sleeping.
+    wait_until(lambda: all(psutil.Process(procs[r].pid).status() == psutil.STATUS_SLEEPING for r in (1, 2)),
+               timeout=5, what="workers asleep")
+    time.sleep(0.3)
+    assert all(procs[r].poll() is None for r in (1, 2, 4, 5, 6, 7))
+
+
+# ------------------------------------------------------------------------------------------------
+# flags: gflags' behaviour
+# ------------------------------------------------------------------------------------------------
+
+
+def test_unknown_flag_is_rejected_like_gflags(ranks):
+    result = subprocess.run(SIM + ["--model=/m", "--enable_graphs=true"], capture_output=True, text=True,
+                            timeout=30, env=dict(os.environ, **FAST))
+    assert result.returncode == 1
+    assert result.stderr == "ERROR: unknown command line flag 'enable_graphs'\n"
+
+
+def test_bad_values_and_gflags_syntax():
+    parsed = parse_gflags(["--model", "/m", "--port=19000", "--enable_prefix_cache=false", "--noenable_chunked_prefill",
+                           "--enable_acl_graph", "--max-seqs-per-batch=256", "-nnodes", "8", "--max_memory_utilization",
+                           "0.86", "--port=0x4a38"])
+    assert parsed.errors == []
+    assert parsed["model"] == "/m" and parsed["port"] == 0x4A38 and parsed["nnodes"] == 8
+    assert parsed["enable_prefix_cache"] is False and parsed["enable_chunked_prefill"] is False
+    assert parsed["enable_acl_graph"] is True and parsed["max_seqs_per_batch"] == 256
+    assert parsed["max_memory_utilization"] == 0.86 and parsed["devices"] == "npu:0"
+    bad = parse_gflags(["--port=abc", "--enable_shm=maybe", "--noport", "--nnodes=99999999999", "--zzz"])
+    assert bad.errors == [
+        "ERROR: illegal value 'maybe' specified for bool flag 'enable_shm'",
+        "ERROR: illegal value '99999999999' specified for int32 flag 'nnodes'",
+        "ERROR: boolean value (noport) specified for int32 command line flag",
+        "ERROR: illegal value 'abc' specified for int32 flag 'port'",
+        "ERROR: unknown command line flag 'zzz'",
+    ]
+    missing = parse_gflags(["--model"])
+    assert missing.errors[0].startswith("ERROR: flag '--model' is missing its argument")
+    # Version drift: a v0.7 binary does not know --enable_graph, a v0.8 one not --enable_acl_graph.
+    assert parse_gflags(["--enable_graph=true"], "0.7").errors == ["ERROR: unknown command line flag 'enable_graph'"]
+    assert parse_gflags(["--enable_acl_graph"], "0.8").errors == [
+        "ERROR: unknown command line flag 'enable_acl_graph'"]
+
+
+def test_bad_flag_value_exits_1_with_gflags_message():
+    result = subprocess.run(SIM + ["--model=/m", "--nnodes=eight"], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1
+    assert result.stderr == "ERROR: illegal value 'eight' specified for int32 flag 'nnodes'\n"
+
+
+def test_helpxml_lists_every_flag_with_type_and_default():
+    result = subprocess.run(SIM + ["--helpxml"], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1  # gflags' HandleCommandLineHelpFlags exits with 1 after --helpxml
+    root = ET.fromstring(result.stdout)
+    assert root.tag == "AllFlags"
+    flags = {f.findtext("name"): (f.findtext("type"), f.findtext("default"), f.findtext("file"))
+             for f in root.iter("flag")}
+    for name, (flag_type, default, _meaning) in XLLM_FLAGS.items():
+        assert flags[name][:2] == (flag_type, default), name
+    assert flags["port"] == ("int32", "8010", "xllm/core/common/global_flags.cpp")
+    assert flags["master_node_addr"][1] == "127.0.0.1:19888" and flags["max_reconnect_count"][1] == "40"
+    assert {"log_dir", "logtostderr", "minloglevel", "v"} <= set(flags)
+
+
+def test_model_flag_is_required():
+    result = subprocess.run(SIM + ["--port=8010"], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1 and "--model flag is required" in result.stderr
+
+
+# ------------------------------------------------------------------------------------------------
+# failures
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind,message", [
+    ("model_path_missing", "] Model path /models/GLM-4.5-w8a8 does not exist."),
+    ("kv_cache_oom", "] Check failed: kv_cache_cap.cache_size_in_bytes > 0 (0 vs. 0) Available kv cache size must be "
+                     "greater than 0"),
+    ("hccl_error", "] Failed, HCCL error :"),
+    ("check_failed", "] Check failed: (world_size % dp_size) == 0"),
+])
+def test_fatal_failures_abort_with_their_message(ranks, kind, message):
+    proc, log, _port = single_rank(ranks, env={"XLLM_SIM_FAIL": kind})
+    assert proc.wait(timeout=30) == -signal.SIGABRT
+    text = read(log)
+    fatal = [line for line in text.splitlines() if line.startswith("F")]
+    assert len(fatal) == 1 and message in fatal[0]
+    assert "*** Check failure stack trace: ***" in text
+    assert "Brpc Server started" not in text
+    assert FAILURES[kind][0] in ("init", "engine", "connect", "kv_cache")
+
+
+def test_failure_only_on_listed_ranks_and_at_the_given_phase(ranks):
+    env = {"XLLM_SIM_FAIL": "model:kv_cache_alloc", "XLLM_SIM_FAIL_RANKS": "1"}
+    ok, ok_log, _ = single_rank(ranks, env=env, log_name="ok.log")
+    wait_for_line(ok_log, "Brpc Server started")
+    assert ok.poll() is None
+    port = free_port()
+    master = f"127.0.0.1:{free_port()}"
+    rank0, log0 = ranks.start(rank_args(0, 2, master, port), env=env, log_name="r0.log")
+    rank1, log1 = ranks.start(rank_args(1, 2, master, port + 1), env=env, log_name="r1.log")
+    assert rank1.wait(timeout=30) == -signal.SIGABRT
+    text = read(log1)
+    assert "] no memory for kv cache" in text
+    # A model-phase failure happens part-way through the weights.
+    assert 0 < text.count("Loading model weights from") < 3
+    assert rank0.poll() is None  # xllm has no fault tolerance: rank 0 just waits
+
+
+def test_check_model_path_fails_like_xllm(ranks, tmp_path):
+    proc, log, _ = single_rank(ranks, env={"XLLM_SIM_CHECK_MODEL_PATH": "1"}, model=str(tmp_path / "nope"))
+    assert proc.wait(timeout=30) == -signal.SIGABRT
+    assert f"] Model path {tmp_path / 'nope'} does not exist." in read(log)
+    # An existing model directory: its real *.safetensors files are the ones "loaded".
+    model = tmp_path / "GLM"
+    model.mkdir()
+    for name in ("model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"):
+        (model / name).write_bytes(b"")
+    proc, log, _ = single_rank(ranks, env={"XLLM_SIM_CHECK_MODEL_PATH": "1"}, log_name="ok.log", model=str(model))
+    text = wait_for_line(log, "Brpc Server started")
+    assert text.count("Loading model weights from") == 2
+    assert f"Loading model weights from {model}/model-00002-of-00002.safetensors" in text
+
+
+def test_port_in_use_fails_for_real(ranks):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen(1)
+        port = holder.getsockname()[1]
+        master = f"127.0.0.1:{free_port()}"
+        proc, log = ranks.start(rank_args(0, 1, master, port), log_name="busy.log")
+        assert proc.wait(timeout=30) == 255
+    text = read(log)
+    assert f"Failed to start brpc server on port {port}" in text
+    assert "Brpc Server started" not in text
+
+
+def test_hang_stops_progress_and_output(ranks):
+    proc, log, _ = single_rank(ranks, env={"XLLM_SIM_HANG_AT": "model"})
+    wait_for_line(log, "RemoteWorker Hello connected")
+    size = len(read(log))
+    time.sleep(0.5)  # at this time scale the whole start-up takes about 0.1 s
+    assert proc.poll() is None
+    assert len(read(log)) == size and "Initializing model from" not in read(log)
+    proc.send_signal(signal.SIGTERM)  # a hung rank 0 still quits on SIGTERM
+    assert proc.wait(timeout=10) == 0
+
+
+def test_worker_gives_up_after_max_reconnect_count(ranks):
+    master = f"127.0.0.1:{free_port()}"
+    proc, log = ranks.start(rank_args(2, 3, master, free_port(), max_reconnect_count=3), log_name="w.log")
+    assert proc.wait(timeout=30) == 1
+    text = read(log)
+    assert text.count("Worker#2 try connect to engine server error, try again.") == 3
+    assert f"Worker#2 connect to {master} failed. Error message: " in text
+
+
+# ------------------------------------------------------------------------------------------------
+# signals and rank 0 loss
+# ------------------------------------------------------------------------------------------------
+
+
+def test_ignore_sigterm_for_a_while(ranks):
+    proc, log, _ = single_rank(ranks, env={"XLLM_SIM_IGNORE_SIGTERM": "forever"})
+    wait_for_line(log, "Brpc Server started")
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    assert proc.poll() is None  # still there: a supervisor has to escalate
+    os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.wait(timeout=10) == -signal.SIGKILL
+
+    proc, log, _ = single_rank(ranks, env={"XLLM_SIM_IGNORE_SIGTERM": "0.4"}, log_name="late.log")
+    wait_for_line(log, "Brpc Server started")
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == 0
+    assert time.monotonic() - sent >= 0.35
+
+
+def test_worker_exits_when_rank0_is_lost_if_asked(ranks):
+    port = free_port()
+    master = f"127.0.0.1:{free_port()}"
+    env = {"XLLM_SIM_ON_MASTER_LOSS": "exit"}
+    rank0, log0 = ranks.start(rank_args(0, 2, master, port), env=env, log_name="r0.log")
+    rank1, log1 = ranks.start(rank_args(1, 2, master, port + 1), env=env, log_name="r1.log")
+    wait_for_line(log0, "Brpc Server started")
+    rank0.kill()
+    assert rank0.wait(timeout=10) == -signal.SIGKILL
+    assert rank1.wait(timeout=10) == 1
+    assert f"Worker#1 lost the connection to engine server {master}" in read(log1)
+
+
+# ------------------------------------------------------------------------------------------------
+# toggles and files
+# ------------------------------------------------------------------------------------------------
+
+
+def test_dynamic_profiling_socket_and_determinism_line(ranks):
+    home = os.environ["HOME"]
+    env = {"PROFILING_MODE": "dynamic", "LCCL_DETERMINISTIC": "1", "HCCL_DETERMINISTIC": "true",
+           "ATB_MATMUL_SHUFFLE_K_ENABLE": "0"}
+    proc, log, _ = single_rank(ranks, env=env)
+    text = wait_for_line(log, "Brpc Server started")
+    assert ("Deterministic computing enabled (LCCL_DETERMINISTIC=1, HCCL_DETERMINISTIC=true, "
+            "ATB_MATMUL_SHUFFLE_K_ENABLE=0)") in text
+    path = os.path.join(home, f"dynamic_profiling_socket_{proc.pid}")
+    assert stat.S_ISSOCK(os.stat(path).st_mode)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == 0
+    assert not os.path.exists(path)
+
+    plain, plain_log, _ = single_rank(ranks, log_name="plain.log")
+    assert "Deterministic" not in wait_for_line(plain_log, "Brpc Server started")
+    assert not any(name.startswith("dynamic_profiling_socket_") for name in os.listdir(home))
+
+
+def test_log_dir_gets_a_glog_file(ranks, tmp_path):
+    log_dir = tmp_path / "glog"
+    log_dir.mkdir()
+    proc, log, _ = single_rank(ranks, log_dir=str(log_dir))
+    wait_for_line(log, "Brpc Server started")
+    info = (log_dir / "xllm.INFO").read_text()
+    assert info.startswith("Log file created at: ") and "Brpc Server started on port" in info
+
+
+# ------------------------------------------------------------------------------------------------
+# safety and configuration errors
+# ------------------------------------------------------------------------------------------------
+
+_NO_SOCKETS = """
+import runpy, socket, sys
+class Forbidden(socket.socket):
+    def __init__(self, *a, **k):
+        sys.stderr.write("SOCKET CREATED\\n"); sys.stderr.flush(); import os; os._exit(99)
+socket.socket = Forbidden
+socket.create_connection = lambda *a, **k: Forbidden()
+socket.getaddrinfo = lambda *a, **k: Forbidden()
+sys.argv = ["xllm"] + sys.argv[1:]
+runpy.run_module("xllm_tui.sim.xllm", run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("flag,shown", [
+    ("--host=11.87.49.110", "11.87.49.110 is not a loopback address"),
+    ("--master_node_addr=11.87.49.110:10015", "11.87.49.110 is not a loopback address"),
+    ("--master_node_addr=node0.cluster:10015", "'node0.cluster' is a host name"),
+])
+def test_non_loopback_addresses_are_refused_before_any_socket(flag, shown):
+    result = subprocess.run([sys.executable, "-c", _NO_SOCKETS, "--model=/m", "--nnodes=2", "--node_rank=1", flag],
+                            capture_output=True, text=True, timeout=30, env=dict(os.environ, **FAST))
+    assert "SOCKET CREATED" not in result.stderr
+    assert result.returncode == 2
+    assert "Refusing to use a non-loopback address" in result.stderr and shown in result.stderr
+    assert result.stderr.startswith("F")
+
+
+def test_loopback_mapping_rules():
+    assert loopback_host("") == "127.0.0.1" and loopback_host("localhost") == "127.0.0.1"
+    assert loopback_host("127.0.0.5") == "127.0.0.5" and loopback_host("[::1]") == "::1"
+
+
+def test_bad_simulator_settings_are_clear_errors():
+    with pytest.raises(UserError, match="XLLM_SIM_FAIL='boom'"):
+        SimConfig.from_env({"XLLM_SIM_FAIL": "boom"})
+    with pytest.raises(UserError, match="unknown phase 'loading'"):
+        SimConfig.from_env({"XLLM_SIM_HANG_AT": "loading"})
+    cfg = SimConfig.from_env({"XLLM_SIM_FAIL": "hccl_error", "XLLM_SIM_FAIL_RANKS": "0,3,5-7",
+                              "XLLM_SIM_SLOW": "model:10,kv_cache:2", "XLLM_SIM_IGNORE_SIGTERM": "inf"})
+    assert (cfg.fail_phase, cfg.fail_kind) == ("connect", "hccl_error")
+    assert cfg.fail_ranks == {0, 3, 5, 6, 7} and cfg.slow == {"model": 10.0, "kv_cache": 2.0}
+    assert cfg.ignore_sigterm == float("inf")
+    result = subprocess.run(SIM + ["--model=/m"], capture_output=True, text=True, timeout=30,
+                            env=dict(os.environ, XLLM_SIM_TIME_SCALE="fast"))
+    assert result.returncode == 2 and "XLLM_SIM_TIME_SCALE='fast' is not a number" in result.stderr
