@@ -320,3 +320,10 @@ def test_yaml_anchors_and_merge_keys_work(tmp_path):
     assert [(t.name, t.env, t.description) for t in result.profile.toggles] == [
         ("a", (("X", "1"),), ""), ("b", (("X", "1"),), "like a")
     ]
+
+
+def test_braces_that_are_not_placeholders_are_kept(tmp_path):
+    text = HEAD + "flags:\n  config_json_file: '{\"a\": 1}'\n  vmodule: 'x={rank}'\n"
+    result = load_profile_text(text, str(tmp_path / "p.yaml"), simulate=True)
+    assert result.ok, "\n".join(map(str, result.diagnostics))
+    assert dict(result.profile.flags) == {"config_json_file": '{"a": 1}', "vmodule": "x={rank}"}

@@ -19,7 +19,6 @@ import ipaddress
 import os
 import re
 import shutil
-import string
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -546,12 +545,14 @@ def split_host_port(addr: str) -> tuple[str, int]:
     return host, port
 
 
+_PLACEHOLDER_LIKE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
 def _placeholder_problem(text: str, allowed: tuple[str, ...]) -> str | None:
-    try:
-        fields = [name for _, name, _, _ in string.Formatter().parse(text) if name is not None]
-    except ValueError as exc:
-        return f"bad placeholder in '{text}': {exc} (write {{{{ and }}}} for literal braces)"
-    for name in fields:
+    """launch.py replaces exactly {rank} {local_rank} {device} {port} {host}; any other {name} is a typo.
+    Other braces (JSON and the like) are left alone."""
+    for match in _PLACEHOLDER_LIKE.finditer(text):
+        name = match.group(1)
         if name not in allowed:
             names = ", ".join("{" + a + "}" for a in allowed)
             return f"unknown placeholder {{{name}}} in '{text}'{_suggest(name, allowed)}; known: {names}"
@@ -559,10 +560,7 @@ def _placeholder_problem(text: str, allowed: tuple[str, ...]) -> str | None:
 
 
 def _has_placeholder(text: str) -> bool:
-    try:
-        return any(name is not None for _, name, _, _ in string.Formatter().parse(text))
-    except ValueError:
-        return False
+    return any(m.group(1) in RANK_PLACEHOLDERS for m in _PLACEHOLDER_LIKE.finditer(text))
 
 
 _DANGEROUS_REMOVALS = {"/", "/*", "~", "~/", "~/*", "*", ".", "./", "..", "../", "./*", "/root", "/root/", "/home"}
