@@ -98,3 +98,18 @@ def test_bad_profile_exit_2(capsys, tmp_path):
     bad.write_text("name: [unclosed\n")
     assert main(["devices", str(bad), "--simulate"]) == 2
     assert "xllm-tui devices:" in capsys.readouterr().err
+
+
+def test_profile_with_devices_unavailable_exit_1(capsys, repo_root):
+    profile = os.path.join(repo_root, "profiles", "a3-8card.yaml")
+    assert main(["devices", profile, "--simulate", "--npu-smi", "/nonexistent/npu-smi"]) == 1
+    assert "devices unavailable:" in capsys.readouterr().err
+
+
+def test_unknown_machine_exit_2(capsys, repo_root):
+    profile = os.path.join(repo_root, "profiles", "a3-16card-2node.yaml")
+    assert main(["devices", profile, "--simulate", "--machine", "10.9.9.9"]) == 2
+    assert "no machine '10.9.9.9'" in capsys.readouterr().err
+    assert main(["devices", profile, "--simulate", "--machine", "11.87.49.111"]) == 0
+    out = capsys.readouterr().out
+    assert "machine 11.87.49.111" in out and "rank 8: NPU 0, cores 0-11" in out

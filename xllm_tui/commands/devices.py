@@ -216,7 +216,8 @@ def run(args: argparse.Namespace) -> int:
     report = read_devices(npu_smi=npu_smi, nvidia_smi=args.nvidia_smi, timeout=args.timeout)
 
     view = None
-    if args.profile:
+    # Ranks are placed only on devices that were read: without them there is nothing to check against.
+    if args.profile and report.devices:
         try:
             view = _profile_view(args.profile, args.simulate, args.machine, report)
         except ProfileProblem as exc:
