@@ -327,3 +327,13 @@ def test_braces_that_are_not_placeholders_are_kept(tmp_path):
     result = load_profile_text(text, str(tmp_path / "p.yaml"), simulate=True)
     assert result.ok, "\n".join(map(str, result.diagnostics))
     assert dict(result.profile.flags) == {"config_json_file": '{"a": 1}', "vmodule": "x={rank}"}
+
+
+def test_positions_stay_right_after_a_broken_machine(tmp_path):
+    text = HEAD.replace("host: 10.0.0.1", "host: 'bad host'") + (
+        "  - host: 10.0.0.2\n    devices: 0-1\n  - host: 10.0.0.2\n    devices: 2-3\n"
+    )
+    result = load_profile_text(text, str(tmp_path / "p.yaml"), simulate=True)
+    located = {(d.key_path, d.line) for d in result.errors}
+    assert ("machines[0].host", 6) in located
+    assert ("machines[2].host", 10) in located

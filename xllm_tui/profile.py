@@ -884,7 +884,7 @@ def _build(tree: _Map, path: str, checker: _Checker) -> Profile | None:
 
     # ---- machines
     machines: list[Machine] = []
-    machine_nodes: list[_Map] = []
+    machine_nodes: list[tuple[int, _Map]] = []  # (position in the YAML list, node) of each machine read
     machines_node = checker.required(tree, "machines", "", "machines: [{host: 11.87.49.110, devices: 0-7}]")
     if machines_node is not None:
         if not isinstance(machines_node, _Seq):
@@ -895,7 +895,7 @@ def _build(tree: _Map, path: str, checker: _Checker) -> Profile | None:
             machine = _read_machine(checker, item, _join("machines", index))
             if machine is not None:
                 machines.append(machine)
-                machine_nodes.append(item)  # type: ignore[arg-type]
+                machine_nodes.append((index, item))  # type: ignore[arg-type]
     rank_count = sum(len(m.devices) for m in machines)
 
     # ---- addresses and ports
@@ -984,11 +984,11 @@ def _build(tree: _Map, path: str, checker: _Checker) -> Profile | None:
     if all_machines_read:  # otherwise the broken machine entry is the error to fix first
         _check_ports(checker, machines, master_host, master_port, master_node, base_port, base_port_node)
     if rank_tablefile is not None and len(machines) > 1:
-        for machine, node in zip(machines, machine_nodes):
+        for machine, (index, node) in zip(machines, machine_nodes):
             if not machine.device_ips:
                 report.error(
                     node,
-                    f"machines[{machine_nodes.index(node)}].device_ips",
+                    f"machines[{index}].device_ips",
                     f"machine {machine.host} has no device_ips; the HCCL rank table needs each NPU's address "
                     "(hccn_tool -i <id> -ip -g prints it)",
                 )
@@ -1409,12 +1409,12 @@ def _read_restart(checker: _Checker, node: _Node | None, rank_count: int) -> Res
 
 
 def _check_machines(
-    checker: _Checker, machines: list[Machine], nodes: list[_Map], rule: CoreRule, rule_node: _Node | None
+    checker: _Checker, machines: list[Machine], nodes: list[tuple[int, _Map]], rule: CoreRule, rule_node: _Node | None
 ) -> None:
     report = checker.report
     hosts: dict[str, int] = {}
     all_ips: dict[str, str] = {}
-    for index, (machine, node) in enumerate(zip(machines, nodes)):
+    for machine, (index, node) in zip(machines, nodes):
         path = f"machines[{index}]"
         host_node = node.get("host") or node
         key = machine.host.strip("[]").lower()
