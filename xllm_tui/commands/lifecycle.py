@@ -1,9 +1,453 @@
-"""Placeholder until this command is built; replaced by its owner."""
+"""Headless lifecycle commands, all clients of the supervisor's socket (docs/supervisor.md):
+
+  up PROFILE [--simulate] [--foreground] [--run-dir DIR] [--port-offset N] [--machine HOST]
+  status PROFILE [--json]            start|stop|restart PROFILE [--ranks 0,3 | --failed | --all] [--wait]
+  toggle PROFILE GROUP on|off        logs PROFILE --rank N [-f] [-n LINES] [--generation K]
+  events PROFILE [-f] [--json]       down PROFILE
+
+Every command takes --simulate / --run-dir to find the same run directory as `up`.
+Exit status: 0 ok; 1 the supervisor refused or the operation failed; 2 bad profile or arguments;
+3 no supervisor is running for that run directory; 4 `up` found a supervisor already running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_NO_SUPERVISOR, EXIT_ALREADY_RUNNING = 0, 1, 2, 3, 4
 
 
-def add_arguments(parser, name):
-    parser.add_argument("rest", nargs="*")
+@dataclass
+class Target:
+    profile_path: str
+    name: str
+    run_dir: str
+    simulate: bool
+    profile: object | None  # spec.Profile when it loaded
 
 
-def run(args):
-    raise SystemExit("xllm-tui: this command is not built yet")
+def add_run_dir_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--simulate", action="store_true",
+                        help="the simulated deployment (its own run directory, <name>-sim)")
+    parser.add_argument("--run-dir", help="the supervisor's run directory (default: from the profile)")
+
+
+def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
+    parser.add_argument("profile", metavar="PROFILE", help="profile YAML file")
+    add_run_dir_arguments(parser)
+    if name == "up":
+        parser.add_argument("--foreground", action="store_true",
+                            help="run the supervisor in this process (for systemd) instead of detached")
+        parser.add_argument("--port-offset", type=int, default=0, help="under --simulate: shift every port by N")
+        parser.add_argument("--machine", help="the machine (host or name) whose ranks to run (default: this host)")
+        parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the supervisor")
+    elif name == "status":
+        parser.add_argument("--json", action="store_true", help="print the snapshot as JSON (docs/protocol.md)")
+        parser.add_argument("--events", type=int, default=8, metavar="N", help="last N events to show")
+    elif name in ("start", "stop", "restart"):
+        which = parser.add_mutually_exclusive_group()
+        which.add_argument("--ranks", help="comma-separated rank numbers, e.g. 0,3")
+        which.add_argument("--failed", action="store_true", help="the failed and crash-looping ranks")
+        which.add_argument("--all", action="store_true", help="every rank (the default)")
+        parser.add_argument("--wait", action="store_true",
+                            help="wait until the ranks are ready (start/restart) or stopped (stop)")
+        parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait at most")
+    elif name == "toggle":
+        parser.add_argument("group", help="toggle group name, e.g. determinism")
+        parser.add_argument("value", choices=["on", "off"])
+    elif name == "logs":
+        parser.add_argument("--rank", type=int, required=True, help="rank number")
+        parser.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+        parser.add_argument("-n", "--lines", type=int, default=40, help="last N lines (default 40; 0 = all)")
+        parser.add_argument("--generation", type=int, default=0, metavar="K",
+                            help="0 = current log, 1 = the previous launch's (node_N.log.1), ...")
+    elif name == "events":
+        parser.add_argument("-f", "--follow", action="store_true", help="keep printing new events")
+        parser.add_argument("--json", action="store_true", help="one JSON event per line")
+        parser.add_argument("-n", "--lines", type=int, default=50, help="last N events (0 = all)")
+    elif name == "down":
+        parser.add_argument("--keep-ranks", action="store_true",
+                            help="stop only the supervisor; ranks keep running (a new `up` re-adopts them)")
+        parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the shutdown")
+
+
+def err(text: str) -> None:
+    print(f"xllm-tui: {text}", file=sys.stderr)
+
+
+def resolve_target(args: argparse.Namespace, need_profile: bool = False) -> Target | None:
+    """Find the run directory. Prints diagnostics and returns None for a bad profile."""
+    from xllm_tui.client import run_dir_for
+    from xllm_tui.profile import load_profile
+
+    path = args.profile
+    result = load_profile(path, simulate=args.simulate)
+    if result.errors or result.profile is None:
+        if args.run_dir and not need_profile:
+            # A broken (e.g. half-edited) profile must not keep an operator from reaching its supervisor.
+            return Target(path, os.path.basename(path), os.path.abspath(args.run_dir), args.simulate, None)
+        for d in result.errors or result.diagnostics:
+            print(str(d), file=sys.stderr)
+        if not result.diagnostics:
+            err(f"{path}: cannot load the profile")
+        return None
+    profile = result.profile if result else None
+    if args.run_dir:
+        run_dir = os.path.abspath(args.run_dir)
+    else:
+        run_dir = run_dir_for(profile, args.simulate)
+    name = profile.name if profile else os.path.basename(run_dir)
+    return Target(path, name, run_dir, args.simulate, profile)
+
+
+def no_supervisor(target: Target) -> int:
+    from xllm_tui.client import unavailable_message
+
+    err(unavailable_message(target.name, target.run_dir, simulate=target.simulate))
+    return EXIT_NO_SUPERVISOR
+
+
+def connect(target: Target, timeout: float = 5.0):
+    from xllm_tui.client import SupervisorClient, SupervisorUnavailable, socket_path, supervisor_answers
+
+    if not supervisor_answers(target.run_dir):
+        raise SupervisorUnavailable(target.run_dir)
+    return SupervisorClient(socket_path(target.run_dir), timeout=timeout)
+
+
+def run(args: argparse.Namespace) -> int:
+    from xllm_tui.client import SupervisorError, SupervisorUnavailable
+
+    command = args.command
+    target = resolve_target(args, need_profile=command == "up")
+    if target is None:
+        return EXIT_BAD_INPUT
+    handler = globals()[f"cmd_{command}"]
+    try:
+        return handler(args, target)
+    except SupervisorUnavailable:
+        return no_supervisor(target)
+    except SupervisorError as e:
+        err(e.message)
+        return EXIT_FAILED
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+# ----------------------------------------------------------------------------------------------- up
+
+
+def cmd_up(args: argparse.Namespace, target: Target) -> int:
+    from xllm_tui.client import SupervisorUnavailable, ensure_supervisor, supervisor_answers
+    from xllm_tui.supervisor.state import is_locked, read_lock_pid
+
+    hello = supervisor_answers(target.run_dir)
+    if hello or is_locked(target.run_dir):
+        pid = hello["pid"] if hello else read_lock_pid(target.run_dir)
+        err(f"a supervisor is already running for profile {target.name} (pid {pid}, run dir {target.run_dir}); "
+            f"see `xllm-tui status {args.profile}{' --simulate' if args.simulate else ''}`, "
+            "or stop it with `xllm-tui down` first")
+        return EXIT_ALREADY_RUNNING
+    if args.foreground:
+        from xllm_tui.supervisor import ProfileInvalid, RunDirLocked, serve
+
+        try:
+            return serve(args.profile, simulate=args.simulate, run_dir=target.run_dir, port_offset=args.port_offset,
+                         machine=args.machine)
+        except RunDirLocked as e:
+            err(str(e))
+            return EXIT_ALREADY_RUNNING
+        except ProfileInvalid as e:
+            for line in e.diagnostics:
+                print(line, file=sys.stderr)
+            return EXIT_BAD_INPUT
+    print(f"starting the supervisor for {target.name}" + (" (simulated)" if args.simulate else ""), end="",
+          flush=True)
+    try:
+        ensure_supervisor(args.profile, simulate=args.simulate, run_dir=target.run_dir,
+                          port_offset=args.port_offset, timeout=args.timeout, machine=args.machine,
+                          progress=lambda: print(".", end="", flush=True))
+    except SupervisorUnavailable as e:
+        print()
+        err(str(e))
+        return EXIT_FAILED
+    print(" up")
+    hello = supervisor_answers(target.run_dir) or {}
+    sim = " --simulate" if args.simulate else ""
+    print(f"  supervisor pid {hello.get('pid')}, run dir {target.run_dir}")
+    print(f"  socket         {os.path.join(target.run_dir, 'supervisor.sock')}")
+    print(f"  its log        {os.path.join(target.run_dir, 'supervisor.log')}")
+    print(f"  watch:  xllm-tui status {args.profile}{sim}   |   xllm-tui events {args.profile}{sim} -f")
+    print(f"  stop:   xllm-tui down {args.profile}{sim}")
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------------------------------- status
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    if seconds < 86400:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
+
+
+def _bytes(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "K", "M", "G", "T"):
+        if n < 1024 or unit == "T":
+            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
+        n /= 1024
+    return "-"
+
+
+def _table(rows: list[list[str]]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows]
+
+
+def format_event(ev: dict) -> str:
+    stamp = time.strftime("%H:%M:%S", time.localtime(ev.get("ts", 0)))
+    who = f"rank {ev['rank']}" if ev.get("rank") is not None else ev.get("kind", "")
+    text = ev.get("reason", "")
+    if ev.get("kind") in ("state", "group") and ev.get("to"):
+        text = f"{ev.get('from')} -> {ev['to']}: {text}"
+    if ev.get("kind") == "prelaunch" and ev.get("removed"):
+        text += " (" + ", ".join(ev["removed"][:5]) + (" ..." if len(ev["removed"]) > 5 else "") + ")"
+    return f"{stamp} #{ev.get('seq')} {ev.get('kind', ''):9} {who:8} {text}"
+
+
+def format_status(snap: dict, events: int = 8) -> str:
+    group = snap["group"]
+    sup = snap["supervisor"]
+    prof = snap["profile"]
+    lines = [
+        f"profile {prof['name']}{' (simulated)' if prof.get('simulate') else ''}  supervisor pid {sup['pid']}  "
+        f"run dir {sup['run_dir']}",
+        f"group: {group['state']} - {group['reason']}  (restarts {group['restarts']}, policy "
+        f"{group['policy']['mode']}/{group['policy']['scope']})",
+    ]
+    if group.get("first_failure"):
+        ff = group["first_failure"]
+        lines.append(f"first failure: rank {ff['rank']} {ff['cause']}: {ff['message']}")
+    rows = [["RANK", "MACHINE", "DEV", "CORES", "PID", "STATE", "UPTIME", "RESTARTS", "CPU", "MEM", "REASON"]]
+    for r in snap["ranks"]:
+        state = r["state"] + ("*" if r.get("relaunch_pending") else "")
+        rows.append([
+            str(r["rank"]), str(r["machine"]), str(r["device"]), r["cores"] or "-", str(r["pid"] or "-"), state,
+            _duration(r.get("uptime_s")), str(r["restarts"]),
+            "-" if r.get("cpu_pct") is None else f"{r['cpu_pct']:.0f}%", _bytes(r.get("rss_bytes")),
+            r["reason"],
+        ])
+    lines += _table(rows)
+    if any(r.get("relaunch_pending") for r in snap["ranks"]):
+        lines.append("* relaunch pending: the next launch of this rank gets a different environment")
+    if snap["toggles"]:
+        lines.append("toggles: " + ", ".join(f"{t['name']}={'on' if t['enabled'] else 'off'}" for t in snap["toggles"]))
+    if events and snap.get("events"):
+        lines.append("last events:")
+        lines += ["  " + format_event(ev) for ev in snap["events"][-events:]]
+    return "\n".join(lines)
+
+
+def cmd_status(args: argparse.Namespace, target: Target) -> int:
+    with connect(target) as client:
+        snap = client.snapshot()
+    if args.json:
+        print(json.dumps(snap, indent=2))
+    else:
+        print(format_status(snap, args.events))
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------------------ start / stop / restart
+
+
+def _rank_selection(args: argparse.Namespace) -> object:
+    if args.failed:
+        return "failed"
+    if args.ranks:
+        try:
+            return [int(x) for x in args.ranks.replace(" ", "").split(",") if x != ""]
+        except ValueError:
+            raise SystemExit(f"xllm-tui {args.command}: --ranks takes rank numbers like 0,3 (got {args.ranks!r})")
+    return "all"
+
+
+def _settled(snap: dict, ranks: list[int], command: str, wait_ready: bool) -> bool:
+    by_rank = {r["rank"]: r for r in snap["ranks"]}
+    states = [by_rank[n]["state"] for n in ranks if n in by_rank]
+    if command == "stop":
+        return all(s not in ("stopping", "starting", "loading", "ready", "degraded") for s in states)
+    if wait_ready:
+        return all(s in ("ready", "failed", "crash-looping", "exited") for s in states) and \
+            snap["group"]["state"] not in ("stopping",)
+    return all(s not in ("stopped", "stopping") for s in states)
+
+
+def cmd_lifecycle_op(args: argparse.Namespace, target: Target) -> int:
+    selection = _rank_selection(args)
+    with connect(target) as client:
+        result = client.request(args.command, ranks=selection, who=f"`xllm-tui {args.command}` (pid {os.getpid()})")
+        accepted = result.get("accepted", [])
+        if not accepted:
+            print(f"{args.command}: no rank matched {selection}")
+            return EXIT_OK
+        print(f"{args.command}: rank(s) {', '.join(map(str, accepted))}", end="", flush=True)
+        deadline = time.monotonic() + args.timeout
+        snap = client.snapshot()
+        time.sleep(0.2)
+        while time.monotonic() < deadline:
+            snap = client.snapshot()
+            if _settled(snap, accepted, args.command, args.wait):
+                break
+            print(".", end="", flush=True)
+            time.sleep(0.5)
+        else:
+            print(" (still in progress)")
+            return EXIT_FAILED
+    print()
+    by_rank = {r["rank"]: r for r in snap["ranks"]}
+    for n in accepted:
+        r = by_rank[n]
+        print(f"  rank {n}: {r['state']} - {r['reason']}")
+    bad = [n for n in accepted if by_rank[n]["state"] in ("failed", "crash-looping")]
+    return EXIT_FAILED if bad and args.command != "stop" else EXIT_OK
+
+
+cmd_start = cmd_stop = cmd_restart = cmd_lifecycle_op
+
+
+# ------------------------------------------------------------------------------------------ toggle
+
+
+def cmd_toggle(args: argparse.Namespace, target: Target) -> int:
+    with connect(target) as client:
+        result = client.request("toggle", group=args.group, on=args.value == "on",
+                                who=f"`xllm-tui toggle` (pid {os.getpid()})")
+    print(f"{result['group']}: {'on' if result['enabled'] else 'off'} (takes effect at the next launch)")
+    pending = result.get("relaunch_pending") or []
+    if pending:
+        sim = " --simulate" if args.simulate else ""
+        print(f"relaunch pending for rank(s) {', '.join(map(str, pending))}: "
+              f"`xllm-tui restart {args.profile}{sim}` applies it")
+    return EXIT_OK
+
+
+# -------------------------------------------------------------------------------------------- logs
+
+
+def _log_path_for(args: argparse.Namespace, target: Target) -> str | None:
+    from xllm_tui.client import SupervisorUnavailable
+
+    try:
+        with connect(target) as client:
+            snap = client.snapshot()
+        for r in snap["ranks"]:
+            if r["rank"] == args.rank:
+                return r["log_path"]
+        err(f"no rank {args.rank}; ranks: {', '.join(str(r['rank']) for r in snap['ranks'])}")
+        return None
+    except SupervisorUnavailable:
+        pass
+    if target.profile is None:
+        raise SupervisorUnavailable(target.run_dir)
+    # No supervisor: the plan says where the log is (post-mortem reading works without one).
+    from xllm_tui.launch import build_simulate_mapping, plan_launches
+
+    mapping = build_simulate_mapping(target.profile) if target.simulate else None
+    for launch in plan_launches(target.profile, simulate=mapping, base_env={},
+                                log_root=target.run_dir if target.simulate else None):
+        if launch.rank == args.rank:
+            return launch.log_path
+    err(f"no rank {args.rank} in profile {target.name}")
+    return None
+
+
+def cmd_logs(args: argparse.Namespace, target: Target) -> int:
+    from xllm_tui.logs.tail import follow, log_generations, tail_lines
+
+    path = _log_path_for(args, target)
+    if path is None:
+        return EXIT_BAD_INPUT
+    if args.generation:
+        generations = log_generations(path)
+        if args.generation > len(generations):
+            err(f"rank {args.rank} has {len(generations)} earlier log generation(s); --generation "
+                f"{args.generation} does not exist")
+            return EXIT_BAD_INPUT
+        path = generations[args.generation - 1]
+    if not os.path.exists(path):
+        err(f"{path} does not exist (yet)")
+        return EXIT_FAILED
+    if args.lines == 0:
+        with open(path, "rb") as f:
+            for raw in f:
+                sys.stdout.write(raw.decode(errors="replace"))
+    else:
+        for line in tail_lines(path, args.lines):
+            print(line)
+    sys.stdout.flush()
+    if args.follow and args.generation == 0:
+        for line in follow(path, 0.3, from_end=True):
+            print(line, flush=True)
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------------------------------ events
+
+
+def cmd_events(args: argparse.Namespace, target: Target) -> int:
+    from xllm_tui.supervisor.state import EVENTS_NAME, iter_events
+
+    path = os.path.join(target.run_dir, EVENTS_NAME)
+    if not os.path.exists(path) and not args.follow:
+        return no_supervisor(target)
+    events = list(iter_events(path))
+    if args.lines:
+        events = events[-args.lines:]
+    last = 0
+    for ev in events:
+        print(json.dumps(ev) if args.json else format_event(ev), flush=True)
+        last = ev["seq"]
+    if args.follow:
+        with connect(target) as client:
+            for ev in client.events(since=last):
+                print(json.dumps(ev) if args.json else format_event(ev), flush=True)
+    return EXIT_OK
+
+
+# -------------------------------------------------------------------------------------------- down
+
+
+def cmd_down(args: argparse.Namespace, target: Target) -> int:
+    from xllm_tui.supervisor.state import is_locked
+
+    with connect(target) as client:
+        hello = client.hello()
+        client.request("shutdown", stop_ranks=not args.keep_ranks, who=f"`xllm-tui down` (pid {os.getpid()})")
+    what = "the supervisor" if args.keep_ranks else "every rank and the supervisor"
+    print(f"stopping {what} (pid {hello['pid']})", end="", flush=True)
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        if not is_locked(target.run_dir):
+            print(" done")
+            return EXIT_OK
+        print(".", end="", flush=True)
+        time.sleep(0.3)
+    print()
+    err(f"the supervisor (pid {hello['pid']}) is still running after {args.timeout:g}s; see "
+        f"{os.path.join(target.run_dir, 'supervisor.log')}")
+    return EXIT_FAILED

@@ -1,9 +1,35 @@
-"""Placeholder until this command is built; replaced by its owner."""
+"""`xllm-tui supervise PROFILE ...`: the supervisor daemon itself, in the foreground of this process.
+
+`xllm-tui up` starts it detached (own session, output to <run_dir>/supervisor.log); systemd units run
+`xllm-tui up PROFILE --foreground`, which ends up here. Exit status: 0 after a clean shutdown, 2 for a
+bad profile, 4 when another supervisor already holds the run directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from xllm_tui.commands.lifecycle import add_run_dir_arguments, resolve_target
 
 
-def add_arguments(parser, name):
-    parser.add_argument("rest", nargs="*")
+def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
+    parser.add_argument("profile", metavar="PROFILE", help="profile YAML file")
+    add_run_dir_arguments(parser)
+    parser.add_argument("--port-offset", type=int, default=0, help="under --simulate: shift every port by N")
+    parser.add_argument("--machine", help="the machine (host or name) whose ranks this supervisor runs")
+    parser.add_argument("--no-launch", action="store_true", help="start without launching the ranks")
 
 
-def run(args):
-    raise SystemExit("xllm-tui: this command is not built yet")
+def run(args: argparse.Namespace) -> int:
+    from xllm_tui.supervisor import RunDirLocked, serve
+
+    target = resolve_target(args)
+    if target is None:
+        return 2
+    try:
+        return serve(args.profile, simulate=args.simulate, run_dir=target.run_dir, port_offset=args.port_offset,
+                     machine=args.machine, launch=not args.no_launch)
+    except RunDirLocked as e:
+        print(f"xllm-tui supervise: {e}", file=sys.stderr)
+        return 4

@@ -1,0 +1,397 @@
+"""Talk to a supervisor over its unix socket (docs/protocol.md). No Textual; used by the CLI and the TUI.
+
+    run_dir = run_dir_for(profile, simulate=True)
+    with SupervisorClient(socket_path(run_dir)) as client:
+        snap = client.snapshot()
+        client.request("restart", ranks="failed")
+        for event in client.events(since=snap["events"][-1]["seq"]):
+            ...
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from xllm_tui.spec import Profile
+
+SOCKET_NAME = "supervisor.sock"
+MAX_REPLY = 64 << 20  # a snapshot of many ranks with events is well below this
+
+
+class SupervisorUnavailable(Exception):
+    """No supervisor answers for this run directory (none started, it died, or the socket refuses)."""
+
+
+class SupervisorError(Exception):
+    """The supervisor answered with an error reply."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+def state_home() -> str:
+    return os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+
+
+def run_dir_for(profile: Profile, simulate: bool) -> str:
+    """profile.run_dir, else $XDG_STATE_HOME/xllm-tui/<name>; a simulated run gets its own "-sim" directory,
+    so it can never touch a real deployment's ranks."""
+    if profile.run_dir:
+        base = os.path.abspath(os.path.expanduser(profile.run_dir))
+        return base.rstrip("/") + "-sim" if simulate else base
+    name = profile.name + ("-sim" if simulate else "")
+    return os.path.join(state_home(), "xllm-tui", name)
+
+
+def socket_path(run_dir: str) -> str:
+    return os.path.join(run_dir, SOCKET_NAME)
+
+
+def unavailable_message(profile_name: str, run_dir: str, detail: str = "", simulate: bool = False) -> str:
+    flag = " --simulate" if simulate else ""
+    text = (f"no supervisor is running for profile {profile_name} (run dir {run_dir}); "
+            f"start one with `xllm-tui up {profile_name}{flag}`")
+    return text + (f" [{detail}]" if detail else "")
+
+
+def _describe_run_dir(path: str) -> tuple[str, str]:
+    """(profile-ish name, run dir) for messages when only the socket path is known."""
+    run_dir = os.path.dirname(os.path.abspath(path))
+    return os.path.basename(run_dir), run_dir
+
+
+def _check_reply(reply: Any) -> dict:
+    if not isinstance(reply, dict):
+        raise SupervisorError("bad_reply", f"unexpected reply {reply!r}")
+    if reply.get("ok"):
+        result = reply.get("result")
+        return result if isinstance(result, dict) else {"value": result}
+    error = reply.get("error") or {}
+    raise SupervisorError(str(error.get("code", "error")), str(error.get("message", "request failed")))
+
+
+class SupervisorClient:
+    """Blocking client: one connection; `events()` turns the connection into a subscription."""
+
+    def __init__(self, socket_path: str, timeout: float = 5.0):
+        self.socket_path = socket_path
+        self.timeout = timeout
+        self._ids = itertools.count(1)
+        self._sock: socket.socket | None = None
+        self._buffer = b""
+
+    def _connect(self) -> socket.socket:
+        if self._sock is not None:
+            return self._sock
+        name, run_dir = _describe_run_dir(self.socket_path)
+        if not os.path.exists(self.socket_path):
+            raise SupervisorUnavailable(unavailable_message(name, run_dir))
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.socket_path)
+        except OSError as e:
+            sock.close()
+            raise SupervisorUnavailable(unavailable_message(name, run_dir, e.strerror or str(e))) from None
+        self._sock = sock
+        return sock
+
+    def _readline(self, timeout: float | None) -> dict:
+        sock = self._connect()
+        sock.settimeout(timeout)
+        while b"\n" not in self._buffer:
+            try:
+                chunk = sock.recv(1 << 16)
+            except TimeoutError:
+                raise
+            except OSError as e:
+                self.close()
+                name, run_dir = _describe_run_dir(self.socket_path)
+                raise SupervisorUnavailable(unavailable_message(name, run_dir, f"connection lost: {e}")) from None
+            if not chunk:
+                self.close()
+                name, run_dir = _describe_run_dir(self.socket_path)
+                raise SupervisorUnavailable(unavailable_message(name, run_dir, "the supervisor closed the connection"))
+            self._buffer += chunk
+            if len(self._buffer) > MAX_REPLY:
+                self.close()
+                raise SupervisorError("bad_reply", "reply too long")
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        try:
+            return json.loads(line)
+        except ValueError as e:
+            raise SupervisorError("bad_reply", f"not JSON: {e}") from None
+
+    def _send(self, message: dict) -> None:
+        sock = self._connect()
+        sock.settimeout(self.timeout)
+        try:
+            sock.sendall((json.dumps(message) + "\n").encode())
+        except OSError as e:
+            self.close()
+            name, run_dir = _describe_run_dir(self.socket_path)
+            raise SupervisorUnavailable(unavailable_message(name, run_dir, f"connection lost: {e}")) from None
+
+    def request(self, op: str, **args: Any) -> dict:
+        req_id = next(self._ids)
+        self._send({"id": req_id, "op": op, **args})
+        while True:
+            try:
+                reply = self._readline(self.timeout)
+            except TimeoutError:
+                self.close()
+                raise SupervisorUnavailable(f"the supervisor at {self.socket_path} did not answer {op} within "
+                                            f"{self.timeout:g}s") from None
+            if "event" in reply:
+                continue
+            return _check_reply(reply)
+
+    def hello(self) -> dict:
+        return self.request("hello")
+
+    def snapshot(self) -> dict:
+        return self.request("snapshot")
+
+    def events(self, since: int | None = None, timeout: float | None = None) -> Iterator[dict]:
+        """Subscribe on this connection and yield events as they arrive (backlog after `since` first).
+
+        timeout: stop after this many seconds without an event (None = wait forever). Ends when the
+        supervisor exits."""
+        args: dict[str, Any] = {} if since is None else {"since": since}
+        self.request("subscribe", **args)
+        while True:
+            try:
+                message = self._readline(timeout)
+            except TimeoutError:
+                return
+            except SupervisorUnavailable:
+                return
+            if "event" in message:
+                yield message["event"]
+            elif message.get("ok") is False:
+                _check_reply(message)
+
+    def close(self) -> None:
+        if self._sock is not None:
+            try:
+                self._sock.close()
+            finally:
+                self._sock = None
+                self._buffer = b""
+
+    def __enter__(self) -> SupervisorClient:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class AsyncSupervisorClient:
+    """asyncio client for the TUI: request/response on one connection, subscriptions on their own."""
+
+    def __init__(self, socket_path: str, timeout: float = 10.0):
+        self.socket_path = socket_path
+        self.timeout = timeout
+        self._ids = itertools.count(1)
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._lock = asyncio.Lock()
+
+    async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        name, run_dir = _describe_run_dir(self.socket_path)
+        if not os.path.exists(self.socket_path):
+            raise SupervisorUnavailable(unavailable_message(name, run_dir))
+        try:
+            return await asyncio.wait_for(asyncio.open_unix_connection(self.socket_path, limit=MAX_REPLY),
+                                          self.timeout)
+        except (OSError, asyncio.TimeoutError) as e:
+            raise SupervisorUnavailable(unavailable_message(name, run_dir, str(e) or e.__class__.__name__)) from None
+
+    async def connect(self) -> None:
+        if self._writer is None:
+            self._reader, self._writer = await self._open()
+
+    async def _read_message(self, reader: asyncio.StreamReader, timeout: float | None) -> dict:
+        try:
+            line = await asyncio.wait_for(reader.readline(), timeout)
+        except (OSError, ValueError) as e:
+            raise SupervisorUnavailable(f"connection to {self.socket_path} lost: {e}") from None
+        if not line:
+            raise SupervisorUnavailable(f"the supervisor at {self.socket_path} closed the connection")
+        try:
+            return json.loads(line)
+        except ValueError as e:
+            raise SupervisorError("bad_reply", f"not JSON: {e}") from None
+
+    async def request(self, op: str, **args: Any) -> dict:
+        async with self._lock:
+            await self.connect()
+            assert self._reader is not None and self._writer is not None
+            req_id = next(self._ids)
+            try:
+                self._writer.write((json.dumps({"id": req_id, "op": op, **args}) + "\n").encode())
+                await self._writer.drain()
+                while True:
+                    reply = await self._read_message(self._reader, self.timeout)
+                    if "event" not in reply:
+                        return _check_reply(reply)
+            except (SupervisorUnavailable, asyncio.TimeoutError, OSError) as e:
+                await self._drop()
+                if isinstance(e, SupervisorUnavailable):
+                    raise
+                raise SupervisorUnavailable(f"the supervisor at {self.socket_path} did not answer {op}: "
+                                            f"{e or e.__class__.__name__}") from None
+
+    async def snapshot(self) -> dict:
+        return await self.request("snapshot")
+
+    async def subscribe(self, since: int | None = None) -> AsyncIterator[dict]:
+        """Yield events (backlog after `since`, then live) on a connection of its own; ends when the
+        supervisor goes away (raises SupervisorUnavailable then)."""
+        reader, writer = await self._open()
+        try:
+            args: dict[str, Any] = {} if since is None else {"since": since}
+            writer.write((json.dumps({"id": "subscribe", "op": "subscribe", **args}) + "\n").encode())
+            await writer.drain()
+            _check_reply(await self._read_message(reader, self.timeout))
+            while True:
+                message = await self._read_message(reader, None)
+                if "event" in message:
+                    yield message["event"]
+                elif message.get("ok") is False:
+                    _check_reply(message)
+        finally:
+            writer.close()
+            try:
+                await writer.wait_closed()
+            except Exception:  # noqa: BLE001
+                pass
+
+    async def _drop(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            try:
+                await self._writer.wait_closed()
+            except Exception:  # noqa: BLE001
+                pass
+        self._reader = self._writer = None
+
+    async def close(self) -> None:
+        await self._drop()
+
+    async def __aenter__(self) -> AsyncSupervisorClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+
+# ------------------------------------------------------------------------------------- start one
+
+
+def supervisor_answers(run_dir: str, timeout: float = 2.0) -> dict | None:
+    """The supervisor's hello, or None when nothing answers."""
+    try:
+        with SupervisorClient(socket_path(run_dir), timeout=timeout) as client:
+            return client.hello()
+    except (SupervisorUnavailable, SupervisorError, OSError):
+        return None
+
+
+def supervise_argv(profile_path: str, *, simulate: bool, run_dir: str, port_offset: int = 0,
+                   machine: str | None = None) -> list[str]:
+    argv = [sys.executable, "-m", "xllm_tui", "supervise", os.path.abspath(profile_path), "--run-dir", run_dir]
+    if simulate:
+        argv.append("--simulate")
+    if port_offset:
+        argv += ["--port-offset", str(port_offset)]
+    if machine:
+        argv += ["--machine", machine]
+    return argv
+
+
+def start_detached(argv: list[str], run_dir: str) -> int:
+    """Start the supervisor in its own session, stdin /dev/null, output to supervisor.log; returns its pid.
+
+    A short-lived intermediate process does the spawning so the supervisor is never our child (no zombie
+    in a long-lived caller such as the TUI, and no tie to the caller's terminal or session)."""
+    os.makedirs(run_dir, mode=0o700, exist_ok=True)
+    log_path = os.path.join(run_dir, "supervisor.log")
+    launcher = (
+        "import os, subprocess, sys\n"
+        "log = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)\n"
+        "p = subprocess.Popen(sys.argv[2:], stdin=subprocess.DEVNULL, stdout=log, stderr=log,\n"
+        "                     start_new_session=True, close_fds=True)\n"
+        "print(p.pid, flush=True)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", launcher, log_path, *argv], stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=30)
+    if done.returncode != 0 or not done.stdout.strip().isdigit():
+        raise SupervisorUnavailable(f"could not start the supervisor: {done.stderr.strip() or done.stdout.strip()}")
+    return int(done.stdout.strip())
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def ensure_supervisor(profile_path: str, *, simulate: bool, run_dir: str | None = None, port_offset: int = 0,
+                      timeout: float = 30, machine: str | None = None, progress=None) -> str:
+    """Start a detached supervisor for the profile unless one answers; return its run dir once it answers.
+
+    Raises SupervisorUnavailable (with the end of supervisor.log) when it does not come up in time.
+    progress: optional callable invoked about every 0.5 s while waiting (e.g. to print a dot).
+    """
+    if run_dir is None:
+        from xllm_tui.profile import load_profile_or_raise
+
+        run_dir = run_dir_for(load_profile_or_raise(profile_path, simulate=simulate), simulate)
+    run_dir = os.path.abspath(run_dir)
+    if supervisor_answers(run_dir):
+        return run_dir
+    log_path = os.path.join(run_dir, "supervisor.log")
+    log_start = os.path.getsize(log_path) if os.path.exists(log_path) else 0
+    pid = start_detached(supervise_argv(profile_path, simulate=simulate, run_dir=run_dir, port_offset=port_offset,
+                                        machine=machine), run_dir)
+    deadline = time.monotonic() + timeout
+    next_tick = time.monotonic() + 0.5
+    while time.monotonic() < deadline:
+        if supervisor_answers(run_dir, timeout=1.0):
+            return run_dir
+        if not _pid_alive(pid):
+            if supervisor_answers(run_dir, timeout=1.0):
+                return run_dir
+            raise SupervisorUnavailable(f"the supervisor exited during start-up:\n{_log_tail(log_path, log_start)}")
+        if progress is not None and time.monotonic() >= next_tick:
+            progress()
+            next_tick += 0.5
+        time.sleep(0.1)
+    raise SupervisorUnavailable(f"the supervisor (pid {pid}) did not answer within {timeout:g}s; "
+                                f"see {log_path}:\n{_log_tail(log_path, log_start)}")
+
+
+def _log_tail(path: str, start: int, limit: int = 4000) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(start)
+            data = f.read()
+    except OSError:
+        return "(no supervisor.log)"
+    text = data.decode(errors="replace").strip()
+    return text[-limit:] if text else "(supervisor.log is empty)"

@@ -1,0 +1,227 @@
+"""The supervisor's unix socket: JSON lines, one request per line, see docs/protocol.md.
+
+Every input is untrusted: bad JSON, non-objects, unknown ops, bad arguments and over-long lines get an
+error reply; nothing a client sends can raise out of a connection handler. Slow subscribers are dropped
+rather than allowed to stall the supervisor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import logging
+import os
+from typing import TYPE_CHECKING, Any
+
+from xllm_tui.supervisor.daemon import RequestError
+
+if TYPE_CHECKING:
+    from xllm_tui.supervisor.daemon import Supervisor
+
+log = logging.getLogger("xllm_tui.supervisor.server")
+
+MAX_LINE = 1 << 20  # a request line longer than this is refused
+MAX_QUEUED_EVENTS = 10000
+
+
+class Subscriber:
+    """Events waiting to be written to one subscribed connection."""
+
+    def __init__(self) -> None:
+        self.queue: collections.deque = collections.deque()
+        self.wakeup = asyncio.Event()
+        self.closed = False
+        self.overflowed = False
+
+    def push(self, event: dict) -> None:
+        if self.closed:
+            return
+        if len(self.queue) >= MAX_QUEUED_EVENTS:
+            self.overflowed = True
+            self.closed = True
+        else:
+            self.queue.append(event)
+        self.wakeup.set()
+
+    def close(self) -> None:
+        self.closed = True
+        self.wakeup.set()
+
+
+class SocketServer:
+    def __init__(self, supervisor: Supervisor):
+        self.supervisor = supervisor
+        self.server: asyncio.AbstractServer | None = None
+        self.path = ""
+        self.connections: set[asyncio.Task] = set()
+
+    async def start(self, path: str) -> None:
+        self.path = path
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)  # a stale socket of a dead supervisor; we hold the lock, so nobody else owns it
+        old_umask = os.umask(0o177)
+        try:
+            self.server = await asyncio.start_unix_server(self.handle, path=path, limit=MAX_LINE)
+        finally:
+            os.umask(old_umask)
+        os.chmod(path, 0o600)
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            for task in list(self.connections):
+                task.cancel()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.server.wait_closed(), 2.0)
+            self.server = None
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task:
+            self.connections.add(task)
+        try:
+            await self._serve(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError, BrokenPipeError):
+            pass
+        except asyncio.CancelledError:
+            pass
+        except Exception:  # noqa: BLE001 - a connection must never take the supervisor down
+            log.exception("connection handler failed")
+        finally:
+            if task:
+                self.connections.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _send(self, writer: asyncio.StreamWriter, message: dict) -> None:
+        writer.write((json.dumps(message, default=str) + "\n").encode())
+        await asyncio.wait_for(writer.drain(), 10.0)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                line = await reader.readline()
+            except (ValueError, asyncio.LimitOverrunError):
+                # Over-long line: the stream cannot be resynchronised reliably, so answer and hang up.
+                await self._send(writer, error_reply(None, "line_too_long",
+                                                     f"request line longer than {MAX_LINE} bytes"))
+                return
+            if not line:
+                return
+            if not line.strip():
+                continue
+            try:
+                request = json.loads(line)
+            except ValueError as e:
+                await self._send(writer, error_reply(None, "bad_json", f"not JSON: {e}"))
+                continue
+            if not isinstance(request, dict):
+                await self._send(writer, error_reply(None, "bad_request", "a request must be a JSON object"))
+                continue
+            req_id = request.get("id")
+            op = request.get("op")
+            if not isinstance(op, str):
+                await self._send(writer, error_reply(req_id, "bad_request", 'a request needs "op" (a string)'))
+                continue
+            if op == "subscribe":
+                await self._subscribe(writer, req_id, request)
+                return
+            try:
+                result = await self.dispatch(op, request)
+                reply = {"id": req_id, "ok": True, "result": result}
+            except RequestError as e:
+                reply = error_reply(req_id, e.code, e.message)
+            except Exception as e:  # noqa: BLE001
+                log.exception("op %s failed", op)
+                reply = error_reply(req_id, "internal", f"{op} failed: {e.__class__.__name__}: {e}")
+            await self._send(writer, reply)
+
+    async def _subscribe(self, writer: asyncio.StreamWriter, req_id: Any, request: dict) -> None:
+        sup = self.supervisor
+        since = request.get("since")
+        if since is not None and (not isinstance(since, int) or isinstance(since, bool)):
+            await self._send(writer, error_reply(req_id, "bad_request", '"since" must be an event seq (integer)'))
+            return
+        subscriber = Subscriber()
+        sup.subscribers.add(subscriber)
+        try:
+            backlog = sup.journal.since(since) if since is not None else []
+            await self._send(writer, {"id": req_id, "ok": True, "result": {"subscribed": True,
+                                                                           "seq": sup.journal.seq}})
+            sent = since if since is not None else sup.journal.seq
+            for event in backlog:
+                await self._send(writer, {"event": event})
+                sent = event["seq"]
+            while True:
+                while subscriber.queue:
+                    event = subscriber.queue.popleft()
+                    if event["seq"] <= sent:
+                        continue
+                    await self._send(writer, {"event": event})
+                    sent = event["seq"]
+                if subscriber.closed:
+                    if subscriber.overflowed:
+                        await self._send(writer, error_reply(req_id, "too_slow", "subscriber fell too far behind; "
+                                                             "resubscribe with since"))
+                    return
+                subscriber.wakeup.clear()
+                await subscriber.wakeup.wait()
+        finally:
+            sup.subscribers.discard(subscriber)
+
+    async def dispatch(self, op: str, request: dict) -> dict:
+        sup = self.supervisor
+        who = request.get("who") if isinstance(request.get("who"), str) else "a client"
+        if op == "hello":
+            return {"protocol": 1, "pid": sup.pid, "profile": sup.profile.name, "run_dir": sup.run_dir,
+                    "simulate": sup.simulate}
+        if op == "snapshot":
+            events = request.get("events", 50)
+            if not isinstance(events, int) or isinstance(events, bool) or events < 0:
+                raise RequestError("bad_request", '"events" must be a non-negative integer')
+            return sup.snapshot(events=min(events, 1000))
+        if op in ("start", "stop", "restart"):
+            if "ranks" not in request:
+                raise RequestError("bad_request", f'{op} needs "ranks": a list of rank numbers, "failed" or "all"')
+            ranks = sup.select(request["ranks"])
+            numbers = [r.rank for r in ranks]
+            sup.event("action", None, reason=f"{op} ranks {numbers or 'none'} requested by {who}", op=op,
+                      ranks=numbers)
+            if ranks:
+                action = {"start": sup.op_start, "stop": sup.op_stop, "restart": sup.op_restart}[op]
+                sup.spawn_task(action(ranks, who))
+            return {"accepted": numbers}
+        if op == "toggle":
+            name, on = request.get("group"), request.get("on")
+            if not isinstance(name, str) or not isinstance(on, bool):
+                raise RequestError("bad_request", 'toggle needs "group" (a name) and "on" (true or false)')
+            if sup.profile.toggle(name) is None:
+                known = ", ".join(t.name for t in sup.profile.toggles) or "none"
+                raise RequestError("unknown_toggle", f"no toggle group {name!r} in profile {sup.profile.name}; "
+                                   f"known: {known}")
+            pending = sup.apply_toggle(name, on)
+            sup.event("toggle", None, group=name, enabled=on,
+                      reason=f"{name} {'on' if on else 'off'} (by {who}); takes effect at the next launch"
+                      + (f"; relaunch pending for rank(s) {', '.join(map(str, pending))}" if pending else ""),
+                      relaunch_pending=pending)
+            return {"group": name, "enabled": on, "relaunch_pending": pending}
+        if op == "reload":
+            return await sup.reload()
+        if op == "shutdown":
+            stop_ranks = request.get("stop_ranks", True)
+            if not isinstance(stop_ranks, bool):
+                raise RequestError("bad_request", '"stop_ranks" must be true or false')
+            sup.request_shutdown(stop_ranks, who)
+            return {"stopping": True, "stop_ranks": stop_ranks}
+        raise RequestError("unknown_op", f"unknown op {op!r}; known: hello, snapshot, subscribe, start, stop, "
+                           "restart, toggle, reload, shutdown")
+
+
+def error_reply(req_id: Any, code: str, message: str) -> dict:
+    return {"id": req_id, "ok": False, "error": {"code": code, "message": message}}
+

@@ -1,0 +1,183 @@
+"""The run directory: lock, atomic state file, event journal, persisted toggles.
+
+Layout of <run_dir>:
+  supervisor.lock   flock held by the live supervisor for its whole life; holds its pid
+  supervisor.sock   the unix socket (mode 0600)
+  state.json        last written snapshot plus the identity of every rank (for re-adoption)
+  events.jsonl      one JSON event per line, with seq and ts; appended, never rewritten
+  toggles.json      toggle group -> on/off, so a supervisor restart keeps the operator's choice
+  supervisor.log    the supervisor's own log (stdout/stderr of a detached supervisor)
+Every descriptor opened here is close-on-exec (Python's default; O_CLOEXEC where os.open is used).
+"""
+
+from __future__ import annotations
+
+import collections
+import fcntl
+import json
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+LOCK_NAME = "supervisor.lock"
+SOCKET_NAME = "supervisor.sock"
+STATE_NAME = "state.json"
+EVENTS_NAME = "events.jsonl"
+TOGGLES_NAME = "toggles.json"
+LOG_NAME = "supervisor.log"
+
+
+class RunDirLocked(Exception):
+    """Another supervisor holds the run directory's lock."""
+
+    def __init__(self, run_dir: str, pid: int | None):
+        self.run_dir = run_dir
+        self.pid = pid
+        who = f"pid {pid}" if pid else "another process"
+        super().__init__(
+            f"a supervisor is already running for {run_dir} ({who}); "
+            "use `xllm-tui status` to see it or `xllm-tui down` to stop it"
+        )
+
+
+def ensure_dir(path: str) -> str:
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    return path
+
+
+def read_lock_pid(run_dir: str) -> int | None:
+    try:
+        with open(os.path.join(run_dir, LOCK_NAME)) as f:
+            text = f.read().strip()
+        return int(text) if text.isdigit() else None
+    except OSError:
+        return None
+
+
+class RunDirLock:
+    """fcntl.flock on supervisor.lock, held while the supervisor lives (released by the kernel on death)."""
+
+    def __init__(self, run_dir: str):
+        self.run_dir = run_dir
+        self.path = os.path.join(run_dir, LOCK_NAME)
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        ensure_dir(self.run_dir)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise RunDirLocked(self.run_dir, read_lock_pid(self.run_dir)) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            try:
+                os.ftruncate(self.fd, 0)
+            except OSError:
+                pass
+            os.close(self.fd)
+            self.fd = None
+
+
+def is_locked(run_dir: str) -> bool:
+    """True while some supervisor holds the run dir's lock."""
+    path = os.path.join(run_dir, LOCK_NAME)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def atomic_write_json(path: str, data: Any) -> None:
+    """Write tmp + fsync + rename: a reader sees the old or the new file, never half of one."""
+    tmp = f"{path}.tmp.{os.getpid()}"
+    payload = json.dumps(data, indent=1, sort_keys=False).encode()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, payload)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def read_json(path: str) -> Any | None:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+class EventJournal:
+    """events.jsonl: append-only, one event per line, seq increasing across supervisor restarts."""
+
+    def __init__(self, run_dir: str, keep_in_memory: int = 2000):
+        self.path = os.path.join(run_dir, EVENTS_NAME)
+        self.recent: collections.deque[dict] = collections.deque(maxlen=keep_in_memory)
+        self.seq = 0
+        for event in iter_events(self.path):
+            self.recent.append(event)
+            self.seq = max(self.seq, int(event.get("seq", 0)))
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+
+    def append(self, kind: str, rank: int | None = None, **fields: Any) -> dict:
+        self.seq += 1
+        event = {"seq": self.seq, "ts": round(time.time(), 3), "kind": kind, "rank": rank}
+        event.update(fields)
+        os.write(self._fd, (json.dumps(event, default=str) + "\n").encode())
+        self.recent.append(event)
+        return event
+
+    def since(self, seq: int | None) -> list[dict]:
+        """Events with seq > `seq` (all when None), from memory or, when older, from the file."""
+        after = -1 if seq is None else seq
+        if self.recent and self.recent[0]["seq"] <= after + 1:
+            return [e for e in self.recent if e["seq"] > after]
+        return [e for e in iter_events(self.path) if e.get("seq", 0) > after]
+
+    def last(self, n: int) -> list[dict]:
+        return list(self.recent)[-n:] if n > 0 else []
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+def iter_events(path: str) -> Iterator[dict]:
+    """Every well-formed event of an events.jsonl (a torn last line after a crash is skipped)."""
+    try:
+        f = open(path, encoding="utf-8", errors="replace")
+    except OSError:
+        return
+    with f:
+        for line in f:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(event, dict) and "seq" in event:
+                yield event
+
+
+def load_toggles(run_dir: str) -> dict[str, bool]:
+    data = read_json(os.path.join(run_dir, TOGGLES_NAME))
+    if not isinstance(data, dict):
+        return {}
+    return {str(k): bool(v) for k, v in data.items()}
+
+
+def save_toggles(run_dir: str, toggles: dict[str, bool]) -> None:
+    atomic_write_json(os.path.join(run_dir, TOGGLES_NAME), toggles)
