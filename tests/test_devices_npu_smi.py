@@ -330,3 +330,47 @@ def test_a3_json_power_of_second_die_is_null():
     assert data["devices"][1]["power_w"] is None
     assert data["devices"][1]["hbm_used_mb"] == 61625
     assert data["devices"][1]["processes"] == [{"pid": 929405, "name": None, "memory_mb": 58780}]
+
+
+def test_950_layout_from_the_driver_printf_formats():
+    # No captured 950 output is public; these rows follow npucli's NPU_SMI_V2 printf formats
+    # (see FORMAT-REFERENCE in tests/fixtures/npu-smi/), including a bus id printed as NA.
+    def row1(card, name, health, power, temp):
+        return f"| {card:<7d}| {name:<17}| {health:<13} | {power:<11.1f} {temp:<17d} {0:<6d}/ {0:<13d} |"
+
+    def row2(bus, util, hbm_used, hbm_total):
+        return f"|{'':<8}|{'':<18}| {bus:<12} | {util:<11d} {0:<5d}/ {0:<10d} {hbm_used:<6d}/ {hbm_total:<13d} |"
+
+    separator = "+========+==================+===============+=====================================================+"
+    text = "\n".join(
+        [
+            "+" + "-" * 97 + "+",
+            f"| npu-smi {'26.0.0':<40} Version: {'26.0.0':<37} |",
+            "+--------+------------------+---------------+-----------------------------------------------------+",
+            "| NPU ID | Name             | Health        | Power(W)    Temp(C)           Hugepages-Usage(page) |",
+            "|        |                  | Bus-Id        | NPU Util(%) Memory-Usage(MB)  HBM-Usage(MB)         |",
+            separator,
+            row1(0, "Ascend950", "OK", 300.5, 41),
+            row2("0000:01:00.0", 12, 100000, 131072),
+            separator,
+            row1(1, "Ascend950", "Warning", 280.0, 44),
+            row2("NA", 0, 3000, 131072),
+            separator,
+            "+---------------------------+---------------+-----------------------------------------------------+",
+            "| NPU ID                    | Process id    | Process name             | Process memory(MB)       |",
+            "+===========================+===============+=====================================================+",
+            f"| {0:<26d} | {4242:<13d} | {'xllm':<24} | {90000:<23d} |",
+            "+===========================+===============+=====================================================+",
+            "| No running processes found in NPU 1                                                             |",
+            "+===========================+===============+=====================================================+",
+        ]
+    )
+    report = parse_info(text + "\n")
+    assert report.errors == [] and report.version == "26.0.0"
+    first, second = report.devices
+    assert (first.logic_id, first.card, first.chip, first.name, first.health) == (0, 0, 0, "Ascend950", "OK")
+    assert (first.power_w, first.temp_c, first.aicore_pct, first.hbm_used_mb, first.hbm_total_mb) == (300.5, 41, 12, 100000, 131072)
+    assert first.bus_id == "0000:01:00.0" and second.bus_id is None
+    assert second.health == "Warning"
+    assert [(p.pid, p.name, p.memory_mb) for p in first.processes] == [(4242, "xllm", 90000)]
+    assert second.processes == []

@@ -93,6 +93,7 @@ def _parse_info(text: str) -> DeviceReport:
     second_label = None  # what follows the chip index on row 2: "Phy-ID", "Device" or None
     has_hbm_column = True
     pending_row1: tuple[int, list[str]] | None = None
+    separate_name = False
     by_card_chip: dict[tuple[int, int], Device] = {}
     device_hint_logic: dict[int, int] = {}  # id(device) -> logic id from 310P's Device column
     processes: list[tuple[int, int, DeviceProcess]] = []
@@ -125,11 +126,13 @@ def _parse_info(text: str) -> DeviceReport:
             match = re.search(r"Version:\s*(\S+)", joined)
             report.version = match.group(1) if match else first.split()[-1]
             continue
-        if first.startswith("NPU") and "Name" in first:
+        if first.startswith("NPU") and ("Name" in first or (len(cells) > 1 and cells[1].startswith("Name"))):
             section = "devices"
+            # 950 printer ("| NPU ID | Name | Health | ..."): card and name in their own cells, no chip index.
+            separate_name = "Name" not in first
             continue
-        if first.startswith("Chip") and section == "devices" and not first[4:].strip()[:1].isdigit():
-            label = first[4:].strip()
+        if section == "devices" and pending_row1 is None and "Bus-Id" in joined:
+            label = first[4:].strip() if first.startswith("Chip") else ""
             second_label = label.split()[0] if label else None
             has_hbm_column = "HBM" in joined
             continue
@@ -142,6 +145,9 @@ def _parse_info(text: str) -> DeviceReport:
                 continue
             row1_number, row1 = pending_row1
             pending_row1 = None
+            if separate_name:
+                row1 = [f"{row1[0]} {row1[1]}"] + row1[2:]
+                cells = ["0"] + cells[2:]  # the 950 printer leaves chip and Phy-ID blank: one chip per card
             device = _device_from_rows(row1, cells, second_label, has_hbm_column, row1_number)
             if device.card is None or device.chip is None:
                 raise NpuSmiParseError(f"npu-smi info: no card/chip number on lines {row1_number}-{number}")
@@ -223,9 +229,10 @@ def _process_from_row(cells: list[str], line: int) -> tuple[int, int, DeviceProc
     if len(cells) < 4:
         raise NpuSmiParseError(f"npu-smi info: process row at line {line} has {len(cells)} columns, expected 4 or more")
     card_chip = cells[0].split()
-    if len(card_chip) < 2:
-        raise NpuSmiParseError(f"npu-smi info: process row at line {line} has no card and chip: {cells[0]!r}")
-    card, chip, pid = _int(card_chip[0]), _int(card_chip[1]), _int(cells[1])
+    if not card_chip:
+        raise NpuSmiParseError(f"npu-smi info: process row at line {line} has no card number: {cells[0]!r}")
+    # "card chip", or only "card" where the printer shows one chip per card (950)
+    card, chip, pid = _int(card_chip[0]), _int(card_chip[1]) if len(card_chip) > 1 else 0, _int(cells[1])
     if card is None or chip is None or pid is None:
         raise NpuSmiParseError(f"npu-smi info: process row at line {line} is not 'card chip | pid | name | MB'")
     return card, chip, DeviceProcess(pid=pid, name=cells[2] or None, memory_mb=_int(cells[3]))
