@@ -1545,6 +1545,7 @@ def _sort_key(diagnostic: Diagnostic) -> tuple[str, int, int]:
 
 def load_profile_text(text: str, path: str, simulate: bool = False) -> LoadResult:
     """Load a profile from text as if it were the file `path` (extends is resolved next to `path`)."""
+    path = os.fspath(path)
     report = _Reporter()
     try:
         tree = _load_tree(text, path, report, [os.path.realpath(path)])
@@ -1563,6 +1564,7 @@ def load_profile(path: str, *, simulate: bool = False) -> LoadResult:
 
     With simulate=True, a missing binary, model or sourced script is a warning instead of an error.
     """
+    path = os.fspath(path)
     report = _Reporter()
     try:
         tree = _load_tree(None, path, report, [os.path.realpath(path)])
