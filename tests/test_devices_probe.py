@@ -55,9 +55,22 @@ def write_tool(directory, name: str, outputs: dict[str, str], exit_code: int = 0
 
 @pytest.fixture
 def no_children_left():
+    """The test ends every tool it ran (compared with the children that existed before it)."""
+
+    def live_children() -> set[int]:
+        pids = set()
+        for child in psutil.Process().children(recursive=True):
+            try:
+                if child.status() != psutil.STATUS_ZOMBIE:
+                    pids.add(child.pid)
+            except psutil.NoSuchProcess:
+                pass
+        return pids
+
+    before = live_children()
     yield
-    leftover = [p for p in psutil.Process().children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE]
-    assert leftover == [], f"processes left behind: {leftover}"
+    leftover = live_children() - before
+    assert leftover == set(), f"processes left behind: {leftover}"
 
 
 # ------------------------------------------------------------------------------------- simulated npu-smi
