@@ -68,6 +68,8 @@ CASES = [
          "it is 'npu:<device>' from each machine's 'devices'"),
     Case("derived flag master_node_addr", HEAD + "flags:\n  master_node_addr: 10.0.0.1:1\n", "error",
          "flags.master_node_addr", 9, "set the top-level key 'master_node_addr'"),
+    Case("device_id next to the derived --devices", HEAD + "flags:\n  device_id: '0'\n", "warning",
+         "flags.device_id", 9, "device_id exists only on xllm's main branch, where it replaces --devices"),
     Case("enable_graph next to enable_acl_graph",
          HEAD + "flags:\n  enable_acl_graph: true\n  enable_graph: true\n", "warning", "flags.enable_graph", 10,
          "both enable_graph (xllm v0.8 and later) and enable_acl_graph (v0.7) are set"),

@@ -801,6 +801,13 @@ def _read_flags(checker: _Checker, node: _Node | None, rank_count: int) -> tuple
             report.warning(value_node, path, f"xllm knows the backends 'hccl' and 'lccl', got {value!r}")
         flags.append((name, value))
         nodes[name] = value_node
+    if "device_id" in nodes:
+        report.warning(
+            mapping.key_node("device_id") or mapping,
+            "flags.device_id",
+            "device_id exists only on xllm's main branch, where it replaces --devices (which the launch passes "
+            "for every rank); v0.7 rejects it at start-up",
+        )
     if "enable_graph" in nodes and "enable_acl_graph" in nodes:
         report.warning(
             mapping.key_node("enable_graph") or mapping,
