@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
@@ -467,3 +468,54 @@ def test_bad_simulator_settings_are_clear_errors():
     result = subprocess.run(SIM + ["--model=/m"], capture_output=True, text=True, timeout=30,
                             env=dict(os.environ, XLLM_SIM_TIME_SCALE="fast"))
     assert result.returncode == 2 and "XLLM_SIM_TIME_SCALE='fast' is not a number" in result.stderr
+
+
+# ------------------------------------------------------------------------------------------------
+# serving: streaming, failures while up
+# ------------------------------------------------------------------------------------------------
+
+
+def test_streaming_chat_completion(ranks):
+    proc, log, port = single_rank(ranks)
+    wait_for_line(log, "Brpc Server started")
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/chat/completions", method="POST",
+                                     data=json.dumps({"messages": [{"role": "user", "content": "hi"}],
+                                                      "max_tokens": 3, "stream": True}).encode())
+    with urllib.request.urlopen(request, timeout=10) as reply:
+        events = [line[6:] for line in reply.read().decode().splitlines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks).split() == ["This", "is", "a"]
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+    status, body = http_post(port, "/v1/chat/completions", {"messages": "not a list"})
+    assert status == 200  # tolerated like xllm: no content, still a completion
+    assert http_get(port, "/nowhere")[0] == 404
+
+
+def test_a_rank_dying_while_serving_breaks_the_group(ranks):
+    port = free_port()
+    master = f"127.0.0.1:{free_port()}"
+    env = {"XLLM_SIM_FAIL": "serving:hccl_error", "XLLM_SIM_FAIL_RANKS": "1", "XLLM_SIM_FAIL_AFTER": "20"}
+    rank0, log0 = ranks.start(rank_args(0, 2, master, port), env=env, log_name="r0.log")
+    rank1, log1 = ranks.start(rank_args(1, 2, master, port + 1), env=env, log_name="r1.log")
+    wait_for_line(log0, "Brpc Server started")
+    assert rank1.wait(timeout=30) == -signal.SIGABRT
+    assert "] Failed, HCCL error :" in read(log1)
+    # Rank 0 notices the closed connection a moment after the process is gone.
+    wait_until(lambda: http_post(port, "/v1/chat/completions",
+                                 {"messages": [{"role": "user", "content": "hi"}]})[0] == 500,
+               timeout=10, what="a completion failing with 500")
+    assert "Execute_model_async failed. Error code : 1008" in read(log0)
+    assert http_get(port, "/health") == (200, "OK") and rank0.poll() is None
+    _, metrics = http_get(port, "/brpc_metrics")
+    assert metric(metrics, "server_request_total_fail") >= 1
+
+
+def test_execute_failure_on_rank0_at_first_request(ranks):
+    proc, log, port = single_rank(ranks, env={"XLLM_SIM_FAIL": "execute_failed", "XLLM_SIM_FAIL_AFTER": "inf"})
+    wait_for_line(log, "Brpc Server started")
+    with pytest.raises((urllib.error.URLError, ConnectionError, http.client.HTTPException)):
+        http_post(port, "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]})
+    assert proc.wait(timeout=10) == -signal.SIGABRT
+    text = read(log)
+    assert text.index("Execute_model_async failed.") < text.index("] Failed to execute model, result has no value")
