@@ -1,9 +1,88 @@
-"""Placeholder until this command is built; replaced by its owner."""
+"""`xllm-tui PROFILE [--simulate] [--theme NAME] [--run-dir DIR] [--bell] [--no-start]`: the TUI.
+
+Loads the profile (errors: diagnostics on stderr, exit 2), attaches to the profile's supervisor or starts
+one detached (and then launches the ranks, as `up` does), and runs the app. Quitting the app leaves the
+supervisor and the ranks running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
 
 
-def add_arguments(parser, name):
-    parser.add_argument("rest", nargs="*")
+def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
+    parser.add_argument("profile", metavar="PROFILE", help="the deployment's profile (YAML)")
+    parser.add_argument("--simulate", action="store_true", help="simulated ranks and npu-smi, on loopback only")
+    parser.add_argument("--theme", metavar="NAME", help="colour theme (xllm-dark, xllm-light, xllm-high-contrast, "
+                        "a Textual theme, or one of your files in ~/.config/xllm-tui/themes/)")
+    parser.add_argument("--run-dir", metavar="DIR", help="the supervisor's run directory (default: from the profile)")
+    parser.add_argument("--bell", action="store_true", help="ring the terminal bell when a rank fails")
+    parser.add_argument("--no-start", action="store_true",
+                        help="when this starts a new supervisor, do not launch the ranks (default: launch them)")
 
 
-def run(args):
-    raise SystemExit("xllm-tui: this command is not built yet")
+def _theme_names() -> list[str]:
+    from textual.theme import BUILTIN_THEMES
+
+    from xllm_tui.ui.themes import load_themes
+
+    return sorted({t.name for t in load_themes().themes} | set(BUILTIN_THEMES))
+
+
+def run(args: argparse.Namespace) -> int:
+    from xllm_tui import client
+    from xllm_tui.profile import load_profile
+
+    path = args.profile
+    if not os.path.isfile(path):
+        print(f"xllm-tui: no profile file {path!r} (give the path of a profile YAML, e.g. profiles/a3-8card.yaml)",
+              file=sys.stderr)
+        return 2
+    result = load_profile(path, simulate=args.simulate)
+    for diagnostic in result.diagnostics:
+        print(str(diagnostic), file=sys.stderr)
+    if result.errors or result.profile is None:
+        print(f"xllm-tui: {path} has {len(result.errors)} error(s); fix them (`xllm-tui validate {path}`) and retry",
+              file=sys.stderr)
+        return 2
+    if args.theme:
+        names = _theme_names()
+        if args.theme not in names:
+            print(f"xllm-tui: unknown theme {args.theme!r}; available: {', '.join(names)}", file=sys.stderr)
+            return 2
+
+    run_dir = os.path.abspath(args.run_dir) if args.run_dir else client.run_dir_for(result.profile, args.simulate)
+    started_supervisor = client.supervisor_answers(run_dir) is None
+    if started_supervisor:
+        print(f"starting the supervisor for {result.profile.name} in {run_dir} ...", file=sys.stderr, flush=True)
+    try:
+        client.ensure_supervisor(path, simulate=args.simulate, run_dir=run_dir)
+    except client.SupervisorUnavailable as error:
+        print(f"xllm-tui: {error}", file=sys.stderr)
+        return 1
+    if started_supervisor and not args.no_start:
+        _start_stopped_ranks(client, run_dir)
+
+    from xllm_tui.ui.app import XllmApp
+    from xllm_tui.ui.source import SupervisorSource
+
+    source = SupervisorSource(run_dir, profile_path=path, simulate=args.simulate)
+    app = XllmApp(source, theme=args.theme, bell=args.bell, profile_path=path, simulate=args.simulate)
+    app.run()
+    print(f"xllm-tui: the supervisor and the ranks keep running; `xllm-tui down {path}"
+          f"{' --simulate' if args.simulate else ''}` stops them.", file=sys.stderr)
+    return 0
+
+
+def _start_stopped_ranks(client, run_dir: str) -> None:
+    """A fresh supervisor with every rank stopped (nothing to adopt): launch the group, as `up` does."""
+    try:
+        with client.SupervisorClient(client.socket_path(run_dir)) as connection:
+            snapshot = connection.snapshot()
+            ranks = snapshot.get("ranks") or []
+            if ranks and all(r.get("state") in ("stopped", "exited") and not r.get("pid") for r in ranks):
+                connection.request("start", ranks="all")
+    except (client.SupervisorUnavailable, client.SupervisorError, OSError) as error:
+        print(f"xllm-tui: could not launch the ranks ({error}); press A in the TUI to start them", file=sys.stderr)

@@ -268,7 +268,14 @@ class XllmApp(App[None]):
         """Ask the poller for a snapshot at once (after an action)."""
         self._wake.set()
 
+    def _ui_ready(self) -> bool:
+        """False while starting up or shutting down: workers must not touch widgets then."""
+        screen = self.main_screen
+        return screen.is_mounted and screen.is_attached and not screen._closing and not self._exit
+
     def _set_disconnected(self, reason: str) -> None:
+        if not self._ui_ready():
+            return
         first = self.connected or self.disconnect_reason is None
         self.connected = False
         self.disconnect_reason = reason
@@ -285,6 +292,8 @@ class XllmApp(App[None]):
             self.notify(f"Supervisor unreachable: {reason}", severity="error", timeout=6)
 
     def _set_connected(self) -> None:
+        if not self._ui_ready():
+            return
         if not self.connected and self.disconnect_reason is not None:
             self.notify("Supervisor connected again", severity="information", timeout=4)
         self.connected = True
@@ -292,6 +301,8 @@ class XllmApp(App[None]):
         self.main_screen.query_one("#connection-banner", Static).remove_class("visible")
 
     def _apply_snapshot(self, snapshot: dict[str, Any]) -> None:
+        if not self._ui_ready():
+            return
         previous = self.snapshot
         self.snapshot = snapshot
         self.snapshot_at = snapshot.get("time") or time.time()
@@ -351,6 +362,24 @@ class XllmApp(App[None]):
 
     def on_rank_table_rank_selected(self, message: RankTable.RankSelected) -> None:
         self._show_rank_log(message.rank)
+
+    def on_log_view_search_requested(self, message: Any) -> None:
+        view = message.log_view
+
+        def search(text: str | None) -> None:
+            if text:
+                view.set_search(text)
+                view.search_next()
+
+        self.push_screen(
+            PromptScreen("search the log (literal, case-insensitive)", "enter searches; then n / N: next / previous",
+                         value=view.search_text or ""),
+            search,
+        )
+
+    def on_log_view_search_result(self, message: Any) -> None:
+        if not message.found:
+            self.notify(f"not found: {message.query}", severity="warning", timeout=3)
 
     def action_show_tab(self, name: str) -> None:
         if self.screen is not self.main_screen:

@@ -15,12 +15,20 @@ PROMPT_HELP = (
 
 
 class PromptScreen(ModalScreen[str | None]):
+    """A one-line prompt; dismisses with the text, or None when cancelled."""
+
     BINDINGS = [Binding("escape", "cancel", "Cancel", id="prompt.cancel")]
+
+    def __init__(self, placeholder: str = "command, e.g. restart 3", help_text: str = PROMPT_HELP, value: str = ""):
+        super().__init__()
+        self.placeholder = placeholder
+        self.help_text = help_text
+        self.value = value
 
     def compose(self) -> ComposeResult:
         with Vertical(id="prompt-dialog"):
-            yield Input(placeholder="command, e.g. restart 3", id="prompt-input")
-            yield Static(PROMPT_HELP, id="prompt-help", markup=False)
+            yield Input(value=self.value, placeholder=self.placeholder, id="prompt-input")
+            yield Static(self.help_text, id="prompt-help", markup=False)
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()

@@ -49,8 +49,8 @@ class RankTable(DataTable):
 
     def __init__(self, **kwargs: Any):
         super().__init__(cursor_type="row", zebra_stripes=False, **kwargs)
-        self._rows: dict[int, tuple] = {}  # rank -> last rendered cell values (to update only what changed)
-        self._data: dict[int, dict[str, Any]] = {}
+        self._rendered: dict[int, tuple] = {}  # rank -> last rendered cell values (to update only what changed)
+        self._rank_data: dict[int, dict[str, Any]] = {}
         self._first_failure: int | None = None
         self.marked: set[int] = set()
         self._now = 0.0
@@ -101,23 +101,23 @@ class RankTable(DataTable):
         for rank in ranks:
             number = int(rank["rank"])
             seen.add(number)
-            self._data[number] = rank
+            self._rank_data[number] = rank
             cells = self._cells(rank)
-            previous = self._rows.get(number)
+            previous = self._rendered.get(number)
             if previous is None:
                 self.add_row(*cells, key=str(number))
             else:
                 for (_, column_key), old, new in zip(COLUMNS, previous, cells):
                     if old != new:
                         self.update_cell(str(number), column_key, new)
-            self._rows[number] = cells
-        for gone in set(self._rows) - seen:
+            self._rendered[number] = cells
+        for gone in set(self._rendered) - seen:
             self.remove_row(str(gone))
-            del self._rows[gone]
-            self._data.pop(gone, None)
+            del self._rendered[gone]
+            self._rank_data.pop(gone, None)
 
     def _restyle(self) -> None:
-        ranks = [self._data[n] for n in sorted(self._data)]
+        ranks = [self._rank_data[n] for n in sorted(self._rank_data)]
         self.update_ranks(ranks, self._first_failure, self._now)
 
     # -- selection ------------------------------------------------------------------------------------

@@ -1,0 +1,347 @@
+"""Pilot tests of the TUI against a frozen deployment (StaticSource records every request it gets).
+
+Each test drives the app with keys as an operator would and checks what they see (screens, banners,
+notifications) and what the supervisor was asked to do.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from textual.widgets import Static, Switch
+
+from xllm_tui.ui.app import XllmApp, load_keymap
+from xllm_tui.ui.demo import demo_snapshot
+from xllm_tui.ui.screens.confirm import ConfirmScreen
+from xllm_tui.ui.screens.help import HelpScreen
+from xllm_tui.ui.screens.main import MainScreen
+from xllm_tui.ui.screens.rank_detail import RankDetailScreen
+from xllm_tui.ui.screens.split import SplitScreen
+from xllm_tui.ui.screens.text import TextScreen
+from xllm_tui.ui.screens.too_small import TooSmallScreen
+from xllm_tui.ui.source import StaticSource
+from xllm_tui.ui.widgets.rank_table import RankTable
+from xllm_tui.ui.widgets.timeline import TimelineTable
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+async def until(pilot, condition, timeout: float = 10.0, what: str = "") -> None:
+    """Let the app run until condition() holds (bounded)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        await pilot.pause(0.02)
+    raise AssertionError(f"timed out waiting for {what or condition}")
+
+
+@pytest.fixture
+def source(tmp_path):
+    return StaticSource(demo_snapshot(tmp_path / "logs"))
+
+
+def make_app(source, **kwargs) -> XllmApp:
+    kwargs.setdefault("user_config", False)
+    kwargs.setdefault("watch_profile", False)
+    return XllmApp(source, **kwargs)
+
+
+def screen_text(app) -> str:
+    """The terminal's text as the operator sees it."""
+    import io
+
+    from rich.console import Console
+
+    width, height = app.size
+    console = Console(width=width, height=height, file=io.StringIO(), record=True, force_terminal=True)
+    console.print(app.screen._compositor.render_update(full=True, screen_stack=app._background_screens))
+    return console.export_text()
+
+
+def texts(app) -> str:
+    """Everything the Static widgets of the current screen show, for assertions on what the user reads."""
+    return "\n".join(str(w.render()) for w in app.screen.query(Static))
+
+
+async def test_main_screen_shows_every_rank_and_marks_the_first_failure(source):
+    messages = []
+    app = make_app(source)
+    async with app.run_test(size=(120, 40), message_hook=messages.append) as pilot:
+        table = app.main_screen.query_one(RankTable)
+        await until(pilot, lambda: table.row_count == 8, what="8 rank rows")
+        state_of_3 = str(table.get_cell("3", "state"))
+        assert "failed hccl_error (first)" in state_of_3
+        assert "loading 36/48" in str(table.get_cell("7", "state"))
+        assert str(table.get_cell("0", "uptime")) == "10m00s"  # frozen clock
+        status = str(app.main_screen.query_one("#status", Static).render())
+        assert "group degraded" in status and "restart in 2s" in status
+        # Moving the cursor switches the log pane to the next rank at once.
+        await pilot.press("down")
+        await until(pilot, lambda: app.main_screen.query_one("#rank-log").rank == 1, what="log of rank 1")
+        assert any(type(m).__name__ == "RankSelected" for m in messages)
+
+
+@pytest.mark.parametrize(
+    "keys, expected_op, expected_args",
+    [
+        (["r"], "restart", {"ranks": [0]}),
+        (["R"], "restart", {"ranks": "all"}),
+        (["s"], "stop", {"ranks": [0]}),
+        (["F"], "restart", {"ranks": "failed"}),
+        (["ctrl+k"], "stop", {"ranks": "all"}),
+    ],
+    ids=["restart-rank", "restart-group", "stop-rank", "restart-failed", "stop-all"],
+)
+async def test_destructive_actions_confirm_then_send(source, keys, expected_op, expected_args):
+    messages = []
+    app = make_app(source)
+    async with app.run_test(size=(120, 40), message_hook=messages.append) as pilot:
+        await pilot.press(*keys)
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="confirmation")
+        body = str(app.screen.query_one("#confirm-body", Static).render())
+        assert "rank" in body.lower()
+        assert source.actions == []  # nothing happens before the operator says yes
+        await pilot.press("y")
+        await until(pilot, lambda: source.actions, what="the request")
+        assert source.actions == [(expected_op, expected_args)]
+        assert isinstance(app.screen, MainScreen)
+        await until(pilot, lambda: app._notifications, what="a notification about the request")
+
+
+@pytest.mark.parametrize("cancel_key", ["n", "escape"])
+async def test_cancelling_a_confirmation_does_nothing(source, cancel_key):
+    app = make_app(source)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("R")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        assert "All 8 ranks are stopped" in str(app.screen.query_one("#confirm-body", Static).render())
+        await pilot.press(cancel_key)
+        await until(pilot, lambda: isinstance(app.screen, MainScreen))
+        await pilot.pause(0.1)
+        assert source.actions == []
+
+
+async def test_restart_rank_confirmation_explains_the_group(source):
+    app = make_app(source)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("down", "down", "down", "r")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        body = str(app.screen.query_one("#confirm-body", Static).render())
+        assert "Rank 3" in body and "other 7 ranks" in body and "fail together" in body
+        await pilot.press("enter")  # enter on the focused default button (Cancel) must not restart
+        await until(pilot, lambda: isinstance(app.screen, MainScreen))
+        assert source.actions == []
+
+
+async def test_start_rank_needs_no_confirmation(source):
+    app = make_app(source)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("down", "down", "down", "S")
+        await until(pilot, lambda: source.actions)
+        assert source.actions == [("start", {"ranks": [3]})]
+
+
+async def test_toggle_switch_sends_toggle(source):
+    app = make_app(source)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("t")
+        switch = app.main_screen.query_one("#toggle-profiling", Switch)
+        await until(pilot, lambda: switch.region.height > 0, what="toggles tab shown")
+        assert "PROFILING_MODE=dynamic" in texts(app) or "PROFILING_MODE=dynamic" in "".join(
+            str(w.render()) for w in app.main_screen.query(".toggle-label")
+        )
+        await pilot.click("#toggle-profiling")
+        await until(pilot, lambda: source.actions)
+        assert source.actions == [("toggle", {"group": "profiling", "on": True})]
+        note = str(app.main_screen.query_one("#pending-note", Static).render())
+        assert "Relaunch pending for ranks 0-2,4-7" in note
+
+
+async def test_help_screen_lists_keys_and_closes(source):
+    app = make_app(source)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("question_mark")
+        await until(pilot, lambda: isinstance(app.screen, HelpScreen))
+        await pilot.pause(0.1)
+        text = screen_text(app)
+        assert "restart the selected rank" in text and "main.restart-rank" in text
+        assert "quit the TUI; the supervisor and" in text
+        await pilot.press("escape")
+        await until(pilot, lambda: isinstance(app.screen, MainScreen))
+
+
+async def test_small_terminal_shows_a_message_instead_of_the_layout(source):
+    app = make_app(source)
+    async with app.run_test(size=(60, 20)) as pilot:
+        await until(pilot, lambda: isinstance(app.screen, TooSmallScreen), what="too-small screen")
+        message = str(app.screen.query_one("#too-small-message", Static).render())
+        assert "Terminal too small: 60x20" in message and "80x24" in message
+        await pilot.resize_terminal(100, 30)
+        await until(pilot, lambda: isinstance(app.screen, MainScreen), what="main screen after resize")
+
+
+async def test_supervisor_gone_banner_keeps_last_state_and_recovers(source, monkeypatch):
+    monkeypatch.setattr("xllm_tui.ui.app.RETRY_S", 0.05)
+    app = make_app(source, poll_interval=0.05)
+    async with app.run_test(size=(120, 40)) as pilot:
+        table = app.main_screen.query_one(RankTable)
+        await until(pilot, lambda: table.row_count == 8)
+        source.available = False
+        app.refresh_now()
+        banner = app.main_screen.query_one("#connection-banner", Static)
+        await until(pilot, lambda: banner.has_class("visible"), what="disconnected banner")
+        assert "Supervisor unreachable" in str(banner.render())
+        assert table.row_count == 8  # the last state stays on screen
+        await pilot.press("r", "y")  # an action while disconnected is reported, not a crash
+        await until(pilot, lambda: any("unreachable" in n.message for n in app._notifications))
+        source.available = True
+        await until(pilot, lambda: not banner.has_class("visible"), what="banner gone after reconnect")
+
+
+async def test_rank_failure_notifies_and_rings_the_bell(source, monkeypatch):
+    app = make_app(source, poll_interval=0.05, bell=True)
+    rings = []
+    monkeypatch.setattr(app, "bell", lambda: rings.append(1))
+    async with app.run_test(size=(120, 40)) as pilot:
+        table = app.main_screen.query_one(RankTable)
+        await until(pilot, lambda: table.row_count == 8)
+        source.data["ranks"][5]["state"] = "failed"
+        source.data["ranks"][5]["last_exit"] = {"code": 1, "signal": None, "cause": "kv_cache_oom"}
+        app.refresh_now()
+        await until(pilot, lambda: any("rank 5 failed" in n.message for n in app._notifications))
+        assert "kv_cache_oom" in " ".join(n.message for n in app._notifications)
+        assert rings == [1]
+
+
+async def test_rank_detail_shows_argv_env_and_diff(source):
+    app = make_app(source)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("d")
+        await until(pilot, lambda: isinstance(app.screen, RankDetailScreen))
+        await until(pilot, lambda: app.screen.loaded)
+        body = str(app.screen.query_one("#detail-body", Static).render())
+        assert "--node_rank=0" in body
+        assert "last exit  signal 15, cause killed" in body
+        assert "+ LCCL_DETERMINISTIC=1" in body  # determinism was switched on after launch
+        await pilot.press("escape")
+        await until(pilot, lambda: isinstance(app.screen, MainScreen))
+
+
+async def test_timeline_merges_ranks_and_opens_at_the_first_failure(source):
+    app = make_app(source)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("T")
+        timeline = app.main_screen.query_one(TimelineTable)
+        await until(pilot, lambda: timeline.entries, what="timeline scanned")
+        assert {e.rank for e in timeline.entries} == {2, 3, 4, 5}
+        first = timeline.selected_entry
+        assert first.rank == 3 and first.severity == "E" and "HCCL error" in first.message
+        await pilot.press("enter")  # jump to that rank's log
+        await until(pilot, lambda: app.main_screen.query_one("#rank-log").rank == 3)
+
+
+async def test_split_view_shows_marked_ranks(source):
+    app = make_app(source)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.press("space", "down", "down", "space", "v")
+        await until(pilot, lambda: isinstance(app.screen, SplitScreen))
+        assert [int(r["rank"]) for r in app.screen.ranks] == [0, 2]
+        await pilot.press("escape")
+        await until(pilot, lambda: isinstance(app.screen, MainScreen))
+
+
+async def test_command_prompt_runs_commands(source):
+    app = make_app(source)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("colon", *"restart 3", "enter")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("y")
+        await until(pilot, lambda: source.actions)
+        assert source.actions == [("restart", {"ranks": [3]})]
+        await pilot.press("colon", *"toggle debug-logs on", "enter")
+        await until(pilot, lambda: len(source.actions) == 2)
+        assert source.actions[1] == ("toggle", {"group": "debug-logs", "on": True})
+        await pilot.press("colon", *"frobnicate", "enter")
+        await until(pilot, lambda: any("unknown command" in n.message for n in app._notifications))
+
+
+async def test_command_palette_offers_every_action(source):
+    app = make_app(source)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("ctrl+p")
+        await pilot.press(*"restart the failed")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="palette ran restart-failed")
+        assert "Restart the failed ranks (3)" in str(app.screen.query_one("#confirm-title").render())
+
+
+async def test_user_keymap_rebinds_an_action(source, tmp_path, monkeypatch):
+    config = tmp_path / "xdg-config" / "xllm-tui"
+    config.mkdir(parents=True)
+    (config / "keymap.toml").write_text('"main.restart-rank" = "x"\n"main.nonsense" = "z"\n')
+    app = make_app(source, user_config=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: any("unknown binding id" in n.message for n in app._notifications))
+        await pilot.press("x")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        assert "Restart rank 0" in str(app.screen.query_one("#confirm-title").render())
+
+
+def test_keymap_file_errors_are_reported(tmp_path):
+    bad = tmp_path / "keymap.toml"
+    bad.write_text("this is = = not toml")
+    keymap, problems = load_keymap(bad)
+    assert keymap == {} and "cannot read the keymap" in problems[0]
+    good = tmp_path / "keymap.yaml"
+    good.write_text("keymap:\n  main.stop-rank: x\n  app.help: 5\n")
+    keymap, problems = load_keymap(good)
+    assert keymap == {"main.stop-rank": "x"} and "keys must be a string" in problems[0]
+
+
+async def test_profile_edit_is_validated_and_shows_the_change(source, tmp_path):
+    profiles = tmp_path / "profiles"
+    shutil.copytree(REPO / "profiles", profiles)
+    profile = profiles / "a3-8card.yaml"
+    app = make_app(source, profile_path=str(profile), simulate=True, watch_profile=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.profile_plan is not None, what="profile planned")
+        banner = app.main_screen.query_one("#profile-banner", Static)
+        original = profile.read_text()
+        profile.write_text(original.replace("max_memory_utilization: 0.86", "max_memory_utilization: 0.9"))
+        app._load_profile()
+        await until(pilot, lambda: banner.has_class("visible"), what="change banner")
+        assert "a relaunch would change ranks 0-7" in str(banner.render())
+        await pilot.press("p")
+        await until(pilot, lambda: isinstance(app.screen, TextScreen))
+        body = str(app.screen.query_one("#text-body", Static).render())
+        assert "--max_memory_utilization=0.9" in body and "--max_memory_utilization=0.86" in body
+        await pilot.press("escape")
+        profile.write_text(original.replace("machines:", "machines: [oops\nbroken:"))
+        app._load_profile()
+        await until(pilot, lambda: banner.has_class("error"), what="error banner")
+        assert "Profile error" in str(banner.render()) and "a3-8card.yaml:" in str(banner.render())
+        assert source.actions == []  # an edit is never applied by itself
+
+
+async def test_quit_leaves_everything_running(source):
+    app = make_app(source)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("q")
+        await pilot.pause()
+    assert source.actions == []  # no stop, no shutdown: q only closes the TUI
+
+
+async def test_shutdown_confirms_then_stops_everything_and_quits(source):
+    app = make_app(source)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("ctrl+x")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        assert "supervisor exits" in str(app.screen.query_one("#confirm-body", Static).render())
+        await pilot.press("y")
+        await until(pilot, lambda: source.actions)
+    assert source.actions == [("shutdown", {"stop_ranks": True})]
