@@ -138,7 +138,7 @@ XLLM_FLAGS: dict[str, FlagSpec] = {
     "enable_graph_mode_decode_no_padding": ("bool", "false", "graph decode without padding (v0.8+)"),
     "enable_prefill_piecewise_graph": ("bool", "false", "piecewise graph for prefill (v0.8+)"),
     "max_tokens_for_graph_mode": ("int32", "2048", "most tokens run in graph mode (v0.8+)"),
-    "device_id": ("int32", "0", "device of this process (main branch; replaces --devices)"),
+    "device_id": ("string", "", "device of this process, e.g. 0 or npu:0 (main branch; replaces --devices)"),
     "config_json_file": ("string", "", "JSON file whose values override flags (main branch)"),
 }
 
@@ -151,6 +151,8 @@ GLOG_FLAGS: dict[str, FlagSpec] = {
     "v": ("int32", "0", "verbose logging level"),
     "vmodule": ("string", "", "per-module verbose levels"),
     "logbuflevel": ("int32", "0", "buffer messages at or below this level"),
+    "logbufsecs": ("int32", "30", "buffer log messages for at most this many seconds"),
+    "stop_logging_if_full_disk": ("bool", "false", "stop writing log files when the disk is full"),
     "max_log_size": ("uint32", "1800", "largest log file in MB"),
     "colorlogtostderr": ("bool", "false", "colour stderr messages"),
 }

@@ -348,8 +348,9 @@ class Rank:
     # -- helpers -------------------------------------------------------------------------------
 
     def _devices(self) -> list[int]:
-        if "device_id" in self.flags.explicit:
-            return [int(self.flags["device_id"])]
+        if "device_id" in self.flags.explicit and str(self.flags["device_id"]).strip():
+            index = str(self.flags["device_id"]).strip().rpartition(":")[2]
+            return [int(index)] if index.isdigit() else [0]
         devices = []
         for part in str(self.flags["devices"]).split(","):
             part = part.strip()
@@ -596,7 +597,9 @@ class Rank:
 
         self.enter("engine")
         self.log.info(SRC["master"], "Master init options: " + self._options_text())
-        self.log.info(SRC["engine"], f"Creating engine with devices: {self.flags['devices']}")
+        devices = ",".join(f"npu:{d}" for d in self.devices) if "device_id" in self.flags.explicit \
+            else self.flags["devices"]
+        self.log.info(SRC["engine"], f"Creating engine with devices: {devices}")
         if self.flags["draft_model"]:
             self.log.info(SRC["draft"], f"Using draft devices: {self.flags['draft_devices']}")
         if self.nnodes < 1:
@@ -702,7 +705,8 @@ class Rank:
                         conn.sendall(b"OK\n")
                         old = self.registered.get(rank)
                         self.registered[rank] = (conn, parts[2])
-                        self.lost_workers.discard(rank)
+                        if not self.serving.is_set():  # once up, a group with a lost rank stays broken
+                            self.lost_workers.discard(rank)
                         self.reg_lock.notify_all()
                     if old is not None:
                         try:
