@@ -1,0 +1,202 @@
+"""LogView in a tiny app: tail, follow, pause with a new-lines count, search, filter, first error, switching."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from textual.app import App, ComposeResult
+
+from xllm_tui.ui.widgets.log_view import LogView
+
+TIMEOUT = 15.0
+
+
+def glog_line(i: int, sev: str = "I", text: str | None = None) -> str:
+    return f"{sev}20251129 15:20:{i % 60:02d}.123456 12345 llm_engine.cpp:210] {text or f'message {i}'}"
+
+
+def write_lines(path, lines, mode="a") -> None:
+    with open(path, mode) as f:
+        f.write("".join(line + "\n" for line in lines))
+
+
+class LogApp(App):
+    def __init__(self, path, **kwargs) -> None:
+        super().__init__()
+        self.path = path
+        self.messages: list = []
+        self.kwargs = kwargs
+
+    def compose(self) -> ComposeResult:
+        yield LogView(self.path, id="log", poll_interval=0.05, **self.kwargs)
+
+    def on_mount(self) -> None:
+        self.query_one(LogView).focus()
+
+    def on_log_view_search_result(self, message: LogView.SearchResult) -> None:
+        self.messages.append(message)
+
+    def on_log_view_file_reset(self, message: LogView.FileReset) -> None:
+        self.messages.append(message)
+
+    def on_log_view_search_requested(self, message: LogView.SearchRequested) -> None:
+        self.messages.append(message)
+
+
+def visible(view: LogView) -> list[str]:
+    height = view.scrollable_content_region.height
+    return [view.render_line(y).text.rstrip() for y in range(height)]
+
+
+async def wait_for(pilot, condition, what: str):
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        await pilot.pause(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def test_shows_tail_then_follows_appended_lines(tmp_path):
+    path = tmp_path / "node_0.log"
+    write_lines(path, [glog_line(i) for i in range(300)], "w")
+    app = LogApp(path)
+    async with app.run_test(size=(100, 24)) as pilot:
+        view = app.query_one(LogView)
+        await wait_for(pilot, lambda: visible(view)[-1].endswith("message 299"), "the tail")
+        assert view.line_count == 300
+        assert "message 298" in visible(view)[-2]
+        write_lines(path, [glog_line(i) for i in range(300, 305)])
+        await wait_for(pilot, lambda: visible(view)[-1].endswith("message 304"), "the appended lines")
+        assert view.new_lines == 0 and not view.paused
+        assert "follow" in str(view.border_title)
+
+
+async def test_pauses_when_scrolled_up_and_counts_new_lines(tmp_path):
+    path = tmp_path / "node_1.log"
+    write_lines(path, [glog_line(i) for i in range(300)], "w")
+    app = LogApp(path)
+    async with app.run_test(size=(100, 24)) as pilot:
+        view = app.query_one(LogView)
+        await wait_for(pilot, lambda: visible(view)[-1].endswith("message 299"), "the tail")
+        await pilot.press("pageup")
+        await wait_for(pilot, lambda: view.paused, "follow to pause")
+        shown = visible(view)
+        write_lines(path, [glog_line(i) for i in range(300, 307)])
+        await wait_for(pilot, lambda: view.new_lines == 7, "7 new lines to be counted")
+        assert "+7 new lines" in view.status_text
+        assert visible(view) == shown  # the view did not move
+        await pilot.press("G")
+        await wait_for(pilot, lambda: visible(view)[-1].endswith("message 306"), "the bottom")
+        assert view.new_lines == 0 and view.status_text == ""
+        write_lines(path, [glog_line(307)])
+        await wait_for(pilot, lambda: visible(view)[-1].endswith("message 307"), "following again")
+
+
+async def test_search_next_and_previous(tmp_path):
+    path = tmp_path / "node_2.log"
+    lines = [glog_line(i, text=("needle here" if i in (40, 120, 250) else None)) for i in range(300)]
+    write_lines(path, lines, "w")
+    app = LogApp(path)
+    async with app.run_test(size=(100, 24)) as pilot:
+        view = app.query_one(LogView)
+        await wait_for(pilot, lambda: view.line_count == 300, "the file")
+        await pilot.press("slash")
+        await wait_for(pilot, lambda: any(isinstance(m, LogView.SearchRequested) for m in app.messages), "request")
+        view.set_search("NEEDLE")
+        await pilot.press("g")  # from the top
+        await pilot.press("n")
+        await wait_for(pilot, lambda: view.current_line == 40, "first match")
+        assert any("needle here" in row for row in visible(view))
+        await pilot.press("n")
+        await wait_for(pilot, lambda: view.current_line == 120, "second match")
+        await pilot.press("n")
+        await wait_for(pilot, lambda: view.current_line == 250, "third match")
+        await pilot.press("N")
+        await wait_for(pilot, lambda: view.current_line == 120, "back to the second match")
+        assert "needle here" in " ".join(visible(view))
+        results = [m for m in app.messages if isinstance(m, LogView.SearchResult)]
+        assert [m.line for m in results] == [40, 120, 250, 120]
+        await pilot.press("n", "n")
+        await wait_for(pilot, lambda: any(not m.found for m in app.messages
+                                          if isinstance(m, LogView.SearchResult)), "a not-found result")
+        assert view.current_line == 250  # stays on the last match
+
+
+async def test_errors_only_filter_and_first_error(tmp_path):
+    path = tmp_path / "node_3.log"
+    severities = {50: "W", 90: "E", 150: "W", 200: "F"}
+    lines = [glog_line(i, severities.get(i, "I")) for i in range(300)]
+    lines.append("ERROR: unknown command line flag 'enable_graph'")
+    write_lines(path, lines, "w")
+    app = LogApp(path)
+    async with app.run_test(size=(100, 24)) as pilot:
+        view = app.query_one(LogView)
+        await wait_for(pilot, lambda: view.line_count == 301, "the file")
+        await pilot.press("E")  # warnings and errors
+        await wait_for(pilot, lambda: view.row_count == 5, "the warnings/errors filter")
+        rows = [row for row in visible(view) if row]
+        assert [row.split()[-2:] for row in rows[:4]] == [["message", "50"], ["message", "90"],
+                                                         ["message", "150"], ["message", "200"]]
+        assert rows[4].startswith("ERROR: unknown command line flag")
+        await pilot.press("E")  # errors only
+        await wait_for(pilot, lambda: view.filter_level == "error" and view.row_count == 3, "the errors filter")
+        await pilot.press("E")  # everything again
+        await wait_for(pilot, lambda: view.row_count == 301, "no filter")
+        await pilot.press("e")
+        await wait_for(pilot, lambda: view.current_line == 90, "the first error")
+        assert any(row.endswith("message 90") for row in visible(view))
+
+
+async def test_set_path_switches_at_once_and_rotation_is_noticed(tmp_path):
+    first = tmp_path / "node_4.log"
+    second = tmp_path / "node_5.log"
+    write_lines(first, [glog_line(i, text=f"first file {i}") for i in range(100)], "w")
+    write_lines(second, [glog_line(i, text=f"second file {i}") for i in range(50)], "w")
+    app = LogApp(first)
+    async with app.run_test(size=(100, 24)) as pilot:
+        view = app.query_one(LogView)
+        await wait_for(pilot, lambda: visible(view)[-1].endswith("first file 99"), "the first file")
+        view.set_path(second)
+        assert view.line_count == 50  # synchronously: no waiting for a worker
+        await wait_for(pilot, lambda: visible(view)[-1].endswith("second file 49"), "the second file")
+        assert "node_5.log" in str(view.border_title)
+        os.rename(second, str(second) + ".1")
+        write_lines(second, [glog_line(0, text="after restart")], "w")
+        await wait_for(pilot, lambda: visible(view)[0].endswith("after restart"), "the rotated file")
+        assert visible(view)[1] == ""  # only the new file's line
+        assert any(isinstance(m, LogView.FileReset) and m.reason == "rotated" for m in app.messages)
+        view.set_path(None)
+        assert view.line_count == 0
+
+
+async def test_big_file_indexes_in_background_without_moving_the_view(tmp_path):
+    path = tmp_path / "big.log"
+    # ~3 MB: the view opens on the last megabyte, the worker indexes the rest backwards.
+    write_lines(path, [glog_line(i, text=f"big {i} " + "z" * 80) for i in range(30_000)], "w")
+    app = LogApp(path)
+    async with app.run_test(size=(100, 24)) as pilot:
+        view = app.query_one(LogView)
+        await wait_for(pilot, lambda: "big 29999 " in visible(view)[-1], "the tail")
+        await wait_for(pilot, lambda: view.index_complete, "the full index")
+        assert view.line_count == 30_000
+        assert "big 29999 " in visible(view)[-1]  # prepending lines kept the view on the tail
+        await pilot.press("g")
+        await wait_for(pilot, lambda: "big 0 " in visible(view)[0], "the first line")
+
+
+async def test_wrap_shows_long_lines_on_several_rows(tmp_path):
+    path = tmp_path / "wrap.log"
+    long_text = "start " + "w" * 250 + " end"
+    write_lines(path, [glog_line(i) for i in range(10)] + [glog_line(10, text=long_text)], "w")
+    app = LogApp(path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        view = app.query_one(LogView)
+        await wait_for(pilot, lambda: view.line_count == 11, "the file")
+        assert not any(row.endswith(" end") for row in visible(view))  # cut at the right edge
+        await pilot.press("w")
+        await wait_for(pilot, lambda: view.wrap and any(row.endswith(" end") for row in visible(view)), "wrap")
+        rows = [row for row in visible(view) if row]
+        assert rows[-1].endswith(" end") and "message 9" in " ".join(rows)

@@ -1,0 +1,803 @@
+"""LogView: a live, searchable view of one (possibly huge) log file, built on `xllm_tui.logs.tail.LogFile`.
+
+Embedding
+---------
+    view = LogView(path=None, id="log")        # path may be set later
+    view.set_path("/run/logs/node_3.log")      # switch files instantly (the tail shows at once)
+
+Nothing holds the file's lines: rows are read on demand with pread through the block index of
+`LogFile` and rendered by `render_line` with LRU caches (the Line API of `ScrollView`, as Toolong does).
+File I/O that can take long (indexing the rest of a big file, filters, search) runs in thread workers
+that post messages back; a timer polls the file for appended data (`poll_interval`, default 0.5 s).
+
+Public methods
+    set_path(path | None)        show another file (None: empty view); resets search, filter, current line
+    set_search(text | None)      highlight matches (case-insensitive, literal); then:
+    search_next() / search_previous()   move the current line to the next/previous matching line
+    jump_to_first_error()        current line = first E/F/"Check failed:" line of the file
+    set_filter(level | None)     "warning" (W/E/F lines only), "error" (E/F only) or None (all lines)
+    scroll_to_line(n)            make line n (file numbering) visible
+    follow / wrap                reactive bools (also toggled by keys)
+Read-only state
+    path, line_count (indexed lines), row_count (rows shown: lines, or matching lines when filtered),
+    current_line (file line number of the search/error cursor, or None), new_lines (unseen lines while
+    scrolled up), paused (follow is on but the view is not at the bottom), filter_level, search_text,
+    status_text (what the border subtitle shows), index_complete.
+Messages (all carry `log_view`)
+    LogView.SearchRequested    "/" was pressed: the host opens a prompt and calls set_search + search_next
+    LogView.SearchResult       a search/jump finished: found (bool), line (int | None), query
+    LogView.FileReset          the file was truncated or rotated (reason), the view restarted on it
+    LogView.IndexProgress      indexing a big file: indexed_bytes, total_bytes, complete
+Keys (Binding ids, for user keymaps): log_view.search "/", log_view.next "n", log_view.previous "N",
+    log_view.first_error "e", log_view.follow "f", log_view.wrap "w", log_view.filter "E" (warnings and
+    errors only, again: errors only, again: all), log_view.top "g", log_view.bottom "G".
+Component classes (styled from theme variables in DEFAULT_CSS; override in .tcss):
+    log-view--prefix, log-view--info, log-view--warning, log-view--error, log-view--fatal,
+    log-view--match, log-view--current.
+
+Wrapping: without wrap, lines are one row each with horizontal scrolling (the virtual width grows to the
+widest line seen). With wrap, scrolling still moves one *log line* at a time and only the visible region
+is wrapped: the viewport is filled from the top line downwards (or, at the bottom, from the last line
+upwards so the newest line is always visible). Wrapping every line of a 1 GB file to know the total
+row count would defeat the index, and operators use wrap to read a few long lines, not to scroll far.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from array import array
+from bisect import bisect_left, bisect_right
+from dataclasses import dataclass
+
+from rich.style import Style
+from rich.text import Text
+from textual import work
+from textual.binding import Binding
+from textual.cache import LRUCache
+from textual.geometry import Size
+from textual.message import Message
+from textual.reactive import reactive
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+from textual.worker import get_current_worker
+
+from xllm_tui.logs.glog import ERRORS_PATTERN, WARNINGS_PATTERN, severity_of
+from xllm_tui.logs.tail import LogFile, RefreshResult, Snapshot
+
+_CONTROL = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-_]|[\x00-\x08\x0b-\x1f\x7f]")
+_FILTER_PATTERNS = {"warning": WARNINGS_PATTERN, "error": ERRORS_PATTERN}
+_SEVERITY_CLASS = {"I": "log-view--info", "W": "log-view--warning", "E": "log-view--error", "F": "log-view--fatal"}
+_FETCH_AHEAD = 200  # lines read per pread batch when a row is not cached
+_INDEX_SLICE_S = 0.15  # seconds of backward indexing per poll worker run
+
+
+def _clean(text: str) -> str:
+    """Drop terminal control sequences and expand tabs: a log must not drive the terminal."""
+    if "\x1b" in text or "\t" in text or any(ord(c) < 32 for c in text):
+        text = _CONTROL.sub("", text.replace("\t", "    "))
+    return text
+
+
+@dataclass
+class _PollResult:
+    token: int
+    snapshot: Snapshot
+    refresh: RefreshResult
+    filter_key: tuple | None  # (level, lo, hi) the filter update below extends
+    filter_before: array | None
+    filter_after: array | None
+    filter_range: tuple[int, int] | None
+
+
+class LogView(ScrollView, can_focus=True):
+    """A live view of a log file: follow, search, severity filter, first error, wrap. See module docstring."""
+
+    COMPONENT_CLASSES = {
+        "log-view--prefix",
+        "log-view--info",
+        "log-view--warning",
+        "log-view--error",
+        "log-view--fatal",
+        "log-view--match",
+        "log-view--current",
+    }
+
+    DEFAULT_CSS = """
+    LogView {
+        background: $surface;
+        border: round $panel-lighten-2;
+        border-title-color: $text-muted;
+        border-subtitle-color: $warning;
+        scrollbar-gutter: stable;
+    }
+    LogView:focus { border: round $primary; }
+    LogView > .log-view--prefix { color: $text-muted; }
+    LogView > .log-view--info { color: $text; }
+    LogView > .log-view--warning { color: $warning; }
+    LogView > .log-view--error { color: $error; }
+    LogView > .log-view--fatal { color: $error; text-style: bold; }
+    LogView > .log-view--match { background: $accent 60%; color: $text; text-style: bold; }
+    LogView > .log-view--current { background: $primary 35%; }
+    """
+
+    BINDINGS = [
+        Binding("slash", "search", "Search", id="log_view.search"),
+        Binding("n", "search_next", "Next match", id="log_view.next"),
+        Binding("N", "search_previous", "Prev match", id="log_view.previous"),
+        Binding("e", "first_error", "First error", id="log_view.first_error"),
+        Binding("f", "toggle_follow", "Follow", id="log_view.follow"),
+        Binding("w", "toggle_wrap", "Wrap", id="log_view.wrap"),
+        Binding("E", "cycle_filter", "Warn/err only", id="log_view.filter"),
+        Binding("g", "top", "Top", show=False, id="log_view.top"),
+        Binding("G", "bottom", "Bottom", show=False, id="log_view.bottom"),
+    ]
+
+    follow: reactive[bool] = reactive(True, init=False)
+    wrap: reactive[bool] = reactive(False, init=False)
+
+    # ---- messages --------------------------------------------------------------------------------
+    class SearchRequested(Message):
+        def __init__(self, log_view: LogView) -> None:
+            super().__init__()
+            self.log_view = log_view
+
+    class SearchResult(Message):
+        def __init__(self, log_view: LogView, query: str, found: bool, line: int | None) -> None:
+            super().__init__()
+            self.log_view = log_view
+            self.query = query
+            self.found = found
+            self.line = line
+
+    class FileReset(Message):
+        def __init__(self, log_view: LogView, reason: str) -> None:
+            super().__init__()
+            self.log_view = log_view
+            self.reason = reason
+
+    class IndexProgress(Message):
+        def __init__(self, log_view: LogView, indexed_bytes: int, total_bytes: int, complete: bool) -> None:
+            super().__init__()
+            self.log_view = log_view
+            self.indexed_bytes = indexed_bytes
+            self.total_bytes = total_bytes
+            self.complete = complete
+
+        def can_replace(self, message: Message) -> bool:
+            return isinstance(message, LogView.IndexProgress) and message.log_view is self.log_view
+
+    class _Polled(Message):
+        def __init__(self, result: _PollResult) -> None:
+            super().__init__()
+            self.result = result
+
+    class _Found(Message):
+        def __init__(self, token: int, query: str, offset: int | None, snapshot: Snapshot, kind: str) -> None:
+            super().__init__()
+            self.token = token
+            self.query = query
+            self.offset = offset
+            self.snapshot = snapshot
+            self.kind = kind
+
+    class _FilterReady(Message):
+        def __init__(self, token: int, level: str, offsets: array, lo: int, hi: int, snapshot: Snapshot) -> None:
+            super().__init__()
+            self.token = token
+            self.level = level
+            self.offsets = offsets
+            self.lo = lo
+            self.hi = hi
+            self.snapshot = snapshot
+
+    # ---- set-up ------------------------------------------------------------------------------------
+    def __init__(
+        self,
+        path: str | os.PathLike | None = None,
+        *,
+        poll_interval: float = 0.5,
+        name: str | None = None,
+        id: str | None = None,
+        classes: str | None = None,
+    ) -> None:
+        super().__init__(name=name, id=id, classes=classes)
+        self.poll_interval = poll_interval
+        self._initial_path = os.fspath(path) if path is not None else None
+        self._logfile: LogFile | None = None
+        self.path: str | None = None
+        self._token = 0
+        self._base = 0  # prepended_lines our line numbers refer to
+        self._lines = 0
+        self._complete = True
+        self._poll_busy = False
+        self._text_cache: LRUCache[tuple, tuple[int, str]] = LRUCache(4096)
+        self._offset_text_cache: LRUCache[tuple, str] = LRUCache(4096)
+        self._strip_cache: LRUCache[tuple, list[Strip]] = LRUCache(2048)
+        self._max_width = 0
+        self._width_pending = False
+        self._unseen = 0
+        self._pinned = True  # the view was at the bottom after its last scroll
+        self._current_offset: int | None = None
+        self._search_text: str | None = None
+        self._search_bytes: re.Pattern[bytes] | None = None
+        self._search_str: re.Pattern[str] | None = None
+        self._filter_level: str | None = None
+        self._filter_offsets: array | None = None
+        self._filter_range: tuple[int, int] | None = None  # bytes the filter has scanned
+        self._wrap_layout_key: tuple | None = None
+        self._wrap_layout: list[Strip] = []
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        self.set_interval(self.poll_interval, self._schedule_poll, name="log-view-poll")
+        self.set_path(self._initial_path)
+
+    def on_unmount(self) -> None:
+        if self._logfile is not None:
+            self._logfile.close()
+            self._logfile = None
+
+    # ---- public state ------------------------------------------------------------------------------
+    @property
+    def line_count(self) -> int:
+        return self._lines
+
+    @property
+    def row_count(self) -> int:
+        return len(self._filter_offsets) if self._filter_offsets is not None else self._lines
+
+    @property
+    def index_complete(self) -> bool:
+        return self._complete
+
+    @property
+    def filter_level(self) -> str | None:
+        return self._filter_level
+
+    @property
+    def search_text(self) -> str | None:
+        return self._search_text
+
+    @property
+    def new_lines(self) -> int:
+        return self._unseen
+
+    @property
+    def paused(self) -> bool:
+        return self.follow and not self._at_bottom()
+
+    @property
+    def current_line(self) -> int | None:
+        if self._current_offset is None or self._logfile is None:
+            return None
+        return self._logfile.line_of_offset(self._current_offset, base=self._base)
+
+    @property
+    def status_text(self) -> str:
+        return str(self.border_subtitle or "")
+
+    @property
+    def log_file(self) -> LogFile | None:
+        """The underlying LogFile (shared with workers; treat as read-only)."""
+        return self._logfile
+
+    # ---- switching files ---------------------------------------------------------------------------
+    def set_path(self, path: str | os.PathLike | None) -> None:
+        """Show another file; its tail is indexed synchronously (about a megabyte), the rest in a worker."""
+        if self._logfile is not None:
+            self._logfile.close()
+        self._token += 1
+        self.path = os.fspath(path) if path is not None else None
+        self._logfile = LogFile(self.path, initial_lines=500) if self.path is not None else None
+        self._reset_view_state()
+        snapshot = self._logfile.snapshot() if self._logfile else None
+        self._base = snapshot.prepended_lines if snapshot else 0
+        self._lines = snapshot.line_count if snapshot else 0
+        self._complete = snapshot.complete if snapshot else True
+        self._update_virtual_size()
+        self.scroll_to(0, self.max_scroll_y, animate=False, immediate=True)
+        self._update_title()
+        self.refresh()
+        if self._logfile is not None and not self._complete:
+            self._schedule_poll()
+
+    def _reset_view_state(self) -> None:
+        self._text_cache.clear()
+        self._offset_text_cache.clear()
+        self._strip_cache.clear()
+        self._max_width = 0
+        self._unseen = 0
+        self._current_offset = None
+        self._filter_offsets = None
+        self._filter_range = None
+        self._wrap_layout_key = None
+        if self._filter_level is not None and self._logfile is not None:
+            self._start_filter(self._filter_level)
+
+    # ---- polling (thread worker) -------------------------------------------------------------------
+    def _schedule_poll(self) -> None:
+        if self._poll_busy or self._logfile is None:
+            return
+        self._poll_busy = True
+        level = self._filter_level
+        key = (level, *self._filter_range) if level and self._filter_range else None
+        self._poll_worker(self._logfile, self._token, key)
+
+    @work(thread=True, exit_on_error=False, group="log-view-poll")
+    def _poll_worker(self, logfile: LogFile, token: int, filter_key: tuple | None) -> None:
+        try:
+            refresh = logfile.poll()
+            deadline = time.monotonic() + _INDEX_SLICE_S
+            while not logfile.complete and time.monotonic() < deadline:
+                logfile.index_backward()
+            snapshot = logfile.snapshot()
+            before = after = None
+            new_range = None
+            if filter_key is not None and refresh.reset is None:
+                level, lo, hi = filter_key
+                pattern = _FILTER_PATTERNS[level]
+                generation, new_lo, new_hi = logfile._indexed_window()
+                if generation == snapshot.generation:
+                    before = logfile.scan_matching(pattern, new_lo, lo) if new_lo < lo else array("Q")
+                    after = logfile.scan_matching(pattern, hi, new_hi) if new_hi > hi else array("Q")
+                    new_range = (min(lo, new_lo), max(hi, new_hi))
+            result = _PollResult(token, snapshot, refresh, filter_key, before, after, new_range)
+        except OSError:
+            result = None
+        self.post_message(self._Polled(result) if result else self._Polled(None))  # type: ignore[arg-type]
+
+    def on_log_view__polled(self, message: _Polled) -> None:
+        message.stop()
+        self._poll_busy = False
+        result = message.result
+        if result is None or result.token != self._token or self._logfile is None:
+            return
+        if result.refresh.reset is not None:
+            self._reset_view_state()
+            self._base = result.snapshot.prepended_lines
+            self._lines = 0
+            self.scroll_to(0, 0, animate=False, immediate=True)
+            self.post_message(self.FileReset(self, result.refresh.reset))
+        if (
+            result.filter_key is not None
+            and self._filter_offsets is not None
+            and self._filter_range is not None
+            and result.filter_key == (self._filter_level, *self._filter_range)
+            and result.filter_range is not None
+        ):
+            added_rows = len(result.filter_after)
+            self._filter_offsets = result.filter_before + self._filter_offsets + result.filter_after
+            self._filter_range = result.filter_range
+            self._sync(result.snapshot, prepended_rows=len(result.filter_before), appended_rows=added_rows)
+        else:
+            appended = result.refresh.new_lines if result.refresh.reset is None else 0
+            self._sync(result.snapshot, appended_rows=appended if self._filter_offsets is None else 0)
+        if not result.snapshot.complete or result.refresh.reset:
+            s = result.snapshot
+            self.post_message(self.IndexProgress(self, s.indexed_bytes, s.file_size, s.complete))
+        if not result.snapshot.complete:
+            self.call_later(self._schedule_poll)  # keep indexing without waiting for the timer
+
+    def _sync(self, snapshot: Snapshot, *, prepended_rows: int | None = None, appended_rows: int = 0) -> None:
+        """Adopt a newer snapshot of the index: shift our numbering, keep the viewport on the same lines."""
+        if snapshot.generation != (self._logfile.generation if self._logfile else 0):
+            return
+        at_bottom = self._at_bottom()
+        lines_before = self._lines
+        shift = snapshot.prepended_lines - self._base
+        self._base = snapshot.prepended_lines
+        self._lines = snapshot.line_count
+        self._complete = snapshot.complete
+        if self._filter_offsets is None:
+            prepended_rows = shift
+        self._update_virtual_size()
+        if prepended_rows:
+            self.scroll_to(y=self.scroll_offset.y + prepended_rows, animate=False, immediate=True)
+        if appended_rows or prepended_rows or lines_before != self._lines:
+            self._wrap_layout_key = None
+            if self.follow and at_bottom:
+                self.scroll_to(y=self.max_scroll_y, animate=False, immediate=True)
+            elif appended_rows > 0:
+                self._unseen += appended_rows
+            self.refresh()
+        self._update_title()
+
+    # ---- geometry and follow -----------------------------------------------------------------------
+    def _at_bottom(self) -> bool:
+        return self.scroll_offset.y >= self.max_scroll_y
+
+    def _update_virtual_size(self) -> None:
+        width = 0 if self.wrap else self._max_width
+        self.virtual_size = Size(width, self.row_count)
+
+    def watch_scroll_y(self, old_value: float, new_value: float) -> None:
+        super().watch_scroll_y(old_value, new_value)
+        self._wrap_layout_key = None
+        self._pinned = self._at_bottom()
+        if self._unseen and self._at_bottom():
+            self._unseen = 0
+            self._update_title()
+        elif self.follow:
+            self._update_title()
+
+    def on_resize(self) -> None:
+        self._wrap_layout_key = None
+        if self.follow and self._pinned:
+            self.scroll_to(y=self.max_scroll_y, animate=False, immediate=True)
+        self._update_title()
+
+    def watch_follow(self, follow: bool) -> None:
+        if follow:
+            self._unseen = 0
+            self.scroll_to(y=self.max_scroll_y, animate=False, immediate=True)
+        self._update_title()
+
+    def watch_wrap(self, wrap: bool) -> None:
+        self._strip_cache.clear()
+        self._wrap_layout_key = None
+        if wrap:
+            self.scroll_to(x=0, animate=False, immediate=True)
+        self._update_virtual_size()
+        self._update_title()
+        self.refresh()
+
+    def _update_title(self) -> None:
+        name = os.path.basename(self.path) if self.path else "no log"
+        flags = []
+        if self.follow:
+            flags.append("follow" if self._at_bottom() else "follow paused")
+        if self.wrap:
+            flags.append("wrap")
+        if self._filter_level:
+            flags.append("warnings+errors" if self._filter_level == "warning" else "errors only")
+        if self._search_text:
+            flags.append(f"/{self._search_text}")
+        if not self._complete:
+            flags.append("indexing")
+        self.border_title = f"{name} · {' · '.join(flags)}" if flags else name
+        self.border_subtitle = f"+{self._unseen} new lines (G: bottom)" if self._unseen else ""
+
+    # ---- rows ----------------------------------------------------------------------------------------
+    def _row_entry(self, row: int) -> tuple[int, str] | None:
+        """(line start offset, cleaned text) of a visible row."""
+        logfile = self._logfile
+        if logfile is None or row < 0:
+            return None
+        generation = logfile.generation
+        if self._filter_offsets is not None:
+            if row >= len(self._filter_offsets):
+                return None
+            offset = self._filter_offsets[row]
+            key = (self._token, generation, offset)
+            text = self._offset_text_cache.get(key)
+            if text is None:
+                text = _clean(logfile.line_at_offset(offset))
+                self._offset_text_cache.set(key, text)
+            return offset, text
+        if row >= self._lines:
+            return None
+        stable = row - self._base
+        entry = self._text_cache.get((self._token, generation, stable))
+        if entry is None:
+            start = max(0, row - 10)
+            fetched = logfile.get_lines_with_offsets(start, _FETCH_AHEAD, base=self._base)
+            for i, (offset, text) in enumerate(fetched):
+                self._text_cache.set((self._token, generation, start + i - self._base), (offset, _clean(text)))
+            entry = self._text_cache.get((self._token, generation, stable))
+        return entry
+
+    def _styled(self, offset: int, text: str) -> Text:
+        severity = severity_of(text)
+        style_name = _SEVERITY_CLASS.get(severity or "I", "log-view--info")
+        line = Text(text, style=self.get_component_rich_style(style_name), no_wrap=not self.wrap, end="")
+        if severity is not None and text[:1] == severity:
+            end = text.find("] ")
+            if 0 < end < 80:
+                line.stylize(self.get_component_rich_style("log-view--prefix"), 0, end + 1)
+        if self._search_str is not None:
+            match_style = self.get_component_rich_style("log-view--match")
+            for m in self._search_str.finditer(text):
+                if m.end() > m.start():
+                    line.stylize(match_style, m.start(), m.end())
+        return line
+
+    def _row_strips(self, row: int, width: int | None) -> list[Strip] | None:
+        """Rendered strips of a row: one (no wrap) or several (wrapped to width)."""
+        entry = self._row_entry(row)
+        if entry is None:
+            return None
+        offset, text = entry
+        current = offset == self._current_offset
+        key = (self._token, offset, text, width, current, self._search_text)
+        strips = self._strip_cache.get(key)
+        if strips is not None:
+            return strips
+        line = self._styled(offset, text)
+        console = self.app.console
+        if width is None:
+            strips = [Strip(list(line.render(console)), line.cell_len)]
+            if line.cell_len > self._max_width:
+                self._max_width = line.cell_len
+                if not self._width_pending:
+                    self._width_pending = True
+                    self.call_after_refresh(self._grow_width)
+        else:
+            strips = [Strip(list(part.render(console)), part.cell_len) for part in line.wrap(console, max(1, width))]
+            strips = strips or [Strip.blank(0)]
+        if current:
+            current_style = self.get_component_rich_style("log-view--current")
+            strips = [strip.apply_style(current_style) for strip in strips]
+        self._strip_cache.set(key, strips)
+        return strips
+
+    def _grow_width(self) -> None:
+        self._width_pending = False
+        self._update_virtual_size()
+        if self.follow and self._pinned:
+            # A horizontal scrollbar may have appeared and taken a row: stay on the last line.
+            self.call_after_refresh(self._stick_to_bottom)
+
+    def _stick_to_bottom(self) -> None:
+        if self.follow and self._pinned:
+            self.scroll_to(y=self.max_scroll_y, animate=False, immediate=True)
+
+    def render_line(self, y: int) -> Strip:
+        width = self.scrollable_content_region.width
+        base_style = self.rich_style
+        if self.wrap:
+            layout = self._visible_wrapped(width, self.scrollable_content_region.height)
+            strip = layout[y] if y < len(layout) else Strip.blank(width, base_style)
+            return strip.crop_extend(0, width, base_style)
+        row = self.scroll_offset.y + y
+        strips = self._row_strips(row, None)
+        if not strips:
+            return Strip.blank(width, base_style)
+        strip = strips[0]
+        scroll_x = self.scroll_offset.x
+        if strip is not None and self._current_offset is not None and self._row_is_current(row):
+            pad_style = base_style + self.get_component_rich_style("log-view--current")
+        else:
+            pad_style = base_style
+        return strip.crop_extend(scroll_x, scroll_x + width, pad_style)
+
+    def _row_is_current(self, row: int) -> bool:
+        entry = self._row_entry(row)
+        return entry is not None and entry[0] == self._current_offset
+
+    def _visible_wrapped(self, width: int, height: int) -> list[Strip]:
+        key = (self.scroll_offset.y, width, height, self.row_count, self._current_offset, self._search_text)
+        if key == self._wrap_layout_key:
+            return self._wrap_layout
+        rows: list[Strip] = []
+        if self._at_bottom() and self.row_count:
+            row = self.row_count - 1
+            while row >= 0 and len(rows) < height:
+                rows[:0] = self._row_strips(row, width) or []
+                row -= 1
+            rows = rows[-height:]
+        else:
+            row = self.scroll_offset.y
+            while row < self.row_count and len(rows) < height:
+                rows.extend(self._row_strips(row, width) or [])
+                row += 1
+            rows = rows[:height]
+        self._wrap_layout_key = key
+        self._wrap_layout = rows
+        return rows
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._strip_cache.clear()
+        self._wrap_layout_key = None
+
+    # ---- moving around ---------------------------------------------------------------------------
+    def scroll_to_line(self, line: int) -> None:
+        """Scroll so file line `line` is visible (roughly centred); in a filtered view, its nearest row."""
+        if self._filter_offsets is not None and self._logfile is not None:
+            try:
+                offset = self._logfile.line_offset(line, base=self._base)
+            except IndexError:
+                return
+            row = bisect_left(self._filter_offsets, offset)
+        else:
+            row = line
+        self._scroll_to_row(row)
+
+    def _scroll_to_row(self, row: int) -> None:
+        height = self.scrollable_content_region.height or 1
+        top = self.scroll_offset.y
+        if not top <= row < top + height or (self.wrap and row != top):
+            target = max(0, row - height // 2) if not self.wrap else row
+            self.scroll_to(y=min(target, self.max_scroll_y), animate=False, immediate=True)
+        self._wrap_layout_key = None
+        self.refresh()
+
+    def _move_current(self, offset: int) -> None:
+        self._current_offset = offset
+        if self._filter_offsets is not None:
+            row = bisect_left(self._filter_offsets, offset)
+            if row >= len(self._filter_offsets) or self._filter_offsets[row] != offset:
+                self.set_filter(None)  # the match is not a filtered line: show everything
+                row = None
+        else:
+            row = None
+        if row is None and self._logfile is not None:
+            row = self._logfile.line_of_offset(offset, base=self._base)
+        if row is not None:
+            self._scroll_to_row(row)
+        self.refresh()
+
+    def action_top(self) -> None:
+        self.scroll_to(y=0, animate=False, immediate=True)
+
+    def action_bottom(self) -> None:
+        self.scroll_to(y=self.max_scroll_y, animate=False, immediate=True)
+        self._unseen = 0
+        self._update_title()
+
+    def action_toggle_follow(self) -> None:
+        self.follow = not self.follow
+
+    def action_toggle_wrap(self) -> None:
+        self.wrap = not self.wrap
+
+    def action_cycle_filter(self) -> None:
+        order = [None, "warning", "error"]
+        self.set_filter(order[(order.index(self._filter_level) + 1) % len(order)])
+
+    def action_search(self) -> None:
+        self.post_message(self.SearchRequested(self))
+
+    def action_search_next(self) -> None:
+        self.search_next()
+
+    def action_search_previous(self) -> None:
+        self.search_previous()
+
+    def action_first_error(self) -> None:
+        self.jump_to_first_error()
+
+    # ---- search ----------------------------------------------------------------------------------
+    def set_search(self, text: str | None) -> None:
+        """Highlight `text` (literal, case-insensitive); None or "" clears the search."""
+        self._search_text = text or None
+        if text:
+            self._search_bytes = re.compile(re.escape(text.encode("utf-8")), re.I | re.M)
+            self._search_str = re.compile(re.escape(text), re.I)
+        else:
+            self._search_bytes = self._search_str = None
+        self._strip_cache.clear()
+        self._wrap_layout_key = None
+        self._update_title()
+        self.refresh()
+
+    def _search_anchor(self, forward: bool) -> int | None:
+        """Byte offset searches start from: the current line, else the top (or bottom) visible row."""
+        if self._current_offset is not None:
+            return self._current_offset
+        row = self.scroll_offset.y if forward else self.scroll_offset.y + self.scrollable_content_region.height
+        entry = self._row_entry(min(row, self.row_count - 1)) if self.row_count else None
+        if entry is None:
+            return None
+        # From the top row forwards includes that row; from the bottom row backwards includes it too.
+        return entry[0] - 1 if forward and entry[0] > 0 else (entry[0] + 1 if not forward else None)
+
+    def search_next(self) -> None:
+        if self._search_bytes is not None and self._logfile is not None:
+            self._search_worker(self._logfile, self._token, self._search_text, self._search_bytes,
+                                self._search_anchor(True), True, self._filter_snapshot())
+
+    def search_previous(self) -> None:
+        if self._search_bytes is not None and self._logfile is not None:
+            self._search_worker(self._logfile, self._token, self._search_text, self._search_bytes,
+                                self._search_anchor(False), False, self._filter_snapshot())
+
+    def _filter_snapshot(self) -> array | None:
+        return array("Q", self._filter_offsets) if self._filter_offsets is not None else None
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="log-view-search")
+    def _search_worker(self, logfile, token, query, pattern, anchor, forward, filtered) -> None:
+        worker = get_current_worker()
+        offset: int | None = None
+        if filtered is not None:
+            # Only rows of the filtered view: check their text, nearest first.
+            start = bisect_right(filtered, anchor) if anchor is not None else 0
+            rows = range(start, len(filtered)) if forward else range(
+                (bisect_left(filtered, anchor) if anchor is not None else len(filtered)) - 1, -1, -1)
+            for row in rows:
+                if worker.is_cancelled:
+                    return
+                if pattern.search(logfile.line_at_offset(filtered[row]).encode("utf-8", "replace")):
+                    offset = filtered[row]
+                    break
+        else:
+            if not forward:
+                logfile.index_all()  # matches may lie before the indexed region
+            cancelled = lambda: worker.is_cancelled  # noqa: E731
+            if forward:
+                offset = logfile.find_next(pattern, anchor, cancelled)
+            else:
+                offset = logfile.find_previous(pattern, anchor, cancelled)
+        self.post_message(self._Found(token, query or "", offset, logfile.snapshot(), "search"))
+
+    def jump_to_first_error(self) -> None:
+        """Make the first E/F/"Check failed:" line current (indexes the whole file first, in a worker)."""
+        if self._logfile is not None:
+            self._first_error_worker(self._logfile, self._token)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="log-view-search")
+    def _first_error_worker(self, logfile: LogFile, token: int) -> None:
+        worker = get_current_worker()
+        logfile.index_all()
+        offset = logfile.find_next(ERRORS_PATTERN, None, lambda: worker.is_cancelled)
+        self.post_message(self._Found(token, "first error", offset, logfile.snapshot(), "error"))
+
+    def on_log_view__found(self, message: _Found) -> None:
+        message.stop()
+        if message.token != self._token:
+            return
+        self._sync(message.snapshot)
+        line = None
+        if message.offset is not None:
+            # Follow stays on: moving away from the bottom pauses it, as scrolling up does.
+            self._move_current(message.offset)
+            line = self.current_line
+        self.post_message(self.SearchResult(self, message.query, message.offset is not None, line))
+
+    # ---- filter ----------------------------------------------------------------------------------
+    def set_filter(self, level: str | None) -> None:
+        """Show only "warning" (W/E/F) or "error" (E/F) lines; None shows every line."""
+        if level not in (None, "warning", "error"):
+            raise ValueError(f"unknown filter level {level!r}: use None, 'warning' or 'error'")
+        anchor = self._row_entry(self.scroll_offset.y)
+        self._filter_level = level
+        self._filter_offsets = None
+        self._filter_range = None
+        self._wrap_layout_key = None
+        self._unseen = 0
+        if level is not None and self._logfile is not None:
+            self._start_filter(level)
+        self._update_virtual_size()
+        if level is None:
+            if self._current_offset is not None:
+                self._move_current(self._current_offset)
+            elif self.follow or anchor is None:
+                self.scroll_to(y=self.max_scroll_y, animate=False, immediate=True)
+            elif self._logfile is not None:
+                line = self._logfile.line_of_offset(anchor[0], base=self._base)
+                if line is not None:
+                    self.scroll_to(y=line, animate=False, immediate=True)
+        self._update_title()
+        self.refresh()
+
+    def _start_filter(self, level: str) -> None:
+        self._filter_offsets = array("Q")  # empty until the worker reports
+        self._filter_range = None
+        self._filter_worker(self._logfile, self._token, level)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="log-view-filter")
+    def _filter_worker(self, logfile: LogFile, token: int, level: str) -> None:
+        worker = get_current_worker()
+        generation, lo, hi = logfile._indexed_window()
+        snapshot = logfile.snapshot()
+        offsets = logfile.scan_matching(_FILTER_PATTERNS[level], lo, hi, lambda: worker.is_cancelled)
+        if not worker.is_cancelled and generation == snapshot.generation:
+            self.post_message(self._FilterReady(token, level, offsets, lo, hi, snapshot))
+
+    def on_log_view__filter_ready(self, message: _FilterReady) -> None:
+        message.stop()
+        if message.token != self._token or message.level != self._filter_level:
+            return
+        self._filter_offsets = message.offsets
+        self._filter_range = (message.lo, message.hi)
+        self._wrap_layout_key = None
+        self._sync(message.snapshot)
+        self._update_virtual_size()
+        if self._current_offset is not None:
+            row = bisect_left(self._filter_offsets, self._current_offset)
+            self._scroll_to_row(row)
+        else:
+            self.scroll_to(y=self.max_scroll_y, animate=False, immediate=True)
+        self.refresh()
