@@ -519,3 +519,13 @@ def test_execute_failure_on_rank0_at_first_request(ranks):
     assert proc.wait(timeout=10) == -signal.SIGABRT
     text = read(log)
     assert text.index("Execute_model_async failed.") < text.index("] Failed to execute model, result has no value")
+
+
+def test_slow_phase_only_slows_that_phase(ranks):
+    # Weight files take 2 s each at scale 1; x1000 at scale 0.01 makes each take 20 s.
+    proc, log, _ = single_rank(ranks, env={"XLLM_SIM_SLOW": "model:1000"})
+    wait_for_line(log, "Loading model weights from")
+    time.sleep(0.5)  # far longer than the rest of start-up takes at this scale
+    text = read(log)
+    assert text.count("Loading model weights from") == 1 and "Init_model_async succeed." not in text
+    assert proc.poll() is None

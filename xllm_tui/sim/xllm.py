@@ -899,6 +899,7 @@ class Rank:
 
     def _worker_serving(self) -> None:
         """A worker is up: it may hang, or die after XLLM_SIM_FAIL_AFTER when the failure is for serving."""
+        self.enter("server")  # workers start no server; the phase still applies to them
         if self.cfg.hang_at == "serving" and self.targeted(self.cfg.hang_ranks):
             threading.Thread(target=self.hang, daemon=True).start()
         if self.cfg.fail_phase == "serving" and self.targeted(self.cfg.fail_ranks):
