@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from xllm_tui.spec import Profile
+from xllm_tui.supervisor.state import ShortSocketPath
 
 SOCKET_NAME = "supervisor.sock"
 MAX_REPLY = 64 << 20  # a snapshot of many ranks with events is well below this
@@ -100,7 +101,8 @@ class SupervisorClient:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(self.timeout)
         try:
-            sock.connect(self.socket_path)
+            with ShortSocketPath(self.socket_path) as address:
+                sock.connect(address)
         except OSError as e:
             sock.close()
             raise SupervisorUnavailable(unavailable_message(name, run_dir, e.strerror or str(e))) from None
@@ -213,8 +215,8 @@ class AsyncSupervisorClient:
         if not os.path.exists(self.socket_path):
             raise SupervisorUnavailable(unavailable_message(name, run_dir))
         try:
-            return await asyncio.wait_for(asyncio.open_unix_connection(self.socket_path, limit=MAX_REPLY),
-                                          self.timeout)
+            with ShortSocketPath(self.socket_path) as address:
+                return await asyncio.wait_for(asyncio.open_unix_connection(address, limit=MAX_REPLY), self.timeout)
         except (OSError, asyncio.TimeoutError) as e:
             raise SupervisorUnavailable(unavailable_message(name, run_dir, str(e) or e.__class__.__name__)) from None
 

@@ -13,9 +13,11 @@ import contextlib
 import json
 import logging
 import os
+import socket
 from typing import TYPE_CHECKING, Any
 
 from xllm_tui.supervisor.daemon import RequestError
+from xllm_tui.supervisor.state import ShortSocketPath
 
 if TYPE_CHECKING:
     from xllm_tui.supervisor.daemon import Supervisor
@@ -61,12 +63,18 @@ class SocketServer:
         self.path = path
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)  # a stale socket of a dead supervisor; we hold the lock, so nobody else owns it
-        old_umask = os.umask(0o177)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old_umask = os.umask(0o177)  # the socket file is created 0600: only this user may command ranks
         try:
-            self.server = await asyncio.start_unix_server(self.handle, path=path, limit=MAX_LINE)
+            with ShortSocketPath(path) as address:
+                sock.bind(address)
+        except OSError:
+            sock.close()
+            raise
         finally:
             os.umask(old_umask)
         os.chmod(path, 0o600)
+        self.server = await asyncio.start_unix_server(self.handle, sock=sock, limit=MAX_LINE)
 
     async def close(self) -> None:
         if self.server is not None:

@@ -181,3 +181,29 @@ def load_toggles(run_dir: str) -> dict[str, bool]:
 
 def save_toggles(run_dir: str, toggles: dict[str, bool]) -> None:
     atomic_write_json(os.path.join(run_dir, TOGGLES_NAME), toggles)
+
+
+class ShortSocketPath:
+    """A usable AF_UNIX address for `path` even when it exceeds the kernel's 108-byte limit.
+
+    Long run-directory paths are reached through /proc/self/fd/<dirfd>/<name> while the context is open
+    (binding and connecting both resolve it), so any run dir works.
+        with ShortSocketPath(path) as address: sock.connect(address)
+    """
+
+    LIMIT = 100
+
+    def __init__(self, path: str):
+        self.path = path
+        self.fd: int | None = None
+
+    def __enter__(self) -> str:
+        if len(os.fsencode(self.path)) < self.LIMIT:
+            return self.path
+        self.fd = os.open(os.path.dirname(self.path) or ".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        return f"/proc/self/fd/{self.fd}/{os.path.basename(self.path)}"
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None

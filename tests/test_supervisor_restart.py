@@ -1,0 +1,111 @@
+"""Failure handling with real simulated ranks: first failure wins, group restart with backoff, crash-looping,
+SIGTERM grace then SIGKILL, and crash evidence kept across generations."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from supervisor_helpers import process_alive, sim_deployment  # noqa: F401
+
+
+def test_sigkill_of_one_rank_restarts_the_group_and_keeps_old_logs(sim_deployment):
+    dep = sim_deployment(ranks=4)
+    dep.start()
+    first = dep.rank_pids(dep.wait_group("ready"))
+    assert len(first) == 4
+    first_log_0 = open(dep.log_path(0)).read()
+    assert f" {first[0]} " in first_log_0  # glog lines carry the pid
+
+    os.kill(first[2], signal.SIGKILL)
+    ev = dep.wait_event(lambda e: e["kind"] == "group" and e.get("first_failure"), what="first failure event")
+    assert ev["first_failure"]["rank"] == 2
+    assert ev["first_failure"]["cause"] == "killed"
+    assert "rank 2 failed first" in ev["reason"]
+
+    # The others are stopped as collateral, then the group restarts after the policy's initial backoff.
+    scheduled = dep.wait_event(lambda e: e["kind"] == "group" and "restart_in_s" in e, what="restart scheduled")
+    assert scheduled["restart_in_s"] == 0.3
+    snap = dep.wait_snapshot(lambda s: s["group"]["state"] == "ready" and s["group"]["restarts"] == 1, 60,
+                             "group ready again after one restart")
+    second = dep.rank_pids(snap)
+    assert set(second) == {0, 1, 2, 3} and not set(second.values()) & set(first.values())
+    assert all(r["restarts"] == 1 for r in snap["ranks"])
+    assert snap["group"]["first_failure"]["rank"] == 2
+    for rank in (0, 1, 3):
+        last = next(r for r in snap["ranks"] if r["rank"] == rank)["last_exit"]
+        # last_exit is the previous generation's: collateral, stopped by the supervisor
+        assert last["collateral"] is True and last["cause"] == "collateral", last
+    killed = next(r for r in snap["ranks"] if r["rank"] == 2)["last_exit"]
+    assert killed["signal"] == signal.SIGKILL and killed["collateral"] is False and killed["cause"] == "killed"
+    assert all(not process_alive(pid) for pid in first.values())
+
+    # Event order: rank 2's failure, the collateral stops, the restart; no collateral rank "failed first".
+    events = dep.events_file()
+    seqs = [e["seq"] for e in events]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    stops = [e for e in events if e["kind"] == "state" and e.get("to") == "stopping"]
+    assert {e["rank"] for e in stops} >= {0, 1, 3} and all(e["seq"] > ev["seq"] for e in stops)
+    assert all(e["first_failure"]["rank"] == 2 for e in events if e.get("first_failure"))
+
+    # Crash evidence is never truncated: the first run's log is node_N.log.1, the new run's node_N.log.
+    assert open(dep.log_path(0) + ".1").read().startswith(first_log_0)
+    assert f" {first[0]} " not in open(dep.log_path(0)).read()
+    assert f" {second[0]} " in open(dep.log_path(0)).read()
+    logs = dep.cli("logs", dep.profile_path, "--simulate", "--rank", "0", "--generation", "1", "-n", "0",
+                   check=True).stdout
+    assert f" {first[0]} " in logs
+
+
+def test_a_rank_that_always_fails_makes_the_group_crash_loop(sim_deployment):
+    dep = sim_deployment(
+        ranks=2,
+        env={"XLLM_SIM_FAIL": "hccl_error", "XLLM_SIM_FAIL_RANKS": "1"},
+        restart={"mode": "on-failure", "scope": "group", "backoff": {"initial": "0.1s", "max": "0.2s", "factor": 2},
+                 "max_restarts": 2, "window": "10m"},
+    )
+    dep.start()
+    snap = dep.wait_group("crash-looping", timeout=90)
+    group = snap["group"]
+    assert group["restarts"] == 2
+    assert group["first_failure"]["rank"] == 1
+    assert group["first_failure"]["cause"] == "hccl_error"
+    assert "HCCL error" in group["first_failure"]["message"]
+    assert "restarted 2 times" in group["reason"] and "left alone" in group["reason"]
+    rank1 = next(r for r in snap["ranks"] if r["rank"] == 1)
+    assert rank1["state"] == "crash-looping"
+    assert all(r["pid"] is None for r in snap["ranks"])
+    launches = [e for e in dep.events_file() if e["kind"] == "group" and str(e.get("reason", "")).startswith("launching")]
+    assert len(launches) == 3  # the first launch and two restarts
+    # Left alone: well past the longest backoff, nothing was launched again.
+    time.sleep(0.6)
+    again = dep.snapshot()
+    assert again["group"]["state"] == "crash-looping" and again["group"]["restarts"] == 2
+    assert all(r["pid"] is None for r in again["ranks"])
+
+    # An operator's start is a fresh attempt (the crash-loop history is cleared).
+    dep.request("start", ranks="all")
+    dep.wait_event(lambda e: e["kind"] == "group" and str(e.get("reason", "")).startswith("launching")
+                   and e["seq"] > launches[-1]["seq"], what="launch after operator start")
+
+
+def test_a_rank_ignoring_sigterm_is_killed_after_the_grace(sim_deployment):
+    dep = sim_deployment(ranks=2, env={"XLLM_SIM_IGNORE_SIGTERM": "inf", "XLLM_SIM_FAIL_RANKS": ""},
+                         stop_grace="1s")
+    dep.start()
+    pids = dep.rank_pids(dep.wait_group("ready"))
+    began = time.monotonic()
+    done = dep.cli("stop", dep.profile_path, "--simulate", "--all", check=True)
+    elapsed = time.monotonic() - began
+    assert "rank 0: stopped" in done.stdout and "rank 1: stopped" in done.stdout
+    assert elapsed >= 1.0
+    snap = dep.snapshot()
+    for r in snap["ranks"]:
+        assert r["state"] == "stopped"
+        assert r["last_exit"]["signal"] == signal.SIGKILL, r["last_exit"]
+    assert all(not process_alive(pid) for pid in pids.values())
+    ignored = [e for e in dep.events_file() if "ignored SIGTERM" in str(e.get("reason"))]
+    assert {e["rank"] for e in ignored} == {0, 1}
+    supervisor = dep.supervisor_pid()
+    assert [p.pid for p in dep.leftovers()] == [supervisor]  # only the supervisor is left
