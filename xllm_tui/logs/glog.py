@@ -27,9 +27,12 @@ _GLOG = re.compile(
 )
 # Fast severity check: the first character, then that a date follows.
 _SEVERITY_PREFIX = re.compile(r"[IWEF]\d{4}")
-# Bytes form for scanning whole files (filters in the log view): warnings, errors, fatal, check failures.
-WARNINGS_PATTERN = re.compile(rb"^[WEF]\d{4}[ \d]|Check failed:|ERROR:", re.M)
-ERRORS_PATTERN = re.compile(rb"^[EF]\d{4}[ \d]|Check failed:|ERROR:", re.M)
+# Bytes patterns for scanning whole files with LogFile.scan_matching (the log view's filters): each has a
+# literal prefix, which re scans quickly; a leading "\n" anchors at a line start.
+_CHECK_FAILED = re.compile(rb"Check failed:")
+_ERROR_COLON = re.compile(rb"ERROR:")
+ERRORS_PATTERNS = (re.compile(rb"\nE\d{4}[ \d]"), re.compile(rb"\nF\d{4}[ \d]"), _CHECK_FAILED, _ERROR_COLON)
+WARNINGS_PATTERNS = (re.compile(rb"\nW\d{4}[ \d]"), *ERRORS_PATTERNS)
 
 
 @dataclass(frozen=True)

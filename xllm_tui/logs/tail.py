@@ -41,7 +41,7 @@ import time
 from array import array
 from bisect import bisect_left, bisect_right
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
 
@@ -50,6 +50,7 @@ READ_CHUNK = 1024 * 1024  # bytes read per pread while scanning
 MAX_LINE_BYTES = 64 * 1024  # longer lines are cut when read (the index itself is unaffected)
 TRUNCATION_MARK = " …[line cut]"
 _SPAN_READ_LIMIT = 8 * 1024 * 1024  # one pread for a run of lines up to this size
+Patterns = "re.Pattern[bytes] | Sequence[re.Pattern[bytes]]"
 
 
 def _decode(raw: bytes) -> str:
@@ -464,22 +465,41 @@ class LogFile:
 
     def scan_matching(
         self,
-        pattern: re.Pattern[bytes],
+        patterns: Patterns,
         start: int | None = None,
         end: int | None = None,
         cancelled: Callable[[], bool] | None = None,
+        *,
+        ignore_case: bool = False,
     ) -> array:
-        """Start offsets of the complete lines matching `pattern` (compile it with re.M), in order.
+        """Start offsets of the complete lines matching any of `patterns`, in order.
 
         Scans [start, end) of the indexed lines (defaults: all of them). Safe to call from a thread.
+        See `_matches_in` for how patterns are applied (line starts, case).
         """
         found = array("Q")
-        for offset in self._iter_matches(pattern, start, end, cancelled):
-            if not found or found[-1] != offset:
-                found.append(offset)
+        for offsets in self._iter_chunks(patterns, start, end, cancelled, ignore_case):
+            found.extend(offsets)
         return found
 
-    def _iter_matches(self, pattern, start, end, cancelled) -> Iterator[int]:
+    @staticmethod
+    def _matches_in(chunk: bytes, patterns: Patterns, ignore_case: bool) -> list[int]:
+        """Sorted start offsets (in chunk) of the lines of `chunk` that match.
+
+        The chunk starts at a line start and is searched as b"\n" + chunk, so a pattern beginning with
+        "\n" is anchored at a line start. Give each pattern a literal prefix: re then scans at memchr-like
+        speed (an alternation like ``a|b`` is 30 times slower; pass (a, b) instead). With ignore_case
+        the chunk is lower-cased (ASCII) and the patterns must be lower case.
+        """
+        data = b"\n" + (chunk.lower() if ignore_case else chunk)
+        rfind = data.rfind
+        starts: set[int] = set()
+        for pattern in (patterns,) if isinstance(patterns, re.Pattern) else patterns:
+            for m in pattern.finditer(data):
+                starts.add(rfind(b"\n", 0, m.start() + 1))
+        return sorted(starts)
+
+    def _iter_chunks(self, patterns, start, end, cancelled, ignore_case) -> Iterator[list[int]]:
         generation, lo, hi = self._indexed_window()
         if generation < 0:
             return
@@ -499,9 +519,9 @@ class LogFile:
                 cut = len(chunk)
                 if not cut:
                     return
-            chunk = chunk[:cut]
-            for m in pattern.finditer(chunk):
-                yield pos + chunk.rfind(b"\n", 0, m.start()) + 1
+            found = self._matches_in(chunk[:cut], patterns, ignore_case)
+            if found:
+                yield [pos + offset for offset in found]
             pos += cut
 
     def _next_line_start(self, generation: int, pos: int, end: int) -> int:
@@ -516,7 +536,12 @@ class LogFile:
         return end
 
     def find_next(
-        self, pattern: re.Pattern[bytes], after: int | None, cancelled: Callable[[], bool] | None = None
+        self,
+        patterns: Patterns,
+        after: int | None,
+        cancelled: Callable[[], bool] | None = None,
+        *,
+        ignore_case: bool = False,
     ) -> int | None:
         """Start offset of the first matching line after the line holding byte `after` (None: from the top)."""
         start = None
@@ -525,12 +550,17 @@ class LogFile:
             if generation < 0:
                 return None
             start = self._next_line_start(generation, after, hi)
-        for offset in self._iter_matches(pattern, start, None, cancelled):
-            return offset
+        for offsets in self._iter_chunks(patterns, start, None, cancelled, ignore_case):
+            return offsets[0]
         return None
 
     def find_previous(
-        self, pattern: re.Pattern[bytes], before: int | None, cancelled: Callable[[], bool] | None = None
+        self,
+        patterns: Patterns,
+        before: int | None,
+        cancelled: Callable[[], bool] | None = None,
+        *,
+        ignore_case: bool = False,
     ) -> int | None:
         """Start offset of the last matching line starting before byte `before` (None: from the bottom)."""
         generation, lo, hi = self._indexed_window()
@@ -552,11 +582,9 @@ class LogFile:
                     continue
                 chunk = chunk[first_nl + 1 :]
                 start += first_nl + 1
-            last = None
-            for last in pattern.finditer(chunk):
-                pass
-            if last is not None:
-                return start + chunk.rfind(b"\n", 0, last.start()) + 1
+            found = self._matches_in(chunk, patterns, ignore_case)
+            if found:
+                return start + found[-1]
             end = start
             size = 4 * READ_CHUNK
         return None
@@ -591,10 +619,12 @@ def tail_lines(path: str | os.PathLike, n: int, *, include_partial: bool = True)
                 pos = start
         data = b""
         pos = end
+        step = 16 * 1024  # grows: a short tail costs one small read, a long one few reads
         while pos > 0:
-            start = max(0, pos - READ_CHUNK)
+            start = max(0, pos - step)
             data = os.pread(fd, pos - start, start) + data
             pos = start
+            step = min(step * 4, 16 * READ_CHUNK)
             if data.count(b"\n", 0, len(data) - 1) >= n:
                 break
         lines = data.split(b"\n")

@@ -63,11 +63,11 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 from textual.worker import get_current_worker
 
-from xllm_tui.logs.glog import ERRORS_PATTERN, WARNINGS_PATTERN, severity_of
+from xllm_tui.logs.glog import ERRORS_PATTERNS, WARNINGS_PATTERNS, severity_of
 from xllm_tui.logs.tail import LogFile, RefreshResult, Snapshot
 
 _CONTROL = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-_]|[\x00-\x08\x0b-\x1f\x7f]")
-_FILTER_PATTERNS = {"warning": WARNINGS_PATTERN, "error": ERRORS_PATTERN}
+_FILTER_PATTERNS = {"warning": WARNINGS_PATTERNS, "error": ERRORS_PATTERNS}
 _SEVERITY_CLASS = {"I": "log-view--info", "W": "log-view--warning", "E": "log-view--error", "F": "log-view--fatal"}
 _FETCH_AHEAD = 200  # lines read per pread batch when a row is not cached
 _INDEX_SLICE_S = 0.15  # seconds of backward indexing per poll worker run
@@ -664,7 +664,8 @@ class LogView(ScrollView, can_focus=True):
         """Highlight `text` (literal, case-insensitive); None or "" clears the search."""
         self._search_text = text or None
         if text:
-            self._search_bytes = re.compile(re.escape(text.encode("utf-8")), re.I | re.M)
+            # Case-insensitive by lower-casing the scanned bytes: re.I would be much slower on big files.
+            self._search_bytes = re.compile(re.escape(text.encode("utf-8").lower()))
             self._search_str = re.compile(re.escape(text), re.I)
         else:
             self._search_bytes = self._search_str = None
@@ -709,7 +710,7 @@ class LogView(ScrollView, can_focus=True):
             for row in rows:
                 if worker.is_cancelled:
                     return
-                if pattern.search(logfile.line_at_offset(filtered[row]).encode("utf-8", "replace")):
+                if pattern.search(logfile.line_at_offset(filtered[row]).encode("utf-8", "replace").lower()):
                     offset = filtered[row]
                     break
         else:
@@ -717,9 +718,9 @@ class LogView(ScrollView, can_focus=True):
                 logfile.index_all()  # matches may lie before the indexed region
             cancelled = lambda: worker.is_cancelled  # noqa: E731
             if forward:
-                offset = logfile.find_next(pattern, anchor, cancelled)
+                offset = logfile.find_next(pattern, anchor, cancelled, ignore_case=True)
             else:
-                offset = logfile.find_previous(pattern, anchor, cancelled)
+                offset = logfile.find_previous(pattern, anchor, cancelled, ignore_case=True)
         self.post_message(self._Found(token, query or "", offset, logfile.snapshot(), "search"))
 
     def jump_to_first_error(self) -> None:
@@ -731,7 +732,7 @@ class LogView(ScrollView, can_focus=True):
     def _first_error_worker(self, logfile: LogFile, token: int) -> None:
         worker = get_current_worker()
         logfile.index_all()
-        offset = logfile.find_next(ERRORS_PATTERN, None, lambda: worker.is_cancelled)
+        offset = logfile.find_next(ERRORS_PATTERNS, None, lambda: worker.is_cancelled)
         self.post_message(self._Found(token, "first error", offset, logfile.snapshot(), "error"))
 
     def on_log_view__found(self, message: _Found) -> None:
