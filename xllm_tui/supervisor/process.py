@@ -24,6 +24,18 @@ def argv_hash(argv: list[str] | tuple[str, ...]) -> str:
     return hashlib.sha256("\0".join(argv).encode()).hexdigest()[:16]
 
 
+def program_argv(argv: list[str] | tuple[str, ...]) -> list[str]:
+    """The argv the rank shows once running: numactl execs the binary, so /proc/<pid>/cmdline loses the
+    `numactl -C cores` prefix (the pid and its start time stay the same across exec)."""
+    argv = list(argv)
+    if not argv or os.path.basename(argv[0]) != "numactl":
+        return argv
+    i = 1
+    while i < len(argv) and argv[i].startswith("-"):
+        i += 1 if (argv[i].startswith("--") and "=" in argv[i]) else 2
+    return argv[i:]
+
+
 def env_hash(env: tuple[tuple[str, str], ...] | list) -> str:
     return hashlib.sha256("\0".join(f"{k}={v}" for k, v in env).encode()).hexdigest()[:16]
 
@@ -71,10 +83,8 @@ def matches(recorded: dict, pid: int) -> bool:
     current = identity_of(pid)
     if current is None:
         return False
-    return (
-        abs(current.create_time - float(recorded.get("create_time", -1))) < 0.05
-        and current.argv_hash == recorded.get("argv_hash")
-    )
+    expected = {recorded.get("argv_hash"), recorded.get("launch_argv_hash")} - {None}
+    return abs(current.create_time - float(recorded.get("create_time", -1))) < 0.05 and current.argv_hash in expected
 
 
 def open_log(path: str) -> int:
@@ -134,9 +144,12 @@ class RankProcess:
             )
         finally:
             os.close(log_fd)
-        identity = identity_of(popen.pid)
-        if identity is None:  # exited already: record what we launched
-            identity = Identity(popen.pid, time.time(), argv_hash(launch.argv))
+        # Identity: the start time from the kernel, the argv the program will show after numactl's exec.
+        try:
+            create_time = psutil.Process(popen.pid).create_time()
+        except psutil.Error:
+            create_time = time.time()
+        identity = Identity(popen.pid, create_time, argv_hash(program_argv(launch.argv)))
         return cls(popen.pid, popen.pid, identity, popen)
 
     @classmethod
@@ -147,7 +160,7 @@ class RankProcess:
             pgid = os.getpgid(pid)
         except OSError:
             return None
-        return cls(pid, pgid, identity_of(pid), None)
+        return cls(pid, pgid, Identity(pid, float(recorded["create_time"]), str(recorded["argv_hash"])), None)
 
     # -- exit watching ------------------------------------------------------------------------------
 

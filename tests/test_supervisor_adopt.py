@@ -1,0 +1,66 @@
+"""The supervisor dies (SIGKILL): ranks keep running, the next supervisor re-adopts them by identity and
+still notices an adopted rank's exit at once."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+from supervisor_helpers import process_alive, sim_deployment  # noqa: F401
+
+from conftest import wait_until
+
+
+def test_sigkill_of_the_supervisor_then_adoption_then_a_later_kill(sim_deployment):
+    dep = sim_deployment(ranks=3)
+    dep.start()
+    before = dep.rank_pids(dep.wait_group("ready"))
+    old_supervisor = dep.supervisor_pid()
+    dep.kill_supervisor(signal.SIGKILL)
+
+    # Ranks live in their own sessions: the supervisor's death does not touch them.
+    assert all(process_alive(pid) for pid in before.values())
+    assert not os.path.exists(os.path.join(dep.run_dir, "supervisor.sock")) or dep.answers() is None
+
+    dep.start()
+    snap = dep.wait_group("ready")
+    assert dep.supervisor_pid() != old_supervisor
+    assert dep.rank_pids(snap) == before  # the same processes, not relaunched
+    assert all(r["adopted"] for r in snap["ranks"])
+    adopted = [e for e in dep.events_file() if e["kind"] == "supervisor" and e.get("adopted")]
+    assert adopted and sorted(adopted[-1]["adopted"]) == [0, 1, 2]
+    assert all(r["generation"] == 1 for r in snap["ranks"])  # history carried over from state.json
+
+    # An adopted rank is not our child, yet its death is noticed at once (pidfd), status unknown.
+    os.kill(before[1], signal.SIGKILL)
+    ev = dep.wait_event(lambda e: e["kind"] == "group" and e.get("first_failure"), 10, "first failure")
+    assert ev["first_failure"]["rank"] == 1 and ev["first_failure"]["cause"] == "unknown"
+    failed = dep.wait_event(lambda e: e["kind"] == "state" and e["rank"] == 1 and e.get("to") == "failed")
+    assert "status unknown" in failed["reason"]
+    snap = dep.wait_snapshot(lambda s: s["group"]["state"] == "ready" and s["group"]["restarts"] == 1, 60,
+                             "group restarted")
+    assert not set(dep.rank_pids(snap).values()) & set(before.values())
+    rank1 = next(r for r in snap["ranks"] if r["rank"] == 1)
+    assert rank1["last_exit"]["status_known"] is False and rank1["last_exit"]["code"] is None
+
+
+def test_a_recycled_pid_is_never_adopted(sim_deployment):
+    """state.json names a pid that is alive but is not the rank (other create time / argv): not adopted."""
+    dep = sim_deployment(ranks=2)
+    dep.start()
+    dep.wait_group("ready")
+    dep.shutdown()
+    state_path = os.path.join(dep.run_dir, "state.json")
+    state = json.load(open(state_path))
+    # Point rank 0's record at a live process that is not a rank: this test process.
+    state["adoption"]["0"].update(pid=os.getpid(), create_time=1.0, argv_hash="0" * 16, want_running=True)
+    with open(state_path, "w") as f:
+        json.dump(state, f)
+    dep.start()
+    snap = dep.wait_group("ready")
+    pids = dep.rank_pids(snap)
+    assert os.getpid() not in pids.values()
+    assert not any(r["adopted"] for r in snap["ranks"])
+    assert not [e for e in dep.events_file() if e.get("adopted")]
+    wait_until(lambda: process_alive(os.getpid()), 1)
