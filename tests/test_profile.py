@@ -218,8 +218,14 @@ def test_validate_clean_profile_exits_0(tmp_path, capsys):
         f"binary: {binary}\nmodel: {tmp_path}\nmaster_node_addr: 127.0.0.1:9000\nbase_port: 9100\n"
         "machines: [{host: 127.0.0.1, devices: 0-1}]\n"
     )
-    assert main(["validate", str(path)]) == 0
+    assert main(["validate", str(path), "--no-devices"]) == 0
     assert capsys.readouterr().out == f"{path}: profile 'ok' (2 ranks on 1 machine): 0 errors, 0 warnings\n"
+    # Without a device tool the binding check is only a note: the exit status stays 0.
+    assert main(["validate", str(path), "--npu-smi", str(tmp_path / "no-npu-smi")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1] == f"{path}: profile 'ok' (2 ranks on 1 machine): 0 errors, 0 warnings"
+    assert out[:-1] == [f"{path}: note: devices not read: {tmp_path / 'no-npu-smi'} not found or not executable; "
+                        "binding not checked (give one with --npu-smi PATH)"]
 
 
 def test_validate_errors_exit_2_and_json(tmp_path, capsys):

@@ -16,11 +16,16 @@ import shutil
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from xllm_tui.cores import available_cores, cores_for_rank, format_cores, map_cores, parse_cores
 from xllm_tui.spec import FlagValue, Machine, Profile, RankLaunch, RankSpec
 
+if TYPE_CHECKING:
+    from xllm_tui.devices.model import DeviceReport
+
 SIM_MODULE = "xllm_tui.sim.xllm"
+SIMULATED_NPU_SMI = (sys.executable, "-m", "xllm_tui.sim.npu_smi")
 
 # Identity flags the plan writes itself; a profile flag with one of these names would be a second,
 # conflicting value. (--draft_model, --draft_devices and --rank_tablefile may come either way: profile.py
@@ -108,6 +113,167 @@ def ranks_of(
                 )
             rank += 1
     return specs
+
+
+# ------------------------------------------------------------------------------------------- devices
+
+
+@dataclass(frozen=True)
+class DeviceTools:
+    """Which device tool to run for a profile: the arguments of devices.probe.read_devices, and why."""
+
+    npu_smi: str | tuple[str, ...] | None = None
+    nvidia_smi: str | None = None
+    timeout_s: float = 10.0
+    origin: str = "auto"  # "--simulate", "command line", "profile devices:", "auto"
+    missing: str | None = None  # why no tool can run here (nothing found on PATH, path missing)
+
+    @property
+    def available(self) -> bool:
+        return self.missing is None
+
+    def describe(self) -> str:
+        tool = self.npu_smi or self.nvidia_smi
+        if self.origin == "--simulate":
+            return "the simulated npu-smi (--simulate)"
+        if tool is None:
+            return f"npu-smi or nvidia-smi from PATH ({self.origin})"
+        return f"{tool if isinstance(tool, str) else shlex.join(tool)} ({self.origin})"
+
+
+def _tool_missing(tool: str) -> str | None:
+    if "/" in tool:
+        return None if os.path.isfile(tool) and os.access(tool, os.X_OK) else f"{tool} not found or not executable"
+    return None if shutil.which(tool) else f"{tool} is not on PATH"
+
+
+def device_tools(
+    profile: Profile | None = None,
+    *,
+    simulate: bool = False,
+    npu_smi: str | None = None,
+    nvidia_smi: str | None = None,
+    timeout: float | None = None,
+) -> DeviceTools:
+    """The tool to read a machine's devices with. Precedence: --npu-smi/--nvidia-smi, then --simulate (the
+    simulated npu-smi, whatever the profile says), then the profile's `devices:` key, then npu-smi on PATH,
+    then nvidia-smi. Looks at PATH and the file system only; runs nothing."""
+    settings = profile.devices if profile is not None else None
+    wait = timeout if timeout is not None else (settings.timeout_s if settings is not None else 10.0)
+    if npu_smi or nvidia_smi:
+        tool = npu_smi or nvidia_smi
+        assert tool is not None
+        return DeviceTools(npu_smi, None if npu_smi else nvidia_smi, wait, "command line", _tool_missing(tool))
+    if simulate:
+        return DeviceTools(SIMULATED_NPU_SMI, None, wait, "--simulate")
+    if settings is not None and settings.backend == "npu-smi":
+        tool = settings.npu_smi or "npu-smi"
+        return DeviceTools(tool, None, wait, "profile devices:", _tool_missing(tool))
+    if settings is not None and settings.backend == "nvidia-smi":
+        tool = settings.nvidia_smi or "nvidia-smi"
+        return DeviceTools(None, tool, wait, "profile devices:", _tool_missing(tool))
+    # auto: a path the profile names first, then whatever is on PATH
+    for npu, nvidia in ((settings.npu_smi, None), (None, settings.nvidia_smi)) if settings is not None else ():
+        tool = npu or nvidia
+        if tool and _tool_missing(tool) is None:
+            return DeviceTools(npu, nvidia, wait, "profile devices:")
+    for name in ("npu-smi", "nvidia-smi"):
+        found = shutil.which(name)
+        if found:
+            return DeviceTools(found if name == "npu-smi" else None, found if name == "nvidia-smi" else None, wait, "auto")
+    return DeviceTools(None, None, wait, "auto", "no device tool here: neither npu-smi nor nvidia-smi is on PATH")
+
+
+def read_profile_devices(
+    profile: Profile | None = None,
+    *,
+    simulate: bool = False,
+    npu_smi: str | None = None,
+    nvidia_smi: str | None = None,
+    timeout: float | None = None,
+    env: Mapping[str, str] | None = None,
+    tools: DeviceTools | None = None,
+) -> DeviceReport:
+    """Read the devices with device_tools(...) (or `tools`). Blocking (runs the tool, bounded by the
+    timeout): callers with an event loop call it from a thread. Never raises: an unavailable report says why."""
+    from xllm_tui.devices.probe import read_devices
+
+    tools = tools or device_tools(profile, simulate=simulate, npu_smi=npu_smi, nvidia_smi=nvidia_smi, timeout=timeout)
+    # A missing tool is not short-cut here: read_devices says what is missing and how to name it.
+    return read_devices(npu_smi=tools.npu_smi, nvidia_smi=tools.nvidia_smi, timeout=tools.timeout_s, env=env)
+
+
+def local_addresses() -> set[str]:
+    """Names and addresses of this host (loopback, hostname, every interface address)."""
+    import socket
+
+    found = {"127.0.0.1", "::1", "localhost", socket.gethostname(), socket.getfqdn()}
+    try:
+        import psutil
+
+        for entries in psutil.net_if_addrs().values():
+            found.update(e.address.split("%")[0] for e in entries)
+    except Exception:  # no address list: only the names above match
+        pass
+    return found
+
+
+def machines_here(profile: Profile, *, simulate: bool = False, addresses: Iterable[str] | None = None) -> list[int]:
+    """Indices of the profile's machines that are this host (host or name is one of its addresses).
+
+    Under --simulate every machine runs here, but the devices read are one machine's: machine 0's.
+    """
+    if simulate:
+        return [0] if profile.machines else []
+    mine = set(local_addresses() if addresses is None else addresses)
+    return [i for i, m in enumerate(profile.machines) if m.host.strip("[]") in mine or (m.name and m.name in mine)]
+
+
+def needs_topology(profile: Profile, machine: str | None = None) -> bool:
+    """True when some rank (of `machine`, or of any machine) takes its cores from the NPU topology."""
+    if profile.core_rule.kind != "topology":
+        return False
+    return any(not m.cores for _, m in select_machines(profile, machine))
+
+
+def topology_cores_from_devices(
+    profile: Profile, report: DeviceReport | None, machine: str | None = None
+) -> dict[int, str] | None:
+    """device -> cores for a profile with `cores: topology`, from the CPU affinity in `report` (read on the
+    machine that runs the ranks); pass the result as plan_launches(topology_cores=...).
+
+    None when no rank needs it (another core rule, or explicit cores on every machine). NPUs that share an
+    affinity split it in logic-id order, `cores.count` cores each (devices.affinity.topology_cores).
+    Raises LaunchError, saying what to do, when the report has no devices or no affinity for a rank's NPU.
+    """
+    from xllm_tui.devices.affinity import topology_cores
+
+    if not needs_topology(profile, machine):
+        return None
+    how_to_fix = (
+        "run this on the machine that runs the ranks (where npu-smi works; or use --simulate), or give "
+        "explicit cores (each machine's cores: ['0-11', ...], or cores: {rule: per_device, count: 12})"
+    )
+    if report is None or not report.devices:
+        why = "; ".join(report.errors) if report is not None and report.errors else "the devices were not read"
+        raise LaunchError(
+            f"{profile.source_path}: the core rule `cores: topology` needs each NPU's CPU affinity from `npu-smi info -t topo`, "
+            f"but no devices could be read here ({why}): {how_to_fix}"
+        )
+    if not report.topology.cpu_affinity:
+        raise LaunchError(
+            f"{profile.source_path}: the core rule `cores: topology` needs each NPU's CPU affinity, but this machine's "
+            f"`npu-smi info -t topo` prints no CPU Affinity column (as A3 machines on ARM do): {how_to_fix}"
+        )
+    cores = topology_cores(report.topology, profile.core_rule.count)
+    needed = sorted({d for _, m in select_machines(profile, machine) if not m.cores for d in m.devices})
+    unknown = [d for d in needed if d not in cores]
+    if unknown:
+        raise LaunchError(
+            f"{profile.source_path}: the core rule `cores: topology`: the topology gives no CPU affinity for NPU(s) "
+            f"{', '.join(map(str, unknown))} (it lists {', '.join(map(str, sorted(cores))) or 'none'}): {how_to_fix}"
+        )
+    return cores
 
 
 # ------------------------------------------------------------------------------------------ simulate
@@ -514,6 +680,24 @@ def _comment(text: str) -> list[str]:
     return [f"# {line}".rstrip() for line in text.splitlines() or [""]]
 
 
+def _inside(path: str, roots: Iterable[str]) -> bool:
+    path = os.path.normpath(path)
+    return any(path == root or path.startswith(root.rstrip("/") + "/") for root in map(os.path.normpath, roots))
+
+
+def _simulate_keeps(pattern: str, roots: list[str]) -> bool:
+    """Whether a simulated run may act on `pattern`: ~/ patterns (under $HOME) and paths inside `roots`
+    (working directory first: relative patterns resolve there) yes; system paths such as /root/atb/log/ no.
+    The supervisor's pre-launch guard under --simulate draws the same line."""
+    if pattern == "~" or pattern.startswith("~/"):
+        return True
+    expanded = os.path.expanduser(pattern)
+    return _inside(expanded if os.path.isabs(expanded) else os.path.join(roots[0], expanded), roots)
+
+
+SIMULATE_SKIP_NOTE = "  # --simulate: a system path, never touched by a simulated run"
+
+
 def _relative_to(path: str, base: str) -> str:
     rel = os.path.relpath(path, base)
     return path if rel.startswith("..") else rel
@@ -541,12 +725,16 @@ def render_script(
     simulate: SimulateMapping | None = None,
     toggles: Mapping[str, bool] | None = None,
     topology_cores: Mapping[int, str] | None = None,
+    notes: Iterable[str] = (),
 ) -> str:
     """The equivalent bash launch script, in the launch guide's style.
 
     One machine (or `machine` given): exports, sources, pre-launch removals, one nohup line per rank.
     Several machines: the shared part, then one function per machine and a dispatch on $1
     (a machine's host or name, or `all` to start every machine's ranks here, as --simulate does).
+    Under `simulate`, sourcing system scripts, removing system paths (outside the working directory,
+    the profile's directory and ~/) and `run` steps are commented out: a simulated run never touches them.
+    `notes` become comment lines in the header.
     """
     machines = select_machines(profile, machine)
     cwd = working_dir_of(profile)
@@ -564,7 +752,18 @@ def render_script(
     if simulate is not None:
         out.append("# --simulate: the xllm binary is the simulator; mapped onto this machine:")
         out += [f"#   {line}" for line in simulate.describe()]
+    for note in notes:
+        out += _comment(note)
     out.append("")
+    roots = list(dict.fromkeys([cwd, profile_dir(profile)]))
+
+    def keeps(pattern: str) -> bool:
+        return simulate is None or _simulate_keeps(pattern, roots)
+
+    def removal(pattern: str, prefix: str = "") -> str:
+        line = f"rm -rf {_glob_word(pattern)}"
+        return f"{prefix}{line}" if keeps(pattern) else f"# {line}{SIMULATE_SKIP_NOTE}"
+
     several = not (len(machines) == 1 and (machine is not None or len(profile.machines) == 1))
     if several:
         # Choose the machine first: a wrong argument must not run the pre-launch removals.
@@ -583,7 +782,9 @@ def render_script(
 
     if profile.source_scripts:
         out.append("# environment scripts (xllm-tui sources them once and captures the result)")
-        out += [f"source {shlex.quote(os.path.expanduser(s))}" for s in profile.source_scripts]
+        for script in profile.source_scripts:
+            line = f"source {shlex.quote(os.path.expanduser(script))}"
+            out.append(line if keeps(script) else f"# {line}  # --simulate: a system script, not sourced by a simulated run")
         out.append("")
     if profile.path_prepend:
         out.append("# library paths")
@@ -606,7 +807,7 @@ def render_script(
         on = states[toggle.name]
         out.append(f"# toggle {toggle.name}: {'on' if on else 'off'}" + (f" - {toggle.description}" if toggle.description else ""))
         prefix = "" if on else "# "
-        out += [f"{prefix}rm -rf {_glob_word(p)}" for p in toggle.remove]
+        out += [removal(p, prefix) for p in toggle.remove]
         out += [f"{prefix}export {name}={shlex.quote(map_value(value))}" for name, value in toggle.env]
         out += [f"{prefix}unset {name}" for name in toggle.unset]
         out.append("")
@@ -618,7 +819,10 @@ def render_script(
                 commands.append(shlex.join(step.run))
             if step.when == "always":
                 out.append(f"# {step.name}")
-                out += commands
+                out += [removal(p) for p in step.remove]
+                if step.run:
+                    line = shlex.join(step.run)
+                    out.append(line if simulate is None else f"# {line}  # --simulate: run steps are skipped")
             else:
                 label = "after a reboot, once" if step.when == "after_reboot" else "run by hand when needed"
                 out.append(f"# {step.name} ({label}):")

@@ -28,6 +28,7 @@ import yaml
 from xllm_tui.cores import cores_for_rank, format_cores, parse_cores
 from xllm_tui.spec import (
     CoreRule,
+    DeviceSettings,
     FlagValue,
     Machine,
     PreLaunchStep,
@@ -79,6 +80,33 @@ class LoadResult:
 
     profile: Profile | None
     diagnostics: list[Diagnostic] = field(default_factory=list)
+    # The located YAML tree (after extends), so later checks (e.g. the binding check) can name a key's line.
+    tree: Any = field(default=None, repr=False, compare=False)
+
+    def locate(self, key_path: str) -> tuple[str, int | None, int | None]:
+        """(file, line, column) of `key_path` ("cores", "machines[0].cores[3]"), or of its nearest written
+        parent when the key itself is not in the file (e.g. a default). Line None when nothing is known."""
+        fallback = self.profile.source_path if self.profile is not None else ""
+        node = self.tree
+        if not isinstance(node, _Node):
+            return fallback, None, None
+        found: _Node = node
+        for token in _key_tokens(key_path):
+            if isinstance(token, int) and isinstance(node, _Seq) and 0 <= token < len(node.items):
+                node = node.items[token]
+            elif isinstance(token, str) and isinstance(node, _Map) and node.get(token) is not None:
+                node = node.get(token)
+            else:
+                break
+            found = node
+        if found is self.tree:
+            return found.file, None, None  # only the file: the top-level mapping is no useful position
+        return found.file, found.line, found.column
+
+    def diagnostic(self, severity: Severity, key_path: str, message: str) -> Diagnostic:
+        """A Diagnostic located at `key_path` (see locate), for checks made after loading."""
+        file, line, column = self.locate(key_path)
+        return Diagnostic(severity, message, file, line, column, key_path)
 
     @property
     def errors(self) -> list[Diagnostic]:
@@ -91,6 +119,17 @@ class LoadResult:
     @property
     def ok(self) -> bool:
         return self.profile is not None and not self.errors
+
+
+def _key_tokens(key_path: str) -> list[str | int]:
+    tokens: list[str | int] = []
+    for part in key_path.split("."):
+        name, _, rest = part.partition("[")
+        if name:
+            tokens.append(name)
+        for index in re.findall(r"(\d+)\]", "[" + rest if rest else ""):
+            tokens.append(int(index))
+    return tokens
 
 
 class ProfileError(Exception):
@@ -183,6 +222,7 @@ TOP_KEYS = (
     "extends", "name", "description", "binary", "model", "model_id", "draft_model", "machines",
     "master_node_addr", "base_port", "cores", "flags", "env", "path_prepend", "source", "toggles",
     "pre_launch", "logs", "working_dir", "run_dir", "readiness", "restart", "stop", "rank_tablefile",
+    "devices",
 )  # fmt: skip
 MACHINE_KEYS = ("host", "devices", "device_ips", "cores", "name")
 CORES_KEYS = ("rule", "count", "first")
@@ -195,6 +235,8 @@ READINESS_KEYS = ("ready_pattern", "http_probe", "probe_interval", "silence_warn
 RESTART_KEYS = ("mode", "scope", "backoff", "max_restarts", "window")
 BACKOFF_KEYS = ("initial", "max", "factor")
 STOP_KEYS = ("grace",)
+DEVICES_KEYS = ("backend", "npu_smi", "nvidia_smi", "poll_interval", "timeout")
+DEVICE_BACKENDS = ("auto", "npu-smi", "nvidia-smi")
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -984,6 +1026,7 @@ def _build(tree: _Map, path: str, checker: _Checker) -> Profile | None:
 
     rank_table_node = tree.get("rank_tablefile")
     rank_tablefile = checker.string(rank_table_node, "rank_tablefile")
+    device_settings = _read_device_settings(checker, tree.get("devices"))
 
     # ---- semantic checks across sections
     _check_machines(checker, machines, machine_nodes, core_rule, tree.get("cores"))
@@ -1071,6 +1114,7 @@ def _build(tree: _Map, path: str, checker: _Checker) -> Profile | None:
         stop_grace_s=stop_grace,
         rank_tablefile=rank_tablefile,
         description=description,
+        devices=device_settings,
     )
 
 
@@ -1210,11 +1254,69 @@ def _read_core_rule(checker: _Checker, node: _Node | None) -> CoreRule:
     kind = checker.choice(mapping.get("rule"), "cores.rule", CORE_RULES) or "per_device"
     count = checker.integer(mapping.get("count"), "cores.count", 1)
     first = checker.integer(mapping.get("first"), "cores.first", 0)
-    if kind in ("topology", "none"):
-        for key in ("count", "first"):
-            if mapping.get(key) is not None:
-                report.warning(mapping.key_node(key) or mapping, _join("cores", key), f"ignored with rule '{kind}'")
+    # With "topology", count is each NPU's share of its CPU affinity; "first" has no meaning there.
+    ignored = {"topology": ("first",), "none": ("count", "first")}.get(kind, ())
+    for key in ignored:
+        if mapping.get(key) is not None:
+            report.warning(mapping.key_node(key) or mapping, _join("cores", key), f"ignored with rule '{kind}'")
     return CoreRule(kind=kind, count=count if count is not None else 12, first=first if first is not None else 0)  # type: ignore[arg-type]
+
+
+def _read_device_settings(checker: _Checker, node: _Node | None) -> DeviceSettings:
+    report = checker.report
+    defaults = DeviceSettings()
+    if isinstance(node, (_Scalar, _Seq)) and not (isinstance(node, _Scalar) and node.value is None):
+        report.error(
+            node,
+            "devices",
+            f"expected a mapping such as {{backend: npu-smi, npu_smi: /usr/local/sbin/npu-smi}}, got {_describe(node)}"
+            " (the NPU ids a machine runs go under its own 'devices' in machines)",
+        )
+        return defaults
+    mapping = checker.mapping(node, "devices")
+    if mapping is None:
+        return defaults
+    checker.keys(mapping, DEVICES_KEYS, "devices")
+    backend_node = mapping.get("backend")
+    backend = checker.choice(backend_node, "devices.backend", DEVICE_BACKENDS) if backend_node is not None else None
+    tools: dict[str, str | None] = {}
+    for key, tool in (("npu_smi", "npu-smi"), ("nvidia_smi", "nvidia-smi")):
+        tool_node = mapping.get(key)
+        text = checker.string(tool_node, _join("devices", key))
+        if text is None:
+            tools[key] = None
+            continue
+        text = text.strip()
+        expanded = os.path.expanduser(text)
+        other = "nvidia-smi" if tool == "npu-smi" else "npu-smi"
+        # A tool missing here is only a warning: devices are read where the ranks run, and nothing needs them
+        # to launch (except cores: topology, which says so itself). Under --simulate the simulated npu-smi is used.
+        suffix = "; fine under --simulate (the simulated npu-smi is used)" if checker.simulate else ""
+        if "/" in expanded:
+            tools[key] = _resolve_against(tool_node, text)  # type: ignore[arg-type]
+            missing = None if os.path.isfile(tools[key]) else f"{tool} {tools[key]} not found on this machine"
+        else:
+            tools[key] = expanded
+            missing = None if shutil.which(expanded) else f"'{text}' is not on PATH here"
+        if backend == other:
+            report.warning(tool_node, _join("devices", key), f"ignored with backend '{other}'")
+        elif missing:
+            report.warning(tool_node, _join("devices", key), f"{missing}: devices cannot be read here{suffix}")
+    intervals: dict[str, float | None] = {}
+    for key in ("poll_interval", "timeout"):
+        value_node = mapping.get(key)
+        value = checker.duration(value_node, _join("devices", key))
+        if value is not None and value <= 0:
+            report.error(value_node, _join("devices", key), "must be longer than 0 (e.g. 10s)")
+            value = None
+        intervals[key] = value
+    return DeviceSettings(
+        backend=backend or defaults.backend,  # type: ignore[arg-type]
+        npu_smi=tools["npu_smi"],
+        nvidia_smi=tools["nvidia_smi"],
+        poll_interval_s=intervals["poll_interval"] if intervals["poll_interval"] is not None else defaults.poll_interval_s,
+        timeout_s=intervals["timeout"] if intervals["timeout"] is not None else defaults.timeout_s,
+    )
 
 
 def _read_path_prepend(checker: _Checker, node: _Node | None) -> tuple[tuple[str, tuple[str, ...]], ...]:
@@ -1559,11 +1661,11 @@ def load_profile_text(text: str, path: str, simulate: bool = False) -> LoadResul
         profile = _build(tree, path, _Checker(report, simulate)) if tree is not None else None
     except RecursionError:
         report.error(path, "", "the profile is nested too deeply")
-        profile = None
+        tree, profile = None, None
     diagnostics = sorted(report.diagnostics, key=_sort_key)
     if any(d.severity == "error" for d in diagnostics):
         profile = None
-    return LoadResult(profile, diagnostics)
+    return LoadResult(profile, diagnostics, tree)
 
 
 def load_profile(path: str, *, simulate: bool = False) -> LoadResult:
@@ -1578,11 +1680,11 @@ def load_profile(path: str, *, simulate: bool = False) -> LoadResult:
         profile = _build(tree, path, _Checker(report, simulate)) if tree is not None else None
     except RecursionError:
         report.error(path, "", "the profile is nested too deeply")
-        profile = None
+        tree, profile = None, None
     diagnostics = sorted(report.diagnostics, key=_sort_key)
     if any(d.severity == "error" for d in diagnostics):
         profile = None
-    return LoadResult(profile, diagnostics)
+    return LoadResult(profile, diagnostics, tree)
 
 
 def load_profile_or_raise(path: str, *, simulate: bool = False) -> Profile:

@@ -87,6 +87,17 @@ class Readiness:
 
 
 @dataclass(frozen=True)
+class DeviceSettings:
+    """How the devices (NPUs, or GPUs) of a machine are read: which tool, where it is, how often."""
+
+    backend: Literal["auto", "npu-smi", "nvidia-smi"] = "auto"  # auto: npu-smi on PATH, then nvidia-smi
+    npu_smi: str | None = None  # path of npu-smi; None = "npu-smi" on PATH
+    nvidia_smi: str | None = None  # path of nvidia-smi; None = "nvidia-smi" on PATH
+    poll_interval_s: float = 10.0  # how often a supervisor reads them (npu-smi takes about a second)
+    timeout_s: float = 10.0  # one reading may take this long before the tool is killed
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     source_path: str  # the YAML file it came from
@@ -113,6 +124,7 @@ class Profile:
     stop_grace_s: float = 15.0
     rank_tablefile: str | None = None  # written by `xllm-tui ranktable`, passed as --rank_tablefile
     description: str = ""
+    devices: DeviceSettings = field(default_factory=DeviceSettings)  # the `devices:` key
 
     @property
     def nnodes(self) -> int:

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 
 from xllm_tui.devices.affinity import BindingIssue, check_binding, topology_cores
 from xllm_tui.devices.model import Device, DeviceReport
-from xllm_tui.devices.probe import read_devices
 
 SIMULATED_NPU_SMI = [sys.executable, "-m", "xllm_tui.sim.npu_smi"]
 
@@ -25,7 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument("--json", action="store_true", help="print the documented JSON (docs/devices.md)")
     parser.add_argument("--simulate", action="store_true", help="read the simulated npu-smi (XLLM_SIM_NPU_KIND=a2 for an A2 machine)")
     parser.add_argument("--machine", metavar="HOST", help="with a multi-machine profile: the machine whose ranks run here (default: the one with this host's address)")
-    parser.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS", help="how long the tool may take (default 10)")
+    parser.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                        help="how long the tool may take (default: the profile's devices.timeout, else 10)")
 
 
 @dataclass
@@ -207,13 +207,20 @@ def render_text(report: DeviceReport, view: ProfileView | None, issues: list[Bin
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.timeout <= 0:
+    from xllm_tui.launch import device_tools, read_profile_devices
+
+    if args.timeout is not None and args.timeout <= 0:
         print("xllm-tui devices: --timeout must be positive", file=sys.stderr)
         return 2
-    npu_smi = args.npu_smi
-    if args.simulate and not npu_smi and not args.nvidia_smi:
-        npu_smi = SIMULATED_NPU_SMI
-    report = read_devices(npu_smi=npu_smi, nvidia_smi=args.nvidia_smi, timeout=args.timeout)
+    # The profile's devices: key chooses the tool (unless --npu-smi/--nvidia-smi/--simulate say otherwise);
+    # a profile that does not load is reported after the devices are read, as before.
+    settings = None
+    if args.profile:
+        from xllm_tui.profile import load_profile
+
+        settings = load_profile(args.profile, simulate=args.simulate).profile
+    tools = device_tools(settings, simulate=args.simulate, npu_smi=args.npu_smi, nvidia_smi=args.nvidia_smi, timeout=args.timeout)
+    report = read_profile_devices(tools=tools)
 
     view = None
     # Ranks are placed only on devices that were read: without them there is nothing to check against.

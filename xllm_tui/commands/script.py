@@ -1,4 +1,8 @@
-"""`xllm-tui script PROFILE [--machine HOST] [--simulate]`: the equivalent bash launch script."""
+"""`xllm-tui script PROFILE [--machine HOST] [--simulate] [--npu-smi PATH]`: the equivalent bash launch script.
+
+A profile with `cores: topology` takes its cores from the CPU affinity npu-smi reports here (the simulated
+npu-smi under --simulate); without it the command fails and says how to fix that.
+"""
 
 from __future__ import annotations
 
@@ -40,6 +44,27 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument("--simulate", action="store_true",
                         help="the script for a simulated run on this machine (simulator binary, loopback addresses, local cores)")
     parser.add_argument("-o", "--output", metavar="FILE", help="write the script to FILE (made executable) instead of stdout")
+    parser.add_argument("--npu-smi", metavar="PATH", help="npu-smi for `cores: topology` (default: the profile's devices: key, then PATH)")
+    parser.add_argument("--nvidia-smi", metavar="PATH", help="nvidia-smi for `cores: topology` instead")
+
+
+def topology_for_script(profile: Profile, machine: str | None, simulate: bool, npu_smi: str | None,
+                        nvidia_smi: str | None) -> tuple[dict[int, str] | None, list[str]]:
+    """(device -> cores, notes for the script header) when the profile takes cores from the topology.
+    Raises LaunchError when the devices here cannot give them."""
+    from xllm_tui.launch import device_tools, needs_topology, read_profile_devices, topology_cores_from_devices
+
+    if not needs_topology(profile, machine):
+        return None, []
+    tools = device_tools(profile, simulate=simulate, npu_smi=npu_smi, nvidia_smi=nvidia_smi)
+    report = read_profile_devices(profile, tools=tools)
+    cores = topology_cores_from_devices(profile, report, machine)
+    import socket
+
+    where = "the simulated npu-smi" if simulate else f"{tools.describe()} on {socket.gethostname()}"
+    note = (f"cores: topology: each rank's cores come from the NPU CPU affinity that {where} reports "
+            f"({profile.core_rule.count} per NPU); the same on every machine of the script")
+    return cores, [note]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -49,8 +74,10 @@ def run(args: argparse.Namespace) -> int:
     if profile is None:
         return 2
     try:
-        mapping = build_simulate_mapping(profile) if args.simulate else None
-        text = render_script(profile, args.machine, simulate=mapping)
+        topology, notes = topology_for_script(profile, args.machine, args.simulate, getattr(args, "npu_smi", None),
+                                              getattr(args, "nvidia_smi", None))
+        mapping = build_simulate_mapping(profile, topology_cores=topology) if args.simulate else None
+        text = render_script(profile, args.machine, simulate=mapping, topology_cores=topology, notes=notes)
     except LaunchError as error:
         print(f"xllm-tui script: {error}", file=sys.stderr)
         return 2
