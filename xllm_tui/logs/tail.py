@@ -76,6 +76,7 @@ class RefreshResult:
 
     new_lines: int
     reset: str | None = None  # None, "truncated" or "rotated"
+    more: bool = False  # appended data beyond this call's max_bytes remains: poll again
 
 
 class _LRU:
@@ -121,6 +122,7 @@ class LogFile:
         self.max_line_bytes = max_line_bytes
         self._lock = threading.RLock()
         self._fd: int | None = None
+        self._closed = False
         self._identity: tuple[int, int] | None = None
         self._blocks_cache = _LRU(64)
         self.initial_lines = initial_lines
@@ -196,6 +198,7 @@ class LogFile:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None
@@ -268,6 +271,8 @@ class LogFile:
         `generation` is incremented and `last_reset` says why.
         """
         with self._lock:
+            if self._closed:
+                return RefreshResult(0)
             reset: str | None = None
             try:
                 st = os.stat(self.path)
@@ -289,7 +294,8 @@ class LogFile:
             if self._fd is None:
                 return RefreshResult(0, reset)
             before = max(0, self._cum[-1] - self._skip)
-            size = min(os.fstat(self._fd).st_size, self._end + max_bytes)
+            file_size = os.fstat(self._fd).st_size
+            size = min(file_size, self._end + max_bytes)
             if size > self._end:
                 counts = self._count_blocks(self._fd, self._end, size)
                 bs = self.block_size
@@ -308,14 +314,19 @@ class LogFile:
                 while not self.complete and self.line_count < self.initial_lines:
                     self.index_backward(16 * self.block_size)
             after = max(0, self._cum[-1] - self._skip)
-            return RefreshResult(after if reset is not None else after - before, reset)
+            return RefreshResult(after if reset is not None else after - before, reset, file_size > self._end)
 
     def refresh(self) -> int:
-        """Pick up appended data; returns the number of new complete lines (all lines after a reset).
+        """Pick up all appended data; returns the number of new complete lines (all lines after a reset).
 
         After a reset (truncation or rotation) `generation` is incremented and `last_reset` says why.
         """
-        return self.poll().new_lines
+        result = self.poll()
+        total = result.new_lines
+        while result.more:
+            result = self.poll()
+            total = result.new_lines if result.reset else total + result.new_lines
+        return total
 
     # ---- reading -------------------------------------------------------------------------------
     def _block_newlines(self, block: int) -> array:

@@ -70,7 +70,8 @@ _CONTROL = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-_]|[\x00-\x08\x0b-\x1f\
 _FILTER_PATTERNS = {"warning": WARNINGS_PATTERNS, "error": ERRORS_PATTERNS}
 _SEVERITY_CLASS = {"I": "log-view--info", "W": "log-view--warning", "E": "log-view--error", "F": "log-view--fatal"}
 _FETCH_AHEAD = 200  # lines read per pread batch when a row is not cached
-_INDEX_SLICE_S = 0.15  # seconds of backward indexing per poll worker run
+_INDEX_SLICE_S = 0.15  # seconds of indexing per poll worker run
+_POLL_SLICE_BYTES = 8 * 1024 * 1024
 
 
 def _clean(text: str) -> str:
@@ -169,7 +170,7 @@ class LogView(ScrollView, can_focus=True):
             return isinstance(message, LogView.IndexProgress) and message.log_view is self.log_view
 
     class _Polled(Message):
-        def __init__(self, result: _PollResult) -> None:
+        def __init__(self, result: _PollResult | None) -> None:
             super().__init__()
             self.result = result
 
@@ -328,8 +329,15 @@ class LogView(ScrollView, can_focus=True):
     @work(thread=True, exit_on_error=False, group="log-view-poll")
     def _poll_worker(self, logfile: LogFile, token: int, filter_key: tuple | None) -> None:
         try:
-            refresh = logfile.poll()
             deadline = time.monotonic() + _INDEX_SLICE_S
+            # Appends first (in slices, so readers on the UI thread never wait long for the lock).
+            refresh = logfile.poll(_POLL_SLICE_BYTES)
+            new_lines, reset = refresh.new_lines, refresh.reset
+            while refresh.more and time.monotonic() < deadline:
+                refresh = logfile.poll(_POLL_SLICE_BYTES)
+                new_lines = refresh.new_lines if refresh.reset else new_lines + refresh.new_lines
+                reset = refresh.reset or reset
+            refresh = RefreshResult(new_lines, reset, refresh.more)
             while not logfile.complete and time.monotonic() < deadline:
                 logfile.index_backward()
             snapshot = logfile.snapshot()
@@ -344,9 +352,9 @@ class LogView(ScrollView, can_focus=True):
                     after = logfile.scan_matching(pattern, hi, new_hi) if new_hi > hi else array("Q")
                     new_range = (min(lo, new_lo), max(hi, new_hi))
             result = _PollResult(token, snapshot, refresh, filter_key, before, after, new_range)
-        except OSError:
+        except Exception:  # noqa: BLE001 - never stop polling: the next run retries
             result = None
-        self.post_message(self._Polled(result) if result else self._Polled(None))  # type: ignore[arg-type]
+        self.post_message(self._Polled(result))
 
     def on_log_view__polled(self, message: _Polled) -> None:
         message.stop()
@@ -377,14 +385,15 @@ class LogView(ScrollView, can_focus=True):
         if not result.snapshot.complete or result.refresh.reset:
             s = result.snapshot
             self.post_message(self.IndexProgress(self, s.indexed_bytes, s.file_size, s.complete))
-        if not result.snapshot.complete:
+        if not result.snapshot.complete or result.refresh.more:
             self.call_later(self._schedule_poll)  # keep indexing without waiting for the timer
 
     def _sync(self, snapshot: Snapshot, *, prepended_rows: int | None = None, appended_rows: int = 0) -> None:
         """Adopt a newer snapshot of the index: shift our numbering, keep the viewport on the same lines."""
         if snapshot.generation != (self._logfile.generation if self._logfile else 0):
             return
-        at_bottom = self._at_bottom()
+        # Pinned: the user has not scrolled away from the end (a scrollbar may have shifted it by a row).
+        at_bottom = self._at_bottom() or (self.follow and self._pinned)
         lines_before = self._lines
         shift = snapshot.prepended_lines - self._base
         self._base = snapshot.prepended_lines
@@ -544,6 +553,10 @@ class LogView(ScrollView, can_focus=True):
             self.scroll_to(y=self.max_scroll_y, animate=False, immediate=True)
 
     def render_line(self, y: int) -> Strip:
+        if y == 0 and self.follow and self._pinned and not self._at_bottom() and not self._width_pending:
+            # A scrollbar appeared (or the index grew) since we scrolled to the end: go back there.
+            self._width_pending = True
+            self.call_after_refresh(self._grow_width)
         width = self.scrollable_content_region.width
         base_style = self.rich_style
         if self.wrap:
