@@ -111,16 +111,22 @@ class SocketServer:
         await asyncio.wait_for(writer.drain(), 10.0)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        discarding = False  # inside an over-long line: drop input up to its newline
         while True:
             try:
                 line = await reader.readline()
-            except (ValueError, asyncio.LimitOverrunError):
-                # Over-long line: the stream cannot be resynchronised reliably, so answer and hang up.
-                await self._send(writer, error_reply(None, "line_too_long",
-                                                     f"request line longer than {MAX_LINE} bytes"))
-                return
+            except (ValueError, asyncio.LimitOverrunError) as e:
+                if not discarding:
+                    await self._send(writer, error_reply(None, "line_too_long",
+                                                         f"request line longer than {MAX_LINE} bytes"))
+                # asyncio dropped the buffered part; when no newline was seen yet, the rest follows.
+                discarding = "not found" in str(e)
+                continue
             if not line:
                 return
+            if discarding:
+                discarding = False
+                continue
             if not line.strip():
                 continue
             try:
@@ -137,7 +143,12 @@ class SocketServer:
                 await self._send(writer, error_reply(req_id, "bad_request", 'a request needs "op" (a string)'))
                 continue
             if op == "subscribe":
-                await self._subscribe(writer, req_id, request)
+                since = request.get("since")
+                if since is not None and (not isinstance(since, int) or isinstance(since, bool)):
+                    await self._send(writer, error_reply(req_id, "bad_request",
+                                                         '"since" must be an event seq (integer)'))
+                    continue
+                await self._subscribe(writer, req_id, since)
                 return
             try:
                 result = await self.dispatch(op, request)
@@ -149,12 +160,8 @@ class SocketServer:
                 reply = error_reply(req_id, "internal", f"{op} failed: {e.__class__.__name__}: {e}")
             await self._send(writer, reply)
 
-    async def _subscribe(self, writer: asyncio.StreamWriter, req_id: Any, request: dict) -> None:
+    async def _subscribe(self, writer: asyncio.StreamWriter, req_id: Any, since: int | None) -> None:
         sup = self.supervisor
-        since = request.get("since")
-        if since is not None and (not isinstance(since, int) or isinstance(since, bool)):
-            await self._send(writer, error_reply(req_id, "bad_request", '"since" must be an event seq (integer)'))
-            return
         subscriber = Subscriber()
         sup.subscribers.add(subscriber)
         try:
