@@ -109,3 +109,43 @@ def test_a_rank_ignoring_sigterm_is_killed_after_the_grace(sim_deployment):
     assert {e["rank"] for e in ignored} == {0, 1}
     supervisor = dep.supervisor_pid()
     assert [p.pid for p in dep.leftovers()] == [supervisor]  # only the supervisor is left
+
+
+def test_rank_scope_restarts_only_the_failed_rank(sim_deployment):
+    dep = sim_deployment(ranks=2, restart={"mode": "on-failure", "scope": "rank",
+                                           "backoff": {"initial": "0.2s", "max": "1s", "factor": 2},
+                                           "max_restarts": 3, "window": "10m"})
+    dep.start()
+    before = dep.rank_pids(dep.wait_group("ready"))
+    os.kill(before[1], signal.SIGKILL)
+    snap = dep.wait_snapshot(lambda s: s["ranks"][1]["restarts"] == 1 and s["ranks"][1]["pid"], 30,
+                             "rank 1 relaunched")
+    assert snap["ranks"][0]["pid"] == before[0] and snap["ranks"][0]["restarts"] == 0
+    assert snap["ranks"][1]["pid"] != before[1]
+    assert snap["group"]["first_failure"] is None  # no group failure in rank scope
+    assert any(e["rank"] == 1 and e.get("restart_in_s") == 0.2 for e in dep.events_file())
+
+
+def test_manual_policy_records_the_failure_and_restarts_nothing(sim_deployment):
+    dep = sim_deployment(ranks=2, restart={"mode": "manual", "scope": "group"})
+    dep.start()
+    before = dep.rank_pids(dep.wait_group("ready"))
+    os.kill(before[0], signal.SIGKILL)
+    snap = dep.wait_snapshot(lambda s: s["group"]["state"] == "failed" and not dep.rank_pids(s), 30,
+                             "group failed, all down")
+    assert snap["group"]["first_failure"]["rank"] == 0
+    assert snap["group"]["next_restart_at"] is None and snap["group"]["restarts"] == 0
+    assert snap["ranks"][1]["last_exit"]["collateral"] is True
+    assert any("restart policy is manual" in str(e.get("reason")) for e in dep.events_file())
+    # The operator restarts the whole group by hand.
+    dep.cli("restart", dep.profile_path, "--simulate", "--all", "--wait", check=True)
+    assert dep.snapshot()["group"]["state"] == "ready"
+
+
+def test_a_rank_that_hangs_is_degraded_after_the_start_timeout(sim_deployment):
+    dep = sim_deployment(ranks=1, env={"XLLM_SIM_HANG_AT": "model"},
+                         readiness={"start_timeout": "0.5s", "probe_interval": "1s"})
+    dep.start()
+    snap = dep.wait_snapshot(lambda s: s["ranks"][0]["state"] == "degraded", 30, "degraded")
+    assert "not ready 0.5s after start" in snap["ranks"][0]["reason"]
+    assert snap["group"]["state"] == "degraded"
