@@ -10,7 +10,7 @@ import pytest
 from xllm_tui.cli import main
 from xllm_tui.cores import cores_for_rank
 from xllm_tui.profile import load_profile, load_profile_or_raise, load_profile_text, parse_duration, split_host_port
-from xllm_tui.spec import CoreRule
+from xllm_tui.spec import CoreRule, DeviceSettings
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 A3_8 = os.path.join(REPO, "profiles", "a3-8card.yaml")
@@ -259,3 +259,30 @@ def test_validate_several_files_and_missing_file(tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"{missing}: error: profile file not found" in out
     assert "profile 'a3-8card'" in out
+
+
+def test_devices_key_and_topology_count(tmp_path):
+    tool = tmp_path / "bin" / "npu-smi"
+    tool.parent.mkdir()
+    tool.write_text("#!/bin/sh\n")
+    tool.chmod(0o755)
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        "binary: /bin/sh\nmodel: /\nmaster_node_addr: 127.0.0.1:9000\nbase_port: 9100\n"
+        "machines: [{host: 127.0.0.1, devices: 0-1}]\n"
+        "cores: {rule: topology, count: 6}\n"
+        "devices: {backend: npu-smi, npu_smi: bin/npu-smi, poll_interval: 2s, timeout: 500ms}\n"
+    )
+    result = load_profile(str(path))
+    assert result.ok, [str(d) for d in result.diagnostics]
+    assert result.diagnostics == []  # count is meaningful with topology: no "ignored" warning
+    profile = result.profile
+    assert profile.core_rule == CoreRule(kind="topology", count=6, first=0)
+    assert profile.devices == DeviceSettings(backend="npu-smi", npu_smi=str(tool), nvidia_smi=None,
+                                             poll_interval_s=2.0, timeout_s=0.5)
+    # a default profile reads devices automatically every 10 s
+    assert load_profile(A3_8, simulate=True).profile.devices == DeviceSettings()
+    # later checks can point at a key's line, or at its nearest parent that is written
+    assert result.locate("cores") == (str(path), 6, 8)
+    assert result.locate("machines[0].cores[1]") == (str(path), 5, 12)  # the machine: no cores written
+    assert result.diagnostic("warning", "devices.npu_smi", "x").line == 7

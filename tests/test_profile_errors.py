@@ -166,6 +166,23 @@ CASES = [
          6, "machine 10.0.0.1 has no device_ips; the HCCL rank table needs each NPU's address"),
     Case("scope rank in a multi-rank world", HEAD + "restart:\n  scope: rank\n", "warning", "restart.scope", 9,
          "the ranks of one xllm world fail together"),
+    # the devices: key (which tool reads the NPUs)
+    Case("devices key given NPU ids", HEAD + "devices: 0-7\n", "error", "devices", 8,
+         "(the NPU ids a machine runs go under its own 'devices' in machines)", column=10),
+    Case("unknown device backend", HEAD + "devices:\n  backend: npu\n", "error", "devices.backend", 9,
+         "'npu' is not one of auto, npu-smi, nvidia-smi (did you mean 'npu-smi'?)", column=12),
+    Case("unknown key under devices", HEAD + "devices:\n  npu-smi: /usr/local/sbin/npu-smi\n", "error",
+         "devices.npu-smi", 9, "unknown key 'npu-smi' (did you mean 'npu_smi'?)"),
+    Case("zero poll interval", HEAD + "devices:\n  poll_interval: 0s\n", "error", "devices.poll_interval", 9,
+         "must be longer than 0 (e.g. 10s)"),
+    Case("device timeout not a duration", HEAD + "devices:\n  timeout: soon\n", "error", "devices.timeout", 9,
+         "expected a duration such as 15, '15s', '2m' or '1h30m', got 'soon'"),
+    Case("npu-smi path missing here", HEAD + "devices:\n  npu_smi: /nonexistent/sbin/npu-smi\n", "warning",
+         "devices.npu_smi", 9, "npu-smi /nonexistent/sbin/npu-smi not found on this machine: devices cannot be read here"),
+    Case("npu-smi path with the nvidia backend", HEAD + "devices:\n  backend: nvidia-smi\n  npu_smi: npu-smi\n",
+         "warning", "devices.npu_smi", 10, "ignored with backend 'nvidia-smi'"),
+    Case("first with the topology rule", HEAD + "cores: {rule: topology, count: 6, first: 4}\n", "warning",
+         "cores.first", 8, "ignored with rule 'topology'"),
 ]
 
 

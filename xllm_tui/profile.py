@@ -1257,6 +1257,8 @@ def _read_core_rule(checker: _Checker, node: _Node | None) -> CoreRule:
     # With "topology", count is each NPU's share of its CPU affinity; "first" has no meaning there.
     ignored = {"topology": ("first",), "none": ("count", "first")}.get(kind, ())
     for key in ignored:
+        if kind == "topology" and first == 0:
+            continue  # "first: 0" is what a base's per_device rule often leaves behind: harmless
         if mapping.get(key) is not None:
             report.warning(mapping.key_node(key) or mapping, _join("cores", key), f"ignored with rule '{kind}'")
     return CoreRule(kind=kind, count=count if count is not None else 12, first=first if first is not None else 0)  # type: ignore[arg-type]
