@@ -224,8 +224,11 @@ def format_event(ev: dict) -> str:
     text = ev.get("reason", "")
     if ev.get("kind") in ("state", "group") and ev.get("to"):
         text = f"{ev.get('from')} -> {ev['to']}: {text}"
-    if ev.get("kind") == "prelaunch" and ev.get("removed"):
-        text += " (" + ", ".join(ev["removed"][:5]) + (" ..." if len(ev["removed"]) > 5 else "") + ")"
+    if ev.get("kind") == "prelaunch":
+        for label, key in (("removed", "removed"), ("skipped", "skipped"), ("errors", "errors")):
+            items = ev.get(key) or []
+            if items:
+                text += f"; {label}: " + ", ".join(items[:5]) + (" ..." if len(items) > 5 else "")
     return f"{stamp} #{ev.get('seq')} {ev.get('kind', ''):9} {who:8} {text}"
 
 

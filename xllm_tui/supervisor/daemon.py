@@ -745,7 +745,8 @@ class Supervisor:
                 self.update_group()
                 return
             self.group_next_restart_at = time.time() + decision.delay
-            self.event("group", None, reason=f"group {decision.reason}", restart_in_s=decision.delay)
+            self.event("group", None, reason=f"group {decision.reason}", restart_in_s=decision.delay,
+                       restart_at=round(self.group_next_restart_at, 3))
             self.group_restart_handle = self.loop.call_later(
                 decision.delay, lambda: self.spawn_task(self.auto_restart_group()))
             self.update_group()

@@ -50,7 +50,7 @@ class RestartTracker:
         delay = self.backoff(now)
         return Decision(
             True, delay=delay,
-            reason=f"restart {len(recent) + 1} of {p.max_restarts} within {p.window_s:g}s in {delay:g}s",
+            reason=f"restarting in {delay:g}s (restart {len(recent) + 1} of at most {p.max_restarts} within {p.window_s:g}s)",
         )
 
     def record_restart(self, now: float) -> None:
