@@ -144,11 +144,18 @@ def test_devices_unavailable_leaves_validate_working(tmp_path, capsys, monkeypat
 
 def test_validate_shows_cores_from_topology(tmp_path, capsys):
     topo = extending(tmp_path, "topo.yaml", "cores: {rule: topology, count: 6}\n")
-    assert main(["validate", topo, "--simulate", "--json"]) == 1
-    [entry] = json.loads(capsys.readouterr().out)["results"]
+    crowded = extending(tmp_path, "crowded.yaml", "cores: {rule: topology, count: 24}\n")
+    assert main(["validate", topo, crowded, "--simulate", "--json"]) == 1
+    entry, crowded_entry = json.loads(capsys.readouterr().out)["results"]
     # NPUs 0-3 share 0-47 and 4-7 share 48-95: 6 cores each, in logic-id order
     assert entry["devices"]["topology_cores"] == {str(r): f"{6 * (r % 4) + 48 * (r // 4)}-{6 * (r % 4) + 48 * (r // 4) + 5}" for r in range(8)}
     assert entry["devices"]["binding"] == [] and entry["warnings"] == 5
+    # 4 x 24 cores do not fit 48: NPUs 2 and 3 get the whole affinity, and validate says ranks share cores
+    assert crowded_entry["devices"]["topology_cores"]["2"] == "0-47"
+    shared = [d for d in crowded_entry["diagnostics"] if "shares cores" in d["message"]]
+    assert [(d["key"], d["line"], d["severity"]) for d in shared] == [("cores", 2, "warning")] * 4
+    assert shared[0]["message"] == ("cores from topology: rank 2 (cores 0-47) shares cores with rank 0: "
+                                    "24 cores per NPU do not fit its CPU affinity; lower cores.count")
 
 
 def test_validate_reads_the_profile_devices_tool_on_this_host(tmp_path, capsys):

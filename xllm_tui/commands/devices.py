@@ -11,7 +11,7 @@ import socket
 import sys
 from dataclasses import dataclass, field
 
-from xllm_tui.devices.affinity import BindingIssue, check_binding, topology_cores
+from xllm_tui.devices.affinity import BindingIssue, check_binding
 from xllm_tui.devices.model import Device, DeviceReport
 
 SIMULATED_NPU_SMI = [sys.executable, "-m", "xllm_tui.sim.npu_smi"]
@@ -78,10 +78,20 @@ def _profile_view(path: str, simulate: bool, machine: str | None, report: Device
         machine = (here or profile.machines[0]).host
         if here is None:
             notes.append(f"this host is none of the profile's machines; showing machine {machine} (choose with --machine)")
-    rule = profile.core_rule
-    cores_by_device = topology_cores(report.topology, rule.count if rule.kind == "topology" else None)
+    from dataclasses import replace
+
+    from xllm_tui.launch import topology_cores_from_devices
+    from xllm_tui.spec import CoreRule
+
+    cores_by_device = None
     try:
-        specs = ranks_of(profile, machine=machine, topology_cores=cores_by_device if report.devices else None)
+        cores_by_device = topology_cores_from_devices(profile, report, machine)
+    except LaunchError as exc:
+        # Still show where the ranks are; their cores cannot be known from this topology.
+        notes.append(str(exc).removeprefix(f"{profile.source_path}: "))
+        profile = replace(profile, core_rule=CoreRule(kind="none"))
+    try:
+        specs = ranks_of(profile, machine=machine, topology_cores=cores_by_device)
     except (LaunchError, ValueError) as exc:
         raise ProfileProblem(str(exc)) from exc
     chosen = machine or (profile.machines[0].host if profile.machines else "")
