@@ -128,6 +128,10 @@ def test_no_affinity_column_is_a_note_and_topology_cores_an_error(tmp_path, caps
     assert f"{wrong}: profile 'a3-8card' (8 ranks on 1 machine): 0 errors, 5 warnings" in out
     [error] = [line for line in out if line.startswith(f"{topo}:2:8: error: cores: ")]
     assert "prints no CPU Affinity column" in error and "give explicit cores" in error
+    # the devices view still places the ranks, and says why their cores are unknown
+    assert main(["devices", topo, "--simulate"]) == 0
+    text = capsys.readouterr().out
+    assert "rank 7: NPU 7, " in text and "note: the core rule `cores: topology` needs each NPU's CPU affinity" in text
 
 
 def test_devices_unavailable_leaves_validate_working(tmp_path, capsys, monkeypatch):

@@ -86,7 +86,8 @@ def check_devices(result: LoadResult, *, simulate: bool, npu_smi: str | None = N
     check.tool = tools.describe()
     topology_wanted = [i for i in here if needs_topology(profile, profile.machines[i].host)]
     if not tools.available:
-        check.notes.append(f"devices not read: {tools.missing}; binding not checked (give one with --npu-smi PATH)")
+        hint = " (give one with --npu-smi PATH)" if tools.origin == "auto" else ""
+        check.notes.append(f"devices not read: {tools.missing}; binding not checked{hint}")
         report = None
     else:
         cache = reports if reports is not None else {}
