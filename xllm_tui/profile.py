@@ -26,6 +26,7 @@ from typing import Any, Literal
 import yaml
 
 from xllm_tui.cores import cores_for_rank, format_cores, parse_cores
+from xllm_tui.xllm_flags import all_flags
 from xllm_tui.spec import (
     CoreRule,
     DeviceSettings,
@@ -147,60 +148,12 @@ class ProfileError(Exception):
 
 
 # --------------------------------------------------------------------------------------------------
-# Known xllm flags: name -> (type, default). From jd-opensource/xllm v0.7.2 gflags definitions (see
-# ../shared/xllm-facts.md) plus glog's own flags. Used to type-check values and to warn about names gflags
-# would reject at start-up.
+# Known xllm flags (xllm_tui/xllm_flags.py, shared with the simulator): name -> gflags type. Used to
+# type-check values and to warn about names gflags would reject at start-up.
 
-FlagType = Literal["string", "int32", "int64", "double", "bool"]
+FlagType = Literal["string", "int32", "uint32", "int64", "double", "bool"]
 
-XLLM_FLAGS: dict[str, tuple[FlagType, FlagValue]] = {
-    "model": ("string", ""),
-    "model_id": ("string", ""),
-    "host": ("string", ""),
-    "port": ("int32", 8010),
-    "devices": ("string", "npu:0"),
-    "device_id": ("string", ""),  # main branch, replaces --devices
-    "master_node_addr": ("string", "127.0.0.1:19888"),
-    "nnodes": ("int32", 1),
-    "node_rank": ("int32", 0),
-    "max_memory_utilization": ("double", 0.8),
-    "max_tokens_per_batch": ("int32", 10240),
-    "max_seqs_per_batch": ("int32", 1024),
-    "communication_backend": ("string", "hccl"),
-    "enable_schedule_overlap": ("bool", False),
-    "enable_prefix_cache": ("bool", True),
-    "enable_chunked_prefill": ("bool", True),
-    "enable_acl_graph": ("bool", False),  # v0.7.x
-    "enable_graph": ("bool", False),  # v0.8 and later
-    "draft_model": ("string", ""),
-    "draft_devices": ("string", "npu:0"),
-    "num_speculative_tokens": ("int32", 0),
-    "rank_tablefile": ("string", ""),
-    "tool_call_parser": ("string", ""),
-    "block_size": ("int32", 128),
-    "max_cache_size": ("int64", 0),
-    "dp_size": ("int32", 1),
-    "ep_size": ("int32", 1),
-    "num_threads": ("int32", 32),
-    "max_concurrent_requests": ("int32", 200),
-    "enable_shm": ("bool", False),
-    "rpc_idle_timeout_s": ("int32", -1),
-    "max_reconnect_count": ("int32", 40),
-    "config_json_file": ("string", ""),  # main branch
-    # glog
-    "log_dir": ("string", ""),
-    "logtostderr": ("bool", False),
-    "alsologtostderr": ("bool", False),
-    "colorlogtostderr": ("bool", False),
-    "stderrthreshold": ("int32", 2),
-    "minloglevel": ("int32", 0),
-    "v": ("int32", 0),
-    "vmodule": ("string", ""),
-    "logbuflevel": ("int32", 0),
-    "logbufsecs": ("int32", 30),
-    "max_log_size": ("int32", 1800),
-    "stop_logging_if_full_disk": ("bool", False),
-}
+XLLM_FLAGS: dict[str, tuple[FlagType, str]] = {name: (spec[0], spec[1]) for name, spec in all_flags().items()}
 
 # Flags the launch derives for every rank; the profile sets them through top-level keys instead.
 DERIVED_FLAGS: dict[str, str] = {
@@ -765,7 +718,7 @@ def _flag_value(checker: _Checker, name: str, node: _Node, path: str) -> FlagVal
             return value.strip().lower() in {"true", "t", "yes", "y", "1"}
         report.error(node, path, f"expected a boolean (true or false), got {_describe(node)}")
         return None
-    if flag_type in ("int32", "int64"):
+    if flag_type in ("int32", "uint32", "int64"):
         number: Any = value
         if isinstance(value, str):
             try:
@@ -775,8 +728,8 @@ def _flag_value(checker: _Checker, name: str, node: _Node, path: str) -> FlagVal
         if isinstance(number, bool) or not isinstance(number, int):
             report.error(node, path, f"expected an integer, got {_describe(node)}")
             return None
-        limit = 2**31 if flag_type == "int32" else 2**63
-        if not -limit <= number < limit:
+        low, high = {"int32": (-(2**31), 2**31), "uint32": (0, 2**32), "int64": (-(2**63), 2**63)}[flag_type]
+        if not low <= number < high:
             report.error(node, path, f"{number} does not fit gflags' {flag_type}")
             return None
         return number
