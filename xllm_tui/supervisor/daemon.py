@@ -436,6 +436,7 @@ class Supervisor:
             for r in self.ranks.values()
         }
         data["group_restarts_at"] = self.group_tracker.to_json()
+        data["group_restarts"] = self.group_restarts
         data["last_launch_at"] = self.last_launch_at
         return data
 
@@ -498,6 +499,8 @@ class Supervisor:
         previous = read_json(os.path.join(self.run_dir, STATE_NAME)) or {}
         self.last_launch_at = previous.get("last_launch_at")
         self.group_tracker.restarts_at = [float(t) for t in previous.get("group_restarts_at") or []]
+        self.group_restarts = int(previous.get("group_restarts") or 0)
+        self.first_failure = (previous.get("group") or {}).get("first_failure")
         adoption = previous.get("adoption") or {}
         adopted: list[int] = []
         gone: list[tuple[Rank, dict]] = []
@@ -554,6 +557,7 @@ class Supervisor:
         proc.watch(self.loop, self.on_exit)
         state = rec.get("state") if rec.get("state") in RUNNING_STATES and rec.get("state") != "stopping" else "loading"
         r.state = state
+        r.health_seen_ok = state == "ready"  # a failing probe now means degraded, not "still loading"
         r.reason = f"adopted (pid {proc.pid}); {rec.get('reason') or ''}".rstrip("; ")
         self.event("state", r.rank, **{"from": "unknown", "to": state, "reason": r.reason, "adopted": True,
                                         "pid": proc.pid})
@@ -970,6 +974,8 @@ class Supervisor:
                     state, reason = "ready", f"serving on port {r.port} ({r.health['detail']})"
                 elif r.health_seen_ok and r.health:
                     state, reason = "degraded", f"health probe failing: {r.health['detail']}"
+                elif r.health is None and r.state == "ready" and r.proc.adopted:
+                    state, reason = "ready", f"adopted (pid {r.proc.pid}); checking /health on port {r.port}"
                 else:
                     state, reason = "loading", f"Brpc server started; waiting for /health on port {r.port}"
             else:
