@@ -1,7 +1,7 @@
-"""`xllm-tui PROFILE [--simulate] [--theme NAME] [--run-dir DIR] [--bell] [--no-start]`: the TUI.
+"""`xllm-tui PROFILE [--simulate] [--theme NAME] [--run-dir DIR] [--bell]`: the TUI.
 
 Loads the profile (errors: diagnostics on stderr, exit 2), attaches to the profile's supervisor or starts
-one detached (and then launches the ranks, as `up` does), and runs the app. Quitting the app leaves the
+one detached (a new supervisor launches the ranks, as `up` does), and runs the app. Quitting the app leaves the
 supervisor and the ranks running.
 """
 
@@ -19,8 +19,6 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
                         "a Textual theme, or one of your files in ~/.config/xllm-tui/themes/)")
     parser.add_argument("--run-dir", metavar="DIR", help="the supervisor's run directory (default: from the profile)")
     parser.add_argument("--bell", action="store_true", help="ring the terminal bell when a rank fails")
-    parser.add_argument("--no-start", action="store_true",
-                        help="when this starts a new supervisor, do not launch the ranks (default: launch them)")
 
 
 def _theme_names() -> list[str]:
@@ -62,8 +60,6 @@ def run(args: argparse.Namespace) -> int:
     except client.SupervisorUnavailable as error:
         print(f"xllm-tui: {error}", file=sys.stderr)
         return 1
-    if started_supervisor and not args.no_start:
-        _start_stopped_ranks(client, run_dir)
 
     from xllm_tui.ui.app import XllmApp
     from xllm_tui.ui.source import SupervisorSource
@@ -75,14 +71,3 @@ def run(args: argparse.Namespace) -> int:
           f"{' --simulate' if args.simulate else ''}` stops them.", file=sys.stderr)
     return 0
 
-
-def _start_stopped_ranks(client, run_dir: str) -> None:
-    """A fresh supervisor with every rank stopped (nothing to adopt): launch the group, as `up` does."""
-    try:
-        with client.SupervisorClient(client.socket_path(run_dir)) as connection:
-            snapshot = connection.snapshot()
-            ranks = snapshot.get("ranks") or []
-            if ranks and all(r.get("state") in ("stopped", "exited") and not r.get("pid") for r in ranks):
-                connection.request("start", ranks="all")
-    except (client.SupervisorUnavailable, client.SupervisorError, OSError) as error:
-        print(f"xllm-tui: could not launch the ranks ({error}); press A in the TUI to start them", file=sys.stderr)

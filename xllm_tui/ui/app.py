@@ -254,7 +254,9 @@ class XllmApp(App[None]):
         pane = self.main_screen.query_one(EventsPane)
         while True:
             try:
-                async for event in self.source.events(since=pane.last_seq):
+                # since=0: the whole journal first, so events missed while nobody watched are shown too
+                since = pane.last_seq if pane.last_seq is not None else 0
+                async for event in self.source.events(since=since):
                     pane.add_events([event])
                     if event.get("kind") in ("state", "group", "toggle", "supervisor", "action"):
                         self._wake.set()
