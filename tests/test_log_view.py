@@ -167,7 +167,8 @@ async def test_set_path_switches_at_once_and_rotation_is_noticed(tmp_path):
         write_lines(second, [glog_line(0, text="after restart")], "w")
         await wait_for(pilot, lambda: visible(view)[0].endswith("after restart"), "the rotated file")
         assert visible(view)[1] == ""  # only the new file's line
-        assert any(isinstance(m, LogView.FileReset) and m.reason == "rotated" for m in app.messages)
+        await wait_for(pilot, lambda: any(isinstance(m, LogView.FileReset) and m.reason == "rotated"
+                                          for m in app.messages), "the FileReset message")
         view.set_path(None)
         assert view.line_count == 0
 
@@ -201,3 +202,56 @@ async def test_wrap_shows_long_lines_on_several_rows(tmp_path):
         await wait_for(pilot, lambda: view.wrap and any(row.endswith(" end") for row in visible(view)), "wrap")
         rows = [row for row in visible(view) if row]
         assert rows[-1].endswith(" end") and "message 9" in " ".join(rows)
+
+
+def message_color(view: LogView, y: int):
+    """Colour of the message part (after the glog prefix) of visible row y."""
+    segments = [seg for seg in view.render_line(y) if seg.text.strip()]
+    return segments[-1].style.color if segments else None
+
+
+async def test_severity_colours_come_from_the_theme(tmp_path):
+    path = tmp_path / "colours.log"
+    write_lines(path, [glog_line(0, "I"), glog_line(1, "W"), glog_line(2, "E"), "Check failed: x > 0"], "w")
+    app = LogApp(path)
+    async with app.run_test(size=(100, 24)) as pilot:
+        view = app.query_one(LogView)
+        await wait_for(pilot, lambda: view.line_count == 4, "the file")
+        error_color = view.get_component_rich_style("log-view--error").color
+        warning_color = view.get_component_rich_style("log-view--warning").color
+        assert error_color != warning_color
+        assert message_color(view, 1) == warning_color
+        assert message_color(view, 2) == error_color
+        assert message_color(view, 3) == view.get_component_rich_style("log-view--fatal").color
+        prefix = [seg for seg in view.render_line(2) if seg.text.startswith("E2025")]
+        assert prefix and prefix[0].style.color == view.get_component_rich_style("log-view--prefix").color
+        app.theme = "nord"  # its error colour differs from the default theme's
+        await wait_for(pilot, lambda: message_color(view, 2) != error_color, "the new theme's error colour")
+        assert message_color(view, 2) == view.get_component_rich_style("log-view--error").color
+
+
+async def test_follow_off_keeps_the_view_and_missing_file_appears_later(tmp_path):
+    path = tmp_path / "later.log"
+    app = LogApp(path)
+    async with app.run_test(size=(100, 24)) as pilot:
+        view = app.query_one(LogView)
+        assert view.line_count == 0 and visible(view)[0] == ""
+        write_lines(path, [glog_line(i) for i in range(100)], "w")
+        await wait_for(pilot, lambda: visible(view)[-1].endswith("message 99"), "the file to appear")
+        await pilot.press("f")
+        assert not view.follow
+        shown = visible(view)
+        write_lines(path, [glog_line(i) for i in range(100, 110)])
+        await wait_for(pilot, lambda: view.line_count == 110 and view.new_lines == 10, "lines counted, not shown")
+        assert visible(view) == shown
+        await pilot.press("f")
+        await wait_for(pilot, lambda: visible(view)[-1].endswith("message 109"), "follow again")
+
+
+async def test_unreadable_path_is_explained_not_raised(tmp_path):
+    app = LogApp(tmp_path)  # a directory
+    async with app.run_test(size=(100, 24)) as pilot:
+        view = app.query_one(LogView)
+        await pilot.pause()
+        assert view.line_count == 0
+        assert "not a regular file" in view.status_text

@@ -31,8 +31,8 @@ _SEVERITY_PREFIX = re.compile(r"[IWEF]\d{4}")
 # literal prefix, which re scans quickly; a leading "\n" anchors at a line start.
 _CHECK_FAILED = re.compile(rb"Check failed:")
 _ERROR_COLON = re.compile(rb"ERROR:")
-ERRORS_PATTERNS = (re.compile(rb"\nE\d{4}[ \d]"), re.compile(rb"\nF\d{4}[ \d]"), _CHECK_FAILED, _ERROR_COLON)
-WARNINGS_PATTERNS = (re.compile(rb"\nW\d{4}[ \d]"), *ERRORS_PATTERNS)
+ERRORS_PATTERNS = (re.compile(rb"\n[EF]\d{4}[ \d]"), _CHECK_FAILED, _ERROR_COLON)
+WARNINGS_PATTERNS = (re.compile(rb"\n[WEF]\d{4}[ \d]"), _CHECK_FAILED, _ERROR_COLON)
 
 
 @dataclass(frozen=True)

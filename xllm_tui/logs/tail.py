@@ -34,8 +34,10 @@ they are written, for ``logs -f`` and for the supervisor's milestone tracker), `
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import stat
 import threading
 import time
 from array import array
@@ -123,6 +125,7 @@ class LogFile:
         self._lock = threading.RLock()
         self._fd: int | None = None
         self._closed = False
+        self.error: str | None = None  # why the file cannot be read, if it cannot
         self._identity: tuple[int, int] | None = None
         self._blocks_cache = _LRU(64)
         self.initial_lines = initial_lines
@@ -139,14 +142,23 @@ class LogFile:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+        self.error = None
+        self._identity = None
+        size = 0
         try:
-            self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
-            st = os.fstat(self._fd)
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                os.close(fd)
+                raise OSError(errno.EINVAL, "not a regular file")
+            self._fd = fd
             self._identity = (st.st_dev, st.st_ino)
             size = st.st_size
         except FileNotFoundError:
-            self._identity = None
-            size = 0
+            pass  # not written yet: empty until it appears
+        except OSError as exc:
+            # Unreadable (permissions, a directory): shown as empty with a reason, retried on poll.
+            self.error = f"cannot read {self.path}: {exc.strerror or exc}"
         self._first_block = size // self.block_size
         self._end = self._first_block * self.block_size
         self._counts = array("I")  # newlines per block, blocks first_block.. in order
@@ -276,7 +288,7 @@ class LogFile:
             reset: str | None = None
             try:
                 st = os.stat(self.path)
-            except FileNotFoundError:
+            except OSError:
                 st = None  # deleted or between rotation and re-creation: keep what we have
             if st is not None:
                 identity = (st.st_dev, st.st_ino)

@@ -212,6 +212,7 @@ class LogView(ScrollView, can_focus=True):
         self._base = 0  # prepended_lines our line numbers refer to
         self._lines = 0
         self._complete = True
+        self._index_progress = (0, 0)
         self._poll_busy = False
         self._text_cache: LRUCache[tuple, tuple[int, str]] = LRUCache(4096)
         self._offset_text_cache: LRUCache[tuple, str] = LRUCache(4096)
@@ -297,6 +298,7 @@ class LogView(ScrollView, can_focus=True):
         self._base = snapshot.prepended_lines if snapshot else 0
         self._lines = snapshot.line_count if snapshot else 0
         self._complete = snapshot.complete if snapshot else True
+        self._index_progress = (snapshot.indexed_bytes, snapshot.file_size) if snapshot else (0, 0)
         self._update_virtual_size()
         self.scroll_to(0, self.max_scroll_y, animate=False, immediate=True)
         self._update_title()
@@ -384,6 +386,8 @@ class LogView(ScrollView, can_focus=True):
             self._sync(result.snapshot, appended_rows=appended if self._filter_offsets is None else 0)
         if not result.snapshot.complete or result.refresh.reset:
             s = result.snapshot
+            self._index_progress = (s.indexed_bytes, s.file_size)
+            self._update_title()
             self.post_message(self.IndexProgress(self, s.indexed_bytes, s.file_size, s.complete))
         if not result.snapshot.complete or result.refresh.more:
             self.call_later(self._schedule_poll)  # keep indexing without waiting for the timer
@@ -463,10 +467,17 @@ class LogView(ScrollView, can_focus=True):
             flags.append("warnings+errors" if self._filter_level == "warning" else "errors only")
         if self._search_text:
             flags.append(f"/{self._search_text}")
+        if self._filter_level and self._filter_range is None:
+            flags.append("filtering…")
         if not self._complete:
-            flags.append("indexing")
+            done, total = self._index_progress
+            flags.append(f"indexing {100 * done // total}%" if total else "indexing")
         self.border_title = f"{name} · {' · '.join(flags)}" if flags else name
-        self.border_subtitle = f"+{self._unseen} new lines (G: bottom)" if self._unseen else ""
+        error = self._logfile.error if self._logfile is not None else None
+        if self._unseen:
+            self.border_subtitle = f"+{self._unseen} new lines (G: bottom)"
+        else:
+            self.border_subtitle = error or ""
 
     # ---- rows ----------------------------------------------------------------------------------------
     def _row_entry(self, row: int) -> tuple[int, str] | None:
@@ -497,14 +508,29 @@ class LogView(ScrollView, can_focus=True):
             entry = self._text_cache.get((self._token, generation, stable))
         return entry
 
-    def _styled(self, offset: int, text: str) -> Text:
+    def _foreground(self, component: str) -> Style:
+        """A component's text colour and attributes, without its background (which the row owns)."""
+        full = self.get_component_rich_style(component)
+        return Style(color=full.color, bold=full.bold, dim=full.dim, italic=full.italic,
+                     underline=full.underline, reverse=full.reverse)
+
+    def _current_background(self) -> Style:
+        return Style(bgcolor=self.get_component_rich_style("log-view--current").bgcolor)
+
+    def _styled(self, text: str, current: bool) -> Text:
+        """The row as rich Text: widget colours, then severity, prefix, current line, search matches."""
+        base = self.rich_style
+        if current:
+            base = base + self._current_background()
         severity = severity_of(text)
         style_name = _SEVERITY_CLASS.get(severity or "I", "log-view--info")
-        line = Text(text, style=self.get_component_rich_style(style_name), no_wrap=not self.wrap, end="")
+        line_style = base + self._foreground(style_name)
+        line = Text(text, style=line_style, no_wrap=not self.wrap, end="")
+        line.stylize(line_style)  # a span: Text.render drops the base style of span-less text
         if severity is not None and text[:1] == severity:
             end = text.find("] ")
             if 0 < end < 80:
-                line.stylize(self.get_component_rich_style("log-view--prefix"), 0, end + 1)
+                line.stylize(self._foreground("log-view--prefix"), 0, end + 1)
         if self._search_str is not None:
             match_style = self.get_component_rich_style("log-view--match")
             for m in self._search_str.finditer(text):
@@ -523,7 +549,7 @@ class LogView(ScrollView, can_focus=True):
         strips = self._strip_cache.get(key)
         if strips is not None:
             return strips
-        line = self._styled(offset, text)
+        line = self._styled(text, current)
         console = self.app.console
         if width is None:
             strips = [Strip(list(line.render(console)), line.cell_len)]
@@ -535,9 +561,6 @@ class LogView(ScrollView, can_focus=True):
         else:
             strips = [Strip(list(part.render(console)), part.cell_len) for part in line.wrap(console, max(1, width))]
             strips = strips or [Strip.blank(0)]
-        if current:
-            current_style = self.get_component_rich_style("log-view--current")
-            strips = [strip.apply_style(current_style) for strip in strips]
         self._strip_cache.set(key, strips)
         return strips
 
@@ -570,7 +593,7 @@ class LogView(ScrollView, can_focus=True):
         strip = strips[0]
         scroll_x = self.scroll_offset.x
         if strip is not None and self._current_offset is not None and self._row_is_current(row):
-            pad_style = base_style + self.get_component_rich_style("log-view--current")
+            pad_style = base_style + self._current_background()
         else:
             pad_style = base_style
         return strip.crop_extend(scroll_x, scroll_x + width, pad_style)
@@ -727,8 +750,7 @@ class LogView(ScrollView, can_focus=True):
                     offset = filtered[row]
                     break
         else:
-            if not forward:
-                logfile.index_all()  # matches may lie before the indexed region
+            logfile.index_all()  # matches may lie before the indexed region (about 1 s per GB, once)
             cancelled = lambda: worker.is_cancelled  # noqa: E731
             if forward:
                 offset = logfile.find_next(pattern, anchor, cancelled, ignore_case=True)
