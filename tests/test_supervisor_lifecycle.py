@@ -88,7 +88,7 @@ def test_commands_without_a_supervisor_say_so(sim_deployment):
         done = dep.cli(args[0], dep.profile_path, "--simulate", *args[1:])
         assert done.returncode == 3, (args, done.stdout, done.stderr)
         assert f"no supervisor is running for profile {dep.name}" in done.stderr
-        assert dep.run_dir in done.stderr and f"xllm-tui up {dep.name} --simulate" in done.stderr
+        assert dep.run_dir in done.stderr and f"xllm-tui up {dep.profile_path} --simulate" in done.stderr
     assert dep.leftovers() == []
 
 

@@ -59,10 +59,12 @@ def socket_path(run_dir: str) -> str:
     return os.path.join(run_dir, SOCKET_NAME)
 
 
-def unavailable_message(profile_name: str, run_dir: str, detail: str = "", simulate: bool = False) -> str:
+def unavailable_message(profile_name: str, run_dir: str, detail: str = "", simulate: bool = False,
+                        profile_arg: str | None = None) -> str:
+    """The one message for "nobody answers": names the profile, the run dir and how to start one."""
     flag = " --simulate" if simulate else ""
     text = (f"no supervisor is running for profile {profile_name} (run dir {run_dir}); "
-            f"start one with `xllm-tui up {profile_name}{flag}`")
+            f"start one with `xllm-tui up {profile_arg or profile_name}{flag}`")
     return text + (f" [{detail}]" if detail else "")
 
 

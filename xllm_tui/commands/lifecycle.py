@@ -108,7 +108,7 @@ def resolve_target(args: argparse.Namespace, need_profile: bool = False) -> Targ
 def no_supervisor(target: Target) -> int:
     from xllm_tui.client import unavailable_message
 
-    err(unavailable_message(target.name, target.run_dir, simulate=target.simulate))
+    err(unavailable_message(target.name, target.run_dir, simulate=target.simulate, profile_arg=target.profile_path))
     return EXIT_NO_SUPERVISOR
 
 

@@ -97,7 +97,7 @@ _PHASE_TEXT = {
 }
 
 
-_SHARD = re.compile(r"-\d+-of-(\d+)\.\w+\s*$")
+_SHARD = re.compile(r"(\S*/)?[^/\s]*-\d+-of-(\d+)\.\w+\s*$")
 
 
 class Milestones:
@@ -115,12 +115,16 @@ class Milestones:
         self._fallback_ready = re.compile(re.escape(ready_pattern), re.I)
         self._ready = False
         self._failure: tuple[str, str] | None = None
+        self._shards: dict[str, int] = {}  # weight directory -> number of shard files
 
     def feed(self, line: str) -> None:
         line = line.rstrip("\n")
         if not line.strip():
             return
         self.last_line = line
+        m = _SHARD.search(line)
+        if m and "Loading model weights" in line:
+            self._shards[m.group(1) or ""] = int(m.group(2))
         if self._tracker is not None:
             self._tracker.feed(line)
             return
@@ -142,12 +146,12 @@ class Milestones:
         p = self._tracker.progress
         if not p:
             return None
-        total = p[1] or 0
-        if not total and self.phase == "weights":
-            # xllm prints no total, but sharded weight files are named model-00003-of-00048.safetensors.
-            m = _SHARD.search(self.last_line)
-            total = int(m.group(1)) if m else 0
-        return [int(p[0]), int(total)]
+        done, total = int(p[0]), int(p[1] or 0)
+        if self.phase == "weights" and self._shards:
+            # xllm prints no total, but sharded weight files are named model-00003-of-00048.safetensors;
+            # the main and the draft model each have their own directory and count.
+            total = max(total, sum(self._shards.values()))
+        return [done, total if total >= done else 0]
 
     @property
     def ready(self) -> bool:
