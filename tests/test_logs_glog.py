@@ -128,7 +128,7 @@ WORKER = [
     glog("W", "Worker#1 try connect to engine server error, try again. Error message: refused"),
     glog("I", "Worker#1 connect to 127.0.0.1:19888 success."),
     glog("I", "Initializing model from: /models/GLM"),
-    glog("I", "Loading model weights from /models/GLM/model-00001-of-00003.safetensors"),
+    glog("I", "Loading model weights from /models/small/model.safetensors"),
     glog("I", "Init_model_async succeed."),
     glog("I", "Initializing k cache with shape: [10, 128, 8, 128]"),
 ]
@@ -175,6 +175,13 @@ def test_tracker_worker_is_ready_once_model_is_initialised():
     assert not tracker.ready
     tracker.feed_lines(WORKER[9:])
     assert tracker.ready and tracker.phase == "kv_cache"
+
+
+def test_tracker_reads_the_total_from_shard_names():
+    tracker = StartupTracker()
+    tracker.feed_lines(RANK0[9:11])
+    assert tracker.progress == (2, 3)
+    assert StartupTracker(expected_weights=5).progress is None  # no phase yet
 
 
 def test_tracker_keeps_the_first_failure():

@@ -204,6 +204,10 @@ def milestone_of(message: str) -> Milestone | None:
     return None
 
 
+# Sharded checkpoints name their total: model-00001-of-00048.safetensors
+_SHARD_NAME = re.compile(r"-\d+-of-(\d+)\.\w+\s*$")
+
+
 @dataclass
 class StartupState:
     phase: str | None = None
@@ -219,8 +223,9 @@ class StartupTracker:
 
     is_master: rank 0 is ready at the Brpc/"startup complete" line; a worker (is_master=False) is ready
     once it has connected and its model is initialised (``Init_model_async succeed.``).
-    expected_weights: the number of weight files if known (e.g. *.safetensors in the model dir);
-    xllm prints no total, so progress is then (loaded, None).
+    expected_weights: the number of weight files if known (e.g. *.safetensors in the model dir).
+    xllm prints no total; without expected_weights the total is read from sharded file names
+    (model-00001-of-00048.safetensors), else progress is (loaded, None).
     ready_pattern: overrides the master's readiness line (case-insensitive search), as in the profile.
     """
 
@@ -238,6 +243,7 @@ class StartupTracker:
     lines_seen: int = 0
 
     def __post_init__(self) -> None:
+        self._shard_total: int | None = None
         self._ready_re = re.compile(self.ready_pattern, re.I) if self.ready_pattern else None
 
     def feed(self, line: str) -> Milestone | None:
@@ -256,6 +262,9 @@ class StartupTracker:
         self.last_milestone = milestone
         if milestone.phase == "weights":
             self.weights_loaded += 1
+            shard = _SHARD_NAME.search(milestone.detail)
+            if shard is not None:
+                self._shard_total = max(self._shard_total or 0, int(shard.group(1)))
         elif milestone.phase == "worker_registered" and milestone.rank is not None:
             self.workers_registered.add(milestone.rank)
         elif milestone.phase == "world":
@@ -282,7 +291,7 @@ class StartupTracker:
     def progress(self) -> tuple[int, int | None] | None:
         """(done, total or None) for the current phase when it is countable."""
         if self.phase == "weights":
-            return (self.weights_loaded, self.expected_weights)
+            return (self.weights_loaded, self.expected_weights or self._shard_total)
         if self.phase == "worker_registered":
             total = self.world_size - 1 if self.world_size else None
             return (len(self.workers_registered), total)

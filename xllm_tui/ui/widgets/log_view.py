@@ -206,6 +206,7 @@ class LogView(ScrollView, can_focus=True):
         super().__init__(name=name, id=id, classes=classes)
         self.poll_interval = poll_interval
         self._initial_path = os.fspath(path) if path is not None else None
+        self._view_mounted = False
         self._logfile: LogFile | None = None
         self.path: str | None = None
         self._token = 0
@@ -234,6 +235,7 @@ class LogView(ScrollView, can_focus=True):
     def on_mount(self) -> None:
         super().on_mount()
         self.set_interval(self.poll_interval, self._schedule_poll, name="log-view-poll")
+        self._view_mounted = True
         self.set_path(self._initial_path)
 
     def on_unmount(self) -> None:
@@ -268,7 +270,7 @@ class LogView(ScrollView, can_focus=True):
 
     @property
     def paused(self) -> bool:
-        return self.follow and not self._at_bottom()
+        return self.follow and not (self._at_bottom() or self._pinned)
 
     @property
     def current_line(self) -> int | None:
@@ -288,6 +290,9 @@ class LogView(ScrollView, can_focus=True):
     # ---- switching files ---------------------------------------------------------------------------
     def set_path(self, path: str | os.PathLike | None) -> None:
         """Show another file; its tail is indexed synchronously (about a megabyte), the rest in a worker."""
+        if not self._view_mounted:
+            self._initial_path = os.fspath(path) if path is not None else None  # opened on mount
+            return
         if self._logfile is not None:
             self._logfile.close()
         self._token += 1
@@ -300,6 +305,7 @@ class LogView(ScrollView, can_focus=True):
         self._complete = snapshot.complete if snapshot else True
         self._index_progress = (snapshot.indexed_bytes, snapshot.file_size) if snapshot else (0, 0)
         self._update_virtual_size()
+        self._pinned = True
         self.scroll_to(0, self.max_scroll_y, animate=False, immediate=True)
         self._update_title()
         self.refresh()
@@ -363,6 +369,8 @@ class LogView(ScrollView, can_focus=True):
         self._poll_busy = False
         result = message.result
         if result is None or result.token != self._token or self._logfile is None:
+            if self._logfile is not None and not self._complete:
+                self.call_later(self._schedule_poll)  # a new file is waiting to be indexed
             return
         if result.refresh.reset is not None:
             self._reset_view_state()
@@ -460,7 +468,7 @@ class LogView(ScrollView, can_focus=True):
         name = os.path.basename(self.path) if self.path else "no log"
         flags = []
         if self.follow:
-            flags.append("follow" if self._at_bottom() else "follow paused")
+            flags.append("follow paused" if self.paused else "follow")
         if self.wrap:
             flags.append("wrap")
         if self._filter_level:
