@@ -234,3 +234,33 @@ def test_rotate_log_keeps_generations_and_never_truncates(tmp_path):
     (tmp_path / "node_3.log.x").write_text("not a generation")
     (tmp_path / "node_3.log.01").write_text("not a generation")
     assert len(log_generations(path)) == 3
+
+
+def test_readers_keep_valid_numbers_while_another_thread_indexes(big):
+    path, lines = big
+    with LogFile(path, initial_lines=20, block_size=512) as log:
+        snap = log.snapshot()
+        last = snap.line_count - 1
+        errors: list[str] = []
+
+        def indexer():
+            while not log.complete:
+                log.index_backward(512)
+
+        thread = threading.Thread(target=indexer)
+        thread.start()
+        try:
+            while thread.is_alive():
+                got = log.get_line(last, base=snap.prepended_lines)
+                if got != lines[-1]:
+                    errors.append(got)
+                    break
+                now = log.snapshot()  # any consistent snapshot names lines correctly
+                first_indexed = len(lines) - now.line_count
+                if log.get_line(0, base=now.prepended_lines) != lines[first_indexed]:
+                    errors.append("snapshot")
+                    break
+        finally:
+            thread.join()
+        assert errors == []
+        assert log.line_count == len(lines)

@@ -46,13 +46,15 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
+from typing import Union
 
 BLOCK_SIZE = 64 * 1024
 READ_CHUNK = 1024 * 1024  # bytes read per pread while scanning
 MAX_LINE_BYTES = 64 * 1024  # longer lines are cut when read (the index itself is unaffected)
 TRUNCATION_MARK = " …[line cut]"
 _SPAN_READ_LIMIT = 8 * 1024 * 1024  # one pread for a run of lines up to this size
-Patterns = "re.Pattern[bytes] | Sequence[re.Pattern[bytes]]"
+# One compiled bytes pattern, or several (a line matches if any does).
+Patterns = Union[re.Pattern[bytes], Sequence[re.Pattern[bytes]]]
 
 
 def _decode(raw: bytes) -> str:
