@@ -149,3 +149,12 @@ def test_a_rank_that_hangs_is_degraded_after_the_start_timeout(sim_deployment):
     snap = dep.wait_snapshot(lambda s: s["ranks"][0]["state"] == "degraded", 30, "degraded")
     assert "not ready 0.5s after start" in snap["ranks"][0]["reason"]
     assert snap["group"]["state"] == "degraded"
+
+
+def test_a_ready_rank_with_a_silent_log_is_degraded(sim_deployment):
+    dep = sim_deployment(ranks=1, readiness={"silence_warning": "0.5s", "probe_interval": "1s"})
+    dep.start()
+    snap = dep.wait_snapshot(lambda s: s["ranks"][0]["state"] == "degraded", 30, "degraded by silence")
+    assert snap["ranks"][0]["reason"].startswith("log silent for")
+    states = [e["to"] for e in dep.events_file() if e["kind"] == "state" and e["rank"] == 0 and e.get("to")]
+    assert states.index("ready") < states.index("degraded")  # silence only counts once it was ready

@@ -449,6 +449,7 @@ class Supervisor:
         self.loop = asyncio.get_running_loop()
         self.lock.acquire()
         try:
+            os.chdir(self.run_dir)  # a daemon holds no arbitrary directory busy; every path here is absolute
             self.journal = EventJournal(self.run_dir)
             persisted = load_toggles(self.run_dir)
             for name in self.toggles:
