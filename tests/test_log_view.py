@@ -148,6 +148,9 @@ async def test_errors_only_filter_and_first_error(tmp_path):
         await pilot.press("e")
         await wait_for(pilot, lambda: view.current_line == 90, "the first error")
         assert any(row.endswith("message 90") for row in visible(view))
+        await pilot.press("E", "w")  # filter and wrap keep the current line in view
+        await wait_for(pilot, lambda: view.row_count == 5 and view.wrap, "filtered, wrapped")
+        await wait_for(pilot, lambda: any(row.endswith("message 90") for row in visible(view)), "current line")
 
 
 async def test_set_path_switches_at_once_and_rotation_is_noticed(tmp_path):

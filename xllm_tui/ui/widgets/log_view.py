@@ -22,10 +22,15 @@ Read-only state
     path, line_count (indexed lines), row_count (rows shown: lines, or matching lines when filtered),
     current_line (file line number of the search/error cursor, or None), new_lines (unseen lines while
     scrolled up), paused (follow is on but the view is not at the bottom), filter_level, search_text,
-    status_text (what the border subtitle shows), index_complete.
+    status_text (the border subtitle: "+N new lines", or why the file cannot be read), index_complete,
+    log_file (the underlying LogFile). The border title shows the file name and the active modes
+    (follow / follow paused, wrap, filter, /search, indexing %).
+A search or jump moves the current line and scrolls to it; with follow on, that pauses following like
+scrolling up does (G or scrolling to the end resumes it).
 Messages (all carry `log_view`)
     LogView.SearchRequested    "/" was pressed: the host opens a prompt and calls set_search + search_next
     LogView.SearchResult       a search/jump finished: found (bool), line (int | None), query
+                               (query is "first error" for jump_to_first_error)
     LogView.FileReset          the file was truncated or rotated (reason), the view restarted on it
     LogView.IndexProgress      indexing a big file: indexed_bytes, total_bytes, complete
 Keys (Binding ids, for user keymaps): log_view.search "/", log_view.next "n", log_view.previous "N",
@@ -306,7 +311,7 @@ class LogView(ScrollView, can_focus=True):
         self._index_progress = (snapshot.indexed_bytes, snapshot.file_size) if snapshot else (0, 0)
         self._update_virtual_size()
         self._pinned = True
-        self.scroll_to(0, self.max_scroll_y, animate=False, immediate=True)
+        self.scroll_to(0, self.max_scroll_y, animate=False, immediate=True, force=True)
         self._update_title()
         self.refresh()
         if self._logfile is not None and not self._complete:
@@ -376,7 +381,7 @@ class LogView(ScrollView, can_focus=True):
             self._reset_view_state()
             self._base = result.snapshot.prepended_lines
             self._lines = 0
-            self.scroll_to(0, 0, animate=False, immediate=True)
+            self.scroll_to(0, 0, animate=False, immediate=True, force=True)
             self.post_message(self.FileReset(self, result.refresh.reset))
         if (
             result.filter_key is not None
@@ -415,11 +420,11 @@ class LogView(ScrollView, can_focus=True):
             prepended_rows = shift
         self._update_virtual_size()
         if prepended_rows:
-            self.scroll_to(y=self.scroll_offset.y + prepended_rows, animate=False, immediate=True)
+            self.scroll_to(y=self.scroll_offset.y + prepended_rows, animate=False, immediate=True, force=True)
         if appended_rows or prepended_rows or lines_before != self._lines:
             self._wrap_layout_key = None
             if self.follow and at_bottom:
-                self.scroll_to(y=self.max_scroll_y, animate=False, immediate=True)
+                self.scroll_to(y=self.max_scroll_y, animate=False, immediate=True, force=True)
             elif appended_rows > 0:
                 self._unseen += appended_rows
             self.refresh()
@@ -430,8 +435,12 @@ class LogView(ScrollView, can_focus=True):
         return self.scroll_offset.y >= self.max_scroll_y
 
     def _update_virtual_size(self) -> None:
-        width = 0 if self.wrap else self._max_width
-        self.virtual_size = Size(width, self.row_count)
+        if self.wrap:
+            # Scrolling moves by log lines; the extra height lets any line, even the last, be the top one.
+            extra = max(0, self.scrollable_content_region.height - 1) if self.row_count else 0
+            self.virtual_size = Size(0, self.row_count + extra)
+        else:
+            self.virtual_size = Size(self._max_width, self.row_count)
 
     def watch_scroll_y(self, old_value: float, new_value: float) -> None:
         super().watch_scroll_y(old_value, new_value)
@@ -445,21 +454,23 @@ class LogView(ScrollView, can_focus=True):
 
     def on_resize(self) -> None:
         self._wrap_layout_key = None
+        if self.wrap:
+            self._update_virtual_size()
         if self.follow and self._pinned:
-            self.scroll_to(y=self.max_scroll_y, animate=False, immediate=True)
+            self.scroll_to(y=self.max_scroll_y, animate=False, immediate=True, force=True)
         self._update_title()
 
     def watch_follow(self, follow: bool) -> None:
         if follow:
             self._unseen = 0
-            self.scroll_to(y=self.max_scroll_y, animate=False, immediate=True)
+            self.scroll_to(y=self.max_scroll_y, animate=False, immediate=True, force=True)
         self._update_title()
 
     def watch_wrap(self, wrap: bool) -> None:
         self._strip_cache.clear()
         self._wrap_layout_key = None
         if wrap:
-            self.scroll_to(x=0, animate=False, immediate=True)
+            self.scroll_to(x=0, animate=False, immediate=True, force=True)
         self._update_virtual_size()
         self._update_title()
         self.refresh()
@@ -581,7 +592,7 @@ class LogView(ScrollView, can_focus=True):
 
     def _stick_to_bottom(self) -> None:
         if self.follow and self._pinned:
-            self.scroll_to(y=self.max_scroll_y, animate=False, immediate=True)
+            self.scroll_to(y=self.max_scroll_y, animate=False, immediate=True, force=True)
 
     def render_line(self, y: int) -> Strip:
         if y == 0 and self.follow and self._pinned and not self._at_bottom() and not self._width_pending:
@@ -615,7 +626,7 @@ class LogView(ScrollView, can_focus=True):
         if key == self._wrap_layout_key:
             return self._wrap_layout
         rows: list[Strip] = []
-        if self._at_bottom() and self.row_count:
+        if (self._at_bottom() or (self.follow and self._pinned)) and self.row_count:
             row = self.row_count - 1
             while row >= 0 and len(rows) < height:
                 rows[:0] = self._row_strips(row, width) or []
@@ -653,8 +664,8 @@ class LogView(ScrollView, can_focus=True):
         height = self.scrollable_content_region.height or 1
         top = self.scroll_offset.y
         if not top <= row < top + height or (self.wrap and row != top):
-            target = max(0, row - height // 2) if not self.wrap else row
-            self.scroll_to(y=min(target, self.max_scroll_y), animate=False, immediate=True)
+            target = max(0, row - height // 2) if not self.wrap else min(row, max(0, self.row_count - 2))
+            self.scroll_to(y=min(target, self.max_scroll_y), animate=False, immediate=True, force=True)
         self._wrap_layout_key = None
         self.refresh()
 
@@ -674,10 +685,10 @@ class LogView(ScrollView, can_focus=True):
         self.refresh()
 
     def action_top(self) -> None:
-        self.scroll_to(y=0, animate=False, immediate=True)
+        self.scroll_to(y=0, animate=False, immediate=True, force=True)
 
     def action_bottom(self) -> None:
-        self.scroll_to(y=self.max_scroll_y, animate=False, immediate=True)
+        self.scroll_to(y=self.max_scroll_y, animate=False, immediate=True, force=True)
         self._unseen = 0
         self._update_title()
 
@@ -808,11 +819,11 @@ class LogView(ScrollView, can_focus=True):
             if self._current_offset is not None:
                 self._move_current(self._current_offset)
             elif self.follow or anchor is None:
-                self.scroll_to(y=self.max_scroll_y, animate=False, immediate=True)
+                self.scroll_to(y=self.max_scroll_y, animate=False, immediate=True, force=True)
             elif self._logfile is not None:
                 line = self._logfile.line_of_offset(anchor[0], base=self._base)
                 if line is not None:
-                    self.scroll_to(y=line, animate=False, immediate=True)
+                    self.scroll_to(y=line, animate=False, immediate=True, force=True)
         self._update_title()
         self.refresh()
 
@@ -843,5 +854,5 @@ class LogView(ScrollView, can_focus=True):
             row = bisect_left(self._filter_offsets, self._current_offset)
             self._scroll_to_row(row)
         else:
-            self.scroll_to(y=self.max_scroll_y, animate=False, immediate=True)
+            self.scroll_to(y=self.max_scroll_y, animate=False, immediate=True, force=True)
         self.refresh()
