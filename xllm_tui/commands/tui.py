@@ -19,6 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
                         "a Textual theme, or one of your files in ~/.config/xllm-tui/themes/)")
     parser.add_argument("--run-dir", metavar="DIR", help="the supervisor's run directory (default: from the profile)")
     parser.add_argument("--bell", action="store_true", help="ring the terminal bell when a rank fails")
+    parser.add_argument("--port-offset", type=int, default=0, metavar="N",
+                        help="under --simulate, when starting a supervisor: shift every port by N "
+                        "(two simulated deployments on one machine)")
 
 
 def _theme_names() -> list[str]:
@@ -45,6 +48,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"xllm-tui: {path} has {len(result.errors)} error(s); fix them (`xllm-tui validate {path}`) and retry",
               file=sys.stderr)
         return 2
+    if args.port_offset and not args.simulate:
+        print("xllm-tui: --port-offset only applies with --simulate (real ranks use the profile's ports)",
+              file=sys.stderr)
+        return 2
     if args.theme:
         names = _theme_names()
         if args.theme not in names:
@@ -56,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
     if started_supervisor:
         print(f"starting the supervisor for {result.profile.name} in {run_dir} ...", file=sys.stderr, flush=True)
     try:
-        client.ensure_supervisor(path, simulate=args.simulate, run_dir=run_dir)
+        client.ensure_supervisor(path, simulate=args.simulate, run_dir=run_dir,
+                                 port_offset=args.port_offset if args.simulate else 0)
     except client.SupervisorUnavailable as error:
         print(f"xllm-tui: {error}", file=sys.stderr)
         return 1
@@ -64,8 +72,10 @@ def run(args: argparse.Namespace) -> int:
     from xllm_tui.ui.app import XllmApp
     from xllm_tui.ui.source import SupervisorSource
 
-    source = SupervisorSource(run_dir, profile_path=path, simulate=args.simulate)
-    app = XllmApp(source, theme=args.theme, bell=args.bell, profile_path=path, simulate=args.simulate)
+    source = SupervisorSource(run_dir, profile_path=path, simulate=args.simulate,
+                              port_offset=args.port_offset if args.simulate else 0)
+    app = XllmApp(source, theme=args.theme, bell=args.bell, profile_path=path, simulate=args.simulate,
+                  port_offset=args.port_offset)
     app.run()
     print(f"xllm-tui: the supervisor and the ranks keep running; `xllm-tui down {path}"
           f"{' --simulate' if args.simulate else ''}` stops them.", file=sys.stderr)

@@ -22,7 +22,7 @@ from textual import events, work
 from textual.app import App
 from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
-from textual.widgets import Static, TabbedContent
+from textual.widgets import Static, Switch, TabbedContent
 
 from xllm_tui.ui import themes as theme_files
 from xllm_tui.ui.screens.confirm import ConfirmScreen
@@ -51,7 +51,10 @@ APP_KEYS: list[tuple[str, str, str, str, bool, str, str]] = [
     ("palette", "ctrl+p", "command_palette", "Palette", False, "command palette: every action, themes", "General"),
     ("shutdown", "ctrl+x", "shutdown", "Shut down", False, "stop every rank and the supervisor, then quit (confirms)", "General"),
 ]
-KEY_LABELS = {"question_mark": "?", "colon": ":", "space": "space", "escape": "esc", "enter": "enter"}
+KEY_LABELS = {
+    "question_mark": "?", "colon": ":", "space": "space", "escape": "esc", "enter": "enter",
+    "left_square_bracket": "[", "right_square_bracket": "]",
+}
 
 
 def keymap_path() -> Path | None:
@@ -147,12 +150,14 @@ class XllmApp(App[None]):
         watch_profile: bool = True,
         poll_interval: float = 1.0,
         user_config: bool = True,
+        port_offset: int = 0,
     ):
         super().__init__()
         self.source = source
         self.bell_on_failure = bell
         self.profile_path = profile_path
         self.simulate = simulate
+        self.port_offset = port_offset
         self.watch_profile = watch_profile and profile_path is not None
         self.poll_interval = poll_interval
         self.snapshot: dict[str, Any] | None = None
@@ -390,6 +395,19 @@ class XllmApp(App[None]):
         if name == "timeline":
             self.refresh_timeline()
             self.main_screen.query_one(TimelineTable).focus()
+        elif name == "toggles":
+            switches = self.main_screen.query(Switch)
+            if switches:
+                switches.first().focus()  # keyboard only: space flips it, tab moves on, esc goes back
+        elif name == "events":
+            self.main_screen.query_one(EventsPane).focus()
+
+    def action_log_generation(self, delta: int) -> None:
+        if self.screen is not self.main_screen:
+            return
+        self.main_screen.query_one(TabbedContent).active = "tab-log"
+        if not self.main_screen.query_one(RankLog).step_generation(delta):
+            self.notify("no older log" if delta > 0 else "this is the current log", timeout=2)
 
     def action_focus_log(self) -> None:
         if self.screen is not self.main_screen:
@@ -700,7 +718,10 @@ class XllmApp(App[None]):
 
         toggles = {t["name"]: bool(t.get("enabled")) for t in (self.snapshot or {}).get("toggles") or []}
         try:
-            plan = await asyncio.to_thread(profile_watch.plan_profile, self.profile_path, simulate=self.simulate, toggles=toggles)
+            plan = await asyncio.to_thread(
+                profile_watch.plan_profile, self.profile_path, simulate=self.simulate, toggles=toggles,
+                port_offset=self.port_offset,
+            )
         except Exception as error:  # an unexpected loader failure is shown like a profile error
             plan = profile_watch.ProfilePlan(errors=[f"{self.profile_path}: {error}"])
         banner = self.main_screen.query_one("#profile-banner", Static)

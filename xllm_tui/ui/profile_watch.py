@@ -31,7 +31,9 @@ class ProfilePlan:
         return {"argv": list(launch.argv), "env": launch.env_dict()}
 
 
-def plan_profile(path: str, *, simulate: bool, toggles: dict[str, bool] | None = None) -> ProfilePlan:
+def plan_profile(
+    path: str, *, simulate: bool, toggles: dict[str, bool] | None = None, port_offset: int = 0
+) -> ProfilePlan:
     """Load and validate the profile; on success plan every rank's next launch with the toggles' states.
 
     The environment is planned without the inherited one (base_env={}): the supervisor's inherited
@@ -52,7 +54,7 @@ def plan_profile(path: str, *, simulate: bool, toggles: dict[str, bool] | None =
     known = {t.name for t in profile.toggles}
     states = {name: on for name, on in (toggles or {}).items() if name in known}
     try:
-        mapping = launch.build_simulate_mapping(profile) if simulate else None
+        mapping = launch.build_simulate_mapping(profile, port_offset) if simulate else None
         launches = launch.plan_launches(profile, simulate=mapping, base_env={}, toggles=states)
     except launch.LaunchError as error:
         plan.errors.append(f"{path}: {error}")

@@ -119,13 +119,14 @@ class StaticSource:
 class SupervisorSource:
     """A live supervisor reached through its unix socket (xllm_tui.client)."""
 
-    def __init__(self, run_dir: str, *, profile_path: str | None = None, simulate: bool = False):
+    def __init__(self, run_dir: str, *, profile_path: str | None = None, simulate: bool = False, port_offset: int = 0):
         from xllm_tui import client
 
         self._client_module = client
         self.run_dir = run_dir
         self.profile_path = profile_path
         self.simulate = simulate
+        self.port_offset = port_offset
         self.socket = client.socket_path(run_dir)
         self.description = self.socket
         self.can_start_supervisor = profile_path is not None
@@ -198,7 +199,11 @@ class SupervisorSource:
             raise SourceUnavailable("no profile to start a supervisor for")
         await self._drop()
         await asyncio.to_thread(
-            self._client_module.ensure_supervisor, self.profile_path, simulate=self.simulate, run_dir=self.run_dir
+            self._client_module.ensure_supervisor,
+            self.profile_path,
+            simulate=self.simulate,
+            run_dir=self.run_dir,
+            port_offset=self.port_offset,
         )
 
     async def close(self) -> None:

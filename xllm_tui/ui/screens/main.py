@@ -33,6 +33,8 @@ MAIN_KEYS: list[tuple[str, str, str, str, bool, str, str]] = [
     ("toggles", "t", "app.show_tab('toggles')", "Toggles", False, "environment toggle groups", "Views"),
     ("timeline", "T", "app.show_tab('timeline')", "Timeline", False, "every rank's warnings and errors, merged by time", "Views"),
     ("devices", "D", "app.show_tab('devices')", "Devices", False, "NPUs of this deployment", "Views"),
+    ("older-log", "left_square_bracket", "app.log_generation(1)", "Older log", False, "the rank's log from its previous launch (again: further back)", "Views"),
+    ("newer-log", "right_square_bracket", "app.log_generation(-1)", "Newer log", False, "back towards the rank's current log", "Views"),
     ("split", "v", "app.split_view", "Split", False, "marked ranks' logs side by side (space marks a rank)", "Views"),
     ("profile-change", "p", "app.show_profile_change", "Profile diff", False, "what the last profile edit would change", "Views"),
 ]

@@ -3,6 +3,7 @@ process, and how the profile's next launch differs from it."""
 
 from __future__ import annotations
 
+import os
 import shlex
 from typing import Any
 
@@ -81,7 +82,14 @@ def detail_text(
         running_watched = {k: v for k, v in running_env.items() if k in names}
         planned_watched = {k: v for k, v in planned_env.items() if k in names}
         env_rows = fmt.env_diff(running_watched, planned_watched)
-        argv_rows = fmt.argv_diff(list(running.get("argv") or []), list(planned.get("argv") or []))
+        running_argv = list(running.get("argv") or [])
+        planned_argv = list(planned.get("argv") or [])
+        if running_argv and os.path.basename(running_argv[0]) != "numactl":
+            # numactl execs the binary: a running rank's argv no longer shows the `numactl -C cores` prefix
+            from xllm_tui.supervisor.process import program_argv
+
+            planned_argv = program_argv(planned_argv)
+        argv_rows = fmt.argv_diff(running_argv, planned_argv)
         if not env_rows and not argv_rows:
             text.append("identical: a relaunch changes nothing\n", style="dim")
         for mark, name, old, new in env_rows:

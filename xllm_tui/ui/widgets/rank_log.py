@@ -31,7 +31,9 @@ class RankLog(Vertical):
         super().__init__(**kwargs)
         self._log_id = log_id
         self.rank: int | None = None
-        self.path: str | None = None
+        self.path: str | None = None  # the file shown (the current log, or an earlier generation)
+        self.back = 0  # 0: current log; 1: the previous generation (node_3.log.1); 2: the one before ...
+        self._rank_data: dict[str, Any] | None = None
 
     def compose(self) -> ComposeResult:
         yield Static("", classes="rank-log-title")
@@ -41,17 +43,50 @@ class RankLog(Vertical):
     def log_widget(self) -> Widget:
         return self.query_one(".rank-log-body")
 
+    def earlier_logs(self) -> list[str]:
+        base = (self._rank_data or {}).get("log_path")
+        if not base:
+            return []
+        from xllm_tui.logs.tail import log_generations
+
+        return log_generations(base)
+
+    def step_generation(self, delta: int) -> bool:
+        """Show an older (delta=+1) or newer (-1) generation of this rank's log; False when there is none."""
+        if self._rank_data is None:
+            return False
+        target = self.back + delta
+        if target < 0 or target > len(self.earlier_logs()):
+            return False
+        self.back = target
+        self.show_rank(self._rank_data)
+        return True
+
     def show_rank(self, rank: dict[str, Any] | None) -> None:
         title = self.query_one(".rank-log-title", Static)
         if rank is None:
             title.update(Text("no rank selected", style="dim"))
             return
+        if self.rank is not None and int(rank["rank"]) != self.rank:
+            self.back = 0  # another rank: start at its current log
+        self._rank_data = rank
         number, path = int(rank["rank"]), rank.get("log_path")
+        if self.back and path:
+            earlier = self.earlier_logs()
+            if self.back <= len(earlier):
+                path = earlier[self.back - 1]
+            else:
+                self.back = 0
         state_colour = self.app.theme_variables.get(fmt.STATE_VARIABLE.get(rank.get("state") or "", ""), "")
         text = Text()
         text.append(f" rank {number} ", style="bold reverse")
         text.append(f" {fmt.state_text(rank)} ", style=f"bold {state_colour}")
-        text.append(f" gen {rank.get('generation', '-')}  {path or 'no log file'}", style="dim")
+        if self.back:
+            text.append(f" earlier log, {self.back} launch(es) back ", style="bold reverse")
+            text.append(f"  {path}  (] newer)", style="dim")
+        else:
+            text.append(f" gen {rank.get('generation', '-')}  {path or 'no log file'}", style="dim")
+            text.append("  ([ earlier logs)", style="dim")
         title.update(text)
         if path == self.path and number == self.rank:
             return

@@ -71,7 +71,7 @@ class RankTable(DataTable):
         rank_label = f"{'*' if number in self.marked else ' '}{number}"
         rank_cell = Text(rank_label, style="bold" if number == self._first_failure else "")
         state_label = fmt.state_text(rank)
-        if number == self._first_failure:
+        if number == self._first_failure and state in fmt.FAILED_STATES:
             state_label += " (first)"
         if rank.get("relaunch_pending"):
             state_label += " ~"
@@ -109,7 +109,7 @@ class RankTable(DataTable):
             else:
                 for (_, column_key), old, new in zip(COLUMNS, previous, cells):
                     if old != new:
-                        self.update_cell(str(number), column_key, new)
+                        self.update_cell(str(number), column_key, new, update_width=True)
             self._rendered[number] = cells
         for gone in set(self._rendered) - seen:
             self.remove_row(str(gone))

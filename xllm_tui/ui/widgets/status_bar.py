@@ -29,8 +29,13 @@ def status_line(snapshot: dict[str, Any] | None, now: float, variables: dict[str
     if group.get("restarts"):
         text.append(f"  restarts {group['restarts']}", style="dim")
     next_at = group.get("next_restart_at")
-    if next_at:
+    if next_at and "restart in" not in (group.get("reason") or ""):
         text.append(f"  restart in {fmt.duration(max(0.0, next_at - now))}", style=variables.get("warning", ""))
+    first = group.get("first_failure")
+    if first and first.get("rank") is not None:
+        error = variables.get("xllm-state-failed", "")
+        label = "first failure" if state in ("failed", "degraded", "crash-looping", "stopping") else "last failure"
+        text.append(f"  {label}: rank {first['rank']} {first.get('cause') or ''}".rstrip(), style=error)
     if any(r.get("relaunch_pending") for r in ranks):
         text.append("  ~ relaunch pending", style="dim")
     return text

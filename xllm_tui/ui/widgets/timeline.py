@@ -31,6 +31,7 @@ class TimelineEntry:
     severity: str  # W, E or F
     where: str
     message: str
+    back: int = 0  # 0: the current log; 1: the previous launch's log (the failure a restart left behind)
 
 
 def parse_glog(line: str) -> tuple[str, float, str, str] | None:
@@ -49,7 +50,7 @@ def parse_glog(line: str) -> tuple[str, float, str, str] | None:
     return severity, float(ts), where, message
 
 
-def scan_log(path: str, rank: int, max_entries: int = MAX_PER_RANK) -> list[TimelineEntry]:
+def scan_log(path: str, rank: int, max_entries: int = MAX_PER_RANK, back: int = 0) -> list[TimelineEntry]:
     kept: deque[TimelineEntry] = deque(maxlen=max_entries)
     try:
         with open(path, "rb") as handle:
@@ -60,24 +61,36 @@ def scan_log(path: str, rank: int, max_entries: int = MAX_PER_RANK) -> list[Time
                 parsed = parse_glog(raw.decode("utf-8", "replace").rstrip("\r\n"))
                 if parsed:
                     severity, ts, where, message = parsed
-                    kept.append(TimelineEntry(ts, rank, severity, where, message))
+                    kept.append(TimelineEntry(ts, rank, severity, where, message, back))
     except OSError:
         return []
     return list(kept)
 
 
-def scan_ranks(ranks: list[dict[str, Any]]) -> list[TimelineEntry]:
-    """Every rank's warnings and errors merged by time (ties by rank)."""
+def scan_ranks(ranks: list[dict[str, Any]], previous: int = 3) -> list[TimelineEntry]:
+    """Every rank's warnings and errors merged by time (ties by rank), from the current log and the
+    `previous` launches before it: after a group restart the failure is in an earlier log."""
+    from xllm_tui.logs.tail import log_generations
+
     entries: list[TimelineEntry] = []
     for rank in ranks:
-        if rank.get("log_path"):
-            entries.extend(scan_log(rank["log_path"], int(rank["rank"])))
+        path = rank.get("log_path")
+        if not path:
+            continue
+        for back, earlier in enumerate(log_generations(path)[:previous], start=1):
+            entries.extend(scan_log(earlier, int(rank["rank"]), back=back))
+        entries.extend(scan_log(path, int(rank["rank"])))
     entries.sort(key=lambda e: (e.ts, e.rank))
     return entries
 
 
 def first_failure_index(entries: list[TimelineEntry]) -> int | None:
-    return next((i for i, e in enumerate(entries) if e.severity in ("E", "F")), None)
+    """The first error of the most recent launch that had errors (older episodes are history)."""
+    failures = [(e.back, i) for i, e in enumerate(entries) if e.severity in ("E", "F")]
+    if not failures:
+        return None
+    newest = min(back for back, _ in failures)
+    return next(i for back, i in failures if back == newest)
 
 
 class TimelineTable(DataTable):
@@ -89,6 +102,7 @@ class TimelineTable(DataTable):
         self.add_column("time", key="time")
         self.add_column("rank", key="rank")
         self.add_column("sev", key="sev")
+        self.add_column("log", key="log")
         self.add_column("where", key="where")
         self.add_column("message", key="message")
 
@@ -106,6 +120,7 @@ class TimelineTable(DataTable):
                 fmt.clock_utc(entry.ts),
                 Text(f"{marker}{entry.rank}", style=f"bold {colour}" if index == first else ""),
                 Text(entry.severity, style=f"bold {colour}"),
+                f"-{entry.back}" if entry.back else "",
                 entry.where,
                 Text(entry.message, style=colour if entry.severity != "W" else ""),
                 key=str(index),
