@@ -41,13 +41,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"xllm-tui: no profile file {path!r} (give the path of a profile YAML, e.g. profiles/a3-8card.yaml)",
               file=sys.stderr)
         return 2
-    result = load_profile(path, simulate=args.simulate)
-    for diagnostic in result.diagnostics:
-        print(str(diagnostic), file=sys.stderr)
-    if result.errors or result.profile is None:
-        print(f"xllm-tui: {path} has {len(result.errors)} error(s); fix them (`xllm-tui validate {path}`) and retry",
-              file=sys.stderr)
-        return 2
     if args.port_offset and not args.simulate:
         print("xllm-tui: --port-offset only applies with --simulate (real ranks use the profile's ports)",
               file=sys.stderr)
@@ -57,7 +50,13 @@ def run(args: argparse.Namespace) -> int:
         if args.theme not in names:
             print(f"xllm-tui: unknown theme {args.theme!r}; available: {', '.join(names)}", file=sys.stderr)
             return 2
-
+    result = load_profile(path, simulate=args.simulate)
+    for diagnostic in result.diagnostics:
+        print(str(diagnostic), file=sys.stderr)
+    if result.errors or result.profile is None:
+        print(f"xllm-tui: {path} has {len(result.errors)} error(s); fix them (`xllm-tui validate {path}`) and retry",
+              file=sys.stderr)
+        return 2
     run_dir = os.path.abspath(args.run_dir) if args.run_dir else client.run_dir_for(result.profile, args.simulate)
     started_supervisor = client.supervisor_answers(run_dir) is None
     if started_supervisor:
