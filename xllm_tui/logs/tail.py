@@ -217,6 +217,14 @@ class LogFile:
                 os.close(self._fd)
                 self._fd = None
 
+    def __del__(self) -> None:
+        fd = getattr(self, "_fd", None)
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
     def __enter__(self) -> LogFile:
         return self
 

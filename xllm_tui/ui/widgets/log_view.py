@@ -40,6 +40,9 @@ Component classes (styled from theme variables in DEFAULT_CSS; override in .tcss
     log-view--prefix, log-view--info, log-view--warning, log-view--error, log-view--fatal,
     log-view--match, log-view--current.
 
+Filters and search work on byte offsets of line starts (stable while the index still grows backwards)
+and scan the file in thread workers: a filtered view is an array of offsets, 8 bytes per matching line.
+
 Wrapping: without wrap, lines are one row each with horizontal scrolling (the virtual width grows to the
 widest line seen). With wrap, scrolling still moves one *log line* at a time and only the visible region
 is wrapped: the viewport is filled from the top line downwards (or, at the bottom, from the last line
