@@ -158,3 +158,17 @@ def test_a_ready_rank_with_a_silent_log_is_degraded(sim_deployment):
     assert snap["ranks"][0]["reason"].startswith("log silent for")
     states = [e["to"] for e in dep.events_file() if e["kind"] == "state" and e["rank"] == 0 and e.get("to")]
     assert states.index("ready") < states.index("degraded")  # silence only counts once it was ready
+
+
+def test_workers_dying_after_rank_0_are_collateral_not_first(sim_deployment):
+    dep = sim_deployment(ranks=3, env={"XLLM_SIM_ON_MASTER_LOSS": "exit"})
+    dep.start()
+    before = dep.rank_pids(dep.wait_group("ready"))
+    os.kill(before[0], signal.SIGKILL)
+    snap = dep.wait_snapshot(lambda s: s["group"]["restarts"] == 1 and s["group"]["state"] == "ready", 60,
+                             "group restarted")
+    assert snap["group"]["first_failure"]["rank"] == 0
+    for r in snap["ranks"][1:]:
+        assert r["last_exit"]["collateral"] is True and r["last_exit"]["cause"] == "collateral", r["last_exit"]
+    firsts = [e for e in dep.events_file() if e.get("first_failure")]
+    assert {e["first_failure"]["rank"] for e in firsts} == {0}

@@ -42,6 +42,7 @@ PROTOCOL = 1
 log = logging.getLogger("xllm_tui.supervisor")
 
 RUNNING_STATES = ("starting", "loading", "ready", "degraded", "stopping")
+FAILURE_SETTLE_S = 0.25  # exits this close together are one failure; the first is chosen by evidence
 
 
 class RequestError(Exception):
@@ -213,6 +214,8 @@ class Supervisor:
         self.group_crash_looping = False
         self.group_reason_crash = ""
         self.group_restart_handle: asyncio.TimerHandle | None = None
+        self.settle_handle: asyncio.TimerHandle | None = None
+        self.pending_failures: list[tuple] = []
         self.group_next_restart_at: float | None = None
         self.last_launch_at: float | None = None
         self.journal: EventJournal | None = None
@@ -695,13 +698,48 @@ class Supervisor:
             return
         last.update(cause=cause, message=message)
         r.last_exit = last
-        if self.scope == "group" and not self.group_failing:
-            self.record_first_failure(r, status, cause, message)
         new_state = "exited" if status.clean else "failed"
         self.set_state(r, new_state, f"{status.describe()}: {message}" if message != status.describe()
                        else status.describe(), cause=cause)
         self.after_exit(r)
+        if self.scope == "group":
+            # Ranks of one world often die within milliseconds of each other (a worker noticing rank 0's
+            # death); gather the exits of a short window, then decide which one was first.
+            self.pending_failures.append((r, status, cause, message))
+            if self.settle_handle is None:
+                self.settle_handle = self.loop.call_later(FAILURE_SETTLE_S, self.settle_failures)
+            return
         self.handle_failure(r, status, cause, message)
+
+    def settle_failures(self) -> None:
+        self.settle_handle = None
+        pending, self.pending_failures = self.pending_failures, []
+        if not pending:
+            return
+        if not self.group_failing:
+            # Evidence first: a signal or a classified log message beats a plain exit code (such a rank
+            # most likely exited because another died); then rank 0 (workers follow it); then notice order.
+            order = {id(p): i for i, p in enumerate(pending)}
+            primary = min(pending, key=lambda p: (p[2] == "exit_code", p[0].rank != 0, order[id(p)]))
+            self.record_first_failure(primary[0], primary[1], primary[2], primary[3])
+        else:
+            primary = None
+        ff = self.first_failure or {}
+        for item in pending:
+            if item is primary:
+                continue
+            r, status, _cause, message = item
+            if r.last_exit is not None:
+                r.last_exit.update(cause="collateral", collateral=True, message=message)
+            self.set_state(r, r.state, f"{status.describe()} after rank {ff.get('rank')} failed first")
+        if primary is not None:
+            self.handle_failure(*primary)
+
+    def cancel_settle(self) -> None:
+        if self.settle_handle is not None:
+            self.settle_handle.cancel()
+        self.settle_handle = None
+        self.pending_failures = []
 
     def after_exit(self, r: Rank) -> None:
         if r.rank == 0:
@@ -851,6 +889,7 @@ class Supervisor:
     async def op_start(self, ranks: list[Rank], who: str) -> None:
         async with self.action_lock:
             self.cancel_group_restart()
+            self.cancel_settle()
             self.group_crash_looping = False
             for r in ranks:
                 self.cancel_rank_restart(r)
@@ -870,6 +909,7 @@ class Supervisor:
     async def op_stop(self, ranks: list[Rank], who: str) -> None:
         async with self.action_lock:
             self.cancel_group_restart()
+            self.cancel_settle()
             self.group_failing = False
             self.group_crash_looping = False
             for r in ranks:
