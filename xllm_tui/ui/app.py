@@ -48,7 +48,7 @@ APP_KEYS: list[tuple[str, str, str, str, bool, str, str]] = [
     ("help", "question_mark", "help", "Help", True, "this list of keys", "General"),
     ("quit", "q", "quit", "Quit", True, "quit the TUI; the supervisor and the ranks keep running", "General"),
     ("prompt", "colon", "prompt", "Command", False, "command prompt (restart 3, toggle determinism on, ...)", "General"),
-    ("palette", "ctrl+p", "command_palette", "Palette", False, "command palette: every action, themes", "General"),
+    ("palette", "ctrl+p", "command_palette", "palette", False, "command palette: every action, themes", "General"),
     ("shutdown", "ctrl+x", "shutdown", "Shut down", False, "stop every rank and the supervisor, then quit (confirms)", "General"),
 ]
 KEY_LABELS = {
@@ -95,7 +95,15 @@ def load_keymap(path: Path) -> tuple[dict[str, str], list[str]]:
 
 
 def known_binding_ids() -> set[str]:
-    return {f"main.{k[0]}" for k in MAIN_KEYS} | {f"app.{k[0]}" for k in APP_KEYS}
+    from xllm_tui.ui.widgets.rank_log import LogView
+
+    ids = {f"main.{k[0]}" for k in MAIN_KEYS} | {f"app.{k[0]}" for k in APP_KEYS}
+    classes: list[Any] = [RankTable, ConfirmScreen, HelpScreen, PromptScreen, TextScreen, SplitScreen, RankDetailScreen]
+    if LogView is not None:
+        classes.append(LogView)
+    for cls in classes:
+        ids |= {b.id for b in cls.BINDINGS if isinstance(b, Binding) and b.id}
+    return ids
 
 
 def key_label(keys: str) -> str:
@@ -133,9 +141,9 @@ class XllmApp(App[None]):
     TITLE = "xllm-tui"
     COMMANDS = App.COMMANDS | {ActionsProvider}
     BINDINGS = [
-        Binding(keys, action, label, show=show, id=f"app.{binding_id}", tooltip=help_text)
+        Binding(keys, action, label, show=show, id=f"app.{binding_id}", tooltip=help_text,
+                priority=binding_id == "palette")  # as Textual's own palette binding: works from any widget
         for binding_id, keys, action, label, show, help_text, _ in APP_KEYS
-        if binding_id != "palette"
     ]
     ENABLE_COMMAND_PALETTE = True
 
