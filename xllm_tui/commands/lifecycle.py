@@ -289,20 +289,34 @@ def _rank_selection(args: argparse.Namespace) -> object:
     return "all"
 
 
-def _settled(snap: dict, ranks: list[int], command: str, wait_ready: bool) -> bool:
+def _settled(snap: dict, ranks: list[int], command: str, wait_ready: bool, before: dict[int, dict],
+             asked_at: float) -> bool:
+    """Has the action visibly happened to every rank (and, with --wait, reached ready or failed)?"""
     by_rank = {r["rank"]: r for r in snap["ranks"]}
-    states = [by_rank[n]["state"] for n in ranks if n in by_rank]
-    if command == "stop":
-        return all(s not in ("stopping", "starting", "loading", "ready", "degraded") for s in states)
-    if wait_ready:
-        return all(s in ("ready", "failed", "crash-looping", "exited") for s in states) and \
-            snap["group"]["state"] not in ("stopping",)
-    return all(s not in ("stopped", "stopping") for s in states)
+    for n in ranks:
+        r, old = by_rank.get(n), before.get(n, {})
+        if r is None:
+            continue
+        if command == "stop":
+            if r["state"] in ("stopping", "starting", "loading", "ready", "degraded"):
+                return False
+            continue
+        relaunched = r["generation"] > old.get("generation", 0) or (r["state"] == "failed" and r["since"] >= asked_at)
+        needs_launch = command == "restart" or old.get("state") not in ("starting", "loading", "ready", "degraded")
+        if needs_launch and not relaunched:
+            return False
+        if r["state"] in ("stopped", "stopping"):
+            return False
+        if wait_ready and r["state"] not in ("ready", "failed", "crash-looping", "exited"):
+            return False
+    return True
 
 
 def cmd_lifecycle_op(args: argparse.Namespace, target: Target) -> int:
     selection = _rank_selection(args)
     with connect(target) as client:
+        before = {r["rank"]: r for r in client.snapshot()["ranks"]}
+        asked_at = time.time()
         result = client.request(args.command, ranks=selection, who=f"`xllm-tui {args.command}` (pid {os.getpid()})")
         accepted = result.get("accepted", [])
         if not accepted:
@@ -310,17 +324,15 @@ def cmd_lifecycle_op(args: argparse.Namespace, target: Target) -> int:
             return EXIT_OK
         print(f"{args.command}: rank(s) {', '.join(map(str, accepted))}", end="", flush=True)
         deadline = time.monotonic() + args.timeout
-        snap = client.snapshot()
-        time.sleep(0.2)
-        while time.monotonic() < deadline:
+        while True:
             snap = client.snapshot()
-            if _settled(snap, accepted, args.command, args.wait):
+            if _settled(snap, accepted, args.command, args.wait, before, asked_at):
                 break
+            if time.monotonic() >= deadline:
+                print(" (still in progress)")
+                return EXIT_FAILED
             print(".", end="", flush=True)
             time.sleep(0.5)
-        else:
-            print(" (still in progress)")
-            return EXIT_FAILED
     print()
     by_rank = {r["rank"]: r for r in snap["ranks"]}
     for n in accepted:

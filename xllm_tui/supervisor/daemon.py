@@ -1074,7 +1074,7 @@ class Supervisor:
                 r = pids.get(pid)
                 if r is not None and r.alive and r.proc.pid == pid:
                     r.cpu_pct, r.rss_bytes, r.threads = sample
-            self._state_dirty = True
+            # Not worth a state.json rewrite (fsync) on its own: the snapshot over the socket is live.
             await asyncio.sleep(2.0)
 
     def _sample(self, pids: list[int]) -> dict[int, tuple[float, int, int]]:
