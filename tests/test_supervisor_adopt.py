@@ -64,3 +64,20 @@ def test_a_recycled_pid_is_never_adopted(sim_deployment):
     assert not any(r["adopted"] for r in snap["ranks"])
     assert not [e for e in dep.events_file() if e.get("adopted")]
     wait_until(lambda: process_alive(os.getpid()), 1)
+
+
+def test_down_keep_ranks_then_up_adopts_and_events_json(sim_deployment):
+    dep = sim_deployment(ranks=2)
+    dep.cli("up", dep.profile_path, "--simulate", check=True)
+    before = dep.rank_pids(dep.wait_group("ready"))
+    out = dep.cli("down", dep.profile_path, "--simulate", "--keep-ranks", check=True).stdout
+    assert "stopping the supervisor" in out
+    assert dep.answers() is None and all(process_alive(pid) for pid in before.values())
+    dep.cli("up", dep.profile_path, "--simulate", check=True)
+    snap = dep.wait_group("ready")
+    assert dep.rank_pids(snap) == before
+    lines = dep.cli("events", dep.profile_path, "--simulate", "--json", "-n", "0", check=True).stdout.splitlines()
+    events = [json.loads(line) for line in lines]
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert any("ranks left running" in e.get("reason", "") for e in events)
+    assert any(e.get("adopted") == [0, 1] for e in events)

@@ -80,6 +80,12 @@ def test_eight_ranks_ready_then_status_second_up_and_down(sim_deployment):
     assert all(not process_alive(pid) for pid in pids.values())
     assert not os.path.exists(dep.socket)
 
+    # Post-mortem: logs and events are files; reading them needs no supervisor.
+    tail = dep.cli("logs", dep.profile_path, "--simulate", "--rank", "7", "-n", "2", check=True).stdout
+    assert len(tail.splitlines()) == 2 and f" {pids[7]} " in tail
+    events = dep.cli("events", dep.profile_path, "--simulate", check=True).stdout
+    assert "shutdown requested by `xllm-tui down`" in events
+
 
 def test_commands_without_a_supervisor_say_so(sim_deployment):
     dep = sim_deployment(ranks=2)
