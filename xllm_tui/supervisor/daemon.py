@@ -536,9 +536,10 @@ class Supervisor:
             self.set_state(r, "failed", f"pid {rec.get('pid')} is gone (exited while no supervisor was watching; "
                                         "status unknown)", cause="unknown")
         if gone and adopted:
-            # The group is broken: same handling as a failure noticed live.
-            r = gone[0][0]
-            self.handle_failure(r, ExitStatus(None, None, known=False, at=time.time()), "unknown", r.reason)
+            # Same handling as a failure noticed live: in group scope the group is broken (the first gone
+            # rank stands for it), in rank scope each gone rank gets its own restart decision.
+            for r, _rec in (gone if self.scope == "rank" else gone[:1]):
+                self.handle_failure(r, ExitStatus(None, None, known=False, at=time.time()), "unknown", r.reason)
             return
         if not adopted and self.launch_on_start:
             for r in self.ranks.values():
