@@ -205,3 +205,29 @@ def test_prelaunch_removal_is_confined_under_simulate(tmp_path, monkeypatch):
     real = Outcome("clear")
     remove_globs(real, [str(system / "log") + "/"], base_dir=str(work), simulate=False, allowed_roots=[])
     assert real.removed == [str(system / "log")] and not (system / "log").exists()
+
+
+def test_weight_progress_counts_main_and_draft_shards_and_worker_readiness():
+    from xllm_tui.supervisor.probes import Milestones
+
+    prefix = "I20261129 17:03:08.266814 17122 model_loader.cpp:89] Loading model weights from "
+    worker = Milestones("worker")
+    worker.feed("I20261129 17:03:07.000000 17122 worker_server.cpp:253] Worker#1 connect to 127.0.0.1:1 success.")
+    for i in range(1, 4):
+        worker.feed(prefix + f"/models/main/model-0000{i}-of-00003.safetensors")
+    assert worker.describe() == "loading weights 3/3" and not worker.ready
+    worker.feed(prefix + "/models/draft/model-00001-of-00001.safetensors")
+    assert worker.progress == [4, 4]
+    worker.feed("I20261129 17:03:09.068231 17312 worker_impl.cpp:112] Initializing k cache with shape: [758, 128]")
+    assert worker.ready
+    master = Milestones("master")
+    master.feed("I20261129 17:03:09.1 1 xllm_server.cpp:134] Brpc Server Started on port 18994, idle_timeout_s: -1")
+    assert master.ready and master.phase == "serving"
+
+
+def test_identity_uses_the_program_argv_after_numactl():
+    from xllm_tui.supervisor.process import program_argv
+
+    assert program_argv(["numactl", "-C", "0-11", "/x/xllm", "--port=1"]) == ["/x/xllm", "--port=1"]
+    assert program_argv(["numactl", "--physcpubind=0-11", "-m", "0", "xllm"]) == ["xllm"]
+    assert program_argv(["/x/xllm", "--port=1"]) == ["/x/xllm", "--port=1"]

@@ -285,7 +285,8 @@ def _rank_selection(args: argparse.Namespace) -> object:
         try:
             return [int(x) for x in args.ranks.replace(" ", "").split(",") if x != ""]
         except ValueError:
-            raise SystemExit(f"xllm-tui {args.command}: --ranks takes rank numbers like 0,3 (got {args.ranks!r})")
+            err(f"{args.command}: --ranks takes rank numbers like 0,3 (got {args.ranks!r})")
+            raise SystemExit(EXIT_BAD_INPUT) from None
     return "all"
 
 
