@@ -147,6 +147,12 @@ async def test_supervisor_loss_is_survived_and_a_new_one_adopts_the_ranks(sim_de
     async with app.run_test(size=(120, 40)) as pilot:
         await until(pilot, lambda: all_ready(app, 2), what="ready")
         running = pids(app)
+        # Devices tab: the (simulated) npu-smi read in a worker, each rank on its device with its pid
+        await pilot.press("D")
+        devices = app.main_screen.query_one("#devices-table")
+        await until(pilot, lambda: devices.row_count > 0, 30, "device rows")
+        row0 = [str(c) for c in devices.get_row_at(0)]
+        assert row0[0] == "0" and row0[7] == "0" and str(running[0]) in row0[8]
         dep.kill_supervisor()
         banner = app.main_screen.query_one("#connection-banner", Static)
         await until(pilot, lambda: banner.has_class("visible"), 20, "supervisor-gone banner")

@@ -35,6 +35,7 @@ from xllm_tui.ui.screens.text import TextScreen
 from xllm_tui.ui.screens.too_small import MIN_HEIGHT, MIN_WIDTH, TooSmallScreen
 from xllm_tui.ui.source import ActionFailed, DeploymentSource, SourceUnavailable
 from xllm_tui.ui.widgets import format as fmt
+from xllm_tui.ui.widgets.devices_pane import DevicesPane
 from xllm_tui.ui.widgets.events_pane import EventsPane
 from xllm_tui.ui.widgets.rank_log import RankLog
 from xllm_tui.ui.widgets.rank_table import RankTable
@@ -217,6 +218,7 @@ class XllmApp(App[None]):
             self._watch_profile()
         if not self._frozen:
             self.set_interval(1.0, self._tick)
+            self.set_interval(5.0, self._devices_tick)
 
     def _tick(self) -> None:
         """Once a second: uptimes and the restart countdown move without a new snapshot."""
@@ -409,6 +411,8 @@ class XllmApp(App[None]):
                 switches.first().focus()  # keyboard only: space flips it, tab moves on, esc goes back
         elif name == "events":
             self.main_screen.query_one(EventsPane).focus()
+        elif name == "devices":
+            self.refresh_devices()
 
     def action_log_generation(self, delta: int) -> None:
         if self.screen is not self.main_screen:
@@ -422,6 +426,25 @@ class XllmApp(App[None]):
             return
         self.main_screen.query_one(TabbedContent).active = "tab-log"
         self.main_screen.query_one(RankLog).log_widget.focus()
+
+    def refresh_devices(self) -> None:
+        pane = self.main_screen.query_one(DevicesPane)
+        if self._frozen:
+            pane.show_unavailable("A frozen snapshot has no devices to read; run `xllm-tui devices PROFILE`.")
+            return
+        self._read_devices(list((self.snapshot or {}).get("ranks") or []))
+
+    def _devices_tick(self) -> None:
+        """Every few seconds while the Devices tab is open (npu-smi is slow: never more often)."""
+        if self.screen is self.main_screen and self.main_screen.query_one(TabbedContent).active == "tab-devices":
+            self.refresh_devices()
+
+    @work(group="devices", exclusive=True, thread=True)
+    def _read_devices(self, ranks: list[dict[str, Any]]) -> None:
+        from xllm_tui.ui.widgets.devices_pane import read_device_report
+
+        report = read_device_report(self.simulate, ranks)
+        self.call_from_thread(self.main_screen.query_one(DevicesPane).show, report, ranks)
 
     def refresh_timeline(self) -> None:
         if self.snapshot:

@@ -10,6 +10,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane
 
+from xllm_tui.ui.widgets.devices_pane import DevicesPane
 from xllm_tui.ui.widgets.events_pane import EventsPane
 from xllm_tui.ui.widgets.rank_log import RankLog
 from xllm_tui.ui.widgets.rank_table import RankTable
@@ -65,11 +66,7 @@ class MainScreen(Screen[None]):
             with TabPane("Timeline", id="tab-timeline"):
                 yield TimelineTable(id="timeline")
             with TabPane("Devices", id="tab-devices"):
-                yield Static(
-                    "Device health and topology: run `xllm-tui devices PROFILE` (in a terminal beside this one).\n"
-                    "A live device view is planned here.",
-                    id="devices-placeholder",
-                )
+                yield DevicesPane(id="devices")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -92,6 +89,8 @@ class MainScreen(Screen[None]):
                 app.action_focus_log()
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        app: Any = self.app
         if event.pane.id == "tab-timeline":
-            app: Any = self.app
             app.refresh_timeline()
+        elif event.pane.id == "tab-devices":
+            app.refresh_devices()
