@@ -19,6 +19,13 @@ RANK_KEYS = {
 }
 
 
+def fd_target(pid: int, fd: str) -> str:
+    try:
+        return os.readlink(f"/proc/{pid}/fd/{fd}")
+    except OSError:  # closed meanwhile
+        return ""
+
+
 def test_eight_ranks_ready_then_status_second_up_and_down(sim_deployment):
     dep = sim_deployment(ranks=8)
     up = dep.cli("up", dep.profile_path, "--simulate", check=True)
@@ -40,6 +47,10 @@ def test_eight_ranks_ready_then_status_second_up_and_down(sim_deployment):
         # stdout/stderr straight into the rank's log file, never a pipe.
         assert os.readlink(f"/proc/{pid}/fd/1") == dep.log_path(rank)
         assert os.readlink(f"/proc/{pid}/fd/2") == dep.log_path(rank)
+        # Nothing of the supervisor's leaks into a rank (every descriptor it opens is close-on-exec).
+        targets = {fd_target(pid, fd) for fd in os.listdir(f"/proc/{pid}/fd")}
+        leaked = {t for t in targets if t.startswith(dep.run_dir) and t != dep.log_path(rank)}
+        assert not leaked, leaked
     assert stat.S_IMODE(os.stat(dep.socket).st_mode) == 0o600
 
     # status: the table a human reads
