@@ -14,7 +14,6 @@ import logging
 import os
 import signal
 import socket
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -1104,16 +1103,3 @@ class Supervisor:
                 except OSError as e:
                     log.error("cannot write state.json: %s", e)
             await asyncio.sleep(0.5)
-
-
-# ------------------------------------------------------------------------------------------ entry
-
-
-def configure_logging(run_dir: str, foreground: bool) -> None:
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
-    logging.basicConfig(level=logging.INFO, handlers=handlers,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-
-def run_supervisor(supervisor: Supervisor) -> int:
-    return asyncio.run(supervisor.run())
