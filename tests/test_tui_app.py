@@ -328,6 +328,25 @@ async def test_profile_edit_is_validated_and_shows_the_change(source, tmp_path):
         assert source.actions == []  # an edit is never applied by itself
 
 
+async def test_profile_file_is_watched(source, tmp_path):
+    profiles = tmp_path / "profiles"
+    shutil.copytree(REPO / "profiles", profiles)
+    profile = profiles / "a3-8card.yaml"
+    app = make_app(source, profile_path=str(profile), simulate=True, watch_profile=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.profile_plan is not None, what="profile planned")
+        await pilot.pause(0.5)  # let the watcher start before the edit
+        banner = app.main_screen.query_one("#profile-banner", Static)
+        text = profile.read_text().replace("max_seqs_per_batch: 256", "max_seqs_per_batch: 128")
+        deadline = time.monotonic() + 20
+        while not banner.has_class("visible"):  # rewrite until the watcher has seen it (bounded)
+            assert time.monotonic() < deadline, "the profile edit was not noticed"
+            profile.write_text(text)
+            await pilot.pause(0.5)
+        assert "a relaunch would change ranks 0-7" in str(banner.render())
+        assert source.actions == []
+
+
 async def test_quit_leaves_everything_running(source):
     app = make_app(source)
     async with app.run_test(size=(120, 40)) as pilot:

@@ -34,6 +34,7 @@ class RankLog(Vertical):
         self.path: str | None = None  # the file shown (the current log, or an earlier generation)
         self.back = 0  # 0: current log; 1: the previous generation (node_3.log.1); 2: the one before ...
         self._rank_data: dict[str, Any] | None = None
+        self._title: Text | None = None
 
     def compose(self) -> ComposeResult:
         yield Static("", classes="rank-log-title")
@@ -87,7 +88,9 @@ class RankLog(Vertical):
         else:
             text.append(f" gen {rank.get('generation', '-')}  {path or 'no log file'}", style="dim")
             text.append("  ([ earlier logs)", style="dim")
-        title.update(text)
+        if text != self._title:
+            self._title = text
+            title.update(text)
         if path == self.path and number == self.rank:
             return
         self.rank, self.path = number, path

@@ -42,5 +42,10 @@ def status_line(snapshot: dict[str, Any] | None, now: float, variables: dict[str
 
 
 class StatusBar(Static):
+    _shown: Text | None = None
+
     def show(self, snapshot: dict[str, Any] | None, now: float) -> None:
-        self.update(status_line(snapshot, now, self.app.theme_variables))
+        line = status_line(snapshot, now, self.app.theme_variables)
+        if line != self._shown:  # redraw only on change: a slow link pays for every update
+            self._shown = line
+            self.update(line)

@@ -57,6 +57,7 @@ class TogglesPanel(VerticalScroll):
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
         self._names: tuple[str, ...] = ()
+        self._shown_note: Text | None = None
 
     def compose(self) -> ComposeResult:
         yield Static("", id="pending-note")
@@ -75,11 +76,10 @@ class TogglesPanel(VerticalScroll):
                     with switch.prevent(Switch.Changed):
                         switch.value = bool(toggle.get("enabled"))
         pending = [r["rank"] for r in ranks if r.get("relaunch_pending")]
-        note = self.query_one("#pending-note", Static)
         if not toggles:
-            note.update(Text("This profile defines no toggle groups.", style="dim"))
+            self._note(Text("This profile defines no toggle groups.", style="dim"))
         elif pending:
-            note.update(
+            self._note(
                 Text(
                     f"Relaunch pending for ranks {fmt.rank_list(pending)}: their running environment differs from "
                     "the next launch. Toggles take effect when a rank is (re)started (R restarts the group).",
@@ -87,7 +87,12 @@ class TogglesPanel(VerticalScroll):
                 )
             )
         else:
-            note.update(Text("Toggles take effect at each rank's next launch.", style="dim"))
+            self._note(Text("Toggles take effect at each rank's next launch.", style="dim"))
+
+    def _note(self, text: Text) -> None:
+        if text != self._shown_note:
+            self._shown_note = text
+            self.query_one("#pending-note", Static).update(text)
 
     def on_switch_changed(self, event: Switch.Changed) -> None:
         event.stop()
