@@ -9,6 +9,7 @@ from rich.text import Text
 from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import DataTable
+from textual.widgets.data_table import ColumnKey, RowKey
 
 from xllm_tui.ui.widgets import format as fmt
 
@@ -98,6 +99,7 @@ class RankTable(DataTable):
         self._now = now
         self._first_failure = first_failure
         seen = set()
+        repaint: list[int] = []
         for rank in ranks:
             number = int(rank["rank"])
             seen.add(number)
@@ -106,15 +108,35 @@ class RankTable(DataTable):
             previous = self._rendered.get(number)
             if previous is None:
                 self.add_row(*cells, key=str(number))
-            else:
-                for (_, column_key), old, new in zip(COLUMNS, previous, cells):
-                    if old != new:
-                        self.update_cell(str(number), column_key, new, update_width=True)
+            elif self._update_row(str(number), previous, cells):
+                repaint.append(number)
             self._rendered[number] = cells
+        if repaint:
+            # DataTable.update_cell repaints the whole table; repainting only the changed rows keeps a
+            # second's worth of uptime and CPU changes to a few short lines on a slow SSH link.
+            self._update_count += 1  # drop the cached renders of changed rows
+            for number in repaint:
+                self.refresh_row(self.get_row_index(str(number)))
         for gone in set(self._rendered) - seen:
             self.remove_row(str(gone))
             del self._rendered[gone]
             self._rank_data.pop(gone, None)
+
+    def _update_row(self, row_key: str, previous: tuple, cells: tuple) -> bool:
+        """Store a row's changed cells; True when the row must be repainted (False: already refreshed,
+        or nothing changed). A cell wider than its column goes through update_cell to widen it."""
+        changed = False
+        for (_, column_key), old, new in zip(COLUMNS, previous, cells):
+            if old == new:
+                continue
+            column = self.columns[ColumnKey(column_key)]
+            width = new.cell_len if isinstance(new, Text) else Text(str(new)).cell_len
+            if width > column.content_width:
+                self.update_cell(row_key, column_key, new, update_width=True)
+                continue
+            self._data[RowKey(row_key)][ColumnKey(column_key)] = new
+            changed = True
+        return changed
 
     def _restyle(self) -> None:
         ranks = [self._rank_data[n] for n in sorted(self._rank_data)]
