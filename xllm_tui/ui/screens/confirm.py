@@ -12,6 +12,7 @@ from textual.widgets import Button, Label, Static
 class ConfirmScreen(ModalScreen[bool]):
     """Dismisses with True (confirmed) or False (cancelled). Keys: y / enter confirm, n / esc cancel."""
 
+    AUTO_FOCUS = "#confirm-no"  # enter on the default button does nothing harmful
     BINDINGS = [
         Binding("y", "confirm", "Yes", id="confirm.yes"),
         Binding("n,escape", "cancel", "No", id="confirm.no"),
@@ -30,9 +31,6 @@ class ConfirmScreen(ModalScreen[bool]):
             with Horizontal(id="confirm-buttons"):
                 yield Button(f"{self.confirm_label} (y)", variant="error", id="confirm-yes")
                 yield Button("Cancel (n)", variant="default", id="confirm-no")
-
-    def on_mount(self) -> None:
-        self.query_one("#confirm-no", Button).focus()  # enter on the default does nothing harmful
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         event.stop()
