@@ -188,8 +188,9 @@ READINESS_KEYS = ("ready_pattern", "http_probe", "probe_interval", "silence_warn
 RESTART_KEYS = ("mode", "scope", "backoff", "max_restarts", "window")
 BACKOFF_KEYS = ("initial", "max", "factor")
 STOP_KEYS = ("grace",)
-DEVICES_KEYS = ("backend", "npu_smi", "nvidia_smi", "poll_interval", "timeout")
+DEVICES_KEYS = ("backend", "npu_smi", "nvidia_smi", "poll_interval", "timeout", "on_busy")
 DEVICE_BACKENDS = ("auto", "npu-smi", "nvidia-smi")
+DEVICE_ON_BUSY = ("wait", "fail", "ignore")
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -1265,12 +1266,15 @@ def _read_device_settings(checker: _Checker, node: _Node | None) -> DeviceSettin
             report.error(value_node, _join("devices", key), "must be longer than 0 (e.g. 10s)")
             value = None
         intervals[key] = value
+    on_busy_node = mapping.get("on_busy")
+    on_busy = checker.choice(on_busy_node, "devices.on_busy", DEVICE_ON_BUSY) if on_busy_node is not None else None
     return DeviceSettings(
         backend=backend or defaults.backend,  # type: ignore[arg-type]
         npu_smi=tools["npu_smi"],
         nvidia_smi=tools["nvidia_smi"],
         poll_interval_s=intervals["poll_interval"] if intervals["poll_interval"] is not None else defaults.poll_interval_s,
         timeout_s=intervals["timeout"] if intervals["timeout"] is not None else defaults.timeout_s,
+        on_busy=on_busy or defaults.on_busy,  # type: ignore[arg-type]
     )
 
 

@@ -95,6 +95,9 @@ class DeviceSettings:
     nvidia_smi: str | None = None  # path of nvidia-smi; None = "nvidia-smi" on PATH
     poll_interval_s: float = 10.0  # how often a supervisor reads them (npu-smi takes about a second)
     timeout_s: float = 10.0  # one reading may take this long before the tool is killed
+    # Before a rank is launched, another process holding its NPU: "wait" (the rank waits until the holder is
+    # gone or the operator starts it again), "fail" (the rank fails, cause npu_busy), "ignore" (launch, warn).
+    on_busy: Literal["wait", "fail", "ignore"] = "wait"
 
 
 @dataclass(frozen=True)

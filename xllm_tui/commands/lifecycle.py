@@ -232,6 +232,33 @@ def format_event(ev: dict) -> str:
     return f"{stamp} #{ev.get('seq')} {ev.get('kind', ''):9} {who:8} {text}"
 
 
+def format_devices(devices: dict | None, now: float | None = None) -> list[str]:
+    """The short device lines of `status`: health counts, the hottest NPU, HBM, binding warnings."""
+    if not devices:
+        return []
+    age = f", read {_duration(max(0.0, (now or time.time()) - devices['polled_at']))} ago" \
+        if devices.get("polled_at") else ""
+    summary = devices.get("summary") or {}
+    if not devices.get("devices"):
+        why = "; ".join(devices.get("errors") or []) or "no devices listed"
+        lines = [f"devices: unavailable{age}: {why}"]
+    else:
+        health = ", ".join(f"{count} {word}" for word, count in (summary.get("health") or {}).items())
+        kind = "GPUs" if devices.get("backend") == "nvidia-smi" else "NPUs"
+        parts = [f"{summary.get('count', len(devices['devices']))} {kind} ({devices.get('backend')}{age})", health]
+        hottest = summary.get("hottest")
+        if hottest:
+            parts.append(f"hottest NPU {hottest['logic_id']} {hottest['temp_c']:g} C")
+        if summary.get("hbm_used_mb") is not None:
+            parts.append(f"HBM {summary['hbm_used_mb'] / 1024:.1f}/{summary['hbm_total_mb'] / 1024:.1f} GB "
+                         f"({summary['hbm_pct']:g}%)")
+        lines = ["devices: " + "; ".join(p for p in parts if p)]
+    if devices.get("topology_problem"):
+        lines.append(f"cores: topology: {devices['topology_problem']}")
+    lines += [f"binding warning: {issue['message']}" for issue in devices.get("binding") or []]
+    return lines
+
+
 def format_status(snap: dict, events: int = 8) -> str:
     group = snap["group"]
     sup = snap["supervisor"]
@@ -257,6 +284,7 @@ def format_status(snap: dict, events: int = 8) -> str:
     lines += _table(rows)
     if any(r.get("relaunch_pending") for r in snap["ranks"]):
         lines.append("* relaunch pending: the next launch of this rank gets a different environment")
+    lines += format_devices(snap.get("devices"), snap.get("time"))
     if snap["toggles"]:
         lines.append("toggles: " + ", ".join(f"{t['name']}={'on' if t['enabled'] else 'off'}" for t in snap["toggles"]))
     if events and snap.get("events"):

@@ -8,7 +8,12 @@ Environment (all optional):
 - XLLM_SIM_NPU_PROCS: a JSON file, a list of {"pid", "logic_id", "name", "memory_mb"}: processes shown on
   their devices while alive (psutil.pid_exists). Without memory_mb a process's HBM ramps up with its age,
   like a rank loading weights. HBM used = idle base + its processes.
+- XLLM_SIM_NPU_EXTRA_PROCS: a second file of the same form, for processes that are not the supervisor's ranks
+  (the supervisor owns XLLM_SIM_NPU_PROCS): a stray holding an NPU. An entry without a pid adds HBM that no
+  process row shows (memory left behind, or a process of another container).
 - XLLM_SIM_NPU_HEALTH: "3=Warning,5=Critical": health words per logic id (default OK).
+- XLLM_SIM_NPU_HEALTH_FILE: a file holding the same text, read at every call (so a test can change health
+  while a supervisor polls); it wins over XLLM_SIM_NPU_HEALTH for the ids it names.
 - XLLM_SIM_NPU_AFFINITY: "0" leaves out the topology's CPU Affinity column (as A3 machines on ARM print it).
 - XLLM_SIM_NPU_FAIL: "dcmi" prints the driver's initialisation error and exits non-zero.
 """
@@ -72,8 +77,11 @@ class Kind:
         return f"{0:04X}:{bus:02X}:{0:02X}.{0:<2X}"
 
 
-def _alive_processes(path: str | None, count: int) -> dict[int, list[tuple[int, str, int]]]:
-    """logic id -> [(pid, name, MB)] from the JSON file, keeping only live pids."""
+def _alive_processes(
+    path: str | None, count: int, unowned_hbm: dict[int, int] | None = None
+) -> dict[int, list[tuple[int, str, int]]]:
+    """logic id -> [(pid, name, MB)] from the JSON file, keeping only live pids. Entries without a pid add
+    their memory_mb to `unowned_hbm` (HBM no process row shows), when given."""
     if not path:
         return {}
     try:
@@ -91,6 +99,11 @@ def _alive_processes(path: str | None, count: int) -> dict[int, list[tuple[int, 
         if not isinstance(entry, dict):
             continue
         pid, logic_id = entry.get("pid"), entry.get("logic_id")
+        if pid is None and unowned_hbm is not None and isinstance(logic_id, int) and 0 <= logic_id < count:
+            memory = entry.get("memory_mb")
+            if isinstance(memory, int) and memory > 0:
+                unowned_hbm[logic_id] = unowned_hbm.get(logic_id, 0) + memory
+            continue
         if not isinstance(pid, int) or not isinstance(logic_id, int) or not 0 <= logic_id < count or pid <= 0:
             continue
         if not psutil.pid_exists(pid):
@@ -120,7 +133,22 @@ def _row(text: str) -> str:
     return text.ljust(WIDTH - 1) + "|"
 
 
-def render_info(kind: Kind, processes: dict[int, list[tuple[int, str, int]]], health: dict[int, str]) -> str:
+def _health_file(path: str | None) -> dict[int, str]:
+    if not path:
+        return {}
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return _health_overrides(handle.read().strip())
+    except OSError:
+        return {}
+
+
+def render_info(
+    kind: Kind,
+    processes: dict[int, list[tuple[int, str, int]]],
+    health: dict[int, str],
+    unowned_hbm: dict[int, int] | None = None,
+) -> str:
     lines = [
         "+" + "-" * 96 + "+",
         _row(f"| npu-smi {VERSION:<24} Version: {VERSION:<46}"),
@@ -135,7 +163,8 @@ def render_info(kind: Kind, processes: dict[int, list[tuple[int, str, int]]], he
         card, chip = kind.card_chip(logic_id)
         procs = processes.get(logic_id, [])
         busy = bool(procs)
-        hbm_used = min(kind.hbm_total_mb, IDLE_HBM_MB + (logic_id * 7) % 20 + sum(mb for _, _, mb in procs))
+        hbm_used = min(kind.hbm_total_mb, IDLE_HBM_MB + (logic_id * 7) % 20 + sum(mb for _, _, mb in procs)
+                       + (unowned_hbm or {}).get(logic_id, 0))
         if kind.a3 and chip == 1:
             power = "-"  # npu-smi prints no power for an A3 card's second die
         else:
@@ -213,8 +242,13 @@ def main(argv: list[str] | None = None) -> int:
     kind = Kind(os.environ.get("XLLM_SIM_NPU_KIND", "a3").strip().lower())
     if args == ["info"]:
         processes = _alive_processes(os.environ.get("XLLM_SIM_NPU_PROCS"), kind.count)
+        unowned_hbm: dict[int, int] = {}
+        extra = _alive_processes(os.environ.get("XLLM_SIM_NPU_EXTRA_PROCS"), kind.count, unowned_hbm)
+        for logic_id, entries in extra.items():
+            processes.setdefault(logic_id, []).extend(entries)
         health = _health_overrides(os.environ.get("XLLM_SIM_NPU_HEALTH", ""))
-        sys.stdout.write(render_info(kind, processes, health))
+        health.update(_health_file(os.environ.get("XLLM_SIM_NPU_HEALTH_FILE")))
+        sys.stdout.write(render_info(kind, processes, health, unowned_hbm))
         return 0
     if args == ["info", "-m"]:
         sys.stdout.write(render_map(kind))

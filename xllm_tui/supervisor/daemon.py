@@ -15,12 +15,16 @@ import os
 import signal
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import psutil
 
-from xllm_tui.spec import Profile, RankLaunch
+from xllm_tui.devices.affinity import BindingIssue, check_binding
+from xllm_tui.devices.model import DeviceProcess, DeviceReport, health_changes
+from xllm_tui.launch import LaunchError
+from xllm_tui.spec import CoreRule, Profile, RankLaunch
+from xllm_tui.supervisor import devices as devwatch
 from xllm_tui.supervisor import prelaunch
 from xllm_tui.supervisor.policy import RestartTracker
 from xllm_tui.supervisor.probes import LogReader, Milestones, classify_lines, http_health, tail_lines
@@ -162,6 +166,10 @@ class Rank:
     tracker: RestartTracker | None = None  # scope rank
     restart_handle: asyncio.TimerHandle | None = None
     next_restart_at: float | None = None
+    waiting: dict | None = None  # {"device", "holders", "since"} while its NPU is held by another process
+    exited_at: float | None = None  # when its last process exited (for HBM left behind)
+    hbm_left_polls: int = 0
+    hbm_left_reported: bool = False
 
     @property
     def alive(self) -> bool:
@@ -228,6 +236,17 @@ class Supervisor:
         self._state_dirty = True
         self._procs_for_stats: dict[int, psutil.Process] = {}
         self.server = None
+        # Devices (docs/supervisor.md, "Devices")
+        self.devices_report: DeviceReport | None = None  # the last reading
+        self.devices_polled_at: float | None = None
+        self.devices_baseline: DeviceReport | None = None  # the last readable one, for health changes
+        self.devices_readable: bool | None = None
+        self.own_pids: set[int] = set()  # this deployment's ranks and their children at the last reading
+        self.binding: dict[int, BindingIssue] = {}
+        self.binding_reported: set[str] = set()
+        self.topology_report: DeviceReport | None = None  # for cores: topology (affinity does not change)
+        self.topology_problem: str | None = None  # why cores: topology could not be computed
+        self.sim_procs_path = os.path.join(self.run_dir, devwatch.SIM_PROCS_NAME)
 
     # ------------------------------------------------------------------------------------ planning
 
@@ -237,11 +256,21 @@ class Supervisor:
             return "rank"
         return self.profile.restart.scope
 
+    def topology_cores(self, profile: Profile) -> dict[int, str] | None:
+        """device -> cores for `cores: topology` from the topology read before; raises LaunchError."""
+        from xllm_tui.launch import needs_topology, topology_cores_from_devices
+
+        if not needs_topology(profile, self.machine):
+            return None
+        return topology_cores_from_devices(profile, self.topology_report, self.machine)
+
     def plan(self, profile: Profile | None = None, toggles: dict[str, bool] | None = None) -> list[RankLaunch]:
         from xllm_tui.launch import build_simulate_mapping, plan_launches
 
         profile = profile or self.profile
-        mapping = build_simulate_mapping(profile, port_offset=self.port_offset) if self.simulate else None
+        topology = self.topology_cores(profile)
+        mapping = build_simulate_mapping(profile, port_offset=self.port_offset, topology_cores=topology) \
+            if self.simulate else None
         return plan_launches(
             profile,
             machine=self.machine,
@@ -249,8 +278,27 @@ class Supervisor:
             base_env=self.base_env,
             captured_env=self.captured_env,
             toggles=toggles if toggles is not None else self.toggles,
+            topology_cores=topology,
             log_root=self.run_dir if self.simulate else None,
         )
+
+    def plan_or_placeholder(self) -> list[RankLaunch]:
+        """plan(); when `cores: topology` cannot be computed, the same ranks without numactl (so they exist in
+        the snapshot) and self.topology_problem says why: launch_ranks refuses to launch them."""
+        try:
+            launches = self.plan()
+        except LaunchError as e:
+            self.topology_problem = str(e)
+            return self.plan(replace(self.profile, core_rule=CoreRule(kind="none")))
+        self.topology_problem = None
+        return launches
+
+    async def read_topology(self, profile: Profile) -> None:
+        from xllm_tui.launch import needs_topology, read_profile_devices
+
+        if needs_topology(profile, self.machine):
+            self.topology_report = await asyncio.to_thread(
+                read_profile_devices, profile, simulate=self.simulate, env=self.device_env(profile))
 
     def capture_env(self, profile: Profile) -> dict[str, str]:
         if not profile.source_scripts:
@@ -330,6 +378,9 @@ class Supervisor:
             bad = [r for r in ranks if r.state == "degraded"]
             return "degraded", f"rank {bad[0].rank}: {bad[0].reason}"
         ready = states.count("ready")
+        waiting = [r for r in ranks if r.waiting]
+        if waiting:
+            return ("loading" if "loading" in states or ready else "starting"), f"rank {waiting[0].rank} {waiting[0].reason}"
         if "loading" in states or ready:
             return "loading", f"{ready}/{n} ranks ready"
         if "starting" in states:
@@ -371,6 +422,8 @@ class Supervisor:
             "relaunch_pending": self.relaunch_pending(r),
             "next_restart_at": r.next_restart_at,
             "argv": list(r.running.argv if (r.alive and r.running) else r.launch.argv),
+            "binding": self.binding[r.rank].to_dict() if r.rank in self.binding else None,
+            "waiting": r.waiting,
         }
 
     def relaunch_pending(self, r: Rank) -> bool:
@@ -411,7 +464,29 @@ class Supervisor:
             },
             "ranks": [self.rank_json(r) for r in sorted(self.ranks.values(), key=lambda r: r.rank)],
             "toggles": toggles,
+            "devices": self.devices_json(),
             "events": self.journal.last(events) if self.journal else [],
+        }
+
+    def devices_json(self) -> dict | None:
+        """The last device reading for the snapshot (docs/protocol.md, "devices"); None before the first."""
+        report = self.devices_report
+        if report is None:
+            return None
+        topology = None
+        if self.topology_problem is None:
+            with contextlib.suppress(LaunchError):
+                cores = self.topology_cores(self.profile)
+                topology = {str(d): c for d, c in sorted(cores.items())} if cores is not None else None
+        return {
+            **report.to_dict(),
+            "polled_at": round(self.devices_polled_at, 3) if self.devices_polled_at else None,
+            "poll_interval_s": self.profile.devices.poll_interval_s,
+            "on_busy": self.profile.devices.on_busy,
+            "summary": devwatch.summarize(report),
+            "binding": [self.binding[rank].to_dict() for rank in sorted(self.binding)],
+            "topology_cores": topology,
+            "topology_problem": self.topology_problem,
         }
 
     def write_state(self) -> None:
@@ -463,7 +538,8 @@ class Supervisor:
             for w in self.profile_warnings:
                 self.event("supervisor", reason=f"profile warning: {w}")
             self.captured_env = await asyncio.to_thread(self.capture_env, self.profile)
-            for launch in self.plan():
+            await self.read_topology(self.profile)
+            for launch in self.plan_or_placeholder():
                 self.ranks[launch.rank] = Rank(launch.rank, launch)
             if self.scope == "rank":
                 for r in self.ranks.values():
@@ -475,7 +551,7 @@ class Supervisor:
             await self.adopt_or_launch()
             self.update_group()
             self.write_state()
-            background = [self.log_loop(), self.stats_loop(), self.state_loop()]
+            background = [self.log_loop(), self.stats_loop(), self.state_loop(), self.device_loop()]
             for coro in background:
                 self.spawn_task(coro)
             await self.shutdown_event.wait()
@@ -559,6 +635,7 @@ class Supervisor:
             r.milestones.feed(line)
         r.last_growth = time.time()
         proc.watch(self.loop, self.on_exit)
+        self.write_sim_procs()
         state = rec.get("state") if rec.get("state") in RUNNING_STATES and rec.get("state") != "stopping" else "loading"
         r.state = state
         r.health_seen_ok = state == "ready"  # a failing probe now means degraded, not "still loading"
@@ -569,7 +646,7 @@ class Supervisor:
 
     # -------------------------------------------------------------------------------------- launch
 
-    async def launch_group(self, why: str) -> None:
+    async def launch_group(self, why: str, forced: set[int] | frozenset[int] = frozenset()) -> None:
         """Pre-launch work, then every rank. Caller holds action_lock."""
         self.cancel_group_restart()
         self.group_failing = False
@@ -577,9 +654,7 @@ class Supervisor:
         await self.run_prelaunch()
         self.last_launch_at = time.time()
         self.event("group", None, reason=f"launching {len(self.ranks)} rank(s): {why}")
-        for r in sorted(self.ranks.values(), key=lambda r: r.rank):
-            if not r.alive:
-                self.launch_rank(r)
+        await self.launch_ranks([r for r in self.ranks.values() if not r.alive], forced)
 
     async def run_prelaunch(self) -> None:
         from xllm_tui.launch import working_dir_of
@@ -631,6 +706,10 @@ class Supervisor:
         r.ready_at = None
         r.want_running = True
         r.next_restart_at = None
+        r.waiting = None
+        r.exited_at = None
+        r.hbm_left_polls = 0
+        r.hbm_left_reported = False
         try:
             proc = RankProcess.spawn(launch)
         except OSError as e:
@@ -650,8 +729,214 @@ class Supervisor:
         r.reader = LogReader(launch.log_path, start_at_end=False)
         r.last_growth = time.time()
         proc.watch(self.loop, self.on_exit)
+        self.write_sim_procs()
         self.set_state(r, "starting", f"spawned pid {proc.pid} (generation {r.generation})"
                        + (f"; previous log kept as {os.path.basename(rotated)}" if rotated else ""))
+
+    async def launch_ranks(self, ranks: list[Rank], forced: set[int] | frozenset[int] = frozenset()) -> None:
+        """Launch these ranks after the device checks: `cores: topology` must be computable, and a rank whose NPU
+        another process holds follows devices.on_busy (ranks in `forced` launch anyway: the operator chose).
+        Caller holds action_lock."""
+        ranks = sorted((r for r in ranks if not r.alive), key=lambda r: r.rank)
+        if not ranks or not await self.ensure_topology(ranks):
+            return
+        for r in ranks:
+            r.waiting = None
+        report = await self.poll_devices()
+        busy: dict[int, list[DeviceProcess]] = {}
+        if report.available:
+            for r in ranks:
+                holders = report.holders(r.launch.spec.device, self.own_pids)
+                if holders and r.rank not in forced:
+                    busy[r.rank] = holders
+        policy = self.profile.devices.on_busy
+        for r in ranks:
+            if r.rank in busy:
+                device = r.launch.spec.device
+                text = devwatch.describe_holders(device, busy[r.rank])
+                then = {"wait": f"rank {r.rank} waits until it is gone or the operator starts it again",
+                        "fail": f"rank {r.rank} fails", "ignore": f"launching rank {r.rank} anyway"}[policy]
+                self.event("device", r.rank, device=device, holders=devwatch.holders_json(busy[r.rank]),
+                           on_busy=policy, reason=f"{text} before launching rank {r.rank}; {then} (devices.on_busy: {policy})")
+        if policy == "fail" and busy:
+            now = time.time()
+            failing = [r for r in ranks if r.rank in busy]
+            for r in failing:
+                text = devwatch.describe_holders(r.launch.spec.device, busy[r.rank])
+                r.last_exit = {"code": None, "signal": None, "at": round(now, 3), "cause": "npu_busy",
+                               "collateral": False, "status_known": True, "generation": r.generation, "message": text}
+                self.set_state(r, "failed", f"{text} (devices.on_busy: fail)", cause="npu_busy")
+            if self.scope == "group":
+                # The world cannot form without that rank: launch nobody, the group policy decides.
+                first = failing[0]
+                for r in ranks:
+                    if r.rank not in busy:
+                        self.set_state(r, "stopped", f"not launched: {first.reason}")
+                self.handle_failure(first, ExitStatus(None, None, known=True, at=now), "npu_busy", first.last_exit["message"])
+                return
+            for r in failing:
+                self.handle_failure(r, ExitStatus(None, None, known=True, at=now), "npu_busy", r.last_exit["message"])
+        for r in ranks:
+            if r.rank in busy and policy == "wait":
+                device = r.launch.spec.device
+                r.waiting = {"device": device, "holders": devwatch.holders_json(busy[r.rank]), "since": round(time.time(), 3)}
+                r.want_running = True
+                self.set_state(r, "starting", f"waiting: {devwatch.describe_holders(device, busy[r.rank])}")
+            elif r.rank not in busy or policy == "ignore":
+                self.launch_rank(r)
+
+    async def ensure_topology(self, ranks: list[Rank]) -> bool:
+        """For `cores: topology`: the cores are known (reading the devices again if they were not). Otherwise
+        the ranks fail with the reason and nothing is launched."""
+        if self.topology_problem is None:
+            return True
+        await self.read_topology(self.profile)
+        launches = self.plan_or_placeholder()
+        if self.topology_problem is None:
+            for launch in launches:
+                if launch.rank in self.ranks:
+                    self.ranks[launch.rank].launch = launch
+            return True
+        self.event("device", None, reason=f"cannot launch: {self.topology_problem}")
+        for r in ranks:
+            self.set_state(r, "failed", f"cannot launch: {self.topology_problem}", cause="topology_unavailable")
+        return False
+
+    # ------------------------------------------------------------------------------------- devices
+
+    def device_env(self, profile: Profile | None = None) -> dict[str, str] | None:
+        """Extra environment for the device tool: under --simulate the ranks' process file, and the profile's
+        XLLM_SIM_NPU_* variables (the simulated npu-smi runs in the supervisor's environment, not the ranks')."""
+        if not self.simulate:
+            return None
+        profile = profile or self.profile
+        env = {name: value for name, value in profile.env if name.startswith(devwatch.SIM_ENV_PREFIX)}
+        env["XLLM_SIM_NPU_PROCS"] = self.sim_procs_path
+        return env
+
+    def write_sim_procs(self) -> None:
+        """Under --simulate: each live rank on its NPU, for the simulated npu-smi (the TUI's too)."""
+        if not self.simulate:
+            return
+        entries = [{"pid": r.proc.pid, "logic_id": r.launch.spec.device, "name": devwatch.SIM_PROC_NAME}
+                   for r in sorted(self.ranks.values(), key=lambda r: r.rank) if r.alive]
+        try:
+            devwatch.write_sim_procs(self.sim_procs_path, entries)
+        except OSError as e:
+            log.error("cannot write %s: %s", self.sim_procs_path, e)
+
+    def _read_devices_blocking(self, profile: Profile, env: dict | None, rank_pids: list[int]) -> tuple[DeviceReport, set[int]]:
+        from xllm_tui.launch import read_profile_devices
+
+        report = read_profile_devices(profile, simulate=self.simulate, env=env)
+        devwatch.fill_process_names(report)
+        return report, devwatch.process_family(rank_pids)
+
+    async def poll_devices(self) -> DeviceReport:
+        """Read the devices in a worker thread (never on the loop) and take in what changed."""
+        self.write_sim_procs()
+        started = time.time()
+        rank_pids = [r.proc.pid for r in self.ranks.values() if r.alive]
+        report, own = await asyncio.to_thread(self._read_devices_blocking, self.profile, self.device_env(), rank_pids)
+        # Ranks launched while the tool ran are ours too.
+        self.own_pids = own | {r.proc.pid for r in self.ranks.values() if r.alive}
+        self.accept_devices(report, started)
+        return report
+
+    def accept_devices(self, report: DeviceReport, polled_at: float) -> None:
+        self.devices_report = report
+        self.devices_polled_at = polled_at
+        if not report.available:
+            if self.devices_readable is not False:
+                why = "; ".join(report.errors) or "no devices listed"
+                self.event("device", None, reason=f"devices cannot be read: {why}", errors=list(report.errors))
+            self.devices_readable = False
+            return
+        if self.devices_readable is False:
+            self.event("device", None, reason=f"devices readable again ({len(report.devices)} listed)")
+        self.devices_readable = True
+        by_device: dict[int, Rank] = {}
+        for r in sorted(self.ranks.values(), key=lambda r: r.rank):
+            by_device.setdefault(r.launch.spec.device, r)
+        for device, old, new in health_changes(self.devices_baseline, report):
+            if old is None or new is None:
+                continue  # a device appearing or vanishing is not a health change
+            r = by_device.get(device)
+            self.event("device", r.rank if r else None, device=device, **{"from": old, "to": new},
+                       reason=f"NPU {device} health {old} -> {new}" + (f" (rank {r.rank})" if r else ""))
+        self.devices_baseline = report
+        for r in self.ranks.values():
+            self.check_hbm_left(r, report, polled_at)
+        self.check_binding(report)
+
+    def check_hbm_left(self, r: Rank, report: DeviceReport, polled_at: float) -> None:
+        """HBM that stays in use on a rank's NPU, with no process on it, for two polls after the rank exited."""
+        if r.alive or r.exited_at is None or r.hbm_left_reported or polled_at <= r.exited_at:
+            return
+        device = report.device(r.launch.spec.device)
+        if device is None:
+            return
+        pct = device.hbm_pct
+        if device.processes or pct is None or pct <= devwatch.HBM_LEFT_PCT:
+            r.hbm_left_polls = 0
+            return
+        r.hbm_left_polls += 1
+        if r.hbm_left_polls >= devwatch.HBM_LEFT_POLLS:
+            r.hbm_left_reported = True
+            self.event("device", r.rank, device=device.logic_id, hbm_used_mb=device.hbm_used_mb,
+                       hbm_total_mb=device.hbm_total_mb,
+                       reason=f"HBM still in use on NPU {device.logic_id} after rank {r.rank} exited "
+                              f"({device.hbm_used_mb}/{device.hbm_total_mb} MB, {pct:.0f}%, no process holds it)")
+
+    def check_binding(self, report: DeviceReport) -> None:
+        """Each rank's cores (as the profile gives them: under --simulate the simulated NPUs keep the real
+        layout's affinity) against its NPU's CPU affinity; a new warning is an event once."""
+        from xllm_tui.launch import ranks_of
+
+        topology = report.topology
+        if not topology.cpu_affinity:
+            return
+        try:
+            specs = ranks_of(self.profile, self.machine, self.topology_cores(self.profile))
+        except LaunchError:
+            return
+        specs = [s for s in specs if s.rank in self.ranks]
+        issues = check_binding({s.rank: s.cores for s in specs}, {s.rank: s.device for s in specs}, topology)
+        self.binding = {issue.rank: issue for issue in issues}
+        for issue in issues:
+            if issue.message not in self.binding_reported:
+                self.binding_reported.add(issue.message)
+                self.event("device", issue.rank, device=issue.device, binding=issue.to_dict(),
+                           reason=f"binding: {issue.message}")
+
+    async def device_loop(self) -> None:
+        while True:
+            try:
+                await self.poll_devices()
+                await self.recheck_waiting()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - a device problem must never stop the supervisor
+                log.exception("device poll failed")
+            await asyncio.sleep(self.profile.devices.poll_interval_s)
+
+    async def recheck_waiting(self) -> None:
+        """Ranks waiting for their NPU: launch each once nothing else holds it."""
+        report = self.devices_report
+        if report is None or not report.available or not any(r.waiting for r in self.ranks.values()):
+            return
+        async with self.action_lock:
+            for r in sorted(self.ranks.values(), key=lambda r: r.rank):
+                if not r.waiting or r.alive:
+                    continue
+                device = r.launch.spec.device
+                holders = report.holders(device, self.own_pids)
+                if holders:
+                    r.waiting["holders"] = devwatch.holders_json(holders)
+                    self.set_state(r, "starting", f"waiting: {devwatch.describe_holders(device, holders)}")
+                    continue
+                self.event("device", r.rank, device=device, reason=f"NPU {device} is free now; launching rank {r.rank}")
+                self.launch_rank(r)
 
     # ---------------------------------------------------------------------------------------- exit
 
@@ -662,6 +947,10 @@ class Supervisor:
         status = proc.exit
         assert status is not None
         self._procs_for_stats.pop(proc.pid, None)
+        r.exited_at = status.at
+        r.hbm_left_polls = 0
+        r.hbm_left_reported = False
+        self.write_sim_procs()
         # Read what the log still holds (the last lines before death).
         if r.reader and r.milestones:
             for line in r.reader.read_new():
@@ -773,6 +1062,10 @@ class Supervisor:
             others = [x for x in self.ranks.values() if x.alive]
             if others:
                 await self.stop_ranks(others, f"stopped: rank {r.rank} failed first ({cause})", collateral=True)
+            for x in self.ranks.values():
+                if x.waiting:
+                    x.waiting = None
+                    self.set_state(x, "stopped", f"not launched: rank {r.rank} failed first ({cause})")
             if not self.group_failing:
                 return
             decision = self.group_tracker.decide(time.time(), "the group")
@@ -836,7 +1129,7 @@ class Supervisor:
             if r.tracker:
                 r.tracker.record_restart(time.time())
             r.restarts += 1
-            self.launch_rank(r)
+            await self.launch_ranks([r])
 
     def cancel_group_restart(self) -> None:
         if self.group_restart_handle is not None:
@@ -886,7 +1179,9 @@ class Supervisor:
                                f"ranks {', '.join(map(str, sorted(self.ranks)))}")
         return [self.ranks[x] for x in sorted(set(spec))]
 
-    async def op_start(self, ranks: list[Rank], who: str) -> None:
+    async def op_start(self, ranks: list[Rank], who: str, forced: set[int] | None = None) -> None:
+        # Starting a rank that waits for its NPU is the operator's choice to launch it anyway.
+        forced = set(forced or ()) | {r.rank for r in ranks if r.waiting}
         async with self.action_lock:
             self.cancel_group_restart()
             self.cancel_settle()
@@ -898,12 +1193,10 @@ class Supervisor:
                 r.want_running = True
             if len(ranks) == len(self.ranks) and not any(r.alive for r in self.ranks.values()):
                 self.group_tracker.reset()
-                await self.launch_group(f"start requested by {who}")
+                await self.launch_group(f"start requested by {who}", forced)
             else:
                 self.group_failing = False
-                for r in ranks:
-                    if not r.alive:
-                        self.launch_rank(r)
+                await self.launch_ranks([r for r in ranks if not r.alive], forced)
             self.update_group()
 
     async def op_stop(self, ranks: list[Rank], who: str) -> None:
@@ -915,6 +1208,7 @@ class Supervisor:
             for r in ranks:
                 self.cancel_rank_restart(r)
                 r.want_running = False
+                r.waiting = None
             await self.stop_ranks([r for r in ranks if r.alive], f"stopped by {who}")
             for r in ranks:
                 if not r.alive and r.state != "stopped":
@@ -922,8 +1216,9 @@ class Supervisor:
             self.update_group()
 
     async def op_restart(self, ranks: list[Rank], who: str) -> None:
+        forced = {r.rank for r in ranks if r.waiting}
         await self.op_stop(ranks, who)
-        await self.op_start(ranks, who)
+        await self.op_start(ranks, who, forced)
 
     def apply_toggle(self, name: str, on: bool) -> list[int]:
         self.toggles[name] = on
@@ -933,7 +1228,7 @@ class Supervisor:
         return pending
 
     def replan(self, profile: Profile | None = None) -> None:
-        for launch in self.plan(profile):
+        for launch in (self.plan(profile) if profile is not None else self.plan_or_placeholder()):
             if launch.rank in self.ranks:
                 self.ranks[launch.rank].launch = launch
         self._state_dirty = True
@@ -950,6 +1245,8 @@ class Supervisor:
             captured = await asyncio.to_thread(self.capture_env, profile)
             old_machine, old_captured = self.machine, self.captured_env
             self.machine, self.captured_env = machine, captured
+            if self.topology_report is None or not self.topology_report.topology.cpu_affinity:
+                await self.read_topology(profile)
             toggles = {t.name: self.toggles.get(t.name, t.enabled) for t in profile.toggles}
             try:
                 launches = self.plan(profile, toggles)
@@ -966,6 +1263,7 @@ class Supervisor:
                                "and `xllm-tui up` to apply it")
         self.profile = profile
         self.toggles = toggles
+        self.topology_problem = None  # the plan above computed any topology cores
         self.group_tracker.policy = profile.restart
         for r in self.ranks.values():
             if r.tracker:
