@@ -477,7 +477,8 @@ class Supervisor:
         if self.topology_problem is None:
             with contextlib.suppress(LaunchError):
                 cores = self.topology_cores(self.profile)
-                topology = {str(d): c for d, c in sorted(cores.items())} if cores is not None else None
+                ours = {r.launch.spec.device for r in self.ranks.values()}
+                topology = {str(d): c for d, c in sorted(cores.items()) if d in ours} if cores is not None else None
         return {
             **report.to_dict(),
             "polled_at": round(self.devices_polled_at, 3) if self.devices_polled_at else None,
