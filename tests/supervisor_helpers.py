@@ -145,6 +145,17 @@ class SimDeployment:
 
         return list(iter_events(os.path.join(self.run_dir, "events.jsonl")))
 
+    def device_events(self) -> list[dict]:
+        """The journal's `device` events (stray holders, health changes, HBM left behind, binding)."""
+        return [e for e in self.events_file() if e.get("kind") == "device"]
+
+    @property
+    def sim_procs_path(self) -> str:
+        """The file of live ranks the supervisor keeps for the simulated npu-smi (XLLM_SIM_NPU_PROCS)."""
+        from xllm_tui.client import sim_npu_procs_path
+
+        return sim_npu_procs_path(self.run_dir)
+
     # -- processes --------------------------------------------------------------------------------
 
     def env(self) -> dict[str, str]:

@@ -11,6 +11,7 @@ import sys
 import pytest
 from supervisor_helpers import sim_deployment  # noqa: F401
 
+from xllm_tui.client import snapshot_devices
 from xllm_tui.commands.lifecycle import format_devices
 from xllm_tui.profile import load_profile_text
 
@@ -39,10 +40,6 @@ def stray():
 
 def device_of(snap: dict, logic_id: int) -> dict:
     return next(d for d in snap["devices"]["devices"] if d["logic_id"] == logic_id)
-
-
-def device_events(dep) -> list[dict]:
-    return [e for e in dep.events_file() if e["kind"] == "device"]
 
 
 def test_snapshot_devices_binding_health_and_hbm_left(sim_deployment, tmp_path):
@@ -74,12 +71,17 @@ def test_snapshot_devices_binding_health_and_hbm_left(sim_deployment, tmp_path):
     assert devices["on_busy"] == "wait" and devices["topology_cores"] is None
     assert device_of(snap, 0)["hbm_used_mb"] > 3400 + 500  # idle HBM plus a loading rank
     assert devices["summary"]["count"] == 16 and devices["summary"]["health"] == {"OK": 16}
+    report = snapshot_devices(snap)
+    assert report is not None and report.device(1).processes[0].pid == pids[1]
+    assert report.device(1).cpu_affinity == "0-47" and report.links[0][1] == "SIO"
+    with open(dep.sim_procs_path) as f:
+        assert sorted((e["pid"], e["logic_id"]) for e in json.load(f)) == sorted((p, r) for r, p in pids.items())
     ranks = {r["rank"]: r for r in snap["ranks"]}
     assert ranks[0]["binding"] is None
     assert ranks[1]["binding"]["affinity"] == "0-47" and ranks[1]["binding"]["outside"] == "48"
     assert "outside NPU 1's CPU affinity 0-47" in ranks[1]["binding"]["message"]
     assert [b["rank"] for b in devices["binding"]] == [1]
-    assert any(e["rank"] == 1 and e["reason"].startswith("binding: rank 1") for e in device_events(dep))
+    assert any(e["rank"] == 1 and e["reason"].startswith("binding: rank 1") for e in dep.device_events())
 
     text = dep.cli("status", dep.profile_path, "--simulate", "--events", "0", check=True).stdout
     assert "devices: 16 NPUs (npu-smi" in text and "16 OK" in text and "hottest NPU" in text
@@ -102,7 +104,7 @@ def test_snapshot_devices_binding_health_and_hbm_left(sim_deployment, tmp_path):
                            "HBM left behind event")
     assert event["rank"] == 1 and event["device"] == 1
     assert event["reason"].startswith("HBM still in use on NPU 1 after rank 1 exited")
-    assert not [e for e in device_events(dep) if "HBM still in use" in e["reason"] and e["rank"] != 1]
+    assert not [e for e in dep.device_events() if "HBM still in use" in e["reason"] and e["rank"] != 1]
 
 
 def test_stray_holder_waits_until_started_or_gone(sim_deployment, tmp_path, stray):
@@ -117,7 +119,7 @@ def test_stray_holder_waits_until_started_or_gone(sim_deployment, tmp_path, stra
     assert r1["state"] == "starting" and r1["pid"] is None
     assert r1["waiting"]["device"] == 1 and r1["waiting"]["holders"][0]["pid"] == stray.pid
     assert waiting in snap["group"]["reason"]
-    event = next(e for e in device_events(dep) if e.get("holders"))
+    event = next(e for e in dep.device_events() if e.get("holders"))
     assert event["rank"] == 1 and event["on_busy"] == "wait" and f"pid {stray.pid} (python)" in event["reason"]
     text = dep.cli("status", dep.profile_path, "--simulate", "--events", "0", check=True).stdout
     assert waiting in text
@@ -134,7 +136,7 @@ def test_stray_holder_waits_until_started_or_gone(sim_deployment, tmp_path, stra
     stray.wait(10)
     snap = dep.wait_group("ready", 60)
     assert snap["ranks"][1]["pid"] and snap["ranks"][1]["waiting"] is None
-    assert any("NPU 1 is free now; launching rank 1" in e["reason"] for e in device_events(dep))
+    assert any("NPU 1 is free now; launching rank 1" in e["reason"] for e in dep.device_events())
 
 
 def test_stray_holder_fail_policy(sim_deployment, tmp_path, stray):
@@ -160,7 +162,7 @@ def test_stray_holder_ignore_policy(sim_deployment, tmp_path, stray):
                          extra={"devices": {**POLL, "on_busy": "ignore"}})
     dep.start()
     dep.wait_group("ready", 60)
-    event = next(e for e in device_events(dep) if e.get("holders"))
+    event = next(e for e in dep.device_events() if e.get("holders"))
     assert event["rank"] == 0 and "launching rank 0 anyway (devices.on_busy: ignore)" in event["reason"]
 
 

@@ -19,10 +19,13 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from xllm_tui.spec import Profile
 from xllm_tui.supervisor.state import ShortSocketPath
+
+if TYPE_CHECKING:
+    from xllm_tui.devices.model import DeviceReport
 
 SOCKET_NAME = "supervisor.sock"
 MAX_REPLY = 64 << 20  # a snapshot of many ranks with events is well below this
@@ -53,6 +56,23 @@ def run_dir_for(profile: Profile, simulate: bool) -> str:
         return base.rstrip("/") + "-sim" if simulate else base
     name = profile.name + ("-sim" if simulate else "")
     return os.path.join(state_home(), "xllm-tui", name)
+
+
+def snapshot_devices(snapshot: dict) -> DeviceReport | None:
+    """The supervisor's last device reading in a snapshot as a DeviceReport (None before its first reading,
+    or from a supervisor that serves none). Binding issues and the summary stay in snapshot["devices"]."""
+    from xllm_tui.devices.model import DeviceReport
+
+    devices = snapshot.get("devices")
+    return DeviceReport.from_dict(devices) if isinstance(devices, dict) else None
+
+
+def sim_npu_procs_path(run_dir: str) -> str:
+    """Under --simulate: the file of live ranks the supervisor keeps for the simulated npu-smi
+    (XLLM_SIM_NPU_PROCS), so another reader of the simulated npu-smi shows the same ranks on their NPUs."""
+    from xllm_tui.supervisor.devices import SIM_PROCS_NAME
+
+    return os.path.join(run_dir, SIM_PROCS_NAME)
 
 
 def socket_path(run_dir: str) -> str:

@@ -747,7 +747,7 @@ class Supervisor:
         busy: dict[int, list[DeviceProcess]] = {}
         if report.available:
             for r in ranks:
-                holders = report.holders(r.launch.spec.device, self.own_pids)
+                holders = report.holders(r.launch.spec.device, self.rank_pids())
                 if holders and r.rank not in forced:
                     busy[r.rank] = holders
         policy = self.profile.devices.on_busy
@@ -839,10 +839,15 @@ class Supervisor:
         started = time.time()
         rank_pids = [r.proc.pid for r in self.ranks.values() if r.alive]
         report, own = await asyncio.to_thread(self._read_devices_blocking, self.profile, self.device_env(), rank_pids)
-        # Ranks launched while the tool ran are ours too.
-        self.own_pids = own | {r.proc.pid for r in self.ranks.values() if r.alive}
-        self.accept_devices(report, started)
+        if self.devices_polled_at is None or started >= self.devices_polled_at:
+            self.own_pids = own
+            self.accept_devices(report, started)
+        # else a reading that started later finished first (a launch and the poll loop overlapped): keep it
         return report
+
+    def rank_pids(self) -> set[int]:
+        """Pids that are this deployment's: its live ranks (and their children at the last reading)."""
+        return self.own_pids | {r.proc.pid for r in self.ranks.values() if r.alive}
 
     def accept_devices(self, report: DeviceReport, polled_at: float) -> None:
         self.devices_report = report
@@ -931,7 +936,7 @@ class Supervisor:
                 if not r.waiting or r.alive:
                     continue
                 device = r.launch.spec.device
-                holders = report.holders(device, self.own_pids)
+                holders = report.holders(device, self.rank_pids())
                 if holders:
                     r.waiting["holders"] = devwatch.holders_json(holders)
                     self.set_state(r, "starting", f"waiting: {devwatch.describe_holders(device, holders)}")
