@@ -54,7 +54,7 @@ APP_KEYS: list[tuple[str, str, str, str, bool, str, str]] = [
 ]
 KEY_LABELS = {
     "question_mark": "?", "colon": ":", "space": "space", "escape": "esc", "enter": "enter",
-    "left_square_bracket": "[", "right_square_bracket": "]",
+    "left_square_bracket": "[", "right_square_bracket": "]", "slash": "/",
 }
 
 
@@ -502,13 +502,21 @@ class XllmApp(App[None]):
         for binding_id, keys, _, _, _, help_text, group in MAIN_KEYS:
             full = f"main.{binding_id}"
             rows.append((group, key_label(keymap.get(full, keys)), help_text, full))
+        def keys_of(binding_id: str, default: str) -> str:
+            return key_label(keymap.get(binding_id, default))
+
         rows += [
-            ("Rank table", "up/down, j/k", "move between ranks (the log follows)", "main.table"),
-            ("Rank table", "space", "mark a rank for the split view", "rank-table.mark"),
-            ("Rank table", "enter", "rank detail", "main.table"),
-            ("Everywhere", "esc", "back (close a screen, leave the log)", "*.back"),
-            ("Log view", "/  n  N", "search, next, previous (when the log is focused)", "log"),
+            ("Rank table", keys_of("rank-table.down", "j") + ", down", "next rank (the log follows)", "rank-table.down"),
+            ("Rank table", keys_of("rank-table.up", "k") + ", up", "previous rank", "rank-table.up"),
+            ("Rank table", keys_of("rank-table.mark", "space"), "mark a rank for the split view", "rank-table.mark"),
+            ("Rank table", "enter", "rank detail", "-"),
+            ("Everywhere", "esc", "back (close a screen, leave the log or a tab)", "-"),
         ]
+        from xllm_tui.ui.widgets.rank_log import LogView
+
+        for binding in getattr(LogView, "BINDINGS", []) if LogView is not None else []:
+            if isinstance(binding, Binding) and binding.id:
+                rows.append(("Log view (after l)", keys_of(binding.id, binding.key), binding.description.lower(), binding.id))
         return rows
 
     def action_for_binding(self, binding_id: str) -> str | None:

@@ -29,7 +29,7 @@ class HelpScreen(ModalScreen[None]):
             if row_group != group:
                 if group is not None:
                     table.add_row("", "", "")
-                table.add_row(Text(row_group, style="underline"), "", "")
+                table.add_row("", Text(row_group, style="bold underline"), "")
                 group = row_group
             table.add_row(keys, description, binding_id)
         with VerticalScroll(id="help-dialog"):
