@@ -278,6 +278,17 @@ async def test_command_palette_offers_every_action(source):
         await pilot.press("enter")
         await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="palette ran restart-failed")
         assert "Restart the failed ranks (3)" in str(app.screen.query_one("#confirm-title").render())
+        await pilot.press("n")
+        await pilot.press("ctrl+p", *"toggle profiling on")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await until(pilot, lambda: source.actions, what="toggle from the palette")
+        assert source.actions == [("toggle", {"group": "profiling", "on": True})]
+        await pilot.press("ctrl+p", *"stop rank 5")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="confirmation for rank 5")
+        assert "Stop rank 5" in str(app.screen.query_one("#confirm-title").render())
 
 
 async def test_user_keymap_rebinds_an_action(source, tmp_path, monkeypatch):

@@ -123,6 +123,17 @@ class ActionsProvider(Provider):
                 continue
             title = f"{help_text[:1].upper()}{help_text[1:]}"
             out.append((f"{title}  [{keys}]", group, partial(app.run_action, action)))
+        snapshot = app.snapshot or {}
+        for toggle in snapshot.get("toggles") or []:
+            on = not toggle.get("enabled")
+            out.append((f"Toggle {toggle['name']} {'on' if on else 'off'} (next launch)", "Toggles",
+                        partial(app.send_action, "toggle", group=toggle["name"], on=on)))
+        for rank in snapshot.get("ranks") or []:
+            n = int(rank["rank"])
+            for verb in ("restart", "stop", "start"):
+                out.append((f"{verb.title()} rank {n}", f"Rank {n} ({rank.get('state')})", partial(app.rank_command, verb, n)))
+            out.append((f"Rank {n} detail", f"Rank {n}", partial(app.rank_command, "detail", n)))
+            out.append((f"Rank {n} log", f"Rank {n}", partial(app.rank_command, "log", n)))
         return out
 
     async def discover(self) -> Hits:
@@ -386,7 +397,10 @@ class XllmApp(App[None]):
         def search(text: str | None) -> None:
             if text:
                 view.set_search(text)
-                view.search_next()
+                if view.follow and not view.paused:
+                    view.search_previous()  # at the live end: the most recent match, as less's ?
+                else:
+                    view.search_next()
 
         self.push_screen(
             PromptScreen("search the log (literal, case-insensitive)", "enter searches; then n / N: next / previous",
@@ -690,6 +704,17 @@ class XllmApp(App[None]):
         if action == "start_supervisor":
             return not self.connected
         return True
+
+    def rank_command(self, verb: str, number: int) -> None:
+        """Select a rank, then act on it as its key would (destructive verbs still confirm)."""
+        self.select_rank(number)
+        {
+            "restart": self.action_restart_rank,
+            "stop": self.action_stop_rank,
+            "start": self.action_start_rank,
+            "detail": self.action_rank_detail,
+            "log": self.action_focus_log,
+        }[verb]()
 
     # -- command prompt -------------------------------------------------------------------------------
     def _run_prompt(self, line: str | None) -> None:
