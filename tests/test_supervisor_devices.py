@@ -128,6 +128,11 @@ def test_stray_holder_waits_until_started_or_gone(sim_deployment, tmp_path, stra
     dep.cli("start", dep.profile_path, "--simulate", "--ranks", "1", check=True)
     snap = dep.wait_snapshot(lambda s: s["ranks"][1]["pid"] is not None, 30, "rank 1 launched by start")
     assert snap["ranks"][1]["waiting"] is None
+    pid = snap["ranks"][1]["pid"]
+    assert any(e["rank"] == 1 and "launching rank 1 anyway: the operator started it" in e["reason"]
+               for e in dep.device_events())
+    assert any(e["kind"] == "state" and e["rank"] == 1 and e["reason"].startswith(f"spawned pid {pid} ")
+               for e in dep.events_file())
 
     # A restart checks again; once the stray is gone the rank launches by itself.
     dep.request("restart", ranks=[1])
@@ -186,6 +191,8 @@ def test_cores_from_topology_without_affinity_fails_the_launch(sim_deployment):
         assert "cores: topology" in r["reason"] and "CPU Affinity" in r["reason"]
     assert any(e["kind"] == "state" and e.get("cause") == "topology_unavailable" for e in dep.events_file())
     assert any(e["kind"] == "device" and e["reason"].startswith("cannot launch:") for e in dep.events_file())
+    assert snap["group"]["state"] == "failed" and snap["group"]["reason"].startswith("cannot launch: ")
+    assert not [e for e in dep.events_file() if e["kind"] == "group" and "launching" in e["reason"]]
     assert dep.answers()  # the supervisor stays up: fix the profile, then `reload` and `start`
     text = dep.cli("status", dep.profile_path, "--simulate", "--events", "0", check=True).stdout
     assert "cores: topology:" in text

@@ -321,12 +321,13 @@ class Supervisor:
         self._state_dirty = True
         return ev
 
-    def set_state(self, r: Rank, state: str, reason: str, cause: str | None = None) -> None:
+    def set_state(self, r: Rank, state: str, reason: str, cause: str | None = None, journal: bool = False) -> None:
+        """journal: an event even if the state word stays (a waiting rank that is now spawned)."""
         old = r.state
         if state == old and reason == r.reason:
             return
         r.reason = reason
-        if state != old:
+        if state != old or journal:
             r.state = state
             r.since = time.time()
             fields: dict[str, Any] = {"from": old, "to": state, "reason": reason}
@@ -371,6 +372,8 @@ class Supervisor:
             if r0 is not None and r0.health and r0.health.get("ok"):
                 return "ready", f"rank 0 serving on port {r0.port} ({r0.health['detail']})"
             return "ready", f"all {n} ranks ready"
+        if self.topology_problem and "failed" in states and not any(r.alive for r in ranks):
+            return "failed", f"cannot launch: {self.topology_problem}"
         if any(s in ("failed", "exited") for s in states):
             bad = [str(r.rank) for r in ranks if r.state in ("failed", "exited")]
             return "failed", f"rank(s) {', '.join(bad)} not running"
@@ -652,6 +655,8 @@ class Supervisor:
         self.cancel_group_restart()
         self.group_failing = False
         self.group_crash_looping = False
+        if not await self.ensure_topology([r for r in self.ranks.values() if not r.alive]):
+            return
         await self.run_prelaunch()
         self.last_launch_at = time.time()
         self.event("group", None, reason=f"launching {len(self.ranks)} rank(s): {why}")
@@ -732,7 +737,7 @@ class Supervisor:
         proc.watch(self.loop, self.on_exit)
         self.write_sim_procs()
         self.set_state(r, "starting", f"spawned pid {proc.pid} (generation {r.generation})"
-                       + (f"; previous log kept as {os.path.basename(rotated)}" if rotated else ""))
+                       + (f"; previous log kept as {os.path.basename(rotated)}" if rotated else ""), journal=True)
 
     async def launch_ranks(self, ranks: list[Rank], forced: set[int] | frozenset[int] = frozenset()) -> None:
         """Launch these ranks after the device checks: `cores: topology` must be computable, and a rank whose NPU
@@ -747,9 +752,14 @@ class Supervisor:
         busy: dict[int, list[DeviceProcess]] = {}
         if report.available:
             for r in ranks:
-                holders = report.holders(r.launch.spec.device, self.rank_pids())
+                device = r.launch.spec.device
+                holders = report.holders(device, self.rank_pids())
                 if holders and r.rank not in forced:
                     busy[r.rank] = holders
+                elif holders:
+                    self.event("device", r.rank, device=device, holders=devwatch.holders_json(holders),
+                               reason=f"{devwatch.describe_holders(device, holders)}; launching rank {r.rank} "
+                                      "anyway: the operator started it")
         policy = self.profile.devices.on_busy
         for r in ranks:
             if r.rank in busy:
