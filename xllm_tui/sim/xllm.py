@@ -282,6 +282,19 @@ def _family(host: str) -> int:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
+def _hang_up(sock: socket.socket) -> None:
+    """Really end a connection: close() alone leaves the descriptor open while a makefile() reader holds
+    it, so the peer would never see EOF."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    try:
+        sock.close()
+    except OSError:
+        pass
+
+
 # ----------------------------------------------------------------------------------------------
 # the rank
 # ----------------------------------------------------------------------------------------------
@@ -342,6 +355,8 @@ class Rank:
         # rank 0's registration state
         self.reg_lock = threading.Condition()
         self.registered: dict[int, tuple[socket.socket, str]] = {}
+        self.registration_attempt: dict[int, int] = {}  # rank -> attempt number of its current connection
+        self.commands_sent: list[str] = []  # every step broadcast so far, replayed to a rank that re-registers
         self.model_ready: set[int] = set()
         self.kv_ready: set[int] = set()
 
@@ -686,7 +701,14 @@ class Rank:
             threading.Thread(target=self._serve_registration, args=(conn,), daemon=True).start()
 
     def _serve_registration(self, conn: socket.socket) -> None:
-        """One rank's liveness channel: REGISTER, then MODEL_READY / KV_READY, until EOF."""
+        """One rank's liveness channel: REGISTER, then MODEL_READY / KV_READY, until EOF.
+
+        A worker that times out waiting for OK closes its connection and registers again with a higher
+        attempt number, but its abandoned REGISTER may still sit in the kernel and be read later, even
+        after the newer one (threads race). So: an older attempt than the current one is refused, and a
+        newer one replaces the old connection and is sent every step already broadcast, under the same
+        lock as _broadcast, so no step is lost between "registered" and "broadcast".
+        """
         conn.settimeout(None)
         reader = conn.makefile("r", encoding="utf-8", newline="\n")
         rank = None
@@ -696,23 +718,34 @@ class Rank:
                 if not parts:
                     continue
                 if parts[0] == "REGISTER" and len(parts) >= 3 and rank is None:
-                    rank = int(parts[1])
-                    if not 0 <= rank < self.nnodes:
+                    candidate = int(parts[1])
+                    attempt = int(parts[3]) if len(parts) >= 4 else 0
+                    if not 0 <= candidate < self.nnodes:
                         conn.sendall(b"ERROR rank out of range\n")
                         return
                     with self.reg_lock:
-                        # OK goes out before the rank counts as registered: nothing may overtake it.
-                        conn.sendall(b"OK\n")
-                        old = self.registered.get(rank)
-                        self.registered[rank] = (conn, parts[2])
-                        if not self.serving.is_set():  # once up, a group with a lost rank stays broken
-                            self.lost_workers.discard(rank)
-                        self.reg_lock.notify_all()
-                    if old is not None:
+                        if attempt < self.registration_attempt.get(candidate, -1):
+                            stale = True
+                        else:
+                            stale = False
+                            # OK and the replayed steps go out before the rank counts as registered:
+                            # nothing may overtake them. A few bytes: sendall cannot block here.
+                            conn.sendall(("OK\n" + "".join(self.commands_sent)).encode())
+                            old = self.registered.get(candidate)
+                            self.registered[candidate] = (conn, parts[2])
+                            self.registration_attempt[candidate] = attempt
+                            if not self.serving.is_set():  # once up, a group with a lost rank stays broken
+                                self.lost_workers.discard(candidate)
+                            self.reg_lock.notify_all()
+                    if stale:
                         try:
-                            old[0].close()
+                            conn.sendall(b"ERROR stale registration\n")
                         except OSError:
                             pass
+                        return
+                    rank = candidate
+                    if old is not None and old[0] is not conn:
+                        _hang_up(old[0])
                 elif parts[0] == "MODEL_READY" and rank is not None:
                     with self.reg_lock:
                         self.model_ready.add(rank)
@@ -741,13 +774,15 @@ class Rank:
                 self.reg_lock.wait(timeout=1.0)  # no overall timeout: xllm waits forever
 
     def _broadcast(self, message: str) -> None:
+        # Under reg_lock, like registration: a rank that (re-)registers gets the step either here or as
+        # a replay, never neither. The messages are a few bytes, so sendall does not block.
         with self.reg_lock:
-            targets = [sock for sock, _addr in self.registered.values()]
-        for sock in targets:
-            try:
-                sock.sendall(message.encode())
-            except OSError:
-                pass
+            self.commands_sent.append(message)
+            for sock, _addr in self.registered.values():
+                try:
+                    sock.sendall(message.encode())
+                except OSError:
+                    pass
 
     def master_flow(self) -> None:
         everyone = set(range(self.nnodes))
@@ -843,7 +878,8 @@ class Rank:
             sock.settimeout(max(10.0 * self.cfg.time_scale, 1.0))
             try:
                 sock.connect((self.master_host, self.master_port))
-                sock.sendall(f"REGISTER {self.rank} {server_addr}\n".encode())
+                # The attempt number lets rank 0 tell this connection from an abandoned earlier one.
+                sock.sendall(f"REGISTER {self.rank} {server_addr} {tries}\n".encode())
                 reply = b""
                 while not reply.endswith(b"\n"):  # byte by byte: what follows OK belongs to the session
                     chunk = sock.recv(1)
