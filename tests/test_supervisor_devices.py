@@ -85,7 +85,9 @@ def test_snapshot_devices_binding_health_and_hbm_left(sim_deployment, tmp_path):
 
     text = dep.cli("status", dep.profile_path, "--simulate", "--events", "0", check=True).stdout
     assert "devices: 16 NPUs (npu-smi" in text and "16 OK" in text and "hottest NPU" in text
-    assert "binding warning: rank 1 runs on cores 48" in text
+    assert "! binding warning (the profile's cores): rank 1 runs on cores 48" in text
+    table = {line.split()[0]: line.split() for line in text.splitlines() if line[:1].isdigit()}
+    assert table["1"][3].endswith("!") and not table["0"][3].endswith("!")
     as_json = json.loads(dep.cli("status", dep.profile_path, "--simulate", "--json", check=True).stdout)
     assert as_json["devices"]["binding"][0]["rank"] == 1
     assert as_json["ranks"][1]["binding"]["device"] == 1

@@ -232,8 +232,9 @@ def format_event(ev: dict) -> str:
     return f"{stamp} #{ev.get('seq')} {ev.get('kind', ''):9} {who:8} {text}"
 
 
-def format_devices(devices: dict | None, now: float | None = None) -> list[str]:
-    """The short device lines of `status`: health counts, the hottest NPU, HBM, binding warnings."""
+def format_devices(devices: dict | None, now: float | None = None, simulate: bool = False) -> list[str]:
+    """The short device lines of `status`: health counts, the hottest NPU, HBM, binding warnings (the ranks
+    they are about have `!` after their cores in the table)."""
     if not devices:
         return []
     age = f", read {_duration(max(0.0, (now or time.time()) - devices['polled_at']))} ago" \
@@ -255,7 +256,9 @@ def format_devices(devices: dict | None, now: float | None = None) -> list[str]:
         lines = ["devices: " + "; ".join(p for p in parts if p)]
     if devices.get("topology_problem"):
         lines.append(f"cores: topology: {devices['topology_problem']}")
-    lines += [f"binding warning: {issue['message']}" for issue in devices.get("binding") or []]
+    # Under --simulate the profile's cores are checked (the table shows what they are mapped onto here).
+    note = " (the profile's cores)" if simulate else ""
+    lines += [f"! binding warning{note}: {issue['message']}" for issue in devices.get("binding") or []]
     return lines
 
 
@@ -276,7 +279,8 @@ def format_status(snap: dict, events: int = 8) -> str:
     for r in snap["ranks"]:
         state = r["state"] + ("*" if r.get("relaunch_pending") else "")
         rows.append([
-            str(r["rank"]), str(r["machine"]), str(r["device"]), r["cores"] or "-", str(r["pid"] or "-"), state,
+            str(r["rank"]), str(r["machine"]), str(r["device"]), (r["cores"] or "-") + ("!" if r.get("binding") else ""),
+            str(r["pid"] or "-"), state,
             _duration(r.get("uptime_s")), str(r["restarts"]),
             "-" if r.get("cpu_pct") is None else f"{r['cpu_pct']:.0f}%", _bytes(r.get("rss_bytes")),
             r["reason"],
@@ -284,7 +288,7 @@ def format_status(snap: dict, events: int = 8) -> str:
     lines += _table(rows)
     if any(r.get("relaunch_pending") for r in snap["ranks"]):
         lines.append("* relaunch pending: the next launch of this rank gets a different environment")
-    lines += format_devices(snap.get("devices"), snap.get("time"))
+    lines += format_devices(snap.get("devices"), snap.get("time"), simulate=bool(prof.get("simulate")))
     if snap["toggles"]:
         lines.append("toggles: " + ", ".join(f"{t['name']}={'on' if t['enabled'] else 'off'}" for t in snap["toggles"]))
     if events and snap.get("events"):
