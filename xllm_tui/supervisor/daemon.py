@@ -927,6 +927,12 @@ class Supervisor:
 
     async def device_loop(self) -> None:
         while True:
+            interval = self.profile.devices.poll_interval_s
+            # A launch reads the devices too; the next poll counts from the latest reading.
+            due = (self.devices_polled_at or 0.0) + interval
+            if time.time() < due:
+                await asyncio.sleep(due - time.time())
+                continue
             try:
                 await self.poll_devices()
                 await self.recheck_waiting()
@@ -934,7 +940,7 @@ class Supervisor:
                 raise
             except Exception:  # noqa: BLE001 - a device problem must never stop the supervisor
                 log.exception("device poll failed")
-            await asyncio.sleep(self.profile.devices.poll_interval_s)
+                await asyncio.sleep(interval)
 
     async def recheck_waiting(self) -> None:
         """Ranks waiting for their NPU: launch each once nothing else holds it."""
