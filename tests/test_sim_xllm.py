@@ -540,3 +540,104 @@ def test_slow_phase_only_slows_that_phase(ranks):
     text = read(log)
     assert "Loading model weights from" not in text and "Init_model_async succeed." not in text
     assert proc.poll() is None
+
+
+# ------------------------------------------------------------------------------------------------
+# registration protocol: races a loaded machine produces (bench/stress_sim.py --freeze-master)
+# ------------------------------------------------------------------------------------------------
+
+
+class FakeRank:
+    """A hand-driven rank on rank 0's registration port: REGISTER, then read the steps it is sent."""
+
+    def __init__(self, master_port: int, rank: int, attempt: int):
+        self.sock = socket.create_connection(("127.0.0.1", master_port), timeout=10)
+        self.sock.sendall(f"REGISTER {rank} 127.0.0.1:{40000 + rank} {attempt}\n".encode())
+        self.reader = self.sock.makefile("r", encoding="utf-8", newline="\n")
+
+    def expect(self, text: str) -> None:
+        line = self.reader.readline().strip()
+        assert line == text, f"expected {text!r} from rank 0, got {line!r}"
+
+    def send(self, data: str) -> None:
+        self.sock.sendall(data.encode())
+
+    def close(self) -> None:
+        self.reader.close()
+        self.sock.close()
+
+
+def start_rank0_for_fakes(ranks: Ranks, nnodes: int) -> tuple[str, int, int]:
+    port = free_port()
+    master_port = distinct_port(port)
+    _, log = ranks.start(rank_args(0, nnodes, f"127.0.0.1:{master_port}", port), log_name="node_0.log")
+    wait_for_line(log, "Collective server started on address")
+    return log, port, master_port
+
+
+def test_an_abandoned_registration_read_late_does_not_replace_the_live_one(ranks):
+    # Rank 1 timed out waiting for OK on its first connection and registered again (attempt 1); rank 0
+    # reads the abandoned attempt 0 only afterwards. Before the fix it replaced the live connection and
+    # INIT_MODEL went to the dead one: rank 1 never loaded, the group never came up.
+    log, port, master_port = start_rank0_for_fakes(ranks, nnodes=3)
+    live = FakeRank(master_port, 1, attempt=1)
+    live.expect("OK")
+    abandoned = FakeRank(master_port, 1, attempt=0)
+    abandoned.expect("ERROR stale registration")
+    abandoned.close()
+    other = FakeRank(master_port, 2, attempt=0)
+    other.expect("OK")
+    live.expect("INIT_MODEL")
+    other.expect("INIT_MODEL")
+    live.send("MODEL_READY\n")
+    other.send("MODEL_READY\nKV_READY\n")  # two messages in one segment: rank 0 frames by line
+    step = live.reader.readline().split()
+    assert step[:1] == ["ALLOC_KV"] and int(step[1]) > 0
+    live.send("KV_READY\n")
+    wait_for_line(log, f"Brpc Server started on port {port}")
+    live.close()
+    other.close()
+
+
+def test_a_rank_registering_again_gets_the_steps_already_broadcast(ranks):
+    # Rank 1's first connection was registered and got INIT_MODEL, but rank 1 had given up on it (OK came
+    # too late); its new connection must still get INIT_MODEL, or rank 0 waits for it for ever.
+    log, port, master_port = start_rank0_for_fakes(ranks, nnodes=2)
+    first = FakeRank(master_port, 1, attempt=0)
+    first.expect("OK")
+    first.expect("INIT_MODEL")  # rank 0's own worker registered too: the model step went out
+    first.close()
+    again = FakeRank(master_port, 1, attempt=1)
+    again.expect("OK")
+    again.expect("INIT_MODEL")
+    again.send("MODEL_READY\n")
+    assert again.reader.readline().startswith("ALLOC_KV ")
+    again.send("KV_READY\n")
+    wait_for_line(log, f"Brpc Server started on port {port}")
+    assert read(log).count("RemoteWorker Hello connected") == 2
+    again.close()
+
+
+def test_a_worker_reads_several_steps_from_one_segment(ranks):
+    # A stand-in rank 0 sends OK, INIT_MODEL and ALLOC_KV in one write: the worker must act on each.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        server.settimeout(20)
+        master = f"127.0.0.1:{server.getsockname()[1]}"
+        proc, log = ranks.start(rank_args(1, 2, master, free_port(), draft_model="/models/GLM-mtp"),
+                                log_name="node_1.log")
+        conn, _ = server.accept()
+        with conn:
+            conn.settimeout(20)
+            reader = conn.makefile("r", encoding="utf-8", newline="\n")
+            assert reader.readline().split()[:2] == ["REGISTER", "1"]
+            conn.sendall(b"OK\nINIT_MODEL\nALLOC_KV 1000 128\n")
+            assert reader.readline() == "MODEL_READY\n"
+            assert reader.readline() == "KV_READY\n"
+            text = read(log)
+            assert text.count("Loading model weights from /models/GLM-4.5-w8a8/") == 3
+            assert text.count("Loading model weights from /models/GLM-mtp/") == 1
+            assert "Initializing k cache with shape: [1000, 128, " in text
+            reader.close()
+        assert proc.poll() is None
