@@ -9,6 +9,7 @@ writes state.json atomically, re-adopts ranks after its own death, and serves th
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
@@ -242,6 +243,7 @@ class Supervisor:
         self.devices_baseline: DeviceReport | None = None  # the last readable one, for health changes
         self.devices_readable: bool | None = None
         self.own_pids: set[int] = set()  # this deployment's ranks and their children at the last reading
+        self.former_pids: collections.deque[int] = collections.deque(maxlen=1024)  # exited rank processes
         self.binding: dict[int, BindingIssue] = {}
         self.binding_reported: set[str] = set()
         self.topology_report: DeviceReport | None = None  # for cores: topology (affinity does not change)
@@ -856,8 +858,12 @@ class Supervisor:
         return report
 
     def rank_pids(self) -> set[int]:
-        """Pids that are this deployment's: its live ranks (and their children at the last reading)."""
-        return self.own_pids | {r.proc.pid for r in self.ranks.values() if r.alive}
+        """Pids that are this deployment's: its live ranks (and their children at the last reading), and its
+        exited ranks' pids that are gone (npu-smi may list a process a moment after its death)."""
+        return self.own_pids | {r.proc.pid for r in self.ranks.values() if r.alive} | self.gone_rank_pids()
+
+    def gone_rank_pids(self) -> set[int]:
+        return {pid for pid in self.former_pids if not psutil.pid_exists(pid)}
 
     def accept_devices(self, report: DeviceReport, polled_at: float) -> None:
         self.devices_report = report
@@ -893,7 +899,8 @@ class Supervisor:
         if device is None:
             return
         pct = device.hbm_pct
-        if device.processes or pct is None or pct <= devwatch.HBM_LEFT_PCT:
+        gone = self.gone_rank_pids()
+        if [p for p in device.processes if p.pid not in gone] or pct is None or pct <= devwatch.HBM_LEFT_PCT:
             r.hbm_left_polls = 0
             return
         r.hbm_left_polls += 1
@@ -970,6 +977,7 @@ class Supervisor:
         assert status is not None
         self._procs_for_stats.pop(proc.pid, None)
         r.exited_at = status.at
+        self.former_pids.append(proc.pid)
         r.hbm_left_polls = 0
         r.hbm_left_reported = False
         self.write_sim_procs()
