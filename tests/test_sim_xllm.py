@@ -632,12 +632,21 @@ def test_a_worker_reads_several_steps_from_one_segment(ranks):
             conn.settimeout(20)
             reader = conn.makefile("r", encoding="utf-8", newline="\n")
             assert reader.readline().split()[:2] == ["REGISTER", "1"]
-            conn.sendall(b"OK\nINIT_MODEL\nALLOC_KV 1000 128\n")
+            conn.sendall(b"OK\nINIT_MODEL\nINIT_DRAFT\nALLOC_KV 1000 128\n")
             assert reader.readline() == "MODEL_READY\n"
+            assert reader.readline() == "DRAFT_READY\n"
             assert reader.readline() == "KV_READY\n"
             text = read(log)
             assert text.count("Loading model weights from /models/GLM-4.5-w8a8/") == 3
             assert text.count("Loading model weights from /models/GLM-mtp/") == 1
             assert "Initializing k cache with shape: [1000, 128, " in text
+            # What a real worker logs for its models (worker_impl.cpp): no "Initializing model from:"
+            # (that is rank 0's engine), one ATen bracket per model when the world has several ranks.
+            assert "Initializing model from:" not in text
+            assert text.count("Temporarily setting ATen threads to 1 during weight loading, tp_world_size=2") == 2
+            lines = text.splitlines()
+            done = [i for i, line in enumerate(lines) if "Weight loading completed, restored ATen threads=" in line]
+            weights = [i for i, line in enumerate(lines) if "Loading model weights from" in line]
+            assert len(done) == 2 and weights[2] < done[0] < weights[3] < done[1]
             reader.close()
         assert proc.poll() is None

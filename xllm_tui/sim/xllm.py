@@ -59,9 +59,10 @@ SRC = {
     "worker_sync": "worker_server.cpp:253",
     "collective": "collective_service.cpp:47",
     "remote_worker": "remote_worker.cpp:52",
-    "model_init": "worker_impl.cpp:148",
+    "model_init": "llm_engine.cpp:139",
+    "aten_threads": "worker_impl.cpp:496",
     "weights": "model_loader.cpp:89",
-    "init_model": "llm_engine.cpp:160",
+    "init_model": "remote_worker.cpp:402",
     "kv_worker": "llm_engine.cpp:221",
     "kv_capacity": "llm_engine.cpp:330",
     "kv_alloc": "worker_impl.cpp:112",
@@ -358,6 +359,7 @@ class Rank:
         self.registration_attempt: dict[int, int] = {}  # rank -> attempt number of its current connection
         self.commands_sent: list[str] = []  # every step broadcast so far, replayed to a rank that re-registers
         self.model_ready: set[int] = set()
+        self.draft_ready: set[int] = set()
         self.kv_ready: set[int] = set()
 
     # -- helpers -------------------------------------------------------------------------------
@@ -746,9 +748,9 @@ class Rank:
                     rank = candidate
                     if old is not None and old[0] is not conn:
                         _hang_up(old[0])
-                elif parts[0] == "MODEL_READY" and rank is not None:
+                elif parts[0] in ("MODEL_READY", "DRAFT_READY") and rank is not None:
                     with self.reg_lock:
-                        self.model_ready.add(rank)
+                        (self.model_ready if parts[0] == "MODEL_READY" else self.draft_ready).add(rank)
                         self.reg_lock.notify_all()
                 elif parts[0] == "KV_READY" and rank is not None:
                     with self.reg_lock:
@@ -784,6 +786,18 @@ class Rank:
                 except OSError:
                     pass
 
+    def _report_model_ready(self, ready: set[int], everyone: set[int]) -> None:
+        """One "Init_model_async succeed." per rank as its model is loaded; returns when all are."""
+        reported: set[int] = set()
+        with self.reg_lock:
+            while True:
+                for _rank in sorted(ready - reported):
+                    self.log.info(SRC["init_model"], "Init_model_async succeed.")
+                    reported.add(_rank)
+                if everyone <= ready:
+                    return
+                self.reg_lock.wait(timeout=1.0)  # no overall timeout: xllm waits forever
+
     def master_flow(self) -> None:
         everyone = set(range(self.nnodes))
         if self.cfg.fail_kind == "worker_missing" and self.cfg.fail_phase == "connect" and \
@@ -799,9 +813,18 @@ class Rank:
         for rank in sorted(everyone):
             self.log.info(SRC["remote_worker"], f"RemoteWorker Hello connected, server_address: {addresses[rank]}, "
                                                 f"global_rank_: {rank}")
+        # LLMEngine::init_model (llm_engine.cpp) logs the path, then asks every worker to load it; each
+        # finished InitModel RPC logs "Init_model_async succeed." (remote_worker.cpp) on rank 0. With a
+        # draft model the speculative engine does the same for the draft engine.
+        self.enter("model", fail=False)  # rank 0 hangs before its engine's first model line
+        self.log.info(SRC["model_init"], f"Initializing model from: {self.model}")
         self._broadcast("INIT_MODEL\n")
-        self._wait_for(lambda: everyone <= self.model_ready)
-        self.log.info(SRC["init_model"], "Init_model_async succeed.")
+        self._report_model_ready(self.model_ready, everyone)
+        draft = str(self.flags["draft_model"])
+        if draft:
+            self.log.info(SRC["model_init"], f"Initializing model from: {draft}")
+            self._broadcast("INIT_DRAFT\n")
+            self._report_model_ready(self.draft_ready, everyone)
 
         self.enter("kv_cache")
         total = 64 * 1024**3
@@ -923,6 +946,9 @@ class Rank:
             if parts[0] == "INIT_MODEL":
                 self.load_model()
                 conn.sendall(b"MODEL_READY\n")
+            elif parts[0] == "INIT_DRAFT":
+                self.load_draft_model()
+                conn.sendall(b"DRAFT_READY\n")
             elif parts[0] == "ALLOC_KV":
                 blocks, block_size = int(parts[1]), int(parts[2])
                 if not self.is_master:
@@ -965,22 +991,44 @@ class Rank:
                 for i in range(1, default_count + 1)]
 
     def load_model(self) -> None:
+        """The worker's WorkerImpl::init_model for --model: its weight files, nothing else of its own."""
         self.enter("model", fail=False)  # a model-phase failure happens half-way through the weights
         failing = self.cfg.fail_phase == "model" and self.targeted(self.cfg.fail_ranks)
-        self.log.info(SRC["model_init"], f"Initializing model from: {self.model}")
         self.sleep("model", STEP_SECONDS["model"])
         files = self.weight_files(self.model, self.cfg.weight_files)
+        self._load_weights(files, fail_at=len(files) // 2 if failing else None)
+
+    def load_draft_model(self) -> None:
+        """The same for --draft_model (the speculative worker's draft WorkerImpl)."""
+        self._load_weights(self.weight_files(str(self.flags["draft_model"]), self.cfg.draft_weight_files))
+
+    def _load_weights(self, files: list[str], fail_at: int | None = None) -> None:
+        # Newer xllm (worker_impl.cpp, WorkerImpl::init_model) brackets the loading with these two lines when
+        # the tensor-parallel world has more than one rank; v0.7.x prints neither. "Weight loading
+        # completed" is the only line a worker writes once its model is initialised.
+        aten = self.cfg.xllm_version != "0.7" and len(self.devices) * self.nnodes > 1
+        threads = self._aten_threads()
+        if aten:
+            self.log.info(SRC["aten_threads"], f"Temporarily setting ATen threads to 1 during weight loading, "
+                                               f"tp_world_size={len(self.devices) * self.nnodes}, "
+                                               f"prev_threads={threads}")
         for index, path in enumerate(files):
-            if failing and index == len(files) // 2:
+            if index == fail_at:
                 self.fail()
             self.log.info(SRC["weights"], f"Loading model weights from {path}")
             self.sleep("model", STEP_SECONDS["weight_file"])
-        draft = str(self.flags["draft_model"])
-        if draft:
-            self.log.info(SRC["model_init"], f"Initializing model from: {draft}")
-            for path in self.weight_files(draft, self.cfg.draft_weight_files):
-                self.log.info(SRC["weights"], f"Loading model weights from {path}")
-                self.sleep("model", STEP_SECONDS["weight_file"])
+        if aten:
+            self.log.info(SRC["aten_threads"], f"Weight loading completed, restored ATen threads={threads}")
+
+    def _aten_threads(self) -> int:
+        """What torch::get_num_threads() would say: OMP_NUM_THREADS, else the CPUs this process may use."""
+        try:
+            return max(int(self.env.get("OMP_NUM_THREADS", "")), 1)
+        except ValueError:
+            try:
+                return len(os.sched_getaffinity(0))
+            except (AttributeError, OSError):
+                return os.cpu_count() or 1
 
     # -- rank 0: HTTP ------------------------------------------------------------------------------
 
