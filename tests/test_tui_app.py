@@ -337,6 +337,16 @@ async def test_profile_edit_is_validated_and_shows_the_change(source, tmp_path):
         await until(pilot, lambda: banner.has_class("error"), what="error banner")
         assert "Profile error" in str(banner.render()) and "a3-8card.yaml:" in str(banner.render())
         assert source.actions == []  # an edit is never applied by itself
+        await pilot.press("ctrl+r")  # a broken profile is not sent to the supervisor
+        await until(pilot, lambda: any("has errors" in n.message for n in app._notifications))
+        assert source.actions == []
+        profile.write_text(original.replace("max_memory_utilization: 0.86", "max_memory_utilization: 0.9"))
+        app._load_profile()
+        await until(pilot, lambda: not banner.has_class("error"), what="valid again")
+        await pilot.press("ctrl+r")  # the operator loads it: the supervisor uses it from the next launch
+        await until(pilot, lambda: source.actions, what="reload request")
+        assert source.actions == [("reload", {})]
+        await until(pilot, lambda: "loaded into the supervisor" in str(banner.render()))
 
 
 async def test_profile_file_is_watched(source, tmp_path):

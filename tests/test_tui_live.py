@@ -163,3 +163,35 @@ async def test_supervisor_loss_is_survived_and_a_new_one_adopts_the_ranks(sim_de
         await pilot.press("u")
         await until(pilot, lambda: not banner.has_class("visible"), 60, "reconnected to a new supervisor")
         await until(pilot, lambda: pids(app) == running, 30, "ranks re-adopted with the same pids")
+
+
+async def test_profile_edit_then_reload_takes_effect_at_the_relaunch(sim_deployment):
+    dep = sim_deployment(ranks=2)
+    dep.start()
+    dep.wait_group("ready")
+    source = SupervisorSource(dep.run_dir, profile_path=dep.profile_path, simulate=True)
+    app = XllmApp(source, user_config=False, watch_profile=True, poll_interval=0.2, profile_path=dep.profile_path,
+                  simulate=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: all_ready(app, 2) and app.profile_plan is not None, what="ready and planned")
+        await pilot.pause(0.5)  # the watcher is running
+        running = pids(app)
+        banner = app.main_screen.query_one("#profile-banner", Static)
+        dep.profile_data["env"]["XLLM_TUI_EDITED"] = "yes"
+        deadline = time.monotonic() + 20
+        while not banner.has_class("visible"):  # rewrite until the watcher has seen it (bounded)
+            assert time.monotonic() < deadline, "the profile edit was not noticed"
+            dep.write_profile()
+            await pilot.pause(0.5)
+        assert "a relaunch would change ranks 0-1" in str(banner.render())
+        assert not any(r["relaunch_pending"] for r in app.snapshot["ranks"])  # nothing applied yet
+        await pilot.press("ctrl+r")
+        await until(pilot, lambda: all(r["relaunch_pending"] for r in app.snapshot["ranks"]), 20, "relaunch pending")
+        assert pids(app) == running  # loading a profile restarts nothing
+        await confirm(pilot, app, "R")
+        await until(pilot, lambda: all_ready(app, 2) and not set(pids(app).values()) & set(running.values()), 60,
+                    "relaunched")
+        assert not any(r["relaunch_pending"] for r in app.snapshot["ranks"])
+        from supervisor_helpers import read_environ
+
+        assert read_environ(pids(app)[0]).get("XLLM_TUI_EDITED") == "yes"

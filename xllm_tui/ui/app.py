@@ -358,9 +358,11 @@ class XllmApp(App[None]):
         if previous is not None:
             self._announce_failures(previous, snapshot)
         toggles = {t["name"]: bool(t.get("enabled")) for t in snapshot.get("toggles") or []}
-        if self.profile_path and toggles != getattr(self, "_planned_toggles", toggles):
-            self._load_profile(initial=True)  # the next launch changed with a toggle: re-plan
-        self._planned_toggles = toggles
+        if self.profile_plan is not None and toggles != self.profile_plan.toggles:
+            # A toggle changed the next launch (or the plan was made before the first snapshot): re-plan
+            # the baseline, so a profile edit's diff shows the edit, not the toggle.
+            self.profile_plan.toggles = toggles
+            self._load_profile(initial=True)
 
     def _announce_failures(self, previous: dict[str, Any], current: dict[str, Any]) -> None:
         before = {r["rank"]: r.get("state") for r in previous.get("ranks") or []}
@@ -443,10 +445,14 @@ class XllmApp(App[None]):
 
     def refresh_devices(self) -> None:
         pane = self.main_screen.query_one(DevicesPane)
-        if self._frozen:
+        snapshot = self.snapshot or {}
+        ranks = list(snapshot.get("ranks") or [])
+        if snapshot.get("devices"):  # the supervisor's own reading: nothing to run here
+            pane.show(snapshot["devices"], ranks)
+        elif self._frozen:
             pane.show_unavailable("A frozen snapshot has no devices to read; run `xllm-tui devices PROFILE`.")
-            return
-        self._read_devices(list((self.snapshot or {}).get("ranks") or []))
+        else:
+            self._read_devices(ranks)
 
     def _devices_tick(self) -> None:
         """Every few seconds while the Devices tab is open (npu-smi is slow: never more often)."""
@@ -455,9 +461,9 @@ class XllmApp(App[None]):
 
     @work(group="devices", exclusive=True, thread=True)
     def _read_devices(self, ranks: list[dict[str, Any]]) -> None:
-        from xllm_tui.ui.widgets.devices_pane import read_device_report
+        from xllm_tui.ui.widgets.devices_pane import read_device_report, report_json
 
-        report = read_device_report(self.simulate, ranks)
+        report = report_json(read_device_report(self.simulate, ranks))
         self.call_from_thread(self.main_screen.query_one(DevicesPane).show, report, ranks)
 
     def refresh_timeline(self) -> None:
@@ -563,7 +569,7 @@ class XllmApp(App[None]):
             self.notify(f"{what.strip()}: the supervisor is unreachable ({error})", severity="error")
             return None
         except ActionFailed as error:
-            self.notify(f"{what.strip()}: refused: {error.message}", severity="error")
+            self.notify(f"{what.strip()}: refused: {error.message}", severity="error", timeout=10)
             return None
         except Exception as error:  # the TUI reports, it does not crash
             self.notify(f"{what.strip()}: failed: {error}", severity="error")
@@ -571,6 +577,16 @@ class XllmApp(App[None]):
         accepted = result.get("accepted") if isinstance(result, dict) else None
         if accepted is not None:
             self.notify(f"{op}: ranks {fmt.rank_list(accepted) or 'none'} accepted", timeout=4)
+        elif op == "reload":
+            pending = fmt.rank_list(result.get("relaunch_pending") or [])
+            self.notify(
+                "The supervisor loaded the profile; it is used from each rank's next launch"
+                + (f" (relaunch pending: ranks {pending}; R restarts the group)" if pending else " (no rank changes)"),
+                timeout=8,
+            )
+            for warning in result.get("warnings") or []:
+                self.notify(str(warning), title="profile warning", severity="warning", timeout=8)
+            self._profile_loaded_banner()
         elif op == "toggle":
             state = "on" if result.get("enabled") else "off"
             self.notify(f"toggle {result.get('group')} {state}: takes effect at each rank's next launch", timeout=5)
@@ -676,6 +692,18 @@ class XllmApp(App[None]):
             self.notify(f"shutdown: {error}", severity="error")
             return
         self.exit()
+
+    def action_reload_profile(self) -> None:
+        if self.profile_errors:
+            self.notify("The profile has errors; fix them first (p lists them). Nothing was loaded.",
+                        severity="error", timeout=6)
+            return
+        self.send_action("reload")
+
+    def _profile_loaded_banner(self) -> None:
+        banner = self.main_screen.query_one("#profile-banner", Static)
+        if banner.has_class("visible") and not banner.has_class("error"):
+            banner.update(Text(" profile loaded into the supervisor: used from each rank's next launch (R restarts the group)"))
 
     def on_toggles_panel_toggle_requested(self, message: TogglesPanel.ToggleRequested) -> None:
         self.send_action("toggle", group=message.group, on=message.on)
@@ -810,7 +838,7 @@ class XllmApp(App[None]):
         summary = profile_watch.change_summary(changed)
         self.profile_change = (summary, lines)
         self.profile_plan = plan
-        banner.update(Text(f" {summary}; nothing changes until a rank is relaunched"))
+        banner.update(Text(f" {summary}; ctrl+r loads it into the supervisor for the next launch"))
         banner.add_class("visible")
         self.notify(summary, title="profile", timeout=6)
         for other in self.screen_stack:

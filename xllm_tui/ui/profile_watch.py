@@ -19,6 +19,7 @@ class ProfilePlan:
     warnings: list[str] = field(default_factory=list)
     launches: dict[int, Any] = field(default_factory=dict)  # rank -> RankLaunch
     watched_env: set[str] = field(default_factory=set)  # variables the profile sets or a toggle touches
+    toggles: dict[str, bool] = field(default_factory=dict)  # the toggle states this plan was made with
 
     @property
     def ok(self) -> bool:
@@ -44,7 +45,7 @@ def plan_profile(
 
     result = load_profile(path, simulate=simulate)
     plan = ProfilePlan(
-        errors=[str(d) for d in result.errors], warnings=[str(d) for d in result.warnings]
+        errors=[str(d) for d in result.errors], warnings=[str(d) for d in result.warnings], toggles=dict(toggles or {})
     )
     if result.errors or result.profile is None:
         if not plan.errors:

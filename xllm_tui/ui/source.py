@@ -95,6 +95,9 @@ class StaticSource:
             return {"group": args.get("group"), "enabled": args.get("on")}
         if op == "shutdown":
             return {"stopping": True}
+        if op == "reload":
+            pending = [r["rank"] for r in self.data.get("ranks", []) if r.get("pid")]
+            return {"reloaded": True, "warnings": [], "relaunch_pending": pending}
         ranks = args.get("ranks")
         all_ranks = [r["rank"] for r in self.data.get("ranks", [])]
         if ranks == "all":

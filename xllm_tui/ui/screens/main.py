@@ -27,6 +27,7 @@ MAIN_KEYS: list[tuple[str, str, str, str, bool, str, str]] = [
     ("restart-failed", "F", "app.restart_failed", "Restart failed", False, "restart the failed ranks (confirms)", "Actions"),
     ("start-all", "A", "app.start_all", "Start all", False, "start every stopped rank", "Actions"),
     ("stop-all", "ctrl+k", "app.stop_all", "Stop all", False, "stop every rank; the supervisor stays (confirms)", "Actions"),
+    ("reload-profile", "ctrl+r", "app.reload_profile", "Reload profile", False, "load the edited profile into the supervisor (used from the next launch)", "Actions"),
     ("start-supervisor", "u", "app.start_supervisor", "New supervisor", False, "start a supervisor when none answers (re-adopts ranks)", "Actions"),
     ("detail", "d", "app.rank_detail", "Detail", True, "rank detail: argv, env, last exit, env diff (also enter)", "Views"),
     ("log", "l", "app.focus_log", "Log", False, "focus the selected rank's log (esc returns)", "Views"),

@@ -52,9 +52,20 @@ def detail_text(
         text.append(f"{label:>23}  ", style="dim")
         text.append(f"{value}\n")
 
-    text.append_text(_section("argv (running process)"))
-    if running and running.get("argv"):
-        text.append(shlex.join(running["argv"]) + "\n")
+    for label, value in (
+        ("health (rank 0)", (rank.get("health") or {}).get("detail")),
+        ("core binding", (rank.get("binding") or {}).get("message") if isinstance(rank.get("binding"), dict) else rank.get("binding")),
+        ("waiting", rank.get("reason") if rank.get("waiting") else None),
+    ):
+        if value:
+            text.append(f"{label:>23}  ", style="dim")
+            text.append(f"{value}\n", style=variables.get("warning", "") if label != "health (rank 0)" else "")
+
+    # The supervisor reports the argv it launched (with the numactl prefix); /proc shows it after exec.
+    launched_argv = list(rank.get("argv") or (running or {}).get("argv") or [])
+    text.append_text(_section("argv (as launched)" if rank.get("argv") else "argv (running process)"))
+    if launched_argv and rank.get("pid"):
+        text.append(shlex.join(launched_argv) + "\n")
     else:
         text.append("not running (or not readable)\n", style="dim")
 
@@ -82,7 +93,7 @@ def detail_text(
         running_watched = {k: v for k, v in running_env.items() if k in names}
         planned_watched = {k: v for k, v in planned_env.items() if k in names}
         env_rows = fmt.env_diff(running_watched, planned_watched)
-        running_argv = list(running.get("argv") or [])
+        running_argv = launched_argv
         planned_argv = list(planned.get("argv") or [])
         if running_argv and os.path.basename(running_argv[0]) != "numactl":
             # numactl execs the binary: a running rank's argv no longer shows the `numactl -C cores` prefix

@@ -1,7 +1,8 @@
 """The devices of this machine (npu-smi, or nvidia-smi) with the ranks that run on them.
 
-read_device_report() runs the tool (slow: seconds) and is called from a thread worker; the pane only
-renders a finished DeviceReport.
+The supervisor reads the devices itself and puts the reading in its snapshot ("devices", the
+`xllm-tui devices --json` layout); the pane renders that. Only when a supervisor has no reading does the TUI
+run the tool itself: read_device_report() is slow (seconds) and is called from a thread worker.
 """
 
 from __future__ import annotations
@@ -23,6 +24,17 @@ HEALTH_VARIABLE = {"OK": "xllm-state-ready", "Warning": "xllm-state-degraded", "
                    "Critical": "xllm-state-failed"}
 
 
+def report_json(report: Any) -> dict[str, Any]:
+    """A DeviceReport in the snapshot's "devices" layout."""
+    import dataclasses
+
+    return {
+        "backend": report.backend,
+        "devices": [dataclasses.asdict(d) for d in report.devices],
+        "errors": list(report.errors),
+    }
+
+
 def read_device_report(simulate: bool, ranks: list[dict[str, Any]]) -> Any:
     """A DeviceReport; under simulate the simulated npu-smi, told which rank pids sit on which device."""
     from xllm_tui.devices.probe import read_devices
@@ -42,6 +54,7 @@ def read_device_report(simulate: bool, ranks: list[dict[str, Any]]) -> Any:
 
 
 class DevicesPane(Vertical):
+    _shown_key: tuple | None = None
     def compose(self) -> ComposeResult:
         yield Static(Text("reading devices ...", style="dim"), id="devices-note")
         yield DataTable(id="devices-table", cursor_type="row")
@@ -54,13 +67,24 @@ class DevicesPane(Vertical):
     def show_unavailable(self, message: str) -> None:
         self.query_one("#devices-note", Static).update(Text(message, style="dim"))
 
-    def show(self, report: Any, ranks: list[dict[str, Any]]) -> None:
+    def show(self, devices: dict[str, Any], ranks: list[dict[str, Any]]) -> None:
+        """devices: the snapshot's "devices" (the `xllm-tui devices --json` layout)."""
+        key = (devices.get("polled_at"), tuple((r.get("rank"), r.get("pid"), r.get("device")) for r in ranks))
+        if key[0] is not None and key == self._shown_key:
+            return  # the same reading: no repaint
+        self._shown_key = key
         variables = self.app.theme_variables
+        warning = variables.get("warning", "")
+        items = devices.get("devices") or []
         note = Text()
-        if report.backend:
-            note.append(f"{report.backend}: {len(report.devices)} device(s) on this machine", style="dim")
-        for error in report.errors:
-            note.append(("\n" if len(note) else "") + error, style=variables.get("warning", ""))
+        if devices.get("backend"):
+            note.append(f"{devices['backend']}: {len(items)} device(s) on this machine", style="dim")
+        for error in devices.get("errors") or []:
+            note.append(("\n" if len(note) else "") + str(error), style=warning)
+        for issue in devices.get("binding") or []:
+            note.append(("\n" if len(note) else "") + str(issue.get("message") or issue), style=warning)
+        if not len(note):
+            note.append("no devices", style="dim")
         self.query_one("#devices-note", Static).update(note)
         table = self.query_one("#devices-table", DataTable)
         table.clear()
@@ -68,22 +92,24 @@ class DevicesPane(Vertical):
         for rank in ranks:
             if rank.get("device") is not None:
                 by_device.setdefault(int(rank["device"]), []).append(int(rank["rank"]))
-        for device in report.devices:
-            health = device.health or "-"
+        for device in items:
+            logic_id = device.get("logic_id")
+            health = device.get("health") or "-"
             colour = variables.get(HEALTH_VARIABLE.get(health, ""), "")
             hbm = "-"
-            if device.hbm_total_mb:
-                hbm = f"{device.hbm_used_mb or 0}/{device.hbm_total_mb} MB ({device.hbm_pct or 0:.0f}%)"
-            on_device = by_device.get(device.logic_id, []) if device.logic_id is not None else []
+            used, total = device.get("hbm_used_mb"), device.get("hbm_total_mb")
+            if total:
+                hbm = f"{used or 0}/{total} MB ({100 * (used or 0) / total:.0f}%)"
+            on_device = by_device.get(logic_id, []) if logic_id is not None else []
             table.add_row(
-                str(device.logic_id if device.logic_id is not None else "-"),
-                device.name or "-",
+                str(logic_id if logic_id is not None else "-"),
+                device.get("name") or "-",
                 Text(health, style=f"bold {colour}" if colour else "bold"),
-                "-" if device.temp_c is None else f"{device.temp_c:.0f}C",
-                "-" if device.power_w is None else f"{device.power_w:.0f}W",
-                "-" if device.aicore_pct is None else f"{device.aicore_pct:.0f}%",
+                "-" if device.get("temp_c") is None else f"{device['temp_c']:.0f}C",
+                "-" if device.get("power_w") is None else f"{device['power_w']:.0f}W",
+                "-" if device.get("aicore_pct") is None else f"{device['aicore_pct']:.0f}%",
                 hbm,
                 fmt.rank_list(on_device) or "-",
-                " ".join(str(p.pid) for p in device.processes) or "-",
-                device.cpu_affinity or "-",
+                " ".join(str(p.get("pid")) for p in device.get("processes") or []) or "-",
+                device.get("cpu_affinity") or "-",
             )
