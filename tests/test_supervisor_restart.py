@@ -172,3 +172,26 @@ def test_workers_dying_after_rank_0_are_collateral_not_first(sim_deployment):
         assert r["last_exit"]["collateral"] is True and r["last_exit"]["cause"] == "collateral", r["last_exit"]
     firsts = [e for e in dep.events_file() if e.get("first_failure")]
     assert {e["first_failure"]["rank"] for e in firsts} == {0}
+
+
+def test_a_new_up_after_down_starts_a_fresh_restart_budget(sim_deployment):
+    dep = sim_deployment(
+        ranks=2,
+        env={"XLLM_SIM_FAIL": "hccl_error", "XLLM_SIM_FAIL_RANKS": "1"},
+        restart={"mode": "on-failure", "scope": "group", "backoff": {"initial": "0.1s", "max": "0.2s", "factor": 2},
+                 "max_restarts": 1, "window": "10m"},
+    )
+    dep.start()
+    looping = dep.wait_group("crash-looping", timeout=90)
+    assert looping["group"]["restarts"] == 1 and looping["group"]["first_failure"]["rank"] == 1
+    dep.cli("down", dep.profile_path, "--simulate", check=True)
+    dep.start()
+    fresh = dep.wait_snapshot(lambda s: s["group"]["state"] in ("starting", "loading", "failed", "crash-looping")
+                              and any(e["kind"] == "supervisor" and "restart count reset" in str(e.get("reason"))
+                                      for e in s["events"]), 60, "the new run's reset event")
+    reset = next(e for e in fresh["events"] if "restart count reset" in str(e.get("reason")))
+    assert "1 restart(s)" in reset["reason"] and "rank 1 hccl_error" in reset["reason"]
+    # The new run gets its own budget: it restarts once more before crash-looping again.
+    again = dep.wait_snapshot(lambda s: s["group"]["state"] == "crash-looping"
+                              and any(e["seq"] > reset["seq"] for e in s["events"]), 90, "crash-looping again")
+    assert again["group"]["restarts"] == 1

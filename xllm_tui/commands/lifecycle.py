@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import time
 from dataclasses import dataclass
@@ -178,7 +179,7 @@ def cmd_up(args: argparse.Namespace, target: Target) -> int:
         return EXIT_FAILED
     print(" up")
     hello = supervisor_answers(target.run_dir) or {}
-    sim = " --simulate" if args.simulate else ""
+    sim = (" --simulate" if args.simulate else "") + (f" --run-dir {shlex.quote(args.run_dir)}" if args.run_dir else "")
     print(f"  supervisor pid {hello.get('pid')}, run dir {target.run_dir}")
     print(f"  socket         {os.path.join(target.run_dir, 'supervisor.sock')}")
     print(f"  its log        {os.path.join(target.run_dir, 'supervisor.log')}")

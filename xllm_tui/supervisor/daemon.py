@@ -623,7 +623,18 @@ class Supervisor:
                 self.handle_failure(r, ExitStatus(None, None, known=False, at=time.time()), "unknown", r.reason)
             return
         if not adopted and self.launch_on_start:
+            # A fresh launch is a new run: the restart budget and first failure of the last one no longer
+            # apply (they stay in events.jsonl). Generations keep counting so rotated logs never collide.
+            if self.group_restarts or self.first_failure:
+                ff = self.first_failure or {}
+                self.event("supervisor", reason=f"new run: restart count reset (the previous run had "
+                           f"{self.group_restarts} restart(s), first failure: "
+                           f"{'rank ' + str(ff.get('rank')) + ' ' + str(ff.get('cause')) if ff else 'none'})")
+            self.group_restarts = 0
+            self.group_tracker.restarts_at = []
+            self.first_failure = None
             for r in self.ranks.values():
+                r.restarts = 0
                 r.want_running = True
             async with self.action_lock:
                 await self.launch_group("supervisor start (`up`)")
