@@ -112,6 +112,7 @@ RANK0 = [
     glog("I", "Loading model weights from /models/GLM/model-00001-of-00003.safetensors"),
     glog("I", "Loading model weights from /models/GLM/model-00002-of-00003.safetensors"),
     glog("I", "Loading model weights from /models/GLM/model-00003-of-00003.safetensors"),
+    glog("I", "Weight loading completed, restored ATen threads=12"),  # rank 0's own worker
     glog("I", "Init_model_async succeed."),
     glog("I", "worker #0: available memory: 60 GB, total memory: 64 GB"),
     glog("I", "kv cache capacity: bytes: 1000, blocks: 10, block_size: 128"),
@@ -127,10 +128,9 @@ WORKER = [
     glog("W", "Worker#1 try connect to engine server error, try again. Error message: refused"),
     glog("W", "Worker#1 try connect to engine server error, try again. Error message: refused"),
     glog("I", "Worker#1 connect to 127.0.0.1:19888 success."),
-    glog("I", "Initializing model from: /models/GLM"),
+    glog("I", "Temporarily setting ATen threads to 1 during weight loading, tp_world_size=4, prev_threads=12"),
     glog("I", "Loading model weights from /models/small/model.safetensors"),
-    glog("I", "Init_model_async succeed."),
-    glog("I", "Initializing k cache with shape: [10, 128, 8, 128]"),
+    glog("I", "Weight loading completed, restored ATen threads=12"),
 ]
 
 
@@ -171,10 +171,10 @@ def test_tracker_worker_is_ready_once_model_is_initialised():
     assert tracker.phase == "worker_connect_retry" and tracker.progress == (2, None)
     assert tracker.describe() == "waiting for rank 0 2"
     tracker.feed_lines(WORKER[6:9])
-    assert tracker.phase == "weights" and tracker.progress == (1, None)  # no total known
-    assert not tracker.ready
+    assert tracker.connected and tracker.phase == "weights" and tracker.progress == (1, None)  # no total known
+    assert not tracker.ready and tracker.describe() == "loading weights 1"
     tracker.feed_lines(WORKER[9:])
-    assert tracker.ready and tracker.phase == "kv_cache"
+    assert tracker.ready and tracker.phase == "model_loaded" and tracker.describe() == "model ready"
 
 
 def test_tracker_reads_the_total_from_shard_names():
@@ -198,3 +198,87 @@ def test_tracker_custom_ready_pattern():
     tracker = StartupTracker(ready_pattern="server is UP")
     tracker.feed(glog("I", "server is up on 8000"))
     assert tracker.ready and tracker.phase == "serving"
+
+
+def weight_line(path: str) -> str:
+    return glog("I", f"Loading model weights from {path}")
+
+
+CONNECTED = glog("I", "Worker#3 connect to 127.0.0.1:19888 success.")
+LOADED = glog("I", "Weight loading completed, restored ATen threads=12")
+
+
+def test_draft_weights_are_counted_apart_from_the_main_model():
+    # The 9/8 of the past: 8 main shards, then the draft model's one file.
+    tracker = StartupTracker(is_master=False)
+    tracker.feed(CONNECTED)
+    tracker.feed_lines(weight_line(f"/models/GLM/model-0000{i}-of-00008.safetensors") for i in range(1, 9))
+    assert tracker.describe() == "loading weights 8/8" and tracker.progress == (8, 8)
+    tracker.feed(LOADED)
+    assert tracker.ready  # nothing says a draft model follows
+    tracker.feed(weight_line("/models/GLM-mtp/model-00001-of-00001.safetensors"))
+    assert tracker.phase == "weights" and not tracker.ready  # the draft model is loading now
+    assert tracker.describe() == "loading weights 8/8, draft 1/1" and tracker.progress == (9, 9)
+    weights = tracker.weights
+    assert (weights.main_loaded, weights.main_total, weights.draft_loaded, weights.draft_total) == (8, 8, 1, 1)
+    tracker.feed(LOADED)
+    assert tracker.ready and tracker.models_loaded == 2
+
+
+def test_expected_totals_and_paths_for_both_models():
+    tracker = StartupTracker(is_master=False, expected_weights=2, expected_draft_weights=1,
+                             model_path="/models/GLM/", draft_model_path="/models/GLM/mtp")
+    tracker.feed(CONNECTED)
+    tracker.feed(weight_line("/models/GLM/a.safetensors"))
+    assert tracker.describe() == "loading weights 1/2, draft 0/1" and tracker.progress == (1, 3)
+    tracker.feed(weight_line("/models/GLM/b.safetensors"))
+    tracker.feed(LOADED)
+    assert not tracker.ready  # the draft model was announced: one model is not enough
+    tracker.feed(weight_line("/models/GLM/mtp/model.safetensors"))  # inside the main dir: the draft's
+    assert tracker.describe() == "loading weights 2/2, draft 1/1"
+    tracker.feed(LOADED)
+    assert tracker.ready
+
+
+def test_rank0_tells_the_models_apart_by_its_engine_lines():
+    lines = [glog("I", "Multi-node serving world_size = 2, each_node_ranks = 1"),
+             glog("I", "Initializing model from: /data/main"),
+             weight_line("/data/main/model-00001-of-00002.safetensors"),
+             weight_line("/data/main/model-00002-of-00002.safetensors"),
+             LOADED, glog("I", "Init_model_async succeed.")]
+    tracker = StartupTracker(is_master=True)
+    tracker.feed_lines(lines)
+    assert tracker.phase == "model_ready" and tracker.describe() == "models initialised 1/2"
+    assert not tracker.all_models_initialised
+    tracker.feed_lines([glog("I", "Init_model_async succeed."), glog("I", "Initializing model from: /data/draft"),
+                        weight_line("/data/draft/model.safetensors")])
+    assert tracker.phase == "weights" and tracker.describe() == "loading weights 2/2, draft 1"
+    tracker.feed_lines([LOADED, glog("I", "Init_model_async succeed.")])
+    assert tracker.describe() == "models initialised 1/2" and not tracker.all_models_initialised
+    tracker.feed(glog("I", "Init_model_async succeed."))
+    assert tracker.all_models_initialised and not tracker.ready
+
+
+def test_a_weight_directory_no_known_path_names_is_still_the_main_model():
+    # --model through a symlink: the loader prints the resolved path.
+    tracker = StartupTracker(is_master=False, model_path="/models/link", expected_weights=2)
+    tracker.feed_lines([CONNECTED, weight_line("/mnt/real/m1.safetensors"), weight_line("/mnt/real/m2.safetensors")])
+    assert tracker.weights.main_loaded == 2 and not tracker.weights.has_draft
+    assert tracker.describe() == "loading weights 2/2"
+
+
+def test_worker_readiness_needs_the_connection_and_its_own_evidence():
+    unconnected = StartupTracker(is_master=False)
+    unconnected.feed(LOADED)
+    assert not unconnected.ready
+    # "Init_model_async succeed." is rank 0's line: in a worker's log it proves nothing about that worker.
+    worker = StartupTracker(is_master=False)
+    worker.feed_lines([CONNECTED, glog("I", "Init_model_async succeed.")])
+    assert not worker.ready
+    # A kv cache allocation follows model initialisation (the simulator's workers, rank 0's own worker).
+    worker.feed(glog("I", "Initializing k cache with shape: [758, 128, 8, 128]"))
+    assert worker.ready and worker.describe() == "model ready"
+    # A worker log from v0.7.x has neither: rank 0's tracker decides (all_models_initialised).
+    old = StartupTracker(is_master=False)
+    old.feed_lines([CONNECTED, weight_line("/m/model-00001-of-00001.safetensors")])
+    assert old.connected and not old.ready

@@ -134,6 +134,7 @@ PHASES = (
     "worker_registered",
     "model_init",
     "weights",
+    "model_loaded",
     "model_ready",
     "kv_cache",
     "serving",
@@ -167,7 +168,11 @@ _MILESTONES: list[tuple[str, re.Pattern[str]]] = [
     ("collective_server", re.compile(r"Collective server started on address (\S+)")),
     ("worker_registered", re.compile(r"RemoteWorker Hello connected, server_address: .*global_rank_: (\d+)")),
     ("model_init", re.compile(r"Initializing model from: ?(.*)")),
+    # A worker's own bracket around loading one model (worker_impl.cpp, newer xllm, world size > 1).
+    ("model_init", re.compile(r"Temporarily setting ATen threads to 1 during weight loading()")),
     ("weights", re.compile(r"Loading model weights from (.*)")),
+    ("model_loaded", re.compile(r"Weight loading completed, restored ATen threads=(\d+)")),
+    # Rank 0 only: one per worker whose InitModel RPC returned (remote_worker.cpp).
     ("model_ready", re.compile(r"Init_model_async succeed")),
     (
         "kv_cache",
@@ -178,7 +183,8 @@ _MILESTONES: list[tuple[str, re.Pattern[str]]] = [
 _CHEAP_FILTER = re.compile(
     r"worker role|init options|Creating engine|draft devices|world_size|Worker#|Collective server|RemoteWorker"
     r"|Create worker server|DistributeWorker"
-    r"|Initializing|Loading model weights|Init_model_async|available memory|kv cache capacity|Brpc Server"
+    r"|Initializing|Loading model weights|ATen threads|Weight loading completed|Init_model_async"
+    r"|available memory|kv cache capacity|Brpc Server"
     r"|startup complete",
     re.I,
 )
@@ -208,6 +214,46 @@ def milestone_of(message: str) -> Milestone | None:
 _SHARD_NAME = re.compile(r"-\d+-of-(\d+)\.\w+\s*$")
 
 
+def _model_dir(path: str) -> str:
+    return path.strip().rstrip("/")
+
+
+def _under(path: str, directory: str) -> bool:
+    return path == directory or path.startswith(directory + "/")
+
+
+@dataclass(frozen=True)
+class WeightsProgress:
+    """Weight files loaded so far, the main model's and the draft model's apart (total None = unknown)."""
+
+    main_loaded: int = 0
+    main_total: int | None = None
+    draft_loaded: int = 0
+    draft_total: int | None = None
+    has_draft: bool = False  # a draft model is expected or has been seen
+
+    @property
+    def loaded(self) -> int:
+        return self.main_loaded + self.draft_loaded
+
+    @property
+    def total(self) -> int | None:
+        """Both totals added when every model's total is known, else None."""
+        if self.main_total is None:
+            return None
+        if not self.has_draft:
+            return self.main_total
+        return None if self.draft_total is None else self.main_total + self.draft_total
+
+    def describe(self) -> str:
+        """"8/8, draft 1/1", "3/8", "5" (no total known)."""
+        text = f"{self.main_loaded}/{self.main_total}" if self.main_total else f"{self.main_loaded}"
+        if self.has_draft:
+            text += f", draft {self.draft_loaded}/{self.draft_total}" if self.draft_total else \
+                f", draft {self.draft_loaded}"
+        return text
+
+
 @dataclass
 class StartupState:
     phase: str | None = None
@@ -221,30 +267,129 @@ class StartupState:
 class StartupTracker:
     """Follows one rank's start-up from its log lines. Feed only new lines; state accumulates.
 
-    is_master: rank 0 is ready at the Brpc/"startup complete" line; a worker (is_master=False) is ready
-    once it has connected and its model is initialised (``Init_model_async succeed.``).
-    expected_weights: the number of weight files if known (e.g. *.safetensors in the model dir).
-    xllm prints no total; without expected_weights the total is read from sharded file names
-    (model-00001-of-00048.safetensors), else progress is (loaded, None).
+    is_master: rank 0 is ready at the Brpc/"startup complete" line (or ready_pattern).
+    A worker (is_master=False) is ready once it has connected to rank 0 and its models are initialised.
+    Its own log says so only in newer xllm, with "Weight loading completed, restored ATen threads=N" after
+    each model (worker_impl.cpp); "Init_model_async succeed." is rank 0's line, never a worker's. A kv
+    cache line also proves it (allocation follows initialisation). For v0.7.x workers, whose logs have
+    neither, combine with rank 0's tracker: `connected` here and `all_models_initialised` there.
+
+    Weights: xllm prints no totals. expected_weights / expected_draft_weights give them (e.g. the number
+    of *.safetensors in each model directory); otherwise they are read from sharded file names
+    (model-00001-of-00048.safetensors). Which model a file belongs to comes from its directory: under
+    model_path / draft_model_path when given, else the paths of the "Initializing model from:" lines
+    (the main model first), else the first directory seen is the main model's and another the draft's.
     ready_pattern: overrides the master's readiness line (case-insensitive search), as in the profile.
     """
 
     is_master: bool = True
     expected_weights: int | None = None
     ready_pattern: str | None = None
+    expected_draft_weights: int | None = None
+    model_path: str | None = None
+    draft_model_path: str | None = None
     phase: str | None = None
-    weights_loaded: int = 0
+    weights_loaded: int = 0  # main and draft together
     workers_registered: set[int] = field(default_factory=set)
     world_size: int | None = None
     connect_retries: int = 0
+    connected: bool = False  # a worker's "Worker#r connect to ... success."
+    models_loaded: int = 0  # a worker's "Weight loading completed" lines
+    models_initialised: int = 0  # rank 0's "Init_model_async succeed." lines, all models
     ready: bool = False
     failure: tuple[str, str] | None = None
     last_milestone: Milestone | None = None
     lines_seen: int = 0
 
     def __post_init__(self) -> None:
-        self._shard_total: int | None = None
         self._ready_re = re.compile(self.ready_pattern, re.I) if self.ready_pattern else None
+        self._main_dir = _model_dir(self.model_path) if self.model_path else None
+        self._draft_dir = _model_dir(self.draft_model_path) if self.draft_model_path else None
+        self._paths_given = bool(self._main_dir)
+        self._main_loaded = 0
+        self._draft_loaded = 0
+        self._main_shards: int | None = None
+        self._draft_shards: int | None = None
+        self._draft_seen = False
+        self._main_aliases: list[str] = []
+        self._draft_aliases: list[str] = []
+        self._engine_models: list[str] = []  # paths of "Initializing model from:" lines, in order
+        self._round_initialised = 0  # Init_model_async lines since the last "Initializing model from:"
+        self._kv_seen = False
+
+    # -- weights --------------------------------------------------------------------------------
+
+    @property
+    def expects_draft(self) -> bool:
+        return bool(self._draft_dir) or bool(self.expected_draft_weights) or self._draft_seen
+
+    def _learn_model_path(self, path: str) -> None:
+        path = _model_dir(path)
+        if not path or self._paths_given:
+            return
+        if path not in self._engine_models:
+            self._engine_models.append(path)
+        if self._main_dir is None:
+            self._main_dir = path
+        elif self._draft_dir is None and path != self._main_dir:
+            self._draft_dir = path
+
+    def _is_draft_file(self, path: str) -> bool:
+        directory = _model_dir(path.rpartition("/")[0])
+        mains = [d for d in [self._main_dir, *self._main_aliases] if d]
+        drafts = [d for d in [self._draft_dir, *self._draft_aliases] if d]
+        best_main = max((len(d) for d in mains if _under(path, d)), default=-1)
+        best_draft = max((len(d) for d in drafts if _under(path, d)), default=-1)
+        if best_main >= 0 or best_draft >= 0:
+            return best_draft > best_main  # the more specific directory wins (a draft inside the main)
+        # A directory no known path names (e.g. a symlinked --model): the first is the main model's, as
+        # long as none of its files were seen; after that a new one is the draft's.
+        if self._main_loaded == 0:
+            self._main_aliases.append(directory)
+            return False
+        if self._draft_loaded == 0 and not self._draft_dir:
+            self._draft_aliases.append(directory)
+            return True
+        return False
+
+    def _count_weight_file(self, path: str) -> None:
+        shard = _SHARD_NAME.search(path)
+        if self._is_draft_file(path):
+            self._draft_seen = True
+            self._draft_loaded += 1
+            if shard:
+                self._draft_shards = max(self._draft_shards or 0, int(shard.group(1)))
+        else:
+            self._main_loaded += 1
+            if shard:
+                self._main_shards = max(self._main_shards or 0, int(shard.group(1)))
+
+    @property
+    def weights(self) -> WeightsProgress:
+        return WeightsProgress(self._main_loaded, self.expected_weights or self._main_shards,
+                               self._draft_loaded, self.expected_draft_weights or self._draft_shards,
+                               self.expects_draft)
+
+    # -- readiness ------------------------------------------------------------------------------
+
+    @property
+    def models_expected(self) -> int:
+        """Models a worker loads: 1, or 2 with a draft model."""
+        return 2 if self.expects_draft else 1
+
+    @property
+    def all_models_initialised(self) -> bool:
+        """Rank 0's view: every rank's InitModel succeeded for every model (kv cache set-up follows)."""
+        if self.phase in ("kv_cache", "serving"):
+            return True
+        if not self.world_size:
+            return False
+        return self.models_initialised >= self.world_size * max(self.models_expected, len(self._engine_models))
+
+    def _worker_ready(self) -> bool:
+        return self.connected and (self._kv_seen or self.models_loaded >= self.models_expected)
+
+    # -- feeding --------------------------------------------------------------------------------
 
     def feed(self, line: str) -> Milestone | None:
         """Account for one log line; returns the milestone it marked, if any."""
@@ -260,27 +405,41 @@ class StartupTracker:
             else:
                 return None
         self.last_milestone = milestone
-        if milestone.phase == "weights":
+        phase = milestone.phase
+        if phase == "weights":
             self.weights_loaded += 1
-            shard = _SHARD_NAME.search(milestone.detail)
-            if shard is not None:
-                self._shard_total = max(self._shard_total or 0, int(shard.group(1)))
-        elif milestone.phase == "worker_registered" and milestone.rank is not None:
+            self._count_weight_file(milestone.detail)
+        elif phase == "model_init" and milestone.detail:
+            self._learn_model_path(milestone.detail)
+            self._round_initialised = 0
+        elif phase == "model_loaded":
+            self.models_loaded += 1
+        elif phase == "model_ready":
+            self.models_initialised += 1
+            self._round_initialised += 1
+        elif phase == "worker_connected":
+            self.connected = True
+        elif phase == "kv_cache":
+            self._kv_seen = True
+        elif phase == "worker_registered" and milestone.rank is not None:
             self.workers_registered.add(milestone.rank)
-        elif milestone.phase == "world":
+        elif phase == "world":
             try:
                 self.world_size = int(milestone.detail)
             except ValueError:
                 pass
-        elif milestone.phase == "worker_connect_retry":
+        elif phase == "worker_connect_retry":
             self.connect_retries += 1
         if self.phase is None or milestone.order >= PHASE_ORDER[self.phase]:
-            self.phase = milestone.phase
-        if milestone.phase == "serving" and self.is_master:
-            if self._ready_re is None or self._ready_re.search(line) or "startup complete" in line.lower():
+            self.phase = phase
+        elif phase in ("model_init", "weights") and self.phase in ("model_loaded", "model_ready"):
+            self.phase = phase  # the next model (the draft) starts loading
+        if self.is_master:
+            if phase == "serving" and (self._ready_re is None or self._ready_re.search(line)
+                                       or "startup complete" in line.lower()):
                 self.ready = True
-        elif milestone.phase == "model_ready" and not self.is_master:
-            self.ready = True
+        else:
+            self.ready = self._worker_ready()
         return milestone
 
     def feed_lines(self, lines) -> None:
@@ -291,7 +450,10 @@ class StartupTracker:
     def progress(self) -> tuple[int, int | None] | None:
         """(done, total or None) for the current phase when it is countable."""
         if self.phase == "weights":
-            return (self.weights_loaded, self.expected_weights or self._shard_total)
+            weights = self.weights
+            return (weights.loaded, weights.total)
+        if self.phase == "model_ready" and self.is_master:
+            return (self._round_initialised, self.world_size)
         if self.phase == "worker_registered":
             total = self.world_size - 1 if self.world_size else None
             return (len(self.workers_registered), total)
@@ -304,18 +466,20 @@ class StartupTracker:
         return StartupState(self.phase, self.progress, self.ready, self.failure, detail)
 
     def describe(self) -> str:
-        """A short human text, e.g. "loading weights 12/48" or "kv cache"."""
+        """A short human text, e.g. "loading weights 12/48", "loading weights 8/8, draft 0/1", "kv cache"."""
         if self.failure:
             return f"{self.failure[0]}: {self.failure[1]}"
         if self.ready:
             return "serving" if self.is_master else "model ready"
         if self.phase is None:
             return "starting"
+        if self.phase == "weights":
+            return f"loading weights {self.weights.describe()}"
         label = {
-            "weights": "loading weights",
             "worker_connect_retry": "waiting for rank 0",
             "worker_registered": "workers registered",
-            "model_ready": "model ready",
+            "model_loaded": "model loaded",
+            "model_ready": "models initialised",
             "kv_cache": "kv cache",
         }.get(self.phase, self.phase.replace("_", " "))
         progress = self.progress
