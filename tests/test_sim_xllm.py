@@ -650,3 +650,23 @@ def test_a_worker_reads_several_steps_from_one_segment(ranks):
             assert len(done) == 2 and weights[2] < done[0] < weights[3] < done[1]
             reader.close()
         assert proc.poll() is None
+
+
+def test_startup_tracker_reads_a_simulated_group_with_a_draft_model(ranks):
+    from xllm_tui.logs.glog import StartupTracker
+
+    port = free_port()
+    master = f"127.0.0.1:{distinct_port(port)}"
+    draft = {"draft_model": "/models/GLM-mtp", "num_speculative_tokens": 1}
+    _, worker_log = ranks.start(rank_args(1, 2, master, distinct_port(port), **draft), log_name="node_1.log")
+    _, master_log = ranks.start(rank_args(0, 2, master, port, **draft), log_name="node_0.log")
+    wait_for_line(master_log, f"Brpc Server started on port {port}")
+    worker = StartupTracker(is_master=False)
+    worker.feed_lines(read(worker_log).splitlines())
+    assert worker.ready and worker.failure is None
+    assert worker.weights.describe() == "3/3, draft 1/1"
+    rank0 = StartupTracker(is_master=True)
+    rank0.feed_lines(read(master_log).splitlines())
+    assert rank0.ready and rank0.all_models_initialised and rank0.describe() == "serving"
+    assert rank0.models_initialised == 4  # one per rank and model
+    assert rank0.weights.describe() == "3/3, draft 1/1"  # rank 0's own worker
