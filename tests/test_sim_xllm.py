@@ -670,3 +670,22 @@ def test_startup_tracker_reads_a_simulated_group_with_a_draft_model(ranks):
     assert rank0.ready and rank0.all_models_initialised and rank0.describe() == "serving"
     assert rank0.models_initialised == 4  # one per rank and model
     assert rank0.weights.describe() == "3/3, draft 1/1"  # rank 0's own worker
+
+
+def test_a_restarted_worker_registers_again_before_the_group_is_up(ranks):
+    # Rank 1 retried a few times before rank 0 came, then its process was replaced: the new process
+    # (counting its tries anew) must not be taken for a stale registration of the old one.
+    port = free_port()
+    master = f"127.0.0.1:{distinct_port(port)}"
+    first, first_log = ranks.start(rank_args(1, 3, master, distinct_port(port)), log_name="node_1.log")
+    wait_until(lambda: read(first_log).count("try connect to engine server error") >= 2, timeout=20,
+               what="rank 1 retrying")
+    _, master_log = ranks.start(rank_args(0, 3, master, port), log_name="node_0.log")
+    wait_for_line(first_log, "Worker#1 connect to")
+    first.kill()
+    first.wait(timeout=10)
+    _, again_log = ranks.start(rank_args(1, 3, master, distinct_port(port)), log_name="node_1b.log")
+    wait_for_line(again_log, "Worker#1 connect to")
+    ranks.start(rank_args(2, 3, master, distinct_port(port)), log_name="node_2.log")
+    wait_for_line(master_log, f"Brpc Server started on port {port}")
+    assert "Initializing k cache" in read(again_log)

@@ -356,7 +356,7 @@ class Rank:
         # rank 0's registration state
         self.reg_lock = threading.Condition()
         self.registered: dict[int, tuple[socket.socket, str]] = {}
-        self.registration_attempt: dict[int, int] = {}  # rank -> attempt number of its current connection
+        self.registration_attempt: dict[int, int] = {}  # rank -> time stamp of its current connection
         self.commands_sent: list[str] = []  # every step broadcast so far, replayed to a rank that re-registers
         self.model_ready: set[int] = set()
         self.draft_ready: set[int] = set()
@@ -705,8 +705,8 @@ class Rank:
     def _serve_registration(self, conn: socket.socket) -> None:
         """One rank's liveness channel: REGISTER, then MODEL_READY / KV_READY, until EOF.
 
-        A worker that times out waiting for OK closes its connection and registers again with a higher
-        attempt number, but its abandoned REGISTER may still sit in the kernel and be read later, even
+        A worker that times out waiting for OK closes its connection and registers again with a later
+        time stamp, but its abandoned REGISTER may still sit in the kernel and be read later, even
         after the newer one (threads race). So: an older attempt than the current one is refused, and a
         newer one replaces the old connection and is sent every step already broadcast, under the same
         lock as _broadcast, so no step is lost between "registered" and "broadcast".
@@ -901,8 +901,9 @@ class Rank:
             sock.settimeout(max(10.0 * self.cfg.time_scale, 1.0))
             try:
                 sock.connect((self.master_host, self.master_port))
-                # The attempt number lets rank 0 tell this connection from an abandoned earlier one.
-                sock.sendall(f"REGISTER {self.rank} {server_addr} {tries}\n".encode())
+                # The attempt's time stamp lets rank 0 tell this connection from an abandoned earlier one,
+                # also one of a previous process of this rank (a restarted worker starts counting anew).
+                sock.sendall(f"REGISTER {self.rank} {server_addr} {time.time_ns()}\n".encode())
                 reply = b""
                 while not reply.endswith(b"\n"):  # byte by byte: what follows OK belongs to the session
                     chunk = sock.recv(1)
