@@ -72,6 +72,7 @@ SHOTS: dict[str, tuple[str, tuple[int, int], Step]] = {
     "timeline": ("xllm-dark", (160, 48), keys("T", wait=_timeline_ready)),
     "events": ("xllm-dark", (160, 48), keys("e")),
     "toggles": ("xllm-dark", (160, 48), keys("t")),
+    "devices": ("xllm-dark", (160, 48), keys("D")),
     "confirm-restart": ("xllm-dark", (160, 48), keys("down", "down", "down", "r")),
     "rank-detail": ("xllm-dark", (160, 48), keys("d", wait=lambda app: getattr(app.screen, "loaded", False))),
     "split-view": ("xllm-dark", (160, 48), keys("space", "down", "down", "space", "down", "space", "v")),

@@ -83,6 +83,12 @@ async def _timeline(pilot) -> None:
     await _until(pilot, lambda: pilot.app.main_screen.query_one(TimelineTable).entries)
 
 
+async def _devices(pilot) -> None:
+    await _settle_logs(pilot)
+    await pilot.press("D")
+    await pilot.pause(0.1)
+
+
 SCREENS = {
     "main": _main,
     "help": _help,
@@ -90,6 +96,7 @@ SCREENS = {
     "detail": _detail,
     "toggles": _toggles,
     "timeline": _timeline,
+    "devices": _devices,
 }
 
 

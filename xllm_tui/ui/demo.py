@@ -47,6 +47,35 @@ def _rank_log(rank: int, pid: int, failed: bool, loading: bool) -> list[str]:
     return lines
 
 
+def _argv(rank: int) -> list[str]:
+    return [
+        "numactl", "-C", f"{rank * 12}-{rank * 12 + 11}", "/opt/xllm/build/xllm/core/server/xllm",
+        "--model=/data/models/Qwen3-32B", f"--devices=npu:{rank}", f"--port={18994 + rank}",
+        "--master_node_addr=127.0.0.1:19888", "--nnodes=8", f"--node_rank={rank}",
+        "--max_memory_utilization=0.86", "--enable_prefix_cache=true",
+    ]
+
+
+def _devices(ranks: list[dict[str, Any]]) -> dict[str, Any]:
+    devices = []
+    for rank in ranks:
+        n = rank["rank"]
+        running = bool(rank["pid"])
+        devices.append({
+            "logic_id": n, "card": n, "chip": 0, "phy_id": n, "name": "Ascend910",
+            "health": "Warning" if n == 3 else "OK",
+            "power_w": 210.0 + n if running else 92.0, "temp_c": 47 + n % 3, "aicore_pct": 61 if running else 0,
+            "hbm_used_mb": 58780 + 17 * n if running else 3100, "hbm_total_mb": 65536,
+            "bus_id": f"0000:{0x9D + n:02X}:00.0", "cpu_affinity": f"{(n // 4) * 48}-{(n // 4) * 48 + 47}",
+            "processes": [{"pid": rank["pid"], "name": "xllm", "memory_mb": 55680}] if running else [],
+        })
+    return {
+        "backend": "npu-smi", "devices": devices, "links": {}, "errors": [],
+        "polled_at": NOW - 4, "poll_interval_s": 10.0, "on_busy": "wait",
+        "binding": [],
+    }
+
+
 def demo_snapshot(log_dir: str | Path) -> dict[str, Any]:
     """Write the demo ranks' logs under log_dir and return the snapshot (protocol v1) describing them."""
     log_dir = Path(log_dir)
@@ -96,6 +125,9 @@ def demo_snapshot(log_dir: str | Path) -> dict[str, Any]:
                 "last_line": lines[-1],
                 "log_path": str(log_path),
                 "relaunch_pending": not failed,
+                "argv": [] if failed else _argv(rank),
+                "health": {"ok": True, "detail": "/health OK on port 18994", "at": NOW - 1} if rank == 0 else None,
+                "binding": None,
             }
         )
     events = [
@@ -127,6 +159,7 @@ def demo_snapshot(log_dir: str | Path) -> dict[str, Any]:
             {"name": "profiling", "enabled": False, "env": {"PROFILING_MODE": "dynamic"}, "remove": ["~/dynamic_profiling_socket_*"], "description": "dynamic profiling socket"},
             {"name": "debug-logs", "enabled": False, "env": {"ASCEND_GLOBAL_LOG_LEVEL": "1", "GLOG_v": "2"}, "remove": [], "description": ""},
         ],
+        "devices": _devices(ranks),
         "events": events,
         "process_info": {
             str(r["rank"]): {
