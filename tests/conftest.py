@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import socket
 import time
 from collections.abc import Callable
@@ -26,29 +27,42 @@ def wait_until(condition: Callable[[], T], timeout: float = 30.0, interval: floa
     raise AssertionError(f"timed out after {timeout}s waiting for {what or condition!r} (last value: {last!r})")
 
 
-def free_port(host: str = "127.0.0.1") -> int:
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = open("/proc/sys/net/ipv4/ip_local_port_range").read().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def _port_is_free(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+# Ports for tests are taken below the kernel's ephemeral range: a port the kernel hands out for bind(0) or an
+# outgoing connection (every simulated worker binds one) could otherwise be taken between our check and the
+# moment rank 0 binds it. Random starts keep parallel runs apart.
+_rng = random.Random(os.getpid() ^ int(time.time() * 1000))
 
 
 def free_port_block(count: int, host: str = "127.0.0.1") -> int:
-    """A base port such that base..base+count-1 are all free right now."""
-    for _ in range(200):
-        base = free_port(host)
-        if base + count >= 65000:
-            continue
-        ok = True
-        for p in range(base, base + count):
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-                try:
-                    s.bind((host, p))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
+    """A base port such that base..base+count-1 are all free right now, outside the ephemeral range."""
+    low, _high = _ephemeral_range()
+    top = min(low, 65535) - count
+    for _ in range(500):
+        base = _rng.randrange(10000, max(top, 10001))
+        if all(_port_is_free(host, p) for p in range(base, base + count)):
             return base
     raise RuntimeError("no free port block")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    return free_port_block(1, host)
 
 
 @pytest.fixture
