@@ -385,3 +385,17 @@ async def test_shutdown_confirms_then_stops_everything_and_quits(source):
         await pilot.press("y")
         await until(pilot, lambda: source.actions)
     assert source.actions == [("shutdown", {"stop_ranks": True})]
+
+
+async def test_a_malformed_snapshot_is_reported_not_fatal(source, monkeypatch):
+    monkeypatch.setattr("xllm_tui.ui.app.RETRY_S", 0.05)
+    app = make_app(source, poll_interval=0.05)
+    async with app.run_test(size=(120, 40)) as pilot:
+        table = app.main_screen.query_one(RankTable)
+        await until(pilot, lambda: table.row_count == 8)
+        source.data["ranks"][2] = {"rank": "not a number", "state": None}
+        app.refresh_now()
+        await until(pilot, lambda: any("unexpected error" == n.title for n in app._notifications), what="report")
+        source.data = demo_snapshot(Path(source.data["ranks"][0]["log_path"]).parent)
+        await pilot.pause(0.3)
+        assert app.is_running and table.row_count == 8

@@ -189,6 +189,7 @@ class XllmApp(App[None]):
         self.profile_errors: list[str] = []
         self.config_problems: list[str] = []
         self._wake = asyncio.Event()
+        self._reported: set[tuple[str, str]] = set()
         self._frozen = bool(getattr(source, "frozen", False))
         fmt.use_utc(self._frozen)
         self.main_screen = MainScreen()
@@ -251,7 +252,7 @@ class XllmApp(App[None]):
             self.pop_screen()
 
     # -- data in --------------------------------------------------------------------------------------
-    @work(group="poll", exclusive=True)
+    @work(exit_on_error=False, group="poll", exclusive=True)
     async def _poll_loop(self) -> None:
         while True:
             try:
@@ -264,7 +265,10 @@ class XllmApp(App[None]):
                 self._set_disconnected(f"unexpected reply: {error}")
                 await asyncio.sleep(RETRY_S)
                 continue
-            self._apply_snapshot(snapshot)
+            try:
+                self._apply_snapshot(snapshot)
+            except Exception as error:  # an unexpected snapshot must not end the TUI: say so, keep polling
+                self._report_unexpected("showing the supervisor's snapshot", error)
             started = time.monotonic()
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval)
@@ -275,7 +279,7 @@ class XllmApp(App[None]):
             if rest > 0:
                 await asyncio.sleep(rest)  # coalesce a burst of events into one redraw
 
-    @work(group="events", exclusive=True)
+    @work(exit_on_error=False, group="events", exclusive=True)
     async def _events_loop(self) -> None:
         pane = self.main_screen.query_one(EventsPane)
         while True:
@@ -291,6 +295,21 @@ class XllmApp(App[None]):
             except Exception as error:
                 self._set_disconnected(f"event stream failed: {error}")
             await asyncio.sleep(RETRY_S)
+
+    def _report_unexpected(self, what: str, error: BaseException) -> None:
+        """A bug or an unexpected reply: logged, shown once per kind, the TUI goes on."""
+        self.log.error(f"{what}: {error!r}")
+        key = (what, type(error).__name__)
+        if key not in self._reported:
+            self._reported.add(key)
+            self.notify(f"{what} failed: {type(error).__name__}: {error}", title="unexpected error",
+                        severity="error", timeout=10)
+
+    def on_worker_state_changed(self, event: Any) -> None:
+        from textual.worker import WorkerState
+
+        if event.state == WorkerState.ERROR and event.worker.error is not None:
+            self._report_unexpected(f"background task {event.worker.group or event.worker.name}", event.worker.error)
 
     def refresh_now(self) -> None:
         """Ask the poller for a snapshot at once (after an action)."""
@@ -459,7 +478,7 @@ class XllmApp(App[None]):
         if self.screen is self.main_screen and self.main_screen.query_one(TabbedContent).active == "tab-devices":
             self.refresh_devices()
 
-    @work(group="devices", exclusive=True, thread=True)
+    @work(exit_on_error=False, group="devices", exclusive=True, thread=True)
     def _read_devices(self, ranks: list[dict[str, Any]]) -> None:
         from xllm_tui.ui.widgets.devices_pane import read_device_report, report_json
 
@@ -470,7 +489,7 @@ class XllmApp(App[None]):
         if self.snapshot:
             self._scan_timeline(list(self.snapshot.get("ranks") or []))
 
-    @work(group="timeline", exclusive=True, thread=True)
+    @work(exit_on_error=False, group="timeline", exclusive=True, thread=True)
     def _scan_timeline(self, ranks: list[dict[str, Any]]) -> None:
         entries = scan_ranks(ranks)
         self.call_from_thread(self.main_screen.query_one(TimelineTable).show, entries)
@@ -559,7 +578,7 @@ class XllmApp(App[None]):
 
         self.push_screen(ConfirmScreen(title, body, label), done)
 
-    @work(group="actions")
+    @work(exit_on_error=False, group="actions")
     async def send_action(self, op: str, **args: Any) -> dict[str, Any] | None:
         """Send a request to the supervisor and tell the operator how it went (never raises)."""
         what = f"{op} " + " ".join(f"{k}={v}" for k, v in args.items())
@@ -684,7 +703,7 @@ class XllmApp(App[None]):
         )
         self.push_screen(ConfirmScreen("Shut down everything?", body, "Shut down"), done)
 
-    @work(group="actions")
+    @work(exit_on_error=False, group="actions")
     async def _shutdown_and_quit(self) -> None:
         try:
             await self.source.action("shutdown", stop_ranks=True)
@@ -717,7 +736,7 @@ class XllmApp(App[None]):
             return
         self._start_supervisor()
 
-    @work(group="supervisor", exclusive=True)
+    @work(exit_on_error=False, group="supervisor", exclusive=True)
     async def _start_supervisor(self) -> None:
         self.notify("Starting a supervisor (it re-adopts running ranks) ...", timeout=4)
         try:
@@ -804,7 +823,7 @@ class XllmApp(App[None]):
     def watched_env(self) -> set[str] | None:
         return self.profile_plan.watched_env if self.profile_plan is not None else None
 
-    @work(group="profile", exclusive=True)
+    @work(exit_on_error=False, group="profile", exclusive=True)
     async def _load_profile(self, initial: bool = False) -> None:
         from xllm_tui.ui import profile_watch
 
@@ -845,7 +864,7 @@ class XllmApp(App[None]):
             if isinstance(other, RankDetailScreen):
                 other.render_detail()
 
-    @work(group="watch", exclusive=True)
+    @work(exit_on_error=False, group="watch", exclusive=True)
     async def _watch_profile(self) -> None:
         import watchfiles
 

@@ -133,7 +133,7 @@ class RankDetailScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.run_worker(self._load(), exclusive=True, group="detail")
+        self.run_worker(self._load(), exclusive=True, group="detail", exit_on_error=False)
 
     async def _load(self) -> None:
         app: Any = self.app
