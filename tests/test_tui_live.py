@@ -152,7 +152,9 @@ async def test_supervisor_loss_is_survived_and_a_new_one_adopts_the_ranks(sim_de
         devices = app.main_screen.query_one("#devices-table")
         await until(pilot, lambda: devices.row_count > 0, 30, "device rows")
         row0 = [str(c) for c in devices.get_row_at(0)]
-        assert row0[0] == "0" and row0[7] == "0" and str(running[0]) in row0[8]
+        assert row0[0] == "0" and row0[7] == "0"  # NPU 0 carries rank 0
+        # The processes column is the supervisor's last npu-smi reading: rank 0's pid once it has polled.
+        assert row0[8] in ("-", str(running[0])), row0
         dep.kill_supervisor()
         banner = app.main_screen.query_one("#connection-banner", Static)
         await until(pilot, lambda: banner.has_class("visible"), 20, "supervisor-gone banner")
