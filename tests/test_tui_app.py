@@ -399,3 +399,19 @@ async def test_a_malformed_snapshot_is_reported_not_fatal(source, monkeypatch):
         source.data = demo_snapshot(Path(source.data["ranks"][0]["log_path"]).parent)
         await pilot.pause(0.3)
         assert app.is_running and table.row_count == 8
+
+
+async def test_a_long_journal_shows_its_recent_part(tmp_path, monkeypatch):
+    monkeypatch.setattr("xllm_tui.ui.app.EVENT_BACKLOG", 5)
+    data = demo_snapshot(tmp_path / "logs")
+    data["events"] = [{"seq": i, "ts": 1764430000.0 + i, "kind": "supervisor", "rank": None, "reason": f"event {i}"}
+                      for i in range(1, 21)]
+    app = make_app(StaticSource(data))
+    async with app.run_test(size=(120, 40)) as pilot:
+        pane = app.main_screen.query_one("#events")
+        await until(pilot, lambda: pane.last_seq == 20, what="events up to 20")
+        assert pane.count == 5  # events 16..20
+        await pilot.press("e")
+        await pilot.pause(0.2)
+        text = screen_text(app)
+        assert "15 earlier events" in text and "event 16" in text and "event 15\n" not in text

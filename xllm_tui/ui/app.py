@@ -45,6 +45,7 @@ from xllm_tui.ui.widgets.toggles_panel import TogglesPanel
 
 MIN_REFRESH_S = 0.3  # at most ~3 snapshot redraws per second, however many events arrive
 RETRY_S = 2.0
+EVENT_BACKLOG = 2000  # events drawn from the journal on attach
 APP_KEYS: list[tuple[str, str, str, str, bool, str, str]] = [
     ("help", "question_mark", "help", "Help", True, "this list of keys", "General"),
     ("quit", "q", "quit", "Quit", True, "quit the TUI; the supervisor and the ranks keep running", "General"),
@@ -284,8 +285,7 @@ class XllmApp(App[None]):
         pane = self.main_screen.query_one(EventsPane)
         while True:
             try:
-                # since=0: the whole journal first, so events missed while nobody watched are shown too
-                since = pane.last_seq if pane.last_seq is not None else 0
+                since = pane.last_seq if pane.last_seq is not None else await self._first_event_seq(pane)
                 async for event in self.source.events(since=since):
                     pane.add_events([event])
                     if event.get("kind") in ("state", "group", "toggle", "supervisor", "action"):
@@ -310,6 +310,20 @@ class XllmApp(App[None]):
 
         if event.state == WorkerState.ERROR and event.worker.error is not None:
             self._report_unexpected(f"background task {event.worker.group or event.worker.name}", event.worker.error)
+
+    async def _first_event_seq(self, pane: EventsPane) -> int:
+        """Where the history starts: the whole journal (events missed while nobody watched), or its last
+        EVENT_BACKLOG events when it is longer (a journal of months would take a while to draw)."""
+        for _ in range(60):  # the first snapshot tells the newest seq; do not wait more than ~3 s for it
+            if self.snapshot is not None:
+                break
+            await asyncio.sleep(0.05)
+        latest = max((e.get("seq") or 0 for e in (self.snapshot or {}).get("events") or []), default=0)
+        since = max(0, latest - EVENT_BACKLOG)
+        if since:
+            pane.write(Text(f"... {since} earlier events: `xllm-tui events PROFILE` prints the whole journal",
+                            style="dim"))
+        return since
 
     def refresh_now(self) -> None:
         """Ask the poller for a snapshot at once (after an action)."""
