@@ -18,6 +18,9 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 
+REQUEST_TIMEOUT_S = 5.0
+
+
 class SourceUnavailable(Exception):
     """The supervisor cannot be reached (not running, socket gone, connection dropped)."""
 
@@ -142,7 +145,8 @@ class SupervisorSource:
 
     async def _request_client(self) -> Any:
         if self._requests is None:
-            client = self._client_module.AsyncSupervisorClient(self.socket)
+            # A hung supervisor must show as unreachable within seconds, not leave the view stale.
+            client = self._client_module.AsyncSupervisorClient(self.socket, timeout=REQUEST_TIMEOUT_S)
             await client.connect()
             self._requests = client
         return self._requests

@@ -1,0 +1,64 @@
+"""What the TUI prints for snapshot values: durations, sizes, states, rank lists, diffs, glog timelines."""
+
+from __future__ import annotations
+
+from xllm_tui.ui.widgets import format as fmt
+from xllm_tui.ui.widgets.rank_table import short_line
+from xllm_tui.ui.widgets.timeline import first_failure_index, parse_glog, scan_log, TimelineEntry
+
+
+def test_durations_sizes_and_cpu():
+    assert [fmt.duration(s) for s in (None, -1, 0, 59, 60, 3599, 3600, 86399, 86400 * 3 + 3600 * 4)] == [
+        "-", "-", "0s", "59s", "1m00s", "59m59s", "1h00m", "23h59m", "3d04h"]
+    assert fmt.size(None) == "-" and fmt.size(512) == "512B" and fmt.size(123_456_789) == "118M"
+    assert fmt.size(9_800_000_000) == "9.1G"
+    assert fmt.cpu(None) == "-" and fmt.cpu(97.4) == "97%"
+
+
+def test_state_text_shows_progress_and_cause():
+    assert fmt.state_text({"state": "loading", "progress": [12, 48]}) == "loading 12/48"
+    assert fmt.state_text({"state": "loading", "progress": None}) == "loading"
+    assert fmt.state_text({"state": "failed", "last_exit": {"cause": "hccl_error"}}) == "failed hccl_error"
+    assert fmt.state_text({"state": "crash-looping", "last_exit": None}) == "crash-looping"
+    assert fmt.uptime({"pid": 1, "started_at": 100.0}, 230.0) == "2m10s"
+    assert fmt.uptime({"pid": None, "started_at": 100.0}, 230.0) == "-"
+
+
+def test_rank_list_and_last_exit():
+    assert fmt.rank_list([7, 0, 1, 2, 3, 5]) == "0-3,5,7"
+    assert fmt.rank_list([]) == ""
+    assert fmt.last_exit_text({"signal": 9, "cause": "killed"}) == "signal 9, cause killed"
+    assert "collateral" in fmt.last_exit_text({"code": 0, "cause": "collateral", "collateral": True})
+    assert fmt.last_exit_text(None) == "none"
+
+
+def test_env_and_argv_diffs():
+    rows = fmt.env_diff({"A": "1", "B": "2", "C": "3"}, {"A": "1", "B": "20", "D": "4"})
+    assert rows == [("~", "B", "2", "20"), ("-", "C", "3", None), ("+", "D", None, "4")]
+    assert fmt.argv_diff(["x", "--a=1", "--b=2"], ["x", "--a=1", "--b=3", "--c"]) == [
+        ("-", "--b=2"), ("+", "--b=3"), ("+", "--c")]
+
+
+def test_event_lines():
+    assert fmt.event_text({"kind": "state", "rank": 3, "from": "ready", "to": "failed", "cause": "hccl_error",
+                           "reason": "boom"}) == "rank 3: ready -> failed [hccl_error] boom"
+    assert fmt.event_text({"kind": "toggle", "rank": None, "reason": "determinism on"}) == "toggle: determinism on"
+
+
+def test_last_line_drops_the_glog_prefix():
+    assert short_line("E20251129 15:39:30.000000 51251 hccl_comm.cpp:140] Failed, HCCL error") == "E Failed, HCCL error"
+    assert short_line("plain text\tline") == "plain text line"
+
+
+def test_glog_parsing_and_first_failure(tmp_path):
+    assert parse_glog("W1129 15:20:01.5 77 a.cc:1] slow")[:2] == ("W", parse_glog("W20251129 15:20:01.5 77 a.cc:1] x")[1])
+    assert parse_glog("not a glog line") is None
+    log = tmp_path / "node_0.log"
+    log.write_text("I20251129 15:00:00.000000 1 a.cc:1] hello\nW20251129 15:00:01.000000 1 a.cc:2] careful\n"
+                   "E20251129 15:00:02.000000 1 a.cc:3] broken\nnoise\n")
+    entries = scan_log(str(log), 0)
+    assert [(e.severity, e.message) for e in entries] == [("W", "careful"), ("E", "broken")]
+    older = TimelineEntry(1.0, 5, "E", "x", "old failure", back=1)
+    newer = TimelineEntry(9.0, 2, "E", "x", "new failure", back=0)
+    assert first_failure_index([older, TimelineEntry(5.0, 1, "W", "x", "warn"), newer]) == 2
+    assert first_failure_index([TimelineEntry(5.0, 1, "W", "x", "warn")]) is None
