@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from rich.text import Text
@@ -10,32 +11,39 @@ from textual.widgets import Static
 from xllm_tui.ui.widgets import format as fmt
 
 
+_RESTART_CLAUSE = re.compile(r"[;,]?\s*(group )?restart in [0-9.]+\s*s\b")
+
+
 def status_line(snapshot: dict[str, Any] | None, now: float, variables: dict[str, str]) -> Text:
+    """The essentials first (they must fit 80 columns): profile, group state, the pending restart, the
+    first failure; then the group's reason, the rank count, restarts, the relaunch-pending legend."""
     if not snapshot:
         return Text("connecting to the supervisor ...", style="dim")
     profile = snapshot.get("profile") or {}
     group = snapshot.get("group") or {}
     state = group.get("state") or "?"
     colour = variables.get(fmt.STATE_VARIABLE.get(state, ""), "")
+    ranks = snapshot.get("ranks") or []
     text = Text()
     text.append(f" {profile.get('name', '?')}", style="bold")
     if profile.get("simulate"):
         text.append(" [sim]", style="dim")
-    ranks = snapshot.get("ranks") or []
-    text.append(f"  {len(ranks)} ranks  group ")
+    text.append("  group ")
     text.append(state, style=f"bold {colour}")
-    if group.get("reason"):
-        text.append(f": {group['reason']}")
-    if group.get("restarts"):
-        text.append(f"  restarts {group['restarts']}", style="dim")
     next_at = group.get("next_restart_at")
-    if next_at and "restart in" not in (group.get("reason") or ""):
+    if next_at:  # counts down between snapshots (the reason's own "restart in" is dropped below)
         text.append(f"  restart in {fmt.duration(max(0.0, next_at - now))}", style=variables.get("warning", ""))
     first = group.get("first_failure")
     if first and first.get("rank") is not None:
         error = variables.get("xllm-state-failed", "")
         label = "first failure" if state in ("failed", "degraded", "crash-looping", "stopping") else "last failure"
         text.append(f"  {label}: rank {first['rank']} {first.get('cause') or ''}".rstrip(), style=error)
+    reason = _RESTART_CLAUSE.sub("", group.get("reason") or "").strip()
+    if reason:
+        text.append(f"  {reason}")
+    text.append(f"  {len(ranks)} ranks", style="dim")
+    if group.get("restarts"):
+        text.append(f", {group['restarts']} restart{'s' if group['restarts'] != 1 else ''}", style="dim")
     if any(r.get("relaunch_pending") for r in ranks):
         text.append("  ~ relaunch pending", style="dim")
     return text
