@@ -41,11 +41,12 @@ class ProcessGroups:
     def __init__(self) -> None:
         self.procs: list[subprocess.Popen] = []
 
-    def start(self, argv: list[str], env: dict[str, str], log_path: str | None = None) -> subprocess.Popen:
+    def start(self, argv: list[str], env: dict[str, str], log_path: str | None = None,
+              cwd: str | None = None) -> subprocess.Popen:
         out = open(log_path, "ab") if log_path else subprocess.DEVNULL
         try:
             proc = subprocess.Popen(argv, stdout=out, stderr=out, stdin=subprocess.DEVNULL, env=env,
-                                    start_new_session=True)
+                                    cwd=cwd, start_new_session=True)
         finally:
             if log_path:
                 out.close()
@@ -87,8 +88,10 @@ def contains(path: str, text: str) -> bool:
         return False
 
 
-def rank_argv(rank: int, nnodes: int, master: str, port: int, draft: bool) -> list[str]:
-    argv = SIM + ["--model=/models/GLM-4.7-w8a8", "--host=127.0.0.1", f"--port={port}",
+def rank_argv(rank: int, nnodes: int, master: str, port: int, draft: bool, source: str | None = None) -> list[str]:
+    # -S: without site, the editable install cannot shadow the tree given with --source.
+    sim = [sys.executable, "-S", "-m", "xllm_tui.sim.xllm"] if source else SIM
+    argv = sim + ["--model=/models/GLM-4.7-w8a8", "--host=127.0.0.1", f"--port={port}",
                   f"--devices=npu:{rank}", f"--master_node_addr={master}", f"--nnodes={nnodes}",
                   f"--node_rank={rank}", "--max_memory_utilization=0.86"]
     if draft:
@@ -127,7 +130,8 @@ def one_run(index: int, args, env: dict[str, str], workdir: str) -> tuple[bool, 
         order = list(range(1, args.ranks))
         random.shuffle(order)
         for rank in order + [0]:
-            group.start(rank_argv(rank, args.ranks, master, http_port, args.draft), env, logs[rank])
+            group.start(rank_argv(rank, args.ranks, master, http_port, args.draft, args.source), env, logs[rank],
+                        cwd=run_dir)  # also keeps `-m` from importing the tree of the current directory
             if args.stagger > 0:
                 time.sleep(random.uniform(0, args.stagger))
         deadline = started + args.bound
@@ -165,6 +169,9 @@ def main() -> int:
     parser.add_argument("--freeze-master", type=float, default=0.0,
                         help="SIGSTOP rank 0 for this many seconds once its registration server listens "
                              "(a starved process on an overloaded machine), then SIGCONT")
+    parser.add_argument("--source", default=None,
+                        help="run the simulator from this source tree instead (e.g. an older commit: "
+                             "git archive <commit> xllm_tui | tar -x -C DIR), to compare before and after")
     parser.add_argument("--keep-logs", action="store_true", help="keep the per-run logs directory")
     parser.add_argument("--seed", type=int, default=None)
     args = parser.parse_args()
@@ -175,7 +182,10 @@ def main() -> int:
         args.bound = max(4 * nominal + 10, 20.0)
     env = dict(os.environ, XLLM_SIM_TIME_SCALE=str(args.time_scale),
                XLLM_SIM_WEIGHT_FILES=str(args.weight_files))
-    env.setdefault("PYTHONPATH", os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    if args.source:
+        env["PYTHONPATH"] = os.path.abspath(args.source)
+    else:
+        env.setdefault("PYTHONPATH", os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     load = ProcessGroups()
     workdir = tempfile.mkdtemp(prefix="stress_sim_")
     successes = 0
