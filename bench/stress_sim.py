@@ -186,6 +186,9 @@ def main() -> int:
         env["PYTHONPATH"] = os.path.abspath(args.source)
     else:
         env.setdefault("PYTHONPATH", os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    # SIGTERM/SIGHUP end the stress like Ctrl-C does: through the finally blocks that stop every group.
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     load = ProcessGroups()
     workdir = tempfile.mkdtemp(prefix="stress_sim_")
     successes = 0

@@ -10,7 +10,8 @@ docs in ../shared/xllm-facts.md, read from github.com/jd-opensource/xllm).
 - `classify_failure(message)` -> (cause, message) or None; the causes are the protocol's `cause` values.
 - `milestone_of(message)` -> `Milestone` or None; `PHASES` lists the start-up phases in order.
 - `StartupTracker`: feed it lines (only the new ones each time) and read phase, progress, ready and the
-  first failure.
+  first failure; `weights` (a `WeightsProgress`) has the main and the draft model's weight files apart,
+  `connected` / `all_models_initialised` combine a v0.7.x worker's readiness with rank 0's log.
 """
 
 from __future__ import annotations
