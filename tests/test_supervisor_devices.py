@@ -187,7 +187,9 @@ def test_cores_from_topology_without_affinity_fails_the_launch(sim_deployment):
     dep = sim_deployment(ranks=2, env={"XLLM_SIM_NPU_AFFINITY": "0"},
                          extra={"cores": {"rule": "topology", "count": 4}, "devices": POLL})
     dep.start()
-    snap = dep.wait_snapshot(lambda s: all(r["state"] == "failed" for r in s["ranks"]), 30, "ranks failed")
+    # The launch fails at once; the first periodic device reading (which `status` prints) may come a little later.
+    snap = dep.wait_snapshot(lambda s: all(r["state"] == "failed" for r in s["ranks"]) and s["devices"], 30,
+                             "ranks failed and a device reading")
     for r in snap["ranks"]:
         assert r["pid"] is None and r["reason"].startswith("cannot launch: ")
         assert "cores: topology" in r["reason"] and "CPU Affinity" in r["reason"]
