@@ -92,8 +92,10 @@ async def test_every_action_against_a_real_supervisor(sim_deployment):
         await pilot.press("S")
         await until(pilot, lambda: states(app).get(1) in ("starting", "loading", "ready") and pids(app).get(1),
                     what="rank 1 started")
+        before_group = pids(app)
         await confirm(pilot, app, "R")  # rejoin the world as a whole
-        await until(pilot, lambda: all_ready(app, 2), what="both ranks ready")
+        await until(pilot, lambda: all_ready(app, 2) and not set(pids(app).values()) & set(before_group.values()),
+                    what="both ranks relaunched and ready")
 
         # toggle determinism from the toggles tab: relaunch pending, nothing restarted
         running = pids(app)
@@ -124,8 +126,10 @@ async def test_every_action_against_a_real_supervisor(sim_deployment):
                     what="failed rank restarted")
 
         # ctrl+k: stop everything (the supervisor stays)
+        before_group = pids(app)
         await confirm(pilot, app, "R")
-        await until(pilot, lambda: all_ready(app, 2), what="ready again")
+        await until(pilot, lambda: all_ready(app, 2) and not set(pids(app).values()) & set(before_group.values()),
+                    what="ready again")
         await confirm(pilot, app, "ctrl+k")
         await until(pilot, lambda: set(states(app).values()) == {"stopped"}, what="all stopped")
         assert dep.answers() is not None
