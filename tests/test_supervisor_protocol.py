@@ -208,21 +208,57 @@ def test_prelaunch_removal_is_confined_under_simulate(tmp_path, monkeypatch):
 
 
 def test_weight_progress_counts_main_and_draft_shards_and_worker_readiness():
-    from xllm_tui.supervisor.probes import Milestones
+    from xllm_tui.supervisor.probes import Milestones, worker_ready
 
     prefix = "I20261129 17:03:08.266814 17122 model_loader.cpp:89] Loading model weights from "
-    worker = Milestones("worker")
+    worker = Milestones("worker", model_path="/models/main", draft_model_path="/models/draft/")
+    assert worker.phase == "starting" and worker.describe() == "started, no milestone yet"
     worker.feed("I20261129 17:03:07.000000 17122 worker_server.cpp:253] Worker#1 connect to 127.0.0.1:1 success.")
     for i in range(1, 4):
         worker.feed(prefix + f"/models/main/model-0000{i}-of-00003.safetensors")
-    assert worker.describe() == "loading weights 3/3" and not worker.ready
+    assert worker.describe() == "loading weights 3/3, draft 0" and not worker.ready
     worker.feed(prefix + "/models/draft/model-00001-of-00001.safetensors")
-    assert worker.progress == [4, 4]
-    worker.feed("I20261129 17:03:09.068231 17312 worker_impl.cpp:112] Initializing k cache with shape: [758, 128]")
-    assert worker.ready
-    master = Milestones("master")
-    master.feed("I20261129 17:03:09.1 1 xllm_server.cpp:134] Brpc Server Started on port 18994, idle_timeout_s: -1")
+    assert worker.progress == [4, 4] and worker.describe() == "loading weights 3/3, draft 1/1"
+    # An xllm v0.7.x worker prints nothing more: only rank 0's log says its models are initialised.
+    master = Milestones("master", "Brpc Server started", model_path="/models/main", draft_model_path="/models/draft")
+    assert worker_ready(worker, master) == (False, "")
+    master.feed("I20261129 17:03:01.0 1 master.cpp:1] Multi-node serving world_size = 2")
+    for _ in range(2):  # each rank's main model
+        master.feed("I20261129 17:03:09.0 1 remote_worker.cpp:1] Init_model_async succeed.")
+    assert master.phase == "model_ready" and master.describe() == "models initialised 2/2"
+    assert not worker_ready(worker, master)[0]  # the draft model is not initialised yet
+    for _ in range(2):
+        master.feed("I20261129 17:03:09.5 1 remote_worker.cpp:1] Init_model_async succeed.")
+    ready, why = worker_ready(worker, master)
+    assert ready and "rank 0" in why
+    master.feed("I20261129 17:03:10.1 1 xllm_server.cpp:134] Brpc Server Started on port 18994, idle_timeout_s: -1")
     assert master.ready and master.phase == "serving"
+    # Newer xllm: a worker's own "Weight loading completed" after each model is its evidence.
+    newer = Milestones("worker", draft_model_path="/models/draft")
+    newer.feed("I20261129 17:03:07.0 2 worker_server.cpp:253] Worker#1 connect to 127.0.0.1:1 success.")
+    done = "I20261129 17:03:08.0 2 worker_impl.cpp:1] Weight loading completed, restored ATen threads=12"
+    newer.feed(done)
+    assert newer.describe() == "model loaded" and not newer.ready
+    newer.feed(done)
+    assert newer.ready and worker_ready(newer, None)[0]
+
+
+def test_weight_totals_come_from_the_model_directories(tmp_path):
+    from xllm_tui.supervisor.probes import Milestones, count_weight_files
+
+    main, draft = tmp_path / "main", tmp_path / "draft"
+    main.mkdir()
+    draft.mkdir()
+    for name in ("a.safetensors", "b.safetensors", "config.json"):
+        (main / name).write_text("")
+    (draft / "mtp.safetensors").write_text("")
+    assert count_weight_files("main", str(tmp_path)) == 2
+    assert count_weight_files(str(draft)) == 1
+    assert count_weight_files(str(tmp_path / "missing")) is None and count_weight_files(None) is None
+    worker = Milestones("worker", model_path=str(main), draft_model_path=str(draft))
+    worker.set_expected_weights(2, 1)
+    worker.feed("I20261129 17:03:08.0 1 model_loader.cpp:89] Loading model weights from " + str(main / "a.safetensors"))
+    assert worker.describe() == "loading weights 1/2, draft 0/1" and worker.progress == [1, 3]
 
 
 def test_identity_uses_the_program_argv_after_numactl():

@@ -28,7 +28,15 @@ from xllm_tui.spec import CoreRule, Profile, RankLaunch
 from xllm_tui.supervisor import devices as devwatch
 from xllm_tui.supervisor import prelaunch
 from xllm_tui.supervisor.policy import RestartTracker
-from xllm_tui.supervisor.probes import LogReader, Milestones, classify_lines, http_health, tail_lines
+from xllm_tui.logs.tail import IncrementalReader, tail_lines
+from xllm_tui.supervisor.probes import (
+    Milestones,
+    adopted_log_reader,
+    classify_lines,
+    count_weight_files,
+    http_health,
+    worker_ready,
+)
 from xllm_tui.supervisor.process import ExitStatus, RankProcess, argv_hash, env_hash
 from xllm_tui.supervisor.state import (
     LOG_NAME,
@@ -150,7 +158,7 @@ class Rank:
     ready_at: float | None = None
     last_exit: dict | None = None
     milestones: Milestones | None = None
-    reader: LogReader | None = None
+    reader: IncrementalReader | None = None
     last_growth: float | None = None
     cpu_pct: float | None = None
     rss_bytes: int | None = None
@@ -639,6 +647,28 @@ class Supervisor:
             async with self.action_lock:
                 await self.launch_group("supervisor start (`up`)")
 
+    def new_milestones(self, r: Rank) -> Milestones:
+        """A fresh tracker for r's current launch, told its --model / --draft_model; the number of weight
+        files in them is counted in a thread (a model directory may sit on a slow network mount)."""
+        argv, cwd = r.launch.argv, r.launch.cwd
+        model, draft = _flag_value(argv, "model"), _flag_value(argv, "draft_model")
+        milestones = Milestones(r.role, self.profile.readiness.ready_pattern, model_path=model,
+                                draft_model_path=draft)
+        if model or draft:
+            self.spawn_task(self.count_weights(milestones, model, draft, cwd))
+        return milestones
+
+    @staticmethod
+    async def count_weights(milestones: Milestones, model: str | None, draft: str | None, cwd: str) -> None:
+        main, extra = await asyncio.to_thread(
+            lambda: (count_weight_files(model, cwd), count_weight_files(draft, cwd)))
+        milestones.set_expected_weights(main, extra)
+
+    def rank0_milestones(self) -> Milestones | None:
+        """Rank 0's tracker while its process lives (a v0.7.x worker's readiness is read from it)."""
+        r0 = self.ranks.get(0)
+        return r0.milestones if r0 is not None and r0.alive else None
+
     def take_over(self, r: Rank, proc: RankProcess, rec: dict) -> None:
         r.proc = proc
         r.running = r.launch
@@ -646,9 +676,9 @@ class Supervisor:
         r.running_argv_hash = rec.get("launch_argv_hash")
         r.started_at = rec.get("started_at") or (proc.identity.create_time if proc.identity else time.time())
         r.want_running = True
-        r.milestones = Milestones(r.role, self.profile.readiness.ready_pattern)
-        r.reader = LogReader(r.launch.log_path)
-        for line in r.reader.read_new(max_bytes=16 << 20):
+        r.milestones = self.new_milestones(r)
+        r.reader, lines = adopted_log_reader(r.launch.log_path)
+        for line in lines:
             r.milestones.feed(line)
         r.last_growth = time.time()
         proc.watch(self.loop, self.on_exit)
@@ -729,6 +759,9 @@ class Supervisor:
         r.exited_at = None
         r.hbm_left_polls = 0
         r.hbm_left_reported = False
+        # Made before the spawn, at the log's end: the rank's first line cannot be missed, and a log that could
+        # not be rotated is not read again from its start (its milestones are the previous process's).
+        reader = IncrementalReader(launch.log_path, from_end=True)
         try:
             proc = RankProcess.spawn(launch)
         except OSError as e:
@@ -744,8 +777,8 @@ class Supervisor:
         r.running_argv_hash = argv_hash(launch.argv)
         r.generation += 1
         r.started_at = time.time()
-        r.milestones = Milestones(r.role, self.profile.readiness.ready_pattern)
-        r.reader = LogReader(launch.log_path, start_at_end=False)
+        r.milestones = self.new_milestones(r)
+        r.reader = reader
         r.last_growth = time.time()
         proc.watch(self.loop, self.on_exit)
         self.write_sim_procs()
@@ -1360,8 +1393,8 @@ class Supervisor:
                     state, reason = "loading", f"Brpc server started; waiting for /health on port {r.port}"
             else:
                 state, reason = "ready", f"serving on port {r.port}"
-        elif m.ready:
-            state, reason = "ready", "connected to rank 0, model initialised"
+        elif r.role != "master" and (ready := worker_ready(m, self.rank0_milestones()))[0]:
+            state, reason = "ready", ready[1]
         else:
             state, reason = "loading", m.describe()
         if state == "ready" and r.ready_at is None:

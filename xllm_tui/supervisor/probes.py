@@ -1,67 +1,17 @@
-"""Evidence of a rank's health: its log file (read incrementally), start-up milestones, rank 0's /health.
+"""Evidence of a rank's health: its log's start-up milestones, its weight files, rank 0's /health.
 
-The supervisor is not in a rank's data path: it reads the rank's log FILE from a remembered offset, like
-any other reader. The milestone parsing prefers xllm_tui.logs.glog (StartupTracker, classify_failure)
-and falls back to the small private version below when that module is not importable.
+Log parsing is xllm_tui.logs.glog's (StartupTracker, classify_failure) and log reading is
+xllm_tui.logs.tail's (IncrementalReader, tail_lines); this module only adapts them to what the
+supervisor reports: a phase name, progress as [done, total], a reason text, worker readiness.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import re
 
-# glog prefix: I20251129 15:20:01.123456 12345 file.cpp:210] message  (date may be MMDD or YYYYMMDD)
-_GLOG = re.compile(r"^([IWEF])(\d{4}|\d{8})\s+\d\d:\d\d:\d\d(?:\.\d+)?\s+\d+\s+([^\]]+)\]\s?(.*)$")
-
-# (cause, pattern) in priority order; the message text of xllm-facts.md "Failure messages worth classifying".
-_FAILURES: list[tuple[str, re.Pattern[str]]] = [
-    ("model_path_missing", re.compile(r"Model path .* does not exist", re.I)),
-    ("kv_cache_oom", re.compile(r"Available kv cache size must be greater than 0|no n_blocks for kv cache|"
-                                r"no memory for kv cache|out of memory", re.I)),
-    ("rank_table_error", re.compile(r"Failed to parse rank table file", re.I)),
-    ("hccl_error", re.compile(r"HCCL error|HCCL get root info failed|ACL set device id \d+ failed", re.I)),
-    ("execute_failed", re.compile(r"Execute_model_async failed|Failed to execute model", re.I)),
-    ("worker_missing", re.compile(r"Not all worker connect to engine server", re.I)),
-    ("port_in_use", re.compile(r"Failed to start (?:brpc )?server on port", re.I)),
-    ("unknown_flag", re.compile(r"unknown command line flag", re.I)),
-    ("fatal", re.compile(r"Check failed:", re.I)),
-]
-
-
-def split_glog(line: str) -> tuple[str | None, str]:
-    """(severity letter or None, message) of one log line."""
-    m = _GLOG.match(line)
-    if not m:
-        return None, line
-    return m.group(1), m.group(4)
-
-
-def _fallback_classify(message: str) -> tuple[str, str] | None:
-    severity, text = split_glog(message)
-    for cause, pattern in _FAILURES:
-        if pattern.search(text):
-            return cause, text.strip()
-    if severity == "F":
-        return "fatal", text.strip()
-    return None
-
-
-try:  # the shared implementation, when it has landed
-    from xllm_tui.logs.glog import classify_failure as _shared_classify  # type: ignore
-except Exception:  # pragma: no cover - depends on the parallel work
-    _shared_classify = None
-
-
-def classify_failure(message: str) -> tuple[str, str] | None:
-    if _shared_classify is not None:
-        try:
-            result = _shared_classify(message)
-        except Exception:
-            result = None
-        if result:
-            return tuple(result)  # type: ignore[return-value]
-    return _fallback_classify(message)
+from xllm_tui.logs.glog import StartupTracker, classify_failure
+from xllm_tui.logs.tail import IncrementalReader
 
 
 def classify_lines(lines: list[str]) -> tuple[str, str] | None:
@@ -73,15 +23,38 @@ def classify_lines(lines: list[str]) -> tuple[str, str] | None:
     return None
 
 
-# ---------------------------------------------------------------------------------------- milestones
+def count_weight_files(model_path: str | None, cwd: str = ".") -> int | None:
+    """The number of *.safetensors files in a model directory (relative paths from the rank's cwd).
+
+    None when there is no such directory or it holds none: the tracker then reads totals from sharded
+    file names. Blocking (the directory may be on a network mount): call it off the event loop.
+    """
+    if not model_path:
+        return None
+    directory = os.path.join(cwd, os.path.expanduser(model_path))
+    try:
+        with os.scandir(directory) as entries:
+            count = sum(1 for e in entries if e.name.endswith(".safetensors") and not e.is_dir())
+    except OSError:
+        return None
+    return count or None
 
 
-try:
-    from xllm_tui.logs.glog import StartupTracker as _SharedTracker  # type: ignore
-except Exception:  # pragma: no cover - depends on the parallel work
-    _SharedTracker = None
+def adopted_log_reader(path: str, backlog: int = 16 << 20) -> tuple[IncrementalReader, list[str]]:
+    """A reader for the log of a rank started by an earlier supervisor, and the log's last `backlog` bytes
+    as lines: a multi-gigabyte log is not read from its start (start-up milestones are long past)."""
+    reader = IncrementalReader(path)
+    try:
+        reader.offset = max(0, os.path.getsize(path) - backlog)
+    except OSError:
+        return reader, []
+    started_mid_file = reader.offset > 0
+    lines = reader.read_new(max_bytes=backlog)
+    return reader, (lines[1:] if started_mid_file else lines)  # the first line is cut
 
-_PHASE_TEXT = {
+
+# The UI's words for the tracker's phases (xllm_tui.logs.glog.PHASES).
+PHASE_TEXT = {
     "role": "starting up",
     "init": "initialising engine",
     "world": "joining the world",
@@ -91,85 +64,81 @@ _PHASE_TEXT = {
     "worker_registered": "workers registering",
     "model_init": "initialising model",
     "weights": "loading weights",
-    "model_ready": "model initialised",
+    "model_loaded": "model loaded",
+    "model_ready": "models initialised",
     "kv_cache": "allocating kv cache",
     "serving": "serving",
 }
 
 
-_SHARD = re.compile(r"(\S*/)?[^/\s]*-\d+-of-(\d+)\.\w+\s*$")
-
-
 class Milestones:
-    """Start-up progress of one rank from its log lines (xllm-facts.md "Log format and milestones").
+    """Start-up progress of one rank from its log lines: a thin adapter over glog.StartupTracker.
 
-    A thin view over xllm_tui.logs.glog.StartupTracker: phase ("starting" before the first milestone),
-    progress as [done, total] (total 0 when unknown), ready, the first classified failure, the last line.
+    What it adds for the snapshot (docs/protocol.md): phase "starting" before the first milestone,
+    progress as [done, total] with total 0 when unknown, the last line, and the reason text.
+    model_path / draft_model_path are the rank's --model / --draft_model; expected_weights /
+    expected_draft_weights the number of weight files in them, when known (count_weight_files).
     """
 
-    def __init__(self, role: str, ready_pattern: str = "Brpc Server started", expected_weights: int | None = None):
+    def __init__(self, role: str, ready_pattern: str | None = None, *, model_path: str | None = None,
+                 draft_model_path: str | None = None, expected_weights: int | None = None,
+                 expected_draft_weights: int | None = None):
         self.role = role
         self.last_line = ""
-        self._tracker = _SharedTracker(is_master=role == "master", expected_weights=expected_weights,
-                                       ready_pattern=ready_pattern) if _SharedTracker else None
-        self._fallback_ready = re.compile(re.escape(ready_pattern), re.I)
-        self._ready = False
-        self._failure: tuple[str, str] | None = None
-        self._shards: dict[str, int] = {}  # weight directory -> number of shard files
+        self.tracker = StartupTracker(is_master=role == "master", ready_pattern=ready_pattern,
+                                      model_path=model_path, draft_model_path=draft_model_path,
+                                      expected_weights=expected_weights,
+                                      expected_draft_weights=expected_draft_weights)
+
+    def set_expected_weights(self, main: int | None, draft: int | None) -> None:
+        """Weight file counts found after the launch (they are counted off the event loop)."""
+        self.tracker.expected_weights = main
+        self.tracker.expected_draft_weights = draft
 
     def feed(self, line: str) -> None:
         line = line.rstrip("\n")
         if not line.strip():
             return
         self.last_line = line
-        m = _SHARD.search(line)
-        if m and "Loading model weights" in line:
-            self._shards[m.group(1) or ""] = int(m.group(2))
-        if self._tracker is not None:
-            self._tracker.feed(line)
-            return
-        if self._failure is None:
-            self._failure = classify_failure(line)
-        if self.role == "master" and self._fallback_ready.search(line):
-            self._ready = True
+        self.tracker.feed(line)
 
     @property
     def phase(self) -> str:
-        if self._tracker is not None:
-            return self._tracker.phase or "starting"
-        return "serving" if self._ready else "starting"
+        return self.tracker.phase or "starting"
 
     @property
     def progress(self) -> list[int] | None:
-        if self._tracker is None:
+        progress = self.tracker.progress
+        if not progress:
             return None
-        p = self._tracker.progress
-        if not p:
-            return None
-        done, total = int(p[0]), int(p[1] or 0)
-        if self.phase == "weights" and self._shards:
-            # xllm prints no total, but sharded weight files are named model-00003-of-00048.safetensors;
-            # the main and the draft model each have their own directory and count.
-            total = max(total, sum(self._shards.values()))
+        done, total = int(progress[0]), int(progress[1] or 0)
         return [done, total if total >= done else 0]
 
     @property
     def ready(self) -> bool:
-        if self._tracker is None:
-            return self._ready
-        if self._tracker.ready:
-            return True
-        # A worker prints no Init_model_async line of its own; its kv cache allocation comes after the
-        # model is initialised, and it is connected by then (registration precedes model loading).
-        return self.role == "worker" and self.phase in ("model_ready", "kv_cache")
+        """Ready on this rank's own evidence (a worker of xllm v0.7.x has none: see worker_ready)."""
+        return self.tracker.ready
+
+    @property
+    def connected(self) -> bool:
+        return self.tracker.connected
+
+    @property
+    def all_models_initialised(self) -> bool:
+        return self.tracker.all_models_initialised
 
     @property
     def failure(self) -> tuple[str, str] | None:
-        return self._tracker.failure if self._tracker is not None else self._failure
+        return self.tracker.failure
 
     def describe(self) -> str:
+        """e.g. "loading weights 8/8, draft 1/1", "models initialised 3/8", "connected to rank 0"."""
         phase = self.phase
-        text = _PHASE_TEXT.get(phase, phase if phase != "starting" else "started, no milestone yet")
+        if phase == "starting":
+            return "started, no milestone yet"
+        if phase == "weights":
+            return f"loading weights {self.tracker.weights.describe()}"
+        text = PHASE_TEXT.get(phase, phase.replace("_", " "))
         progress = self.progress
         if progress:
             done, total = progress
@@ -177,64 +146,14 @@ class Milestones:
         return text
 
 
-class LogReader:
-    """Reads a growing log file from a remembered offset; splits whole lines; notices truncation."""
-
-    def __init__(self, path: str, start_at_end: bool = False, max_backlog: int = 16 << 20):
-        self.path = path
-        self.offset = 0
-        self._partial = b""
-        self.inode: int | None = None
-        self.last_growth: float | None = None
-        if start_at_end:
-            try:
-                self.offset = os.path.getsize(path)
-            except OSError:
-                pass
-        else:
-            try:
-                size = os.path.getsize(path)
-                self.offset = max(0, size - max_backlog)
-            except OSError:
-                pass
-
-    def read_new(self, max_bytes: int = 4 << 20) -> list[str]:
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            return []
-        if self.inode is not None and st.st_ino != self.inode:
-            self.offset, self._partial = 0, b""  # replaced (rotated) file
-        self.inode = st.st_ino
-        if st.st_size < self.offset:
-            self.offset, self._partial = 0, b""  # truncated
-        if st.st_size == self.offset:
-            return []
-        try:
-            with open(self.path, "rb") as f:
-                f.seek(self.offset)
-                data = f.read(max_bytes)
-        except OSError:
-            return []
-        self.offset += len(data)
-        data = self._partial + data
-        lines = data.split(b"\n")
-        self._partial = lines.pop()
-        return [line.decode("utf-8", errors="replace") for line in lines]
-
-
-def tail_lines(path: str, n: int = 40, max_bytes: int = 256 << 10) -> list[str]:
-    """The last n lines of a file (reads at most max_bytes from the end)."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - max_bytes))
-            data = f.read()
-    except OSError:
-        return []
-    lines = data.decode("utf-8", errors="replace").splitlines()
-    return lines[-n:]
+def worker_ready(worker: Milestones, rank0: Milestones | None) -> tuple[bool, str]:
+    """(ready, why) for a worker: its own log says its models are initialised, or it is connected and
+    rank 0 has counted every rank's models as initialised (a v0.7.x worker logs nothing once it is)."""
+    if worker.ready:
+        return True, "connected to rank 0, models initialised"
+    if worker.connected and rank0 is not None and rank0.all_models_initialised:
+        return True, "connected to rank 0; rank 0 reports every rank's models initialised"
+    return False, ""
 
 
 # ----------------------------------------------------------------------------------------------- http
