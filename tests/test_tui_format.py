@@ -8,8 +8,8 @@ from xllm_tui.ui.widgets.timeline import first_failure_index, parse_glog, scan_l
 
 
 def test_durations_sizes_and_cpu():
-    assert [fmt.duration(s) for s in (None, -1, 0, 59, 60, 3599, 3600, 86399, 86400 * 3 + 3600 * 4)] == [
-        "-", "-", "0s", "59s", "1m00s", "59m59s", "1h00m", "23h59m", "3d04h"]
+    assert [fmt.duration(s) for s in (None, -1, 0, 59, 60, 599, 600, 3599, 3600, 86399, 86400 * 3 + 3600 * 4)] == [
+        "-", "-", "0s", "59s", "1m00s", "9m59s", "10m", "59m", "1h00m", "23h59m", "3d04h"]
     assert fmt.size(None) == "-" and fmt.size(512) == "512B" and fmt.size(123_456_789) == "118M"
     assert fmt.size(9_800_000_000) == "9.1G"
     assert fmt.cpu(None) == "-" and fmt.cpu(97.4) == "97%"

@@ -21,15 +21,18 @@ STATE_VARIABLE = {
 
 
 def duration(seconds: float | None) -> str:
-    """Compact duration: 42s, 5m03s, 2h07m, 3d04h."""
+    """Compact duration: 42s, 5m03s, 12m, 2h07m, 3d04h. Seconds only in the first ten minutes (start-up,
+    when they matter): a column of uptimes that changes every second costs a redraw a second over SSH."""
     if seconds is None or seconds < 0:
         return "-"
     seconds = int(seconds)
     if seconds < 60:
         return f"{seconds}s"
     minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
+    if minutes < 10:
         return f"{minutes}m{seconds:02d}s"
+    if minutes < 60:
+        return f"{minutes}m"
     hours, minutes = divmod(minutes, 60)
     if hours < 24:
         return f"{hours}h{minutes:02d}m"
