@@ -416,3 +416,16 @@ async def test_a_long_journal_shows_its_recent_part(tmp_path, monkeypatch):
         await pilot.pause(0.2)
         text = screen_text(app)
         assert "15 earlier events" in text and "event 16" in text and "event 15\n" not in text
+
+
+async def test_toggles_work_from_the_keyboard_alone(source):
+    app = make_app(source)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("t")  # the toggles tab, focus on the first switch
+        await until(pilot, lambda: isinstance(app.focused, Switch), what="a focused switch")
+        assert app.focused.id == "toggle-determinism"
+        await pilot.press("space")  # determinism is on in the demo: switch it off
+        await until(pilot, lambda: source.actions)
+        assert source.actions == [("toggle", {"group": "determinism", "on": False})]
+        await pilot.press("escape")
+        await until(pilot, lambda: isinstance(app.focused, RankTable), what="back on the rank table")
