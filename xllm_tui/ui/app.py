@@ -862,6 +862,11 @@ class XllmApp(App[None]):
             return
         self.profile_errors = []
         banner.remove_class("error")
+        # Warnings an edit introduced (the ones present at start were printed before the TUI opened).
+        new_warnings = [w for w in plan.warnings if self.profile_plan is not None and w not in self.profile_plan.warnings]
+        if new_warnings and not initial:
+            more = f" (and {len(new_warnings) - 1} more: `xllm-tui validate`)" if len(new_warnings) > 1 else ""
+            self.notify(new_warnings[0] + more, title="profile warning", severity="warning", timeout=8)
         if initial or self.profile_plan is None:
             self.profile_plan = plan
             if not self.profile_change:
