@@ -137,13 +137,23 @@ class Milestones:
         if phase == "starting":
             return "started, no milestone yet"
         if phase == "weights":
-            return f"loading weights {self.tracker.weights.describe()}"
+            return f"loading weights {self._weights_text()}"
         text = PHASE_TEXT.get(phase, phase.replace("_", " "))
         progress = self.progress
         if progress:
             done, total = progress
             text += f" {done}/{total}" if total else f" ({done})"
         return text
+
+
+    def _weights_text(self) -> str:
+        """"8/8, draft 1/1"; the draft's part only once its total is known or its first file is loaded
+        (xllm loads it after the main model; "draft 0" with nothing to compare to reads like a fault)."""
+        weights = self.tracker.weights
+        if weights.has_draft and not weights.draft_loaded and not weights.draft_total:
+            return (f"{weights.main_loaded}/{weights.main_total}" if weights.main_total
+                    else f"{weights.main_loaded}")
+        return weights.describe()
 
 
 def worker_ready(worker: Milestones, rank0: Milestones | None) -> tuple[bool, str]:
