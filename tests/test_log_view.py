@@ -119,10 +119,45 @@ async def test_search_next_and_previous(tmp_path):
         assert "needle here" in " ".join(visible(view))
         results = [m for m in app.messages if isinstance(m, LogView.SearchResult)]
         assert [m.line for m in results] == [40, 120, 250, 120]
-        await pilot.press("n", "n")
-        await wait_for(pilot, lambda: any(not m.found for m in app.messages
-                                          if isinstance(m, LogView.SearchResult)), "a not-found result")
-        assert view.current_line == 250  # stays on the last match
+        await pilot.press("n")
+        await wait_for(pilot, lambda: view.current_line == 250, "the last match")
+        await pilot.press("n")  # past the last match: wraps to the first, and says so
+        await wait_for(pilot, lambda: view.current_line == 40, "the search to wrap to the top")
+        assert "search wrapped to the top" in str(view.border_title)
+        assert app.messages[-1].wrapped == "search wrapped to the top"
+        await pilot.press("N")  # before the first match: wraps to the last
+        await wait_for(pilot, lambda: view.current_line == 250, "the search to wrap to the bottom")
+        assert "search wrapped to the bottom" in str(view.border_title)
+        await pilot.press("N")
+        await wait_for(pilot, lambda: view.current_line == 120, "the previous match")
+        assert "wrapped" not in str(view.border_title)
+        view.set_search("no such text")
+        await pilot.press("n")
+        await wait_for(pilot, lambda: not app.messages[-1].found, "a not-found result")
+        assert view.current_line == 120  # stays where it was
+
+
+async def test_an_idle_view_does_not_repaint(tmp_path):
+    """Nothing changes in the file: the periodic polls must not repaint (each repaint is output over SSH)."""
+    path = tmp_path / "node_3.log"
+    write_lines(path, [glog_line(i) for i in range(300)], "w")
+    app = LogApp(path)
+    async with app.run_test(size=(100, 24)) as pilot:
+        view = app.query_one(LogView)
+        await wait_for(pilot, lambda: visible(view)[-1].endswith("message 299"), "the tail")
+        await pilot.pause(0.2)
+        repaints = []
+        original = view.refresh
+
+        def counting_refresh(*args, **kwargs):
+            repaints.append(args)
+            return original(*args, **kwargs)
+
+        view.refresh = counting_refresh
+        await pilot.pause(0.6)  # about 12 polls at 0.05 s
+        assert repaints == []
+        write_lines(path, [glog_line(300)])
+        await wait_for(pilot, lambda: repaints, "a repaint once a line is appended")
 
 
 async def test_errors_only_filter_and_first_error(tmp_path):

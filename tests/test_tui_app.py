@@ -73,13 +73,15 @@ async def test_main_screen_shows_every_rank_and_marks_the_first_failure(source):
     async with app.run_test(size=(120, 40), message_hook=messages.append) as pilot:
         table = app.main_screen.query_one(RankTable)
         await until(pilot, lambda: table.row_count == 8, what="8 rank rows")
-        state_of_3 = str(table.get_cell("3", "state"))
-        assert "failed hccl_error (first)" in state_of_3
-        assert "loading 36/48" in str(table.get_cell("7", "state"))
-        assert str(table.get_cell("0", "uptime")) == "10m"  # frozen clock
-        assert str(table.get_cell("1", "uptime")) == "9m59s"
+        # The recording (tests/fixtures/tui-demo): rank 3 failed with an HCCL error, the others were
+        # stopped as collateral, the group restart is counting down on the frozen clock.
+        assert "failed hccl_error" in str(table.get_cell("3", "state"))
+        assert str(table.get_cell("3", "mark")) == "!"  # the first failure, in its own column
+        assert str(table.get_cell("0", "mark")) == ""
+        assert "stopped" in str(table.get_cell("1", "state"))
+        assert str(table.get_cell("1", "pid")) == "-"
         status = str(app.main_screen.query_one("#status", Static).render())
-        assert "group degraded" in status and "restart in 2s" in status
+        assert "group failed │ restart in 4s │ first failure: rank 3 hccl_error" in status
         # Moving the cursor switches the log pane to the next rank at once.
         await pilot.press("down")
         await until(pilot, lambda: app.main_screen.query_one("#rank-log").rank == 1, what="log of rank 1")
@@ -159,7 +161,7 @@ async def test_toggle_switch_sends_toggle(source):
         await until(pilot, lambda: source.actions)
         assert source.actions == [("toggle", {"group": "profiling", "on": True})]
         note = str(app.main_screen.query_one("#pending-note", Static).render())
-        assert "Relaunch pending for ranks 0-2,4-7" in note
+        assert "next launch" in note  # nothing runs in the recording: no rank is relaunch pending
 
 
 async def test_help_screen_lists_keys_and_closes(source):
@@ -225,9 +227,9 @@ async def test_rank_detail_shows_argv_env_and_diff(source):
         await until(pilot, lambda: isinstance(app.screen, RankDetailScreen))
         await until(pilot, lambda: app.screen.loaded)
         body = str(app.screen.query_one("#detail-body", Static).render())
-        assert "--node_rank=0" in body
-        assert "last exit  signal 15, cause killed" in body
-        assert "+ LCCL_DETERMINISTIC=1" in body  # determinism was switched on after launch
+        assert "--node_rank=0" in body and "xllm_tui.sim.xllm" in body  # the recorded simulated launch
+        assert "rank 3 failed first" in body and "collateral" in body
+        assert "not running: the next launch is" in body  # stopped as collateral: only its next launch
         await pilot.press("escape")
         await until(pilot, lambda: isinstance(app.screen, MainScreen))
 
@@ -238,9 +240,11 @@ async def test_timeline_merges_ranks_and_opens_at_the_first_failure(source):
         await pilot.press("T")
         timeline = app.main_screen.query_one(TimelineTable)
         await until(pilot, lambda: timeline.entries, what="timeline scanned")
-        assert {e.rank for e in timeline.entries} == {2, 3, 4, 5}
+        assert {e.rank for e in timeline.entries} == {3}  # only the failed rank logged an error
         first = timeline.selected_entry
-        assert first.rank == 3 and first.severity == "E" and "HCCL error" in first.message
+        assert first.rank == 3 and first.severity == "F" and "HCCL error" in first.message
+        assert str(timeline.get_cell_at((timeline.cursor_row, 0))) == "!"
+        assert timeline.get_cell_at((timeline.cursor_row, 4)) == "current"
         await pilot.press("enter")  # jump to that rank's log
         await until(pilot, lambda: app.main_screen.query_one("#rank-log").rank == 3)
 

@@ -446,6 +446,8 @@ class XllmApp(App[None]):
     def on_log_view_search_result(self, message: Any) -> None:
         if not message.found:
             self.notify(f"not found: {message.query}", severity="warning", timeout=3)
+        elif getattr(message, "wrapped", ""):
+            self.notify(message.wrapped, timeout=2)
 
     def action_show_tab(self, name: str) -> None:
         if self.screen is not self.main_screen:

@@ -153,12 +153,13 @@ class LogView(ScrollView, can_focus=True):
             self.log_view = log_view
 
     class SearchResult(Message):
-        def __init__(self, log_view: LogView, query: str, found: bool, line: int | None) -> None:
+        def __init__(self, log_view: LogView, query: str, found: bool, line: int | None, wrapped: str = "") -> None:
             super().__init__()
             self.log_view = log_view
             self.query = query
             self.found = found
             self.line = line
+            self.wrapped = wrapped  # "search wrapped to the top/bottom", or ""
 
     class FileReset(Message):
         def __init__(self, log_view: LogView, reason: str) -> None:
@@ -190,6 +191,7 @@ class LogView(ScrollView, can_focus=True):
             self.offset = offset
             self.snapshot = snapshot
             self.kind = kind
+            self.wrapped = ""  # search only: "search wrapped to the top/bottom"
 
     class _FilterReady(Message):
         def __init__(self, token: int, level: str, offsets: array, lo: int, hi: int, snapshot: Snapshot) -> None:
@@ -239,6 +241,9 @@ class LogView(ScrollView, can_focus=True):
         self._filter_range: tuple[int, int] | None = None  # bytes the filter has scanned
         self._wrap_layout_key: tuple | None = None
         self._wrap_layout: list[Strip] = []
+        self._shown_title: str | None = None
+        self._shown_subtitle: str | None = None
+        self._search_wrapped = ""  # "search wrapped to the top/bottom" after a search went round the file
 
     def on_mount(self) -> None:
         super().on_mount()
@@ -494,12 +499,19 @@ class LogView(ScrollView, can_focus=True):
         if not self._complete:
             done, total = self._index_progress
             flags.append(f"indexing {100 * done // total}%" if total else "indexing")
-        self.border_title = f"{name} · {' · '.join(flags)}" if flags else name
+        if self._search_wrapped:
+            flags.append(self._search_wrapped)
+        title = f"{name} · {' · '.join(flags)}" if flags else name
         error = self._logfile.error if self._logfile is not None else None
-        if self._unseen:
-            self.border_subtitle = f"+{self._unseen} new lines (G: bottom)"
-        else:
-            self.border_subtitle = error or ""
+        subtitle = f"+{self._unseen} new lines (G: bottom)" if self._unseen else (error or "")
+        # Assigning a border title repaints the widget even when it is unchanged: on every poll that
+        # cost a full redraw several times a second, so assign only what changed.
+        if title != self._shown_title:
+            self._shown_title = title
+            self.border_title = title
+        if subtitle != self._shown_subtitle:
+            self._shown_subtitle = subtitle
+            self.border_subtitle = subtitle
 
     # ---- rows ----------------------------------------------------------------------------------------
     def _row_entry(self, row: int) -> tuple[int, str] | None:
@@ -721,6 +733,7 @@ class LogView(ScrollView, can_focus=True):
     def set_search(self, text: str | None) -> None:
         """Highlight `text` (literal, case-insensitive); None or "" clears the search."""
         self._search_text = text or None
+        self._search_wrapped = ""
         if text:
             # Case-insensitive by lower-casing the scanned bytes: re.I would be much slower on big files.
             self._search_bytes = re.compile(re.escape(text.encode("utf-8").lower()))
@@ -759,26 +772,35 @@ class LogView(ScrollView, can_focus=True):
     @work(thread=True, exclusive=True, exit_on_error=False, group="log-view-search")
     def _search_worker(self, logfile, token, query, pattern, anchor, forward, filtered) -> None:
         worker = get_current_worker()
-        offset: int | None = None
-        if filtered is not None:
-            # Only rows of the filtered view: check their text, nearest first.
-            start = bisect_right(filtered, anchor) if anchor is not None else 0
-            rows = range(start, len(filtered)) if forward else range(
-                (bisect_left(filtered, anchor) if anchor is not None else len(filtered)) - 1, -1, -1)
-            for row in rows:
-                if worker.is_cancelled:
-                    return
-                if pattern.search(logfile.line_at_offset(filtered[row]).encode("utf-8", "replace").lower()):
-                    offset = filtered[row]
-                    break
-        else:
+
+        def find(anchor: int | None) -> int | None:
+            if filtered is not None:
+                # Only rows of the filtered view: check their text, nearest first.
+                start = bisect_right(filtered, anchor) if anchor is not None else 0
+                rows = range(start, len(filtered)) if forward else range(
+                    (bisect_left(filtered, anchor) if anchor is not None else len(filtered)) - 1, -1, -1)
+                for row in rows:
+                    if worker.is_cancelled:
+                        return None
+                    if pattern.search(logfile.line_at_offset(filtered[row]).encode("utf-8", "replace").lower()):
+                        return filtered[row]
+                return None
             logfile.index_all()  # matches may lie before the indexed region (about 1 s per GB, once)
             cancelled = lambda: worker.is_cancelled  # noqa: E731
             if forward:
-                offset = logfile.find_next(pattern, anchor, cancelled, ignore_case=True)
-            else:
-                offset = logfile.find_previous(pattern, anchor, cancelled, ignore_case=True)
-        self.post_message(self._Found(token, query or "", offset, logfile.snapshot(), "search"))
+                return logfile.find_next(pattern, anchor, cancelled, ignore_case=True)
+            return logfile.find_previous(pattern, anchor, cancelled, ignore_case=True)
+
+        offset = find(anchor)
+        wrapped = False
+        if offset is None and anchor is not None and not worker.is_cancelled:
+            # Past the last match: go round the file, as less and vim do, and say so.
+            offset = find(None)
+            wrapped = offset is not None
+        message = self._Found(token, query or "", offset, logfile.snapshot(), "search")
+        message.wrapped = "search wrapped to the top" if wrapped and forward else (
+            "search wrapped to the bottom" if wrapped else "")
+        self.post_message(message)
 
     def jump_to_first_error(self) -> None:
         """Make the first E/F/"Check failed:" line current (indexes the whole file first, in a worker)."""
@@ -796,13 +818,14 @@ class LogView(ScrollView, can_focus=True):
         message.stop()
         if message.token != self._token:
             return
+        self._search_wrapped = message.wrapped
         self._sync(message.snapshot)
         line = None
         if message.offset is not None:
             # Follow stays on: moving away from the bottom pauses it, as scrolling up does.
             self._move_current(message.offset)
             line = self.current_line
-        self.post_message(self.SearchResult(self, message.query, message.offset is not None, line))
+        self.post_message(self.SearchResult(self, message.query, message.offset is not None, line, message.wrapped))
 
     # ---- filter ----------------------------------------------------------------------------------
     def set_filter(self, level: str | None) -> None:

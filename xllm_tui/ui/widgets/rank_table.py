@@ -14,6 +14,7 @@ from textual.widgets.data_table import ColumnKey, RowKey
 from xllm_tui.ui.widgets import format as fmt
 
 COLUMNS = (
+    ("", "mark"),  # * marked for a split view, ! the first failure: a column of its own keeps ranks aligned
     ("rank", "rank"),
     ("state", "state"),
     ("pid", "pid"),
@@ -26,12 +27,45 @@ COLUMNS = (
     ("last log line", "last"),
     ("machine", "machine"),
 )
+LABELS = dict((key, label) for label, key in COLUMNS)
+# Dropped in this order when the terminal is narrow, so the last log line keeps a readable width.
+OPTIONAL = ("machine", "cores", "mem", "device")
+MIN_LAST = 20  # below this the last log line is a useless sliver: it is left out instead
+MAX_LAST = 120
 # glog prefix "I20251129 15:20:01.123456 5123 file.cc:12] " -> keep the severity letter and the message
 _GLOG_PREFIX = re.compile(r"^([IWEF])\d{4,8} [\d:.]+ +\d+ +[^\]]*\] ?")
 
 
 def short_line(line: str) -> str:
     return _GLOG_PREFIX.sub(lambda m: m.group(1) + " ", line.replace("\t", " "), count=1)
+
+
+def _cell_len(cell: Any) -> int:
+    return cell.cell_len if isinstance(cell, Text) else Text(str(cell)).cell_len
+
+
+def choose_columns(widths: dict[str, int], available: int, padding: int = 1) -> tuple[tuple[str, ...], int]:
+    """The columns to show and the last log line's width, for a table `available` cells wide.
+
+    widths: the content width of every column (header included). Optional columns are dropped until the
+    last log line gets MIN_LAST cells; if it still cannot, it is left out (width 0)."""
+    keys = [key for _, key in COLUMNS if key != "last"]
+    dropped: list[str] = []
+
+    def room() -> int:
+        return available - sum(widths[k] + 2 * padding for k in keys) - 2 * padding
+
+    for optional in OPTIONAL:
+        if room() >= MIN_LAST:
+            break
+        keys.remove(optional)
+        dropped.append(optional)
+    last = min(MAX_LAST, room())
+    if last < MIN_LAST:
+        return tuple(keys), 0
+    # Wide enough for everything: the machine goes after the log line, as before.
+    shown = [k for k in keys if k != "machine"] + ["last"] + (["machine"] if "machine" in keys else [])
+    return tuple(shown), last
 
 
 class RankTable(DataTable):
@@ -55,83 +89,121 @@ class RankTable(DataTable):
         self._first_failure: int | None = None
         self.marked: set[int] = set()
         self._now = 0.0
+        self._layout: tuple[tuple[str, ...], int] | None = None  # shown column keys, last log line width
 
     def on_mount(self) -> None:
-        for label, key in COLUMNS:
-            self.add_column(label, key=key)
         self.app.theme_changed_signal.subscribe(self, lambda _theme: self._restyle())
+
+    def on_resize(self) -> None:
+        if self._rank_data:
+            self._restyle()
+
+    @property
+    def shown_columns(self) -> tuple[str, ...]:
+        return self._layout[0] if self._layout else ()
 
     # -- data -----------------------------------------------------------------------------------------
     def _colour(self, variable: str) -> str:
         return self.app.theme_variables.get(variable, "")
 
-    def _cells(self, rank: dict[str, Any]) -> tuple:
+    def _cells(self, rank: dict[str, Any]) -> dict[str, Any]:
         number = rank["rank"]
         state = rank.get("state") or "?"
         colour = self._colour(fmt.STATE_VARIABLE.get(state, "xllm-state-stopped"))
-        rank_label = f"{'*' if number in self.marked else ' '}{number}"
-        rank_cell = Text(rank_label, style="bold" if number == self._first_failure else "")
+        first = number == self._first_failure
+        mark = ("*" if number in self.marked else "") + ("!" if first else "")
+        ff = self._colour("xllm-first-failure")
+        mark_cell = Text(mark, style=(f"bold reverse {ff}" if ff else "bold reverse") if first else "bold", end="")
+        rank_cell = Text(str(number), style="bold" if first else "", end="")
         state_label = fmt.state_text(rank)
-        if number == self._first_failure and state in fmt.FAILED_STATES:
-            state_label += " (first)"
         if rank.get("relaunch_pending"):
             state_label += " ~"
-        state_cell = Text(state_label, style=f"bold {colour}" if colour else "bold")
-        if number == self._first_failure:
-            ff = self._colour("xllm-first-failure")
-            rank_cell.stylize(f"bold reverse {ff}" if ff else "bold reverse")
-        last = short_line(rank.get("last_line") or "")
-        return (
-            rank_cell,
-            state_cell,
-            str(rank.get("pid") or "-"),
-            fmt.uptime(rank, self._now),
-            str(rank.get("restarts", 0)),
-            fmt.cpu(rank.get("cpu_pct")),
-            fmt.size(rank.get("rss_bytes")),
-            str(rank.get("device", "-")),
-            str(rank.get("cores") or "-"),
-            last[:120],
-            str(rank.get("machine") or rank.get("host") or "-"),
-        )
+        state_cell = Text(state_label, style=f"bold {colour}" if colour else "bold", end="")
+        return {
+            "mark": mark_cell,
+            "rank": rank_cell,
+            "state": state_cell,
+            "pid": str(rank.get("pid") or "-"),
+            "uptime": fmt.uptime(rank, self._now),
+            "restarts": str(rank.get("restarts", 0)),
+            "cpu": fmt.cpu(rank.get("cpu_pct")),
+            "mem": fmt.size(rank.get("rss_bytes")),
+            "device": str(rank.get("device", "-")),
+            "cores": str(rank.get("cores") or "-"),
+            "last": short_line(rank.get("last_line") or ""),
+            "machine": str(rank.get("machine") or rank.get("host") or "-"),
+        }
+
+    def _choose_layout(self, all_cells: list[dict[str, Any]]) -> tuple[tuple[str, ...], int]:
+        widths = {key: max([len(label)] + [_cell_len(c[key]) for c in all_cells]) for label, key in COLUMNS}
+        widths["state"] = max(widths["state"], 12)  # short state changes must not re-lay the table
+        # A vertical scrollbar may appear (many ranks): keep its width free.
+        available = self.size.width - self.styles.scrollbar_size_vertical
+        return choose_columns(widths, available, self.cell_padding)
+
+    def _row(self, cells: dict[str, Any], layout: tuple[tuple[str, ...], int]) -> tuple:
+        keys, last_width = layout
+        row = []
+        for key in keys:
+            cell = cells[key]
+            if key == "last":
+                text = cell if len(cell) <= last_width else cell[: max(0, last_width - 1)] + "…"
+                cell = Text(text, no_wrap=True, end="")
+            row.append(cell)
+        return tuple(row)
+
+    def _rebuild(self, ranks: list[dict[str, Any]], all_cells: list[dict[str, Any]],
+                 layout: tuple[tuple[str, ...], int]) -> None:
+        selected = self.selected_rank
+        self.clear(columns=True)
+        keys, last_width = layout
+        for key in keys:
+            self.add_column(LABELS[key], key=key, width=last_width if key == "last" else None)
+        self._rendered.clear()
+        for rank, cells in zip(ranks, all_cells):
+            row = self._row(cells, layout)
+            self.add_row(*row, key=str(rank["rank"]))
+            self._rendered[int(rank["rank"])] = row
+        self._layout = layout
+        if selected is not None:
+            self.select_rank(selected)
 
     def update_ranks(self, ranks: list[dict[str, Any]], first_failure: int | None, now: float) -> None:
         self._now = now
         self._first_failure = first_failure
-        seen = set()
-        repaint: list[int] = []
         for rank in ranks:
+            self._rank_data[int(rank["rank"])] = rank
+        numbers = {int(rank["rank"]) for rank in ranks}
+        for gone in set(self._rank_data) - numbers:
+            self._rank_data.pop(gone, None)
+        all_cells = [self._cells(rank) for rank in ranks]
+        layout = self._choose_layout(all_cells)
+        if layout != self._layout or set(self._rendered) != numbers:
+            self._rebuild(ranks, all_cells, layout)
+            return
+        repaint: list[int] = []
+        for rank, cells in zip(ranks, all_cells):
             number = int(rank["rank"])
-            seen.add(number)
-            self._rank_data[number] = rank
-            cells = self._cells(rank)
-            previous = self._rendered.get(number)
-            if previous is None:
-                self.add_row(*cells, key=str(number))
-            elif self._update_row(str(number), previous, cells):
+            row = self._row(cells, layout)
+            if self._update_row(str(number), self._rendered[number], row):
                 repaint.append(number)
-            self._rendered[number] = cells
+            self._rendered[number] = row
         if repaint:
             # DataTable.update_cell repaints the whole table; repainting only the changed rows keeps a
             # second's worth of uptime and CPU changes to a few short lines on a slow SSH link.
             self._update_count += 1  # drop the cached renders of changed rows
             for number in repaint:
                 self.refresh_row(self.get_row_index(str(number)))
-        for gone in set(self._rendered) - seen:
-            self.remove_row(str(gone))
-            del self._rendered[gone]
-            self._rank_data.pop(gone, None)
 
     def _update_row(self, row_key: str, previous: tuple, cells: tuple) -> bool:
         """Store a row's changed cells; True when the row must be repainted (False: already refreshed,
         or nothing changed). A cell wider than its column goes through update_cell to widen it."""
         changed = False
-        for (_, column_key), old, new in zip(COLUMNS, previous, cells):
+        for column_key, old, new in zip(self.shown_columns, previous, cells):
             if old == new:
                 continue
             column = self.columns[ColumnKey(column_key)]
-            width = new.cell_len if isinstance(new, Text) else Text(str(new)).cell_len
-            if width > column.content_width:
+            if _cell_len(new) > column.content_width:
                 self.update_cell(row_key, column_key, new, update_width=True)
                 continue
             self._data[RowKey(row_key)][ColumnKey(column_key)] = new

@@ -24,29 +24,33 @@ def status_line(snapshot: dict[str, Any] | None, now: float, variables: dict[str
     state = group.get("state") or "?"
     colour = variables.get(fmt.STATE_VARIABLE.get(state, ""), "")
     ranks = snapshot.get("ranks") or []
-    text = Text()
-    text.append(f" {profile.get('name', '?')}", style="bold")
+    dim = "dim"
+    # Fields in order of importance, separated by " │ " so they never run together; a narrow terminal
+    # cuts the end of the line, which holds the least important ones.
+    fields: list[Text] = []
+    head = Text(f" {profile.get('name', '?')}", style="bold")
     if profile.get("simulate"):
-        text.append(" [sim]", style="dim")
-    text.append("  group ")
-    text.append(state, style=f"bold {colour}")
+        head.append(" [sim]", style=dim)
+    fields.append(head)
+    fields.append(Text.assemble("group ", (state, f"bold {colour}")))
     next_at = group.get("next_restart_at")
     if next_at:  # counts down between snapshots (the reason's own "restart in" is dropped below)
-        text.append(f"  restart in {fmt.duration(max(0.0, next_at - now))}", style=variables.get("warning", ""))
+        fields.append(Text(f"restart in {fmt.duration(max(0.0, next_at - now))}", style=variables.get("warning", "")))
     first = group.get("first_failure")
     if first and first.get("rank") is not None:
         error = variables.get("xllm-state-failed", "")
         label = "first failure" if state in ("failed", "degraded", "crash-looping", "stopping") else "last failure"
-        text.append(f"  {label}: rank {first['rank']} {first.get('cause') or ''}".rstrip(), style=error)
-    reason = _RESTART_CLAUSE.sub("", group.get("reason") or "").strip()
+        fields.append(Text(f"{label}: rank {first['rank']} {first.get('cause') or ''}".rstrip(), style=error))
+    reason = _RESTART_CLAUSE.sub("", group.get("reason") or "").strip(" ;,")
     if reason:
-        text.append(f"  {reason}")
-    text.append(f"  {len(ranks)} ranks", style="dim")
+        fields.append(Text(reason))
+    count = f"{len(ranks)} ranks"
     if group.get("restarts"):
-        text.append(f", {group['restarts']} restart{'s' if group['restarts'] != 1 else ''}", style="dim")
+        count += f", {group['restarts']} restart{'s' if group['restarts'] != 1 else ''}"
+    fields.append(Text(count, style=dim))
     if any(r.get("relaunch_pending") for r in ranks):
-        text.append("  ~ relaunch pending", style="dim")
-    return text
+        fields.append(Text("~ relaunch pending", style=dim))
+    return Text(" │ ", style=dim).join(fields)
 
 
 class StatusBar(Static):

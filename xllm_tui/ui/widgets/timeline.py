@@ -99,10 +99,12 @@ class TimelineTable(DataTable):
         self.entries: list[TimelineEntry] = []
 
     def on_mount(self) -> None:
+        # The first-failure marker has its own column so the rank numbers stay aligned.
+        self.add_column("!", key="first")
         self.add_column("time", key="time")
         self.add_column("rank", key="rank")
         self.add_column("sev", key="sev")
-        self.add_column("log", key="log")
+        self.add_column("log", key="log")  # "current", or -1 for the previous launch's log, -2 ...
         self.add_column("where", key="where")
         self.add_column("message", key="message")
 
@@ -115,12 +117,13 @@ class TimelineTable(DataTable):
         first = first_failure_index(entries)
         for index, entry in enumerate(entries):
             colour = variables.get("xllm-log-warning" if entry.severity == "W" else "xllm-log-error", "")
-            marker = "!" if index == first else " "
+            is_first = index == first
             self.add_row(
+                Text("!" if is_first else "", style=f"bold reverse {colour}" if is_first else ""),
                 fmt.clock_utc(entry.ts),
-                Text(f"{marker}{entry.rank}", style=f"bold {colour}" if index == first else ""),
+                Text(str(entry.rank), style=f"bold {colour}" if is_first else ""),
                 Text(entry.severity, style=f"bold {colour}"),
-                f"-{entry.back}" if entry.back else "",
+                f"-{entry.back}" if entry.back else "current",
                 entry.where,
                 Text(entry.message, style=colour if entry.severity != "W" else ""),
                 key=str(index),
