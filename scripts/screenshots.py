@@ -1,59 +1,77 @@
 #!/usr/bin/env python3
-"""Regenerate screenshots/*.svg: the TUI as it exports itself (App.save_screenshot).
+"""Regenerate screenshots/*.svg: the TUI attached to a real simulated deployment, as it exports itself.
 
-    python3 scripts/screenshots.py                 # the frozen eight-rank demo (stable, diff-friendly)
-    python3 scripts/screenshots.py --live PROFILE  # attach to a running simulated supervisor instead
-                                                   # (start it first: xllm-tui up PROFILE --simulate)
+    python3 scripts/screenshots.py            # every shot
+    python3 scripts/screenshots.py main help  # only these
 
-The demo is xllm_tui.ui.demo: rank 3 failed first with an HCCL error, the group restart is pending, and
-determinism was switched on after launch (relaunch pending). Times, pids and CPU are fixed.
+Nothing is staged: each scene is a real supervisor with eight simulated a3-8card ranks
+(scripts/sim_session.py: a private run dir under a temp dir, free ports via --port-offset,
+XLLM_SIM_TIME_SCALE=0.05), brought to the state worth showing, and each SVG is App.save_screenshot of the
+TUI attached to it:
+
+- healthy: every rank ready (main screen in each theme, 80x24, devices, help, rank detail, split view);
+  then determinism switched on (toggles tab; the running ranks are "relaunch pending"); then rank 5
+  killed with SIGKILL from outside: the first failure, the others stopped as collateral, the restart
+  countdown (main, the restart confirmation, the event history).
+- hccl: XLLM_SIM_FAIL=serving:hccl_error on rank 3: the simulator's HCCL failure in rank 3's log and in
+  the merged timeline.
+Both scenes use a profile extending profiles/a3-8card.yaml with a 60 s restart backoff, so the countdown
+lasts while it is shot. Everything started is stopped at the end, also after an error (sim_session).
+
+The exported SVGs get xml:space="preserve" on their root element: without it some renderers (librsvg,
+used by rsvg-convert) drop the leading spaces of each text run, which shifts table cells by a column.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import os
+import signal
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from sim_session import REPO, SimSession  # noqa: E402
 
 from xllm_tui.ui.app import XllmApp  # noqa: E402
-from xllm_tui.ui.demo import demo_snapshot  # noqa: E402
-from xllm_tui.ui.source import StaticSource  # noqa: E402
+from xllm_tui.ui.source import SupervisorSource  # noqa: E402
 
 Step = Callable[[object], Awaitable[None]]
+BIG, SMALL = (160, 48), (80, 24)
 
 
-async def _until(pilot, condition, timeout: float = 20.0) -> None:
+async def _until(pilot, condition, what: str, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
-            raise SystemExit("screenshots: the screen did not settle in time")
+            raise TimeoutError(f"screenshots: timed out waiting for {what}")
         await pilot.pause(0.05)
 
 
-async def _logs_loaded(pilot) -> None:
+async def _settled(pilot) -> None:
     from xllm_tui.ui.widgets.log_view import LogView
+    from xllm_tui.ui.widgets.rank_table import RankTable
 
-    await _until(pilot, lambda: pilot.app.snapshot is not None)
-    await _until(pilot, lambda: all(v.line_count > 0 for v in pilot.app.screen.query(LogView) if v.path))
-    await pilot.pause(0.2)
+    app = pilot.app
+    await _until(pilot, lambda: app.snapshot is not None and app.main_screen.query_one(RankTable).row_count > 0,
+                 "the first snapshot")
+    await _until(pilot, lambda: all(v.line_count > 0 for v in app.screen.query(LogView) if v.path), "the logs")
+    await pilot.pause(0.3)
 
 
 def keys(*pressed: str, wait: Callable | None = None) -> Step:
     async def step(pilot) -> None:
-        await _logs_loaded(pilot)
-        await pilot.press(*pressed)
+        await _settled(pilot)
+        for key in pressed:
+            await pilot.press(key)
+            await pilot.pause(0.05)
         if wait is not None:
-            await _until(pilot, lambda: wait(pilot.app))
+            await _until(pilot, lambda: wait(pilot.app), f"the screen after {pressed}")
         await pilot.pause(0.3)
-        await _logs_loaded(pilot)
+        await _settled(pilot)
 
     return step
 
@@ -64,82 +82,122 @@ def _timeline_ready(app) -> bool:
     return bool(app.main_screen.query_one(TimelineTable).entries)
 
 
-# name -> (theme, size, steps)
-SHOTS: dict[str, tuple[str, tuple[int, int], Step]] = {
-    "main": ("xllm-dark", (160, 48), keys()),
-    "main-80x24": ("xllm-dark", (80, 24), keys()),
-    "failed-rank-log": ("xllm-dark", (160, 48), keys("down", "down", "down")),
-    "timeline": ("xllm-dark", (160, 48), keys("T", wait=_timeline_ready)),
-    "events": ("xllm-dark", (160, 48), keys("e")),
-    "toggles": ("xllm-dark", (160, 48), keys("t")),
-    "devices": ("xllm-dark", (160, 48), keys("D")),
-    "confirm-restart": ("xllm-dark", (160, 48), keys("down", "down", "down", "r")),
-    "rank-detail": ("xllm-dark", (160, 48), keys("d", wait=lambda app: getattr(app.screen, "loaded", False))),
-    "split-view": ("xllm-dark", (160, 48), keys("space", "down", "down", "space", "down", "space", "v")),
-    "help": ("xllm-dark", (160, 48), keys("question_mark")),
-    "main-light": ("xllm-light", (160, 48), keys()),
-    "main-high-contrast": ("xllm-high-contrast", (160, 48), keys()),
-}
+def _detail_loaded(app) -> bool:
+    return getattr(app.screen, "loaded", False)
 
 
-def shoot(make_app: Callable[[str], XllmApp], name: str, out_dir: Path) -> Path:
-    theme, size, step = SHOTS[name]
-    app = make_app(theme)
+# Scene -> [(name, theme, size, steps)]
+READY_SHOTS = [
+    ("main", "xllm-dark", BIG, keys()),
+    ("main-80x24", "xllm-dark", SMALL, keys()),
+    ("main-light", "xllm-light", BIG, keys()),
+    ("main-high-contrast", "xllm-high-contrast", BIG, keys()),
+    ("devices", "xllm-dark", BIG, keys("D")),
+    ("help", "xllm-dark", BIG, keys("question_mark")),
+    ("rank-detail", "xllm-dark", BIG, keys("d", wait=_detail_loaded)),
+    ("split-view", "xllm-dark", BIG, keys("space", "down", "down", "space", "down", "space", "v")),
+]
+TOGGLED_SHOTS = [
+    ("toggles", "xllm-dark", BIG, keys("t")),
+]
+KILLED_SHOTS = [
+    ("rank-killed", "xllm-dark", BIG, keys("down", "down", "down", "down", "down")),
+    ("rank-killed-80x24", "xllm-dark", SMALL, keys()),
+    ("confirm-restart", "xllm-dark", BIG, keys("down", "down", "down", "down", "down", "r")),
+    ("events", "xllm-dark", BIG, keys("e")),
+]
+HCCL_SHOTS = [
+    ("failed-rank-log", "xllm-dark", BIG, keys("down", "down", "down")),
+    ("timeline", "xllm-dark", BIG, keys("T", wait=_timeline_ready)),
+]
+ALL_SHOTS = [s[0] for s in READY_SHOTS + TOGGLED_SHOTS + KILLED_SHOTS + HCCL_SHOTS]
+
+
+def _preserve_spaces(path: Path) -> None:
+    svg = path.read_text(encoding="utf-8")
+    if 'xml:space="preserve"' not in svg[:400]:
+        path.write_text(svg.replace("<svg ", '<svg xml:space="preserve" ', 1), encoding="utf-8")
+
+
+def shoot(sim: SimSession, name: str, theme: str, size: tuple[int, int], step: Step, out_dir: Path) -> Path:
+    source = SupervisorSource(sim.run_dir, profile_path=sim.profile_path, simulate=True, port_offset=sim.port_offset)
+    app = XllmApp(source, theme=theme, user_config=False, watch_profile=False, profile_path=sim.profile_path,
+                  simulate=True, port_offset=sim.port_offset, poll_interval=0.5)
+    failure: list[BaseException] = []
 
     async def auto_pilot(pilot) -> None:
-        await step(pilot)
-        app.save_screenshot(f"{name}.svg", str(out_dir))
+        try:
+            await step(pilot)
+            app.save_screenshot(f"{name}.svg", str(out_dir))
+        except BaseException as error:  # reported after the app has exited cleanly
+            failure.append(error)
         app.exit()
 
     app.run(headless=True, size=size, auto_pilot=auto_pilot)
-    return out_dir / f"{name}.svg"
+    if failure:
+        raise failure[0]
+    path = out_dir / f"{name}.svg"
+    _preserve_spaces(path)
+    print(path, flush=True)
+    return path
+
+
+def _take(sim: SimSession, shots, wanted: set[str], out_dir: Path) -> None:
+    for name, theme, size, step in shots:
+        if name in wanted:
+            shoot(sim, name, theme, size, step, out_dir)
+
+
+def _ready(snap) -> bool:
+    ranks = snap.get("ranks") or []
+    return (snap["group"]["state"] == "ready" and all(r["state"] == "ready" for r in ranks)
+            and all(r.get("cpu_pct") is not None for r in ranks) and snap.get("devices") is not None)
+
+
+def _countdown_after(rank: int):
+    def check(snap) -> bool:
+        group = snap["group"]
+        return ((group.get("first_failure") or {}).get("rank") == rank and bool(group.get("next_restart_at"))
+                and all(r["state"] in ("stopped", "failed") for r in snap["ranks"]))
+
+    return check
+
+
+def healthy_scene(wanted: set[str], out_dir: Path) -> None:
+    with SimSession(backoff_s=60) as sim:
+        sim.wait(_ready, "every rank ready with CPU and device readings")
+        _take(sim, READY_SHOTS, wanted, out_dir)
+        sim.request("toggle", group="determinism", on=True)
+        sim.wait(lambda s: all(r.get("relaunch_pending") for r in s["ranks"]), "relaunch pending")
+        _take(sim, TOGGLED_SHOTS, wanted, out_dir)
+        if wanted & {s[0] for s in KILLED_SHOTS}:
+            sim.kill_rank(5, signal.SIGKILL)
+            sim.wait(_countdown_after(5), "rank 5's failure, the collateral stops and the restart countdown")
+            _take(sim, KILLED_SHOTS, wanted, out_dir)
+
+
+def hccl_scene(wanted: set[str], out_dir: Path) -> None:
+    env = {"XLLM_SIM_FAIL": "serving:hccl_error", "XLLM_SIM_FAIL_RANKS": "3", "XLLM_SIM_FAIL_AFTER": "60"}
+    with SimSession(env=env, backoff_s=60) as sim:
+        sim.wait(_countdown_after(3), "rank 3's HCCL failure and the restart countdown")
+        _take(sim, HCCL_SHOTS, wanted, out_dir)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--live", metavar="PROFILE", help="attach to this profile's running simulated supervisor")
     parser.add_argument("--out", default=str(REPO / "screenshots"), help="output directory (default: screenshots/)")
-    parser.add_argument("names", nargs="*", help=f"only these shots ({', '.join(SHOTS)})")
+    parser.add_argument("names", nargs="*", help=f"only these shots ({', '.join(ALL_SHOTS)})")
     args = parser.parse_args()
     out_dir = Path(args.out).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    names = args.names or list(SHOTS)
-    unknown = [n for n in names if n not in SHOTS]
+    wanted = set(args.names or ALL_SHOTS)
+    unknown = sorted(wanted - set(ALL_SHOTS))
     if unknown:
-        parser.error(f"unknown shot(s) {', '.join(unknown)}; known: {', '.join(SHOTS)}")
-
-    if args.live:
-        from xllm_tui import client
-        from xllm_tui.profile import load_profile
-        from xllm_tui.ui.source import SupervisorSource
-
-        result = load_profile(args.live, simulate=True)
-        if result.profile is None:
-            print("\n".join(str(d) for d in result.diagnostics), file=sys.stderr)
-            return 2
-        run_dir = client.run_dir_for(result.profile, True)
-        if client.supervisor_answers(run_dir) is None:
-            print(f"no supervisor runs for {args.live}; start one: xllm-tui up {args.live} --simulate", file=sys.stderr)
-            return 1
-
-        def make_app(theme: str) -> XllmApp:
-            source = SupervisorSource(run_dir, profile_path=args.live, simulate=True)
-            return XllmApp(source, theme=theme, user_config=False, watch_profile=False,
-                           profile_path=args.live, simulate=True)
-
-        for name in names:
-            print(shoot(make_app, name, out_dir))
-        return 0
-
-    with tempfile.TemporaryDirectory(prefix="xllm-tui-shots-") as work:
-        os.chdir(work)  # relative log paths: the screenshots show logs/node_N.log, not a tmp path
-        data = demo_snapshot("logs")
-
-        def make_app(theme: str) -> XllmApp:
-            return XllmApp(StaticSource(data), theme=theme, user_config=False, watch_profile=False)
-
-        for name in names:
-            print(shoot(make_app, name, out_dir))
+        parser.error(f"unknown shot(s) {', '.join(unknown)}; known: {', '.join(ALL_SHOTS)}")
+    if wanted & {s[0] for s in READY_SHOTS + TOGGLED_SHOTS + KILLED_SHOTS}:
+        healthy_scene(wanted, out_dir)
+    if wanted & {s[0] for s in HCCL_SHOTS}:
+        hccl_scene(wanted, out_dir)
     return 0
 
 

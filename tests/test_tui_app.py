@@ -433,3 +433,56 @@ async def test_toggles_work_from_the_keyboard_alone(source):
         assert source.actions == [("toggle", {"group": "determinism", "on": False})]
         await pilot.press("escape")
         await until(pilot, lambda: isinstance(app.focused, RankTable), what="back on the rank table")
+
+
+async def test_an_idle_app_writes_nothing_to_the_terminal(source):
+    """Frozen deployment, nothing changes: after the first paint no screen update may be sent (each one is
+    output over SSH). Headless Textual does not render, so the updates handed to the driver are counted."""
+    from textual._compositor import CompositorUpdate
+
+    app = make_app(source)
+    updates = []
+    original = app._display
+
+    def display(screen, renderable):
+        if isinstance(renderable, CompositorUpdate):
+            updates.append(len(renderable.render_segments(app.console)))
+        return original(screen, renderable)
+
+    app._display = display
+    async with app.run_test(size=(80, 24)) as pilot:
+        table = app.main_screen.query_one(RankTable)
+        await until(pilot, lambda: table.row_count == 8, what="8 rank rows")
+        await until(pilot, lambda: app.main_screen.query_one("#rank-log").query_one("LogView").line_count > 0,
+                    what="the log")
+        await pilot.pause(0.5)
+        updates.clear()
+        await pilot.pause(1.5)  # several log polls and status refreshes
+        assert updates == []
+        await pilot.press("down")  # a real change is drawn
+        await until(pilot, lambda: updates, what="an update after a key")
+
+
+@pytest.mark.parametrize("width", [80, 100, 120, 160])
+async def test_rank_table_columns_fit_the_width(source, width):
+    """No sliver of a column: the last log line gets a readable width or is left out; narrow terminals
+    drop machine, cores, memory first; the state column is never dropped."""
+    from xllm_tui.ui.widgets.rank_table import MIN_LAST
+
+    app = make_app(source)
+    async with app.run_test(size=(width, 30)) as pilot:
+        table = app.main_screen.query_one(RankTable)
+        await until(pilot, lambda: table.row_count == 8, what="8 rank rows")
+        shown = table.shown_columns
+        assert {"mark", "rank", "state", "pid"} <= set(shown)
+        if "last" in shown:
+            last = table.columns[next(k for k in table.columns if k.value == "last")]
+            assert last.content_width >= MIN_LAST
+        total = sum(c.get_render_width(table) for c in table.columns.values())
+        assert total <= width
+        if width >= 160:
+            assert "machine" in shown and "last" in shown
+        if width == 80:
+            assert "machine" not in shown and "cores" not in shown
+        status = str(app.main_screen.query_one("#status", Static).render())
+        assert "first failure: rank 3 hccl_error" in status[:width]  # the essentials fit the width

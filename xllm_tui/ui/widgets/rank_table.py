@@ -36,6 +36,19 @@ MAX_LAST = 120
 _GLOG_PREFIX = re.compile(r"^([IWEF])\d{4,8} [\d:.]+ +\d+ +[^\]]*\] ?")
 
 
+# A glog fatal ends with stack frames ("    @  0x55d0c0deb7b9  _start") and "*** ..." lines: as a rank's
+# last line they say nothing, the exit's classified message says what happened.
+_NOT_A_MESSAGE = re.compile(r"^\s*(@\s|\*\*\* )")
+
+
+def last_line_of(rank: dict[str, Any]) -> str:
+    line = rank.get("last_line") or ""
+    message = (rank.get("last_exit") or {}).get("message")
+    if _NOT_A_MESSAGE.match(line) and message and not rank.get("pid"):
+        return message
+    return short_line(line)
+
+
 def short_line(line: str) -> str:
     return _GLOG_PREFIX.sub(lambda m: m.group(1) + " ", line.replace("\t", " "), count=1)
 
@@ -130,7 +143,7 @@ class RankTable(DataTable):
             "mem": fmt.size(rank.get("rss_bytes")),
             "device": str(rank.get("device", "-")),
             "cores": str(rank.get("cores") or "-"),
-            "last": short_line(rank.get("last_line") or ""),
+            "last": last_line_of(rank),
             "machine": str(rank.get("machine") or rank.get("host") or "-"),
         }
 

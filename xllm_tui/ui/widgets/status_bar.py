@@ -28,10 +28,7 @@ def status_line(snapshot: dict[str, Any] | None, now: float, variables: dict[str
     # Fields in order of importance, separated by " │ " so they never run together; a narrow terminal
     # cuts the end of the line, which holds the least important ones.
     fields: list[Text] = []
-    head = Text(f" {profile.get('name', '?')}", style="bold")
-    if profile.get("simulate"):
-        head.append(" [sim]", style=dim)
-    fields.append(head)
+    fields.append(Text(f" {profile.get('name', '?')}", style="bold"))
     fields.append(Text.assemble("group ", (state, f"bold {colour}")))
     next_at = group.get("next_restart_at")
     if next_at:  # counts down between snapshots (the reason's own "restart in" is dropped below)
@@ -42,12 +39,16 @@ def status_line(snapshot: dict[str, Any] | None, now: float, variables: dict[str
         label = "first failure" if state in ("failed", "degraded", "crash-looping", "stopping") else "last failure"
         fields.append(Text(f"{label}: rank {first['rank']} {first.get('cause') or ''}".rstrip(), style=error))
     reason = _RESTART_CLAUSE.sub("", group.get("reason") or "").strip(" ;,")
+    if first and reason.startswith(f"rank {first.get('rank')} failed first"):
+        reason = ""  # says what the first-failure field already says
     if reason:
         fields.append(Text(reason))
     count = f"{len(ranks)} ranks"
     if group.get("restarts"):
         count += f", {group['restarts']} restart{'s' if group['restarts'] != 1 else ''}"
     fields.append(Text(count, style=dim))
+    if profile.get("simulate"):
+        fields.append(Text("simulated", style=dim))
     if any(r.get("relaunch_pending") for r in ranks):
         fields.append(Text("~ relaunch pending", style=dim))
     return Text(" │ ", style=dim).join(fields)
