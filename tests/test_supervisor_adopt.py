@@ -81,3 +81,37 @@ def test_down_keep_ranks_then_up_adopts_and_events_json(sim_deployment):
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
     assert any("ranks left running" in e.get("reason", "") for e in events)
     assert any(e.get("adopted") == [0, 1] for e in events)
+
+
+def test_a_successor_started_without_the_port_offset_keeps_the_runs_ports(sim_deployment, monkeypatch):
+    from conftest import _port_is_free, free_port_block
+    from supervisor_helpers import TAG_VAR
+    from xllm_tui.client import SupervisorClient, SupervisorUnavailable, ensure_supervisor
+
+    dep = sim_deployment(ranks=2)
+    # An offset under which every shifted port (the ranks' and the master's) is free.
+    while True:
+        offset = free_port_block(2) - dep.base_port
+        if _port_is_free("127.0.0.1", dep.master_port + offset):
+            break
+    dep.start("--port-offset", str(offset))
+    before = dep.rank_pids(dep.wait_group("ready"))
+    assert dep.snapshot()["profile"]["port_offset"] == offset
+    dep.kill_supervisor(signal.SIGKILL)
+    wait_until(lambda: dep.answers() is None, 10, what="supervisor gone")
+
+    # Whoever asks next is told which profile to start, from the run dir's record.
+    try:
+        SupervisorClient(dep.socket).snapshot()
+        raise AssertionError("a dead supervisor answered")
+    except SupervisorUnavailable as e:
+        assert f"xllm-tui up {dep.profile_path} --simulate" in str(e)
+
+    # The TUI's "start a new supervisor" passes no offset: the successor must still find the ranks.
+    for name, value in dep.env().items():
+        if name in (TAG_VAR, "PYTHONPATH"):
+            monkeypatch.setenv(name, value)
+    ensure_supervisor(dep.profile_path, simulate=True, run_dir=dep.run_dir)
+    snap = dep.wait_group("ready")
+    assert snap["profile"]["port_offset"] == offset
+    assert dep.rank_pids(snap) == before and all(r["adopted"] for r in snap["ranks"])

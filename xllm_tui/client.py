@@ -84,14 +84,26 @@ def unavailable_message(profile_name: str, run_dir: str, detail: str = "", simul
     """The one message for "nobody answers": names the profile, the run dir and how to start one."""
     flag = " --simulate" if simulate else ""
     text = (f"no supervisor is running for profile {profile_name} (run dir {run_dir}); "
-            f"start one with `xllm-tui up {profile_arg or profile_name}{flag}`")
+            f"start one with `xllm-tui up {profile_arg or 'PROFILE'}{flag}`")
     return text + (f" [{detail}]" if detail else "")
 
 
-def _describe_run_dir(path: str) -> tuple[str, str]:
-    """(profile-ish name, run dir) for messages when only the socket path is known."""
+def last_run_of(run_dir: str) -> dict:
+    """What the run dir's last supervisor recorded about itself (state.json's "profile"), or {}."""
+    try:
+        with open(os.path.join(run_dir, "state.json")) as f:
+            profile = json.load(f).get("profile")
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return profile if isinstance(profile, dict) else {}
+
+
+def _unavailable_for_socket(path: str, detail: str = "") -> str:
+    """unavailable_message when only the socket path is known: the run dir's state names the profile."""
     run_dir = os.path.dirname(os.path.abspath(path))
-    return os.path.basename(run_dir), run_dir
+    last = last_run_of(run_dir)
+    return unavailable_message(str(last.get("name") or os.path.basename(run_dir)), run_dir, detail,
+                               simulate=bool(last.get("simulate")), profile_arg=last.get("path"))
 
 
 def _check_reply(reply: Any) -> dict:
@@ -117,9 +129,8 @@ class SupervisorClient:
     def _connect(self) -> socket.socket:
         if self._sock is not None:
             return self._sock
-        name, run_dir = _describe_run_dir(self.socket_path)
         if not os.path.exists(self.socket_path):
-            raise SupervisorUnavailable(unavailable_message(name, run_dir))
+            raise SupervisorUnavailable(_unavailable_for_socket(self.socket_path))
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(self.timeout)
         try:
@@ -127,7 +138,7 @@ class SupervisorClient:
                 sock.connect(address)
         except OSError as e:
             sock.close()
-            raise SupervisorUnavailable(unavailable_message(name, run_dir, e.strerror or str(e))) from None
+            raise SupervisorUnavailable(_unavailable_for_socket(self.socket_path, e.strerror or str(e))) from None
         self._sock = sock
         return sock
 
@@ -141,12 +152,10 @@ class SupervisorClient:
                 raise
             except OSError as e:
                 self.close()
-                name, run_dir = _describe_run_dir(self.socket_path)
-                raise SupervisorUnavailable(unavailable_message(name, run_dir, f"connection lost: {e}")) from None
+                raise SupervisorUnavailable(_unavailable_for_socket(self.socket_path, f"connection lost: {e}")) from None
             if not chunk:
                 self.close()
-                name, run_dir = _describe_run_dir(self.socket_path)
-                raise SupervisorUnavailable(unavailable_message(name, run_dir, "the supervisor closed the connection"))
+                raise SupervisorUnavailable(_unavailable_for_socket(self.socket_path, "the supervisor closed the connection"))
             self._buffer += chunk
             if len(self._buffer) > MAX_REPLY:
                 self.close()
@@ -164,8 +173,7 @@ class SupervisorClient:
             sock.sendall((json.dumps(message) + "\n").encode())
         except OSError as e:
             self.close()
-            name, run_dir = _describe_run_dir(self.socket_path)
-            raise SupervisorUnavailable(unavailable_message(name, run_dir, f"connection lost: {e}")) from None
+            raise SupervisorUnavailable(_unavailable_for_socket(self.socket_path, f"connection lost: {e}")) from None
 
     def request(self, op: str, **args: Any) -> dict:
         req_id = next(self._ids)
@@ -233,14 +241,13 @@ class AsyncSupervisorClient:
         self._lock = asyncio.Lock()
 
     async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        name, run_dir = _describe_run_dir(self.socket_path)
         if not os.path.exists(self.socket_path):
-            raise SupervisorUnavailable(unavailable_message(name, run_dir))
+            raise SupervisorUnavailable(_unavailable_for_socket(self.socket_path))
         try:
             with ShortSocketPath(self.socket_path) as address:
                 return await asyncio.wait_for(asyncio.open_unix_connection(address, limit=MAX_REPLY), self.timeout)
         except (OSError, asyncio.TimeoutError) as e:
-            raise SupervisorUnavailable(unavailable_message(name, run_dir, str(e) or e.__class__.__name__)) from None
+            raise SupervisorUnavailable(_unavailable_for_socket(self.socket_path, str(e) or e.__class__.__name__)) from None
 
     async def connect(self) -> None:
         if self._writer is None:
@@ -389,6 +396,10 @@ def ensure_supervisor(profile_path: str, *, simulate: bool, run_dir: str | None 
     run_dir = os.path.abspath(run_dir)
     if supervisor_answers(run_dir):
         return run_dir
+    if not port_offset and simulate:
+        # A simulated run keeps the ports it was first given: a client that starts its successor (the TUI's
+        # "start a new supervisor") without --port-offset must find the running ranks where they are.
+        port_offset = int(last_run_of(run_dir).get("port_offset") or 0)
     log_path = os.path.join(run_dir, "supervisor.log")
     log_start = os.path.getsize(log_path) if os.path.exists(log_path) else 0
     pid = start_detached(supervise_argv(profile_path, simulate=simulate, run_dir=run_dir, port_offset=port_offset,
