@@ -53,11 +53,57 @@ def read_device_report(simulate: bool, ranks: list[dict[str, Any]]) -> Any:
         os.unlink(path)
 
 
+HBM_BAR_WIDTH = 10
+# Short forms so a 16-NPU link matrix fits an 80-column terminal (the legend under it spells them out).
+LINK_SHORT = {"HCCS": "HC", "HCCS_SW": "HS", "XLink": "XL", "XLink_SW": "XS", "SIO": "SI", "PIX": "PX",
+              "PXB": "PB", "PHB": "PH", "SYS": "SY", "NA": "-", "X": "X", "NV": "NV"}
+
+
+def hbm_cell(used: int | None, total: int | None, colours: dict[str, str]) -> Text:
+    """A small bar with the numbers: '██████░░░░ 61609/65536 MB 94%' coloured by how full it is."""
+    if not total:
+        return Text("-")
+    used = used or 0
+    ratio = max(0.0, min(1.0, used / total))
+    filled = round(ratio * HBM_BAR_WIDTH)
+    colour = colours["failed"] if ratio >= 0.95 else colours["degraded"] if ratio >= 0.8 else colours["ready"]
+    cell = Text()
+    cell.append("█" * filled, style=colour)
+    cell.append("░" * (HBM_BAR_WIDTH - filled), style="dim")
+    cell.append(f" {used}/{total} MB {100 * ratio:.0f}%")
+    return cell
+
+
+def processes_cell(processes: list[dict[str, Any]], rank_pids: set[int], warning: str) -> Text:
+    """pid(name) per process; one that is not a rank of this deployment (a stray holder) stands out."""
+    cell = Text()
+    for process in processes:
+        pid = process.get("pid")
+        name = process.get("name") or "?"
+        label = f"{pid}({name})"
+        if len(cell):
+            cell.append(" ")
+        cell.append(label, style="" if pid in rank_pids else f"bold {warning}")
+    return cell if len(cell) else Text("-")
+
+
+def link_short(label: str) -> str:
+    if label.startswith("NV") and label[2:].isdigit():
+        return label  # nvidia-smi: NV12 = 12 NVLinks
+    return LINK_SHORT.get(label, label[:2])
+
+
 class DevicesPane(Vertical):
+    """A table of devices (health, temperature, power, AI core, an HBM bar, the ranks and processes on each,
+    CPU affinity) and the link matrix between them with each device's CPU affinity."""
+
     _shown_key: tuple | None = None
+
     def compose(self) -> ComposeResult:
         yield Static(Text("reading devices ...", style="dim"), id="devices-note")
         yield DataTable(id="devices-table", cursor_type="row")
+        yield Static("", id="topology-note")
+        yield DataTable(id="topology-table", cursor_type="none")
 
     def on_mount(self) -> None:
         table = self.query_one("#devices-table", DataTable)
@@ -75,6 +121,7 @@ class DevicesPane(Vertical):
         self._shown_key = key
         variables = self.app.theme_variables
         warning = variables.get("warning", "")
+        colours = {state: variables.get(f"xllm-state-{state}", "") for state in ("ready", "degraded", "failed")}
         items = devices.get("devices") or []
         note = Text()
         if devices.get("backend"):
@@ -92,14 +139,11 @@ class DevicesPane(Vertical):
         for rank in ranks:
             if rank.get("device") is not None:
                 by_device.setdefault(int(rank["device"]), []).append(int(rank["rank"]))
+        rank_pids = {int(r["pid"]) for r in ranks if r.get("pid")}
         for device in items:
             logic_id = device.get("logic_id")
             health = device.get("health") or "-"
             colour = variables.get(HEALTH_VARIABLE.get(health, ""), "")
-            hbm = "-"
-            used, total = device.get("hbm_used_mb"), device.get("hbm_total_mb")
-            if total:
-                hbm = f"{used or 0}/{total} MB ({100 * (used or 0) / total:.0f}%)"
             on_device = by_device.get(logic_id, []) if logic_id is not None else []
             table.add_row(
                 str(logic_id if logic_id is not None else "-"),
@@ -108,8 +152,30 @@ class DevicesPane(Vertical):
                 "-" if device.get("temp_c") is None else f"{device['temp_c']:.0f}C",
                 "-" if device.get("power_w") is None else f"{device['power_w']:.0f}W",
                 "-" if device.get("aicore_pct") is None else f"{device['aicore_pct']:.0f}%",
-                hbm,
+                hbm_cell(device.get("hbm_used_mb"), device.get("hbm_total_mb"), colours),
                 fmt.rank_list(on_device) or "-",
-                " ".join(str(p.get("pid")) for p in device.get("processes") or []) or "-",
+                processes_cell(device.get("processes") or [], rank_pids, warning),
                 device.get("cpu_affinity") or "-",
             )
+        self._show_topology(devices, items)
+
+    def _show_topology(self, devices: dict[str, Any], items: list[dict[str, Any]]) -> None:
+        links: dict[str, dict[str, str]] = devices.get("links") or {}
+        note = self.query_one("#topology-note", Static)
+        table = self.query_one("#topology-table", DataTable)
+        table.clear(columns=True)
+        if not links:
+            note.update(Text("no topology (npu-smi info -t topo gave none)", style="dim"))
+            return
+        ids = sorted(links, key=lambda k: int(k) if k.isdigit() else k)
+        affinity = {str(d.get("logic_id")): d.get("cpu_affinity") for d in items}
+        used = sorted({label for row in links.values() for label in row.values()})
+        legend = "  ".join(f"{link_short(label)}={label}" for label in used if link_short(label) != label)
+        note.update(Text(f"topology (links between devices){':  ' + legend if legend else ''}", style="dim"))
+        table.add_column("", key="row")
+        for column in ids:
+            table.add_column(column, key=f"c{column}")
+        table.add_column("cpu affinity", key="affinity")
+        for row in ids:
+            cells = [link_short(links[row].get(column, "")) or "" for column in ids]
+            table.add_row(row, *cells, affinity.get(row) or "-")
