@@ -86,8 +86,14 @@ class RankLog(Vertical):
             text.append(f" earlier log, {self.back} launch(es) back ", style="bold reverse")
             text.append(f"  {path}  (] newer)", style="dim")
         else:
-            text.append(f" gen {rank.get('generation', '-')}  {path or 'no log file'}", style="dim")
-            text.append("  ([ earlier logs)", style="dim")
+            hint = "  ([ earlier logs)"
+            shown = path or "no log file"
+            # A narrow terminal keeps the file's end (its name) and the hint, not the directories.
+            room = self.size.width - text.cell_len - len(f" gen {rank.get('generation', '-')}  ") - len(hint)
+            if path and self.size.width and len(shown) > room > 12:
+                shown = "…" + shown[-(room - 1):]
+            text.append(f" gen {rank.get('generation', '-')}  {shown}", style="dim")
+            text.append(hint, style="dim")
         if text != self._title:
             self._title = text
             title.update(text)
