@@ -30,7 +30,12 @@ def test_eight_ranks_ready_then_status_second_up_and_down(sim_deployment):
     dep = sim_deployment(ranks=8)
     up = dep.cli("up", dep.profile_path, "--simulate", check=True)
     assert "run dir " + dep.run_dir in up.stdout
+    # --simulate says what it changed: the binary, and the profile's cores folded onto this machine's.
+    assert "--simulate maps the profile onto this machine:" in up.stdout
+    assert "binary -> " in up.stdout and "-m xllm_tui.sim.xllm" in up.stdout
+    assert "cores 7 -> " in up.stdout  # rank 7 asks for core 7 (one core per device)
     snap = dep.wait_group("ready", timeout=90)
+    assert any(line.startswith("binary -> ") for line in snap["profile"]["simulate_mapping"])
 
     # Every rank ready by its role's evidence; the group by rank 0's /health.
     assert [r["state"] for r in snap["ranks"]] == ["ready"] * 8

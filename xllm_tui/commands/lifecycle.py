@@ -185,7 +185,22 @@ def cmd_up(args: argparse.Namespace, target: Target) -> int:
     print(f"  its log        {os.path.join(target.run_dir, 'supervisor.log')}")
     print(f"  watch:  xllm-tui status {args.profile}{sim}   |   xllm-tui events {args.profile}{sim} -f")
     print(f"  stop:   xllm-tui down {args.profile}{sim}")
+    mapping = ((_snapshot_or_none(target.run_dir) or {}).get("profile") or {}).get("simulate_mapping")
+    if mapping:
+        print("  --simulate maps the profile onto this machine:")
+        for line in mapping:
+            print(f"    {line}")
     return EXIT_OK
+
+
+def _snapshot_or_none(run_dir: str) -> dict | None:
+    from xllm_tui.client import SupervisorClient, SupervisorError, SupervisorUnavailable, socket_path
+
+    try:
+        with SupervisorClient(socket_path(run_dir), timeout=5.0) as client:
+            return client.snapshot()
+    except (SupervisorUnavailable, SupervisorError, OSError):
+        return None
 
 
 # ------------------------------------------------------------------------------------------- status

@@ -210,6 +210,7 @@ class Supervisor:
         self.simulate = simulate
         self.run_dir = os.path.abspath(run_dir)
         self.port_offset = port_offset
+        self._mapping_lines: list[str] | None = None  # --simulate: what was mapped, shown to people
         self.machine_arg = machine
         self.launch_on_start = launch
         self.base_env = dict(os.environ if base_env is None else base_env)
@@ -291,6 +292,16 @@ class Supervisor:
             topology_cores=topology,
             log_root=self.run_dir if self.simulate else None,
         )
+
+    def simulate_mapping_lines(self) -> list[str]:
+        """What --simulate changes (binary, addresses to loopback, cores onto this machine), for people."""
+        from xllm_tui.launch import build_simulate_mapping
+
+        try:
+            topology = self.topology_cores(self.profile)
+        except LaunchError:
+            topology = None
+        return build_simulate_mapping(self.profile, port_offset=self.port_offset, topology_cores=topology).describe()
 
     def plan_or_placeholder(self) -> list[RankLaunch]:
         """plan(); when `cores: topology` cannot be computed, the same ranks without numactl (so they exist in
@@ -460,7 +471,8 @@ class Supervisor:
             "protocol": PROTOCOL,
             "time": round(time.time(), 3),
             "profile": {"name": self.profile.name, "path": self.profile_path, "simulate": self.simulate,
-                        "machine": self.machine, "port_offset": self.port_offset},
+                        "machine": self.machine, "port_offset": self.port_offset,
+                        "simulate_mapping": self._mapping_lines},
             "supervisor": {"pid": self.pid, "started_at": round(self.started_at, 3), "run_dir": self.run_dir,
                            "log": os.path.join(self.run_dir, LOG_NAME),
                            "socket": os.path.join(self.run_dir, SOCKET_NAME)},
@@ -553,6 +565,10 @@ class Supervisor:
                 self.event("supervisor", reason=f"profile warning: {w}")
             self.captured_env = await asyncio.to_thread(self.capture_env, self.profile)
             await self.read_topology(self.profile)
+            if self.simulate:
+                self._mapping_lines = self.simulate_mapping_lines()
+                self.event("supervisor", reason="--simulate maps the profile onto this machine: "
+                           + "; ".join(self._mapping_lines))
             for launch in self.plan_or_placeholder():
                 self.ranks[launch.rank] = Rank(launch.rank, launch)
             if self.scope == "rank":
