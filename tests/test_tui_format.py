@@ -41,8 +41,11 @@ def test_env_and_argv_diffs():
 
 def test_event_lines():
     assert fmt.event_text({"kind": "state", "rank": 3, "from": "ready", "to": "failed", "cause": "hccl_error",
-                           "reason": "boom"}) == "rank 3: ready -> failed [hccl_error] boom"
-    assert fmt.event_text({"kind": "toggle", "rank": None, "reason": "determinism on"}) == "toggle: determinism on"
+                           "reason": "boom"}) == "rank 3: ready -> failed [hccl_error]: boom"
+    # The pane shows the kind in its own column: the text does not repeat it.
+    assert fmt.event_text({"kind": "toggle", "rank": None, "reason": "determinism on"}) == "determinism on"
+    assert fmt.event_text({"kind": "group", "rank": None, "from": "ready", "to": "failed",
+                           "reason": "rank(s) 3 not running"}) == "ready -> failed: rank(s) 3 not running"
 
 
 def test_last_line_drops_the_glog_prefix():

@@ -375,7 +375,8 @@ class XllmApp(App[None]):
         screen.query_one(StatusBar).show(snapshot, now)
         table = screen.query_one(RankTable)
         had_rows = table.row_count > 0
-        table.update_ranks(ranks, first, now)
+        group_state = (snapshot.get("group") or {}).get("state")
+        table.update_ranks(ranks, first, now, failing=group_state in ("failed", "degraded", "crash-looping", "stopping"))
         if not had_rows and ranks:
             self._show_rank_log(table.selected_rank)
         else:

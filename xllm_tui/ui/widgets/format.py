@@ -117,22 +117,22 @@ def rank_list(ranks: list[int]) -> str:
 
 
 def event_text(event: dict[str, Any]) -> str:
-    """One line for the events pane (without the time)."""
-    kind = event.get("kind", "?")
+    """One line for the events pane, after its time and kind columns (so the kind is not repeated):
+    "rank 3: ready -> failed [hccl_error]: <reason>", or the message of a non-rank event."""
     rank = event.get("rank")
-    who = f"rank {rank}" if rank is not None else kind
+    who = f"rank {rank}: " if rank is not None else ""
     if "from" in event and "to" in event:
-        text = f"{who}: {event['from']} -> {event['to']}"
+        text = f"{who}{event['from']} -> {event['to']}"
         if event.get("cause"):
             text += f" [{event['cause']}]"
         if event.get("reason"):
-            text += f" {event['reason']}"
+            text += f": {event['reason']}"
         return text
     message = event.get("message") or event.get("reason")
     if message:
-        return f"{who}: {message}"
+        return f"{who}{message}"
     extras = {k: v for k, v in event.items() if k not in ("seq", "ts", "kind", "rank")}
-    return f"{who}: " + " ".join(f"{k}={v}" for k, v in extras.items())
+    return who + " ".join(f"{k}={v}" for k, v in extras.items())
 
 
 def env_diff(running: dict[str, str], planned: dict[str, str]) -> list[tuple[str, str, str | None, str | None]]:

@@ -102,6 +102,8 @@ class RankTable(DataTable):
         self._first_failure: int | None = None
         self.marked: set[int] = set()
         self._now = 0.0
+        self._state_width = 12
+        self._failing = True  # the group is failing: the first failure's marker is shown loud
         self._layout: tuple[tuple[str, ...], int] | None = None  # shown column keys, last log line width
 
     def on_mount(self) -> None:
@@ -126,7 +128,9 @@ class RankTable(DataTable):
         first = number == self._first_failure
         mark = ("*" if number in self.marked else "") + ("!" if first else "")
         ff = self._colour("xllm-first-failure")
-        mark_cell = Text(mark, style=(f"bold reverse {ff}" if ff else "bold reverse") if first else "bold", end="")
+        # While the group is failing the first failure stands out; afterwards it stays as a quiet "last failure".
+        loud = (f"bold reverse {ff}" if ff else "bold reverse") if self._failing else (f"{ff}" if ff else "")
+        mark_cell = Text(mark, style=loud if first else "bold", end="")
         rank_cell = Text(str(number), style="bold" if first else "", end="")
         state_label = fmt.state_text(rank)
         if rank.get("relaunch_pending"):
@@ -150,6 +154,7 @@ class RankTable(DataTable):
     def _choose_layout(self, all_cells: list[dict[str, Any]]) -> tuple[tuple[str, ...], int]:
         widths = {key: max([len(label)] + [_cell_len(c[key]) for c in all_cells]) for label, key in COLUMNS}
         widths["state"] = max(widths["state"], 12)  # short state changes must not re-lay the table
+        self._state_width = widths["state"]
         # A vertical scrollbar may appear (many ranks): keep its width free.
         available = self.size.width - self.styles.scrollbar_size_vertical
         return choose_columns(widths, available, self.cell_padding)
@@ -171,7 +176,9 @@ class RankTable(DataTable):
         self.clear(columns=True)
         keys, last_width = layout
         for key in keys:
-            self.add_column(LABELS[key], key=key, width=last_width if key == "last" else None)
+            # Fixed widths for the two columns whose width the layout computed, so the table is that wide.
+            width = last_width if key == "last" else (self._state_width if key == "state" else None)
+            self.add_column(LABELS[key], key=key, width=width)
         self._rendered.clear()
         for rank, cells in zip(ranks, all_cells):
             row = self._row(cells, layout)
@@ -181,9 +188,11 @@ class RankTable(DataTable):
         if selected is not None:
             self.select_rank(selected)
 
-    def update_ranks(self, ranks: list[dict[str, Any]], first_failure: int | None, now: float) -> None:
+    def update_ranks(self, ranks: list[dict[str, Any]], first_failure: int | None, now: float,
+                     failing: bool = True) -> None:
         self._now = now
         self._first_failure = first_failure
+        self._failing = failing
         for rank in ranks:
             self._rank_data[int(rank["rank"])] = rank
         numbers = {int(rank["rank"]) for rank in ranks}
@@ -225,7 +234,7 @@ class RankTable(DataTable):
 
     def _restyle(self) -> None:
         ranks = [self._rank_data[n] for n in sorted(self._rank_data)]
-        self.update_ranks(ranks, self._first_failure, self._now)
+        self.update_ranks(ranks, self._first_failure, self._now, self._failing)
 
     # -- selection ------------------------------------------------------------------------------------
     @property
