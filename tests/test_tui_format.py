@@ -65,3 +65,9 @@ def test_glog_parsing_and_first_failure(tmp_path):
     newer = TimelineEntry(9.0, 2, "E", "x", "new failure", back=0)
     assert first_failure_index([older, TimelineEntry(5.0, 1, "W", "x", "warn"), newer]) == 2
     assert first_failure_index([TimelineEntry(5.0, 1, "W", "x", "warn")]) is None
+
+
+def test_loading_progress_with_an_unknown_total():
+    assert fmt.state_text({"state": "loading", "progress": [12, 48]}) == "loading 12/48"
+    assert fmt.state_text({"state": "loading", "progress": [7, 0]}) == "loading 7"  # total not known yet
+    assert fmt.state_text({"state": "loading", "progress": [0, 0]}) == "loading"

@@ -76,7 +76,10 @@ def state_text(rank: dict[str, Any]) -> str:
     state = rank.get("state") or "?"
     progress = rank.get("progress")
     if state == "loading" and progress:
-        return f"loading {progress[0]}/{progress[1]}"
+        done, total = progress[0], progress[1]
+        if total:
+            return f"loading {done}/{total}"
+        return f"loading {done}" if done else "loading"  # total 0: not known yet (docs/protocol.md)
     if state in FAILED_STATES:
         cause = (rank.get("last_exit") or {}).get("cause")
         return f"{state} {cause}" if cause else state

@@ -153,7 +153,6 @@ class RankTable(DataTable):
 
     def _choose_layout(self, all_cells: list[dict[str, Any]]) -> tuple[tuple[str, ...], int]:
         widths = {key: max([len(label)] + [_cell_len(c[key]) for c in all_cells]) for label, key in COLUMNS}
-        widths["state"] = max(widths["state"], 12)  # short state changes must not re-lay the table
         self._state_width = widths["state"]
         # A vertical scrollbar may appear (many ranks): keep its width free.
         available = self.size.width - self.styles.scrollbar_size_vertical
