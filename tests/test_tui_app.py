@@ -255,6 +255,10 @@ async def test_split_view_shows_marked_ranks(source):
         await pilot.press("space", "down", "down", "space", "v")
         await until(pilot, lambda: isinstance(app.screen, SplitScreen))
         assert [int(r["rank"]) for r in app.screen.ranks] == [0, 2]
+        from xllm_tui.ui.widgets.log_view import LogView
+
+        views = list(app.screen.query(LogView))
+        assert len(views) == 2 and all(v.wrap for v in views)  # narrow panes wrap, so messages show
         await pilot.press("escape")
         await until(pilot, lambda: isinstance(app.screen, MainScreen))
 

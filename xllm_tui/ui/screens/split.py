@@ -33,7 +33,12 @@ class SplitScreen(Screen[None]):
 
     def on_mount(self) -> None:
         for rank in self.ranks:
-            self.query_one(f"#split-{rank['rank']}", RankLog).show_rank(rank)
+            pane = self.query_one(f"#split-{rank['rank']}", RankLog)
+            pane.show_rank(rank)
+            view = pane.log_widget
+            if hasattr(view, "wrap"):
+                # A pane is a fraction of the width: unwrapped, the glog prefix would hide every message.
+                view.wrap = True
 
     def update_ranks(self, ranks_by_number: dict[int, dict[str, Any]]) -> None:
         for rank in self.ranks:
