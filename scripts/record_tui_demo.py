@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from sim_session import PROFILE, REPO, SimSession  # noqa: E402
+from sim_session import PROFILE, REPO, SimSession, exit_on_termination  # noqa: E402
 
 OUT = REPO / "tests" / "fixtures" / "tui-demo"
 MAX_LOG_LINES = 80  # the screens show a log's tail; W/E/F lines (the timeline) are always kept
@@ -72,4 +72,5 @@ def record(out: Path = OUT) -> Path:
 
 
 if __name__ == "__main__":
+    exit_on_termination()
     print(record())

@@ -34,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from sim_session import REPO, SimSession  # noqa: E402
+from sim_session import REPO, SimSession, exit_on_termination  # noqa: E402
 
 from xllm_tui.ui.app import XllmApp  # noqa: E402
 from xllm_tui.ui.source import SupervisorSource  # noqa: E402
@@ -203,4 +203,5 @@ def main() -> int:
 
 if __name__ == "__main__":
     asyncio.set_event_loop_policy(None)
+    exit_on_termination()
     raise SystemExit(main())

@@ -133,6 +133,10 @@ class SimSession:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and self._alive():
             time.sleep(0.1)
+        # A rank launched after the last snapshot is not in seen_pids: it still holds its log open in our run dir.
+        self.seen_pids.update(self._holding_our_files())
+        while time.monotonic() < deadline and self._alive():
+            time.sleep(0.1)
         left = self._alive()
         for pid in left:  # ours by pid: a supervisor or rank of this session that did not stop in time
             try:
@@ -145,6 +149,23 @@ class SimSession:
         still = self._alive()
         if still:
             raise RuntimeError(f"processes of the simulated deployment are still alive: {still}")
+
+    def _holding_our_files(self) -> set[int]:
+        """Pids of this user's processes with a file open under this session's temp directory."""
+        import psutil
+
+        root = str(self.root) + os.sep
+        found = set()
+        for process in psutil.process_iter(["uids"]):
+            try:
+                if process.info["uids"] and process.info["uids"].real != os.getuid():
+                    continue
+                if any(f.path.startswith(root) for f in process.open_files()):
+                    found.add(process.pid)
+            except psutil.Error:
+                continue
+        found.discard(os.getpid())
+        return found
 
     def _process(self, pid: int):
         import psutil
@@ -208,6 +229,15 @@ class SimSession:
         pid = next(int(r["pid"]) for r in snap["ranks"] if r["rank"] == rank and r.get("pid"))
         os.kill(pid, sig)
         return pid
+
+
+def exit_on_termination() -> None:
+    """SIGTERM/SIGHUP end the script like Ctrl-C, so `with SimSession()` still stops what it started."""
+    def handler(signum, _frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGHUP, handler)
 
 
 def group_state(state: str) -> Callable[[dict[str, Any]], bool]:

@@ -1,4 +1,4 @@
-"""The frozen eight-rank deployment of the snapshot tests and `scripts/screenshots.py --frozen`.
+"""The frozen eight-rank deployment the snapshot tests and the TUI's pilot tests replay (StaticSource).
 
 It is a recording of a real simulated run (scripts/record_tui_demo.py writes tests/fixtures/tui-demo/):
 the supervisor's snapshot with every event, the profile's planned next launches, and the ranks' logs.
