@@ -41,24 +41,25 @@ def detail_text(
     text.append("\n")
     rows = [
         ("machine", f"{rank.get('machine', '-')} (runs as {rank.get('host', '-')})"),
-        ("device / cores / port", f"npu:{rank.get('device', '-')}  cores {rank.get('cores') or '-'}  port {rank.get('port', '-')}"),
+        ("device/cores/port", f"npu:{rank.get('device', '-')}  cores {rank.get('cores') or '-'}  port {rank.get('port', '-')}"),
         ("pid", f"{rank.get('pid') or '-'}  up {fmt.uptime(rank, now)}  restarts {rank.get('restarts', 0)}  generation {rank.get('generation', '-')}"),
-        ("cpu / memory / threads", f"{fmt.cpu(rank.get('cpu_pct'))}  {fmt.size(rank.get('rss_bytes'))}  {rank.get('threads') or '-'}"),
+        ("cpu/mem/threads", f"{fmt.cpu(rank.get('cpu_pct'))}  {fmt.size(rank.get('rss_bytes'))}  {rank.get('threads') or '-'}"),
         ("last exit", fmt.last_exit_text(rank.get("last_exit"))),
         ("log", rank.get("log_path") or "-"),
         ("relaunch pending", "yes: the next launch differs (see below)" if rank.get("relaunch_pending") else "no"),
     ]
     for label, value in rows:
-        text.append(f"{label:>23}  ", style="dim")
+        text.append(f"{label:>17}  ", style="dim")
         text.append(f"{value}\n")
 
     for label, value in (
-        ("health (rank 0)", (rank.get("health") or {}).get("detail")),
+        # A stopped rank 0 keeps its last probe result in the snapshot: stale, so not shown.
+        ("health (rank 0)", (rank.get("health") or {}).get("detail") if rank.get("pid") else None),
         ("core binding", (rank.get("binding") or {}).get("message") if isinstance(rank.get("binding"), dict) else rank.get("binding")),
         ("waiting", rank.get("reason") if rank.get("waiting") else None),
     ):
         if value:
-            text.append(f"{label:>23}  ", style="dim")
+            text.append(f"{label:>17}  ", style="dim")
             text.append(f"{value}\n", style=variables.get("warning", "") if label != "health (rank 0)" else "")
 
     # The supervisor reports the argv it launched (with the numactl prefix); /proc shows it after exec.

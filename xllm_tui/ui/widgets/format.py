@@ -101,6 +101,8 @@ def last_exit_text(last_exit: dict[str, Any] | None) -> str:
     else:
         how = f"exit code {last_exit.get('code')}"
     cause = last_exit.get("cause") or "unknown"
+    if last_exit.get("collateral") and cause == "collateral":
+        return f"{how}, collateral (another rank failed first)"
     extra = " (collateral: another rank failed first)" if last_exit.get("collateral") else ""
     return f"{how}, cause {cause}{extra}"
 
