@@ -1,7 +1,7 @@
 """Snapshot tests (pytest-textual-snapshot) of the main screens, in each shipped theme, at 80x24 and 160x48.
 
-The deployment is the frozen demo (xllm_tui.ui.demo): fixed times, pids and CPU, and a frozen clock, so
-the SVGs are stable. Log paths are relative (the test runs in its own tmp directory) so no tmp path shows.
+The deployment is the frozen demo (xllm_tui.ui.demo): a recording of a real simulated run
+(tests/fixtures/tui-demo, scripts/record_tui_demo.py) replayed with its own clock frozen, so the SVGs are stable. Log paths are relative (the test runs in its own tmp directory) so no tmp path shows.
 Regenerate after an intended change: python3 -m pytest tests/test_tui_snapshots.py --snapshot-update
 """
 
@@ -81,6 +81,7 @@ async def _timeline(pilot) -> None:
     await _settle_logs(pilot)
     await pilot.press("T")
     await _until(pilot, lambda: pilot.app.main_screen.query_one(TimelineTable).entries)
+    await pilot.pause(0.1)  # the rows are in; let the table measure its columns before the shot
 
 
 async def _devices(pilot) -> None:
