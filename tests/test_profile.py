@@ -11,34 +11,12 @@ from xllm_tui.cli import main
 from xllm_tui.cores import cores_for_rank
 from xllm_tui.profile import load_profile, load_profile_or_raise, load_profile_text, parse_duration, split_host_port
 from xllm_tui.spec import CoreRule, DeviceSettings
+from guide import GUIDE_ENV
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 A3_8 = os.path.join(REPO, "profiles", "a3-8card.yaml")
 A3_16 = os.path.join(REPO, "profiles", "a3-16card-2node.yaml")
 
-GUIDE_ENV = {
-    "PYTORCH_NPU_INSTALL_PATH": "/usr/local/libtorch_npu/",
-    "ASDOPS_LOG_LEVEL": "ERROR",
-    "ASDOPS_LOG_TO_STDOUT": "1",
-    "ASDOPS_LOG_TO_FILE": "1",
-    "PYTORCH_NPU_ALLOC_CONF": "expandable_segments:True",
-    "NPU_MEMORY_FRACTION": "0.96",
-    "ATB_WORKSPACE_MEM_ALLOC_ALG_TYPE": "3",
-    "ATB_WORKSPACE_MEM_ALLOC_GLOBAL": "1",
-    "OMP_NUM_THREADS": "12",
-    "ALLOW_INTERNAL_FORMAT": "1",
-    "ATB_LAYER_INTERNAL_TENSOR_REUSE": "1",
-    "ATB_LLM_ENABLE_AUTO_TRANSPOSE": "0",
-    "ATB_CONVERT_NCHW_TO_AND": "1",
-    "ATB_LAUNCH_KERNEL_WITH_TILING": "1",
-    "ATB_OPERATION_EXECUTE_ASYNC": "2",
-    "ATB_CONTEXT_WORKSPACE_SIZE": "0",
-    "INF_NAN_MODE_ENABLE": "1",
-    "HCCL_EXEC_TIMEOUT": "0",
-    "HCCL_CONNECT_TIMEOUT": "7200",
-    "HCCL_OP_EXPANSION_MODE": "AIV",
-    "HCCL_IF_BASE_PORT": "2864",
-}
 
 
 def test_a3_8card_loads_without_errors_under_simulate():

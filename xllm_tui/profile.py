@@ -1611,8 +1611,8 @@ def _sort_key(diagnostic: Diagnostic) -> tuple[str, int, int]:
     return (diagnostic.file, diagnostic.line or 0, diagnostic.column or 0)
 
 
-def load_profile_text(text: str, path: str, simulate: bool = False) -> LoadResult:
-    """Load a profile from text as if it were the file `path` (extends is resolved next to `path`)."""
+def _load(text: str | None, path: str, simulate: bool) -> LoadResult:
+    """text None: read the file at `path`."""
     path = os.fspath(path)
     report = _Reporter()
     try:
@@ -1627,23 +1627,17 @@ def load_profile_text(text: str, path: str, simulate: bool = False) -> LoadResul
     return LoadResult(profile, diagnostics, tree)
 
 
+def load_profile_text(text: str, path: str, simulate: bool = False) -> LoadResult:
+    """Load a profile from text as if it were the file `path` (extends is resolved next to `path`)."""
+    return _load(text, path, simulate)
+
+
 def load_profile(path: str, *, simulate: bool = False) -> LoadResult:
     """Read, validate and build a profile. Never raises for bad input: look at `.ok` and `.diagnostics`.
 
     With simulate=True, a missing binary, model or sourced script is a warning instead of an error.
     """
-    path = os.fspath(path)
-    report = _Reporter()
-    try:
-        tree = _load_tree(None, path, report, [os.path.realpath(path)])
-        profile = _build(tree, path, _Checker(report, simulate)) if tree is not None else None
-    except RecursionError:
-        report.error(path, "", "the profile is nested too deeply")
-        tree, profile = None, None
-    diagnostics = sorted(report.diagnostics, key=_sort_key)
-    if any(d.severity == "error" for d in diagnostics):
-        profile = None
-    return LoadResult(profile, diagnostics, tree)
+    return _load(None, path, simulate)
 
 
 def load_profile_or_raise(path: str, *, simulate: bool = False) -> Profile:
