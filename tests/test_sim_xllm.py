@@ -694,3 +694,48 @@ def test_a_restarted_worker_registers_again_before_the_group_is_up(ranks):
     ranks.start(rank_args(2, 3, master, distinct_port(port)), log_name="node_2.log")
     wait_for_line(master_log, f"Brpc Server started on port {port}")
     assert "Initializing k cache" in read(again_log)
+
+
+# ------------------------------------------------------------------------------------------------
+# /health alone breaking (XLLM_SIM_HEALTH_FAIL_AFTER / _RECOVER_AFTER)
+# ------------------------------------------------------------------------------------------------
+
+
+def test_health_failure_window_is_scaled_serving_time():
+    cfg = SimConfig.from_env({"XLLM_SIM_TIME_SCALE": "0.01", "XLLM_SIM_HEALTH_FAIL_AFTER": "50",
+                              "XLLM_SIM_HEALTH_RECOVER_AFTER": "100"})
+    # 50 s and 100 s scaled: fails from 0.5 s of serving, answers OK again from 1.5 s.
+    assert [cfg.health_failing(t) for t in (0.0, 0.49, 0.5, 1.49, 1.5, 60.0)] == \
+        [False, False, True, True, False, False]
+    for_ever = SimConfig.from_env({"XLLM_SIM_TIME_SCALE": "0", "XLLM_SIM_HEALTH_FAIL_AFTER": "5"})
+    assert for_ever.health_failing(0.0) and for_ever.health_failing(1e6)  # no recover: failing for ever
+    assert not SimConfig.from_env({}).health_failing(1e6)  # unset: /health never fails
+    with pytest.raises(UserError, match="XLLM_SIM_HEALTH_FAIL_AFTER='soon' is not a number"):
+        SimConfig.from_env({"XLLM_SIM_HEALTH_FAIL_AFTER": "soon"})
+
+
+def test_health_answers_503_while_the_rank_and_its_other_routes_live_on(ranks):
+    # 1 s of good health, 2 s of 503, then OK again (scale 0.01).
+    env = {"XLLM_SIM_HEALTH_FAIL_AFTER": "100", "XLLM_SIM_HEALTH_RECOVER_AFTER": "200"}
+    proc, log, port = single_rank(ranks, env=env)
+    wait_for_line(log, "Brpc Server started")
+    seen: list[int] = []
+
+    def health_status(wanted: int) -> bool:
+        status, body = http_get(port, "/health")
+        if not seen or seen[-1] != status:
+            seen.append(status)
+        if status == 503:
+            assert body.startswith("[E503]") and "not healthy" in body
+        return status == wanted
+
+    wait_until(lambda: health_status(503), timeout=20, interval=0.05, what="/health answering 503")
+    # Only /health is broken: the process lives and serves everything else.
+    assert proc.poll() is None
+    assert http_get(port, "/v1/models")[0] == 200
+    status, reply = http_post(port, "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]})
+    assert status == 200 and reply["choices"][0]["finish_reason"] == "stop"
+    wait_until(lambda: health_status(200), timeout=20, interval=0.05, what="/health answering OK again")
+    assert seen[-2:] == [503, 200] and set(seen) == {200, 503}, seen
+    assert proc.poll() is None
+    assert "not healthy" not in read(log)  # brpc does not log a failing health check

@@ -197,6 +197,10 @@ class SimConfig:
     xllm_version: str = "any"
     load_rps: float = 0.0
     core_file: bool = False
+    # Rank 0's GET /health answers 503 after this many seconds (scaled) of serving, for this many seconds
+    # (scaled) of failing; inf = never / for ever. Only /health breaks: the process and other routes live on.
+    health_fail_after: float = math.inf
+    health_recover_after: float = math.inf
 
     @classmethod
     def from_env(cls, env: dict[str, str]) -> SimConfig:
@@ -246,7 +250,18 @@ class SimConfig:
         if math.isinf(cfg.load_rps):
             raise UserError("XLLM_SIM_LOAD_RPS must be a finite number of requests per second")
         cfg.core_file = env.get("XLLM_SIM_CORE_FILE", "") in ("1", "true", "yes")
+        cfg.health_fail_after = _float_env(env, "XLLM_SIM_HEALTH_FAIL_AFTER", math.inf)
+        cfg.health_recover_after = _float_env(env, "XLLM_SIM_HEALTH_RECOVER_AFTER", math.inf)
         return cfg
+
+    def scaled(self, seconds: float) -> float:
+        """Real seconds for a simulated delay; inf stays inf (inf * 0 would be nan at time scale 0)."""
+        return seconds if math.isinf(seconds) else seconds * self.time_scale
+
+    def health_failing(self, serving_for: float) -> bool:
+        """Does rank 0's /health answer 503 after `serving_for` real seconds of serving?"""
+        failing_for = serving_for - self.scaled(self.health_fail_after)
+        return 0 <= failing_for < self.scaled(self.health_recover_after)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -342,6 +357,7 @@ class Rank:
         self.hung = threading.Event()
         self.master_lost = threading.Event()
         self.serving = threading.Event()
+        self.serving_since: float | None = None  # time.monotonic() when the Brpc server started
         self.lost_workers: set[int] = set()
         self.http: ThreadingHTTPServer | None = None
         self.collective: socket.socket | None = None
@@ -847,6 +863,7 @@ class Rank:
         self.enter("server")
         self.sleep("server", STEP_SECONDS["server"])
         self.start_http()
+        self.serving_since = time.monotonic()
         self.serving.set()
         self.log.info(SRC["brpc"], f"Brpc Server started on port {self.port}, idle_timeout_s: "
                                    f"{self.flags['rpc_idle_timeout_s']}, num_threads: {self.flags['num_threads']}")
@@ -1033,6 +1050,12 @@ class Rank:
 
     # -- rank 0: HTTP ------------------------------------------------------------------------------
 
+    def health_failing(self) -> bool:
+        """XLLM_SIM_HEALTH_FAIL_AFTER / _RECOVER_AFTER: is /health broken right now?"""
+        if self.serving_since is None or math.isinf(self.cfg.health_fail_after):
+            return False
+        return self.cfg.health_failing(time.monotonic() - self.serving_since)
+
     def start_http(self) -> None:
         rank = self
 
@@ -1085,7 +1108,12 @@ def _make_handler(rank: Rank):
             self._stall_if_hung()
             path = self.path.split("?", 1)[0].rstrip("/") or "/"
             if path == "/health":
-                self._send(200, "OK")
+                if rank.health_failing():
+                    # Invented text in brpc's error style ("[E<code>]message"); a real unhealthy xllm
+                    # would come from its HealthReporter.
+                    self._send(503, "[E503]Server is not healthy (simulated: XLLM_SIM_HEALTH_FAIL_AFTER)")
+                else:
+                    self._send(200, "OK")
             elif path == "/v1/models":
                 self._json(200, {"object": "list", "data": [{"id": rank.model_id, "object": "model",
                                                              "created": int(rank.metrics.started),
