@@ -18,6 +18,9 @@ def test_durations_sizes_and_cpu():
 def test_state_text_shows_progress_and_cause():
     assert fmt.state_text({"state": "loading", "progress": [12, 48]}) == "loading 12/48"
     assert fmt.state_text({"state": "loading", "progress": None}) == "loading"
+    # A worker retrying rank 0 counts retries, not progress.
+    retrying = {"state": "loading", "phase": "worker_connect_retry", "progress": [3, 0]}
+    assert fmt.state_text(retrying) == "connecting (3 retries)"
     assert fmt.state_text({"state": "failed", "last_exit": {"cause": "hccl_error"}}) == "failed hccl_error"
     assert fmt.state_text({"state": "crash-looping", "last_exit": None}) == "crash-looping"
     assert fmt.uptime({"pid": 1, "started_at": 100.0}, 230.0) == "2m10s"

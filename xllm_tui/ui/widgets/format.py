@@ -75,6 +75,8 @@ def state_text(rank: dict[str, Any]) -> str:
     """'loading 12/48', 'failed hccl_error', 'ready' (short form for the table)."""
     state = rank.get("state") or "?"
     progress = rank.get("progress")
+    if state == "loading" and rank.get("phase") == "worker_connect_retry":
+        return f"connecting ({progress[0]} retries)" if progress and progress[0] else "connecting"
     if state == "loading" and progress:
         done, total = progress[0], progress[1]
         if total:
