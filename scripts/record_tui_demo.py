@@ -63,7 +63,7 @@ def record(out: Path = OUT) -> Path:
         for rank in snap["ranks"]:
             source = Path(rank["log_path"])
             lines = source.read_text(encoding="utf-8", errors="replace").splitlines()
-            (out / "logs" / source.name).write_text("".join(line + "\n" for line in _trim(lines)), encoding="utf-8")
+            (out / "logs" / f"{source.name}.txt").write_text("".join(line + "\n" for line in _trim(lines)), encoding="utf-8")
             rank["log_path"] = f"logs/{source.name}"
         snap = _replace_paths(snap, str(sim.root), "/tmp/xllm-tui-sim")
         snap = _replace_paths(snap, str(REPO) + "/", "")

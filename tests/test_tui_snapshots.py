@@ -39,12 +39,26 @@ async def _until(pilot, condition, timeout: float = 10.0) -> None:
         await pilot.pause()
 
 
+async def _steady(pilot, timeout: float = 10.0) -> None:
+    """Wait until two screens taken a moment apart are the same: the layout has settled (column widths
+    measured, workers' results drawn). Bounded; no fixed sleep decides it."""
+    deadline = time.monotonic() + timeout
+    previous = None
+    while True:
+        await pilot.pause(0.05)
+        current = pilot.app.export_screenshot()
+        if current == previous:
+            return
+        assert time.monotonic() < deadline, "the screen kept changing"
+        previous = current
+
+
 async def _settle_logs(pilot) -> None:
     """Wait until every visible log view has read its file (LogView indexes in a worker)."""
     from xllm_tui.ui.widgets.log_view import LogView
 
     await _until(pilot, lambda: all(v.line_count > 0 for v in pilot.app.screen.query(LogView) if v.path))
-    await pilot.pause(0.1)
+    await _steady(pilot)
 
 
 async def _main(pilot) -> None:
@@ -81,7 +95,7 @@ async def _timeline(pilot) -> None:
     await _settle_logs(pilot)
     await pilot.press("T")
     await _until(pilot, lambda: pilot.app.main_screen.query_one(TimelineTable).entries)
-    await pilot.pause(0.1)  # the rows are in; let the table measure its columns before the shot
+    await _steady(pilot)  # the rows are in; the table measures its columns before the shot
 
 
 async def _devices(pilot) -> None:

@@ -27,7 +27,7 @@ def demo_snapshot(log_dir: str | Path, recording: str | Path = RECORDING) -> dic
     log_dir.mkdir(parents=True, exist_ok=True)
     for rank in snapshot["ranks"]:
         name = Path(rank["log_path"]).name
-        recorded = recording / "logs" / name
+        recorded = recording / "logs" / f"{name}.txt"  # stored as .txt: a committed *.log reads as junk
         if recorded.exists():
             shutil.copyfile(recorded, log_dir / name)
         rank["log_path"] = str(log_dir / name)
