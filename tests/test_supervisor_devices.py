@@ -29,7 +29,7 @@ def write_json(path, data) -> None:
 @pytest.fixture
 def stray():
     """A real process that is not part of any deployment, to sit on an NPU; killed at the end."""
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, "-c", "import signal; signal.pause()"], stdin=subprocess.DEVNULL)
     try:
         yield proc
     finally:
