@@ -98,32 +98,46 @@ class TimelineTable(DataTable):
         super().__init__(cursor_type="row", **kwargs)
         self.entries: list[TimelineEntry] = []
 
+    COLUMNS = (("!", "first"), ("time", "time"), ("rank", "rank"), ("sev", "sev"),
+               ("log", "log"),  # "current", or -1 for the previous launch's log, -2 ...
+               ("where", "where"), ("message", "message"))
+
     def on_mount(self) -> None:
         # The first-failure marker has its own column so the rank numbers stay aligned.
-        self.add_column("!", key="first")
-        self.add_column("time", key="time")
-        self.add_column("rank", key="rank")
-        self.add_column("sev", key="sev")
-        self.add_column("log", key="log")  # "current", or -1 for the previous launch's log, -2 ...
-        self.add_column("where", key="where")
-        self.add_column("message", key="message")
+        self._set_columns({})
+
+    def _set_columns(self, widths: dict[str, int]) -> None:
+        """(Re)create the columns with explicit widths: DataTable otherwise measures them on an idle
+        message, which a table filled while its tab is hidden may not get before it is shown."""
+        self.clear(columns=True)
+        for label, key in self.COLUMNS:
+            self.add_column(label, key=key, width=max(len(label), widths.get(key, 0)) if widths else None)
 
     def show(self, entries: list[TimelineEntry]) -> None:
         if entries == self.entries:
             return
         self.entries = entries
-        self.clear()
+        rows = [(f"-{e.back}" if e.back else "current", fmt.clock_utc(e.ts), e) for e in entries]
+        self._set_columns({
+            "first": 1,
+            "time": max((len(clock) for _, clock, _ in rows), default=0),
+            "rank": max((len(str(e.rank)) for e in entries), default=0),
+            "sev": 1,
+            "log": max((len(log) for log, _, _ in rows), default=0),
+            "where": max((len(e.where) for e in entries), default=0),
+            "message": min(400, max((len(e.message) for e in entries), default=0)),
+        })
         variables = self.app.theme_variables
         first = first_failure_index(entries)
-        for index, entry in enumerate(entries):
+        for index, (log, clock, entry) in enumerate(rows):
             colour = variables.get("xllm-log-warning" if entry.severity == "W" else "xllm-log-error", "")
             is_first = index == first
             self.add_row(
                 Text("!" if is_first else "", style=f"bold reverse {colour}" if is_first else ""),
-                fmt.clock_utc(entry.ts),
+                clock,
                 Text(str(entry.rank), style=f"bold {colour}" if is_first else ""),
                 Text(entry.severity, style=f"bold {colour}"),
-                f"-{entry.back}" if entry.back else "current",
+                log,
                 entry.where,
                 Text(entry.message, style=colour if entry.severity != "W" else ""),
                 key=str(index),
