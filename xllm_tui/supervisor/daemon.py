@@ -1426,17 +1426,31 @@ class Supervisor:
             state, reason = "degraded", f"not ready {readiness.start_timeout_s:g}s after start ({reason})"
         self.set_state(r, state, reason)
 
+    @staticmethod
+    def _read_logs(readers: list[tuple[Rank, IncrementalReader, Milestones]]) -> list[Rank]:
+        """In a worker thread: feed each rank's new log lines to its milestones; the ranks whose log grew.
+        A rank writing a burst of output costs this thread, never the event loop that answers clients."""
+        grew = []
+        for r, reader, milestones in readers:
+            lines = reader.read_new()
+            if lines:
+                for line in lines:
+                    milestones.feed(line)
+                grew.append(r)
+        return grew
+
     async def log_loop(self) -> None:
         while True:
+            # Reader and milestones are taken together here: a relaunch during the read replaces both.
+            readers = [(r, r.reader, r.milestones) for r in self.ranks.values()
+                       if r.alive and r.reader is not None and r.milestones is not None]
+            grew = {id(r) for r in await asyncio.to_thread(self._read_logs, readers)}
             now = time.time()
-            for r in list(self.ranks.values()):
-                if not r.alive or r.reader is None or r.milestones is None:
-                    continue
-                lines = r.reader.read_new()
-                if lines:
+            for r, reader, _milestones in readers:
+                if r.reader is not reader or not r.alive:
+                    continue  # relaunched or gone meanwhile: the next round reads the new log
+                if id(r) in grew:
                     r.last_growth = now
-                    for line in lines:
-                        r.milestones.feed(line)
                 if r.role == "master" and r.milestones.ready and self.profile.readiness.http_probe and \
                         now >= r.next_probe:
                     r.next_probe = now + (self.profile.readiness.probe_interval_s if r.health_seen_ok else 0.5)
