@@ -490,3 +490,30 @@ async def test_rank_table_columns_fit_the_width(source, width):
             assert "machine" not in shown and "cores" not in shown
         status = str(app.main_screen.query_one("#status", Static).render())
         assert "first failure: rank 3 hccl_error" in status[:width]  # the essentials fit the width
+
+
+async def test_restart_failed_says_the_whole_world_restarts(source):
+    app = make_app(source)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("F")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        title = str(app.screen.query_one("#confirm-title").render())
+        body = str(app.screen.query_one("#confirm-body", Static).render())
+        assert "all 8 ranks" in title
+        assert "Rank 3 failed; xllm ranks cannot rejoin a running world: restarting all 8 ranks" in body
+        await pilot.press("y")
+        await until(pilot, lambda: source.actions)
+        assert source.actions == [("restart", {"ranks": "failed"})]
+        await until(pilot, lambda: any("restarting all 8 ranks" in n.message for n in app._notifications),
+                    what="the explanation as a notification")
+
+
+async def test_restart_one_rank_only_from_the_prompt(source):
+    app = make_app(source)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("colon", *"restart 3 only", "enter")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        assert "alone" in str(app.screen.query_one("#confirm-title").render())
+        await pilot.press("y")
+        await until(pilot, lambda: source.actions)
+        assert source.actions == [("restart", {"ranks": [3], "only": True})]
