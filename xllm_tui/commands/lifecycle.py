@@ -285,38 +285,38 @@ def format_devices(devices: dict | None, now: float | None = None, simulate: boo
     return lines
 
 
-def format_status(snap: dict, events: int = 8) -> str:
-    group = snap["group"]
-    sup = snap["supervisor"]
-    prof = snap["profile"]
+def format_status(raw: dict, events: int = 8) -> str:
+    from xllm_tui.protocol import Snapshot
+
+    snap = Snapshot.from_dict(raw)
+    group, sup, prof = snap.group, snap.supervisor, snap.profile
     lines = [
         f"profile {prof['name']}{' (simulated)' if prof.get('simulate') else ''}  supervisor pid {sup['pid']}  "
         f"run dir {sup['run_dir']}",
-        f"group: {group['state']} - {group['reason']}  (restarts {group['restarts']}, policy "
-        f"{group['policy']['mode']}/{group['policy']['scope']})",
+        f"group: {group.state} - {group.reason}  (restarts {group.restarts}, policy "
+        f"{group.policy['mode']}/{group.policy['scope']})",
     ]
-    if group.get("first_failure"):
-        ff = group["first_failure"]
+    if group.first_failure:
+        ff = group.first_failure
         lines.append(f"first failure: rank {ff['rank']} {ff['cause']}: {ff['message']}")
     rows = [["RANK", "MACHINE", "DEV", "CORES", "PID", "STATE", "UPTIME", "RESTARTS", "CPU", "MEM", "REASON"]]
-    for r in snap["ranks"]:
-        state = r["state"] + ("*" if r.get("relaunch_pending") else "")
+    for r in snap.ranks:
         rows.append([
-            str(r["rank"]), str(r["machine"]), str(r["device"]), (r["cores"] or "-") + ("!" if r.get("binding") else ""),
-            str(r["pid"] or "-"), state,
-            _duration(r.get("uptime_s")), str(r["restarts"]),
-            "-" if r.get("cpu_pct") is None else f"{r['cpu_pct']:.0f}%", _bytes(r.get("rss_bytes")),
-            r["reason"],
+            str(r.rank), str(r.machine), str(r.device), (r.cores or "-") + ("!" if r.binding else ""),
+            str(r.pid or "-"), r.state + ("*" if r.relaunch_pending else ""),
+            _duration(r.uptime_s), str(r.restarts),
+            "-" if r.cpu_pct is None else f"{r.cpu_pct:.0f}%", _bytes(r.rss_bytes),
+            r.reason,
         ])
     lines += _table(rows)
-    if any(r.get("relaunch_pending") for r in snap["ranks"]):
+    if any(r.relaunch_pending for r in snap.ranks):
         lines.append("* relaunch pending: the next launch of this rank gets a different environment")
-    lines += format_devices(snap.get("devices"), snap.get("time"), simulate=bool(prof.get("simulate")))
-    if snap["toggles"]:
-        lines.append("toggles: " + ", ".join(f"{t['name']}={'on' if t['enabled'] else 'off'}" for t in snap["toggles"]))
-    if events and snap.get("events"):
+    lines += format_devices(snap.devices, snap.time, simulate=bool(prof.get("simulate")))
+    if snap.toggles:
+        lines.append("toggles: " + ", ".join(f"{t['name']}={'on' if t['enabled'] else 'off'}" for t in snap.toggles))
+    if events and snap.events:
         lines.append("last events:")
-        lines += ["  " + format_event(ev) for ev in snap["events"][-events:]]
+        lines += ["  " + format_event(ev.to_dict()) for ev in snap.events[-events:]]
     return "\n".join(lines)
 
 

@@ -78,8 +78,11 @@ class Reconciler:
             return []
         ports = [r0.port]
         master = flag_value(r0.plan.argv, "master_node_addr")
-        if master and master.rsplit(":", 1)[-1].isdigit():
-            ports.append(int(master.rsplit(":", 1)[-1]))
+        if master:
+            from xllm_tui.profile import split_host_port
+
+            with contextlib.suppress(ValueError):
+                ports.append(split_host_port(master)[1])
         return ports
 
     async def reconcile(self) -> None:
