@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "devices": ("devices", "show NPUs (or GPUs): health, memory, processes, topology"),
     "examples": ("examples", "list the example profiles shipped with xllm-tui, or copy one: examples NAME PATH"),
     "completion": ("completion", "print a bash or zsh completion script"),
+    "systemd": ("systemd", "print or install a systemd unit that runs the supervisor at boot (reboot survival)"),
     "init": ("init", "write a starter profile for this machine (its NPUs, address, free ports), then validate it"),
     "supervise": ("supervise", argparse.SUPPRESS),  # the daemon itself, started by `up`
 }
