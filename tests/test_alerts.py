@@ -189,3 +189,9 @@ def test_hook_on_a_real_supervisors_events(tmp_path, sim_deployment):  # noqa: F
     assert event["alert"] == "rank_failed" and event["profile"] == dep.name
     client.close()
     runner.close()
+
+
+def test_an_event_about_a_hook_triggers_no_hook(tmp_path):
+    runner = HookRunner([Hook("all", ("any",), ("true",))])
+    assert runner.on_event({"seq": 3, "kind": "supervisor", "reason": "hook all exit 1", "hook": {"hook": "all"}}) == []
+    runner.close()

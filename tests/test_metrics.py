@@ -147,3 +147,35 @@ def test_live_supervisor_snapshot(tmp_path, sim_deployment):  # noqa: F811
     assert values(families, "xllm_tui_group_ready_seconds")[0] >= 0
     assert len(families["xllm_tui_rank_uptime_seconds"]) == 2
     exporter.close()
+
+
+async def test_run_task_refreshes_the_textfile_until_cancelled(tmp_path):
+    import asyncio
+
+    snap = json.loads(DEMO.read_text())
+    calls = []
+
+    def snapshot():
+        calls.append(1)
+        return {**snap, "group": {**snap["group"], "restarts": len(calls)}}
+
+    errors = []
+    exporter = MetricsExporter(MetricsSettings(textfile=str(tmp_path / "x.prom"), interval_s=0.01))
+    task = asyncio.ensure_future(exporter.run(snapshot, errors.append))
+    for _ in range(2000):  # bounded: until the third refresh is on disk
+        await asyncio.sleep(0.01)
+        text = (tmp_path / "x.prom").read_text() if (tmp_path / "x.prom").exists() else ""
+        if text and values(parse(text), "xllm_tui_group_restarts")[0] >= 3:
+            break
+    assert values(parse((tmp_path / "x.prom").read_text()), "xllm_tui_group_restarts")[0] >= 3
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    bad = MetricsExporter(MetricsSettings(textfile=str(tmp_path / "x.prom" / "under-a-file.prom"), interval_s=0.01))
+    task = asyncio.ensure_future(bad.run(snapshot, errors.append))
+    for _ in range(2000):
+        await asyncio.sleep(0.01)
+        if errors:
+            break
+    assert errors and not task.done()  # reported, still running
+    task.cancel()

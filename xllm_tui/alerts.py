@@ -128,8 +128,13 @@ class HookRunner:
             return len(self._threads)
 
     def on_event(self, event: dict) -> list[str]:
-        """Start the hooks this event triggers; returns their names at once (they run in threads)."""
-        started = []
+        """Start the hooks this event triggers; returns their names at once (they run in threads).
+
+        An event that reports a hook's own outcome (it has a "hook" field) triggers nothing: a failing hook
+        on `any` would otherwise feed itself forever."""
+        started: list[str] = []
+        if "hook" in event:
+            return started
         for hook, alert in hooks_for(event, self.hooks):
             with self._lock:
                 if self._closed:

@@ -10,13 +10,14 @@ a last text with xllm_tui_up 0 (so an alert can tell "supervisor stopped" from "
 
 from __future__ import annotations
 
+import asyncio
 import http.server
 import os
 import socket
 import socketserver
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from xllm_tui.spec import MetricsSettings
 
@@ -244,6 +245,17 @@ class MetricsExporter:
         if self.settings.textfile:
             write_textfile(self.settings.textfile, text)
         return text
+
+    async def run(self, snapshot: Callable[[], dict], on_error: Callable[[OSError], None] | None = None) -> None:
+        """The supervisor's metrics task: snapshot() on the caller's event loop (it reads live state), the
+        rendering and the file write in a worker thread, every settings.interval_s, until cancelled."""
+        while True:
+            try:
+                await asyncio.to_thread(self.update, snapshot())
+            except OSError as e:  # a full disk or a missing collector directory must not end the task
+                if on_error is not None:
+                    on_error(e)
+            await asyncio.sleep(self.settings.interval_s)
 
     def close(self) -> None:
         if self.last_snapshot is not None:
