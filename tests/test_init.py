@@ -94,3 +94,47 @@ def test_init_simulated_profile_validates_and_runs(tmp_path, sim_deployment):  #
     assert [r["rank"] for r in snap["ranks"]] == [0, 1]
     assert dep.cli("down", dep.profile_path, "--simulate", timeout=120).returncode == 0
     assert not dep.leftovers()
+
+
+def test_init_asks_on_a_terminal(tmp_path):
+    import pty
+    import select
+    import time
+
+    master, slave = pty.openpty()
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    process = subprocess.Popen([sys.executable, "-m", "xllm_tui", "init", "--simulate", "--devices", "0", "--name", "asked"],
+                               cwd=tmp_path, env=env, stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+    os.close(slave)
+    seen = b""
+
+    def read_until(text: bytes, timeout: float = 60) -> None:
+        nonlocal seen
+        deadline = time.monotonic() + timeout
+        while text not in seen:
+            assert time.monotonic() < deadline, f"no {text!r} in {seen!r}"
+            ready, _, _ = select.select([master], [], [], 0.2)
+            if ready:
+                try:
+                    seen += os.read(master, 4096)
+                except OSError:  # the child closed the terminal
+                    break
+        assert text in seen, seen
+
+    try:
+        read_until(b"xllm binary [")
+        os.write(master, b"/opt/xllm/bin/xllm\n")
+        read_until(b"model directory:")
+        os.write(master, b"/models/glm\n")
+        read_until(b"draft (MTP) model directory")
+        os.write(master, b"\n")
+        read_until(b"0 errors")
+        assert process.wait(60) in (0, 1)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+        os.close(master)
+    data = yaml.safe_load((tmp_path / "asked.yaml").read_text())
+    assert data["binary"] == "/opt/xllm/bin/xllm" and data["model"] == "/models/glm" and "draft_model" not in data
+    assert data["restart"]["scope"] == "rank"  # a one-rank world

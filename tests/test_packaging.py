@@ -243,5 +243,7 @@ def test_wheel_in_a_fresh_venv(tmp_path):
     themes = _run([python, "-c", "from xllm_tui.ui.themes import load_themes; "
                    "print(sorted(t.name for t in load_themes().themes))"], work)
     assert themes.returncode == 0 and "xllm-dark" in themes.stdout, themes.stderr
+    init = _run([exe, "init", "--simulate", "--devices", "0-1", "--model", "/models/m", "-o", "here.yaml"], work)
+    assert init.returncode in (0, 1) and "0 errors" in init.stdout, init.stdout + init.stderr
     bash = _run([exe, "completion", "bash"], work)
     assert bash.returncode == 0 and "complete -F _xllm_tui xllm-tui" in bash.stdout
