@@ -70,6 +70,7 @@ def test_init_on_a_machine_without_cpu_affinity_writes_explicit_cores(tmp_path):
     assert done.returncode in (0, 1), done.stdout + done.stderr  # validated: no errors
     data = yaml.safe_load((tmp_path / "arm.yaml").read_text())
     assert data["cores"] == "none" and len(data["machines"][0]["cores"]) == 2
+    assert data["devices"] == {"npu_smi": str(npu_smi)}  # the supervisor reads the same npu-smi
     assert "0 errors" in done.stdout
     again = _init("--npu-smi", str(npu_smi), "--name", "arm", cwd=tmp_path)
     assert again.returncode == 2 and "exists" in again.stderr  # never overwritten without --force

@@ -127,12 +127,14 @@ def test_bash_completion(tmp_path, completion_dir):
     (run_dir / "state.json").write_text(json.dumps({"ranks": [{"rank": 0}, {"rank": 1}]}))
     assert _bash_complete(script, work, env, "logs", "mine.yaml", "--simulate", "--rank", "") == ["0", "1"]
     assert _bash_complete(script, work, env, "restart", "mine.yaml", "--simulate", "--ranks", "") == ["0", "1"]
+    assert _bash_complete(script, work, env, "restart", "mine.yaml", "--simulate", "--ranks", "0,") == ["0,0", "0,1"]
 
 
 ZSH_HARNESS = """
 compadd() { while [[ $1 == -* && $1 != -- ]]; do shift; done; [[ $1 == -- ]] && shift; print -rl -- "$@"; }
 _files() { print -r -- "FILES $*"; }
 compdef() { :; }
+compset() { :; }
 source "$1"
 shift
 words=("$@"); CURRENT=${#words}

@@ -30,6 +30,7 @@ class MachineFacts:
     backend: str = "npu-smi"
     device_name: str = ""  # e.g. "Ascend910", for the comment
     source_scripts: list[str] = field(default_factory=list)  # the Ascend set_env.sh scripts that exist here
+    npu_smi: str | None = None  # an npu-smi given by path: the supervisor must read the devices with it too
     notes: list[str] = field(default_factory=list)  # how facts were found, for the header comment
 
 
@@ -126,6 +127,8 @@ def starter_profile(facts: MachineFacts, answers: Answers) -> str:
     ]
     if answers.draft_model:
         lines += ["  draft_devices: npu:{device}", "  num_speculative_tokens: 1"]
+    if facts.npu_smi:
+        lines += ["", "devices:", f"  npu_smi: {yaml_str(facts.npu_smi)}   # the npu-smi init read the NPUs with"]
     if facts.source_scripts:
         lines += ["", "source:   # environment captured once from these scripts (found on this machine)"]
         lines += [f"  - {yaml_str(s)}" for s in facts.source_scripts]

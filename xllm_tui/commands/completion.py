@@ -144,7 +144,12 @@ _xllm_tui_complete_kind() {{
                 [[ $word == --simulate ]] && simulate=--simulate
                 [[ -z $profile && ( $word == *.yaml || $word == *.yml ) ]] && profile=$word
             done
-            [[ -n $profile ]] && _xllm_tui_add -W "$("${{COMP_WORDS[0]}}" completion ranks "$profile" $simulate 2>/dev/null)" -- "$cur" ;;
+            [[ -z $profile ]] && return
+            local prefix=""  # --ranks 0,3,<tab>: complete the last number of the list
+            [[ $cur == *,* ]] && prefix=${{cur%,*}}, && cur=${{cur##*,}}
+            while IFS= read -r word; do
+                [[ -n $word ]] && COMPREPLY+=("$prefix$word")
+            done < <(compgen -W "$("${{COMP_WORDS[0]}}" completion ranks "$profile" $simulate 2>/dev/null)" -- "$cur") ;;
     esac
 }}
 _xllm_tui() {{
@@ -233,7 +238,9 @@ _xllm_tui_complete_kind() {{
                 [[ $word == --simulate ]] && simulate=--simulate
                 [[ -z $profile && ( $word == *.yaml || $word == *.yml ) ]] && profile=$word
             done
-            [[ -n $profile ]] && compadd -- ${{(f)"$(${{words[1]}} completion ranks $profile $simulate 2>/dev/null)"}} ;;
+            [[ -z $profile ]] && return
+            compset -P '*,'  # --ranks 0,3,<tab>: complete the last number of the list
+            compadd -- ${{(f)"$(${{words[1]}} completion ranks $profile $simulate 2>/dev/null)"}} ;;
     esac
 }}
 _xllm_tui() {{

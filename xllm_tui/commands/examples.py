@@ -10,7 +10,7 @@ import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
-    parser.add_argument("name", nargs="?", metavar="NAME", help="an example's name (see the list)")
+    parser.add_argument("name", nargs="?", metavar="NAME", help="an example's name (see the list); alone: print it")
     parser.add_argument("path", nargs="?", metavar="PATH", help="where to copy it: a file, or an existing directory")
     parser.add_argument("--force", action="store_true", help="overwrite files that exist and differ")
 

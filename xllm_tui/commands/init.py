@@ -111,9 +111,13 @@ def gather_facts(args: argparse.Namespace):
     except (ValueError, TypeError):
         cpus = sorted(os.sched_getaffinity(0))
     affinity = {d: a for d, a in report.topology.cpu_affinity.items() if d in devices}
+    npu_smi = None  # a tool given by path goes into the profile, so the supervisor reads the same one
+    if args.npu_smi and not args.simulate:
+        npu_smi = os.path.abspath(args.npu_smi) if os.sep in args.npu_smi else args.npu_smi
     return MachineFacts(host=host, devices=devices, affinity=affinity, cpus=cpus, base_port=base, master_port=master,
                         backend=report.backend or "npu-smi", device_name=" / ".join(sorted(names)),
-                        source_scripts=[s for s in ASCEND_SCRIPTS if os.path.isfile(s)], notes=notes)
+                        source_scripts=[s for s in ASCEND_SCRIPTS if os.path.isfile(s)], notes=notes,
+                        npu_smi=npu_smi)
 
 
 def run(args: argparse.Namespace) -> int:
