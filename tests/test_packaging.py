@@ -128,6 +128,10 @@ def test_bash_completion(tmp_path, completion_dir):
     assert _bash_complete(script, work, env, "logs", "mine.yaml", "--simulate", "--rank", "") == ["0", "1"]
     assert _bash_complete(script, work, env, "restart", "mine.yaml", "--simulate", "--ranks", "") == ["0", "1"]
     assert _bash_complete(script, work, env, "restart", "mine.yaml", "--simulate", "--ranks", "0,") == ["0,0", "0,1"]
+    elsewhere = tmp_path / "elsewhere-run"
+    elsewhere.mkdir()
+    (elsewhere / "state.json").write_text(json.dumps({"ranks": [{"rank": 5}]}))
+    assert _bash_complete(script, work, env, "logs", "mine.yaml", "--run-dir", str(elsewhere), "--rank", "") == ["5"]
 
 
 ZSH_HARNESS = """
@@ -160,6 +164,10 @@ def test_zsh_completion(tmp_path, completion_dir):
     assert {"--simulate", "--foreground"} <= set(complete("up", "--"))
     assert complete("toggle", "mine.yaml", "determinism", "") == ["on", "off"]
     assert complete("logs", "mine.yaml", "--rank", "") == [str(i) for i in range(8)]
+    elsewhere = tmp_path / "elsewhere-run"
+    elsewhere.mkdir()
+    (elsewhere / "state.json").write_text(json.dumps({"ranks": [{"rank": 5}]}))
+    assert complete("logs", "mine.yaml", "--run-dir", str(elsewhere), "--rank", "") == ["5"]
     assert complete("status", "") == ["FILES -g *.(yaml|yml)"]
     assert complete("up", "mine.yaml", "--run-dir", "") == ["FILES -/"]
 

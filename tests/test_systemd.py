@@ -45,6 +45,9 @@ def test_unit_text(sim_deployment, tmp_path):  # noqa: F811
     assert _directive(text, "TimeoutStopSec") == ["32"]  # the profile's 2 s grace + 30
     assert _directive(text, "WantedBy") == ["multi-user.target"]
     assert any(v.startswith('"PATH=') for v in _directive(text, "Environment"))
+    machine_text, _ = _unit(dep, "--machine", "127.0.0.1")
+    machine_argv = shlex.split(_directive(machine_text, "ExecStart")[0])
+    assert machine_argv[machine_argv.index("--machine") + 1] == "127.0.0.1"
     user_text, _ = _unit(dep, "--user")
     assert _directive(user_text, "WantedBy") == ["default.target"]
     if shutil.which("systemd-analyze"):

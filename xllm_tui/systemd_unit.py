@@ -41,9 +41,11 @@ def _environment(name: str, value: str) -> str:
 
 
 def unit_text(profile: Profile, *, command: Sequence[str], run_dir: str, simulate: bool = False,
-              user: bool = False, path_env: str | None = None) -> str:
+              user: bool = False, path_env: str | None = None, machine: str | None = None) -> str:
     """command: how to run xllm-tui (e.g. [sys.executable, "-m", "xllm_tui"]), absolute."""
     argv = [*command, "up", profile.source_path, "--foreground", "--run-dir", run_dir]
+    if machine:
+        argv += ["--machine", machine]
     if simulate:
         argv.append("--simulate")
     reboot_steps = [s for s in profile.pre_launch if s.when == "after_reboot"]

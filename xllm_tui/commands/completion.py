@@ -34,6 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
                         help="print the script for this shell (`ranks PROFILE` is what the scripts call)")
     parser.add_argument("profile", nargs="?", help=argparse.SUPPRESS)
     parser.add_argument("--simulate", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--run-dir", help=argparse.SUPPRESS)
 
 
 def _option_kind(action: argparse.Action) -> str:
@@ -139,9 +140,11 @@ _xllm_tui_complete_kind() {{
         dir) compopt -o filenames 2>/dev/null; _xllm_tui_add -d -- "$cur" ;;
         words:*) _xllm_tui_add -W "${{kind#words:}}" -- "$cur" ;;
         rank)
+            local run_dir=()
             for ((i = 1; i < COMP_CWORD; i++)); do
                 word=${{COMP_WORDS[i]}}
                 [[ $word == --simulate ]] && simulate=--simulate
+                [[ $word == --run-dir ]] && run_dir=(--run-dir "${{COMP_WORDS[i+1]}}")
                 [[ -z $profile && ( $word == *.yaml || $word == *.yml ) ]] && profile=$word
             done
             [[ -z $profile ]] && return
@@ -149,7 +152,7 @@ _xllm_tui_complete_kind() {{
             [[ $cur == *,* ]] && prefix=${{cur%,*}}, && cur=${{cur##*,}}
             while IFS= read -r word; do
                 [[ -n $word ]] && COMPREPLY+=("$prefix$word")
-            done < <(compgen -W "$("${{COMP_WORDS[0]}}" completion ranks "$profile" $simulate 2>/dev/null)" -- "$cur") ;;
+            done < <(compgen -W "$("${{COMP_WORDS[0]}}" completion ranks "$profile" $simulate "${{run_dir[@]}}" 2>/dev/null)" -- "$cur") ;;
     esac
 }}
 _xllm_tui() {{
@@ -227,20 +230,23 @@ _xllm_tui_positional_kind() {{
     esac
 }}
 _xllm_tui_complete_kind() {{
-    local kind=$1 word profile='' simulate=''
+    local kind=$1 word profile='' simulate='' i
     case $kind in
         profile) _files -g '*.(yaml|yml)' ;;
         file) _files ;;
         dir) _files -/ ;;
         words:*) compadd -- ${{=kind#words:}} ;;
         rank)
-            for word in ${{words[2,CURRENT-1]}}; do
+            local -a run_dir
+            for (( i = 2; i < CURRENT; i++ )); do
+                word=${{words[i]}}
                 [[ $word == --simulate ]] && simulate=--simulate
+                [[ $word == --run-dir ]] && run_dir=(--run-dir ${{words[i+1]}})
                 [[ -z $profile && ( $word == *.yaml || $word == *.yml ) ]] && profile=$word
             done
             [[ -z $profile ]] && return
             compset -P '*,'  # --ranks 0,3,<tab>: complete the last number of the list
-            compadd -- ${{(f)"$(${{words[1]}} completion ranks $profile $simulate 2>/dev/null)"}} ;;
+            compadd -- ${{(f)"$(${{words[1]}} completion ranks $profile $simulate $run_dir 2>/dev/null)"}} ;;
     esac
 }}
 _xllm_tui() {{
@@ -288,7 +294,7 @@ fi
 """
 
 
-def rank_numbers(profile_path: str, simulate: bool) -> list[int]:
+def rank_numbers(profile_path: str, simulate: bool, run_dir: str | None = None) -> list[int]:
     """Ranks of the supervisor's last state file for this profile, else the profile's ranks; [] if unknown."""
     from xllm_tui.client import run_dir_for
     from xllm_tui.profile import load_profile
@@ -297,7 +303,7 @@ def rank_numbers(profile_path: str, simulate: bool) -> list[int]:
     profile = load_profile(profile_path, simulate=simulate).profile or load_profile(profile_path, simulate=True).profile
     if profile is None:
         return []
-    state_path = os.path.join(run_dir_for(profile, simulate), "state.json")
+    state_path = os.path.join(run_dir or run_dir_for(profile, simulate), "state.json")
     try:
         with open(state_path, encoding="utf-8") as f:
             ranks = [int(r["rank"]) for r in json.load(f).get("ranks") or []]
@@ -313,7 +319,7 @@ def run(args: argparse.Namespace) -> int:
         if not args.profile:
             print("xllm-tui completion ranks: give a PROFILE", file=sys.stderr)
             return 2
-        print("\n".join(map(str, rank_numbers(args.profile, args.simulate))))
+        print("\n".join(map(str, rank_numbers(args.profile, args.simulate, args.run_dir))))
         return 0
     specs = command_specs()
     sys.stdout.write(bash_script(specs) if args.shell == "bash" else zsh_script(specs))

@@ -18,6 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
 
     parser.add_argument("profile", metavar="PROFILE", help="profile YAML file")
     add_run_dir_arguments(parser)
+    parser.add_argument("--machine", metavar="HOST",
+                        help="the machine whose ranks the unit runs (a multi-machine profile; default: this host)")
     parser.add_argument("--install", action="store_true",
                         help="write the unit file, then systemctl daemon-reload and enable it (start: --now)")
     parser.add_argument("--now", action="store_true", help="with --install: start it too")
@@ -40,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     profile = target.profile
     text = unit_text(profile, command=[sys.executable, "-m", "xllm_tui"], run_dir=target.run_dir,
-                     simulate=args.simulate, user=args.user, path_env=os.environ.get("PATH"))
+                     simulate=args.simulate, user=args.user, path_env=os.environ.get("PATH"), machine=args.machine)
     name = unit_name(profile, args.simulate)
     if not args.install:
         sys.stdout.write(text)
