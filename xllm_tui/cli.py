@@ -35,6 +35,7 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Launch, supervise and watch the ranks of an xllm deployment. "
         "`xllm-tui PROFILE` opens the TUI; the subcommands below work without a screen.",
     )
+    parser.add_argument("-V", "--version", action="store_true", help="print the version")  # handled in main()
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     loaded: dict[str, object] = {}
     for name, (module_name, help_text) in COMMANDS.items():

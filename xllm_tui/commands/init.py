@@ -68,9 +68,8 @@ def _default_name() -> str:
 
 def gather_facts(args: argparse.Namespace):
     """MachineFacts from this machine, or an error message."""
-    from xllm_tui.cores import parse_cores
+    from xllm_tui.cores import available_cores, parse_cores
     from xllm_tui.devices.probe import read_devices
-    from xllm_tui.launch import available_cores
     from xllm_tui.starter import MachineFacts, free_ports
 
     if args.simulate:
@@ -106,10 +105,7 @@ def gather_facts(args: argparse.Namespace):
     notes.append(f"devices: {report.backend}" + (" (simulated)" if args.simulate else "") +
                  f", {len(read)} listed, {len(devices)} used")
     base, master = free_ports(len(devices))
-    try:
-        cpus = list(parse_cores(available_cores()))
-    except (ValueError, TypeError):
-        cpus = sorted(os.sched_getaffinity(0))
+    cpus = list(available_cores())
     affinity = {d: a for d, a in report.topology.cpu_affinity.items() if d in devices}
     npu_smi = None  # a tool given by path goes into the profile, so the supervisor reads the same one
     if args.npu_smi and not args.simulate:
