@@ -139,14 +139,16 @@ class HookRunner:
             with self._lock:
                 if self._closed:
                     return started
-                if len(self._threads) >= self.max_running:
+                full = len(self._threads) >= self.max_running
+                if full:
                     self.dropped += 1
-                    outcome = HookOutcome(hook.name, alert, event.get("seq"), list(hook.run), time.time(), dropped=True)
-                    self._finish(outcome)
-                    continue
-                thread = threading.Thread(target=self._run, args=(hook, alert, event), daemon=True,
-                                          name=f"hook {hook.name}")
-                self._threads.add(thread)
+                else:
+                    thread = threading.Thread(target=self._run, args=(hook, alert, event), daemon=True,
+                                              name=f"hook {hook.name}")
+                    self._threads.add(thread)
+            if full:  # reported outside the lock: on_result may look at the runner
+                self._finish(HookOutcome(hook.name, alert, event.get("seq"), list(hook.run), time.time(), dropped=True))
+                continue
             thread.start()
             started.append(hook.name)
         return started
@@ -180,7 +182,12 @@ class HookRunner:
             except subprocess.TimeoutExpired:
                 outcome.timed_out = True
                 _kill_group(process)
-                output, _ = process.communicate()
+                try:
+                    output, _ = process.communicate(timeout=5)
+                except subprocess.TimeoutExpired:  # a descendant in another session still holds the pipe
+                    process.stdout.close()
+                    process.wait()
+                    output = b""
             outcome.code = process.returncode
             outcome.output = output.decode(errors="replace")[-self.output_limit:]
             with self._lock:
