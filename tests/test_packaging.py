@@ -204,11 +204,12 @@ def _install_wheel(venv_dir: Path, wheel: Path, work: Path) -> str:
     return "offline"
 
 
-def test_wheel_in_a_fresh_venv(tmp_path):
-    build_dir = tmp_path / "build"
-    build_dir.mkdir()
-    src = _copy_source(build_dir)
-    wheels = tmp_path / "wheels"
+SHIPPED = ("xllm_tui/data/profiles/a3-8card.yaml", "xllm_tui/data/profiles/base/glm45-a3.yaml",
+           "xllm_tui/data/profiles/base/python-paths.sh", "xllm_tui/data/tui-demo/snapshot.json",
+           "xllm_tui/data/tui-demo/logs/node_3.log.txt", "xllm_tui/themes/xllm-dark.toml", "xllm_tui/ui/app.tcss")
+
+
+def _build_wheel(src: Path, wheels: Path) -> Path:
     done = _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "--disable-pip-version-check",
                  "-w", str(wheels), "."], src, timeout=400)
     if done.returncode != 0:  # no index for the build backend: build with what is installed
@@ -217,11 +218,35 @@ def test_wheel_in_a_fresh_venv(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     (wheel,) = wheels.glob("xllm_tui-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for needed in ("xllm_tui/data/profiles/a3-8card.yaml", "xllm_tui/data/profiles/base/glm45-a3.yaml",
-                   "xllm_tui/data/profiles/base/python-paths.sh", "xllm_tui/data/tui-demo/snapshot.json",
-                   "xllm_tui/data/tui-demo/logs/node_3.log.txt", "xllm_tui/themes/xllm-dark.toml",
-                   "xllm_tui/ui/app.tcss"):
+    for needed in SHIPPED:
         assert needed in names, needed
+    return wheel
+
+
+def test_sdist_carries_the_data_as_files(tmp_path):
+    """data/profiles is a symlink in the checkout: the sdist must hold real files, and its wheel them too."""
+    import tarfile
+
+    src = _copy_source(tmp_path)
+    done = _run([sys.executable, "-c", "import sys; from setuptools import build_meta; "
+                 "print(build_meta.build_sdist(sys.argv[1]))", str(tmp_path / "sdist")], src)
+    assert done.returncode == 0, done.stderr
+    (archive,) = (tmp_path / "sdist").glob("*.tar.gz")
+    with tarfile.open(archive) as tar:
+        members = {m.name.split("/", 1)[1]: m for m in tar.getmembers() if "/" in m.name}
+        for needed in SHIPPED:
+            assert members[needed].isfile(), needed
+        safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}  # Python >= 3.11.4
+        tar.extractall(tmp_path / "unpacked", **safe)
+    (unpacked,) = (tmp_path / "unpacked").iterdir()
+    _build_wheel(unpacked, tmp_path / "wheels")
+
+
+def test_wheel_in_a_fresh_venv(tmp_path):
+    build_dir = tmp_path / "build"
+    build_dir.mkdir()
+    src = _copy_source(build_dir)
+    wheel = _build_wheel(src, tmp_path / "wheels")
 
     venv_dir = tmp_path / "venv"
     try:
