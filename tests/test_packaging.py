@@ -116,6 +116,7 @@ def test_bash_completion(tmp_path, completion_dir):
     assert set(_bash_complete(script, work, env, "up", "--")) >= {"--simulate", "--foreground", "--run-dir"}
     assert set(_bash_complete(script, work, env, "up", "")) == {"mine.yaml", "base"}  # profiles and directories
     assert _bash_complete(script, work, env, "toggle", "mine.yaml", "determinism", "") == ["on", "off"]
+    assert _bash_complete(script, work, env, "toggle", "mine.yaml", "") == ["determinism", "profiling"]
     assert _bash_complete(script, work, env, "completion", "") == ["bash", "zsh"]
     assert set(_bash_complete(script, work, env, "examples", "")) == {e.name for e in list_examples()}
     assert _bash_complete(script, work, env, "mine.yaml", "--th") == ["--theme"]  # the TUI's own options
@@ -163,6 +164,7 @@ def test_zsh_completion(tmp_path, completion_dir):
     assert {"up", "status", "examples"} <= set(first) and "FILES -g *.(yaml|yml)" in first
     assert {"--simulate", "--foreground"} <= set(complete("up", "--"))
     assert complete("toggle", "mine.yaml", "determinism", "") == ["on", "off"]
+    assert complete("toggle", "mine.yaml", "") == ["determinism", "profiling"]
     assert complete("logs", "mine.yaml", "--rank", "") == [str(i) for i in range(8)]
     elsewhere = tmp_path / "elsewhere-run"
     elsewhere.mkdir()

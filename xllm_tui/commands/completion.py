@@ -1,9 +1,10 @@
 """`xllm-tui completion bash|zsh`: a shell completion script, generated from the same argparse parsers the
 commands use (so it never drifts from them): subcommands, their options, option values with choices,
-profile paths (*.yaml, *.yml), example names, and rank numbers for --rank/--ranks.
+profile paths (*.yaml, *.yml), example names, rank numbers for --rank/--ranks, toggle groups for `toggle`.
 
-Rank numbers come from `xllm-tui completion ranks PROFILE [--simulate]`: the supervisor's state file in the
-run directory when there is one (no socket round trip), else the profile's ranks. Install with e.g.
+Rank numbers come from `xllm-tui completion ranks PROFILE [--simulate] [--run-dir DIR]`: the supervisor's state
+file in the run directory when there is one (no socket round trip), else the profile's ranks; toggle groups
+from `xllm-tui completion toggles PROFILE`. Install with e.g.
   xllm-tui completion bash > ~/.local/share/bash-completion/completions/xllm-tui
   xllm-tui completion zsh > "${fpath[1]}/_xllm-tui"
 """
@@ -17,7 +18,7 @@ import sys
 from dataclasses import dataclass, field
 
 # Kinds of word a position can take; the shell functions below complete each kind.
-PROFILE, FILE, DIR, RANK, NONE = "profile", "file", "dir", "rank", "none"
+PROFILE, FILE, DIR, RANK, TOGGLE, NONE = "profile", "file", "dir", "rank", "toggle", "none"
 TUI = "_tui"  # `xllm-tui PROFILE [options]`: no subcommand word
 
 
@@ -30,8 +31,8 @@ class CommandSpec:
 
 
 def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
-    parser.add_argument("shell", choices=["bash", "zsh", "ranks"],
-                        help="print the script for this shell (`ranks PROFILE` is what the scripts call)")
+    parser.add_argument("shell", choices=["bash", "zsh", "ranks", "toggles"],
+                        help="print the script for this shell (`ranks|toggles PROFILE` is what the scripts call)")
     parser.add_argument("profile", nargs="?", help=argparse.SUPPRESS)
     parser.add_argument("--simulate", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--run-dir", help=argparse.SUPPRESS)
@@ -54,9 +55,11 @@ def _positional_kind(action: argparse.Action, command: str) -> str:
     if action.help == argparse.SUPPRESS:
         return NONE
     if action.choices:
-        return "words:" + " ".join(c for c in map(str, action.choices) if c != "ranks")
+        return "words:" + " ".join(c for c in map(str, action.choices) if c not in ("ranks", "toggles"))
     if action.dest in ("profile", "profiles"):
         return PROFILE
+    if command == "toggle" and action.dest == "group":
+        return TOGGLE
     if command == "examples":
         from xllm_tui.examples import list_examples
 
@@ -139,7 +142,7 @@ _xllm_tui_complete_kind() {{
         file) compopt -o filenames 2>/dev/null; _xllm_tui_add -f -- "$cur" ;;
         dir) compopt -o filenames 2>/dev/null; _xllm_tui_add -d -- "$cur" ;;
         words:*) _xllm_tui_add -W "${{kind#words:}}" -- "$cur" ;;
-        rank)
+        rank|toggle)
             local run_dir=()
             for ((i = 1; i < COMP_CWORD; i++)); do
                 word=${{COMP_WORDS[i]}}
@@ -152,7 +155,7 @@ _xllm_tui_complete_kind() {{
             [[ $cur == *,* ]] && prefix=${{cur%,*}}, && cur=${{cur##*,}}
             while IFS= read -r word; do
                 [[ -n $word ]] && COMPREPLY+=("$prefix$word")
-            done < <(compgen -W "$("${{COMP_WORDS[0]}}" completion ranks "$profile" $simulate "${{run_dir[@]}}" 2>/dev/null)" -- "$cur") ;;
+            done < <(compgen -W "$("${{COMP_WORDS[0]}}" completion "${{kind}}s" "$profile" $simulate "${{run_dir[@]}}" 2>/dev/null)" -- "$cur") ;;
     esac
 }}
 _xllm_tui() {{
@@ -236,7 +239,7 @@ _xllm_tui_complete_kind() {{
         file) _files ;;
         dir) _files -/ ;;
         words:*) compadd -- ${{=kind#words:}} ;;
-        rank)
+        rank|toggle)
             local -a run_dir
             for (( i = 2; i < CURRENT; i++ )); do
                 word=${{words[i]}}
@@ -246,7 +249,7 @@ _xllm_tui_complete_kind() {{
             done
             [[ -z $profile ]] && return
             compset -P '*,'  # --ranks 0,3,<tab>: complete the last number of the list
-            compadd -- ${{(f)"$(${{words[1]}} completion ranks $profile $simulate $run_dir 2>/dev/null)"}} ;;
+            compadd -- ${{(f)"$(${{words[1]}} completion ${{kind}}s $profile $simulate $run_dir 2>/dev/null)"}} ;;
     esac
 }}
 _xllm_tui() {{
@@ -294,13 +297,23 @@ fi
 """
 
 
-def rank_numbers(profile_path: str, simulate: bool, run_dir: str | None = None) -> list[int]:
-    """Ranks of the supervisor's last state file for this profile, else the profile's ranks; [] if unknown."""
-    from xllm_tui.client import run_dir_for
+def _profile(profile_path: str, simulate: bool):
     from xllm_tui.profile import load_profile
 
     # A real profile whose binary is not installed here still names its ranks: the simulate load accepts it.
-    profile = load_profile(profile_path, simulate=simulate).profile or load_profile(profile_path, simulate=True).profile
+    return load_profile(profile_path, simulate=simulate).profile or load_profile(profile_path, simulate=True).profile
+
+
+def toggle_names(profile_path: str, simulate: bool) -> list[str]:
+    profile = _profile(profile_path, simulate)
+    return [t.name for t in profile.toggles] if profile is not None else []
+
+
+def rank_numbers(profile_path: str, simulate: bool, run_dir: str | None = None) -> list[int]:
+    """Ranks of the supervisor's last state file for this profile, else the profile's ranks; [] if unknown."""
+    from xllm_tui.client import run_dir_for
+
+    profile = _profile(profile_path, simulate)
     if profile is None:
         return []
     state_path = os.path.join(run_dir or run_dir_for(profile, simulate), "state.json")
@@ -315,11 +328,13 @@ def rank_numbers(profile_path: str, simulate: bool, run_dir: str | None = None) 
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.shell == "ranks":
+    if args.shell in ("ranks", "toggles"):
         if not args.profile:
-            print("xllm-tui completion ranks: give a PROFILE", file=sys.stderr)
+            print(f"xllm-tui completion {args.shell}: give a PROFILE", file=sys.stderr)
             return 2
-        print("\n".join(map(str, rank_numbers(args.profile, args.simulate, args.run_dir))))
+        words = rank_numbers(args.profile, args.simulate, args.run_dir) if args.shell == "ranks" else \
+            toggle_names(args.profile, args.simulate)
+        print("\n".join(map(str, words)))
         return 0
     specs = command_specs()
     sys.stdout.write(bash_script(specs) if args.shell == "bash" else zsh_script(specs))
