@@ -198,8 +198,3 @@ def free_ports(count: int, start: int = DEFAULT_BASE_PORT, master_start: int = D
         if master > 65535:
             raise RuntimeError(f"no free port above {master_start}")
     return base, master
-
-
-def parse_device_selection(text: str) -> list[int]:
-    """'0-3' / '0,2,5' / '0-1,4' -> device ids in order."""
-    return list(parse_cores(text))
