@@ -195,3 +195,16 @@ def test_an_event_about_a_hook_triggers_no_hook(tmp_path):
     runner = HookRunner([Hook("all", ("any",), ("true",))])
     assert runner.on_event({"seq": 3, "kind": "supervisor", "reason": "hook all exit 1", "hook": {"hook": "all"}}) == []
     runner.close()
+
+
+def test_a_typed_event_object_is_accepted(tmp_path):
+    class TypedEvent:  # the protocol's Event: to_dict() gives the journal's dict
+        def to_dict(self):
+            return {"seq": 4, "kind": "group", "from": "loading", "to": "ready", "reason": "up"}
+
+    results = []
+    runner = HookRunner([Hook("up", ("group_ready",), ("true",))], on_result=results.append)
+    assert runner.on_event(TypedEvent()) == ["up"]
+    wait_until(lambda: results, 30, what="outcome")
+    assert results[0].ok and results[0].alert == "group_ready"
+    runner.close()

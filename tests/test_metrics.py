@@ -179,3 +179,13 @@ async def test_run_task_refreshes_the_textfile_until_cancelled(tmp_path):
             break
     assert errors and not task.done()  # reported, still running
     task.cancel()
+
+
+def test_a_typed_snapshot_object_is_accepted():
+    snap = json.loads(DEMO.read_text())
+
+    class TypedSnapshot:  # the protocol's Snapshot: to_dict() gives the documented dict
+        def to_dict(self):
+            return snap
+
+    assert render(TypedSnapshot()) == render(snap)

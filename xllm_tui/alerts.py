@@ -20,6 +20,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from xllm_tui.spec import Hook
 
@@ -127,12 +128,14 @@ class HookRunner:
         with self._lock:
             return len(self._threads)
 
-    def on_event(self, event: dict) -> list[str]:
+    def on_event(self, event: dict | Any) -> list[str]:
         """Start the hooks this event triggers; returns their names at once (they run in threads).
 
         An event that reports a hook's own outcome (it has a "hook" field) triggers nothing: a failing hook
         on `any` would otherwise feed itself forever."""
         started: list[str] = []
+        if not isinstance(event, dict):  # a typed protocol Event
+            event = event.to_dict()
         if "hook" in event:
             return started
         for hook, alert in hooks_for(event, self.hooks):

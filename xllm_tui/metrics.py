@@ -18,6 +18,7 @@ import socketserver
 import threading
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from xllm_tui.spec import MetricsSettings
 
@@ -63,9 +64,12 @@ class _Text:
         return "\n".join(self.lines) + "\n"
 
 
-def render(snapshot: dict, *, now: float | None = None, supervisor_up: bool = True) -> str:
-    """Prometheus text for one snapshot. Every sample carries profile="<name>" (several deployments may
-    write into one textfile directory). `now` defaults to the snapshot's own time."""
+def render(snapshot: dict | Any, *, now: float | None = None, supervisor_up: bool = True) -> str:
+    """Prometheus text for one snapshot (the dict, or a typed protocol Snapshot). Every sample carries
+    profile="<name>" (several deployments may write into one textfile directory). `now` defaults to the
+    snapshot's own time."""
+    if not isinstance(snapshot, dict):
+        snapshot = snapshot.to_dict()
     now = float(snapshot.get("time") or time.time()) if now is None else now
     profile = (snapshot.get("profile") or {}).get("name") or ""
     simulate = bool((snapshot.get("profile") or {}).get("simulate"))
