@@ -73,7 +73,7 @@ async def test_main_screen_shows_every_rank_and_marks_the_first_failure(source):
     async with app.run_test(size=(120, 40), message_hook=messages.append) as pilot:
         table = app.main_screen.query_one(RankTable)
         await until(pilot, lambda: table.row_count == 8, what="8 rank rows")
-        # The recording (tests/fixtures/tui-demo): rank 3 failed with an HCCL error, the others were
+        # The recording (xllm_tui/data/tui-demo): rank 3 failed with an HCCL error, the others were
         # stopped as collateral, the group restart is counting down on the frozen clock.
         assert "failed hccl_error" in str(table.get_cell("3", "state"))
         assert str(table.get_cell("3", "mark")) == "!"  # the first failure, in its own column
