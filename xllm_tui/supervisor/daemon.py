@@ -31,6 +31,7 @@ from xllm_tui.supervisor.device_watch import DeviceWatch
 from xllm_tui.supervisor.failures import FailureHandling
 from xllm_tui.supervisor.group import Evidence, GroupController, RankView, assess_rank, derive_group
 from xllm_tui.supervisor.launcher import Launcher
+from xllm_tui.supervisor.outlets import Outlets
 from xllm_tui.supervisor.planner import Planner, ProfileInvalid, choose_machine, load_profile_checked
 from xllm_tui.supervisor.policy import RestartTracker
 from xllm_tui.supervisor.probes import http_health, worker_ready
@@ -45,7 +46,7 @@ log = logging.getLogger("xllm_tui.supervisor")
 __all__ = ["ProfileInvalid", "RequestError", "Supervisor"]
 
 
-class Supervisor(Reconciler, Launcher, FailureHandling, DeviceWatch, Snapshots):
+class Supervisor(Reconciler, Launcher, FailureHandling, DeviceWatch, Snapshots, Outlets):
     def __init__(self, profile_path: str, *, simulate: bool, run_dir: str, port_offset: int = 0,
                  machine: str | None = None, launch: bool = True, base_env: dict[str, str] | None = None):
         self.profile_path = os.path.abspath(profile_path)
@@ -83,6 +84,7 @@ class Supervisor(Reconciler, Launcher, FailureHandling, DeviceWatch, Snapshots):
         self.server = None
         self.init_device_watch()
         self.init_failure_handling()
+        self.init_outlets()
 
     @property
     def scope(self) -> str:
@@ -94,6 +96,8 @@ class Supervisor(Reconciler, Launcher, FailureHandling, DeviceWatch, Snapshots):
         assert self.journal is not None
         ev = self.journal.append(kind, rank, **fields)
         log.info("event %s", ev)
+        if self.hooks is not None:
+            self.hooks.on_event(ev)
         for subscriber in list(self.subscribers):
             subscriber.push(ev)
         self._state_dirty = True
@@ -153,6 +157,7 @@ class Supervisor(Reconciler, Launcher, FailureHandling, DeviceWatch, Snapshots):
             for name in self.toggles:
                 if name in persisted:
                     self.toggles[name] = persisted[name]
+            self.start_outlets()
             self.event("supervisor", reason=f"supervisor started (pid {self.pid}) for profile "
                        f"{self.profile.name}" + (" (simulated)" if self.simulate else ""),
                        pid=self.pid, simulate=self.simulate)
@@ -366,6 +371,7 @@ class Supervisor(Reconciler, Launcher, FailureHandling, DeviceWatch, Snapshots):
                 r.tracker.policy = profile.restart
         for launch in launches:
             self.ranks[launch.rank].plan = launch
+        await self.reload_outlets(profile)
         pending = [r.rank for r in self.ranks.values() if r.relaunch_pending()]
         self.event("supervisor", reason=f"profile reloaded from {self.profile_path}; takes effect at the next launch",
                    relaunch_pending=pending, warnings=warnings)
@@ -388,6 +394,7 @@ class Supervisor(Reconciler, Launcher, FailureHandling, DeviceWatch, Snapshots):
         for task in list(self.tasks):
             task.cancel()
         self.event("supervisor", reason=f"supervisor {self.pid} exiting")
+        await self.close_outlets()
         self.write_state()
         for subscriber in list(self.subscribers):
             subscriber.close()
