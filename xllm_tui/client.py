@@ -22,12 +22,11 @@ from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
 from xllm_tui.spec import Profile
-from xllm_tui.supervisor.state import ShortSocketPath
+from xllm_tui.supervisor.state import LOG_NAME, SOCKET_NAME, STATE_NAME, ShortSocketPath
 
 if TYPE_CHECKING:
     from xllm_tui.devices.model import DeviceReport
 
-SOCKET_NAME = "supervisor.sock"
 MAX_REPLY = 64 << 20  # a snapshot of many ranks with events is well below this
 
 
@@ -123,7 +122,7 @@ def unavailable_message(profile_name: str, run_dir: str, detail: str = "", simul
 def last_run_of(run_dir: str) -> dict:
     """What the run dir's last supervisor recorded about itself (state.json's "profile"), or {}."""
     try:
-        with open(os.path.join(run_dir, "state.json")) as f:
+        with open(os.path.join(run_dir, STATE_NAME)) as f:
             profile = json.load(f).get("profile")
     except (OSError, ValueError, AttributeError):
         return {}
@@ -391,7 +390,7 @@ def start_detached(argv: list[str], run_dir: str) -> int:
     A short-lived intermediate process does the spawning so the supervisor is never our child (no zombie
     in a long-lived caller such as the TUI, and no tie to the caller's terminal or session)."""
     os.makedirs(run_dir, mode=0o700, exist_ok=True)
-    log_path = os.path.join(run_dir, "supervisor.log")
+    log_path = os.path.join(run_dir, LOG_NAME)
     launcher = (
         "import os, subprocess, sys\n"
         "log = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)\n"
@@ -432,7 +431,7 @@ def ensure_supervisor(profile_path: str, *, simulate: bool, run_dir: str | None 
         # A simulated run keeps the ports it was first given: a client that starts its successor (the TUI's
         # "start a new supervisor") without --port-offset must find the running ranks where they are.
         port_offset = int(last_run_of(run_dir).get("port_offset") or 0)
-    log_path = os.path.join(run_dir, "supervisor.log")
+    log_path = os.path.join(run_dir, LOG_NAME)
     log_start = os.path.getsize(log_path) if os.path.exists(log_path) else 0
     pid = start_detached(supervise_argv(profile_path, simulate=simulate, run_dir=run_dir, port_offset=port_offset,
                                         machine=machine), run_dir)

@@ -312,11 +312,12 @@ def toggle_names(profile_path: str, simulate: bool) -> list[str]:
 def rank_numbers(profile_path: str, simulate: bool, run_dir: str | None = None) -> list[int]:
     """Ranks of the supervisor's last state file for this profile, else the profile's ranks; [] if unknown."""
     from xllm_tui.client import run_dir_for
+    from xllm_tui.supervisor.state import STATE_NAME
 
     profile = _profile(profile_path, simulate)
     if profile is None:
         return []
-    state_path = os.path.join(run_dir or run_dir_for(profile, simulate), "state.json")
+    state_path = os.path.join(run_dir or run_dir_for(profile, simulate), STATE_NAME)
     try:
         with open(state_path, encoding="utf-8") as f:
             ranks = [int(r["rank"]) for r in json.load(f).get("ranks") or []]

@@ -152,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
 
 def cmd_up(args: argparse.Namespace, target: Target) -> int:
     from xllm_tui.client import SupervisorUnavailable, ensure_supervisor, supervisor_answers
-    from xllm_tui.supervisor.state import is_locked, read_lock_pid
+    from xllm_tui.supervisor.state import LOG_NAME, SOCKET_NAME, is_locked, read_lock_pid
 
     hello = supervisor_answers(target.run_dir)
     if hello or is_locked(target.run_dir):
@@ -188,8 +188,8 @@ def cmd_up(args: argparse.Namespace, target: Target) -> int:
     hello = supervisor_answers(target.run_dir) or {}
     sim = (" --simulate" if args.simulate else "") + (f" --run-dir {shlex.quote(args.run_dir)}" if args.run_dir else "")
     print(f"  supervisor pid {hello.get('pid')}, run dir {target.run_dir}")
-    print(f"  socket         {os.path.join(target.run_dir, 'supervisor.sock')}")
-    print(f"  its log        {os.path.join(target.run_dir, 'supervisor.log')}")
+    print(f"  socket         {os.path.join(target.run_dir, SOCKET_NAME)}")
+    print(f"  its log        {os.path.join(target.run_dir, LOG_NAME)}")
     print(f"  watch:  xllm-tui status {args.profile}{sim}   |   xllm-tui events {args.profile}{sim} -f")
     print(f"  stop:   xllm-tui down {args.profile}{sim}")
     mapping = ((_snapshot_or_none(target.run_dir) or {}).get("profile") or {}).get("simulate_mapping")
@@ -534,7 +534,7 @@ def cmd_events(args: argparse.Namespace, target: Target) -> int:
 
 
 def cmd_down(args: argparse.Namespace, target: Target) -> int:
-    from xllm_tui.supervisor.state import is_locked
+    from xllm_tui.supervisor.state import LOG_NAME, is_locked
 
     with connect(target) as client:
         hello = client.hello()
@@ -550,5 +550,5 @@ def cmd_down(args: argparse.Namespace, target: Target) -> int:
         time.sleep(0.3)
     print()
     err(f"the supervisor (pid {hello['pid']}) is still running after {args.timeout:g}s; see "
-        f"{os.path.join(target.run_dir, 'supervisor.log')}")
+        f"{os.path.join(target.run_dir, LOG_NAME)}")
     return EXIT_FAILED
