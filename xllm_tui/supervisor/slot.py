@@ -63,14 +63,17 @@ class Launch:
     def alive(self) -> bool:
         return self.proc.alive
 
-    def read_log(self) -> bool:
-        """Feed the log's new lines to the milestones; whether it grew. Safe from any thread."""
-        if self.reader is None:
+    def read_log(self, blocking: bool = True) -> bool:
+        """Feed the log's new lines (a bounded read) to the milestones; whether it grew. Safe from any thread;
+        blocking=False (the event loop) skips the read while the log thread is reading: it feeds the rest."""
+        if self.reader is None or not self.read_lock.acquire(blocking=blocking):
             return False
-        with self.read_lock:
+        try:
             lines = self.reader.read_new()
             for line in lines:
                 self.milestones.feed(line)
+        finally:
+            self.read_lock.release()
         return bool(lines)
 
 
