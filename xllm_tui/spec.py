@@ -128,6 +128,7 @@ class Profile:
     rank_tablefile: str | None = None  # written by `xllm-tui ranktable`, passed as --rank_tablefile
     description: str = ""
     devices: DeviceSettings = field(default_factory=DeviceSettings)  # the `devices:` key
+    xllm_release: str = "31b7cafd"  # whose flags validate checks (xllm_flags.RELEASES); the guide's pin
 
     @property
     def nnodes(self) -> int:

@@ -194,7 +194,7 @@ class SimConfig:
     on_master_loss: str = "sleep"
     check_model_path: bool = False
     check_rank_table: bool = False
-    xllm_version: str = "any"
+    xllm_version: str = "31b7cafd"  # the release whose flags and messages are imitated (xllm_flags.RELEASES)
     load_rps: float = 0.0
     core_file: bool = False
     # Rank 0's GET /health answers 503 after this many seconds (scaled) of serving, for this many seconds
@@ -240,11 +240,13 @@ class SimConfig:
         cfg.on_master_loss = mode
         cfg.check_model_path = env.get("XLLM_SIM_CHECK_MODEL_PATH", "") in ("1", "true", "yes")
         cfg.check_rank_table = env.get("XLLM_SIM_CHECK_RANK_TABLE", "") in ("1", "true", "yes")
-        version = env.get("XLLM_SIM_XLLM_VERSION", "any").strip() or "any"
-        from xllm_tui.sim.flags import UNKNOWN_IN_VERSION
+        from xllm_tui.xllm_flags import RELEASES, resolve_release
 
-        if version not in UNKNOWN_IN_VERSION:
-            raise UserError(f"XLLM_SIM_XLLM_VERSION={version!r}: use one of {', '.join(UNKNOWN_IN_VERSION)}")
+        wanted = env.get("XLLM_SIM_XLLM_VERSION", "").strip()
+        version = resolve_release(wanted)
+        if version is None:
+            raise UserError(f"XLLM_SIM_XLLM_VERSION={wanted!r}: use one of {', '.join(RELEASES)}, any, "
+                            "or 0.7 / 0.8 / 0.9 / 0.10 / main")
         cfg.xllm_version = version
         cfg.load_rps = _float_env(env, "XLLM_SIM_LOAD_RPS", 0.0)
         if math.isinf(cfg.load_rps):
@@ -1024,7 +1026,8 @@ class Rank:
         # Newer xllm (worker_impl.cpp, WorkerImpl::init_model) brackets the loading with these two lines when
         # the tensor-parallel world has more than one rank; v0.7.x prints neither. "Weight loading
         # completed" is the only line a worker writes once its model is initialised.
-        aten = self.cfg.xllm_version != "0.7" and len(self.devices) * self.nnodes > 1
+        # The ATen threads pair arrives in v0.9.0 (worker_impl.cpp); "any" behaves like the newest.
+        aten = self.cfg.xllm_version in ("v0.9.0", "v0.9.1", "v0.10.0", "any") and len(self.devices) * self.nnodes > 1
         threads = self._aten_threads()
         if aten:
             self.log.info(SRC["aten_threads"], f"Temporarily setting ATen threads to 1 during weight loading, "
