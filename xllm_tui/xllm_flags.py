@@ -15,6 +15,7 @@ Meanings are short descriptions written here, not xllm's help texts.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -335,6 +336,8 @@ def explain_unknown(name: str, release: str) -> str:
     """Why `name` is not a flag of `release`, naming the release(s) where it exists; "" if nothing is known."""
     release = resolve_release(release) or DEFAULT_RELEASE
     known = set(xllm_facts(release))
+    if name in known:
+        return ""
     for old, new, since in RENAMES:
         if name == new and old in known:
             return f"{name}: this is {since}'s name for {old}"
@@ -353,6 +356,64 @@ def _span(releases: list[str]) -> str:
     if len(releases) == 1:
         return releases[0]
     return f"{releases[0]} to {releases[-1]}" if releases == list(RELEASES[RELEASES.index(releases[0]):RELEASES.index(releases[-1]) + 1]) else ", ".join(releases)
+
+
+# ---- gflags' value rules (gflags.cc FlagValue::ParseFrom and ToString)
+
+_TRUE = ("1", "t", "true", "y", "yes")
+_FALSE = ("0", "f", "false", "n", "no")
+_INT_RANGES = {
+    "int32": (-(2**31), 2**31 - 1),
+    "uint32": (0, 2**32 - 1),
+    "int64": (-(2**63), 2**63 - 1),
+    "uint64": (0, 2**64 - 1),
+}
+_DOUBLE_RE = re.compile(r"^\s*[+-]?(\d+\.?\d*([eE][+-]?\d+)?|\.\d+([eE][+-]?\d+)?|inf(inity)?|nan)$", re.I)
+
+
+def parse_value(flag_type: str, text: str) -> bool | int | float | str | None:
+    """The value of `text` for a flag of `flag_type`, or None when gflags would reject it."""
+    if flag_type == "bool":
+        low = text.lower()
+        if low in _TRUE:
+            return True
+        if low in _FALSE:
+            return False
+        return None
+    if flag_type == "string":
+        return text
+    if text == "":
+        return None
+    if flag_type in _INT_RANGES:
+        body = text.lstrip(" ") if flag_type.startswith("u") else text
+        if flag_type.startswith("u") and body.startswith("-"):
+            return None
+        try:
+            # gflags: base 16 with a 0x prefix, otherwise base 10 (a leading 0 is not octal).
+            number = int(body, 16) if re.match(r"^[+-]?0[xX]", body) else int(body, 10)
+        except ValueError:
+            return None
+        if "_" in body:  # Python accepts 1_000, strtol does not
+            return None
+        low, high = _INT_RANGES[flag_type]
+        return number if low <= number <= high else None
+    if flag_type == "double":
+        if not _DOUBLE_RE.match(text) and not re.match(r"^\s*[+-]?0[xX][0-9a-fA-F.]+([pP][+-]?\d+)?$", text):
+            return None
+        try:
+            return float(text) if not re.match(r"^\s*[+-]?0[xX]", text) else float.fromhex(text.strip())
+        except ValueError:
+            return None
+    raise ValueError(f"unknown flag type {flag_type!r}")
+
+
+def format_value(flag_type: str, value: bool | int | float | str) -> str:
+    """A value as gflags prints it (bool true/false, double with %.17g)."""
+    if flag_type == "bool":
+        return "true" if value else "false"
+    if flag_type == "double":
+        return "%.17g" % float(value)
+    return str(value)
 
 
 # Compatibility names: the pinned release's tables.

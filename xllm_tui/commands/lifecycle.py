@@ -143,6 +143,18 @@ def run(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------------------------- up
 
 
+def preflight(profile_path: str, *, simulate: bool) -> bool:
+    """The checks that need the machine (the binary's --helpxml), before any rank starts; False = refuse."""
+    from xllm_tui.binary_flags import check_profile_binary
+    from xllm_tui.profile import load_profile
+
+    result = load_profile(profile_path, simulate=simulate)
+    diagnostics, _notes = check_profile_binary(result, simulate=simulate)
+    for diagnostic in diagnostics:
+        print(str(diagnostic), file=sys.stderr)
+    return not any(d.severity == "error" for d in diagnostics)
+
+
 def cmd_up(args: argparse.Namespace, target: Target) -> int:
     from xllm_tui.client import SupervisorUnavailable, ensure_supervisor, supervisor_answers
     from xllm_tui.supervisor.state import is_locked, read_lock_pid
@@ -154,6 +166,8 @@ def cmd_up(args: argparse.Namespace, target: Target) -> int:
             f"see `xllm-tui status {args.profile}{' --simulate' if args.simulate else ''}`, "
             "or stop it with `xllm-tui down` first")
         return EXIT_ALREADY_RUNNING
+    if not preflight(args.profile, simulate=args.simulate):
+        return EXIT_BAD_INPUT
     if args.foreground:
         from xllm_tui.supervisor import ProfileInvalid, RunDirLocked, serve
 
