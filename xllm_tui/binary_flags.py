@@ -238,3 +238,33 @@ def check_profile_binary(result, *, simulate: bool = False, env: Mapping[str, st
         key = f"flags.{problem.name}" if problem.name in written else ("model" if problem.name == "model" else "binary")
         diagnostics.append(result.diagnostic(problem.severity, key, problem.message))
     return diagnostics, notes
+
+
+def cached_binary_flags(binary: str, cache_dir: str | None = None) -> BinaryFlags | None:
+    """The cached --helpxml of `binary` if it is still current; never runs anything (cheap enough for a UI)."""
+    binary = os.path.abspath(binary)
+    try:
+        identity = _identity(binary)
+        with open(_cache_path(cache_dir or default_cache_dir(), binary), encoding="utf-8") as fh:
+            cached = json.load(fh)
+        if cached.get("identity") != identity:
+            return None
+        return BinaryFlags(binary, {f["name"]: BinaryFlag(**f) for f in cached["flags"]}, from_cache=True)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def flag_defaults_for(argv: list[str], env: Mapping[str, str] | None = None) -> tuple[dict[str, str], str]:
+    """(name -> default, where the defaults come from) for a rank's argv: the binary's cached --helpxml,
+    else the table of the release the simulator imitates (XLLM_SIM_XLLM_VERSION) or the guide's commit."""
+    from xllm_tui.xllm_flags import DEFAULT_RELEASE, all_flags, resolve_release
+
+    program = list(argv)
+    if program[:1] == ["numactl"]:
+        program = program[3:] if len(program) > 2 and program[1] == "-C" else program[1:]
+    if program and os.path.isfile(program[0]) and not program[0].endswith(("python", "python3")):
+        found = cached_binary_flags(program[0])
+        if found is not None:
+            return {n: f.default for n, f in found.flags.items()}, f"{found.binary} --helpxml"
+    release = resolve_release((env or {}).get("XLLM_SIM_XLLM_VERSION")) or DEFAULT_RELEASE
+    return {n: spec[1] for n, spec in all_flags(release).items()}, f"the table of xllm {release}"

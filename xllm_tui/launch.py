@@ -479,6 +479,7 @@ def compose_env(
                 env.pop(name, None)
     if simulate is not None:
         env = {name: simulate.map_address(value) for name, value in env.items()}
+        env.setdefault("XLLM_SIM_XLLM_VERSION", profile.xllm_release)  # the simulator imitates the profile's xllm
         if "LD_PRELOAD" in env:
             # A missing preload makes ld.so print an error into every log line's process: withhold it.
             kept = [e for e in _preload_entries(env["LD_PRELOAD"]) if _preload_resolves(e, env.get("LD_LIBRARY_PATH", ""))]
