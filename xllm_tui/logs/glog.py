@@ -118,9 +118,10 @@ _FAILURES: list[tuple[str, re.Pattern[str]]] = [
                                   r"result has no value")),
     ("worker_missing", re.compile(r"Not all worker connect to engine server")),
     ("worker_connect_failed", re.compile(
-        r"Worker#\d+ connect to \S+ failed|Failed to initialize BRPC channel to"
-        r"|failed to start distribute worker server on address")),
-    ("port_in_use", re.compile(r"Failed to start (?:brpc )?server on port|Fail to listen \S+:\d+", re.I)),
+        r"Worker#\d+ connect to \S+ failed|Failed to initialize BRPC channel to")),
+    ("port_in_use", re.compile(r"Failed to start (?:brpc )?server on port|Fail to listen \S+:\d+"
+                               r"|(?:failed|Failed) to start (?:\w+ )?(?:distribute worker |distribute |collective )?"
+                               r"server on address", re.I)),
     ("etcd_error", re.compile(r"etcd connect to etcd server failed")),
     ("config_error", re.compile(
         r"master_node_addr is empty|At least one node is required|Node rank must >= 0"
@@ -180,13 +181,14 @@ _MILESTONES: list[tuple[str, re.Pattern[str]]] = [
         "init",
         re.compile(
             r"(Master init options:.*|Creating engine with devices:.*|Using draft devices:.*"
-            r"|Create worker server with device: \d+|DistributeWorker started on address \S+)"
+            r"|Create worker server with device: \d+|DistributeWorker started on address [^\s,]+)"
         ),
     ),
     ("world", re.compile(r"Multi-node serving world_size = (\d+)")),
     ("worker_connect_retry", re.compile(r"Worker#(\d+) try connect to engine server error")),
     ("worker_connected", re.compile(r"Worker#(\d+) connect to (\S+) success")),
-    ("collective_server", re.compile(r"Collective server started on address (\S+)")),
+    # The address ends at the comma before ", idle_timeout_sec: ..." (xllm_server.cpp).
+    ("collective_server", re.compile(r"Collective server started on address ([^\s,]+)")),
     ("worker_registered", re.compile(r"RemoteWorker Hello connected, server_address: .*global_rank_: (\d+)")),
     ("model_init", re.compile(r"Initializing model from: ?(.*)")),
     # A worker's own bracket around loading one model (worker_impl.cpp, newer xllm, world size > 1).
