@@ -70,7 +70,8 @@ def local_profile(tmp_path, extra: str = "", host: str = "127.0.0.1") -> str:
 
 
 def output_lines(capsys) -> list[str]:
-    return capsys.readouterr().out.splitlines()
+    # The stand-in binary (/bin/sh) prints no --helpxml: validate's note about it is not what these tests read.
+    return [line for line in capsys.readouterr().out.splitlines() if "flags not checked against the binary" not in line]
 
 
 # ---------------------------------------------------------------------------------------- validate

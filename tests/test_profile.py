@@ -46,7 +46,7 @@ def test_a3_8card_is_the_guides_single_machine_launch():
     assert profile.nnodes == 8
     assert profile.core_rule == CoreRule(kind="per_device", count=12, first=0)
     assert [cores_for_rank(profile.core_rule, d, d) for d in range(8)] == [f"{i*12}-{i*12+11}" for i in range(8)]
-    assert (profile.log_dir, profile.log_file) == ("logs", "node_{rank}.log")
+    assert (profile.log_dir, profile.log_file) == ("logs", "node_{local_rank}.log")
     # Every flag after --node_rank, in the guide's order and with its values.
     assert profile.flags == (
         ("max_memory_utilization", 0.86),
@@ -68,9 +68,9 @@ def test_shipped_environment_is_the_guides():
     profile = load_profile_or_raise(A3_8, simulate=True)
     assert dict(profile.env) == GUIDE_ENV
     assert dict(profile.path_prepend) == {
-        "LD_LIBRARY_PATH": (
-            "/usr/local/Ascend/ascend-toolkit/latest/opp/vendors/xllm/op_api/lib/",
+        "LD_LIBRARY_PATH": (  # final order: the guide's second export (libtorch_npu) ends up first
             "/usr/local/libtorch_npu/lib",
+            "/usr/local/Ascend/ascend-toolkit/latest/opp/vendors/xllm/op_api/lib/",
         ),
         "LD_PRELOAD": ("/usr/lib64/libjemalloc.so.2",),
     }
