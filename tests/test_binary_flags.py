@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
+from model_dirs import make_model_dir
 from xllm_tui.binary_flags import BinaryFlags, check_flag_pairs, parse_helpxml, read_binary_flags
 from xllm_tui.cli import main
 from xllm_tui.sim.flags import helpxml
@@ -66,7 +67,7 @@ def test_flag_names_and_values_are_checked_against_the_binary():
 def test_validate_names_the_release_of_the_binary_and_the_renamed_flag(tmp_path, capsys):
     binary, _ = fake_xllm(tmp_path, "v0.8.0")
     path = tmp_path / "p.yaml"
-    path.write_text(f"binary: {binary}\nmodel: {tmp_path}\nmaster_node_addr: 127.0.0.1:9000\nbase_port: 9100\n"
+    path.write_text(f"binary: {binary}\nmodel: {make_model_dir(tmp_path / 'm')}\nmaster_node_addr: 127.0.0.1:9000\nbase_port: 9100\n"
                     "machines: [{host: 127.0.0.1, devices: 0-1}]\nflags:\n  enable_acl_graph: true\n")
     assert main(["validate", str(path), "--no-devices"]) == 2
     out = capsys.readouterr().out
@@ -79,7 +80,7 @@ def test_validate_names_the_release_of_the_binary_and_the_renamed_flag(tmp_path,
 def test_up_refuses_before_starting_anything_when_the_binary_rejects_a_flag(tmp_path, capsys):
     binary, _ = fake_xllm(tmp_path, "v0.8.0")
     path = tmp_path / "p.yaml"
-    path.write_text(f"binary: {binary}\nmodel: {tmp_path}\nmaster_node_addr: 127.0.0.1:9000\nbase_port: 9100\n"
+    path.write_text(f"binary: {binary}\nmodel: {make_model_dir(tmp_path / 'm')}\nmaster_node_addr: 127.0.0.1:9000\nbase_port: 9100\n"
                     "machines: [{host: 127.0.0.1, devices: 0-1}]\nflags:\n  enable_acl_graph: true\n",
                     encoding="utf-8")
     run_dir = tmp_path / "run"

@@ -12,6 +12,7 @@ from xllm_tui.cores import cores_for_rank
 from xllm_tui.profile import load_profile, load_profile_or_raise, load_profile_text, parse_duration, split_host_port
 from xllm_tui.spec import CoreRule, DeviceSettings
 from guide import GUIDE_ENV
+from model_dirs import make_model_dir
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 A3_8 = os.path.join(REPO, "profiles", "a3-8card.yaml")
@@ -192,8 +193,9 @@ def test_validate_clean_profile_exits_0(tmp_path, capsys):
     binary.write_text("#!/bin/sh\n")
     binary.chmod(0o755)
     path = tmp_path / "ok.yaml"
+    model = make_model_dir(tmp_path / "model")
     path.write_text(
-        f"binary: {binary}\nmodel: {tmp_path}\nmaster_node_addr: 127.0.0.1:9000\nbase_port: 9100\n"
+        f"binary: {binary}\nmodel: {model}\nmaster_node_addr: 127.0.0.1:9000\nbase_port: 9100\n"
         "machines: [{host: 127.0.0.1, devices: 0-1}]\n"
     )
     assert main(["validate", str(path), "--no-devices"]) == 0

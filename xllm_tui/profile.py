@@ -1626,11 +1626,13 @@ def _check_binary(checker: _Checker, binary: str, node: _Node | None, base_dir: 
         _missing(checker, node, "binary", f"{os.path.normpath(full)} is not an executable file")
 
 
-def _check_dir(checker: _Checker, value: str, node: _Node | None, key: str, base_dir: str, what: str) -> None:
+def _check_dir(checker: _Checker, value: str, node: _Node | None, key: str, base_dir: str, what: str) -> bool:
     expanded = os.path.expanduser(value)
     full = expanded if os.path.isabs(expanded) else os.path.join(base_dir, expanded)
     if not os.path.isdir(full):
         _missing(checker, node, key, f"{what} {os.path.normpath(full)} not found")
+        return False
+    return True
 
 
 # --------------------------------------------------------------------------------------------------

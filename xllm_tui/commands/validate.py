@@ -208,7 +208,10 @@ def run(args: argparse.Namespace) -> int:
         if result.profile is not None:
             from xllm_tui.binary_flags import check_profile_binary
 
+            from xllm_tui.model_dir import check_profile_models
+
             binary_diagnostics, binary_notes = check_profile_binary(result, simulate=args.simulate)
+            binary_diagnostics += check_profile_models(result, simulate=args.simulate)
         diagnostics = sorted(result.diagnostics + (devices.diagnostics if devices else []) + binary_diagnostics,
                              key=_sort_key)
         notes_by_path[path] = binary_notes
