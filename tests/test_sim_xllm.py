@@ -749,3 +749,12 @@ def test_health_answers_503_while_the_rank_and_its_other_routes_live_on(ranks):
     assert seen[-2:] == [503, 200] and set(seen) == {200, 503}, seen
     assert proc.poll() is None
     assert "not healthy" not in read(log)  # brpc does not log a failing health check
+
+
+@pytest.mark.parametrize("release,text", [("31b7cafd", "npu_process_group.cpp:28] Failed, HCCL error :HCCL_E_TIMEOUT"),
+                                          ("v0.9.1", "npu_process_group.h:69] Failed, HCCL error.")])
+def test_hccl_failure_is_written_as_the_imitated_release_writes_it(ranks, release, text):
+    env = {"XLLM_SIM_FAIL": "engine:hccl_error", "XLLM_SIM_XLLM_VERSION": release}
+    proc, log, _ = single_rank(ranks, env=env, log_name=f"{release}.log")
+    assert proc.wait(timeout=30) == -signal.SIGABRT
+    assert text in read(log)

@@ -444,6 +444,10 @@ class Rank:
         kind = kind or self.cfg.fail_kind
         assert kind is not None
         _phase, lines, ending = FAILURES[kind]
+        if kind == "hccl_error" and self.cfg.xllm_version in ("v0.9.0", "v0.9.1", "v0.10.0"):
+            # From v0.9.0 the HCCLCHECK macro lives in npu_process_group.h and drops the error string.
+            header_line = "71" if self.cfg.xllm_version == "v0.10.0" else "69"
+            lines = [("F", f"npu_process_group.h:{header_line}", "Failed, HCCL error.")]
         values = {"model": self.model, "rank": self.rank, "device": self.device, "port": self.port,
                   "addr": self.master_addr, "tablefile": self.flags["rank_tablefile"] or "hccl.json",
                   "missing": max(self.nnodes - 1, 0)}
