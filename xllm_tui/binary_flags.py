@@ -16,7 +16,7 @@ import subprocess
 import tempfile
 import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass, field
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 from xllm_tui.xllm_flags import RELEASES, explain_unknown, parse_value, xllm_facts
 
@@ -120,10 +120,12 @@ def _run_helpxml(argv: list[str], env: Mapping[str, str] | None, timeout: float)
     return text
 
 
-def read_binary_flags(binary: str, *, env: Mapping[str, str] | None = None, timeout: float = HELPXML_TIMEOUT_S,
-                      cache_dir: str | None = None, argv: list[str] | None = None) -> BinaryFlags:
+def read_binary_flags(binary: str, *, env: Mapping[str, str] | Callable[[], Mapping[str, str]] | None = None,
+                      timeout: float = HELPXML_TIMEOUT_S, cache_dir: str | None = None,
+                      argv: list[str] | None = None) -> BinaryFlags:
     """The flags of `binary`, from the cache when its path, size and mtime are unchanged, else by running it.
 
+    env may be a function, called only when the binary has to run (composing it may source scripts).
     argv replaces [binary] as the command (the simulator is `python -m ...`); the cache key stays `binary`.
     """
     binary = os.path.abspath(binary)
@@ -141,7 +143,7 @@ def read_binary_flags(binary: str, *, env: Mapping[str, str] | None = None, time
             return BinaryFlags(binary, flags, from_cache=True)
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    flags = parse_helpxml(_run_helpxml(argv or [binary], env, timeout))
+    flags = parse_helpxml(_run_helpxml(argv or [binary], env() if callable(env) else env, timeout))
     try:
         os.makedirs(cache_dir, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=".helpxml-")
@@ -213,8 +215,15 @@ def check_profile_binary(result, *, simulate: bool = False, env: Mapping[str, st
         binary = os.path.join(profile_dir(profile), binary)
     if not (os.path.isfile(binary) and os.access(binary, os.X_OK)):
         return [], []  # the profile check reports a missing binary already
+    def launch_env() -> Mapping[str, str]:
+        # The ranks' environment: xllm needs the CANN/ATB libraries that set_env.sh puts on the path.
+        from xllm_tui.envcapture import capture_sourced_env
+
+        captured = capture_sourced_env(profile.source_scripts)[0] if profile.source_scripts else {}
+        return compose_env(profile, captured_env=captured)
+
     try:
-        flags = read_binary_flags(binary, env=env if env is not None else compose_env(profile), timeout=timeout,
+        flags = read_binary_flags(binary, env=env if env is not None else launch_env, timeout=timeout,
                                   cache_dir=cache_dir)
     except HelpxmlError as error:
         # A note, not a warning: a binary that cannot start here (no CANN libraries on this host) is no fault.
