@@ -811,7 +811,7 @@ def _read_flags(checker: _Checker, node: _Node | None, rank_count: int, release:
             why = explain_unknown(name, release).partition(": ")[2]
             reject = f"gflags rejects unknown flags at start-up (ERROR: unknown command line flag '{name}')"
             if why:
-                message = f"{why}; xllm {release} rejects it: {reject}"
+                message = f"{why}; xllm {release} rejects it at start-up (ERROR: unknown command line flag '{name}')"
             else:
                 message = f"unknown xllm flag '{name}'{_suggest(name, known_here)}; {reject}"
             if release_named:
