@@ -121,3 +121,38 @@ def test_ordinary_lines_are_not_failures():
     assert classify_failure("I20251223 10:00:00.000001 1 worker_server.cpp:287] Worker#1 connect to 127.0.0.1:1 success.") is None
     assert classify_failure("W20251223 10:00:00.000001 1 worker_server.cpp:282] Worker#1 try connect to engine server "
                             "error, try again. Error message: [E111]Fail to connect") is None
+
+
+# (release, phase, detail, line): start-up milestones as each release writes them.
+REAL_MILESTONES = [
+    ("31b7cafd", "collective_server", "11.87.49.110:10015",
+     "I20251223 10:00:02.000001 4242 xllm_server.cpp:212] Collective server started on address 11.87.49.110:10015, "
+     "idle_timeout_sec: -1, num_threads: 32"),
+    ("31b7cafd", "init", "DistributeWorker started on address 11.87.49.111:40001",
+     "I20251223 10:00:02.000001 4242 xllm_server.cpp:145] DistributeWorker started on address 11.87.49.111:40001, "
+     "idle_timeout_sec: -1, num_threads: 32"),
+    ("v0.10.0", "init", "DistributeWorker server started on address 11.87.49.111:40001",
+     "I20260630 10:00:02.000001 77 xllm_server.cpp:295] DistributeWorker server started on address "
+     "11.87.49.111:40001, idle_timeout_sec: -1, num_threads: 32"),
+    ("31b7cafd", "kv_cache", None,
+     "I20251223 10:01:00.000001 4242 llm_engine.cpp:293] kv cache capacity: 12.34 GB, blocks: 1234, slot_size: 4096, "
+     "n_layers: 46"),
+    ("31b7cafd", "kv_cache", None,
+     "I20251223 10:01:00.000001 4242 llm_engine.cpp:220] worker #3: available memory: 40.12 GB, total memory: "
+     "64.00 GB. Using max_memory_utilization: 0.86, max_cache_size: 0.00 B"),
+    ("31b7cafd", "serving", None,
+     "I20251223 10:02:00.000001 4242 xllm_server.cpp:59] Brpc Server started on port 18994, idle_timeout_s: -1, "
+     "num_threads: 32"),
+    ("v0.10.0", "serving", None, "I20260630 10:02:00.000001 77 xllm_server.cpp:170]      Application startup complete."),
+]
+
+
+@pytest.mark.parametrize("release,phase,detail,line", REAL_MILESTONES,
+                         ids=[f"{r}-{p}-{i}" for i, (r, p, _, _) in enumerate(REAL_MILESTONES)])
+def test_real_milestone_lines(release, phase, detail, line):
+    from xllm_tui.logs.glog import milestone_of
+
+    found = milestone_of(line)
+    assert found is not None and found.phase == phase, (release, line, found)
+    if detail is not None:
+        assert found.detail == detail

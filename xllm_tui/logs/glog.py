@@ -181,7 +181,7 @@ _MILESTONES: list[tuple[str, re.Pattern[str]]] = [
         "init",
         re.compile(
             r"(Master init options:.*|Creating engine with devices:.*|Using draft devices:.*"
-            r"|Create worker server with device: \d+|DistributeWorker started on address [^\s,]+)"
+            r"|Create worker server with device: \d+|DistributeWorker (?:server )?started on address [^\s,]+)"
         ),
     ),
     ("world", re.compile(r"Multi-node serving world_size = (\d+)")),
