@@ -758,3 +758,20 @@ def test_hccl_failure_is_written_as_the_imitated_release_writes_it(ranks, releas
     proc, log, _ = single_rank(ranks, env=env, log_name=f"{release}.log")
     assert proc.wait(timeout=30) == -signal.SIGABRT
     assert text in read(log)
+
+
+@pytest.mark.parametrize("release,kv_line,worker_line", [
+    ("31b7cafd", re.compile(r"kv cache capacity: \d+\.\d\d [KMGT]?B, blocks: \d+, slot_size: \d+, n_layers: 46$", re.M),
+     "DistributeWorker started on address 127.0.0.1:"),
+    ("v0.9.1", re.compile(r"kv cache capacity: .*, n_layers: 46, kv_cache_dtype: auto$", re.M),
+     "DistributeWorker started on address 127.0.0.1:"),
+    ("v0.10.0", re.compile(r"kv cache capacity: .*, scale_slot_size: 0, .*, n_layers: 46, kv_cache_dtype: auto$", re.M),
+     "DistributeWorker server started on address 127.0.0.1:"),
+])
+def test_start_up_lines_follow_the_imitated_release(ranks, release, kv_line, worker_line):
+    proc, log, port = single_rank(ranks, env={"XLLM_SIM_XLLM_VERSION": release}, log_name=f"{release}.log")
+    wait_for_line(log, f"Brpc Server started on port {port}")
+    text = read(log)
+    assert kv_line.search(text) and worker_line in text
+    assert re.search(r"worker #0: available memory: \d+\.\d\d GB, total memory: 64\.00 GB\. Using "
+                     r"max_memory_utilization: 0\.86, max_cache_size: 0\.00 B$", text, re.M)

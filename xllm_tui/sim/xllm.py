@@ -702,6 +702,18 @@ class Rank:
             self.log.error("mapping_npu.cpp:97", f"Failed to parse rank table file: {path}")
             self.exit_now(1)
 
+    def _kv_capacity_text(self, cache_bytes: int, blocks: int, slot_size: int) -> str:
+        """LLMEngine::allocate_kv_cache's line as the imitated release writes it (llm_engine.cpp)."""
+        text = f"kv cache capacity: {readable_size(cache_bytes)}, blocks: {blocks}, slot_size: {slot_size}"
+        release = self.cfg.xllm_version
+        if release in ("v0.10.0", "any"):
+            return (text + ", index_slot_size: 0, scale_slot_size: 0, linear_slot_size: 0, linear_blocks: 0, "
+                    f"reserved_linear_bytes: {readable_size(0)}, n_layers: {_SIM_LAYERS}, kv_cache_dtype: "
+                    f"{self.flags.values.get('kv_cache_dtype', 'auto')}")
+        if release in ("v0.9.0", "v0.9.1"):
+            return text + f", n_layers: {_SIM_LAYERS}, kv_cache_dtype: {self.flags.values.get('kv_cache_dtype', 'auto')}"
+        return text + f", n_layers: {_SIM_LAYERS}"
+
     def _options_text(self) -> str:
         f = self.flags
         as_int = lambda name: int(bool(f[name]))  # noqa: E731 (C++ prints bools as 0/1)
@@ -886,8 +898,7 @@ class Rank:
         cache_bytes = available if int(self.flags["max_cache_size"]) <= 0 else min(available,
                                                                                   int(self.flags["max_cache_size"]))
         blocks = cache_bytes // (_SIM_LAYERS * block_size * slot_size)
-        self.log.info(SRC["kv_capacity"], f"kv cache capacity: {readable_size(cache_bytes)}, blocks: {blocks}, "
-                                          f"slot_size: {slot_size}, n_layers: {_SIM_LAYERS}")
+        self.log.info(SRC["kv_capacity"], self._kv_capacity_text(cache_bytes, blocks, slot_size))
         # The engine (rank 0) logs the shapes, then asks every worker to allocate (llm_engine.cpp:334).
         self.log.info(SRC["kv_alloc"], f"Initializing k cache with shape: [{blocks}, {block_size}, 8, 128]")
         self.log.info(SRC["kv_alloc"], f"Initializing v cache with shape: [{blocks}, {block_size}, 8, 128]")
@@ -934,7 +945,9 @@ class Rank:
         rpc.listen(4)
         self.worker_rpc = rpc
         server_addr = f"{self.host}:{rpc.getsockname()[1]}"
-        self.log.info(SRC["worker_started"], f"DistributeWorker started on address {server_addr}, idle_timeout_sec: "
+        # v0.10.0 starts it through the generic create_server(): "<name> server started on address".
+        started = "DistributeWorker server started" if self.cfg.xllm_version == "v0.10.0" else "DistributeWorker started"
+        self.log.info(SRC["worker_started"], f"{started} on address {server_addr}, idle_timeout_sec: "
                                              f"{self.flags['rpc_idle_timeout_s']}, num_threads: {self.flags['num_threads']}")
         self.log.info(SRC["worker_address"], f"Worker {self.rank}: server address: {server_addr}")
         conn = self._register(server_addr)
