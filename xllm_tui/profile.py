@@ -1693,6 +1693,7 @@ def profile_summary(profile: Profile) -> dict[str, Any]:
             for m in profile.machines
         ],
         "toggles": {t.name: t.enabled for t in profile.toggles},
+        "xllm_release": profile.xllm_release,
     }
 
 
