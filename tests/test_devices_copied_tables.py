@@ -70,3 +70,12 @@ def test_devices_notes_follow_the_table_on_their_own_lines(tmp_path):
     assert "Topology: not available" in lines
     assert lines.index("Topology: not available") < min(i for i, line in enumerate(lines) if line.startswith("note: "))
     assert all(line.startswith("note: ") for line in lines[lines.index("Topology: not available") + 1:])
+
+
+@pytest.mark.parametrize("path", _files("nvidia-smi", "nvidia-smi_query-gpu_csv__*.csv"), ids=os.path.basename)
+def test_nvidia_query_csv_survives_copying(path):
+    text = open(path, encoding="utf-8").read()
+    original = nvidia_smi.parse_query_gpu(text)
+    assert original.devices
+    for name, variant in _variants(text).items():
+        assert nvidia_smi.parse_query_gpu(variant).devices == original.devices, name
