@@ -79,3 +79,12 @@ def test_nvidia_query_csv_survives_copying(path):
     assert original.devices
     for name, variant in _variants(text).items():
         assert nvidia_smi.parse_query_gpu(variant).devices == original.devices, name
+
+
+@pytest.mark.parametrize("path", _files("npu-smi", "npu-smi_info_-m__*.txt"), ids=os.path.basename)
+def test_npu_chip_map_survives_copying(path):
+    text = open(path, encoding="utf-8").read()
+    original = npu_smi.parse_chip_map(text)
+    assert original
+    for name, variant in _variants(text).items():
+        assert npu_smi.parse_chip_map(variant) == original, name
