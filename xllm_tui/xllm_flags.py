@@ -30,10 +30,11 @@ _DATA = Path(__file__).parent / "data" / "flags"
 RELEASES: tuple[str, ...] = ("v0.7.0", "v0.7.1", "v0.7.2", "31b7cafd", "v0.8.0", "v0.9.0", "v0.9.1", "v0.10.0")
 MAIN_LINE: tuple[str, ...] = ("v0.7.0", "31b7cafd", "v0.8.0", "v0.9.0", "v0.9.1", "v0.10.0")
 DEFAULT_RELEASE = "31b7cafd"  # the commit the launch guide checks out
+_PINNED_COMMIT = "31b7cafd60ef290c38cbc2320715407a6449af2f"
 RELEASE_ALIASES: dict[str, str] = {
     "0.7": "v0.7.2", "v0.7": "v0.7.2", "0.8": "v0.8.0", "v0.8": "v0.8.0", "0.9": "v0.9.1", "v0.9": "v0.9.1",
     "0.10": "v0.10.0", "v0.10": "v0.10.0", "main": "v0.10.0", "guide": DEFAULT_RELEASE, "pinned": DEFAULT_RELEASE,
-    "31b7cafd60ef290c38cbc2320715407a6449af2f": DEFAULT_RELEASE, "v0.7.0-169": DEFAULT_RELEASE,
+    "v0.7.0-169": DEFAULT_RELEASE,
 }
 ANY_RELEASE = "any"  # the union of every release: accepts whatever some xllm accepts
 
@@ -251,7 +252,7 @@ def resolve_release(text: str | None) -> str | None:
         return RELEASE_ALIASES[text]
     if not text.startswith("v") and "v" + text in RELEASES:
         return "v" + text
-    if len(text) >= 7 and DEFAULT_RELEASE.startswith(text[:8]) and "31b7cafd60ef290c38cbc2320715407a6449af2f".startswith(text):
+    if len(text) >= 7 and _PINNED_COMMIT.startswith(text):  # an abbreviated hash of the guide's commit
         return DEFAULT_RELEASE
     return None
 
@@ -353,9 +354,11 @@ def explain_unknown(name: str, release: str) -> str:
 
 
 def _span(releases: list[str]) -> str:
-    if len(releases) == 1:
-        return releases[0]
-    return f"{releases[0]} to {releases[-1]}" if releases == list(RELEASES[RELEASES.index(releases[0]):RELEASES.index(releases[-1]) + 1]) else ", ".join(releases)
+    """"v0.9.0 to v0.10.0" for consecutive releases, else the list."""
+    first, last = RELEASES.index(releases[0]), RELEASES.index(releases[-1])
+    if len(releases) > 1 and list(RELEASES[first:last + 1]) == releases:
+        return f"{releases[0]} to {releases[-1]}"
+    return ", ".join(releases)
 
 
 # ---- gflags' value rules (gflags.cc FlagValue::ParseFrom and ToString)
