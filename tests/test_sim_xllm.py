@@ -775,3 +775,11 @@ def test_start_up_lines_follow_the_imitated_release(ranks, release, kv_line, wor
     assert kv_line.search(text) and worker_line in text
     assert re.search(r"worker #0: available memory: \d+\.\d\d GB, total memory: 64\.00 GB\. Using "
                      r"max_memory_utilization: 0\.86, max_cache_size: 0\.00 B$", text, re.M)
+
+
+def test_log_lines_carry_the_imitated_releases_file_and_line(ranks):
+    # xllm.cpp:136 logs the role at 31b7cafd, xllm.cpp:367 at v0.10.0 (data/message_lines.json).
+    for release, where in (("31b7cafd", "xllm.cpp:136]"), ("v0.10.0", "xllm.cpp:367]")):
+        proc, log, port = single_rank(ranks, env={"XLLM_SIM_XLLM_VERSION": release}, log_name=f"{release}.log")
+        wait_for_line(log, f"Brpc Server started on port {port}")
+        assert f"{where} set worker role to local worker" in read(log)

@@ -47,7 +47,7 @@ STEP_SECONDS = {
 }
 
 # Where each milestone is logged from: glog's basename:line of the LOG statement in xllm 31b7cafd (the
-# launch guide's commit); other releases print the same texts from nearby lines.
+# launch guide's commit). Imitating another release, use_release_lines() puts in that release's lines.
 SRC = {
     "main": "xllm.cpp:103",
     "role": "xllm.cpp:136",
@@ -117,6 +117,18 @@ FAILURES: dict[str, tuple[str, list[tuple[str, str, str]], str]] = {
 }
 
 MASTER_LOSS_MODES = ("sleep", "exit")
+
+
+def use_release_lines(release: str) -> None:
+    """SRC as `release` logs it (data/message_lines.json, from tools/extract_message_lines.py)."""
+    import json
+    from pathlib import Path
+
+    table = json.loads((Path(__file__).parent.parent / "data" / "message_lines.json").read_text(encoding="utf-8"))
+    lines = table.get(release, {})
+    SRC.update(lines)
+    if "worker_started" not in lines and "collective" in lines:
+        SRC["worker_started"] = lines["collective"]  # v0.10.0: one generic "<name> server started" statement
 _SIM_LAYERS = 46  # GLM-4.5's num_hidden_layers: the model the shipped profiles load
 
 
@@ -1354,6 +1366,7 @@ def main(argv: list[str] | None = None, env: dict[str, str] | None = None) -> in
     if any(arg in ("--help", "-h") for arg in argv):
         sys.stdout.write(_XLLM_HELP)
         return 0
+    use_release_lines(cfg.xllm_version)
     flags = parse_gflags(argv, cfg.xllm_version)
     if flags.values.get("helpxml"):
         # gflags prints the XML to stdout and exits with status 1 (gflags_reporting.cc).
