@@ -74,8 +74,9 @@ SRC = {
     "brpc_listen": "server.cpp:1181",
     "http_fail": "xllm_server.cpp:129",
     "quit": "server.cpp:2128",
-    "env": "xllm.cpp:121",
-    "profiling": "dynamic_profiler.cpp:41",
+    # The simulator's own lines (no xllm release prints them): named after no xllm source file.
+    "env": "sim_xllm.cpp:1",
+    "profiling": "sim_xllm.cpp:1",
     "sim": "sim_xllm.cpp:1",
 }
 
