@@ -4,7 +4,7 @@
     python3 bench/bench_tui_idle.py [--seconds 5] [--size 80x24]
     PYTHONPATH=/path/to/older/tree python3 bench/bench_tui_idle.py   # compare against an older tree
 
-The app runs headless on the recorded deployment (tests/fixtures/tui-demo, a StaticSource: the clock is
+The app runs headless on the recorded deployment (xllm_tui/data/tui-demo, a StaticSource: the clock is
 frozen, so nothing on screen should change). Headless Textual renders nothing, so the bench renders each
 update the compositor hands to the driver, as the terminal driver would, and counts the bytes; the first
 second (the initial full paint) is left out. Over SSH every byte is paid for: an idle TUI should write
@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-RECORDING = REPO / "tests" / "fixtures" / "tui-demo"
+RECORDING = REPO / "xllm_tui" / "data" / "tui-demo"
 
 
 def load_recording(work: Path) -> dict:

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Record the frozen deployment the TUI's snapshot tests and demo use (tests/fixtures/tui-demo/).
+"""Record the frozen deployment the TUI's snapshot tests and demo use (xllm_tui/data/tui-demo/).
 
     python3 scripts/record_tui_demo.py
 
@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from sim_session import PROFILE, REPO, SimSession, exit_on_termination  # noqa: E402
 
-OUT = REPO / "tests" / "fixtures" / "tui-demo"
+OUT = REPO / "xllm_tui" / "data" / "tui-demo"
 MAX_LOG_LINES = 80  # the screens show a log's tail; W/E/F lines (the timeline) are always kept
 
 

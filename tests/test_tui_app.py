@@ -73,7 +73,7 @@ async def test_main_screen_shows_every_rank_and_marks_the_first_failure(source):
     async with app.run_test(size=(120, 40), message_hook=messages.append) as pilot:
         table = app.main_screen.query_one(RankTable)
         await until(pilot, lambda: table.row_count == 8, what="8 rank rows")
-        # The recording (tests/fixtures/tui-demo): rank 3 failed with an HCCL error, the others were
+        # The recording (xllm_tui/data/tui-demo): rank 3 failed with an HCCL error, the others were
         # stopped as collateral, the group restart is counting down on the frozen clock.
         assert "failed hccl_error" in str(table.get_cell("3", "state"))
         assert str(table.get_cell("3", "mark")) == "!"  # the first failure, in its own column
@@ -490,3 +490,30 @@ async def test_rank_table_columns_fit_the_width(source, width):
             assert "machine" not in shown and "cores" not in shown
         status = str(app.main_screen.query_one("#status", Static).render())
         assert "first failure: rank 3 hccl_error" in status[:width]  # the essentials fit the width
+
+
+async def test_restart_failed_says_the_whole_world_restarts(source):
+    app = make_app(source)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("F")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        title = str(app.screen.query_one("#confirm-title").render())
+        body = str(app.screen.query_one("#confirm-body", Static).render())
+        assert "all 8 ranks" in title
+        assert "Rank 3 failed; xllm ranks cannot rejoin a running world: restarting all 8 ranks" in body
+        await pilot.press("y")
+        await until(pilot, lambda: source.actions)
+        assert source.actions == [("restart", {"ranks": "failed"})]
+        await until(pilot, lambda: any("restarting all 8 ranks" in n.message for n in app._notifications),
+                    what="the explanation as a notification")
+
+
+async def test_restart_one_rank_only_from_the_prompt(source):
+    app = make_app(source)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("colon", *"restart 3 only", "enter")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        assert "alone" in str(app.screen.query_one("#confirm-title").render())
+        await pilot.press("y")
+        await until(pilot, lambda: source.actions)
+        assert source.actions == [("restart", {"ranks": [3], "only": True})]

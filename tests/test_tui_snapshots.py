@@ -1,7 +1,7 @@
 """Snapshot tests (pytest-textual-snapshot) of the main screens, in each shipped theme, at 80x24 and 160x48.
 
 The deployment is the frozen demo (xllm_tui.ui.demo): a recording of a real simulated run
-(tests/fixtures/tui-demo, scripts/record_tui_demo.py) replayed with its own clock frozen, so the SVGs are stable. Log paths are relative (the test runs in its own tmp directory) so no tmp path shows.
+(xllm_tui/data/tui-demo, scripts/record_tui_demo.py) replayed with its own clock frozen, so the SVGs are stable. Log paths are relative (the test runs in its own tmp directory) so no tmp path shows.
 Regenerate after an intended change: python3 -m pytest tests/test_tui_snapshots.py --snapshot-update
 """
 

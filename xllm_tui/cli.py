@@ -21,6 +21,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "logs": ("lifecycle", "print a rank's log"),
     "events": ("lifecycle", "print the supervisor's event journal"),
     "devices": ("devices", "show NPUs (or GPUs): health, memory, processes, topology"),
+    "examples": ("examples", "list the example profiles shipped with xllm-tui, or copy one: examples NAME PATH"),
+    "completion": ("completion", "print a bash or zsh completion script"),
+    "systemd": ("systemd", "print or install a systemd unit that runs the supervisor at boot (reboot survival)"),
+    "init": ("init", "write a starter profile for this machine (its NPUs, address, free ports), then validate it"),
     "supervise": ("supervise", argparse.SUPPRESS),  # the daemon itself, started by `up`
 }
 
@@ -31,6 +35,7 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Launch, supervise and watch the ranks of an xllm deployment. "
         "`xllm-tui PROFILE` opens the TUI; the subcommands below work without a screen.",
     )
+    parser.add_argument("-V", "--version", action="store_true", help="print the version")  # handled in main()
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     loaded: dict[str, object] = {}
     for name, (module_name, help_text) in COMMANDS.items():
@@ -51,6 +56,17 @@ def _command_parser(name: str) -> argparse.ArgumentParser:
     return p
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("xllm-tui")
+    except PackageNotFoundError:  # run from a checkout without installing
+        from xllm_tui import __version__
+
+        return __version__
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in COMMANDS:
@@ -61,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
             return int(module.run(args) or 0)
         except KeyboardInterrupt:
             return 130
+    if argv and argv[0] in ("-V", "--version"):
+        print(f"xllm-tui {_version()}")
+        return 0
     if not argv or argv[0] in ("-h", "--help"):
         _build_parser().print_help()
         return 0 if argv else 2

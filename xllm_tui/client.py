@@ -79,9 +79,41 @@ def socket_path(run_dir: str) -> str:
     return os.path.join(run_dir, SOCKET_NAME)
 
 
+def unresponsive_pid(run_dir: str) -> int | None:
+    """The pid of a supervisor that holds the run dir's lock (so it is alive) although its socket does not
+    answer: frozen (SIGSTOP, a debugger) or overloaded. None when no supervisor holds the lock."""
+    from xllm_tui.supervisor.state import is_locked, read_lock_pid
+
+    if not is_locked(run_dir):
+        return None
+    return read_lock_pid(run_dir) or -1
+
+
+def not_answering_message(profile_name: str, run_dir: str, pid: int, detail: str = "") -> str:
+    state = ""
+    try:
+        import psutil
+
+        status = psutil.Process(pid).status()
+        state = {psutil.STATUS_STOPPED: "it is stopped (SIGSTOP or a debugger); `kill -CONT` resumes it",
+                 psutil.STATUS_TRACING_STOP: "it is stopped by a debugger"}.get(status, f"its process is {status}")
+    except Exception:  # noqa: BLE001 - the message is still useful without the process state
+        pass
+    who = f"pid {pid}" if pid > 0 else "a process"
+    text = (f"the supervisor for profile {profile_name} ({who}, run dir {run_dir}) holds the run dir but does not "
+            f"answer: it is frozen or overloaded{'; ' + state if state else ''}. Its ranks keep running. Look at "
+            f"{os.path.join(run_dir, 'supervisor.log')}; to replace it, end it (`kill {pid if pid > 0 else 'PID'}`) "
+            "and run `xllm-tui up` again: the successor adopts the running ranks")
+    return text + (f" [{detail}]" if detail else "")
+
+
 def unavailable_message(profile_name: str, run_dir: str, detail: str = "", simulate: bool = False,
                         profile_arg: str | None = None) -> str:
-    """The one message for "nobody answers": names the profile, the run dir and how to start one."""
+    """The one message for "nobody answers": names the profile, the run dir and how to start one, or says that
+    the supervisor is alive but not answering."""
+    pid = unresponsive_pid(run_dir)
+    if pid is not None:
+        return not_answering_message(profile_name, run_dir, pid, detail)
     flag = " --simulate" if simulate else ""
     text = (f"no supervisor is running for profile {profile_name} (run dir {run_dir}); "
             f"start one with `xllm-tui up {profile_arg or 'PROFILE'}{flag}`")

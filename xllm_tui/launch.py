@@ -229,6 +229,12 @@ def machines_here(profile: Profile, *, simulate: bool = False, addresses: Iterab
     return [i for i, m in enumerate(profile.machines) if m.host.strip("[]") in mine or (m.name and m.name in mine)]
 
 
+def machine_of_this_host(profile: Profile, *, simulate: bool = False, addresses: Iterable[str] | None = None):
+    """The profile's machine that is this host, or None (under --simulate: machine 0, whose devices are read)."""
+    here = machines_here(profile, simulate=simulate, addresses=addresses)
+    return profile.machines[here[0]] if here else None
+
+
 def needs_topology(profile: Profile, machine: str | None = None) -> bool:
     """True when some rank (of `machine`, or of any machine) takes its cores from the NPU topology."""
     if profile.core_rule.kind != "topology":

@@ -29,9 +29,13 @@ from xllm_tui.cores import cores_for_rank, format_cores, parse_cores
 from xllm_tui.xllm_flags import ANY_RELEASE, DEFAULT_RELEASE, RELEASES, all_flags, explain_unknown, resolve_release
 from xllm_tui.spec import (
     CoreRule,
+    HOOK_EVENTS,
+    JOURNAL_KINDS,
     DeviceSettings,
     FlagValue,
+    Hook,
     Machine,
+    MetricsSettings,
     PreLaunchStep,
     Profile,
     Readiness,
@@ -181,7 +185,7 @@ TOP_KEYS = (
     "extends", "name", "description", "binary", "model", "model_id", "draft_model", "machines",
     "master_node_addr", "base_port", "cores", "flags", "env", "path_prepend", "source", "toggles",
     "pre_launch", "logs", "working_dir", "run_dir", "readiness", "restart", "stop", "rank_tablefile",
-    "devices", "xllm_release",
+    "devices", "hooks", "metrics", "xllm_release",
 )  # fmt: skip
 MACHINE_KEYS = ("host", "devices", "device_ips", "cores", "name")
 CORES_KEYS = ("rule", "count", "first")
@@ -1010,6 +1014,8 @@ def _build(tree: _Map, path: str, checker: _Checker) -> Profile | None:
     rank_table_node = tree.get("rank_tablefile")
     rank_tablefile = checker.string(rank_table_node, "rank_tablefile")
     device_settings = _read_device_settings(checker, tree.get("devices"))
+    hooks = _read_hooks(checker, tree.get("hooks"))
+    metrics = _read_metrics(checker, tree.get("metrics"))
 
     # ---- semantic checks across sections
     _check_machines(checker, machines, machine_nodes, core_rule, tree.get("cores"))
@@ -1098,6 +1104,8 @@ def _build(tree: _Map, path: str, checker: _Checker) -> Profile | None:
         rank_tablefile=rank_tablefile,
         description=description,
         devices=device_settings,
+        hooks=hooks,
+        metrics=metrics,
         xllm_release=xllm_release,
     )
 
@@ -1432,6 +1440,117 @@ def _read_pre_launch(checker: _Checker, node: _Node | None) -> tuple[PreLaunchSt
             )
         )
     return tuple(steps)
+
+
+HOOK_KEYS = ("name", "on", "run", "timeout")
+METRICS_KEYS = ("textfile", "listen", "interval")
+
+
+def _read_hooks(checker: _Checker, node: _Node | None) -> tuple[Hook, ...]:
+    """hooks: [{name, on: [event kinds], run: [argv], timeout}]; see xllm_tui/alerts.py."""
+    report = checker.report
+    if node is None:
+        return ()
+    if not isinstance(node, _Seq):
+        report.error(node, "hooks", f"expected a list of hooks, got {_describe(node)}")
+        return ()
+    hooks = []
+    names: dict[str, _Node] = {}
+    allowed = HOOK_EVENTS + JOURNAL_KINDS
+    for index, item in enumerate(node.items):
+        path = _join("hooks", index)
+        body = checker.mapping(item, path, "a hook (a mapping with on, run and optionally name, timeout)")
+        if body is None:
+            continue
+        checker.keys(body, HOOK_KEYS, path)
+        name_node = body.get("name")
+        name = checker.string(name_node, _join(path, "name")) or f"hook {index + 1}"
+        if name_node is not None and name in names:
+            report.error(name_node, _join(path, "name"), f"hook name '{name}' is used twice (first at line {names[name].line})")
+        names.setdefault(name, name_node or body)
+        on_node = checker.required(body, "on", path, "on: [rank_failed, crash_looping]")
+        events = []
+        for text, event_node in checker.string_list(on_node, _join(path, "on")):
+            if text not in allowed:
+                report.error(event_node, _join(path, "on"),
+                             f"unknown event '{text}'{_suggest(text, allowed)}; events: {', '.join(HOOK_EVENTS)} "
+                             f"(or a journal kind: {', '.join(JOURNAL_KINDS)})")
+            else:
+                events.append(text)
+        run_node = checker.required(body, "run", path, "run: [/usr/local/bin/notify, --channel, ops]")
+        run: list[str] = []
+        if isinstance(run_node, _Scalar) and run_node.value is not None:
+            report.error(run_node, _join(path, "run"),
+                         "run must be a list of arguments, never a shell string: e.g. run: [/usr/local/bin/page, ops]")
+        elif run_node is not None:
+            run = [t for t, _ in checker.string_list(run_node, _join(path, "run"), allow_single=False)]
+            if isinstance(run_node, _Seq) and not run_node.items:
+                report.error(run_node, _join(path, "run"), "empty command")
+        if run and "/" in run[0]:
+            run[0] = _resolve_against(run_node.items[0], run[0])  # type: ignore[union-attr]
+            if not (os.path.isfile(run[0]) and os.access(run[0], os.X_OK)):
+                report.warning(run_node.items[0], _join(_join(path, "run"), 0),  # type: ignore[union-attr]
+                               f"{run[0]} is not an executable file here; the hook fails when it runs")
+        elif run and shutil.which(run[0]) is None:
+            report.warning(run_node.items[0], _join(_join(path, "run"), 0),  # type: ignore[union-attr]
+                           f"'{run[0]}' is not on PATH here; the hook fails when it runs")
+        timeout_node = body.get("timeout")
+        timeout = checker.duration(timeout_node, _join(path, "timeout"))
+        if timeout is not None and timeout <= 0:
+            report.error(timeout_node, _join(path, "timeout"), "must be more than 0: a hook always has a time limit")
+            timeout = None
+        if events and run:
+            hooks.append(Hook(name=name, on=tuple(events), run=tuple(run), timeout_s=timeout or 30.0))
+    return tuple(hooks)
+
+
+def _read_metrics(checker: _Checker, node: _Node | None) -> MetricsSettings | None:
+    """metrics: {textfile: PATH, listen: 127.0.0.1:PORT | unix:PATH, interval}; see xllm_tui/metrics.py."""
+    report = checker.report
+    mapping = checker.mapping(node, "metrics", "a mapping such as {textfile: /var/lib/node_exporter/xllm.prom}")
+    if mapping is None:
+        return None
+    checker.keys(mapping, METRICS_KEYS, "metrics")
+    textfile_node = mapping.get("textfile")
+    textfile = checker.string(textfile_node, "metrics.textfile")
+    if textfile is not None:
+        textfile = _resolve_against(textfile_node, textfile)  # type: ignore[arg-type]
+        if not textfile.endswith(".prom"):
+            report.warning(textfile_node, "metrics.textfile", "node_exporter's textfile collector reads only *.prom files")
+    listen_node = mapping.get("listen")
+    listen = checker.string(listen_node, "metrics.listen")
+    if listen is not None:
+        if listen.startswith("unix:"):
+            if not listen[5:]:
+                report.error(listen_node, "metrics.listen", "unix: needs a socket path, e.g. unix:/run/xllm-metrics.sock")
+                listen = None
+            else:
+                listen = "unix:" + _resolve_against(listen_node, listen[5:])  # type: ignore[arg-type]
+        else:
+            try:
+                host, _port = split_host_port(listen)
+                try:
+                    loopback = ipaddress.ip_address(host).is_loopback
+                except ValueError:  # a name: only localhost is surely loopback
+                    loopback = host == "localhost"
+            except ValueError as exc:
+                report.error(listen_node, "metrics.listen", f"{exc}; e.g. 127.0.0.1:9464 or unix:/path/metrics.sock")
+                listen = None
+            else:
+                if not loopback:
+                    report.error(listen_node, "metrics.listen",
+                                 f"{host} is not a loopback address: the endpoint has no authentication, so it listens "
+                                 "on 127.0.0.1 or a unix socket only (scrape it through node_exporter or a proxy)")
+                    listen = None
+    interval = checker.duration(mapping.get("interval"), "metrics.interval")
+    if interval is not None and interval <= 0:
+        report.error(mapping.get("interval"), "metrics.interval", "must be more than 0")
+        interval = None
+    if textfile is None and listen is None and textfile_node is None and listen_node is None:
+        report.error(mapping, "metrics", "give textfile: PATH (node_exporter textfile collector) and/or listen: "
+                     "127.0.0.1:PORT | unix:PATH")
+        return None
+    return MetricsSettings(textfile=textfile, listen=listen, interval_s=interval or 15.0)
 
 
 def _read_readiness(checker: _Checker, node: _Node | None) -> Readiness:

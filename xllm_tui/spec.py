@@ -100,6 +100,33 @@ class DeviceSettings:
     on_busy: Literal["wait", "fail", "ignore"] = "wait"
 
 
+# What a hook can be run on (xllm_tui.alerts turns journal events into these), plus the journal's raw kinds.
+HOOK_EVENTS = (
+    "rank_failed", "rank_exited", "rank_degraded", "rank_ready", "crash_looping", "group_ready", "group_failed",
+    "group_degraded", "group_stopped", "device_health", "machine_unreachable", "any",
+)
+JOURNAL_KINDS = ("state", "group", "action", "prelaunch", "toggle", "supervisor", "device")
+
+
+@dataclass(frozen=True)
+class Hook:
+    """A command run on chosen events with the event as JSON on stdin: argv, never a shell."""
+
+    name: str
+    on: tuple[str, ...]  # HOOK_EVENTS or JOURNAL_KINDS
+    run: tuple[str, ...]
+    timeout_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    """Where the deployment's state goes as Prometheus text (the `metrics:` key)."""
+
+    textfile: str | None = None  # rewritten atomically, for node_exporter's textfile collector
+    listen: str | None = None  # "127.0.0.1:9464" (loopback only) or "unix:/path/metrics.sock": GET /metrics
+    interval_s: float = 15.0  # how often the supervisor refreshes it
+
+
 @dataclass(frozen=True)
 class Profile:
     name: str
@@ -128,6 +155,8 @@ class Profile:
     rank_tablefile: str | None = None  # written by `xllm-tui ranktable`, passed as --rank_tablefile
     description: str = ""
     devices: DeviceSettings = field(default_factory=DeviceSettings)  # the `devices:` key
+    hooks: tuple[Hook, ...] = ()  # the `hooks:` key (xllm_tui.alerts runs them)
+    metrics: MetricsSettings | None = None  # the `metrics:` key (xllm_tui.metrics); None = no metrics
     xllm_release: str = "31b7cafd"  # whose flags validate checks (xllm_flags.RELEASES); the guide's pin
 
     @property

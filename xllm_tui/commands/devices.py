@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import sys
 from dataclasses import dataclass, field
 
@@ -44,18 +43,6 @@ class ProfileView:
     notes: list[str] = field(default_factory=list)
 
 
-def _local_addresses() -> set[str]:
-    addresses = {"127.0.0.1", "localhost", socket.gethostname()}
-    try:
-        import psutil
-
-        for entries in psutil.net_if_addrs().values():
-            addresses.update(e.address for e in entries)
-    except Exception:  # no address list: matching falls back to the first machine
-        pass
-    return addresses
-
-
 class ProfileProblem(Exception):
     pass
 
@@ -73,8 +60,9 @@ def _profile_view(path: str, simulate: bool, machine: str | None, report: Device
     profile = result.profile
     notes: list[str] = []
     if machine is None and len(profile.machines) > 1:
-        local = _local_addresses()
-        here = next((m for m in profile.machines if m.host in local or (m.name and m.name in local)), None)
+        from xllm_tui.launch import machine_of_this_host
+
+        here = machine_of_this_host(profile)
         machine = (here or profile.machines[0]).host
         if here is None:
             notes.append(f"this host is none of the profile's machines; showing machine {machine} (choose with --machine)")

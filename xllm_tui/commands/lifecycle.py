@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_NO_SUPERVISOR, EXIT_ALREADY_RUNNING = 0, 1, 2, 3, 4
+EXIT_NOT_ANSWERING = 5  # a supervisor holds the run dir but does not answer (frozen or overloaded)
 
 
 @dataclass
@@ -57,6 +58,12 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
         which.add_argument("--all", action="store_true", help="every rank (the default)")
         parser.add_argument("--wait", action="store_true",
                             help="wait until the ranks are ready (start/restart) or stopped (stop)")
+        if name in ("start", "restart"):
+            parser.add_argument("--only", action="store_true",
+                                help="only these ranks, even where xllm needs the whole world relaunched (a rank "
+                                     "cannot rejoin a running world: the world stays broken)")
+            parser.add_argument("-y", "--yes", action="store_true",
+                                help="do not ask before relaunching the whole world for a healthy rank")
         parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait at most")
     elif name == "toggle":
         parser.add_argument("group", help="toggle group name, e.g. determinism")
@@ -107,10 +114,10 @@ def resolve_target(args: argparse.Namespace, need_profile: bool = False) -> Targ
 
 
 def no_supervisor(target: Target) -> int:
-    from xllm_tui.client import unavailable_message
+    from xllm_tui.client import unavailable_message, unresponsive_pid
 
     err(unavailable_message(target.name, target.run_dir, simulate=target.simulate, profile_arg=target.profile_path))
-    return EXIT_NO_SUPERVISOR
+    return EXIT_NOT_ANSWERING if unresponsive_pid(target.run_dir) is not None else EXIT_NO_SUPERVISOR
 
 
 def connect(target: Target, timeout: float = 5.0):
@@ -295,38 +302,38 @@ def format_devices(devices: dict | None, now: float | None = None, simulate: boo
     return lines
 
 
-def format_status(snap: dict, events: int = 8) -> str:
-    group = snap["group"]
-    sup = snap["supervisor"]
-    prof = snap["profile"]
+def format_status(raw: dict, events: int = 8) -> str:
+    from xllm_tui.protocol import Snapshot
+
+    snap = Snapshot.from_dict(raw)
+    group, sup, prof = snap.group, snap.supervisor, snap.profile
     lines = [
         f"profile {prof['name']}{' (simulated)' if prof.get('simulate') else ''}  supervisor pid {sup['pid']}  "
         f"run dir {sup['run_dir']}",
-        f"group: {group['state']} - {group['reason']}  (restarts {group['restarts']}, policy "
-        f"{group['policy']['mode']}/{group['policy']['scope']})",
+        f"group: {group.state} - {group.reason}  (restarts {group.restarts}, policy "
+        f"{group.policy['mode']}/{group.policy['scope']})",
     ]
-    if group.get("first_failure"):
-        ff = group["first_failure"]
+    if group.first_failure:
+        ff = group.first_failure
         lines.append(f"first failure: rank {ff['rank']} {ff['cause']}: {ff['message']}")
     rows = [["RANK", "MACHINE", "DEV", "CORES", "PID", "STATE", "UPTIME", "RESTARTS", "CPU", "MEM", "REASON"]]
-    for r in snap["ranks"]:
-        state = r["state"] + ("*" if r.get("relaunch_pending") else "")
+    for r in snap.ranks:
         rows.append([
-            str(r["rank"]), str(r["machine"]), str(r["device"]), (r["cores"] or "-") + ("!" if r.get("binding") else ""),
-            str(r["pid"] or "-"), state,
-            _duration(r.get("uptime_s")), str(r["restarts"]),
-            "-" if r.get("cpu_pct") is None else f"{r['cpu_pct']:.0f}%", _bytes(r.get("rss_bytes")),
-            r["reason"],
+            str(r.rank), str(r.machine), str(r.device), (r.cores or "-") + ("!" if r.binding else ""),
+            str(r.pid or "-"), r.state + ("*" if r.relaunch_pending else ""),
+            _duration(r.uptime_s), str(r.restarts),
+            "-" if r.cpu_pct is None else f"{r.cpu_pct:.0f}%", _bytes(r.rss_bytes),
+            r.reason,
         ])
     lines += _table(rows)
-    if any(r.get("relaunch_pending") for r in snap["ranks"]):
+    if any(r.relaunch_pending for r in snap.ranks):
         lines.append("* relaunch pending: the next launch of this rank gets a different environment")
-    lines += format_devices(snap.get("devices"), snap.get("time"), simulate=bool(prof.get("simulate")))
-    if snap["toggles"]:
-        lines.append("toggles: " + ", ".join(f"{t['name']}={'on' if t['enabled'] else 'off'}" for t in snap["toggles"]))
-    if events and snap.get("events"):
+    lines += format_devices(snap.devices, snap.time, simulate=bool(prof.get("simulate")))
+    if snap.toggles:
+        lines.append("toggles: " + ", ".join(f"{t['name']}={'on' if t['enabled'] else 'off'}" for t in snap.toggles))
+    if events and snap.events:
         lines.append("last events:")
-        lines += ["  " + format_event(ev) for ev in snap["events"][-events:]]
+        lines += ["  " + format_event(ev.to_dict()) for ev in snap.events[-events:]]
     return "\n".join(lines)
 
 
@@ -378,21 +385,51 @@ def _settled(snap: dict, ranks: list[int], command: str, wait_ready: bool, befor
     return True
 
 
+def _consent_to_world(args: argparse.Namespace, plan, selection: object, snap) -> bool:
+    """Relaunching a whole world because the operator named healthy ranks: ask first (or --yes)."""
+    if not plan.world or selection in ("all", "failed") or args.yes:
+        return True
+    if any(snap.rank(n) is not None and snap.rank(n).failed for n in selection):
+        return True
+    question = f"{args.command} rank(s) {', '.join(map(str, selection))}: {plan.explanation}."
+    if not sys.stdin.isatty():
+        err(f"{question}\nPass --yes to do that, or --only for rank(s) {', '.join(map(str, selection))} alone "
+            "(they cannot rejoin the others' world, which then stays broken).")
+        return False
+    answer = input(f"{question}\nContinue? [y/N] ").strip().lower()
+    return answer in ("y", "yes")
+
+
 def cmd_lifecycle_op(args: argparse.Namespace, target: Target) -> int:
+    from xllm_tui.protocol import Snapshot, plan_restart
+
     selection = _rank_selection(args)
+    only = bool(getattr(args, "only", False))
     with connect(target) as client:
-        before = {r["rank"]: r for r in client.snapshot()["ranks"]}
+        snap = Snapshot.from_dict(client.snapshot())
+        before = {r.rank: r.to_dict() for r in snap.ranks}
+        if args.command in ("start", "restart"):
+            chosen = list(before) if selection == "all" else snap.failed_ranks if selection == "failed" else selection
+            plan = plan_restart({r.rank: r.state for r in snap.ranks}, [n for n in chosen if n in before],
+                                scope=snap.group.scope, only=only, op=args.command,
+                                waiting={r.rank for r in snap.ranks if r.waiting},
+                                restart_scheduled=snap.group.next_restart_at is not None)
+            if not _consent_to_world(args, plan, selection, snap):
+                return EXIT_BAD_INPUT
         asked_at = time.time()
-        result = client.request(args.command, ranks=selection, who=f"`xllm-tui {args.command}` (pid {os.getpid()})")
+        result = client.request(args.command, ranks=selection, only=only,
+                                who=f"`xllm-tui {args.command}` (pid {os.getpid()})")
         accepted = result.get("accepted", [])
         if not accepted:
             print(f"{args.command}: no rank matched {selection}")
             return EXIT_OK
+        if result.get("explanation"):
+            print(f"{args.command}: {result['explanation']}")
         print(f"{args.command}: rank(s) {', '.join(map(str, accepted))}", end="", flush=True)
         deadline = time.monotonic() + args.timeout
         while True:
-            snap = client.snapshot()
-            if _settled(snap, accepted, args.command, args.wait, before, asked_at):
+            raw = client.snapshot()
+            if _settled(raw, accepted, args.command, args.wait, before, asked_at):
                 break
             if time.monotonic() >= deadline:
                 print(" (still in progress)")
@@ -400,11 +437,11 @@ def cmd_lifecycle_op(args: argparse.Namespace, target: Target) -> int:
             print(".", end="", flush=True)
             time.sleep(0.5)
     print()
-    by_rank = {r["rank"]: r for r in snap["ranks"]}
+    done = Snapshot.from_dict(raw)
     for n in accepted:
-        r = by_rank[n]
-        print(f"  rank {n}: {r['state']} - {r['reason']}")
-    bad = [n for n in accepted if by_rank[n]["state"] in ("failed", "crash-looping")]
+        r = done.rank(n)
+        print(f"  rank {n}: {r.state} - {r.reason}")
+    bad = [n for n in accepted if done.rank(n).state in ("failed", "crash-looping")]
     return EXIT_FAILED if bad and args.command != "stop" else EXIT_OK
 
 

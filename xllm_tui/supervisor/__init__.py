@@ -6,7 +6,9 @@ import asyncio
 import logging
 import sys
 
-from xllm_tui.supervisor.daemon import PROTOCOL, ProfileInvalid, RequestError, Supervisor
+from xllm_tui.protocol import PROTOCOL, RequestError
+from xllm_tui.supervisor.daemon import Supervisor
+from xllm_tui.supervisor.planner import ProfileInvalid
 from xllm_tui.supervisor.state import RunDirLocked
 
 __all__ = ["PROTOCOL", "ProfileInvalid", "RequestError", "RunDirLocked", "Supervisor", "serve"]

@@ -87,6 +87,40 @@ def matches(recorded: dict, pid: int) -> bool:
     return abs(current.create_time - float(recorded.get("create_time", -1))) < 0.05 and current.argv_hash in expected
 
 
+MARKER_RUN_DIR = "XLLM_TUI_RUN_DIR"
+MARKER_RANK = "XLLM_TUI_RANK"
+
+
+def rank_marker(run_dir: str, rank: int) -> dict[str, str]:
+    return {MARKER_RUN_DIR: run_dir, MARKER_RANK: str(rank)}
+
+
+@dataclass
+class MarkedProcess:
+    pid: int
+    rank: int
+    create_time: float
+    cmdline: list[str]
+
+
+def find_marked(run_dir: str) -> list[MarkedProcess]:
+    """Live processes whose environment says they are a rank of `run_dir` (group leaders only: a rank's own
+    children inherit the marker). Blocking: reads every process's environment this user may read."""
+    found = []
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            env = proc.environ()
+            if env.get(MARKER_RUN_DIR) != run_dir or proc.status() == psutil.STATUS_ZOMBIE:
+                continue
+            if os.getpgid(proc.pid) != proc.pid:
+                continue
+            found.append(MarkedProcess(proc.pid, int(env.get(MARKER_RANK, "-1")), proc.create_time(),
+                                       read_cmdline(proc.pid) or []))
+        except (psutil.Error, OSError, ValueError):
+            continue
+    return sorted(found, key=lambda m: (m.rank, m.create_time))
+
+
 def open_log(path: str) -> int:
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
@@ -129,12 +163,14 @@ class RankProcess:
         self._exited = asyncio.Event()
 
     @classmethod
-    def spawn(cls, launch: RankLaunch) -> RankProcess:
+    def spawn(cls, launch: RankLaunch, marker: dict[str, str] | None = None) -> RankProcess:
+        """marker: variables added to the rank's environment that name its run dir and rank, so it can be
+        recognised without any file (see find_marked)."""
         log_fd = open_log(launch.log_path)
         try:
             popen = subprocess.Popen(
                 list(launch.argv),
-                env=dict(launch.env),
+                env={**dict(launch.env), **(marker or {})},
                 cwd=launch.cwd,
                 stdin=subprocess.DEVNULL,
                 stdout=log_fd,
@@ -161,6 +197,15 @@ class RankProcess:
         except OSError:
             return None
         return cls(pid, pgid, Identity(pid, float(recorded["create_time"]), str(recorded["argv_hash"])), None)
+
+    @classmethod
+    def adopt_marked(cls, found: MarkedProcess) -> RankProcess | None:
+        """A rank recognised by its marker alone (no record of it survived)."""
+        try:
+            pgid = os.getpgid(found.pid)
+        except OSError:
+            return None
+        return cls(found.pid, pgid, Identity(found.pid, found.create_time, argv_hash(found.cmdline)), None)
 
     # -- exit watching ------------------------------------------------------------------------------
 

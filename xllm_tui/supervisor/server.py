@@ -14,13 +14,10 @@ import json
 import logging
 import os
 import socket
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from xllm_tui.supervisor.daemon import RequestError
-from xllm_tui.supervisor.state import ShortSocketPath
-
-if TYPE_CHECKING:
-    from xllm_tui.supervisor.daemon import Supervisor
+from xllm_tui.protocol import PROTOCOL, RequestError
+from xllm_tui.supervisor.state import EventJournal, ShortSocketPath
 
 log = logging.getLogger("xllm_tui.supervisor.server")
 
@@ -52,8 +49,31 @@ class Subscriber:
         self.wakeup.set()
 
 
+class Operations(Protocol):
+    """What the socket needs of a supervisor (the daemon implements it; a test may fake it)."""
+
+    pid: int
+    run_dir: str
+    simulate: bool
+    journal: EventJournal | None
+    subscribers: set[Any]
+
+    @property
+    def profile(self) -> Any: ...
+
+    def snapshot(self, events: int = 50) -> dict: ...
+
+    def perform(self, op: str, spec: Any, who: str, only: bool = False) -> dict: ...
+
+    def toggle_group(self, name: str, on: bool, who: str) -> dict: ...
+
+    async def reload(self) -> dict: ...
+
+    def request_shutdown(self, stop_ranks: bool, who: str) -> None: ...
+
+
 class SocketServer:
-    def __init__(self, supervisor: Supervisor):
+    def __init__(self, supervisor: Operations):
         self.supervisor = supervisor
         self.server: asyncio.AbstractServer | None = None
         self.path = ""
@@ -193,7 +213,7 @@ class SocketServer:
         sup = self.supervisor
         who = request.get("who") if isinstance(request.get("who"), str) else "a client"
         if op == "hello":
-            return {"protocol": 1, "pid": sup.pid, "profile": sup.profile.name, "run_dir": sup.run_dir,
+            return {"protocol": PROTOCOL, "pid": sup.pid, "profile": sup.profile.name, "run_dir": sup.run_dir,
                     "simulate": sup.simulate}
         if op == "snapshot":
             events = request.get("events", 50)
@@ -203,28 +223,15 @@ class SocketServer:
         if op in ("start", "stop", "restart"):
             if "ranks" not in request:
                 raise RequestError("bad_request", f'{op} needs "ranks": a list of rank numbers, "failed" or "all"')
-            ranks = sup.select(request["ranks"])
-            numbers = [r.rank for r in ranks]
-            sup.event("action", None, reason=f"{op} ranks {numbers or 'none'} requested by {who}", op=op,
-                      ranks=numbers)
-            if ranks:
-                action = {"start": sup.op_start, "stop": sup.op_stop, "restart": sup.op_restart}[op]
-                sup.spawn_task(action(ranks, who))
-            return {"accepted": numbers}
+            only = request.get("only", False)
+            if not isinstance(only, bool):
+                raise RequestError("bad_request", '"only" must be true or false')
+            return sup.perform(op, request["ranks"], who, only=only)
         if op == "toggle":
             name, on = request.get("group"), request.get("on")
             if not isinstance(name, str) or not isinstance(on, bool):
                 raise RequestError("bad_request", 'toggle needs "group" (a name) and "on" (true or false)')
-            if sup.profile.toggle(name) is None:
-                known = ", ".join(t.name for t in sup.profile.toggles) or "none"
-                raise RequestError("unknown_toggle", f"no toggle group {name!r} in profile {sup.profile.name}; "
-                                   f"known: {known}")
-            pending = sup.apply_toggle(name, on)
-            sup.event("toggle", None, group=name, enabled=on,
-                      reason=f"{name} {'on' if on else 'off'} (by {who}); takes effect at the next launch"
-                      + (f"; relaunch pending for rank(s) {', '.join(map(str, pending))}" if pending else ""),
-                      relaunch_pending=pending)
-            return {"group": name, "enabled": on, "relaunch_pending": pending}
+            return sup.toggle_group(name, on, who)
         if op == "reload":
             return await sup.reload()
         if op == "shutdown":

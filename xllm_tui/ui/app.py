@@ -24,6 +24,7 @@ from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.widgets import Static, Switch, TabbedContent
 
+from xllm_tui.protocol import Snapshot, plan_restart
 from xllm_tui.ui import themes as theme_files
 from xllm_tui.ui.screens.confirm import ConfirmScreen
 from xllm_tui.ui.screens.help import HelpScreen
@@ -612,7 +613,9 @@ class XllmApp(App[None]):
             return None
         accepted = result.get("accepted") if isinstance(result, dict) else None
         if accepted is not None:
-            self.notify(f"{op}: ranks {fmt.rank_list(accepted) or 'none'} accepted", timeout=4)
+            explanation = result.get("explanation")
+            self.notify((f"{op}: {explanation}" if explanation else
+                         f"{op}: ranks {fmt.rank_list(accepted) or 'none'} accepted"), timeout=6 if explanation else 4)
         elif op == "reload":
             pending = fmt.rank_list(result.get("relaunch_pending") or [])
             self.notify(
@@ -645,17 +648,36 @@ class XllmApp(App[None]):
             "the whole group. To restart all ranks at once use R."
         )
 
-    def action_restart_rank(self) -> None:
+    def _restart_plan(self, op: str, ranks: list[int], only: bool = False):
+        """What the supervisor will really do (the same rule it applies: xllm_tui.protocol.plan_restart)."""
+        snap = Snapshot.from_dict(self.snapshot or {})
+        return plan_restart({r.rank: r.state for r in snap.ranks}, ranks, scope=snap.group.scope, only=only, op=op,
+                            waiting={r.rank for r in snap.ranks if r.waiting},
+                            restart_scheduled=snap.group.next_restart_at is not None)
+
+    def action_restart_rank(self, only: bool = False) -> None:
         rank = self._require_rank()
         if rank is None:
             return
         n = int(rank["rank"])
+        plan = self._restart_plan("restart", [n], only)
+        if plan.world:
+            body = (
+                f"Rank {n} ({fmt.state_text(rank)}, pid {rank.get('pid') or '-'}): {plan.explanation}. xllm ranks "
+                f"fail together: the other {len(plan.ranks) - 1} ranks are stopped too (SIGTERM, SIGKILL after the "
+                "grace period) and the whole world starts again; serving stops until rank 0 is ready. "
+                f"(`:restart {n} only` restarts rank {n} alone and leaves a broken world.)"
+            )
+            self._confirm_then(f"Restart rank {n}: all {len(plan.ranks)} ranks?", body, "restart",
+                               f"Restart all {len(plan.ranks)}", ranks=[n])
+            return
         body = (
             f"Rank {n} ({fmt.state_text(rank)}, pid {rank.get('pid') or '-'}) is stopped (SIGTERM to its process "
             f"group, SIGKILL after the grace period) and started again with the profile's next launch."
             + self._group_note(n)
         )
-        self._confirm_then(f"Restart rank {n}?", body, "restart", "Restart", ranks=[n])
+        args = {"ranks": [n], "only": True} if only else {"ranks": [n]}
+        self._confirm_then(f"Restart rank {n}" + (" alone" if only else "") + "?", body, "restart", "Restart", **args)
 
     def action_restart_group(self) -> None:
         size = self._world_size()
@@ -695,11 +717,15 @@ class XllmApp(App[None]):
         if not failed:
             self.notify("No rank has failed.", timeout=3)
             return
-        body = (
-            f"Ranks {fmt.rank_list(failed)} are started again. The ranks still running hold the old communicator: "
-            "a world with a failed rank usually needs every rank restarted (R restarts the group)."
-        )
-        self._confirm_then(f"Restart the failed ranks ({fmt.rank_list(failed)})?", body, "restart", "Restart failed", ranks="failed")
+        plan = self._restart_plan("restart", failed)
+        if plan.world:
+            title = f"Restart the failed ranks ({fmt.rank_list(failed)}): all {len(plan.ranks)} ranks?"
+            body = (f"{plan.explanation[0].upper()}{plan.explanation[1:]}. Every rank still running is stopped and "
+                    "the whole world starts again; a restart the policy scheduled happens now instead.")
+        else:
+            title = f"Restart the failed ranks ({fmt.rank_list(failed)})?"
+            body = f"Ranks {fmt.rank_list(failed)} are started again."
+        self._confirm_then(title, body, "restart", "Restart failed", ranks="failed")
 
     def action_stop_all(self) -> None:
         size = self._world_size()
@@ -795,6 +821,9 @@ class XllmApp(App[None]):
                     {"restart": self.action_restart_group, "stop": self.action_stop_all, "start": self.action_start_all}[verb]()
                 elif target == "failed" and verb == "restart":
                     self.action_restart_failed()
+                elif verb == "restart" and len(rest) == 2 and rest[1] == "only":
+                    self.select_rank(int(rest[0]))
+                    self.action_restart_rank(only=True)
                 else:
                     numbers = [int(w) for w in rest]
                     if len(numbers) == 1:

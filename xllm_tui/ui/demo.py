@@ -1,6 +1,6 @@
 """The frozen eight-rank deployment the snapshot tests and the TUI's pilot tests replay (StaticSource).
 
-It is a recording of a real simulated run (scripts/record_tui_demo.py writes tests/fixtures/tui-demo/):
+It is a recording of a real simulated run (scripts/record_tui_demo.py writes xllm_tui/data/tui-demo/):
 the supervisor's snapshot with every event, the profile's planned next launches, and the ranks' logs.
 Rank 3 failed with the simulator's HCCL error while serving, the supervisor stopped the other ranks as
 collateral and scheduled the group restart; determinism had been switched on for the next launch.
@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-RECORDING = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "tui-demo"
+RECORDING = Path(__file__).resolve().parents[1] / "data" / "tui-demo"  # shipped in the wheel
 
 
 def demo_snapshot(log_dir: str | Path, recording: str | Path = RECORDING) -> dict[str, Any]:

@@ -17,6 +17,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from xllm_tui.protocol import Snapshot, plan_restart
+
 
 REQUEST_TIMEOUT_S = 5.0
 
@@ -102,12 +104,17 @@ class StaticSource:
             pending = [r["rank"] for r in self.data.get("ranks", []) if r.get("pid")]
             return {"reloaded": True, "warnings": [], "relaunch_pending": pending}
         ranks = args.get("ranks")
-        all_ranks = [r["rank"] for r in self.data.get("ranks", [])]
+        snap = Snapshot.from_dict(self.data)
         if ranks == "all":
-            ranks = all_ranks
+            ranks = [r.rank for r in snap.ranks]
         elif ranks == "failed":
-            ranks = [r["rank"] for r in self.data.get("ranks", []) if r.get("state") in ("failed", "crash-looping")]
-        return {"accepted": list(ranks or [])}
+            ranks = snap.failed_ranks
+        ranks = list(ranks or [])
+        if op in ("start", "restart") and ranks:
+            plan = plan_restart({r.rank: r.state for r in snap.ranks}, ranks, scope=snap.group.scope,
+                                only=bool(args.get("only")), op=op)
+            return {"accepted": list(plan.ranks), "world": plan.world, "explanation": plan.explanation}
+        return {"accepted": ranks}
 
     async def process_info(self, rank: dict[str, Any]) -> dict[str, Any] | None:
         return self._process_info.get(int(rank["rank"]))
@@ -135,10 +142,14 @@ class SupervisorSource:
         self.port_offset = port_offset
         self.socket = client.socket_path(run_dir)
         self.description = self.socket
-        self.can_start_supervisor = profile_path is not None
         self._requests: Any = None  # one connection for requests, another one per subscription
         self._lock = asyncio.Lock()
         self.frozen = False
+
+    @property
+    def can_start_supervisor(self) -> bool:
+        """A successor can be started: a profile is known and no (frozen) supervisor holds the run dir."""
+        return self.profile_path is not None and self._client_module.unresponsive_pid(self.run_dir) is None
 
     def _unavailable_errors(self) -> tuple[type[BaseException], ...]:
         return (self._client_module.SupervisorUnavailable, OSError, ConnectionError, EOFError, asyncio.IncompleteReadError)

@@ -6,7 +6,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-FAILED_STATES = ("failed", "crash-looping")
+from xllm_tui.protocol import FAILED_STATES as _FAILED
+
+FAILED_STATES = tuple(sorted(s.value for s in _FAILED))  # the supervisor's own definition of "failed"
 STATE_VARIABLE = {
     "ready": "xllm-state-ready",
     "loading": "xllm-state-loading",

@@ -1,0 +1,132 @@
+"""One world, one restart, end to end with real simulated ranks: every restart path ends in a world that serves
+again (or says why not), and a successor supervisor reconciles with what really runs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+
+from conftest import wait_until
+from supervisor_helpers import process_alive, sim_deployment  # noqa: F401
+
+SLOW_RESTART = {"mode": "on-failure", "scope": "group", "backoff": {"initial": "60s", "max": "60s", "factor": 2},
+                "max_restarts": 3, "window": "10m"}
+
+
+def serving(snap: dict, n: int) -> bool:
+    return snap["group"]["state"] == "ready" and len([r for r in snap["ranks"] if r["pid"]]) == n
+
+
+def test_restart_failed_relaunches_the_whole_world_of_eight_and_it_serves_again(sim_deployment):
+    # The policy's restart is a minute away: only the operator's `restart --failed` can bring the world back.
+    dep = sim_deployment(ranks=8, restart=SLOW_RESTART)
+    dep.start()
+    first = dep.rank_pids(dep.wait_group("ready", 90))
+    os.kill(first[3], signal.SIGKILL)
+    dep.wait_snapshot(lambda s: s["group"]["state"] == "failed" and s["group"]["next_restart_at"], 30,
+                      "group failed with a scheduled restart")
+
+    done = dep.cli("restart", dep.profile_path, "--simulate", "--failed", "--wait", timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "rank 3 failed; xllm ranks cannot rejoin a running world: restarting all 8 ranks" in done.stdout
+    snap = dep.wait_snapshot(lambda s: serving(s, 8), 90, "all eight ranks serving again")
+    second = dep.rank_pids(snap)
+    assert not set(second.values()) & set(first.values())
+    assert "serving on port" in snap["group"]["reason"]  # rank 0 answers /health
+    assert snap["group"]["restarts"] == 1 and snap["group"]["next_restart_at"] is None
+    reasons = [e["reason"] for e in dep.events_file() if e["kind"] == "group"]
+    assert any("scheduled in" in r and "is performed now by `xllm-tui restart`" in r for r in reasons), reasons
+    assert not any("cancelled" in r for r in reasons)
+    assert all(not process_alive(pid) for pid in first.values())
+
+
+def test_restarting_a_healthy_rank_asks_and_then_restarts_the_world(sim_deployment):
+    dep = sim_deployment(ranks=4)
+    dep.start()
+    first = dep.rank_pids(dep.wait_group("ready"))
+
+    refused = dep.cli("restart", dep.profile_path, "--simulate", "--ranks", "2")
+    assert refused.returncode == 2
+    assert "cannot rejoin the running world" in refused.stderr and "--yes" in refused.stderr
+    assert dep.rank_pids() == first  # nothing happened
+
+    done = dep.cli("restart", dep.profile_path, "--simulate", "--ranks", "2", "--yes", "--wait", timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "restarting all 4 ranks" in done.stdout
+    snap = dep.wait_snapshot(lambda s: serving(s, 4), 60, "the world serving again")
+    assert not set(dep.rank_pids(snap).values()) & set(first.values())
+
+    # --only keeps the narrow action for those who insist; the group then says plainly that it is broken.
+    before = dep.rank_pids(snap)
+    narrow = dep.cli("restart", dep.profile_path, "--simulate", "--ranks", "2", "--only")
+    assert narrow.returncode in (0, 1), narrow.stderr
+    assert "restart: rank(s) 2\n" in narrow.stdout or "restart: rank(s) 2." in narrow.stdout
+    after = dep.wait_snapshot(lambda s: s["ranks"][2]["pid"] not in (None, before[2]), 30, "rank 2 relaunched")
+    assert {n: p for n, p in dep.rank_pids(after).items() if n != 2} == {n: p for n, p in before.items() if n != 2}
+
+
+def test_a_successor_without_records_finds_the_ranks_by_marker_and_restarts_a_broken_world(sim_deployment):
+    dep = sim_deployment(ranks=4)
+    dep.start()
+    first = dep.rank_pids(dep.wait_group("ready"))
+    dep.kill_supervisor(signal.SIGKILL)
+    with open(os.path.join(dep.run_dir, "state.json"), "w") as f:
+        f.write('{"adoption": {"0": {"pid": ')  # truncated mid-write
+
+    # All ranks still run: adopted by marker, nothing launched over them.
+    seen = dep.events_file()[-1]["seq"]
+    dep.start()
+    snap = dep.wait_group("ready")
+    assert dep.rank_pids(snap) == first
+    event = dep.wait_event(lambda e: e.get("reconcile") and e["seq"] > seen, what="reconciliation event")
+    assert sorted(event["by_marker"]) == [0, 1, 2, 3] and event["missing"] == []
+    assert any("state.json is unreadable" in e["reason"] for e in dep.events_file())
+
+    # Again without records, and rank 3 dies while nobody watches: three ranks are not a world.
+    dep.kill_supervisor(signal.SIGKILL)
+    os.unlink(os.path.join(dep.run_dir, "state.json"))
+    os.killpg(first[3], signal.SIGKILL)
+    wait_until(lambda: not process_alive(first[3]), 10, what="rank 3 gone")
+    seen = dep.events_file()[-1]["seq"]
+    dep.start()
+    event = dep.wait_event(lambda e: e.get("reconcile") and e["seq"] > seen, what="reconciliation with a gap")
+    assert event["missing"] == [3] and sorted(event["adopted"]) == [0, 1, 2]
+    assert "the world cannot serve without them" in event["reason"]
+    snap = dep.wait_snapshot(lambda s: serving(s, 4) and s["group"]["restarts"] >= 1, 90, "a whole new world")
+    assert not set(dep.rank_pids(snap).values()) & set(first.values())
+    assert snap["group"]["first_failure"]["rank"] == 3 and snap["group"]["first_failure"]["cause"] == "missing"
+
+
+def test_no_world_is_launched_over_a_port_another_process_holds(sim_deployment):
+    dep = sim_deployment(ranks=2)
+    holder = socket.socket()
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    holder.bind(("127.0.0.1", dep.base_port))
+    holder.listen()
+    try:
+        dep.start()
+        snap = dep.wait_snapshot(lambda s: s["group"]["state"] == "failed", 30, "group failed before launch")
+        assert f"port {dep.base_port} is held by pid {os.getpid()}" in snap["ranks"][0]["reason"]
+        assert all(r["pid"] is None and r["generation"] == 0 for r in snap["ranks"])
+        assert any("not launching a world over it" in e["reason"] for e in dep.events_file())
+    finally:
+        holder.close()
+
+
+def test_a_frozen_supervisor_is_reported_as_frozen_not_absent(sim_deployment):
+    dep = sim_deployment(ranks=2)
+    dep.start()
+    dep.wait_group("ready")
+    pid = dep.supervisor_pid()
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        done = dep.cli("status", dep.profile_path, "--simulate", timeout=60)
+        assert done.returncode == 5, done.stdout + done.stderr
+        assert f"pid {pid}" in done.stderr and "does not answer" in done.stderr and "SIGSTOP" in done.stderr
+        assert "no supervisor is running" not in done.stderr
+        up = dep.cli("up", dep.profile_path, "--simulate", timeout=60)
+        assert up.returncode == 4 and f"pid {pid}" in up.stderr  # never a second supervisor
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert dep.cli("status", dep.profile_path, "--simulate").returncode == 0

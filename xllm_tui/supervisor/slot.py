@@ -1,0 +1,136 @@
+"""A rank as the supervisor holds it: a slot (its plan, counters and state, for the supervisor's whole life) and one
+`Launch` per process (the process, its log reader and milestones, health, stats), made at spawn or adoption and
+replaced by the next launch, so nothing of a previous process has to be reset by hand."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from dataclasses import dataclass, field
+
+from xllm_tui.logs.tail import IncrementalReader
+from xllm_tui.protocol import RankState
+from xllm_tui.spec import RankLaunch
+from xllm_tui.supervisor.policy import RestartTracker
+from xllm_tui.supervisor.probes import Milestones
+from xllm_tui.supervisor.process import RankProcess, argv_hash, env_hash
+
+
+def flag_value(argv: tuple[str, ...] | list[str], name: str) -> str | None:
+    """The value of --name=V or --name V in argv."""
+    prefix = f"--{name}="
+    for i, arg in enumerate(argv):
+        if arg.startswith(prefix):
+            return arg[len(prefix):]
+        if arg == f"--{name}" and i + 1 < len(argv):
+            return argv[i + 1]
+    return None
+
+
+@dataclass
+class Launch:
+    """One process of a rank, from spawn (or adoption) to its exit; the evidence gathered about it."""
+
+    plan: RankLaunch  # what this process was launched with
+    proc: RankProcess
+    milestones: Milestones
+    reader: IncrementalReader | None
+    env_hash: str | None
+    argv_hash: str | None
+    started_at: float
+    ready_at: float | None = None
+    last_growth: float | None = None
+    cpu_pct: float | None = None
+    rss_bytes: int | None = None
+    threads: int | None = None
+    health: dict | None = None  # rank 0: {"ok", "detail", "at"}
+    health_seen_ok: bool = False
+    next_probe: float = 0.0
+    stop_requested: bool = False
+    stop_reason: str = ""
+    collateral: bool = False
+    # The log thread and the exit handler both read this launch's log; one at a time, so no byte is fed twice.
+    read_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @classmethod
+    def spawned(cls, plan: RankLaunch, proc: RankProcess, milestones: Milestones,
+                reader: IncrementalReader | None) -> Launch:
+        now = time.time()
+        return cls(plan, proc, milestones, reader, env_hash(plan.env), argv_hash(plan.argv), now, last_growth=now)
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.alive
+
+    def read_log(self) -> bool:
+        """Feed the log's new lines to the milestones; whether it grew. Safe from any thread."""
+        if self.reader is None:
+            return False
+        with self.read_lock:
+            lines = self.reader.read_new()
+            for line in lines:
+                self.milestones.feed(line)
+        return bool(lines)
+
+
+@dataclass
+class RankSlot:
+    """One rank of the plan for the supervisor's whole life."""
+
+    rank: int
+    plan: RankLaunch  # what the next launch would run
+    state: str = RankState.STOPPED.value
+    reason: str = "not started"
+    since: float = field(default_factory=time.time)
+    generation: int = 0
+    restarts: int = 0
+    last_exit: dict | None = None
+    current: Launch | None = None  # the live process, or the last one until the next launch
+    want_running: bool = False
+    tracker: RestartTracker | None = None  # scope rank
+    restart_handle: asyncio.TimerHandle | None = None
+    next_restart_at: float | None = None
+    waiting: dict | None = None  # {"device", "holders", "since"} while its NPU is held by another process
+    exited_at: float | None = None  # when its last process exited (for HBM left behind)
+    hbm_left_polls: int = 0
+    hbm_left_reported: bool = False
+
+    @property
+    def alive(self) -> bool:
+        return self.current is not None and self.current.alive
+
+    @property
+    def proc(self) -> RankProcess | None:
+        return self.current.proc if self.current is not None else None
+
+    @property
+    def live(self) -> Launch | None:
+        """The current launch while its process lives."""
+        return self.current if self.alive else None
+
+    @property
+    def milestones(self) -> Milestones | None:
+        return self.current.milestones if self.current is not None else None
+
+    @property
+    def role(self) -> str:
+        return self.plan.role
+
+    @property
+    def port(self) -> int:
+        value = flag_value(self.plan.argv, "port")
+        return int(value) if value and value.isdigit() else self.plan.spec.port
+
+    def relaunch_pending(self) -> bool:
+        """The running process was launched with another environment or argv than the next launch would use."""
+        live = self.live
+        if live is None or live.env_hash is None:
+            return False
+        return env_hash(self.plan.env) != live.env_hash or argv_hash(self.plan.argv) != live.argv_hash
+
+    def cancel_restart(self) -> None:
+        if self.restart_handle is not None:
+            self.restart_handle.cancel()
+        self.restart_handle = None
+        self.next_restart_at = None
