@@ -1323,14 +1323,14 @@ def _vars(rank: Rank) -> str:
 
 
 def _flags_page(rank: Rank) -> str:
-    from xllm_tui.sim.flags import format_value
+    from xllm_tui.sim.flags import defined_in, format_value
 
     rows = ["Name | Value | Description | Defined At", "---------------------------------------"]
     for name in sorted(rank.flags.table):
         flag_type, default, meaning = rank.flags.table[name]
         value = format_value(flag_type, rank.flags.values[name])
         shown = value if value == default else f"{value} (default:{default})"
-        rows.append(f"{name} | {shown} | {meaning} | {'xllm' if name in XLLM_FLAGS else 'glog/gflags'}")
+        rows.append(f"{name} | {shown} | {meaning} | {defined_in(name, rank.cfg.xllm_version) or '-'}")
     return "\n".join(rows) + "\n"
 
 
