@@ -585,8 +585,12 @@ def test_guide_log_names_collide_only_when_machines_share_a_host():
     one_machine = plan_launches(two_node, machine="11.87.49.111", base_env={})
     assert [os.path.basename(p.log_path) for p in one_machine] == [f"node_{i}.log" for i in range(8)]
     assert len({os.path.dirname(p.log_path) for p in one_machine}) == 1  # no machine directory needed
-    # Both machines planned on one host (as --simulate does): each machine's logs in a directory of its own.
-    every = plan_launches(two_node, base_env={})
+    # Planned for every machine, each on its own host: the guide's names, on each machine's disk.
+    assert [os.path.basename(p.log_path) for p in plan_launches(two_node, base_env={})][8] == "node_0.log"
+    # Both machines on this host (--simulate): each machine's logs in a directory of its own.
+    from xllm_tui.launch import build_simulate_mapping
+
+    every = plan_launches(two_node, base_env={}, simulate=build_simulate_mapping(two_node))
     paths = [p.log_path for p in every]
     assert len(set(paths)) == 16
     assert paths[8].endswith("logs/11.87.49.111/node_0.log") and paths[0].endswith("logs/11.87.49.110/node_0.log")

@@ -600,9 +600,9 @@ def plan_launches(
         "rank": str(spec.rank), "local_rank": str(spec.local_rank), "device": str(spec.device),
         "port": str(spec.port), "host": spec.machine.host,
     }) for spec in specs]
-    # node_{local_rank}.log names each machine's logs as the guide does; when several machines run on
-    # this host (--simulate), their names collide, so each machine's logs go to a directory of its own.
-    shared = len(set(names)) < len(names)
+    # node_{local_rank}.log names each machine's logs as the guide does, each on its own machine; when
+    # several machines run on this host (--simulate) the names collide: each machine gets a directory.
+    shared = simulate is not None and len(set(names)) < len(names)
     for spec, log_name in zip(specs, names):
         if shared:
             log_name = os.path.join(spec.machine.name or spec.machine.host, log_name)
