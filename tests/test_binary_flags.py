@@ -89,3 +89,15 @@ def test_up_refuses_before_starting_anything_when_the_binary_rejects_a_flag(tmp_
     # The profile alone is fine for the guide's commit; the binary (a v0.8.0) has renamed the flag.
     assert "error: flags.enable_acl_graph: renamed enable_graph in v0.8.0; the binary" in err
     assert not run_dir.exists()
+
+
+def test_rank_detail_defaults_come_from_the_cached_helpxml_of_a_relative_binary(tmp_path):
+    from xllm_tui.binary_flags import default_cache_dir, flag_defaults_for
+
+    binary, _ = fake_xllm(tmp_path, "v0.8.0")
+    read_binary_flags(str(binary), cache_dir=default_cache_dir())  # what validate leaves behind
+    defaults, origin = flag_defaults_for(["numactl", "-C", "0-11", "./xllm", "--port=1"], {}, str(tmp_path))
+    assert origin == f"{binary} --helpxml" and defaults["enable_graph"] == "false"
+    # Not cached (never validated): the table of the release the simulator imitates, else the guide's.
+    defaults, origin = flag_defaults_for(["python3", "-m", "xllm_tui.sim.xllm"], {"XLLM_SIM_XLLM_VERSION": "0.9"})
+    assert origin == "the table of xllm v0.9.1" and "max_tokens_for_graph_mode" in defaults

@@ -263,7 +263,8 @@ def cached_binary_flags(binary: str, cache_dir: str | None = None) -> BinaryFlag
         return None
 
 
-def flag_defaults_for(argv: list[str], env: Mapping[str, str] | None = None) -> tuple[dict[str, str], str]:
+def flag_defaults_for(argv: list[str], env: Mapping[str, str] | None = None,
+                      cwd: str | None = None) -> tuple[dict[str, str], str]:
     """(name -> default, where the defaults come from) for a rank's argv: the binary's cached --helpxml,
     else the table of the release the simulator imitates (XLLM_SIM_XLLM_VERSION) or the guide's commit."""
     from xllm_tui.xllm_flags import DEFAULT_RELEASE, all_flags, resolve_release
@@ -271,8 +272,9 @@ def flag_defaults_for(argv: list[str], env: Mapping[str, str] | None = None) -> 
     program = list(argv)
     if program[:1] == ["numactl"]:
         program = program[3:] if len(program) > 2 and program[1] == "-C" else program[1:]
-    if program and os.path.isfile(program[0]) and not program[0].endswith(("python", "python3")):
-        found = cached_binary_flags(program[0])
+    binary = os.path.join(cwd, program[0]) if program and cwd and not os.path.isabs(program[0]) else (program or [""])[0]
+    if binary and os.path.isfile(binary) and not binary.endswith(("python", "python3")):
+        found = cached_binary_flags(binary)
         if found is not None:
             return {n: f.default for n, f in found.flags.items()}, f"{found.binary} --helpxml"
     release = resolve_release((env or {}).get("XLLM_SIM_XLLM_VERSION")) or DEFAULT_RELEASE

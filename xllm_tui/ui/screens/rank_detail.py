@@ -167,7 +167,8 @@ class RankDetailScreen(Screen[None]):
             from xllm_tui.binary_flags import flag_defaults_for
 
             # A cache read and a stat: off the event loop all the same.
-            self.flag_defaults = await asyncio.to_thread(flag_defaults_for, argv, dict(planned.get("env") or {}))
+            self.flag_defaults = await asyncio.to_thread(flag_defaults_for, argv, dict(planned.get("env") or {}),
+                                                         planned.get("cwd"))
         self.loaded = True
         self.render_detail()
 
