@@ -16,6 +16,7 @@ import subprocess
 import tempfile
 import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from typing import Callable, Iterable, Mapping
 
 from xllm_tui.xllm_flags import RELEASES, explain_unknown, parse_value, xllm_facts
@@ -44,9 +45,15 @@ class BinaryFlags:
     binary: str
     flags: dict[str, BinaryFlag] = field(default_factory=dict)
     from_cache: bool = False
+    _guess: tuple[str | None, float] | None = field(default=None, repr=False, compare=False)
 
     def release_guess(self) -> tuple[str | None, float]:
         """The known xllm release whose flag set is closest to the binary's (Jaccard), and that score."""
+        if self._guess is None:
+            self._guess = self._closest_release()
+        return self._guess
+
+    def _closest_release(self) -> tuple[str | None, float]:
         names = set(self.flags)
         best, score = None, 0.0
         for release in RELEASES:
@@ -58,8 +65,9 @@ class BinaryFlags:
         return best, score
 
 
-def _all_xllm_names() -> set[str]:
-    return {name for release in RELEASES for name in xllm_facts(release)}
+@lru_cache(maxsize=1)
+def _all_xllm_names() -> frozenset[str]:
+    return frozenset(name for release in RELEASES for name in xllm_facts(release))
 
 
 def parse_helpxml(text: str) -> dict[str, BinaryFlag]:
