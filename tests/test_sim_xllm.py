@@ -783,3 +783,11 @@ def test_log_lines_carry_the_imitated_releases_file_and_line(ranks):
         proc, log, port = single_rank(ranks, env={"XLLM_SIM_XLLM_VERSION": release}, log_name=f"{release}.log")
         wait_for_line(log, f"Brpc Server started on port {port}")
         assert f"{where} set worker role to local worker" in read(log)
+
+
+@pytest.mark.parametrize("release,where", [("31b7cafd", "llm_engine.cpp:299]"), ("v0.10.0", "llm_engine.cpp:486]")])
+def test_failure_lines_carry_the_imitated_releases_file_and_line(ranks, release, where):
+    env = {"XLLM_SIM_FAIL": "kv_cache_alloc", "XLLM_SIM_XLLM_VERSION": release}
+    proc, log, _ = single_rank(ranks, env=env, log_name=f"{release}.log")
+    assert proc.wait(timeout=30) == -signal.SIGABRT
+    assert f"{where} Check failed: kv_cache_cap.n_blocks > 0 (0 vs. 0) no memory for kv cache" in read(log)

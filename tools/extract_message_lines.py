@@ -35,6 +35,19 @@ MESSAGES = {
     "kv_alloc": ("Initializing k cache with shape: [", "llm_engine.cpp"),
     "brpc": ("Brpc Server started on port ", "xllm_server.cpp"),
     "http_fail": ("Failed to start server on port ", "xllm_server.cpp"),
+    # failure lines (the simulator's XLLM_SIM_FAIL kinds)
+    "fail_model_path": ("\" does not exist.\"", "xllm.cpp"),
+    "fail_kv_size": ("Available kv cache size must be greater than 0", "llm_engine.cpp"),
+    "fail_kv_blocks": ("no n_blocks for kv cache", "llm_engine.cpp"),
+    "fail_kv_memory": ("no memory for kv cache", "llm_engine.cpp"),
+    "fail_root_info": ("HCCL get root info failed.", "collective_service.cpp"),
+    "fail_set_device": ("ACL set device id ", "collective_service.cpp"),
+    "fail_rank_table": ("Failed to parse rank table file: ", "mapping_npu.cpp"),
+    "fail_execute_async": ("Execute_model_async failed. Error code : ", "comm_channel.cpp"),
+    "fail_execute_none": ("Failed to execute model, result has no value", "llm_engine.cpp"),
+    "fail_missing_worker": ("Not all worker connect to engine server. Miss rank is ", "dist_manager.cpp"),
+    "fail_world_size": ("(world_size % dp_size), 0)", "dist_manager.cpp"),
+    "fail_brpc_port": ("Failed to start brpc server on port ", "xllm.cpp"),
 }
 
 

@@ -71,8 +71,21 @@ SRC = {
     "kv_capacity": "llm_engine.cpp:293",
     "kv_alloc": "llm_engine.cpp:334",
     "brpc": "xllm_server.cpp:59",
+    # failure lines ("@key" in FAILURES)
+    "fail_model_path": "xllm.cpp:103",
+    "fail_kv_size": "llm_engine.cpp:242",
+    "fail_kv_blocks": "llm_engine.cpp:277",
+    "fail_kv_memory": "llm_engine.cpp:299",
+    "fail_root_info": "collective_service.cpp:37",
+    "fail_set_device": "collective_service.cpp:34",
+    "fail_rank_table": "mapping_npu.cpp:97",
+    "fail_execute_async": "comm_channel.cpp:531",
+    "fail_execute_none": "llm_engine.cpp:750",
+    "fail_missing_worker": "dist_manager.cpp:184",
+    "fail_world_size": "dist_manager.cpp:119",
+    "fail_brpc_port": "xllm.cpp:273",
     "brpc_listen": "server.cpp:1181",
-    "http_fail": "xllm_server.cpp:129",
+    "http_fail": "xllm_server.cpp:56",
     "quit": "server.cpp:2128",
     # The simulator's own lines (no xllm release prints them): named after no xllm source file.
     "env": "sim_xllm.cpp:1",
@@ -83,36 +96,36 @@ SRC = {
 # kind -> (default phase, [(severity, src, message template)], ending). Templates use str.format
 # with model, rank, device, port, addr, tablefile. Ending "abort" = SIGABRT like glog's LOG(FATAL).
 FAILURES: dict[str, tuple[str, list[tuple[str, str, str]], str]] = {
-    "model_path_missing": ("init", [("F", "xllm.cpp:103", "Model path {model} does not exist.")], "abort"),
-    "kv_cache_oom": ("kv_cache", [("F", "llm_engine.cpp:242",
+    "model_path_missing": ("init", [("F", "@fail_model_path", "Model path {model} does not exist.")], "abort"),
+    "kv_cache_oom": ("kv_cache", [("F", "@fail_kv_size",
                                    "Check failed: kv_cache_cap.cache_size_in_bytes > 0 (0 vs. 0) "
                                    "Available kv cache size must be greater than 0")], "abort"),
-    "kv_cache_blocks": ("kv_cache", [("F", "llm_engine.cpp:277",
+    "kv_cache_blocks": ("kv_cache", [("F", "@fail_kv_blocks",
                                       "Check failed: kv_cache_cap.n_blocks > 0 (0 vs. 0) no n_blocks for kv cache")],
                         "abort"),
-    "kv_cache_alloc": ("kv_cache", [("F", "llm_engine.cpp:299", "Check failed: kv_cache_cap.n_blocks > 0 (0 vs. 0) "
+    "kv_cache_alloc": ("kv_cache", [("F", "@fail_kv_memory", "Check failed: kv_cache_cap.n_blocks > 0 (0 vs. 0) "
                                                                 "no memory for kv cache")], "abort"),
     "hccl_error": ("connect", [("F", "npu_process_group.cpp:28", "Failed, HCCL error :HCCL_E_TIMEOUT")], "abort"),
     # CHECK_EQ(status, HCCL_SUCCESS) / CHECK_EQ(error, ACL_SUCCESS) in collective_service.cpp (rank 0).
-    "hccl_root_info": ("connect", [("F", "collective_service.cpp:37", "Check failed: status == HCCL_SUCCESS (7 vs. 0) "
+    "hccl_root_info": ("connect", [("F", "@fail_root_info", "Check failed: status == HCCL_SUCCESS (7 vs. 0) "
                                                                       "HCCL get root info failed.")], "abort"),
-    "acl_set_device": ("engine", [("F", "collective_service.cpp:34", "Check failed: error == ACL_SUCCESS (507033 vs. "
+    "acl_set_device": ("engine", [("F", "@fail_set_device", "Check failed: error == ACL_SUCCESS (507033 vs. "
                                                                      "0) ACL set device id {device} failed. Error : "
                                                                      "507033")], "abort"),
-    "rank_table": ("engine", [("E", "mapping_npu.cpp:97", "Failed to parse rank table file: {tablefile}")], "exit1"),
+    "rank_table": ("engine", [("E", "@fail_rank_table", "Failed to parse rank table file: {tablefile}")], "exit1"),
     "execute_failed": ("serving", [
-        ("E", "comm_channel.cpp:531", "Execute_model_async failed. Error code : 1008, [E1008]Reached timeout=60000ms"),
-        ("F", "llm_engine.cpp:750", "Failed to execute model, result has no value")], "abort"),
+        ("E", "@fail_execute_async", "Execute_model_async failed. Error code : 1008, [E1008]Reached timeout=60000ms"),
+        ("F", "@fail_execute_none", "Failed to execute model, result has no value")], "abort"),
     # LOG(FATAL) after CollectiveService::wait(); a real rank 0 waits for a missing worker instead, since
     # wait() returns only when every rank has registered: this injects the FATAL path all the same.
-    "worker_missing": ("connect", [("F", "dist_manager.cpp:184",
+    "worker_missing": ("connect", [("F", "@fail_missing_worker",
                                     "Not all worker connect to engine server. Miss rank is {missing}")], "abort"),
-    "check_failed": ("engine", [("F", "dist_manager.cpp:119",
+    "check_failed": ("engine", [("F", "@fail_world_size",
                                  "Check failed: (world_size % dp_size) == 0 (1 vs. 0) Global world size must be "
                                  "divisible by dp size in multi-node serving mode.")], "abort"),
     "port_in_use": ("server", [("E", "server.cpp:1181", "Fail to listen 0.0.0.0:{port}"),
-                               ("E", "xllm_server.cpp:56", "Failed to start server on port {port}"),
-                               ("E", "xllm.cpp:273", "Failed to start brpc server on port {port}")], "exit255"),
+                               ("E", "@http_fail", "Failed to start server on port {port}"),
+                               ("E", "@fail_brpc_port", "Failed to start brpc server on port {port}")], "exit255"),
     "segfault": ("model", [], "segv"),
     "exit": ("model", [], "exit1"),
 }
@@ -465,6 +478,7 @@ class Rank:
                   "addr": self.master_addr, "tablefile": self.flags["rank_tablefile"] or "hccl.json",
                   "missing": max(self.nnodes - 1, 0)}
         for index, (severity, where, template) in enumerate(lines):
+            where = SRC.get(where[1:], where) if where.startswith("@") else where  # the imitated release's line
             message = template.format(**values)
             if self.cfg.fail_message and kind == self.cfg.fail_kind and index == len(lines) - 1:
                 message = self.cfg.fail_message
@@ -686,7 +700,7 @@ class Rank:
                                    f"current node rank = {self.rank}, nnodes = {self.nnodes}, dp_size = {dp_size}, "
                                    f"ep_size = {ep_size}, tp_size = {world // dp_size if dp_size > 0 else world}")
         if dp_size <= 0 or world % dp_size != 0:
-            self.fatal(SRC["dist"], f"Check failed: (world_size % dp_size) == 0 ({world % dp_size if dp_size else world}"
+            self.fatal(SRC["fail_world_size"], f"Check failed: (world_size % dp_size) == 0 ({world % dp_size if dp_size else world}"
                                     " vs. 0) Global world size must be divisible by dp size in multi-node serving "
                                     "mode.")
         if self.cfg.check_rank_table and self.flags["rank_tablefile"]:
@@ -875,8 +889,7 @@ class Rank:
             self.sleep("connect", STEP_SECONDS["retry"])
             with self.reg_lock:
                 missing = sorted(everyone - set(self.registered)) or [self.nnodes - 1]
-            self.fatal(FAILURES["worker_missing"][1][0][1], "Check failed: all_connected Not all worker connect to "
-                                                             f"engine server. Miss rank is {missing[0]}")
+            self.fatal(SRC["fail_missing_worker"], f"Not all worker connect to engine server. Miss rank is {missing[0]}")
         self._wait_for(lambda: everyone <= set(self.registered))
         with self.reg_lock:
             addresses = {r: addr for r, (_sock, addr) in self.registered.items()}
