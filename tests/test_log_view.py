@@ -293,3 +293,44 @@ async def test_unreadable_path_is_explained_not_raised(tmp_path):
         await pilot.pause()
         assert view.line_count == 0
         assert "not a regular file" in view.status_text
+
+
+async def test_follows_a_file_flooded_by_megabytes_a_second_and_keys_still_work(tmp_path):
+    """A rank logging at full speed (tens of MB/s): the view keeps up, raises nothing, and keys respond.
+
+    Under such a flood the index used to give one block two counts and render_line died with
+    IndexError in LogFile._newline within seconds.
+    """
+    import threading
+
+    path = tmp_path / "node_0.log"
+    write_lines(path, [glog_line(i) for i in range(100)], "w")
+    line = (glog_line(0, text="x" * 67) + "\n").encode()
+    total_writes = 2_000  # x 100 lines x 120 bytes = 24 MB
+    app = LogApp(path)
+    done = threading.Event()
+
+    def writer() -> None:
+        with open(path, "ab", buffering=0) as f:
+            for _ in range(total_writes):
+                f.write(line * 100)
+            f.write((glog_line(1, text="the last line") + "\n").encode())
+        done.set()
+
+    async with app.run_test(size=(100, 24)) as pilot:
+        view = app.query_one(LogView)
+        await wait_for(pilot, lambda: view.line_count == 100, "the first lines")
+        thread = threading.Thread(target=writer)
+        thread.start()
+        try:
+            await wait_for(pilot, lambda: view.line_count > 1000, "the flood to arrive")
+            await pilot.press("w")
+            await wait_for(pilot, lambda: view.wrap, "the wrap key during the flood")
+            await pilot.press("w")
+            await wait_for(pilot, lambda: not view.wrap, "the wrap key again")
+            await wait_for(pilot, lambda: done.is_set() and visible(view)[-1].endswith("the last line"),
+                           "the last line on screen")
+        finally:
+            thread.join(60)
+        assert view.line_count == 100 + 100 * total_writes + 1
+        assert not view.paused and view.new_lines == 0
