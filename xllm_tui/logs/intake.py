@@ -1,0 +1,378 @@
+"""Log intake for the supervisor: new bytes of a rank's log, searched in chunks, never split into lines (no Textual).
+
+Why
+---
+A rank can write hundreds of thousands of lines a second. The supervisor only needs the few lines that can
+change what it reports (start-up milestones, failures, readiness) and the last line; decoding and parsing
+every line in Python (``IncrementalReader.read_new`` + ``Milestones.feed`` per line) cost about 14 CPU
+seconds per million lines. `LogIntake` reads the appended bytes in slices of `SCAN_BYTES`, finds line
+boundaries and the *interesting* lines with bytes-level searches (C speed), decodes and feeds only those,
+and counts the rest.
+
+Interesting lines (a superset of what `glog.StartupTracker.feed` reacts to; each is then checked exactly
+by the existing code, so milestones, failures and readiness are the same as feeding every line):
+- while the sink has no failure yet: lines starting with ``E`` or ``F`` (glog error/fatal), lines holding
+  ``Check failed:`` or ``ERROR:`` (what `glog.severity_of` calls E/F);
+- lines holding one of the literals of `glog._CHEAP_FILTER` (without case), the gate of `glog.milestone_of`;
+- rank 0 (the sink's tracker ``is_master``): lines matching the profile's ``ready_pattern`` (without case).
+Milestones lines are fed in file order; `last_line` is set to the last non-blank line read, as feeding every
+line did. Known difference: ASCII letters are folded bytewise, so a Unicode look-alike that ``re.I`` folds
+to an ASCII letter (Kelvin sign, long s) is not found; xllm prints ASCII.
+
+API (all the supervisor needs; replaces IncrementalReader + adopted_log_reader)
+---------------------------------------------------------------------------------
+    intake = LogIntake(path, from_end=True)         # before spawning a rank: its first line is not missed
+    intake = LogIntake.adopt(path)                  # a rank of an earlier supervisor: only the last
+                                                    # ADOPT_BACKLOG bytes are read (its first, cut line dropped)
+    result = intake.feed(milestones)                # in the log thread, once per round per rank
+    result.grew      # bytes were read (the log grew): the rank's last_growth
+    result.more      # more than max_bytes was pending: call again (soon) to catch up
+    result.lines     # complete lines consumed; result.fed: lines decoded and fed; result.reset: "rotated" | ...
+    intake.offset, intake.resets, intake.lines_read
+
+`feed(sink, max_bytes=ROUND_BYTES)` does bounded work: at most max_bytes per call, searched in slices of
+SCAN_BYTES, so one C-level search holds the GIL well under a millisecond and the event loop answering
+clients is never held up. Memory is bounded whatever the growth speed: one slice, plus at most
+MAX_LINE_BYTES of a line still being written (a longer line is cut to that head; glog's own limit is 30000).
+Rotation (the path names a new inode) and truncation (the file shrank) restart reading at the new file's
+start, like IncrementalReader, and are reported in `result.reset`.
+
+The sink is a `supervisor.probes.Milestones` or anything with the same shape: ``feed(line: str)``, a
+``last_line`` attribute, ``failure`` (None while failures are still looked for) and ``tracker`` with
+``is_master`` and ``ready_pattern``.
+
+Wiring in supervisor/daemon.py (what changes there):
+    launch:     reader = LogIntake(launch.log_path, from_end=True)
+    take_over:  r.reader = LogIntake.adopt(r.launch.log_path); r.reader.feed(r.milestones, ADOPT_BACKLOG)
+    _read_logs: if reader.feed(milestones).grew: grew.append(r)
+    on_exit:    r.reader.feed(r.milestones)
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from xllm_tui.logs import glog
+
+ROUND_BYTES = 16 * 1024 * 1024  # default bytes per feed() call (as IncrementalReader.read_new)
+SCAN_BYTES = 1024 * 1024  # bytes read and searched at once: bounds memory and each C call's GIL hold
+MAX_LINE_BYTES = 64 * 1024  # a line longer than this is kept and fed cut to its head
+ADOPT_BACKLOG = 16 * 1024 * 1024  # adopting a running rank: the log's tail read for its milestones
+_LAST_LINE_LOOKBACK = 64  # blank lines skipped looking for the last non-blank one
+
+
+class MilestoneSink(Protocol):
+    last_line: str
+    tracker: Any
+
+    def feed(self, line: str) -> None: ...
+
+    @property
+    def failure(self) -> tuple[str, str] | None: ...
+
+
+@dataclass(frozen=True)
+class IntakeResult:
+    """What one `LogIntake.feed` call consumed."""
+
+    bytes: int = 0  # bytes read (a held partial line included)
+    lines: int = 0  # complete lines consumed
+    fed: int = 0  # lines decoded and fed to the sink
+    more: bool = False  # unread bytes remain beyond max_bytes: call again
+    reset: str | None = None  # "rotated" or "truncated": reading restarted at the new file's start
+
+    @property
+    def grew(self) -> bool:
+        return self.bytes > 0
+
+
+def _decode(raw: bytes) -> str:
+    text = raw.decode("utf-8", errors="replace")
+    return text[:-1] if text.endswith("\r") else text
+
+
+def _plain_literal(pattern: str) -> str | None:
+    """The text a regex matches if it is a plain literal (no class, repeat, anchor, ...), else None."""
+    try:
+        parsed = re._parser.parse(pattern)  # type: ignore[attr-defined]
+    except (re.error, AttributeError):
+        return None
+    chars = []
+    for op, value in parsed.data:
+        if op is not re._constants.LITERAL:  # type: ignore[attr-defined]
+            return None
+        chars.append(chr(value))
+    return "".join(chars)
+
+
+def _ascii_folded(text: str) -> bytes | None:
+    """text as lower-case ASCII bytes, or None if it is not ASCII (bytes.lower folds ASCII only)."""
+    return text.lower().encode("ascii") if text.isascii() else None
+
+
+def _milestone_needles() -> tuple[list[bytes], re.Pattern[bytes] | None]:
+    """The literals that gate glog.milestone_of, lower-cased; or a bytes regex if the gate is not a list of them."""
+    gate = glog._CHEAP_FILTER
+    needles = []
+    for alternative in gate.pattern.split("|"):
+        literal = _plain_literal(alternative)
+        folded = _ascii_folded(literal) if literal else None
+        if not folded or not gate.flags & re.IGNORECASE and literal != literal.lower():
+            # Not a plain case-insensitive ASCII alternation any more: search the gate itself (slower, exact).
+            return [], re.compile(gate.pattern.encode(), re.IGNORECASE)
+        needles.append(folded)
+    return needles, None
+
+
+_MILESTONE_NEEDLES, _MILESTONE_REGEX = _milestone_needles()
+_ERROR_START = re.compile(rb"\n[EF]")  # glog E/F lines; the first line of a region is checked apart
+_FAILURE_NEEDLES = (b"Check failed:", b"ERROR:")  # severity_of's E/F for any line (case as written)
+
+
+# A ready_pattern with these can match across a newline or only at the ends of the text: searched over a
+# whole slice it could find what no single line holds, or miss a line's match; such patterns see every line.
+_MAY_CROSS_LINES = re.compile(r"\\[AZsSDWb]|\[\^|\(\?[a-zA-Z]*s")
+
+
+class _ReadyMatcher:
+    """The profile's ready_pattern over bytes: a folded literal, or a bytes regex (re.I, re.M)."""
+
+    def __init__(self, pattern: str) -> None:
+        literal = _plain_literal(pattern)
+        self.needle = _ascii_folded(literal) if literal else None
+        self.regex = None
+        if self.needle is None and not _MAY_CROSS_LINES.search(pattern):
+            try:
+                self.regex = re.compile(pattern.encode(), re.IGNORECASE | re.MULTILINE)
+            except (re.error, UnicodeEncodeError):
+                self.regex = None
+        self.every_line = self.needle is None and self.regex is None  # cannot search bytes: feed all lines
+
+
+class LogIntake:
+    """Reads what a rank appended to its log and feeds the interesting lines to a sink (see module docstring)."""
+
+    def __init__(self, path: str | os.PathLike, *, from_end: bool = False) -> None:
+        self.path = os.fspath(path)
+        self.offset = 0
+        self.resets = 0
+        self.lines_read = 0
+        self._identity: tuple[int, int] | None = None
+        self._pending = b""  # a line still being written (at most MAX_LINE_BYTES of it)
+        self._discard_to_newline = False  # the rest of an over-long line (or of a cut first line) is dropped
+        self._ready_key: str | None = None
+        self._ready: _ReadyMatcher | None = None
+        if from_end:
+            try:
+                st = os.stat(self.path)
+            except OSError:
+                return
+            self._identity = (st.st_dev, st.st_ino)
+            self.offset = st.st_size
+
+    @classmethod
+    def adopt(cls, path: str | os.PathLike, backlog: int = ADOPT_BACKLOG) -> LogIntake:
+        """An intake positioned `backlog` bytes before the end (a rank started by an earlier supervisor).
+
+        A multi-gigabyte log is not read from its start: start-up milestones are long past. The line cut by
+        the starting point is dropped. Feed it with max_bytes=backlog to read the backlog in one call.
+        """
+        intake = cls(path)
+        try:
+            st = os.stat(intake.path)
+        except OSError:
+            return intake
+        intake._identity = (st.st_dev, st.st_ino)
+        intake.offset = max(0, st.st_size - backlog)
+        if intake.offset > 0:
+            try:
+                with open(intake.path, "rb") as f:
+                    f.seek(intake.offset - 1)
+                    intake._discard_to_newline = f.read(1) != b"\n"
+            except OSError:
+                intake._discard_to_newline = True
+        return intake
+
+    # ---- reading -------------------------------------------------------------------------------------
+    def feed(self, sink: MilestoneSink, max_bytes: int = ROUND_BYTES) -> IntakeResult:
+        """Read up to max_bytes appended since the last call; feed the interesting lines to `sink`."""
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return IntakeResult()  # not written yet, or between rotation and re-creation
+        if (st.st_dev, st.st_ino) == self._identity and st.st_size == self.offset:
+            return IntakeResult()  # nothing new: one stat per idle round
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return IntakeResult()
+        try:
+            st = os.fstat(fd)
+            identity = (st.st_dev, st.st_ino)
+            reset = None
+            if self._identity is not None and identity != self._identity:
+                reset = "rotated"
+            elif st.st_size < self.offset:
+                reset = "truncated"
+            if reset is not None:
+                self.offset = 0
+                self._pending = b""
+                self._discard_to_newline = False
+                self.resets += 1
+            self._identity = identity
+            end = min(st.st_size, self.offset + max(1, max_bytes))
+            scan = _Scan(self, sink)
+            pos = self.offset
+            while pos < end:
+                chunk = os.pread(fd, min(SCAN_BYTES, end - pos), pos)
+                if not chunk:
+                    break  # shrunk meanwhile: the next call sees the truncation
+                scan.consume(chunk)
+                pos += len(chunk)
+        finally:
+            os.close(fd)
+        consumed = pos - self.offset
+        self.offset = pos
+        self.lines_read += scan.lines
+        scan.finish()
+        return IntakeResult(consumed, scan.lines, scan.fed, st.st_size > pos, reset)
+
+    def _ready_matcher(self, sink: MilestoneSink) -> _ReadyMatcher | None:
+        tracker = getattr(sink, "tracker", None)
+        pattern = getattr(tracker, "ready_pattern", None) if getattr(tracker, "is_master", False) else None
+        if pattern != self._ready_key or (pattern is not None and self._ready is None):
+            self._ready_key = pattern
+            self._ready = _ReadyMatcher(pattern) if pattern else None
+        return self._ready
+
+
+class _Scan:
+    """One feed() call's pass over the slices it read."""
+
+    def __init__(self, intake: LogIntake, sink: MilestoneSink) -> None:
+        self.intake = intake
+        self.sink = sink
+        self.ready = intake._ready_matcher(sink)
+        self.lines = 0
+        self.fed = 0
+        self.last_raw: bytes | None = None  # the last non-blank line read, if it was not fed
+        self.last_text: str | None = None
+
+    def consume(self, chunk: bytes) -> None:
+        intake = self.intake
+        start = 0
+        if intake._pending or intake._discard_to_newline:
+            newline = chunk.find(b"\n")
+            if newline == -1:
+                self._hold(chunk)
+                return
+            line = intake._pending + (b"" if intake._discard_to_newline else chunk[:newline])
+            line = line[:MAX_LINE_BYTES] + b"\n"
+            was_cut_head = intake._discard_to_newline and not intake._pending
+            intake._pending = b""
+            intake._discard_to_newline = False
+            if not was_cut_head:  # the cut first line of an adopted log is not a line
+                self._region(line, 0, len(line))
+            else:
+                self.lines += 1
+            start = newline + 1
+        cut = chunk.rfind(b"\n", start) + 1
+        if cut > start:
+            self._region(chunk, start, cut)
+            start = cut
+        if start < len(chunk):
+            self._hold(chunk[start:])
+
+    def _hold(self, tail: bytes) -> None:
+        intake = self.intake
+        if intake._discard_to_newline:
+            return
+        room = MAX_LINE_BYTES - len(intake._pending)
+        intake._pending += tail[:room]
+        if len(tail) > room:
+            intake._discard_to_newline = True  # keep the head, drop the rest up to the newline
+
+    def _region(self, data: bytes, start: int, end: int) -> None:
+        """Complete lines data[start:end] (end is just past a newline)."""
+        self.lines += data.count(b"\n", start, end)
+        starts = self._interesting(data, start, end)
+        last_fed_end = -1
+        for line_start in sorted(starts):
+            line_end = data.find(b"\n", line_start, end)
+            self.sink.feed(_decode(data[line_start:line_end]))
+            self.fed += 1
+            last_fed_end = line_end
+        self._note_last_line(data, start, end, last_fed_end)
+
+    def _interesting(self, data: bytes, start: int, end: int) -> set[int]:
+        if self.ready is not None and self.ready.every_line:
+            return self._every_line(data, start, end)
+        starts: set[int] = set()
+        rfind = data.rfind
+        if self.sink.failure is None:
+            if data[start : start + 1] in (b"E", b"F"):
+                starts.add(start)
+            for m in _ERROR_START.finditer(data, start, end):
+                starts.add(m.start() + 1)
+            for needle in _FAILURE_NEEDLES:
+                self._add_matches(data, needle, start, end, starts)
+        if _MILESTONE_REGEX is not None:
+            for m in _MILESTONE_REGEX.finditer(data, start, end):
+                starts.add(rfind(b"\n", start, m.start()) + 1 or start)
+        folded = None
+        needles = list(_MILESTONE_NEEDLES)
+        if self.ready is not None and self.ready.needle is not None:
+            needles.append(self.ready.needle)
+        if needles:
+            folded = data[start:end].lower()  # one copy per slice: every literal is searched without case
+            for needle in needles:
+                self._add_matches(folded, needle, 0, end - start, starts, shift=start)
+        if self.ready is not None and self.ready.regex is not None:
+            for m in self.ready.regex.finditer(data, start, end):
+                starts.add(rfind(b"\n", start, m.start()) + 1 or start)
+        return starts
+
+    @staticmethod
+    def _add_matches(haystack: bytes, needle: bytes, start: int, end: int, starts: set[int], shift: int = 0) -> None:
+        """Add the start (plus shift) of each line of haystack[start:end] holding needle; one hit per line."""
+        find, rfind = haystack.find, haystack.rfind
+        i = find(needle, start, end)
+        while i != -1:
+            line_start = rfind(b"\n", start, i) + 1 or start
+            starts.add(line_start + shift)
+            line_end = find(b"\n", i, end)
+            if line_end == -1:
+                return
+            i = find(needle, line_end + 1, end)
+
+    @staticmethod
+    def _every_line(data: bytes, start: int, end: int) -> set[int]:
+        starts = set()
+        pos = start
+        while pos < end:
+            starts.add(pos)
+            pos = data.find(b"\n", pos, end) + 1
+        return starts
+
+    def _note_last_line(self, data: bytes, start: int, end: int, last_fed_end: int) -> None:
+        """Remember the region's last non-blank line (as Milestones.feed would have left last_line)."""
+        line_end = end - 1
+        for _ in range(_LAST_LINE_LOOKBACK):
+            if line_end < start:
+                return
+            line_start = data.rfind(b"\n", start, line_end) + 1 or start
+            if line_end <= last_fed_end:
+                self.last_raw = None  # the last non-blank line was fed: last_line is already right
+                return
+            raw = data[line_start:line_end]
+            if _decode(raw).strip():  # str.strip, as Milestones.feed judges a blank line
+                self.last_raw = raw
+                return
+            line_end = line_start - 1
+
+    def finish(self) -> None:
+        if self.last_raw is not None:
+            self.sink.last_line = _decode(self.last_raw)
