@@ -113,23 +113,84 @@ def _ascii_folded(text: str) -> bytes | None:
     return text.lower().encode("ascii") if text.isascii() else None
 
 
-def _milestone_needles() -> tuple[list[bytes], re.Pattern[bytes] | None]:
-    """The literals that gate glog.milestone_of, lower-cased; or a bytes regex if the gate is not a list of them."""
+_MIN_RUN = 3  # shorter literal runs are not worth searching for
+
+
+def _required_runs(items: list) -> list[list[str]] | None:
+    """Literal runs a match of a parsed regex must hold: alternatives (one per top-level branch), each a list
+    of runs that are all in every match of that alternative; None when none can be told."""
+    constants = re._constants  # type: ignore[attr-defined]
+    runs: list[str] = []
+    run = ""
+    branches = None
+    for op, value in items:
+        if op is constants.LITERAL:
+            run += chr(value)
+            continue
+        if len(run) >= _MIN_RUN:
+            runs.append(run)
+        run = ""
+        if op is constants.SUBPATTERN:
+            inner = list(value[-1])
+            if len(inner) == 1 and inner[0][0] is constants.BRANCH:
+                branches = branches or inner[0][1][1]
+            else:
+                found = _required_runs(inner)
+                if found and len(found) == 1:
+                    runs.extend(found[0])
+        elif op is constants.BRANCH:
+            branches = branches or value[1]
+    if len(run) >= _MIN_RUN:
+        runs.append(run)
+    if runs:
+        return [runs]
+    if branches:
+        alternatives: list[list[str]] = []
+        for branch in branches:
+            found = _required_runs(list(branch))
+            if not found:
+                return None
+            alternatives.extend(found)
+        return alternatives
+    return None
+
+
+def _milestone_wanted() -> tuple[list[tuple[tuple[bytes, ...], bool]], re.Pattern[bytes] | None]:
+    """What to look for so no line glog.milestone_of would mark is missed: (runs, ignore_case) per alternative
+    of each milestone pattern (a line holding any run of an alternative is fed); else the literals of its
+    case-insensitive gate; else the gate as a bytes regex (slow, exact)."""
+    wanted: list[tuple[tuple[bytes, ...], bool]] = []
+    try:
+        for _phase, pattern in glog._MILESTONES:
+            parsed = re._parser.parse(pattern.pattern, pattern.flags)  # type: ignore[attr-defined]
+            alternatives = _required_runs(list(parsed))
+            if not alternatives:
+                raise ValueError(pattern.pattern)
+            # Any flag inside (or re.I) is taken as ignore case: finds more lines, never fewer.
+            ignore_case = bool(parsed.state.flags & re.IGNORECASE) or "(?" in pattern.pattern
+            for runs in alternatives:
+                if not all(run.isascii() for run in runs):
+                    raise ValueError(pattern.pattern)
+                item = (tuple((r.lower() if ignore_case else r).encode() for r in runs), ignore_case)
+                if item not in wanted:
+                    wanted.append(item)
+        return wanted, None
+    except (AttributeError, TypeError, ValueError, re.error):
+        pass
     gate = glog._CHEAP_FILTER
-    needles = []
+    wanted = []
     for alternative in gate.pattern.split("|"):
         literal = _plain_literal(alternative)
         folded = _ascii_folded(literal) if literal else None
-        if not folded or not gate.flags & re.IGNORECASE and literal != literal.lower():
-            # Not a plain case-insensitive ASCII alternation any more: search the gate itself (slower, exact).
+        if not folded or not gate.flags & re.IGNORECASE:
             return [], re.compile(gate.pattern.encode(), re.IGNORECASE)
-        needles.append(folded)
-    return needles, None
+        wanted.append(((folded,), True))
+    return wanted, None
 
 
-_MILESTONE_NEEDLES, _MILESTONE_REGEX = _milestone_needles()
+_MILESTONE_WANTED, _MILESTONE_REGEX = _milestone_wanted()
 _ERROR_START = re.compile(rb"\n[EF]")  # glog E/F lines; the first line of a region is checked apart
-_FAILURE_NEEDLES = (b"Check failed:", b"ERROR:")  # severity_of's E/F for any line (case as written)
+_FAILURE_WANTED = [((b"Check failed:",), False), ((b"ERROR:",), False)]  # severity_of's E/F for any line
 
 
 # A ready_pattern with these can match across a newline or only at the ends of the text: searched over a
@@ -179,7 +240,7 @@ class _Plan:
     uses: int = 0
 
 
-def _plan(data: bytes, start: int, end: int, wanted: list[tuple[bytes, bool]], error_starts: bool) -> _Plan:
+def _plan(data: bytes, start: int, end: int, wanted: list[tuple[tuple[bytes, ...], bool]], error_starts: bool) -> _Plan:
     sample = _sample(data, start, end)
     per_mib = (1 << 20) / max(1, len(sample))
     counts: dict[bytes, int] = {}
@@ -192,18 +253,19 @@ def _plan(data: bytes, start: int, end: int, wanted: list[tuple[bytes, bool]], e
 
     groups: dict[tuple[bytes, ...], list[tuple[bytes, int, bool]]] = {}
     plain: list[tuple[bytes, bool]] = []
-    for needle, ignore_case in wanted:
+    for runs, ignore_case in wanted:
         best = None
-        for offset in range(len(needle)):
-            byte = needle[offset : offset + 1]
-            keys = (byte, byte.upper()) if ignore_case and byte.isalpha() else (byte,)
-            cost = hits_per_mib(keys) + (0.5 if keys not in groups else 0)  # ties: share a pass
-            if best is None or cost < best[0]:
-                best = (cost, keys, offset)
+        for run in runs:
+            for offset in range(len(run)):
+                byte = run[offset : offset + 1]
+                keys = (byte, byte.upper()) if ignore_case and byte.isalpha() else (byte,)
+                cost = hits_per_mib(keys) + (0.5 if keys not in groups else 0)  # ties: share a pass
+                if best is None or cost < best[0]:
+                    best = (cost, keys, run, offset)
         if best is not None and best[0] <= _MAX_HITS_PER_MIB:
-            groups.setdefault(best[1], []).append((needle, best[2], ignore_case))
+            groups.setdefault(best[1], []).append((best[2], best[3], ignore_case))
         else:
-            plain.append((needle, ignore_case))
+            plain.append((max(runs, key=len), ignore_case))  # the longest run searches fastest
     by_key = error_starts and hits_per_mib((b"E", b"F")) <= _MAX_HITS_PER_MIB
     if by_key:
         groups.setdefault((b"E", b"F"), []).append((b"", 0, False))  # b"": "a line starts here"
@@ -423,14 +485,12 @@ class _Scan:
             return self._every_line(data, start, end)
         starts: set[int] = set()
         rfind = data.rfind
-        needles = list(_MILESTONE_NEEDLES)
+        wanted = list(_MILESTONE_WANTED)
         if self.ready is not None and self.ready.needle is not None:
-            if not any(n in self.ready.needle for n in needles):  # else those lines are found already
-                needles.append(self.ready.needle)
-        wanted = [(n, True) for n in needles]
+            wanted.append(((self.ready.needle,), True))
         error_starts = self.sink.failure is None  # the tracker keeps the first failure only
         if error_starts:
-            wanted += [(n, False) for n in _FAILURE_NEEDLES]
+            wanted += _FAILURE_WANTED
         key = (tuple(wanted), error_starts)
         plan = self.intake._plan
         if plan is None or self.intake._plan_key != key or plan.uses >= _REPLAN_SLICES:
