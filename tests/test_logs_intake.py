@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -240,3 +241,34 @@ def test_adopt_reads_the_tail_like_adopted_log_reader(tmp_path, backlog, monkeyp
         old_m.feed(line)
     intake.feed(new_m)
     assert state(new_m) == state(old_m)
+
+
+@pytest.mark.parametrize("fallback", ["gate literals", "gate regex"])
+@pytest.mark.parametrize("role,ready", ROLES[:4])
+def test_the_fallbacks_for_unreadable_milestone_patterns_are_exact_too(tmp_path, monkeypatch, fallback, role, ready):
+    """If glog's milestone patterns stop yielding literals, the gate's literals (or the gate regex) are used."""
+    if fallback == "gate literals":
+        wanted, regex = intake_module._wanted_from_gate()
+        assert wanted and regex is None
+    else:
+        wanted, regex = [], re.compile(intake_module.glog._CHEAP_FILTER.pattern.encode(), re.I)
+    monkeypatch.setattr(intake_module, "_MILESTONE_WANTED", wanted)
+    monkeypatch.setattr(intake_module, "_MILESTONE_REGEX", regex)
+    path = tmp_path / "node.log"
+    path.write_bytes(make_log(11, n=600))
+    old_m, new_m = new_milestones(role, ready), new_milestones(role, ready)
+    for line in IncrementalReader(path).read_new():
+        old_m.feed(line)
+    LogIntake(path).feed(new_m)
+    assert state(new_m) == state(old_m)
+
+
+def test_every_milestone_pattern_yields_literals_to_look_for():
+    from xllm_tui.logs import glog
+
+    assert intake_module._wanted_from_patterns() is not None
+    assert intake_module._MILESTONE_REGEX is None
+    for line in STARTUP:  # each start-up line holds one of the runs looked for
+        assert glog.milestone_of(line) is not None
+        assert any(any((run in line.lower().encode()) if ci else (run in line.encode()) for run in runs)
+                   for runs, ci in intake_module._MILESTONE_WANTED), line
