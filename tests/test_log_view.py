@@ -334,3 +334,43 @@ async def test_follows_a_file_flooded_by_megabytes_a_second_and_keys_still_work(
             thread.join(60)
         assert view.line_count == 100 + 100 * total_writes + 1
         assert not view.paused and view.new_lines == 0
+
+
+async def test_compact_mode_shows_time_and_message_coloured_by_severity_and_is_remembered(tmp_path):
+    path = tmp_path / "compact.log"
+    lines = [glog_line(i, "W" if i == 5 else "E" if i == 7 else "I", f"message {i}") for i in range(10)]
+    write_lines(path, lines + ["not a glog line"], "w")
+    other = tmp_path / "other.log"
+    write_lines(other, [glog_line(0, text="on the other rank")], "w")
+    app = LogApp(path)
+    async with app.run_test(size=(60, 16)) as pilot:
+        view = app.query_one(LogView)
+        await wait_for(pilot, lambda: view.line_count == 11, "the file")
+        assert visible(view)[7].startswith("E20251129 15:20:07.123456")
+        await pilot.press("c")
+        await wait_for(pilot, lambda: visible(view)[7] == "15:20:07.123 message 7", "the compact rows")
+        rows = visible(view)
+        assert rows[10] == "not a glog line" and rows[5] == "15:20:05.123 message 5"
+        assert "compact" in str(view.border_title)
+        error, warning = (view.get_component_rich_style(f"log-view--{name}").color for name in ("error", "warning"))
+        assert message_color(view, 7) == error and message_color(view, 5) == warning
+        time_part = [seg for seg in view.render_line(7) if seg.text.startswith("15:20:07")]
+        assert time_part and time_part[0].style.color == view.get_component_rich_style("log-view--prefix").color
+        # Search highlights what is shown; the errors-only filter keeps the compact form.
+        view.set_search("message 7")
+        await pilot.pause()
+        match = view.get_component_rich_style("log-view--match")
+        assert any(seg.text == "message 7" and seg.style.bgcolor == match.bgcolor for seg in view.render_line(7))
+        await pilot.press("E", "E")
+        await wait_for(pilot, lambda: view.filter_level == "error" and view.row_count == 1, "errors only")
+        await wait_for(pilot, lambda: visible(view)[0] == "15:20:07.123 message 7", "the compact error row")
+        await pilot.press("E")
+        # Remembered: another file, or another log view of the app, starts compact.
+        view.set_path(other)
+        await wait_for(pilot, lambda: visible(view)[0] == "15:20:00.123 on the other rank", "the other file, compact")
+        second = LogView(other, id="second")
+        await app.mount(second)
+        await wait_for(pilot, lambda: second.compact and second.line_count == 1, "a new view in compact mode")
+        await pilot.press("c")
+        await wait_for(pilot, lambda: visible(view)[0].startswith("I20251129 15:20:00.123456"), "full lines again")
+        assert getattr(app, "log_view_compact") is False
