@@ -238,6 +238,7 @@ class _ReadyMatcher:
 _SAMPLE_BYTES = 1024  # taken at three places of a slice
 _MAX_HITS_PER_MIB = 64  # a byte found more often costs more in Python than a plain search
 _REPLAN_SLICES = 16  # slices searched with one plan before the sample is taken again
+_SHARED_PREFIX = 10  # plain needles sharing this much of a start are searched as one
 
 
 def _sample(data: bytes, start: int, end: int) -> bytes:
@@ -287,7 +288,21 @@ def _plan(data: bytes, start: int, end: int, wanted: list[tuple[tuple[bytes, ...
     by_key = error_starts and hits_per_mib((b"E", b"F")) <= _MAX_HITS_PER_MIB
     if by_key:
         groups.setdefault((b"E", b"F"), []).append((b"", 0, False))  # b"": "a line starts here"
-    return _Plan(groups, plain, by_key)
+    return _Plan(groups, _shared_prefixes(plain), by_key)
+
+
+def _shared_prefixes(plain: list[tuple[bytes, bool]]) -> list[tuple[bytes, bool]]:
+    """Needles with a long common prefix searched once, by that prefix (a line holding either holds it)."""
+    merged: list[tuple[bytes, bool]] = []
+    for needle, ignore_case in sorted(set(plain)):
+        if merged and merged[-1][1] == ignore_case:
+            previous = merged[-1][0]
+            common = os.path.commonprefix([previous, needle])
+            if len(common) >= _SHARED_PREFIX:
+                merged[-1] = (common, ignore_case)
+                continue
+        merged.append((needle, ignore_case))
+    return merged
 
 
 def _find_lines(data: bytes, start: int, end: int, plan: _Plan, error_starts: bool, starts: set[int]) -> bool:
