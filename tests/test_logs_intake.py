@@ -272,3 +272,23 @@ def test_every_milestone_pattern_yields_literals_to_look_for():
         assert glog.milestone_of(line) is not None
         assert any(any((run in line.lower().encode()) if ci else (run in line.encode()) for run in runs)
                    for runs, ci in intake_module._MILESTONE_WANTED), line
+
+
+def test_two_threads_feeding_one_intake_never_feed_a_line_twice(tmp_path):
+    """The supervisor's log thread and its event loop (reading a dead rank's last lines) may overlap."""
+    import threading
+
+    path = tmp_path / "node.log"
+    weights = (STARTUP[13] + "\n").encode()
+    path.write_bytes(weights * 20_000 + (NOISE[0] + "\n").encode() * 20_000)
+    m = new_milestones("worker", None)
+    intake = LogIntake(path)
+    threads = [threading.Thread(target=lambda: [intake.feed(m, max_bytes=50_000) for _ in range(200)])
+               for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    while intake.feed(m).more:
+        pass
+    assert m.tracker.weights_loaded == 20_000 and intake.lines_read == 40_000

@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -223,7 +224,7 @@ class _ReadyMatcher:
         literal = _plain_literal(pattern)
         self.needle = _ascii_folded(literal) if literal else None
         self.regex = None
-        if self.needle is None and not _MAY_CROSS_LINES.search(pattern):
+        if self.needle is None and pattern.isascii() and not _MAY_CROSS_LINES.search(pattern):
             try:
                 self.regex = re.compile(pattern.encode(), re.IGNORECASE | re.MULTILINE)
             except (re.error, UnicodeEncodeError):
@@ -371,6 +372,8 @@ class LogIntake:
         self._ready: _ReadyMatcher | None = None
         self._plan: _Plan | None = None  # how slices are searched, re-made from samples now and then
         self._plan_key: tuple | None = None
+        # The log thread and the event loop (a rank's exit) may both read: one at a time, no line fed twice.
+        self._lock = threading.Lock()
         if from_end:
             try:
                 st = os.stat(self.path)
@@ -405,6 +408,10 @@ class LogIntake:
     # ---- reading -------------------------------------------------------------------------------------
     def feed(self, sink: MilestoneSink, max_bytes: int = ROUND_BYTES) -> IntakeResult:
         """Read up to max_bytes appended since the last call; feed the interesting lines to `sink`."""
+        with self._lock:
+            return self._feed(sink, max_bytes)
+
+    def _feed(self, sink: MilestoneSink, max_bytes: int) -> IntakeResult:
         try:
             st = os.stat(self.path)
         except OSError:
