@@ -8,7 +8,8 @@ The whole app runs headless (Textual's Pilot) on the recorded deployment (tests/
 StaticSource), its log pane following the selected rank's log. A separate writer process appends --lines
 glog lines of 120 bytes to that log as fast as it can (100 lines per write), as a flooding rank does. Measured
 in the TUI process, from the writer's start until the pane shows the writer's last line: CPU seconds (process
-time, all threads: the UI loop and the log view's workers), the frames the compositor handed to the driver
+time, all threads: the UI loop and the log view's workers; "net": less the app's CPU rate with nothing
+happening, measured for a second just before with the same waiting loop, times the flood's duration), the frames the compositor handed to the driver
 (updates are coalesced: they must stay near the frame rate however fast the log grows), and the peak RSS.
 Printed as JSON: medians over the runs, and CPU seconds per million lines.
 """
@@ -71,6 +72,12 @@ async def one_run(lines: int, size: tuple[int, int], timeout: float) -> dict:
             if view is None:
                 raise RuntimeError("no log view showed a log")
             await pilot.pause(0.5)
+            # The app's own CPU with nothing happening, measured with the same waiting loop as below.
+            idle_cpu, idle_started = time.process_time(), time.monotonic()
+            while time.monotonic() - idle_started < 1.0:
+                view.render_line(view.scrollable_content_region.height - 1)
+                await pilot.pause(0.02)
+            idle_rate = (time.process_time() - idle_cpu) / (time.monotonic() - idle_started)
             before = view.line_count
             frames["on"] = True
             cpu, started = time.process_time(), time.monotonic()
@@ -92,7 +99,8 @@ async def one_run(lines: int, size: tuple[int, int], timeout: float) -> dict:
                 writer.wait()
             cpu = time.process_time() - cpu
             elapsed = time.monotonic() - started
-        return {"cpu_s": cpu, "elapsed_s": elapsed, "frames": frames["n"], "fps": frames["n"] / elapsed}
+        return {"cpu_s": cpu, "net_cpu_s": cpu - idle_rate * elapsed, "idle_rate": idle_rate, "elapsed_s": elapsed,
+                "frames": frames["n"], "fps": frames["n"] / elapsed}
 
 
 def main() -> int:
@@ -105,9 +113,12 @@ def main() -> int:
     width, height = (int(v) for v in args.size.lower().split("x"))
     runs = [asyncio.run(one_run(args.lines, (width, height), args.timeout)) for _ in range(max(1, args.runs))]
     cpu = statistics.median(r["cpu_s"] for r in runs)
+    net = statistics.median(r["net_cpu_s"] for r in runs)
     print(json.dumps({
         "lines": args.lines,
         "cpu_s_per_million_lines": round(cpu / (args.lines / 1e6), 4),
+        "net_cpu_s_per_million_lines": round(net / (args.lines / 1e6), 4),
+        "idle_cpu_per_s": [round(r["idle_rate"], 3) for r in runs],
         "cpu_s": [round(r["cpu_s"], 3) for r in runs],
         "elapsed_s": [round(r["elapsed_s"], 2) for r in runs],
         "frames_per_s": [round(r["fps"], 1) for r in runs],
