@@ -42,7 +42,10 @@ SCAN_BYTES, so one C-level search holds the GIL well under a millisecond and the
 clients is never held up. Memory is bounded whatever the growth speed: one slice, plus at most
 MAX_LINE_BYTES of a line still being written (a longer line is cut to that head; glog's own limit is 30000).
 Rotation (the path names a new inode) and truncation (the file shrank) restart reading at the new file's
-start, like IncrementalReader, and are reported in `result.reset`.
+start, like IncrementalReader, and are reported in `result.reset`. One feed runs at a time per intake (a
+lock): the log thread and the event loop reading a dead rank's last lines never feed a line twice.
+Measured (bench/bench_intake.py, 8 x 500,000 lines of 120 bytes): 0.39 CPU s per million lines, against
+14.0 for IncrementalReader + Milestones.feed of every line.
 
 The sink is a `supervisor.probes.Milestones` or anything with the same shape: ``feed(line: str)``, a
 ``last_line`` attribute, ``failure`` (None while failures are still looked for) and ``tracker`` with
