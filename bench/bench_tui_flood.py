@@ -4,7 +4,7 @@
     python3 bench/bench_tui_flood.py                  # 500,000 lines of 120 bytes, 3 runs
     python3 bench/bench_tui_flood.py --lines 100000 --runs 5 --size 120x40
 
-The whole app runs headless (Textual's Pilot) on the recorded deployment (tests/fixtures/tui-demo, a
+The whole app runs headless (Textual's Pilot) on the recorded deployment (xllm_tui/data/tui-demo, a
 StaticSource), its log pane following the selected rank's log. A separate writer process appends --lines
 glog lines of 120 bytes to that log as fast as it can (100 lines per write), as a flooding rank does. Measured
 in the TUI process, from the writer's start until the pane shows the writer's last line: CPU seconds (process

@@ -15,7 +15,8 @@ from xllm_tui.logs.intake import IntakeResult, LogIntake
 from xllm_tui.logs.tail import IncrementalReader
 from xllm_tui.supervisor.probes import Milestones, adopted_log_reader
 
-DEMO_LOGS = sorted((Path(__file__).parent / "fixtures" / "tui-demo" / "logs").glob("node_*.log.txt"))
+DEMO_LOGS = sorted((Path(__file__).parents[1] / "xllm_tui" / "data" / "tui-demo" / "logs").glob("node_*.log.txt"))
+assert DEMO_LOGS, "the recorded demo logs are missing"
 P = "I20261129 17:03:08.266814 17122 "
 
 # Lines that move a tracker, and lines that must not (noise, near misses, odd bytes).

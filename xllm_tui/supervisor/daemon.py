@@ -458,7 +458,10 @@ class Supervisor(Reconciler, Launcher, FailureHandling, DeviceWatch, Snapshots, 
                         self.spawn_task(self.probe(r))
                     self.evaluate(r)
                 self.update_group()
-                await wake.wait()
+                if any(x.more_pending for x in current):
+                    await asyncio.sleep(0)  # a burst is being caught up: the next slice at once, after clients
+                else:
+                    await wake.wait()
         finally:
             wake.close()
 
