@@ -243,6 +243,10 @@ class SimConfig:
     check_rank_table: bool = False
     xllm_version: str = "31b7cafd"  # the release whose flags and messages are imitated (xllm_flags.RELEASES)
     load_rps: float = 0.0
+    # Once up (rank 0 serving, a worker done with its start-up), write this many verbose lines as fast as it can:
+    # an operator chasing a bug with verbose logging on. The ranks in log_flood_ranks (all when empty).
+    log_flood: int = 0
+    log_flood_ranks: frozenset[int] | None = None
     core_file: bool = False
     # Rank 0's GET /health answers 503 after this many seconds (scaled) of serving, for this many seconds
     # (scaled) of failing; inf = never / for ever. Only /health breaks: the process and other routes live on.
@@ -295,6 +299,8 @@ class SimConfig:
             raise UserError(f"XLLM_SIM_XLLM_VERSION={wanted!r}: use one of {', '.join(RELEASES)}, any, "
                             "or 0.7 / 0.8 / 0.9 / 0.10 / main")
         cfg.xllm_version = version
+        cfg.log_flood = int(_float_env(env, "XLLM_SIM_LOG_FLOOD", 0.0))
+        cfg.log_flood_ranks = parse_rank_set(env.get("XLLM_SIM_LOG_FLOOD_RANKS", ""), "XLLM_SIM_LOG_FLOOD_RANKS")
         cfg.load_rps = _float_env(env, "XLLM_SIM_LOAD_RPS", 0.0)
         if math.isinf(cfg.load_rps):
             raise UserError("XLLM_SIM_LOAD_RPS must be a finite number of requests per second")
@@ -458,6 +464,16 @@ class Rank:
             self.hang()
         if fail and self.cfg.fail_phase == phase and phase != "serving" and self.targeted(self.cfg.fail_ranks):
             self.fail()
+        up = phase == "serving" or (phase == "server" and self.rank != 0)
+        if up and self.cfg.log_flood > 0 and self.targeted(self.cfg.log_flood_ranks):
+            threading.Thread(target=self._flood, daemon=True).start()
+
+    def _flood(self) -> None:
+        """Verbose lines as fast as this process writes them (each a whole glog line, like VLOG(1))."""
+        for i in range(self.cfg.log_flood):
+            self.log.info(SRC["brpc"], f"[verbose] request {i} step decode batch=32 tokens=4096 "
+                                       f"kv_blocks_used={i % 758}/758 latency_us={100 + i % 900}")
+        self.log.info(SRC["brpc"], f"[verbose] flood of {self.cfg.log_flood} lines done")
 
     def hang(self) -> None:
         """Stop making progress and stay silent; signals still act as usual."""
