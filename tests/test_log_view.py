@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 
@@ -374,3 +375,21 @@ async def test_compact_mode_shows_time_and_message_coloured_by_severity_and_is_r
         await pilot.press("c")
         await wait_for(pilot, lambda: visible(view)[0].startswith("I20251129 15:20:00.123456"), "full lines again")
         assert getattr(app, "log_view_compact") is False
+
+
+async def test_compact_mode_is_remembered_between_runs(tmp_path, monkeypatch):
+    from xllm_tui.ui.app import XllmApp, preferences_path
+    from xllm_tui.ui.demo import demo_snapshot
+    from xllm_tui.ui.source import StaticSource
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    app = XllmApp(StaticSource(demo_snapshot(tmp_path / "logs")), watch_profile=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        assert app.log_view_compact is False
+        await pilot.press("l", "c")  # focus the log pane, compact mode
+        await pilot.pause()
+        assert app.log_view_compact is True
+    assert json.loads(preferences_path().read_text())["log_compact"] is True
+    again = XllmApp(StaticSource(demo_snapshot(tmp_path / "logs2")), watch_profile=False)
+    assert again.log_view_compact is True

@@ -9,6 +9,7 @@ Quitting never stops anything: the supervisor and its ranks keep running.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 import tomllib
@@ -95,6 +96,32 @@ def load_keymap(path: Path) -> tuple[dict[str, str], list[str]]:
         else:
             keymap[binding_id] = keys.strip()
     return keymap, problems
+
+
+def preferences_path() -> Path:
+    """What the TUI remembers between runs (the log pane's compact mode): $XDG_CONFIG_HOME/xllm-tui/preferences.json."""
+    return theme_files.user_config_dir() / "preferences.json"
+
+
+def load_preferences() -> dict[str, Any]:
+    try:
+        data = json.loads(preferences_path().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def save_preference(name: str, value: Any) -> None:
+    """Best effort: a read-only home must not break the TUI."""
+    path = preferences_path()
+    data = {**load_preferences(), name: value}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:
+        pass
 
 
 def known_binding_ids() -> set[str]:
@@ -201,6 +228,8 @@ class XllmApp(App[None]):
         for item in theme_set.themes:
             self.register_theme(item)
         self.theme = theme or theme_files.DEFAULT_THEME
+        self._remember = user_config
+        self._log_view_compact = bool(load_preferences().get("log_compact", False)) if user_config else False
         if user_config:
             path = keymap_path()
             if path is not None:
@@ -208,6 +237,17 @@ class XllmApp(App[None]):
                 self.config_problems += problems
                 if keymap:
                     self.set_keymap(keymap)
+
+    @property
+    def log_view_compact(self) -> bool:
+        """The log pane's mode (LogView reads and sets it); remembered between runs with the user config."""
+        return self._log_view_compact
+
+    @log_view_compact.setter
+    def log_view_compact(self, compact: bool) -> None:
+        if compact != self._log_view_compact and self._remember:
+            save_preference("log_compact", compact)
+        self._log_view_compact = compact
 
     # -- theme ----------------------------------------------------------------------------------------
     def get_theme_variable_defaults(self) -> dict[str, str]:

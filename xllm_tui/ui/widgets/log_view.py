@@ -20,7 +20,8 @@ Public methods
     follow / wrap / compact      reactive bools (also toggled by keys). compact: each glog line as its time
                                  (to the millisecond) and message, the severity as the line's colour; the
                                  choice is remembered on the app (`app.log_view_compact`): every LogView of
-                                 the app starts in the mode last chosen (switching ranks, split panes)
+                                 the app starts in the mode last chosen (switching ranks, split panes; the
+                                 app keeps it in the user's preferences.json for the next run)
 Read-only state
     path, line_count (indexed lines), row_count (rows shown: lines, or matching lines when filtered),
     current_line (file line number of the search/error cursor, or None), new_lines (unseen lines while
