@@ -411,12 +411,13 @@ class XllmApp(App[None]):
         self._set_connected()
         now = self.now()
         ranks = snapshot.get("ranks") or []
-        first = ((snapshot.get("group") or {}).get("first_failure") or {}).get("rank")
+        typed = Snapshot.from_dict(snapshot)
+        first = (typed.group.first_failure or {}).get("rank")
         screen = self.main_screen
         screen.query_one(StatusBar).show(snapshot, now)
         table = screen.query_one(RankTable)
         had_rows = table.row_count > 0
-        group_state = (snapshot.get("group") or {}).get("state")
+        group_state = typed.group.state
         table.update_ranks(ranks, first, now, failing=group_state in ("failed", "degraded", "crash-looping", "stopping"))
         if not had_rows and ranks:
             self._show_rank_log(table.selected_rank)
@@ -431,7 +432,7 @@ class XllmApp(App[None]):
             elif isinstance(other, SplitScreen):
                 other.update_ranks(by_number)
         if previous is not None:
-            self._announce_failures(previous, snapshot)
+            self._announce_failures(Snapshot.from_dict(previous), typed)
         toggles = {t["name"]: bool(t.get("enabled")) for t in snapshot.get("toggles") or []}
         if self.profile_plan is not None and toggles != self.profile_plan.toggles:
             # A toggle changed the next launch (or the plan was made before the first snapshot): re-plan
@@ -439,13 +440,12 @@ class XllmApp(App[None]):
             self.profile_plan.toggles = toggles
             self._load_profile(initial=True)
 
-    def _announce_failures(self, previous: dict[str, Any], current: dict[str, Any]) -> None:
-        before = {r["rank"]: r.get("state") for r in previous.get("ranks") or []}
-        for rank in current.get("ranks") or []:
-            state = rank.get("state")
-            if state in fmt.FAILED_STATES and before.get(rank["rank"]) not in fmt.FAILED_STATES:
-                cause = (rank.get("last_exit") or {}).get("cause") or rank.get("reason") or "unknown"
-                self.notify(f"rank {rank['rank']} {state}: {cause}", title="rank failed", severity="error", timeout=8)
+    def _announce_failures(self, previous: Snapshot, current: Snapshot) -> None:
+        before = {r.rank: r.failed for r in previous.ranks}
+        for rank in current.ranks:
+            if rank.failed and not before.get(rank.rank):
+                cause = (rank.last_exit or {}).get("cause") or rank.reason or "unknown"
+                self.notify(f"rank {rank.rank} {rank.state}: {cause}", title="rank failed", severity="error", timeout=8)
                 if self.bell_on_failure:
                     self.bell()
 
@@ -753,7 +753,7 @@ class XllmApp(App[None]):
         self.send_action("start", ranks="all")
 
     def action_restart_failed(self) -> None:
-        failed = [int(r["rank"]) for r in (self.snapshot or {}).get("ranks") or [] if r.get("state") in fmt.FAILED_STATES]
+        failed = Snapshot.from_dict(self.snapshot).failed_ranks
         if not failed:
             self.notify("No rank has failed.", timeout=3)
             return

@@ -8,6 +8,7 @@ from typing import Any
 from rich.text import Text
 from textual.widgets import Static
 
+from xllm_tui.protocol import Snapshot
 from xllm_tui.ui.widgets import format as fmt
 
 
@@ -19,9 +20,9 @@ def status_line(snapshot: dict[str, Any] | None, now: float, variables: dict[str
     first failure; then the group's reason, the rank count, restarts, the relaunch-pending legend."""
     if not snapshot:
         return Text("connecting to the supervisor ...", style="dim")
-    profile = snapshot.get("profile") or {}
-    group = snapshot.get("group") or {}
-    state = group.get("state") or "?"
+    typed = Snapshot.from_dict(snapshot)
+    profile, group = typed.profile, typed.group
+    state = group.state or "?"
     colour = variables.get(fmt.STATE_VARIABLE.get(state, ""), "")
     ranks = snapshot.get("ranks") or []
     dim = "dim"
@@ -30,22 +31,22 @@ def status_line(snapshot: dict[str, Any] | None, now: float, variables: dict[str
     fields: list[Text] = []
     fields.append(Text(f" {profile.get('name', '?')}", style="bold"))
     fields.append(Text.assemble("group ", (state, f"bold {colour}")))
-    next_at = group.get("next_restart_at")
+    next_at = group.next_restart_at
     if next_at:  # counts down between snapshots (the reason's own "restart in" is dropped below)
         fields.append(Text(f"restart in {fmt.duration(max(0.0, next_at - now))}", style=variables.get("warning", "")))
-    first = group.get("first_failure")
+    first = group.first_failure
     if first and first.get("rank") is not None:
         error = variables.get("xllm-state-failed", "")
         label = "first failure" if state in ("failed", "degraded", "crash-looping", "stopping") else "last failure"
         fields.append(Text(f"{label}: rank {first['rank']} {first.get('cause') or ''}".rstrip(), style=error))
-    reason = _RESTART_CLAUSE.sub("", group.get("reason") or "").strip(" ;,")
+    reason = _RESTART_CLAUSE.sub("", group.reason or "").strip(" ;,")
     if first and reason.startswith(f"rank {first.get('rank')} failed first"):
         reason = ""  # says what the first-failure field already says
     if reason:
         fields.append(Text(reason))
     count = f"{len(ranks)} ranks"
-    if group.get("restarts"):
-        count += f", {group['restarts']} restart{'s' if group['restarts'] != 1 else ''}"
+    if group.restarts:
+        count += f", {group.restarts} restart{'s' if group.restarts != 1 else ''}"
     fields.append(Text(count, style=dim))
     if profile.get("simulate"):
         fields.append(Text("simulated", style=dim))
