@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -28,13 +27,9 @@ RECORDING = REPO / "xllm_tui" / "data" / "tui-demo"
 
 
 def load_recording(work: Path) -> dict:
-    snapshot = json.loads((RECORDING / "snapshot.json").read_text(encoding="utf-8"))
-    (work / "logs").mkdir()
-    for rank in snapshot["ranks"]:
-        name = Path(rank["log_path"]).name
-        shutil.copyfile(RECORDING / "logs" / name, work / "logs" / name)
-        rank["log_path"] = str(work / "logs" / name)
-    return snapshot
+    from xllm_tui.ui.demo import demo_snapshot
+
+    return demo_snapshot(work / "logs")
 
 
 async def measure(seconds: float, size: tuple[int, int]) -> dict:
