@@ -1,0 +1,130 @@
+"""Evidence about live ranks, gathered off the event loop and judged on it: log growth and milestones (a worker
+thread reads through logs/intake.py, woken by logwake.py), rank 0's /health, psutil figures while someone looks.
+The state a rank is in follows from it (group.assess_rank). A mixin of Supervisor."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+import psutil
+
+from xllm_tui.supervisor.group import Evidence, assess_rank
+from xllm_tui.supervisor.logwake import LogWake
+from xllm_tui.supervisor.probes import http_health, worker_ready
+from xllm_tui.supervisor.slot import RankSlot
+
+STATS_LINGER_S = 30.0  # after a client's last snapshot request, keep sampling psutil figures this long
+
+
+class EvidenceGathering:
+    def evaluate(self, r: RankSlot) -> None:
+        """A live rank's state from its evidence (group.assess_rank decides)."""
+        live = r.live
+        if live is None or live.stop_requested or r.state in ("stopping", "crash-looping"):
+            return
+        m = live.milestones
+        r0 = self.ranks.get(0)
+        r0_live = r0.live if r0 is not None else None
+        if r.role == "master":
+            ready, detail = m.ready, ""
+        else:
+            ready, detail = worker_ready(m, r0_live.milestones if r0_live else None)
+        evidence = Evidence(
+            role=r.role, pid=live.proc.pid, port=r.port, phase=m.phase, ready_by_log=ready, ready_detail=detail,
+            describe=m.describe(), state=r.state, adopted=live.proc.adopted, health=live.health,
+            health_seen_ok=live.health_seen_ok, started_at=live.started_at, last_growth=live.last_growth,
+            rank0_gone=r.rank != 0 and r0 is not None and r0.current is not None and not r0.alive and r.generation > 0,
+        )
+        now = time.time()
+        state, reason = assess_rank(evidence, self.profile.readiness, now)
+        if state == "ready" and live.ready_at is None:
+            live.ready_at = now
+        self.set_state(r, state, reason)
+
+    @staticmethod
+    def _read_logs(launches: list) -> list:
+        """In a worker thread: each launch's new log lines into its milestones; the launches whose log grew.
+        A rank writing a burst of output costs this thread, never the event loop that answers clients."""
+        return [launch for launch in launches if launch.read_log()]
+
+    async def log_loop(self) -> None:
+        wake = LogWake()
+        try:
+            while True:
+                launches = {id(r.live): r for r in self.ranks.values() if r.live is not None}
+                current = [r.live for r in launches.values()]
+                wake.watch({os.path.dirname(x.plan.log_path) for x in current})
+                wake.grown.clear()  # what grows from here on is read next round
+                grew = {id(x) for x in await asyncio.to_thread(self._read_logs, current)} if current else set()
+                now = time.time()
+                readiness = self.profile.readiness
+                for launch in current:
+                    r = launches[id(launch)]
+                    if r.current is not launch or not launch.alive:
+                        continue  # relaunched or gone meanwhile: the next round reads the new log
+                    if id(launch) in grew:
+                        launch.last_growth = now
+                    if r.role == "master" and launch.milestones.ready and readiness.http_probe and \
+                            now >= launch.next_probe:
+                        launch.next_probe = now + (readiness.probe_interval_s if launch.health_seen_ok else 0.5)
+                        self.spawn_task(self.probe(r))
+                    self.evaluate(r)
+                self.update_group()
+                if any(x.more_pending for x in current):
+                    await asyncio.sleep(0)  # a burst is being caught up: the next slice at once, after clients
+                else:
+                    await wake.wait()
+        finally:
+            wake.close()
+
+    async def probe(self, r: RankSlot) -> None:
+        launch = r.live
+        if launch is None:
+            return
+        ok, detail = await http_health("127.0.0.1", r.port)
+        if r.current is not launch or not launch.alive:
+            return
+        launch.health = {"ok": ok, "detail": detail, "at": round(time.time(), 3)}
+        launch.health_seen_ok = launch.health_seen_ok or ok
+        self.evaluate(r)
+
+    def watched(self) -> None:
+        """A client asked for the snapshot: keep the per-rank CPU/memory figures fresh for a while."""
+        stale = time.monotonic() >= self.stats_wanted_until
+        self.stats_wanted_until = time.monotonic() + STATS_LINGER_S
+        if stale:
+            self.stats_due.set()
+
+    async def stats_loop(self) -> None:
+        """psutil figures of every rank every 2 s, while someone looks (a client, or the metrics exporter)."""
+        while True:
+            if self.metrics is None and time.monotonic() >= self.stats_wanted_until:
+                self.stats_due.clear()
+                await self.stats_due.wait()
+            launches = {r.live.proc.pid: r.live for r in self.ranks.values() if r.live is not None}
+            samples = await asyncio.to_thread(self._sample, list(launches))
+            for pid, (cpu, rss, threads) in samples.items():
+                launch = launches[pid]
+                if launch.alive:
+                    launch.cpu_pct, launch.rss_bytes, launch.threads = cpu, rss, threads
+            # Not worth a state.json rewrite (fsync) on its own: the snapshot over the socket is live.
+            await asyncio.sleep(2.0)
+
+    def _sample(self, pids: list[int]) -> dict[int, tuple[float, int, int]]:
+        out = {}
+        for pid in pids:
+            proc = self._procs_for_stats.get(pid)
+            try:
+                if proc is None:
+                    proc = self._procs_for_stats[pid] = psutil.Process(pid)
+                with proc.oneshot():
+                    out[pid] = (round(proc.cpu_percent(None), 1), proc.memory_info().rss, proc.num_threads())
+            except psutil.Error:
+                self._procs_for_stats.pop(pid, None)
+        for pid in list(self._procs_for_stats):
+            if pid not in pids:
+                self._procs_for_stats.pop(pid, None)
+        return out
+
