@@ -1391,26 +1391,35 @@ def _read_toggles(checker: _Checker, node: _Node | None, base_env: dict[str, str
     return tuple(toggles)
 
 
-def _read_pre_launch(checker: _Checker, node: _Node | None) -> tuple[PreLaunchStep, ...]:
+def _named_items(checker: _Checker, node: _Node | None, key: str, what: str, shape: str, keys):
+    """(path, body, name) of each mapping in the list at `key` (pre_launch steps, hooks): checked keys, a
+    default name "<what> N", names unique."""
     report = checker.report
     if node is None:
-        return ()
+        return
     if not isinstance(node, _Seq):
-        report.error(node, "pre_launch", f"expected a list of steps, got {_describe(node)}")
-        return ()
-    steps = []
+        report.error(node, key, f"expected a list of {what}s, got {_describe(node)}")
+        return
     names: dict[str, _Node] = {}
     for index, item in enumerate(node.items):
-        path = _join("pre_launch", index)
-        body = checker.mapping(item, path, "a step (a mapping with name, remove and/or run, when)")
+        path = _join(key, index)
+        body = checker.mapping(item, path, shape)
         if body is None:
             continue
-        checker.keys(body, STEP_KEYS, path)
+        checker.keys(body, keys, path)
         name_node = body.get("name")
-        name = checker.string(name_node, _join(path, "name")) or f"step {index + 1}"
+        name = checker.string(name_node, _join(path, "name")) or f"{what} {index + 1}"
         if name_node is not None and name in names:
-            report.error(name_node, _join(path, "name"), f"step name '{name}' is used twice (first at line {names[name].line})")
+            report.error(name_node, _join(path, "name"), f"{what} name '{name}' is used twice (first at line {names[name].line})")
         names.setdefault(name, name_node or body)
+        yield path, body, name
+
+
+def _read_pre_launch(checker: _Checker, node: _Node | None) -> tuple[PreLaunchStep, ...]:
+    report = checker.report
+    steps = []
+    for path, body, name in _named_items(checker, node, "pre_launch", "step",
+                                         "a step (a mapping with name, remove and/or run, when)", STEP_KEYS):
         remove = _read_removals(checker, body.get("remove"), _join(path, "remove"))
         run_node = body.get("run")
         run: tuple[str, ...] = ()
@@ -1449,25 +1458,10 @@ METRICS_KEYS = ("textfile", "listen", "interval")
 def _read_hooks(checker: _Checker, node: _Node | None) -> tuple[Hook, ...]:
     """hooks: [{name, on: [event kinds], run: [argv], timeout}]; see xllm_tui/alerts.py."""
     report = checker.report
-    if node is None:
-        return ()
-    if not isinstance(node, _Seq):
-        report.error(node, "hooks", f"expected a list of hooks, got {_describe(node)}")
-        return ()
     hooks = []
-    names: dict[str, _Node] = {}
     allowed = HOOK_EVENTS + JOURNAL_KINDS
-    for index, item in enumerate(node.items):
-        path = _join("hooks", index)
-        body = checker.mapping(item, path, "a hook (a mapping with on, run and optionally name, timeout)")
-        if body is None:
-            continue
-        checker.keys(body, HOOK_KEYS, path)
-        name_node = body.get("name")
-        name = checker.string(name_node, _join(path, "name")) or f"hook {index + 1}"
-        if name_node is not None and name in names:
-            report.error(name_node, _join(path, "name"), f"hook name '{name}' is used twice (first at line {names[name].line})")
-        names.setdefault(name, name_node or body)
+    for path, body, name in _named_items(checker, node, "hooks", "hook",
+                                         "a hook (a mapping with on, run and optionally name, timeout)", HOOK_KEYS):
         on_node = checker.required(body, "on", path, "on: [rank_failed, crash_looping]")
         events = []
         for text, event_node in checker.string_list(on_node, _join(path, "on")):
