@@ -25,6 +25,9 @@ class RankState(str, Enum):
     EXITED = "exited"
     FAILED = "failed"
     CRASH_LOOPING = "crash-looping"
+    # Only for a rank on another machine that cannot be reached now: its last known state is in
+    # `last_known_state`. A supervisor never puts its own ranks in this state.
+    UNKNOWN = "unknown"
 
     def __str__(self) -> str:
         return self.value
@@ -198,6 +201,8 @@ class Snapshot(_Wire):
     toggles: list[dict] = field(default_factory=list)
     devices: dict | None = None
     events: list[Event] = field(default_factory=list)
+    # Multi-machine worlds only (machine 0's supervisor): each machine, how it is reached and whether it is now.
+    machines: list[dict] = field(default_factory=list)
     extra: dict = field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict[str, Any]:

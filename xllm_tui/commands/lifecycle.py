@@ -47,6 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
                             help="run the supervisor in this process (for systemd) instead of detached")
         parser.add_argument("--port-offset", type=int, default=0, help="under --simulate: shift every port by N")
         parser.add_argument("--machine", help="the machine (host or name) whose ranks to run (default: this host)")
+        parser.add_argument("--over-ssh", action="store_true",
+                            help="under --simulate: run machine 0's ranks here and reach every other machine over ssh "
+                                 "(its loopback address), as on a real cluster (docs/two-machines.md)")
         parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the supervisor")
     elif name == "status":
         parser.add_argument("--json", action="store_true", help="print the snapshot as JSON (docs/protocol.md)")
@@ -166,7 +169,7 @@ def cmd_up(args: argparse.Namespace, target: Target) -> int:
 
         try:
             return serve(args.profile, simulate=args.simulate, run_dir=target.run_dir, port_offset=args.port_offset,
-                         machine=args.machine)
+                         machine=args.machine, over_ssh=args.over_ssh)
         except RunDirLocked as e:
             err(str(e))
             return EXIT_ALREADY_RUNNING
@@ -178,7 +181,7 @@ def cmd_up(args: argparse.Namespace, target: Target) -> int:
           flush=True)
     try:
         ensure_supervisor(args.profile, simulate=args.simulate, run_dir=target.run_dir,
-                          port_offset=args.port_offset, timeout=args.timeout, machine=args.machine,
+                          port_offset=args.port_offset, timeout=args.timeout, machine=args.machine, over_ssh=args.over_ssh,
                           progress=lambda: print(".", end="", flush=True))
     except SupervisorUnavailable as e:
         print()

@@ -22,6 +22,7 @@ import logging
 import os
 import signal
 import time
+from dataclasses import replace
 from typing import Any
 
 import psutil
@@ -31,6 +32,7 @@ from xllm_tui.supervisor.device_watch import DeviceWatch
 from xllm_tui.supervisor.failures import FailureHandling
 from xllm_tui.supervisor.group import Evidence, GroupController, RankView, assess_rank, derive_group
 from xllm_tui.supervisor.launcher import Launcher
+from xllm_tui.supervisor.machines import RemoteMachines
 from xllm_tui.supervisor.outlets import Outlets
 from xllm_tui.supervisor.planner import Planner, ProfileInvalid, choose_machine, load_profile_checked
 from xllm_tui.supervisor.policy import RestartTracker
@@ -46,9 +48,13 @@ log = logging.getLogger("xllm_tui.supervisor")
 __all__ = ["ProfileInvalid", "RequestError", "Supervisor"]
 
 
-class Supervisor(Reconciler, Launcher, FailureHandling, DeviceWatch, Snapshots, Outlets):
+class Supervisor(RemoteMachines, Reconciler, Launcher, FailureHandling, DeviceWatch, Snapshots, Outlets):
     def __init__(self, profile_path: str, *, simulate: bool, run_dir: str, port_offset: int = 0,
-                 machine: str | None = None, launch: bool = True, base_env: dict[str, str] | None = None):
+                 machine: str | None = None, launch: bool = True, base_env: dict[str, str] | None = None,
+                 over_ssh: bool = False, member: bool = False):
+        """over_ssh: under --simulate, run machine 0's ranks here and reach the other machines over ssh, as a
+        real deployment's machine 0 does. member: started by machine 0 (remote-attach) for this machine's ranks;
+        it restarts nothing itself (machine 0 decides for the world)."""
         self.profile_path = os.path.abspath(profile_path)
         self.simulate = simulate
         self.run_dir = os.path.abspath(run_dir)
@@ -60,13 +66,18 @@ class Supervisor(Reconciler, Launcher, FailureHandling, DeviceWatch, Snapshots, 
         self.pid = os.getpid()
         self.started_at = time.time()
         self.profile, self.profile_warnings = load_profile_checked(self.profile_path, simulate)
+        self.member = member
+        if over_ssh and simulate and machine is None:
+            machine = self.profile.machines[0].host
         self.machine = choose_machine(self.profile, simulate, machine)
+        coordinate = (not member and len(self.profile.machines) > 1 and self.machine == self.profile.machines[0].host
+                      and (over_ssh or (not simulate and machine is None)))
         self.planner = Planner(self.profile, simulate=simulate, machine=self.machine, port_offset=port_offset,
                                base_env=self.base_env, run_dir=self.run_dir,
                                on_warning=lambda text: self.event("supervisor", reason=text))
         self.toggles: dict[str, bool] = {t.name: t.enabled for t in self.profile.toggles}
         self.ranks: dict[int, RankSlot] = {}
-        self.group = GroupController(self.profile.restart, time.time)
+        self.group = GroupController(self.restart_policy(self.profile), time.time)
         self.group_state = "stopped"
         self.group_reason = "not started"
         self.group_since = time.time()
@@ -85,10 +96,15 @@ class Supervisor(Reconciler, Launcher, FailureHandling, DeviceWatch, Snapshots, 
         self.init_device_watch()
         self.init_failure_handling()
         self.init_outlets()
+        self.init_remotes(coordinate)
+
+    def restart_policy(self, profile):
+        return replace(profile.restart, mode="manual") if self.member else profile.restart
 
     @property
     def scope(self) -> str:
-        return "rank" if len(self.ranks) <= 1 else self.profile.restart.scope
+        world = len(self.ranks) + sum(len(link.machine.devices) for link in getattr(self, "links", {}).values())
+        return "rank" if world <= 1 else self.profile.restart.scope
 
     # ------------------------------------------------------------------------------------- events
 
@@ -124,11 +140,12 @@ class Supervisor(Reconciler, Launcher, FailureHandling, DeviceWatch, Snapshots, 
     def update_group(self) -> None:
         r0 = self.ranks.get(0)
         views = [RankView(r.rank, r.state, r.reason, r.alive, bool(r.waiting), not r.want_running)
-                 for r in self.ranks.values()]
+                 for r in self.ranks.values()] + self.remote_views()
         state, reason = derive_group(views, self.group, now=time.time(), scope=self.scope,
                                      rank0_health=r0.live.health if r0 is not None and r0.live else None,
                                      rank0_port=r0.port if r0 is not None else None,
                                      topology_problem=self.planner.topology_problem)
+        state, reason = self.remote_group_override(state, reason)
         if state != self.group_state or reason != self.group_reason:
             old = self.group_state
             self.group_reason = reason
@@ -178,6 +195,7 @@ class Supervisor(Reconciler, Launcher, FailureHandling, DeviceWatch, Snapshots, 
                 self.loop.add_signal_handler(sig, self.request_shutdown, True, f"signal {signal.Signals(sig).name}")
             self.server = SocketServer(self)
             await self.server.start(os.path.join(self.run_dir, SOCKET_NAME))
+            self.start_remotes()
             await self.reconcile()
             self.update_group()
             self.write_state()
@@ -365,7 +383,7 @@ class Supervisor(Reconciler, Launcher, FailureHandling, DeviceWatch, Snapshots, 
         self.machine = machine
         self.toggles = toggles
         planner.topology_problem = None  # the plan above computed any topology cores
-        self.group.policy = profile.restart
+        self.group.policy = self.restart_policy(profile)
         for r in self.ranks.values():
             if r.tracker:
                 r.tracker.policy = profile.restart
@@ -391,6 +409,7 @@ class Supervisor(Reconciler, Launcher, FailureHandling, DeviceWatch, Snapshots, 
             for r in self.ranks.values():
                 if r.alive:
                     r.proc.unwatch(self.loop)
+        await self.close_remotes(self.stop_ranks_on_shutdown)
         for task in list(self.tasks):
             task.cancel()
         self.event("supervisor", reason=f"supervisor {self.pid} exiting")

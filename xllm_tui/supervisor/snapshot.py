@@ -80,10 +80,12 @@ class Snapshots:
                         "backoff_initial_s": p.backoff_initial_s, "backoff_max_s": p.backoff_max_s,
                         "backoff_factor": p.backoff_factor},
             ),
-            ranks=[self.rank_status(r, now) for r in sorted(self.ranks.values(), key=lambda r: r.rank)],
+            ranks=sorted([*(self.rank_status(r, now) for r in self.ranks.values()), *self.remote_rank_statuses()],
+                         key=lambda r: r.rank),
             toggles=toggles,
             devices=self.devices_json(),
             events=[Event.from_dict(e) for e in (self.journal.last(events) if self.journal else [])],
+            machines=self.machine_statuses(),
         )
 
     def snapshot(self, events: int = 50) -> dict:
@@ -92,6 +94,7 @@ class Snapshots:
     def state_data(self) -> dict:
         """The snapshot plus what the next supervisor needs to re-adopt the ranks."""
         data = self.snapshot()
+        data["ranks"] = [r for r in data["ranks"] if not r.get("remote")]  # other machines' state is theirs
         data["adoption"] = {}
         for r in self.ranks.values():
             live = r.live

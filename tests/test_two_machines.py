@@ -1,0 +1,125 @@
+"""Two machines, one world, for real: machine 0's supervisor reaches machine 1 through a real OpenSSH server on
+loopback (tests/sshd_harness.py); machine 1 is 127.0.0.2 with its own state directory and run directory, running
+this checkout's `python -m xllm_tui remote-attach`. Every process carries the deployment's tag (the ssh client
+config passes it on), so the fixture's teardown fails the test if anything is left on either machine."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+import pytest
+
+from conftest import wait_until
+from sshd_harness import ssh_machines  # noqa: F401
+from supervisor_helpers import process_alive, read_environ, sim_deployment  # noqa: F401
+from xllm_tui.client import SupervisorClient, socket_path
+
+MACHINE1 = "127.0.0.2"
+
+
+class TwoMachines:
+    def __init__(self, sim_deployment, ssh_machines, tmp_path, monkeypatch, per_machine: int = 2):
+        self.dep = sim_deployment(ranks=2 * per_machine, name="twomachines")
+        self.m1_state = tmp_path / "machine1-state"
+        self.sshd = ssh_machines([MACHINE1], env_for={MACHINE1: {"XDG_STATE_HOME": str(self.m1_state),
+                                                                   "XLLM_TUI_TEST_TAG": self.dep.tag}})
+        last = per_machine - 1
+        devices = f"0-{last}" if per_machine > 1 else [0]
+        self.dep.profile_data["machines"] = [
+            {"host": "127.0.0.1", "devices": devices},
+            {"host": MACHINE1, "devices": devices,
+             "ssh": {"host": MACHINE1, "user": "root", "port": self.sshd.port, "identity": self.sshd.user_key,
+                     "command": [sys.executable, "-m", "xllm_tui"]}},
+        ]
+        self.dep.write_profile()
+        monkeypatch.setenv("XLLM_TUI_SSH_CONFIG", self.sshd.client_config)
+        self.m1_run_dir = os.path.join(self.m1_state, "xllm-tui", f"twomachines-sim@{MACHINE1}")
+        self.per_machine = per_machine
+
+    def start(self) -> None:
+        self.dep.start("--over-ssh")
+
+    def world_serving(self, snap: dict) -> bool:
+        return (snap["group"]["state"] == "ready" and len(snap["ranks"]) == 2 * self.per_machine
+                and all(r["pid"] and r["state"] == "ready" for r in snap["ranks"]))
+
+    def machine(self, snap: dict, name: str = MACHINE1) -> dict:
+        return next(m for m in snap["machines"] if m["name"] == name)
+
+    def member_snapshot(self) -> dict:
+        with SupervisorClient(socket_path(self.m1_run_dir)) as client:
+            return client.snapshot()
+
+
+@pytest.fixture
+def two_machines(sim_deployment, ssh_machines, tmp_path, monkeypatch):  # noqa: F811
+    return TwoMachines(sim_deployment, ssh_machines, tmp_path, monkeypatch)
+
+
+def test_two_machines_come_up_as_one_world_and_a_rank_killed_on_machine_1_restarts_both(two_machines):
+    tm, dep = two_machines, two_machines.dep
+    tm.start()
+    snap = dep.wait_snapshot(tm.world_serving, 120, "both machines' ranks serving as one world")
+    assert [r["machine"] for r in snap["ranks"]] == ["127.0.0.1", "127.0.0.1", MACHINE1, MACHINE1]
+    assert tm.machine(snap)["state"] == "connected"
+    first = dep.rank_pids(snap)
+    # Machine 1's ranks really belong to machine 1's own supervisor (its own run dir), not machine 0's.
+    assert read_environ(first[2])["XLLM_TUI_RUN_DIR"] == tm.m1_run_dir
+    assert read_environ(first[0])["XLLM_TUI_RUN_DIR"] == dep.run_dir
+    assert "127.0.0.2" in " ".join(snap["ranks"][2]["argv"])  # --host of machine 1, master on machine 0
+    assert f"127.0.0.1:{dep.master_port}" in " ".join(snap["ranks"][3]["argv"])
+
+    os.kill(first[3], signal.SIGKILL)
+    failed = dep.wait_snapshot(lambda s: (s["group"].get("first_failure") or {}).get("rank") == 3, 60,
+                               "machine 0 names rank 3 on machine 1 as the first failure")
+    ff = failed["group"]["first_failure"]
+    assert ff["machine"] == MACHINE1 and ff["cause"] == "killed", ff
+    again = dep.wait_snapshot(lambda s: tm.world_serving(s) and not set(dep.rank_pids(s).values()) & set(first.values()),
+                              120, "the whole world (both machines) relaunched and serving")
+    assert again["group"]["restarts"] >= 1
+    assert all(not process_alive(pid) for pid in first.values())
+    reasons = [e.get("reason", "") for e in dep.events_file()]
+    assert any(f"rank 3 on machine {MACHINE1} failed first: killed" in r for r in reasons), reasons
+    # machine 1's own events arrive in machine 0's journal, with machine 1's seq and clock
+    remote = [e for e in dep.events_file() if e.get("machine") == MACHINE1 and e.get("remote_seq")]
+    assert any(e["kind"] == "state" and e["rank"] == 3 and e.get("to") == "failed" for e in remote)
+
+    done = dep.cli("down", dep.profile_path, "--simulate", timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    wait_until(lambda: not dep.leftovers(), 30, what="no process of the deployment left on either machine")
+    assert not os.path.exists(socket_path(tm.m1_run_dir))  # machine 1's supervisor is gone too
+
+
+def test_a_lost_machine_is_unknown_not_failed_and_comes_back_without_restarting_anything(two_machines):
+    tm, dep = two_machines, two_machines.dep
+    tm.start()
+    snap = dep.wait_snapshot(tm.world_serving, 120, "world serving")
+    pids = dep.rank_pids(snap)
+    connects = tm.machine(snap)["connects"]
+
+    # The sshd goes away (no new connection possible) and the live connection is cut.
+    tm.sshd.stop()
+    ssh_pid = tm.machine(dep.snapshot())["ssh_pid"]
+    os.kill(ssh_pid, signal.SIGKILL)
+    lost = dep.wait_snapshot(lambda s: tm.machine(s)["state"] == "unreachable", 60, "machine 1 unreachable")
+    assert lost["group"]["state"] == "degraded" and "unreachable since" in lost["group"]["reason"]
+    assert [r["state"] for r in lost["ranks"][2:]] == ["unknown", "unknown"]
+    assert "machine unreachable since" in lost["ranks"][2]["reason"]
+    assert lost["ranks"][2]["pid"] == pids[2]  # last known
+
+    # Meanwhile machine 1 keeps its ranks, and something happens there that machine 0 must not miss.
+    with SupervisorClient(socket_path(tm.m1_run_dir)) as client:
+        client.request("reload", who="an operator on machine 1")
+    assert all(r["state"] == "ready" for r in tm.member_snapshot()["ranks"])
+
+    tm.sshd.start()
+    back = dep.wait_snapshot(lambda s: tm.machine(s)["state"] == "connected" and tm.machine(s)["connects"] > connects
+                             and tm.world_serving(s), 90, "machine 1 reached again, world serving")
+    assert dep.rank_pids(back) == pids  # nothing restarted on either machine
+    assert back["group"]["restarts"] == 0
+    events = dep.events_file()
+    assert any(e.get("machine") == MACHINE1 and "profile reloaded" in e.get("reason", "") for e in events), \
+        "the event machine 1 journaled while cut off was re-read after reconnecting"
+    assert any(e["kind"] == "machine" and e.get("unreachable") for e in events)
