@@ -93,6 +93,21 @@ def test_two_machines_come_up_as_one_world_and_a_rank_killed_on_machine_1_restar
     remote = [e for e in dep.events_file() if e.get("machine") == MACHINE1 and e.get("remote_seq")]
     assert any(e["kind"] == "state" and e["rank"] == 3 and e.get("to") == "failed" for e in remote)
 
+    status = dep.cli("status", dep.profile_path, "--simulate", check=True).stdout
+    assert f"first failure: rank 3 on machine {MACHINE1} killed" in status, status
+    assert f"machine {MACHINE1}: connected over ssh" in status and "ranks 2-3" in status, status
+
+    # A profile change reaches machine 1 too: reload here, relaunch, and machine 1's ranks run with it.
+    dep.profile_data["env"]["XLLM_TUI_TEST_EDIT"] = "seen-on-machine-1"
+    dep.write_profile()
+    reloaded = dep.request("reload")
+    assert reloaded["machines"][MACHINE1]["reloaded"] is True, reloaded
+    before = dep.rank_pids()
+    dep.request("restart", ranks="all")
+    edited = dep.wait_snapshot(lambda s: tm.world_serving(s) and not set(dep.rank_pids(s).values()) & set(before.values()),
+                               120, "relaunched with the edited profile")
+    assert read_environ(dep.rank_pids(edited)[3]).get("XLLM_TUI_TEST_EDIT") == "seen-on-machine-1"
+
     done = dep.cli("down", dep.profile_path, "--simulate", timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     wait_until(lambda: not dep.leftovers(), 30, what="no process of the deployment left on either machine")

@@ -288,6 +288,33 @@ def format_devices(devices: dict | None, now: float | None = None, simulate: boo
     return lines
 
 
+CLOCK_SKEW_WARNING_S = 2.0
+
+
+def format_machines(machines: list[dict]) -> list[str]:
+    """One line per other machine of a multi-machine world: reachable or not, and a clock skew worth knowing."""
+    lines = []
+    for m in machines:
+        if m.get("state") == "local":
+            continue
+        text = f"machine {m['name']}: {m['state']}"
+        if m.get("state") == "connected":
+            text += f" over ssh (supervisor pid {m.get('supervisor_pid')}, ranks {_rank_span(m.get('ranks') or [])})"
+        else:
+            text += f" - {m.get('reason')}"
+        skew = m.get("clock_skew_s")
+        if isinstance(skew, (int, float)) and abs(skew) >= CLOCK_SKEW_WARNING_S:
+            text += f"; its clock is {abs(skew):.1f}s {'behind' if skew > 0 else 'ahead of'} this machine's"
+        lines.append(text)
+    return lines
+
+
+def _rank_span(ranks: list[int]) -> str:
+    if ranks and ranks == list(range(ranks[0], ranks[-1] + 1)) and len(ranks) > 1:
+        return f"{ranks[0]}-{ranks[-1]}"
+    return ", ".join(map(str, ranks)) or "none"
+
+
 def format_status(raw: dict, events: int = 8) -> str:
     from xllm_tui.protocol import Snapshot
 
@@ -301,7 +328,9 @@ def format_status(raw: dict, events: int = 8) -> str:
     ]
     if group.first_failure:
         ff = group.first_failure
-        lines.append(f"first failure: rank {ff['rank']} {ff['cause']}: {ff['message']}")
+        where = f" on machine {ff['machine']}" if ff.get("machine") else ""
+        lines.append(f"first failure: rank {ff['rank']}{where} {ff['cause']}: {ff['message']}")
+    lines += format_machines(snap.machines)
     rows = [["RANK", "MACHINE", "DEV", "CORES", "PID", "STATE", "UPTIME", "RESTARTS", "CPU", "MEM", "REASON"]]
     for r in snap.ranks:
         rows.append([

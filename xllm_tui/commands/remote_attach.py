@@ -73,6 +73,7 @@ def attach(request: dict) -> tuple[dict, str]:
     label = _safe_name(f"{bundle.get('name') or 'profile'}{'-sim' if simulate else ''}@{machine}")
     received = os.path.join(state_home(), "xllm-tui", "received", label)
     main, changed = write_bundle(bundle, received)
+    request["received"] = received
     result = load_profile(main, simulate=simulate)
     if result.profile is None:
         raise ValueError("the profile has errors on this machine:\n" + "\n".join(str(d) for d in result.errors))
@@ -150,7 +151,19 @@ def run(args: argparse.Namespace) -> int:
             op = json.loads(line).get("op")
         except (ValueError, AttributeError):
             op = None
-        if op == "subscribe":
+        if op == "update_profile":
+            # The edited profile from machine 0: written where the running supervisor reads it, then reloaded
+            # (the reply is the reload's, with the request's id).
+            message = json.loads(line)
+            try:
+                write_bundle(message["profile"], request["received"])
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                _reply(stdout, lock, {"id": message.get("id"), "ok": False,
+                                      "error": {"code": "profile_invalid", "message": f"cannot write the profile: {e}"}})
+                continue
+            line = (json.dumps({"id": message.get("id"), "op": "reload", "who": message.get("who")}) + "\n").encode()
+            requests.sendall(line)
+        elif op == "subscribe":
             if subscription is not None:
                 subscription.close()
             subscription = _connect(path)

@@ -69,6 +69,7 @@ class Supervisor(RemoteMachines, Reconciler, Launcher, FailureHandling, DeviceWa
         self.member = member
         if over_ssh and simulate and machine is None:
             machine = self.profile.machines[0].host
+            self.machine_arg = machine  # a reload chooses the same machine
         self.machine = choose_machine(self.profile, simulate, machine)
         coordinate = (not member and len(self.profile.machines) > 1 and self.machine == self.profile.machines[0].host
                       and (over_ssh or (not simulate and machine is None)))
@@ -104,6 +105,8 @@ class Supervisor(RemoteMachines, Reconciler, Launcher, FailureHandling, DeviceWa
     @property
     def scope(self) -> str:
         world = len(self.ranks) + sum(len(link.machine.devices) for link in getattr(self, "links", {}).values())
+        if self.member:  # one part of a world that spans machines: its ranks fail with the rest of it
+            world = sum(len(m.devices) for m in self.profile.machines)
         return "rank" if world <= 1 else self.profile.restart.scope
 
     # ------------------------------------------------------------------------------------- events
@@ -304,6 +307,8 @@ class Supervisor(RemoteMachines, Reconciler, Launcher, FailureHandling, DeviceWa
             for r in ranks:
                 if not r.alive and r.state != "stopped":
                     self.set_state(r, "stopped", f"stopped by {who}")
+            if everyone and self.links:
+                await self.stop_elsewhere(f"stopped by {who}", running_only=False)
             self.update_group()
 
     async def op_restart(self, ranks: list[RankSlot], who: str) -> None:
@@ -319,6 +324,8 @@ class Supervisor(RemoteMachines, Reconciler, Launcher, FailureHandling, DeviceWa
 
     def perform(self, op: str, spec: Any, who: str, only: bool = False) -> dict:
         """A start/stop/restart request: widened to the whole world where xllm needs it, journaled, run in a task."""
+        if self.links:
+            return self.perform_across_machines(op, spec, who, only)
         ranks = self.select(spec)
         plan = None
         if op in ("start", "restart") and ranks:
@@ -393,7 +400,8 @@ class Supervisor(RemoteMachines, Reconciler, Launcher, FailureHandling, DeviceWa
         pending = [r.rank for r in self.ranks.values() if r.relaunch_pending()]
         self.event("supervisor", reason=f"profile reloaded from {self.profile_path}; takes effect at the next launch",
                    relaunch_pending=pending, warnings=warnings)
-        return {"reloaded": True, "warnings": warnings, "relaunch_pending": pending}
+        result = {"reloaded": True, "warnings": warnings, "relaunch_pending": pending}
+        return await self.reload_elsewhere(result) if self.links else result
 
     def request_shutdown(self, stop_ranks: bool, who: str) -> None:
         if self.shutdown_event.is_set():

@@ -102,6 +102,11 @@ class RemoteMachines:
                    f"{link.attached.get('pid')}, run dir {link.attached.get('run_dir')}"
                    + (f", {link.attached.get('note')}" if link.attached.get("note") else ""),
                    ranks=sorted(link.ranks), remote_pid=link.attached.get("pid"))
+        # A failure there that nobody here saw (this supervisor is new, or the events are gone): the world's too.
+        ff = link.group.get("first_failure")
+        if isinstance(ff, dict) and any(is_failed(r.get("state")) for r in link.ranks.values()) \
+                and isinstance(ff.get("rank"), int):
+            self.remote_failure(link, ff)
 
     def on_remote_event(self, link: RemoteLink, event: dict) -> None:
         fields = {k: v for k, v in event.items() if k not in ("seq", "ts", "kind", "rank")}
@@ -175,22 +180,16 @@ class RemoteMachines:
 
     async def launch_group(self, why: str, forced: Any = frozenset()) -> None:
         if self.links:
-            await self.stop_elsewhere(f"relaunch: {why}")  # no rank of the old world may still run anywhere
+            # Every machine must be seen first: no rank of the old world may still run anywhere.
+            await asyncio.gather(*(link.wait_connected(CONNECT_WAIT_S) for link in self.links.values()))
+            await self.stop_elsewhere(f"relaunch: {why}")
         await super().launch_group(why, forced)
         if self.links:
             await self.start_elsewhere(why)
 
-    async def op_stop(self, ranks: list, who: str) -> None:
-        everyone = len(ranks) == len(self.ranks)
-        await super().op_stop(ranks, who)
-        if everyone and self.links:
-            await self.stop_elsewhere(f"stopped by {who}", running_only=False)
-
-    def perform(self, op: str, spec: Any, who: str, only: bool = False) -> dict:
+    def perform_across_machines(self, op: str, spec: Any, who: str, only: bool = False) -> dict:
         """start/stop/restart across machines: a world-wide action runs here (and reaches every machine through
         launch_group/op_stop); a narrow one is split between this machine and the others."""
-        if not self.links:
-            return super().perform(op, spec, who, only)
         remote = {n: (link, r) for link in self.links.values() for n, r in link.ranks.items()}
         everyone = sorted([*self.ranks, *remote])
         if spec is None or spec == "all":
@@ -243,6 +242,23 @@ class RemoteMachines:
             await link.request(op, ranks=ranks, who=f"{who} via machine 0", only=True)
         except (RemoteUnavailable, RequestError) as e:
             self.event("machine", None, machine=link.label, reason=f"{op} on machine {link.label}: {e}")
+
+    async def reload_elsewhere(self, result: dict) -> dict:
+        """The profile re-read here reaches every machine: its files are sent over the link and reloaded there
+        (taking effect at the next launch, as here)."""
+        machines = {}
+        for link in self.links.values():
+            link.attach = attach_request(self.profile, link.machine, simulate=self.simulate,
+                                         port_offset=self.port_offset, env=self.base_env)  # for reconnects too
+            try:
+                done = await link.request("update_profile", timeout=120, profile=link.attach["attach"]["profile"],
+                                          who="machine 0 (reload)")
+                machines[link.label] = {"reloaded": True, "relaunch_pending": done.get("relaunch_pending", [])}
+            except (RemoteUnavailable, RequestError) as e:
+                machines[link.label] = {"reloaded": False, "error": str(e)}
+                self.event("machine", None, machine=link.label, reason=f"profile reload on machine {link.label}: {e}")
+        result["machines"] = machines
+        return result
 
     async def close_remotes(self, stop_ranks: bool) -> None:
         """At shutdown: with stop_ranks the other machines' supervisors stop their ranks and exit too."""
