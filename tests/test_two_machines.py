@@ -124,7 +124,7 @@ def test_a_lost_machine_is_unknown_not_failed_and_comes_back_without_restarting_
     # The connection is cut (its ssh client killed): machine 0 notices, says so, and simply connects again.
     seen = dep.events_file()[-1]["seq"]
     os.kill(tm.machine(snap)["ssh_pid"], signal.SIGKILL)
-    dep.wait_event(lambda e: e["seq"] > seen and e["kind"] == "machine" and e.get("unreachable"), 60,
+    dep.wait_event(lambda e: e["seq"] > seen and e["kind"] == "machine" and e.get("reachable") is False, 60,
                    "machine 1 journaled as unreachable")
     again = dep.wait_snapshot(lambda s: tm.machine(s)["connects"] > connects and tm.world_serving(s), 90,
                               "reconnected")
@@ -152,4 +152,23 @@ def test_a_lost_machine_is_unknown_not_failed_and_comes_back_without_restarting_
     events = dep.events_file()
     assert any(e.get("machine") == MACHINE1 and "profile reloaded" in e.get("reason", "") for e in events), \
         "the event machine 1 journaled while cut off was re-read after reconnecting"
-    assert any(e["kind"] == "machine" and e.get("unreachable") for e in events)
+    assert any(e["kind"] == "machine" and e.get("reachable") is False for e in events)
+    from xllm_tui.alerts import alert_kinds
+    assert any("machine_unreachable" in alert_kinds(e) for e in events)  # hooks on machine_unreachable fire
+
+
+def test_two_machines_of_eight_ranks_come_up_as_one_world_of_sixteen_and_down_ends_everything(
+        sim_deployment, ssh_machines, tmp_path, monkeypatch):  # noqa: F811
+    tm = TwoMachines(sim_deployment, ssh_machines, tmp_path, monkeypatch, per_machine=8)
+    dep = tm.dep
+    tm.start()
+    snap = dep.wait_snapshot(tm.world_serving, 180, "sixteen ranks on two machines serving as one world")
+    assert [r["rank"] for r in snap["ranks"]] == list(range(16))
+    assert {r["machine"] for r in snap["ranks"][8:]} == {MACHINE1}
+    assert all(f"--nnodes=16" in r["argv"] for r in snap["ranks"])
+    assert tm.member_snapshot()["profile"]["machine"] == MACHINE1
+    assert len(tm.member_snapshot()["ranks"]) == 8  # machine 1's supervisor runs its eight and no more
+
+    done = dep.cli("down", dep.profile_path, "--simulate", timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    wait_until(lambda: not dep.leftovers(), 60, what="no process of the deployment left on either machine")

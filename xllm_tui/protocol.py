@@ -25,9 +25,6 @@ class RankState(str, Enum):
     EXITED = "exited"
     FAILED = "failed"
     CRASH_LOOPING = "crash-looping"
-    # Only for a rank on another machine that cannot be reached now: its last known state is in
-    # `last_known_state`. A supervisor never puts its own ranks in this state.
-    UNKNOWN = "unknown"
 
     def __str__(self) -> str:
         return self.value
@@ -48,6 +45,9 @@ class GroupState(str, Enum):
 
 
 S = RankState
+# Not a state of the rank machine: how machine 0 shows a rank on another machine it cannot reach now (its last
+# known state is in the rank's `last_known_state`). A supervisor never puts its own ranks in it.
+UNKNOWN_STATE = "unknown"
 # A process of this rank exists (or is being spawned / waits for its NPU).
 RUNNING_STATES = frozenset({S.STARTING, S.LOADING, S.READY, S.DEGRADED, S.STOPPING})
 # What "the failed ranks" means everywhere: the daemon's selection, `restart --failed`, the TUI's F.

@@ -119,7 +119,7 @@ HOOK_EVENTS = (
     "rank_failed", "rank_exited", "rank_degraded", "rank_ready", "crash_looping", "group_ready", "group_failed",
     "group_degraded", "group_stopped", "device_health", "machine_unreachable", "any",
 )
-JOURNAL_KINDS = ("state", "group", "action", "prelaunch", "toggle", "supervisor", "device")
+JOURNAL_KINDS = ("state", "group", "action", "prelaunch", "toggle", "supervisor", "device", "machine")
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,6 @@ import logging
 import os
 import signal
 import time
-from dataclasses import replace
 from typing import Any
 
 import psutil
@@ -52,9 +51,7 @@ class Supervisor(RemoteMachines, Reconciler, Launcher, FailureHandling, DeviceWa
     def __init__(self, profile_path: str, *, simulate: bool, run_dir: str, port_offset: int = 0,
                  machine: str | None = None, launch: bool = True, base_env: dict[str, str] | None = None,
                  over_ssh: bool = False, member: bool = False):
-        """over_ssh: under --simulate, run machine 0's ranks here and reach the other machines over ssh, as a
-        real deployment's machine 0 does. member: started by machine 0 (remote-attach) for this machine's ranks;
-        it restarts nothing itself (machine 0 decides for the world)."""
+        """over_ssh: --simulate as a real machine 0 (the others over ssh); member: see machines.py."""
         self.profile_path = os.path.abspath(profile_path)
         self.simulate = simulate
         self.run_dir = os.path.abspath(run_dir)
@@ -99,15 +96,9 @@ class Supervisor(RemoteMachines, Reconciler, Launcher, FailureHandling, DeviceWa
         self.init_outlets()
         self.init_remotes(coordinate)
 
-    def restart_policy(self, profile):
-        return replace(profile.restart, mode="manual") if self.member else profile.restart
-
     @property
     def scope(self) -> str:
-        world = len(self.ranks) + sum(len(link.machine.devices) for link in getattr(self, "links", {}).values())
-        if self.member:  # one part of a world that spans machines: its ranks fail with the rest of it
-            world = sum(len(m.devices) for m in self.profile.machines)
-        return "rank" if world <= 1 else self.profile.restart.scope
+        return "rank" if self.world_size() <= 1 else self.profile.restart.scope
 
     # ------------------------------------------------------------------------------------- events
 

@@ -13,9 +13,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import replace
 from typing import Any
 
-from xllm_tui.protocol import RankStatus, RequestError, is_failed, is_running, plan_restart
+from xllm_tui.protocol import UNKNOWN_STATE, RankStatus, RequestError, is_failed, is_running, plan_restart
 from xllm_tui.supervisor.group import Failure, RankView
 from xllm_tui.supervisor.remote import SSH_CONFIG_ENV, RemoteLink, RemoteUnavailable, attach_request, ssh_argv, \
     ssh_target
@@ -27,8 +28,18 @@ STOP_WAIT_S = 120.0  # how long a relaunch waits for a machine's ranks to be dow
 
 
 class RemoteMachines:
+    def restart_policy(self, profile):
+        """A member restarts nothing by itself: restarting the world is machine 0's decision."""
+        return replace(profile.restart, mode="manual") if self.member else profile.restart
+
+    def world_size(self) -> int:
+        if self.member:  # one part of a world that spans machines: its ranks fail with the rest of it
+            return sum(len(m.devices) for m in self.profile.machines)
+        return len(self.ranks) + sum(len(link.machine.devices) for link in getattr(self, "links", {}).values())
+
     def init_remotes(self, coordinate: bool) -> None:
         self.links: dict[str, RemoteLink] = {}
+        self.launch_waiting: str | None = None  # a world launch held back until every machine is reached
         if not coordinate:
             return
         config = self.base_env.get(SSH_CONFIG_ENV) or None
@@ -59,7 +70,7 @@ class RemoteMachines:
                 status.extra["remote"] = True
                 if not link.connected:
                     status.extra["last_known_state"] = status.state
-                    status.state, status.reason = "unknown", link.reason
+                    status.state, status.reason = UNKNOWN_STATE, link.reason
                 out.append(status)
         return out
 
@@ -90,7 +101,7 @@ class RemoteMachines:
         if self.journal is None:
             return
         if link.state == "unreachable" and link.journaled_state != "unreachable":
-            self.event("machine", None, machine=link.label, unreachable=True,
+            self.event("machine", None, machine=link.label, reachable=False,
                        reason=f"machine {link.label}: {link.reason}; its ranks are unknown until it is reached again "
                               "(nothing is restarted meanwhile; it reconnects with backoff)")
         link.journaled_state = link.state
@@ -101,7 +112,10 @@ class RemoteMachines:
         self.event("machine", None, machine=link.label, reason=f"machine {link.label} {note}: supervisor pid "
                    f"{link.attached.get('pid')}, run dir {link.attached.get('run_dir')}"
                    + (f", {link.attached.get('note')}" if link.attached.get("note") else ""),
-                   ranks=sorted(link.ranks), remote_pid=link.attached.get("pid"))
+                   ranks=sorted(link.ranks), remote_pid=link.attached.get("pid"), reachable=True)
+        if self.launch_waiting and all(x.connected for x in self.links.values()):
+            why, self.launch_waiting = self.launch_waiting, None
+            self.spawn_task(self._launch_when_seen(why))
         # A failure there that nobody here saw (this supervisor is new, or the events are gone): the world's too.
         ff = link.group.get("first_failure")
         if isinstance(ff, dict) and any(is_failed(r.get("state")) for r in link.ranks.values()) \
@@ -111,7 +125,10 @@ class RemoteMachines:
     def on_remote_event(self, link: RemoteLink, event: dict) -> None:
         fields = {k: v for k, v in event.items() if k not in ("seq", "ts", "kind", "rank")}
         fields.update(machine=link.label, remote_seq=event.get("seq"), remote_ts=event.get("ts"))
-        self.event(event.get("kind") or "remote", event.get("rank"), **fields)
+        # That machine's own group is a part of the world, not the world: journaled as a `machine` event, so
+        # hooks on group_ready/group_failed fire for the world only. Its rank events keep their kind.
+        kind = event.get("kind") or "machine"
+        self.event("machine" if kind in ("group", "supervisor") else kind, event.get("rank"), **fields)
         rank = event.get("rank")
         if event.get("kind") == "state" and isinstance(rank, int) and rank in link.ranks and event.get("to"):
             link.ranks[rank] = {**link.ranks[rank], "state": event["to"], "reason": event.get("reason", "")}
@@ -138,9 +155,18 @@ class RemoteMachines:
                    f"{failure.cause}: {failure.message}", first_failure=first)
         self.spawn_task(self.group_failure(None, failure.cause, rank=failure.rank))
 
+    async def _launch_when_seen(self, why: str) -> None:
+        async with self.action_lock:
+            if not any(r.want_running for r in self.ranks.values()):
+                return  # stopped meanwhile
+            await self.launch_group(f"{why}; every machine reached again")
+            self.update_group()
+
     async def stop_elsewhere(self, reason: str, running_only: bool = True) -> None:
         """Stop the ranks on the other machines (the world stops as one) and wait until they are down.
         running_only: leave a failed rank's state (its first failure) as it is; otherwise every rank ends `stopped`."""
+        if not running_only:
+            self.launch_waiting = None  # the operator stopped the world: nothing waits to be launched
         await asyncio.gather(*(self._stop_machine(link, reason, running_only) for link in self.links.values()))
 
     async def _stop_machine(self, link: RemoteLink, reason: str, running_only: bool) -> None:
@@ -180,8 +206,16 @@ class RemoteMachines:
 
     async def launch_group(self, why: str, forced: Any = frozenset()) -> None:
         if self.links:
-            # Every machine must be seen first: no rank of the old world may still run anywhere.
+            # Every machine must be seen first: no rank of the old world may still run anywhere, and a world
+            # launched without a machine could never serve. Until then the launch waits for it.
             await asyncio.gather(*(link.wait_connected(CONNECT_WAIT_S) for link in self.links.values()))
+            lost = [link.label for link in self.links.values() if not link.connected]
+            if lost:
+                self.launch_waiting = why
+                self.event("group", None, reason=f"launch waits: machine {', '.join(lost)} cannot be reached; the "
+                           f"world is launched when every machine is ({why})", waiting_for=lost)
+                return
+            self.launch_waiting = None
             await self.stop_elsewhere(f"relaunch: {why}")
         await super().launch_group(why, forced)
         if self.links:
