@@ -248,8 +248,10 @@ def format_event(ev: dict) -> str:
     stamp = time.strftime("%H:%M:%S", time.localtime(ev.get("ts", 0)))
     who = f"rank {ev['rank']}" if ev.get("rank") is not None else ev.get("kind", "")
     text = ev.get("reason", "")
-    if ev.get("kind") in ("state", "group") and ev.get("to"):
+    if ev.get("kind") in ("state", "group", "machine") and ev.get("to"):
         text = f"{ev.get('from')} -> {ev['to']}: {text}"
+    if ev.get("remote_seq") is not None and ev.get("machine"):
+        text = f"[{ev['machine']} #{ev['remote_seq']}] {text}"  # another machine's own event, as it arrived
     if ev.get("kind") == "prelaunch":
         for label, key in (("removed", "removed"), ("skipped", "skipped"), ("errors", "errors")):
             items = ev.get(key) or []

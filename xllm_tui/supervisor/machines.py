@@ -70,7 +70,7 @@ class RemoteMachines:
                 status.extra["remote"] = True
                 if not link.connected:
                     status.extra["last_known_state"] = status.state
-                    status.state, status.reason = UNKNOWN_STATE, link.reason
+                    status.state, status.reason = UNKNOWN_STATE, link.unreachable_text()
                 out.append(status)
         return out
 

@@ -219,10 +219,15 @@ class RemoteLink:
             if not fut.done():
                 fut.set_exception(RemoteUnavailable(f"machine {self.label}: {detail}"))
         self._pending.clear()
-        since = time.strftime("%H:%M:%S", time.localtime(self.since if self.state == "unreachable" else time.time()))
-        self._set("unreachable", f"machine unreachable since {since}: {detail}")
+        self._set("unreachable", f"{self.unreachable_text(time.time())}: {detail}")
+
+    def unreachable_text(self, now: float | None = None) -> str:
+        """`machine unreachable since 14:02:11` (the time the connection was lost, not the last retry)."""
+        at = self.since if self.state == "unreachable" or now is None else now
+        return f"machine unreachable since {time.strftime('%H:%M:%S', time.localtime(at))}"
 
     async def _session(self) -> None:
+        self.stderr_tail = ""
         self.proc = await asyncio.create_subprocess_exec(
             *self.argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE, start_new_session=True, limit=MAX_LINE)
@@ -278,7 +283,8 @@ class RemoteLink:
         line = await self.proc.stdout.readline()
         if not line:
             rc = await self.proc.wait()
-            why = f"ssh exited with status {rc}" + (f": {self.stderr_tail}" if self.stderr_tail else "")
+            why = f"ssh was killed by signal {-rc}" if rc < 0 else f"ssh exited with status {rc}"
+            why += f": {self.stderr_tail}" if self.stderr_tail else ""
             raise RemoteUnavailable(why)
         return json.loads(line)
 
