@@ -86,6 +86,7 @@ def test_two_machines_come_up_as_one_world_and_a_rank_killed_on_machine_1_restar
     again = dep.wait_snapshot(lambda s: tm.world_serving(s) and not set(dep.rank_pids(s).values()) & set(first.values()),
                               120, "the whole world (both machines) relaunched and serving")
     assert again["group"]["restarts"] >= 1
+    assert all(r["restarts"] == again["group"]["restarts"] for r in again["ranks"])  # machine 1's ranks counted too
     assert all(not process_alive(pid) for pid in first.values())
     reasons = [e.get("reason", "") for e in dep.events_file()]
     assert any(f"rank 3 on machine {MACHINE1} failed first: killed" in r for r in reasons), reasons

@@ -40,6 +40,8 @@ class RemoteMachines:
     def init_remotes(self, coordinate: bool) -> None:
         self.links: dict[str, RemoteLink] = {}
         self.launch_waiting: str | None = None  # a world launch held back until every machine is reached
+        # Automatic world restarts that relaunched a remote rank: its member counts none (machine 0 decides them).
+        self.remote_restarts: dict[int, int] = {}
         if not coordinate:
             return
         config = self.base_env.get(SSH_CONFIG_ENV) or None
@@ -68,6 +70,7 @@ class RemoteMachines:
             for number in sorted(link.ranks):
                 status = RankStatus.from_dict(link.ranks[number])
                 status.extra["remote"] = True
+                status.restarts += self.remote_restarts.get(number, 0)
                 if not link.connected:
                     status.extra["last_known_state"] = status.state
                     status.state, status.reason = UNKNOWN_STATE, link.unreachable_text()
@@ -154,6 +157,12 @@ class RemoteMachines:
         self.event("group", None, reason=f"rank {failure.rank} on machine {link.label} failed first: "
                    f"{failure.cause}: {failure.message}", first_failure=first)
         self.spawn_task(self.group_failure(None, failure.cause, rank=failure.rank))
+
+    async def restart_failed_world(self, who: str) -> None:
+        for link in self.links.values():
+            for number in link.ranks:
+                self.remote_restarts[number] = self.remote_restarts.get(number, 0) + 1
+        await super().restart_failed_world(who)
 
     async def _launch_when_seen(self, why: str) -> None:
         async with self.action_lock:
