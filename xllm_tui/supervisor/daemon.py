@@ -10,6 +10,8 @@ Where each rule lives (docs/supervisor.md, "Inside the supervisor"):
   failures.py     exits, the settle window, stopping a failed world, scheduled restarts
   device_watch.py npu-smi polls, health, HBM left behind, binding, ranks waiting for an NPU
   snapshot.py     the typed snapshot and state.json
+  stats.py        CPU, memory and threads of the live ranks (psutil, in a worker thread)
+  machines.py     machine 0 of a world over ssh: the other machines' ranks, failures and actions (remote.py)
   server.py       the socket, depending only on the Operations interface
 This module wires them together, runs the event loop and performs the operators' actions. Evidence (log lines,
 /health, stats, devices) is gathered off the loop; only the loop changes states. Nothing here imports Textual.
@@ -39,6 +41,7 @@ from xllm_tui.supervisor.probes import http_health, worker_ready
 from xllm_tui.supervisor.reconcile import Reconciler
 from xllm_tui.supervisor.slot import RankSlot
 from xllm_tui.supervisor.snapshot import Snapshots
+from xllm_tui.supervisor.stats import StatsSampling
 from xllm_tui.supervisor.state import SOCKET_NAME, STATE_NAME, EventJournal, RunDirLock, atomic_write_json, \
     load_toggles, save_toggles
 
@@ -47,7 +50,8 @@ log = logging.getLogger("xllm_tui.supervisor")
 __all__ = ["ProfileInvalid", "RequestError", "Supervisor"]
 
 
-class Supervisor(RemoteMachines, Reconciler, Launcher, FailureHandling, DeviceWatch, Snapshots, Outlets):
+class Supervisor(RemoteMachines, Reconciler, Launcher, FailureHandling, DeviceWatch, Snapshots, Outlets,
+                 StatsSampling):
     def __init__(self, profile_path: str, *, simulate: bool, run_dir: str, port_offset: int = 0,
                  machine: str | None = None, launch: bool = True, base_env: dict[str, str] | None = None,
                  over_ssh: bool = False, member: bool = False):
@@ -479,33 +483,6 @@ class Supervisor(RemoteMachines, Reconciler, Launcher, FailureHandling, DeviceWa
         launch.health = {"ok": ok, "detail": detail, "at": round(time.time(), 3)}
         launch.health_seen_ok = launch.health_seen_ok or ok
         self.evaluate(r)
-
-    async def stats_loop(self) -> None:
-        while True:
-            launches = {r.live.proc.pid: r.live for r in self.ranks.values() if r.live is not None}
-            samples = await asyncio.to_thread(self._sample, list(launches))
-            for pid, (cpu, rss, threads) in samples.items():
-                launch = launches[pid]
-                if launch.alive:
-                    launch.cpu_pct, launch.rss_bytes, launch.threads = cpu, rss, threads
-            # Not worth a state.json rewrite (fsync) on its own: the snapshot over the socket is live.
-            await asyncio.sleep(2.0)
-
-    def _sample(self, pids: list[int]) -> dict[int, tuple[float, int, int]]:
-        out = {}
-        for pid in pids:
-            proc = self._procs_for_stats.get(pid)
-            try:
-                if proc is None:
-                    proc = self._procs_for_stats[pid] = psutil.Process(pid)
-                with proc.oneshot():
-                    out[pid] = (round(proc.cpu_percent(None), 1), proc.memory_info().rss, proc.num_threads())
-            except psutil.Error:
-                self._procs_for_stats.pop(pid, None)
-        for pid in list(self._procs_for_stats):
-            if pid not in pids:
-                self._procs_for_stats.pop(pid, None)
-        return out
 
     async def state_loop(self) -> None:
         while True:
