@@ -94,6 +94,14 @@ def test_two_machines_come_up_as_one_world_and_a_rank_killed_on_machine_1_restar
     remote = [e for e in dep.events_file() if e.get("machine") == MACHINE1 and e.get("remote_seq")]
     assert any(e["kind"] == "state" and e["rank"] == 3 and e.get("to") == "failed" for e in remote)
 
+    # Rank 3's log lives on machine 1: read through machine 0's supervisor (log_read over the link).
+    killed_log = os.path.join(tm.m1_run_dir, "logs", "node_3.log.1")
+    shown = dep.cli("logs", dep.profile_path, "--simulate", "--rank", "3", "--generation", "1", "-n", "3", check=True)
+    with open(killed_log) as f:
+        assert shown.stdout.splitlines() == f.read().splitlines()[-3:]
+    part = dep.request("log_read", rank=3, generation=1, offset=0, max_bytes=100)
+    assert part["path"] == killed_log and len(part["data"].encode()) <= 100 and part["next"] <= 100
+
     status = dep.cli("status", dep.profile_path, "--simulate", check=True).stdout
     assert f"first failure: rank 3 on machine {MACHINE1} killed" in status, status
     assert f"machine {MACHINE1}: connected over ssh" in status and "ranks 2-3" in status, status

@@ -484,6 +484,38 @@ def cmd_toggle(args: argparse.Namespace, target: Target) -> int:
 # -------------------------------------------------------------------------------------------- logs
 
 
+REMOTE_LOG = "<on another machine>"  # _log_path_for: read it through machine 0's supervisor (log_read)
+
+
+def _remote_logs(args: argparse.Namespace, target: Target) -> int:
+    """A rank on another machine: its log over the supervisor's connection to that machine, fetched on demand."""
+    with connect(target, timeout=60) as client:
+        if args.lines == 0:
+            offset = 0
+            while True:
+                part = client.request("log_read", rank=args.rank, generation=args.generation, offset=offset)
+                sys.stdout.write(part["data"])
+                if part["next"] == offset or part.get("missing"):
+                    break
+                offset = part["next"]
+        else:
+            part = client.request("log_read", rank=args.rank, generation=args.generation, lines=args.lines)
+            if part.get("missing"):
+                err(f"{part['path']} does not exist (yet) on rank {args.rank}'s machine")
+                return EXIT_FAILED
+            sys.stdout.write(part["data"])
+            offset = part["next"]
+        sys.stdout.flush()
+        while args.follow and args.generation == 0:
+            time.sleep(0.5)
+            part = client.request("log_read", rank=args.rank, offset=offset)
+            if part["data"]:
+                sys.stdout.write(part["data"])
+                sys.stdout.flush()
+            offset = part["next"]
+    return EXIT_OK
+
+
 def _log_path_for(args: argparse.Namespace, target: Target) -> str | None:
     from xllm_tui.client import SupervisorUnavailable
 
@@ -492,7 +524,7 @@ def _log_path_for(args: argparse.Namespace, target: Target) -> str | None:
             snap = client.snapshot()
         for r in snap["ranks"]:
             if r["rank"] == args.rank:
-                return r["log_path"]
+                return REMOTE_LOG if r.get("remote") else r["log_path"]
         err(f"no rank {args.rank}; ranks: {', '.join(str(r['rank']) for r in snap['ranks'])}")
         return None
     except SupervisorUnavailable:
@@ -517,6 +549,8 @@ def cmd_logs(args: argparse.Namespace, target: Target) -> int:
     path = _log_path_for(args, target)
     if path is None:
         return EXIT_BAD_INPUT
+    if path == REMOTE_LOG:
+        return _remote_logs(args, target)
     if args.generation:
         generations = log_generations(path)
         if args.generation > len(generations):

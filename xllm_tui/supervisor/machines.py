@@ -280,6 +280,16 @@ class RemoteMachines:
                     self.spawn_task(self._forward(link, op, mine, who, only))
         return {"accepted": chosen, "world": world, "explanation": explanation}
 
+    async def read_log(self, rank: int, **how: Any) -> dict:
+        """A rank's log wherever it runs: another machine's through its link (log_access.py reads ours)."""
+        link = next((x for x in self.links.values() if rank in x.ranks), None) if rank not in self.ranks else None
+        if link is None:
+            return await super().read_log(rank, **how)
+        try:
+            return await link.request("log_read", rank=rank, **how)
+        except RemoteUnavailable as e:
+            raise RequestError("machine_unreachable", str(e)) from None
+
     async def _forward(self, link: RemoteLink, op: str, ranks: list[int], who: str, only: bool) -> None:
         try:
             await link.request(op, ranks=ranks, who=f"{who} via machine 0", only=True)

@@ -69,6 +69,9 @@ class Operations(Protocol):
 
     async def reload(self) -> dict: ...
 
+    async def read_log(self, rank: int, *, generation: int, offset: int | None, lines: int | None,
+                       max_bytes: int) -> dict: ...
+
     def request_shutdown(self, stop_ranks: bool, who: str) -> None: ...
 
 
@@ -234,6 +237,17 @@ class SocketServer:
             return sup.toggle_group(name, on, who)
         if op == "reload":
             return await sup.reload()
+        if op == "log_read":
+            rank, generation = request.get("rank"), request.get("generation", 0)
+            offset, lines = request.get("offset"), request.get("lines")
+            max_bytes = request.get("max_bytes", 1 << 20)
+            ints = [rank, generation, max_bytes] + [x for x in (offset, lines) if x is not None]
+            if not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in ints) \
+                    or (offset is None) == (lines is None):
+                raise RequestError("bad_request", 'log_read needs "rank" and either "offset" (bytes) or "lines" (the '
+                                   'last N), optional "generation" and "max_bytes" (non-negative integers)')
+            return await sup.read_log(rank, generation=generation, offset=offset, lines=lines,
+                                      max_bytes=min(max_bytes, 4 << 20))
         if op == "shutdown":
             stop_ranks = request.get("stop_ranks", True)
             if not isinstance(stop_ranks, bool):
@@ -241,7 +255,7 @@ class SocketServer:
             sup.request_shutdown(stop_ranks, who)
             return {"stopping": True, "stop_ranks": stop_ranks}
         raise RequestError("unknown_op", f"unknown op {op!r}; known: hello, snapshot, subscribe, start, stop, "
-                           "restart, toggle, reload, shutdown")
+                           "restart, toggle, reload, log_read, shutdown")
 
 
 def error_reply(req_id: Any, code: str, message: str) -> dict:
