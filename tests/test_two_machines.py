@@ -181,3 +181,17 @@ def test_two_machines_of_eight_ranks_come_up_as_one_world_of_sixteen_and_down_en
     done = dep.cli("down", dep.profile_path, "--simulate", timeout=180)
     assert done.returncode == 0, done.stdout + done.stderr
     wait_until(lambda: not dep.leftovers(), 60, what="no process of the deployment left on either machine")
+
+
+def test_a_rank_failing_on_machine_0_restarts_machine_1s_ranks_too(two_machines):
+    tm, dep = two_machines, two_machines.dep
+    tm.start()
+    first = dep.rank_pids(dep.wait_snapshot(tm.world_serving, 120, "world serving"))
+    os.kill(first[1], signal.SIGKILL)
+    again = dep.wait_snapshot(lambda s: tm.world_serving(s) and not set(dep.rank_pids(s).values()) & set(first.values()),
+                              120, "both machines relaunched after rank 1 on machine 0 failed")
+    ff = again["group"]["first_failure"]
+    assert ff["rank"] == 1 and "machine" not in ff
+    assert all(not process_alive(first[n]) for n in (2, 3))  # machine 1's old ranks were stopped, not left
+    member = tm.member_snapshot()
+    assert [r["generation"] for r in member["ranks"]] == [2, 2]
