@@ -195,3 +195,18 @@ def test_a_rank_failing_on_machine_0_restarts_machine_1s_ranks_too(two_machines)
     assert all(not process_alive(first[n]) for n in (2, 3))  # machine 1's old ranks were stopped, not left
     member = tm.member_snapshot()
     assert [r["generation"] for r in member["ranks"]] == [2, 2]
+
+
+def test_a_new_machine_0_supervisor_finds_both_machines_ranks_running_and_restarts_nothing(two_machines):
+    tm, dep = two_machines, two_machines.dep
+    tm.start()
+    first = dep.rank_pids(dep.wait_snapshot(tm.world_serving, 120, "world serving"))
+    member_pid = tm.member_snapshot()["supervisor"]["pid"]
+    dep.kill_supervisor(signal.SIGKILL)  # machine 0's supervisor dies; every rank, and machine 1's supervisor, live
+
+    dep.start("--over-ssh")
+    snap = dep.wait_snapshot(lambda s: tm.world_serving(s) and tm.machine(s)["state"] == "connected", 120,
+                             "the successor sees the whole world serving")
+    assert dep.rank_pids(snap) == first
+    assert tm.machine(snap)["supervisor_pid"] == member_pid  # found, not started again
+    assert snap["group"]["restarts"] == 0
