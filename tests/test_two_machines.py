@@ -210,3 +210,19 @@ def test_a_new_machine_0_supervisor_finds_both_machines_ranks_running_and_restar
     assert dep.rank_pids(snap) == first
     assert tm.machine(snap)["supervisor_pid"] == member_pid  # found, not started again
     assert snap["group"]["restarts"] == 0
+
+
+def test_validate_remote_checks_machine_1_over_ssh_and_names_it(two_machines):
+    tm, dep = two_machines, two_machines.dep
+    done = dep.cli("validate", dep.profile_path, "--simulate", "--remote", timeout=120)
+    assert done.returncode == 1, done.stdout + done.stderr  # warnings only (no xllm binary: fine under --simulate)
+    from xllm_tui import __version__
+    assert f"info: machine {MACHINE1}: reachable over ssh, xllm-tui {__version__} there" in done.stdout, done.stdout
+    assert f"machine {MACHINE1}: twomachines.yaml:" in done.stdout  # the profile as machine 1 loads it
+    assert "warning: binary: xllm binary /opt/xllm/bin/xllm not found" in done.stdout
+    assert not os.path.exists(tm.m1_run_dir)  # a check starts nothing there
+
+    tm.sshd.stop()
+    lost = dep.cli("validate", dep.profile_path, "--simulate", "--remote", timeout=120)
+    assert lost.returncode == 2
+    assert f"error: machine {MACHINE1}: cannot be reached over ssh: ssh exited with status 255" in lost.stdout, lost.stdout

@@ -100,6 +100,39 @@ def attach(request: dict) -> tuple[dict, str]:
                          "profile_path": main, "note": note, "attach_pid": os.getpid()}}, run_dir
 
 
+def check(request: dict) -> dict:
+    """`validate --remote` on this machine: the profile as received, loaded as this machine would load it, and
+    (on a real machine) its devices and binding. Written to a scratch copy, so a running supervisor's profile
+    files never change; nothing is started."""
+    import shutil
+    import tempfile
+
+    from xllm_tui import __version__
+    from xllm_tui.client import state_home
+    from xllm_tui.profile import load_profile
+
+    simulate = bool(request.get("simulate"))
+    base = os.path.join(state_home(), "xllm-tui", "received")
+    os.makedirs(base, mode=0o700, exist_ok=True)
+    scratch = tempfile.mkdtemp(prefix=".check-", dir=base)
+    try:
+        main, _ = write_bundle(request["profile"], scratch)
+        result = load_profile(main, simulate=simulate)
+        diagnostics = list(result.diagnostics)
+        notes = []
+        if result.profile is not None and not simulate:
+            from xllm_tui.commands.validate import check_devices
+
+            devices = check_devices(result, simulate=False)
+            diagnostics += devices.diagnostics
+            notes += devices.notes
+        texts = [{"severity": d.severity, "text": str(d).replace(scratch + os.sep, "")} for d in diagnostics]
+        return {"checked": {"version": __version__, "diagnostics": texts, "notes": notes,
+                            "python": sys.executable}}
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 def _connect(path: str) -> socket.socket:
     from xllm_tui.supervisor.state import ShortSocketPath
 
@@ -133,7 +166,11 @@ def run(args: argparse.Namespace) -> int:
     lock = threading.Lock()
     first = stdin.readline()
     try:
-        request = json.loads(first)["attach"]
+        message = json.loads(first)
+        if "check" in message:
+            _reply(stdout, lock, check(message["check"]))
+            return 0
+        request = message["attach"]
         reply, run_dir = attach(request)
     except Exception as e:  # noqa: BLE001 - everything goes back to machine 0 as one error line
         _reply(stdout, lock, {"error": {"code": "attach_failed", "message": f"{e.__class__.__name__}: {e}"}})

@@ -366,3 +366,40 @@ class RemoteLink:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             await proc.wait()
+
+
+def check_machine(profile: Profile, index: int, *, simulate: bool, env: dict[str, str],
+                  timeout: float = ATTACH_TIMEOUT_S) -> dict:
+    """`validate --remote` for one machine: reach it over ssh (BatchMode), have xllm-tui there load the profile as
+    that machine would (paths, scripts, devices and binding where it runs), nothing started. Returns
+    {"machine", "reachable", "version", "diagnostics": [{"severity", "text"}], "notes", "error"}."""
+    import subprocess
+
+    machine = profile.machines[index]
+    target = ssh_target(profile, index, simulate=simulate)
+    argv = ssh_argv(target, [*target.command, "remote-attach"], config=env.get(SSH_CONFIG_ENV) or None)
+    request = {"check": attach_request(profile, machine, simulate=simulate, port_offset=0, env=env)["attach"]}
+    out = {"machine": machine.name or machine.host, "ssh": " ".join(argv[:-1]), "reachable": False, "version": None,
+           "diagnostics": [], "notes": [], "error": None}
+    try:
+        done = subprocess.run(argv, input=json.dumps(request) + "\n", capture_output=True, text=True,
+                              timeout=timeout, start_new_session=True)
+    except subprocess.TimeoutExpired:
+        out["error"] = f"no answer over ssh within {timeout:g}s"
+        return out
+    except OSError as e:
+        out["error"] = f"cannot run ssh: {e}"
+        return out
+    reply = None
+    for line in done.stdout.splitlines():
+        with contextlib.suppress(ValueError):
+            reply = json.loads(line)
+    if not isinstance(reply, dict) or "checked" not in reply:
+        error = (reply or {}).get("error", {}).get("message") if isinstance(reply, dict) else None
+        stderr = done.stderr.strip().splitlines()
+        out["error"] = error or (f"ssh exited with status {done.returncode}" + (f": {stderr[-1]}" if stderr else ""))
+        out["reachable"] = isinstance(reply, dict)
+        return out
+    out.update(reachable=True, **{k: v for k, v in reply["checked"].items() if k in ("version", "diagnostics", "notes")})
+    return out
+
