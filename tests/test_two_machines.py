@@ -226,3 +226,17 @@ def test_validate_remote_checks_machine_1_over_ssh_and_names_it(two_machines):
     lost = dep.cli("validate", dep.profile_path, "--simulate", "--remote", timeout=120)
     assert lost.returncode == 2
     assert f"error: machine {MACHINE1}: cannot be reached over ssh: ssh exited with status 255" in lost.stdout, lost.stdout
+
+
+def test_a_world_is_not_launched_around_an_unreachable_machine_and_launches_when_it_is_reached(two_machines):
+    tm, dep = two_machines, two_machines.dep
+    tm.sshd.stop()  # machine 1 cannot be reached when machine 0 starts
+    tm.start()
+    dep.wait_event(lambda e: e["kind"] == "group" and "launch waits: machine 127.0.0.2 cannot be reached"
+                   in e.get("reason", ""), 60, "the launch waits for machine 1")
+    snap = dep.snapshot()
+    assert not any(r["pid"] for r in snap["ranks"])  # nothing launched, not even machine 0's half
+    assert tm.machine(snap)["state"] == "unreachable"
+
+    tm.sshd.start()
+    dep.wait_snapshot(tm.world_serving, 120, "the world launched once machine 1 was reached")

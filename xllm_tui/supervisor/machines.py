@@ -217,7 +217,7 @@ class RemoteMachines:
         if self.links:
             # Every machine must be seen first: no rank of the old world may still run anywhere, and a world
             # launched without a machine could never serve. Until then the launch waits for it.
-            await asyncio.gather(*(link.wait_connected(CONNECT_WAIT_S) for link in self.links.values()))
+            await asyncio.gather(*(link.wait_settled(CONNECT_WAIT_S) for link in self.links.values()))
             lost = [link.label for link in self.links.values() if not link.connected]
             if lost:
                 self.launch_waiting = why

@@ -157,6 +157,7 @@ class RemoteLink:
         self._pending: dict[Any, asyncio.Future] = {}
         self._ids = itertools.count(1)
         self._connected = asyncio.Event()
+        self._settled = asyncio.Event()  # the first attempt ended (connected or not)
         self.closing = False
         self.stderr_tail = ""
         self.journaled_state = ""  # the coordinator's bookkeeping: which state it last journaled
@@ -168,6 +169,8 @@ class RemoteLink:
             if state != self.state:
                 self.since = time.time()
             self.state, self.reason = state, reason
+            if state != "connecting":
+                self._settled.set()
             self.on_change(self)
 
     @property
@@ -182,6 +185,12 @@ class RemoteLink:
                 "ssh_pid": self.proc.pid if self.proc is not None and self.proc.returncode is None else None,
                 "clock_skew_s": None if self.clock_skew_s is None else round(self.clock_skew_s, 3),
                 "ssh": self.argv[:-1]}
+
+    async def wait_settled(self, timeout: float) -> bool:
+        """Until the first connection attempt has ended; whether the machine is connected now."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._settled.wait(), timeout)
+        return self.connected
 
     async def wait_connected(self, timeout: float) -> bool:
         with contextlib.suppress(asyncio.TimeoutError):
