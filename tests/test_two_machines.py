@@ -240,3 +240,38 @@ def test_a_world_is_not_launched_around_an_unreachable_machine_and_launches_when
 
     tm.sshd.start()
     dep.wait_snapshot(tm.world_serving, 120, "the world launched once machine 1 was reached")
+
+
+async def test_the_tui_shows_both_machines_ranks_and_a_lost_machines_ranks_as_unknown(two_machines):
+    from textual.widgets import DataTable
+
+    from xllm_tui.ui.app import XllmApp
+    from xllm_tui.ui.source import SupervisorSource
+    from xllm_tui.ui.widgets.rank_table import RankTable
+
+    tm, dep = two_machines, two_machines.dep
+    tm.start()
+    dep.wait_snapshot(tm.world_serving, 120, "world serving")
+    source = SupervisorSource(dep.run_dir, profile_path=dep.profile_path, simulate=True)
+    app = XllmApp(source, user_config=False, watch_profile=False, poll_interval=0.2, profile_path=dep.profile_path,
+                  simulate=True)
+
+    async def until(pilot, condition, what: str) -> None:
+        for _ in range(600):
+            if condition():
+                return
+            await pilot.pause(0.1)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    def cells(table: DataTable) -> list[str]:
+        return [" ".join(str(c) for c in table.get_row_at(i)) for i in range(table.row_count)]
+
+    async with app.run_test(size=(200, 40)) as pilot:
+        table = app.main_screen.query_one(RankTable)
+        await until(pilot, lambda: table.row_count == 4, "four rows")
+        await until(pilot, lambda: sum(MACHINE1 in row for row in cells(table)) == 2, "machine 1's two rows")
+        tm.sshd.stop()  # sessions too: machine 1 is cut off
+        await until(pilot, lambda: sum("unknown" in row for row in cells(table)) == 2, "machine 1's ranks unknown")
+        assert (app.snapshot or {})["group"]["state"] == "degraded"
+        tm.sshd.start()
+        await until(pilot, lambda: not any("unknown" in row for row in cells(table)), "machine 1 back")

@@ -436,6 +436,8 @@ def ensure_supervisor(profile_path: str, *, simulate: bool, run_dir: str | None 
         # A simulated run keeps the ports it was first given: a client that starts its successor (the TUI's
         # "start a new supervisor") without --port-offset must find the running ranks where they are.
         port_offset = int(last_run_of(run_dir).get("port_offset") or 0)
+    if simulate and not over_ssh:
+        over_ssh = bool(last_run_of(run_dir).get("over_ssh"))  # likewise: its machines stay reached over ssh
     log_path = os.path.join(run_dir, LOG_NAME)
     log_start = os.path.getsize(log_path) if os.path.exists(log_path) else 0
     pid = start_detached(supervise_argv(profile_path, simulate=simulate, run_dir=run_dir, port_offset=port_offset,

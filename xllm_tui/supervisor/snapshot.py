@@ -66,7 +66,7 @@ class Snapshots:
             time=round(now, 3),
             profile={"name": self.profile.name, "path": self.profile_path, "simulate": self.simulate,
                      "machine": self.machine, "port_offset": self.port_offset,
-                     "simulate_mapping": self._mapping_lines},
+                     "simulate_mapping": self._mapping_lines, "over_ssh": bool(self.links)},
             supervisor={"pid": self.pid, "started_at": round(self.started_at, 3), "run_dir": self.run_dir,
                         "log": os.path.join(self.run_dir, LOG_NAME), "socket": os.path.join(self.run_dir, SOCKET_NAME)},
             group=GroupStatus(
