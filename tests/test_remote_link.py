@@ -99,3 +99,16 @@ def test_a_bundle_cannot_write_outside_its_directory(tmp_path):
     else:
         raise AssertionError("a path outside the received directory was written")
     assert not (tmp_path / "evil.yaml").exists()
+
+
+def test_hccn_tool_output_gives_the_npu_address_and_the_simulated_tool_speaks_it():
+    from xllm_tui.devices.hccn import parse_ip, read_device_ips
+
+    assert parse_ip("ipaddr:29.31.0.2\nnetmask:255.255.0.0\n") == "29.31.0.2"
+    assert parse_ip("ipaddr: 10.20.0.20\n") == "10.20.0.20"
+    assert parse_ip("no address configured\n") is None and parse_ip("ipaddr:999.1.1.1") is None
+    env = {**os.environ, "XLLM_SIM_HCCN_IPS": '{"1": "10.1.0.1"}'}
+    ips, problems = read_device_ips([0, 1], simulate=True, env=env)
+    assert ips == {0: "192.168.100.0", 1: "10.1.0.1"} and problems == []
+    missing, why = read_device_ips([0], simulate=False, tool="/nonexistent/hccn_tool")
+    assert missing == {} and "not found" in why[0]

@@ -5,6 +5,7 @@ config passes it on), so the fixture's teardown fails the test if anything is le
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -20,7 +21,8 @@ MACHINE1 = "127.0.0.2"
 
 
 class TwoMachines:
-    def __init__(self, sim_deployment, ssh_machines, tmp_path, monkeypatch, per_machine: int = 2):
+    def __init__(self, sim_deployment, ssh_machines, tmp_path, monkeypatch, per_machine: int = 2,
+                 rank_table: bool = False):
         self.dep = sim_deployment(ranks=2 * per_machine, name="twomachines")
         self.m1_state = tmp_path / "machine1-state"
         self.sshd = ssh_machines([MACHINE1], env_for={MACHINE1: {"XDG_STATE_HOME": str(self.m1_state),
@@ -33,6 +35,10 @@ class TwoMachines:
              "ssh": {"host": MACHINE1, "user": "root", "port": self.sshd.port, "identity": self.sshd.user_key,
                      "command": [sys.executable, "-m", "xllm_tui"]}},
         ]
+        if rank_table:
+            self.dep.profile_data["rank_tablefile"] = "hccl_2nodes.json"
+            for index, machine in enumerate(self.dep.profile_data["machines"]):
+                machine["device_ips"] = [f"10.{index}.0.{d}" for d in range(per_machine)]
         self.dep.write_profile()
         monkeypatch.setenv("XLLM_TUI_SSH_CONFIG", self.sshd.client_config)
         self.m1_run_dir = os.path.join(self.m1_state, "xllm-tui", f"twomachines-sim@{MACHINE1}")
@@ -168,10 +174,20 @@ def test_a_lost_machine_is_unknown_not_failed_and_comes_back_without_restarting_
 
 def test_two_machines_of_eight_ranks_come_up_as_one_world_of_sixteen_and_down_ends_everything(
         sim_deployment, ssh_machines, tmp_path, monkeypatch):  # noqa: F811
-    tm = TwoMachines(sim_deployment, ssh_machines, tmp_path, monkeypatch, per_machine=8)
+    tm = TwoMachines(sim_deployment, ssh_machines, tmp_path, monkeypatch, per_machine=8, rank_table=True)
     dep = tm.dep
     tm.start()
     snap = dep.wait_snapshot(tm.world_serving, 180, "sixteen ranks on two machines serving as one world")
+    # The rank table was built from each machine's own hccn_tool reading and written on both machines.
+    tables = []
+    for run_dir in (dep.run_dir, tm.m1_run_dir):
+        with open(os.path.join(run_dir, "hccl_2nodes.json")) as f:
+            tables.append(json.load(f))
+    assert tables[0] == tables[1]
+    servers = tables[0]["server_list"]
+    assert [s["server_id"] for s in servers] == ["127.0.0.1", MACHINE1]
+    assert servers[1]["device"][7] == {"device_id": "7", "device_ip": "10.1.0.7", "rank_id": "15"}
+    assert any("rank table written on 2 machine(s)" in e.get("reason", "") for e in dep.events_file())
     assert [r["rank"] for r in snap["ranks"]] == list(range(16))
     assert {r["machine"] for r in snap["ranks"][8:]} == {MACHINE1}
     assert all(f"--nnodes=16" in r["argv"] for r in snap["ranks"])

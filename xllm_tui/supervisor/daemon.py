@@ -34,6 +34,7 @@ from xllm_tui.supervisor.failures import FailureHandling
 from xllm_tui.supervisor.group import Evidence, GroupController, RankView, assess_rank, derive_group
 from xllm_tui.supervisor.launcher import Launcher
 from xllm_tui.supervisor.log_access import LogAccess
+from xllm_tui.supervisor.ranktable import RankTables
 from xllm_tui.supervisor.machines import RemoteMachines
 from xllm_tui.supervisor.outlets import Outlets
 from xllm_tui.supervisor.planner import Planner, ProfileInvalid, choose_machine, load_profile_checked
@@ -52,7 +53,7 @@ __all__ = ["ProfileInvalid", "RequestError", "Supervisor"]
 
 
 class Supervisor(RemoteMachines, Reconciler, Launcher, FailureHandling, DeviceWatch, Snapshots, Outlets,
-                 StatsSampling, LogAccess):
+                 StatsSampling, LogAccess, RankTables):
     def __init__(self, profile_path: str, *, simulate: bool, run_dir: str, port_offset: int = 0,
                  machine: str | None = None, launch: bool = True, base_env: dict[str, str] | None = None,
                  over_ssh: bool = False, member: bool = False):

@@ -226,6 +226,7 @@ class RemoteMachines:
                 return
             self.launch_waiting = None
             await self.stop_elsewhere(f"relaunch: {why}")
+            await self.distribute_rank_table()
         await super().launch_group(why, forced)
         if self.links:
             await self.start_elsewhere(why)

@@ -72,6 +72,10 @@ class Operations(Protocol):
     async def read_log(self, rank: int, *, generation: int, offset: int | None, lines: int | None,
                        max_bytes: int) -> dict: ...
 
+    async def read_device_ips(self) -> dict: ...
+
+    async def write_rank_table(self, table: dict) -> dict: ...
+
     def request_shutdown(self, stop_ranks: bool, who: str) -> None: ...
 
 
@@ -237,6 +241,12 @@ class SocketServer:
             return sup.toggle_group(name, on, who)
         if op == "reload":
             return await sup.reload()
+        if op == "device_ips":  # machine 0 asks another machine while building the rank table
+            return await sup.read_device_ips()
+        if op == "write_ranktable":
+            if not isinstance(request.get("table"), dict):
+                raise RequestError("bad_request", 'write_ranktable needs "table" (the rank table object)')
+            return await sup.write_rank_table(request["table"])
         if op == "log_read":
             rank, generation = request.get("rank"), request.get("generation", 0)
             offset, lines = request.get("offset"), request.get("lines")
@@ -255,7 +265,7 @@ class SocketServer:
             sup.request_shutdown(stop_ranks, who)
             return {"stopping": True, "stop_ranks": stop_ranks}
         raise RequestError("unknown_op", f"unknown op {op!r}; known: hello, snapshot, subscribe, start, stop, "
-                           "restart, toggle, reload, log_read, shutdown")
+                           "restart, toggle, reload, log_read, device_ips, write_ranktable, shutdown")
 
 
 def error_reply(req_id: Any, code: str, message: str) -> dict:
