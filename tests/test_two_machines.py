@@ -41,6 +41,8 @@ class TwoMachines:
                 machine["device_ips"] = [f"10.{index}.0.{d}" for d in range(per_machine)]
         self.dep.write_profile()
         monkeypatch.setenv("XLLM_TUI_SSH_CONFIG", self.sshd.client_config)
+        self.cache = tmp_path / "cache"
+        monkeypatch.setenv("XDG_CACHE_HOME", str(self.cache))  # the TUI's copies of remote logs
         self.m1_run_dir = os.path.join(self.m1_state, "xllm-tui", f"twomachines-sim@{MACHINE1}")
         self.per_machine = per_machine
 
@@ -286,6 +288,17 @@ async def test_the_tui_shows_both_machines_ranks_and_a_lost_machines_ranks_as_un
         table = app.main_screen.query_one(RankTable)
         await until(pilot, lambda: table.row_count == 4, "four rows")
         await until(pilot, lambda: sum(MACHINE1 in row for row in cells(table)) == 2, "machine 1's two rows")
+        # Rank 2's log is on machine 1: the log view shows a local copy fetched through machine 0 (log_read).
+        from xllm_tui.ui.widgets.log_view import LogView
+        from xllm_tui.ui.widgets.rank_log import RankLog
+        table.select_rank(2)
+        rank_log = app.main_screen.query_one(RankLog)
+        await until(pilot, lambda: rank_log.rank == 2 and rank_log.log_widget.line_count > 5, "rank 2's log lines")
+        assert rank_log.path.startswith(str(tm.cache)) and rank_log.path.endswith("node_2.log")
+        with open(os.path.join(tm.m1_run_dir, "logs", "node_2.log")) as f:
+            remote_text = f.read()
+        with open(rank_log.path) as f:
+            assert f.read() in remote_text
         tm.sshd.stop()  # sessions too: machine 1 is cut off
         await until(pilot, lambda: sum("unknown" in row for row in cells(table)) == 2, "machine 1's ranks unknown")
         assert (app.snapshot or {})["group"]["state"] == "degraded"
