@@ -112,3 +112,18 @@ def test_hccn_tool_output_gives_the_npu_address_and_the_simulated_tool_speaks_it
     assert ips == {0: "192.168.100.0", 1: "10.1.0.1"} and problems == []
     missing, why = read_device_ips([0], simulate=False, tool="/nonexistent/hccn_tool")
     assert missing == {} and "not found" in why[0]
+
+
+def test_status_names_each_other_machine_and_a_clock_skew_worth_knowing():
+    from xllm_tui.commands.lifecycle import format_machines
+
+    machines = [{"name": "m0", "state": "local", "ranks": [0, 1]},
+                {"name": "m1", "state": "connected", "supervisor_pid": 42, "ranks": [2, 3], "clock_skew_s": 0.01},
+                {"name": "m2", "state": "connected", "supervisor_pid": 43, "ranks": [4, 6], "clock_skew_s": -7.5},
+                {"name": "m3", "state": "unreachable", "reason": "machine unreachable since 14:02:11: refused",
+                 "ranks": [7]}]
+    assert format_machines(machines) == [
+        "machine m1: connected over ssh (supervisor pid 42, ranks 2-3)",
+        "machine m2: connected over ssh (supervisor pid 43, ranks 4, 6); its clock is 7.5s ahead of this machine's",
+        "machine m3: unreachable - machine unreachable since 14:02:11: refused",
+    ]

@@ -29,8 +29,11 @@ STOP_WAIT_S = 120.0  # how long a relaunch waits for a machine's ranks to be dow
 
 class RemoteMachines:
     def restart_policy(self, profile):
-        """A member restarts nothing by itself: restarting the world is machine 0's decision."""
-        return replace(profile.restart, mode="manual") if self.member else profile.restart
+        """A member of a group world restarts nothing by itself: restarting the world is machine 0's decision
+        (with scope `rank`, ranks are independent and each machine restarts its own)."""
+        if self.member and profile.restart.scope == "group":
+            return replace(profile.restart, mode="manual")
+        return profile.restart
 
     def world_size(self) -> int:
         if self.member:  # one part of a world that spans machines: its ranks fail with the rest of it

@@ -150,7 +150,7 @@ class RemoteLink:
         self.ranks: dict[int, dict] = {}  # rank -> RankStatus dict from its supervisor
         self.group: dict = {}
         self.last_seq: int | None = None
-        self.clock_skew_s: float | None = None  # receive time - its clock, from the last event
+        self.clock_skew_s: float | None = None  # our clock minus its clock, from the last snapshot's round trip
         self.connects = 0
         self.proc: asyncio.subprocess.Process | None = None
         self._writer: asyncio.StreamWriter | None = None
@@ -303,8 +303,6 @@ class RemoteLink:
             if "event" in msg:
                 event = msg["event"]
                 self.last_seq = max(self.last_seq or 0, int(event.get("seq") or 0))
-                if isinstance(event.get("ts"), (int, float)):
-                    self.clock_skew_s = time.time() - event["ts"]
                 self.on_event(self, event)
                 continue
             fut = self._pending.pop(msg.get("id"), None)
@@ -345,7 +343,12 @@ class RemoteLink:
         return reply.get("result") or {}
 
     async def refresh(self) -> None:
+        asked = time.time()
         snap = await self.request("snapshot", events=0)
+        answered = time.time()
+        if isinstance(snap.get("time"), (int, float)):
+            # Its clock against ours at the middle of the round trip (a replayed event's ts would mislead).
+            self.clock_skew_s = (asked + answered) / 2 - snap["time"]
         self.ranks = {int(r["rank"]): r for r in snap.get("ranks") or []}
         self.group = snap.get("group") or {}
         self.on_change(self)
