@@ -16,6 +16,7 @@ import os
 import socket
 import sys
 import threading
+import time
 
 from xllm_tui.protocol import PROTOCOL
 
@@ -133,6 +134,14 @@ def check(request: dict) -> dict:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def _connect(path: str) -> socket.socket:
     from xllm_tui.supervisor.state import ShortSocketPath
 
@@ -177,8 +186,17 @@ def run(args: argparse.Namespace) -> int:
         return 1
     path = socket_path(run_dir)
     requests = _connect(path)
-    # The supervisor going away (shutdown) ends the bridge, which ends ssh: machine 0 sees the connection close.
-    threading.Thread(target=_pump, args=(requests, stdout, lock, lambda: os._exit(0)), daemon=True).start()
+    supervisor_pid = reply["attached"].get("pid")
+
+    def supervisor_gone() -> None:
+        # The supervisor going away (shutdown) ends the bridge, which ends ssh: machine 0 sees the connection
+        # close. Only once the process has really exited, so `down` on machine 0 returns with nothing left here.
+        deadline = time.monotonic() + 60
+        while supervisor_pid and time.monotonic() < deadline and _alive(supervisor_pid):
+            time.sleep(0.05)
+        os._exit(0)
+
+    threading.Thread(target=_pump, args=(requests, stdout, lock, supervisor_gone), daemon=True).start()
     _reply(stdout, lock, reply)
     subscription: socket.socket | None = None
     for line in stdin:
