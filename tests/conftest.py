@@ -77,4 +77,8 @@ def _isolated_state(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     (tmp_path / "home").mkdir(exist_ok=True)
+    # Child processes (`python -m xllm_tui...` from another cwd) import this checkout, not whatever
+    # xllm_tui is installed: otherwise the simulator under test is someone else's.
+    inherited = os.environ.get("PYTHONPATH", "")
+    monkeypatch.setenv("PYTHONPATH", REPO + (os.pathsep + inherited if inherited else ""))
     yield

@@ -8,6 +8,7 @@ import sys
 
 import yaml
 
+from model_dirs import make_model_dir
 from conftest import REPO
 from supervisor_helpers import sim_deployment  # noqa: F401
 from xllm_tui.starter import Answers, MachineFacts, cores_plan, free_ports, starter_profile, yaml_str
@@ -64,7 +65,7 @@ def test_init_on_a_machine_without_cpu_affinity_writes_explicit_cores(tmp_path):
     binary = tmp_path / "xllm"
     binary.write_text("#!/bin/sh\n")
     binary.chmod(0o755)
-    (tmp_path / "model").mkdir()
+    make_model_dir(tmp_path / "model")  # validate's model pre-flight reads config.json, the shards, ...
     done = _init("--npu-smi", str(npu_smi), "--binary", str(binary), "--model", str(tmp_path / "model"),
                  "--devices", "0-1", "--host", "127.0.0.1", "--name", "arm", cwd=tmp_path)
     assert done.returncode in (0, 1), done.stdout + done.stderr  # validated: no errors

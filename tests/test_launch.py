@@ -56,7 +56,8 @@ GUIDE_COMMAND = (
 )
 
 GUIDE_PATH_VARS = ("PYTHON_INCLUDE_PATH", "PYTHON_LIB_PATH", "PYTORCH_INSTALL_PATH", "LIBTORCH_ROOT")
-GUIDE_LD_LIBRARY_PATH = "/usr/local/Ascend/ascend-toolkit/latest/opp/vendors/xllm/op_api/lib/:/usr/local/libtorch_npu/lib"
+# The guide exports op_api/lib, then libtorch_npu/lib (each `export X=entry:$X`): the last one comes first.
+GUIDE_LD_LIBRARY_PATH = "/usr/local/libtorch_npu/lib:/usr/local/Ascend/ascend-toolkit/latest/opp/vendors/xllm/op_api/lib/"
 GUIDE_LD_PRELOAD = "/usr/lib64/libjemalloc.so.2"
 GUIDE_DETERMINISM = {"LCCL_DETERMINISTIC": "1", "HCCL_DETERMINISTIC": "true", "ATB_MATMUL_SHUFFLE_K_ENABLE": "0"}
 
@@ -224,7 +225,8 @@ def test_eight_card_environment_is_the_guide_exports(eight_card):
 def test_captured_script_environment_sits_under_the_prepends(eight_card):
     env = plan_launches(eight_card, base_env=BASE_ENV, captured_env=CAPTURED_ENV)[0].env_dict()
     assert env["ASCEND_TOOLKIT_HOME"] == "/usr/local/Ascend/ascend-toolkit/latest"
-    assert env["LD_LIBRARY_PATH"] == GUIDE_LD_LIBRARY_PATH + ":/ascend/lib:/opt/old/lib"
+    # The guide sources set_env.sh after its exports: the script's entries come first.
+    assert env["LD_LIBRARY_PATH"] == "/ascend/lib:" + GUIDE_LD_LIBRARY_PATH + ":/opt/old/lib"
 
 
 def test_log_paths_and_working_directory():
@@ -322,7 +324,9 @@ def test_two_node_plan_continues_ranks_on_the_second_machine(two_node):
         assert "draft_model" not in flags and "draft_devices" not in flags
         assert plan.argv[:3] == ("numactl", "-C", f"{local * 12}-{local * 12 + 11}")
         assert plan.role == "worker"
-        assert plan.log_path.endswith(f"logs/node_{local + 8}.log")
+        # The shipped profile names logs as the guide does on each machine (node_{local_rank}.log).
+        name = local if "{local_rank}" in two_node.log_file else local + 8
+        assert plan.log_path.endswith(f"logs/node_{name}.log")
     assert [p.rank for p in plan_launches(two_node, machine="11.87.49.110", base_env={})] == list(range(8))
 
 
@@ -573,3 +577,20 @@ def test_simulated_two_machine_plan_really_runs_on_loopback(tmp_path):
             process.wait(timeout=10)
     assert not any(psutil.pid_exists(p.pid) and psutil.Process(p.pid).status() != psutil.STATUS_ZOMBIE
                    for p in processes)
+
+
+def test_guide_log_names_collide_only_when_machines_share_a_host():
+    two_node = shipped_profile("a3-16card-2node.yaml")
+    assert two_node.log_file == "node_{local_rank}.log"
+    one_machine = plan_launches(two_node, machine="11.87.49.111", base_env={})
+    assert [os.path.basename(p.log_path) for p in one_machine] == [f"node_{i}.log" for i in range(8)]
+    assert len({os.path.dirname(p.log_path) for p in one_machine}) == 1  # no machine directory needed
+    # Planned for every machine, each on its own host: the guide's names, on each machine's disk.
+    assert [os.path.basename(p.log_path) for p in plan_launches(two_node, base_env={})][8] == "node_0.log"
+    # Both machines on this host (--simulate): each machine's logs in a directory of its own.
+    from xllm_tui.launch import build_simulate_mapping
+
+    every = plan_launches(two_node, base_env={}, simulate=build_simulate_mapping(two_node))
+    paths = [p.log_path for p in every]
+    assert len(set(paths)) == 16
+    assert paths[8].endswith("logs/11.87.49.111/node_0.log") and paths[0].endswith("logs/11.87.49.110/node_0.log")

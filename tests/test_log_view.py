@@ -293,3 +293,84 @@ async def test_unreadable_path_is_explained_not_raised(tmp_path):
         await pilot.pause()
         assert view.line_count == 0
         assert "not a regular file" in view.status_text
+
+
+async def test_follows_a_file_flooded_by_megabytes_a_second_and_keys_still_work(tmp_path):
+    """A rank logging at full speed (tens of MB/s): the view keeps up, raises nothing, and keys respond.
+
+    Under such a flood the index used to give one block two counts and render_line died with
+    IndexError in LogFile._newline within seconds.
+    """
+    import threading
+
+    path = tmp_path / "node_0.log"
+    write_lines(path, [glog_line(i) for i in range(100)], "w")
+    line = (glog_line(0, text="x" * 67) + "\n").encode()
+    total_writes = 2_000  # x 100 lines x 120 bytes = 24 MB
+    app = LogApp(path)
+    done = threading.Event()
+
+    def writer() -> None:
+        with open(path, "ab", buffering=0) as f:
+            for _ in range(total_writes):
+                f.write(line * 100)
+            f.write((glog_line(1, text="the last line") + "\n").encode())
+        done.set()
+
+    async with app.run_test(size=(100, 24)) as pilot:
+        view = app.query_one(LogView)
+        await wait_for(pilot, lambda: view.line_count == 100, "the first lines")
+        thread = threading.Thread(target=writer)
+        thread.start()
+        try:
+            await wait_for(pilot, lambda: view.line_count > 1000, "the flood to arrive")
+            await pilot.press("w")
+            await wait_for(pilot, lambda: view.wrap, "the wrap key during the flood")
+            await pilot.press("w")
+            await wait_for(pilot, lambda: not view.wrap, "the wrap key again")
+            await wait_for(pilot, lambda: done.is_set() and visible(view)[-1].endswith("the last line"),
+                           "the last line on screen")
+        finally:
+            thread.join(60)
+        assert view.line_count == 100 + 100 * total_writes + 1
+        assert not view.paused and view.new_lines == 0
+
+
+async def test_compact_mode_shows_time_and_message_coloured_by_severity_and_is_remembered(tmp_path):
+    path = tmp_path / "compact.log"
+    lines = [glog_line(i, "W" if i == 5 else "E" if i == 7 else "I", f"message {i}") for i in range(10)]
+    write_lines(path, lines + ["not a glog line"], "w")
+    other = tmp_path / "other.log"
+    write_lines(other, [glog_line(0, text="on the other rank")], "w")
+    app = LogApp(path)
+    async with app.run_test(size=(60, 16)) as pilot:
+        view = app.query_one(LogView)
+        await wait_for(pilot, lambda: view.line_count == 11, "the file")
+        assert visible(view)[7].startswith("E20251129 15:20:07.123456")
+        await pilot.press("c")
+        await wait_for(pilot, lambda: visible(view)[7] == "15:20:07.123 message 7", "the compact rows")
+        rows = visible(view)
+        assert rows[10] == "not a glog line" and rows[5] == "15:20:05.123 message 5"
+        assert "compact" in str(view.border_title)
+        error, warning = (view.get_component_rich_style(f"log-view--{name}").color for name in ("error", "warning"))
+        assert message_color(view, 7) == error and message_color(view, 5) == warning
+        time_part = [seg for seg in view.render_line(7) if seg.text.startswith("15:20:07")]
+        assert time_part and time_part[0].style.color == view.get_component_rich_style("log-view--prefix").color
+        # Search highlights what is shown; the errors-only filter keeps the compact form.
+        view.set_search("message 7")
+        await pilot.pause()
+        match = view.get_component_rich_style("log-view--match")
+        assert any(seg.text == "message 7" and seg.style.bgcolor == match.bgcolor for seg in view.render_line(7))
+        await pilot.press("E", "E")
+        await wait_for(pilot, lambda: view.filter_level == "error" and view.row_count == 1, "errors only")
+        await wait_for(pilot, lambda: visible(view)[0] == "15:20:07.123 message 7", "the compact error row")
+        await pilot.press("E")
+        # Remembered: another file, or another log view of the app, starts compact.
+        view.set_path(other)
+        await wait_for(pilot, lambda: visible(view)[0] == "15:20:00.123 on the other rank", "the other file, compact")
+        second = LogView(other, id="second")
+        await app.mount(second)
+        await wait_for(pilot, lambda: second.compact and second.line_count == 1, "a new view in compact mode")
+        await pilot.press("c")
+        await wait_for(pilot, lambda: visible(view)[0].startswith("I20251129 15:20:00.123456"), "full lines again")
+        assert getattr(app, "log_view_compact") is False

@@ -78,7 +78,7 @@ FAILURES = [
     ("F", "Check failed: all_connected Not all worker connect to engine server. Miss rank is 5", "worker_missing"),
     ("E", "Failed to start server on port 18994", "port_in_use"),
     ("E", "Failed to start brpc server on port 18994", "port_in_use"),
-    ("F", "Check failed: (world_size % dp_size) == 0 (1 vs. 0) Global world size must be divisible", "fatal"),
+    ("F", "Check failed: (world_size % dp_size) == 0 (1 vs. 0) Global world size must be divisible", "config_error"),  # dist_manager.cpp:119 (31b7cafd): a bad dp_size
     ("F", "something unexpected", "fatal"),
 ]
 

@@ -264,3 +264,75 @@ def test_readers_keep_valid_numbers_while_another_thread_indexes(big):
             thread.join()
         assert errors == []
         assert log.line_count == len(lines)
+
+
+# ---- floods: appends far larger than one read, while other threads read ---------------------------------
+FLOOD_LINE = b"I20251129 15:20:01.123456 12345 llm_engine.cpp:210] " + b"x" * 67 + b"\n"  # 120 bytes
+
+
+def block_counts_from_disk(path, block_size: int, blocks: int) -> list[int]:
+    with open(path, "rb") as f:
+        return [f.read(block_size).count(b"\n") for _ in range(blocks)]
+
+
+def test_an_append_of_many_megabytes_from_inside_a_block_keeps_one_count_per_block(tmp_path):
+    # The indexed end sits inside a block; the append spans several 1 MiB reads, whose ends used to
+    # split a block in two counts, shifting every later block's count (IndexError under a flood).
+    path = tmp_path / "flood.log"
+    write(path, FLOOD_LINE)
+    log = LogFile(path)
+    write(path, FLOOD_LINE * 40_000, "a")  # 4.8 MB in one poll
+    assert log.poll().new_lines == 40_000
+    assert list(log._counts) == block_counts_from_disk(path, log.block_size, len(log._counts))
+    assert log.get_line(log.line_count - 1) == FLOOD_LINE[:-1].decode()
+    assert log.line_offset(log.line_count - 1) == 40_000 * len(FLOOD_LINE)
+    lines = log.get_lines(0, log.line_count)
+    assert len(lines) == 40_001 and set(lines) == {FLOOD_LINE[:-1].decode()}
+
+
+def test_reading_while_a_writer_floods_and_a_thread_polls(tmp_path):
+    """The TUI's situation: a writer at full speed, a poll thread, reads of the tail and of random lines."""
+    path = tmp_path / "flood.log"
+    write(path, b"")
+    total_lines = 200_000  # 24 MB, written in 100-line writes
+    log = LogFile(path, initial_lines=500)
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def writer() -> None:
+        with open(path, "ab", buffering=0) as f:
+            for _ in range(total_lines // 100):
+                f.write(FLOOD_LINE * 100)
+        done.set()
+
+    def poller() -> None:
+        try:
+            while True:
+                finished = done.is_set()
+                log.poll(8 * 1024 * 1024)
+                if finished and log.line_count == total_lines:
+                    return
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer), threading.Thread(target=poller)]
+    for t in threads:
+        t.start()
+    rng = random.Random(3)
+    reads = 0
+    try:
+        while threads[1].is_alive():
+            snap = log.snapshot()
+            if snap.line_count:
+                tail = log.get_lines(max(0, snap.line_count - 60), 60, base=snap.prepended_lines)
+                assert tail and set(tail) == {FLOOD_LINE[:-1].decode()}
+                log.get_lines_with_offsets(rng.randrange(snap.line_count), 40, base=snap.prepended_lines)
+                log.partial_line()
+                reads += 1
+    finally:
+        done.wait(60)
+        for t in threads:
+            t.join(60)
+    assert not errors, errors
+    assert reads > 0 and log.line_count == total_lines
+    assert list(log._counts) == block_counts_from_disk(path, log.block_size, len(log._counts))

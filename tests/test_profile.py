@@ -12,6 +12,7 @@ from xllm_tui.cores import cores_for_rank
 from xllm_tui.profile import load_profile, load_profile_or_raise, load_profile_text, parse_duration, split_host_port
 from xllm_tui.spec import CoreRule, DeviceSettings
 from guide import GUIDE_ENV
+from model_dirs import make_model_dir
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 A3_8 = os.path.join(REPO, "profiles", "a3-8card.yaml")
@@ -46,7 +47,7 @@ def test_a3_8card_is_the_guides_single_machine_launch():
     assert profile.nnodes == 8
     assert profile.core_rule == CoreRule(kind="per_device", count=12, first=0)
     assert [cores_for_rank(profile.core_rule, d, d) for d in range(8)] == [f"{i*12}-{i*12+11}" for i in range(8)]
-    assert (profile.log_dir, profile.log_file) == ("logs", "node_{rank}.log")
+    assert (profile.log_dir, profile.log_file) == ("logs", "node_{local_rank}.log")
     # Every flag after --node_rank, in the guide's order and with its values.
     assert profile.flags == (
         ("max_memory_utilization", 0.86),
@@ -68,9 +69,9 @@ def test_shipped_environment_is_the_guides():
     profile = load_profile_or_raise(A3_8, simulate=True)
     assert dict(profile.env) == GUIDE_ENV
     assert dict(profile.path_prepend) == {
-        "LD_LIBRARY_PATH": (
-            "/usr/local/Ascend/ascend-toolkit/latest/opp/vendors/xllm/op_api/lib/",
+        "LD_LIBRARY_PATH": (  # final order: the guide's second export (libtorch_npu) ends up first
             "/usr/local/libtorch_npu/lib",
+            "/usr/local/Ascend/ascend-toolkit/latest/opp/vendors/xllm/op_api/lib/",
         ),
         "LD_PRELOAD": ("/usr/lib64/libjemalloc.so.2",),
     }
@@ -192,17 +193,21 @@ def test_validate_clean_profile_exits_0(tmp_path, capsys):
     binary.write_text("#!/bin/sh\n")
     binary.chmod(0o755)
     path = tmp_path / "ok.yaml"
+    model = make_model_dir(tmp_path / "model")
     path.write_text(
-        f"binary: {binary}\nmodel: {tmp_path}\nmaster_node_addr: 127.0.0.1:9000\nbase_port: 9100\n"
+        f"binary: {binary}\nmodel: {model}\nmaster_node_addr: 127.0.0.1:9000\nbase_port: 9100\n"
         "machines: [{host: 127.0.0.1, devices: 0-1}]\n"
     )
     assert main(["validate", str(path), "--no-devices"]) == 0
-    assert capsys.readouterr().out == f"{path}: profile 'ok' (2 ranks on 1 machine): 0 errors, 0 warnings\n"
+    assert capsys.readouterr().out.splitlines()[-1] == f"{path}: profile 'ok' (2 ranks on 1 machine): 0 errors, 0 warnings"
     # Without a device tool the binding check is only a note: the exit status stays 0.
     assert main(["validate", str(path), "--npu-smi", str(tmp_path / "no-npu-smi")]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[-1] == f"{path}: profile 'ok' (2 ranks on 1 machine): 0 errors, 0 warnings"
-    assert out[:-1] == [f"{path}: note: devices not read: {tmp_path / 'no-npu-smi'} not found or not executable; "
+    # The stand-in binary prints no --helpxml: a note too (binary_flags.py), never a warning.
+    assert out[:-1] == [f"{path}: note: flags not checked against the binary: {binary} printed no flag list on "
+                        "--helpxml (exit status 0)",
+                        f"{path}: note: devices not read: {tmp_path / 'no-npu-smi'} not found or not executable; "
                         "binding not checked"]
 
 

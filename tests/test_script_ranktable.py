@@ -140,7 +140,9 @@ def test_script_runs_exactly_what_the_plan_runs(tmp_path):
         assert argv == list(plan.argv)
         expected_env = {k: v for k, v in plan.env if k not in SHELL_NOISE}
         assert env == expected_env
-        assert env["LD_LIBRARY_PATH"].startswith("/usr/local/Ascend/ascend-toolkit/latest/opp/vendors/xllm/op_api/lib/:")
+        # The guide exports its paths, then sources set_env.sh: the script's entries come first.
+        assert env["LD_LIBRARY_PATH"].endswith(
+            ":/usr/local/libtorch_npu/lib:/usr/local/Ascend/ascend-toolkit/latest/opp/vendors/xllm/op_api/lib/:/old/lib")
         assert env["LCCL_DETERMINISTIC"] == "1"
 
 

@@ -37,3 +37,35 @@ def test_unknown_theme_lists_the_available_ones():
 def test_port_offset_needs_simulate():
     done = run_cli(str(REPO / "profiles" / "a3-8card.yaml"), "--port-offset", "5")
     assert done.returncode == 2 and "--port-offset only applies with --simulate" in done.stderr
+
+
+def test_a_crash_of_the_tui_ends_with_a_non_zero_status_and_a_message(monkeypatch, capsys):
+    """Textual's App.run() returns normally after an unhandled exception: the command must not say 0."""
+    import argparse
+
+    from textual.app import App
+
+    from xllm_tui import client
+    from xllm_tui.commands import tui
+    from xllm_tui.ui import app as app_module
+    from xllm_tui.ui import source as source_module
+
+    class CrashingApp(App):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__()
+
+        def on_mount(self) -> None:
+            raise IndexError("array index out of range")
+
+        def run(self, **kwargs):
+            return super().run(headless=True)
+
+    monkeypatch.setattr(client, "supervisor_answers", lambda run_dir: {"ok": True})
+    monkeypatch.setattr(client, "ensure_supervisor", lambda *args, **kwargs: None)
+    monkeypatch.setattr(app_module, "XllmApp", CrashingApp)
+    monkeypatch.setattr(source_module, "SupervisorSource", lambda *args, **kwargs: None)
+    args = argparse.Namespace(profile=str(REPO / "profiles" / "a3-8card.yaml"), simulate=True, theme=None,
+                              run_dir="/nonexistent-run-dir", bell=False, port_offset=0)
+    assert tui.run(args) == 1
+    err = capsys.readouterr().err
+    assert "IndexError" in err and "the TUI stopped on an error (exit status 1)" in err

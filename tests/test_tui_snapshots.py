@@ -124,3 +124,18 @@ def test_screen(snap_compare, demo_app, screen, theme, size):
 
 def test_too_small(snap_compare, demo_app):
     assert snap_compare(demo_app("xllm-dark"), terminal_size=(60, 20))
+
+
+async def _compact_log(pilot) -> None:
+    from xllm_tui.ui.widgets.log_view import LogView
+
+    await _settle_logs(pilot)
+    await pilot.press("l", "c")  # focus the selected rank's log, then its compact mode
+    await _until(pilot, lambda: all(v.compact for v in pilot.app.screen.query(LogView)))
+    await _steady(pilot)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_compact_log(snap_compare, demo_app, size):
+    """The log pane in compact mode: time and message, the severity as the colour (80 columns is why)."""
+    assert snap_compare(demo_app("xllm-dark"), terminal_size=size, run_before=_compact_log)

@@ -472,10 +472,19 @@ def compose_env(
 ) -> dict[str, str]:
     """base_env (default os.environ) + captured_env + path_prepend + profile env + enabled toggles (and their unset)."""
     env = dict(os.environ if base_env is None else base_env)
-    env.update(captured_env or {})
+    captured = dict(captured_env or {})
     for name, entries in profile.path_prepend:
+        # The guide exports its paths first (export X=entry:$X), then sources set_env.sh, which puts its
+        # own entries in front: scripts' additions, then the profile's entries, then the inherited value.
         inherited = env.get(name, "")
-        env[name] = ":".join([*entries, inherited] if inherited else entries)
+        added = captured.pop(name, None)
+        if added is not None and inherited:
+            added = added[: -len(inherited)].rstrip(":") if added.endswith(inherited) else added
+            if added == inherited:
+                added = ""
+        parts = [p for p in (added or "", ":".join(entries), inherited) if p]
+        env[name] = ":".join(parts)
+    env.update(captured)
     env.update(profile.env)
     states = effective_toggles(profile, toggles)
     for toggle in profile.toggles:
@@ -485,6 +494,8 @@ def compose_env(
                 env.pop(name, None)
     if simulate is not None:
         env = {name: simulate.map_address(value) for name, value in env.items()}
+        if profile.xllm_release != "31b7cafd":  # the simulator's default is the guide's commit too
+            env.setdefault("XLLM_SIM_XLLM_VERSION", profile.xllm_release)  # imitate the profile's xllm
         if "LD_PRELOAD" in env:
             # A missing preload makes ld.so print an error into every log line's process: withhold it.
             kept = [e for e in _preload_entries(env["LD_PRELOAD"]) if _preload_resolves(e, env.get("LD_LIBRARY_PATH", ""))]
@@ -584,11 +595,17 @@ def plan_launches(
     cwd = working_dir_of(profile)
     log_base = os.path.join(log_root or cwd, os.path.expanduser(profile.log_dir))
     launches = []
-    for spec in ranks_of(profile, machine, topology_cores):
-        log_name = _substitute(profile.log_file, {
-            "rank": str(spec.rank), "local_rank": str(spec.local_rank), "device": str(spec.device),
-            "port": str(spec.port), "host": spec.machine.host,
-        })
+    specs = ranks_of(profile, machine, topology_cores)
+    names = [_substitute(profile.log_file, {
+        "rank": str(spec.rank), "local_rank": str(spec.local_rank), "device": str(spec.device),
+        "port": str(spec.port), "host": spec.machine.host,
+    }) for spec in specs]
+    # node_{local_rank}.log names each machine's logs as the guide does, each on its own machine; when
+    # several machines run on this host (--simulate) the names collide: each machine gets a directory.
+    shared = simulate is not None and len(set(names)) < len(names)
+    for spec, log_name in zip(specs, names):
+        if shared:
+            log_name = os.path.join(spec.machine.name or spec.machine.host, log_name)
         argv = rank_argv(profile, spec, simulate)
         if simulate is not None:
             # The spec says what really runs, so nothing downstream (probes, UIs) sees a real address.
@@ -786,14 +803,8 @@ def render_script(
     def map_value(value: str) -> str:
         return simulate.map_address(value) if simulate is not None else value
 
-    if profile.source_scripts:
-        out.append("# environment scripts (xllm-tui sources them once and captures the result)")
-        for script in profile.source_scripts:
-            line = f"source {shlex.quote(os.path.expanduser(script))}"
-            out.append(line if keeps(script) else f"# {line}  # --simulate: a system script, not sourced by a simulated run")
-        out.append("")
     if profile.path_prepend:
-        out.append("# library paths")
+        out.append("# library paths (before the scripts, as the guide: their own entries go in front)")
         for name, entries in profile.path_prepend:
             kept = [e for e in entries if simulate is None or e not in simulate.withheld_preload]
             if not kept:
@@ -801,6 +812,12 @@ def render_script(
                 continue
             # ${X:+:$X}: no dangling colon when X was empty, exactly as the plan composes it.
             out.append(f'export {name}={shlex.quote(":".join(map_value(e) for e in kept))}"${{{name}:+:${name}}}"')
+        out.append("")
+    if profile.source_scripts:
+        out.append("# environment scripts (xllm-tui sources them once and captures the result)")
+        for script in profile.source_scripts:
+            line = f"source {shlex.quote(os.path.expanduser(script))}"
+            out.append(line if keeps(script) else f"# {line}  # --simulate: a system script, not sourced by a simulated run")
         out.append("")
     if profile.env:
         out.append("# environment")

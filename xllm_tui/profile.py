@@ -26,7 +26,7 @@ from typing import Any, Literal
 import yaml
 
 from xllm_tui.cores import cores_for_rank, format_cores, parse_cores
-from xllm_tui.xllm_flags import all_flags
+from xllm_tui.xllm_flags import ANY_RELEASE, DEFAULT_RELEASE, RELEASES, all_flags, explain_unknown, resolve_release
 from xllm_tui.spec import (
     CoreRule,
     HOOK_EVENTS,
@@ -158,7 +158,13 @@ class ProfileError(Exception):
 
 FlagType = Literal["string", "int32", "uint32", "int64", "double", "bool"]
 
-XLLM_FLAGS: dict[str, tuple[FlagType, str]] = {name: (spec[0], spec[1]) for name, spec in all_flags().items()}
+# The union over every release (types for any flag some xllm knows); per-release checks use flags_of().
+XLLM_FLAGS: dict[str, tuple[FlagType, str]] = {name: (spec[0], spec[1]) for name, spec in all_flags(ANY_RELEASE).items()}
+
+
+def flags_of(release: str) -> dict[str, tuple[FlagType, str]]:
+    """name -> (type, default) of every flag an xllm binary of `release` accepts (xllm, glog, brpc, gflags)."""
+    return {name: (spec[0], spec[1]) for name, spec in all_flags(release).items()}
 
 # Flags the launch derives for every rank; the profile sets them through top-level keys instead.
 DERIVED_FLAGS: dict[str, str] = {
@@ -180,7 +186,7 @@ TOP_KEYS = (
     "extends", "name", "description", "binary", "model", "model_id", "draft_model", "machines",
     "master_node_addr", "base_port", "cores", "flags", "env", "path_prepend", "source", "toggles",
     "pre_launch", "logs", "working_dir", "run_dir", "readiness", "restart", "stop", "rank_tablefile",
-    "devices", "hooks", "metrics",
+    "devices", "hooks", "metrics", "xllm_release",
 )  # fmt: skip
 MACHINE_KEYS = ("host", "devices", "device_ips", "cores", "name", "ssh")
 SSH_KEYS = ("host", "user", "port", "identity", "command")
@@ -753,8 +759,24 @@ def _flag_value(checker: _Checker, name: str, node: _Node, path: str) -> FlagVal
     return number
 
 
-def _read_flags(checker: _Checker, node: _Node | None, rank_count: int) -> tuple[list[tuple[str, FlagValue]], dict[str, _Node]]:
+def _read_release(checker: _Checker, node: _Node | None) -> tuple[str, bool]:
+    """(release, named): the `xllm_release` key resolved (xllm_flags.RELEASES), or the guide's pin."""
+    if node is None:
+        return DEFAULT_RELEASE, False
+    text = checker.string(node, "xllm_release")
+    release = resolve_release(text) if text is not None else None
+    if release is None:
+        if text is not None:
+            checker.report.error(node, "xllm_release", f"unknown xllm release '{text}'{_suggest(text, RELEASES)}; "
+                                 f"known: {', '.join(RELEASES)} (also 0.7, 0.8, 0.9, 0.10, main, any)")
+        return DEFAULT_RELEASE, False
+    return release, True
+
+
+def _read_flags(checker: _Checker, node: _Node | None, rank_count: int, release: str = DEFAULT_RELEASE,
+                release_named: bool = False) -> tuple[list[tuple[str, FlagValue]], dict[str, _Node]]:
     report = checker.report
+    known_here = flags_of(release)
     flags: list[tuple[str, FlagValue]] = []
     nodes: dict[str, _Node] = {}
     mapping = checker.mapping(node, "flags", "a mapping of flag name to value")
@@ -789,13 +811,20 @@ def _read_flags(checker: _Checker, node: _Node | None, rank_count: int) -> tuple
         if name in DERIVED_FLAGS:
             report.error(key_node, path, f"'{name}' is set by the launch for every rank: {DERIVED_FLAGS[name]}")
             continue
-        if name not in XLLM_FLAGS:
-            report.warning(
-                key_node,
-                path,
-                f"unknown xllm flag '{name}'{_suggest(name, XLLM_FLAGS)}; gflags rejects unknown flags at start-up "
-                f"(ERROR: unknown command line flag '{name}')",
-            )
+        if name not in known_here:
+            # An error when the profile names its release (that binary exits 1 on it); a warning when it
+            # only falls back to the guide's pin, since the binary may well be another release.
+            why = explain_unknown(name, release).partition(": ")[2]
+            reject = f"gflags rejects unknown flags at start-up (ERROR: unknown command line flag '{name}')"
+            if why:
+                message = f"{why}; xllm {release} rejects it at start-up (ERROR: unknown command line flag '{name}')"
+            else:
+                message = f"unknown xllm flag '{name}'{_suggest(name, known_here)}; {reject}"
+            if release_named:
+                report.error(key_node, path, message)
+            else:
+                report.warning(key_node, path, f"{message}; checked against {release} (the launch guide's "
+                               "commit): set xllm_release if the binary is another release")
         value = _flag_value(checker, name, value_node, path)
         if value is None:
             continue
@@ -803,12 +832,11 @@ def _read_flags(checker: _Checker, node: _Node | None, rank_count: int) -> tuple
             report.warning(value_node, path, f"xllm knows the backends 'hccl' and 'lccl', got {value!r}")
         flags.append((name, value))
         nodes[name] = value_node
-    if "device_id" in nodes:
+    if "device_id" in nodes and "device_id" in known_here:
         report.warning(
             mapping.key_node("device_id") or mapping,
             "flags.device_id",
-            "device_id exists only on xllm's main branch, where it replaces --devices (which the launch passes "
-            "for every rank); v0.7 rejects it at start-up",
+            "device_id (v0.10.0) replaces --devices, which the launch also passes for every rank",
         )
     if "enable_graph" in nodes and "enable_acl_graph" in nodes:
         report.warning(
@@ -924,7 +952,8 @@ def _build(tree: _Map, path: str, checker: _Checker) -> Profile | None:
     core_rule = _read_core_rule(checker, tree.get("cores"))
 
     # ---- flags
-    flags, flag_nodes = _read_flags(checker, tree.get("flags"), rank_count)
+    xllm_release, release_named = _read_release(checker, tree.get("xllm_release"))
+    flags, flag_nodes = _read_flags(checker, tree.get("flags"), rank_count, xllm_release, release_named)
 
     # ---- environment
     env_entries = _read_env_mapping(checker, tree.get("env"), "env")
@@ -1079,6 +1108,7 @@ def _build(tree: _Map, path: str, checker: _Checker) -> Profile | None:
         devices=device_settings,
         hooks=hooks,
         metrics=metrics,
+        xllm_release=xllm_release,
     )
 
 
@@ -1778,11 +1808,13 @@ def _check_binary(checker: _Checker, binary: str, node: _Node | None, base_dir: 
         _missing(checker, node, "binary", f"{os.path.normpath(full)} is not an executable file")
 
 
-def _check_dir(checker: _Checker, value: str, node: _Node | None, key: str, base_dir: str, what: str) -> None:
+def _check_dir(checker: _Checker, value: str, node: _Node | None, key: str, base_dir: str, what: str) -> bool:
     expanded = os.path.expanduser(value)
     full = expanded if os.path.isabs(expanded) else os.path.join(base_dir, expanded)
     if not os.path.isdir(full):
         _missing(checker, node, key, f"{what} {os.path.normpath(full)} not found")
+        return False
+    return True
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1843,6 +1875,7 @@ def profile_summary(profile: Profile) -> dict[str, Any]:
             for m in profile.machines
         ],
         "toggles": {t.name: t.enabled for t in profile.toggles},
+        "xllm_release": profile.xllm_release,
     }
 
 

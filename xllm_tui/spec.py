@@ -171,6 +171,7 @@ class Profile:
     devices: DeviceSettings = field(default_factory=DeviceSettings)  # the `devices:` key
     hooks: tuple[Hook, ...] = ()  # the `hooks:` key (xllm_tui.alerts runs them)
     metrics: MetricsSettings | None = None  # the `metrics:` key (xllm_tui.metrics); None = no metrics
+    xllm_release: str = "31b7cafd"  # whose flags validate checks (xllm_flags.RELEASES); the guide's pin
 
     @property
     def nnodes(self) -> int:

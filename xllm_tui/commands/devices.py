@@ -249,6 +249,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {error}", file=sys.stderr)
         return 1
     print(render_text(report, view, issues, problems))
+    # Notes go to stderr: flush stdout first, so that on a shared terminal or pipe every note starts on a
+    # line of its own after the table ("Topology: not availablenote: ..." otherwise).
+    sys.stdout.flush()
     for error in report.errors:
-        print(f"note: {error}", file=sys.stderr)
+        print(f"note: {error}", file=sys.stderr, flush=True)
     return 0

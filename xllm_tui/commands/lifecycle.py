@@ -153,6 +153,21 @@ def run(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------------------------- up
 
 
+def preflight(profile_path: str, *, simulate: bool) -> bool:
+    """The checks that need the machine (the binary's --helpxml, the model directories), before any rank
+    starts; False = refuse (errors only: under --simulate the model check only warns)."""
+    from xllm_tui.binary_flags import check_profile_binary
+    from xllm_tui.model_dir import check_profile_models
+    from xllm_tui.profile import load_profile
+
+    result = load_profile(profile_path, simulate=simulate)
+    diagnostics, _notes = check_profile_binary(result, simulate=simulate)
+    diagnostics += check_profile_models(result, simulate=simulate)
+    for diagnostic in diagnostics:
+        print(str(diagnostic), file=sys.stderr)
+    return not any(d.severity == "error" for d in diagnostics)
+
+
 def cmd_up(args: argparse.Namespace, target: Target) -> int:
     from xllm_tui.client import SupervisorUnavailable, ensure_supervisor, supervisor_answers
     from xllm_tui.supervisor.state import LOG_NAME, SOCKET_NAME, is_locked, read_lock_pid
@@ -164,6 +179,8 @@ def cmd_up(args: argparse.Namespace, target: Target) -> int:
             f"see `xllm-tui status {args.profile}{' --simulate' if args.simulate else ''}`, "
             "or stop it with `xllm-tui down` first")
         return EXIT_ALREADY_RUNNING
+    if not preflight(args.profile, simulate=args.simulate):
+        return EXIT_BAD_INPUT
     if args.foreground:
         from xllm_tui.supervisor import ProfileInvalid, RunDirLocked, serve
 

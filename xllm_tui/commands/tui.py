@@ -80,7 +80,26 @@ def run(args: argparse.Namespace) -> int:
     app = XllmApp(source, theme=args.theme, bell=args.bell, profile_path=path, simulate=args.simulate,
                   port_offset=args.port_offset)
     app.run()
+    status = exit_status(app)
+    if status:
+        # Textual has printed the traceback (if any); App.run() itself returns normally after a crash.
+        print(f"xllm-tui: the TUI stopped on an error (exit status {status}); the supervisor and the ranks keep "
+              f"running, run the same command to attach again.", file=sys.stderr)
+        return status
     print(f"xllm-tui: the supervisor and the ranks keep running; `xllm-tui down {path}"
           f"{' --simulate' if args.simulate else ''}` stops them.", file=sys.stderr)
     return 0
+
+
+def exit_status(app) -> int:
+    """The process exit status for a finished Textual app: non-zero if it ended on an unhandled error.
+
+    Textual (8.2.8) catches an exception raised in a handler or render, prints it after restoring the
+    terminal and sets `return_code` to 1, but `App.run()` returns normally: without this check a crashed
+    TUI exited 0.
+    """
+    code = app.return_code
+    if code:
+        return int(code)
+    return 1 if getattr(app, "_exception", None) is not None else 0
 

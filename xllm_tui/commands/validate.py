@@ -201,13 +201,24 @@ def _sort_key(diagnostic: Diagnostic) -> tuple[str, int, int]:
 def run(args: argparse.Namespace) -> int:
     reports: dict = {}  # one reading of the devices serves every profile given
     checked = []
+    notes_by_path: dict[str, list[str]] = {}  # the binary check's notes
     for path in args.profiles:
         result = load_profile(path, simulate=args.simulate)
         devices = None
         if result.profile is not None and not getattr(args, "no_devices", False):
             devices = check_devices(result, simulate=args.simulate, npu_smi=getattr(args, "npu_smi", None),
                                     nvidia_smi=getattr(args, "nvidia_smi", None), reports=reports)
-        diagnostics = sorted(result.diagnostics + (devices.diagnostics if devices else []), key=_sort_key)
+        binary_diagnostics, binary_notes = [], []
+        if result.profile is not None:
+            from xllm_tui.binary_flags import check_profile_binary
+
+            from xllm_tui.model_dir import check_profile_models
+
+            binary_diagnostics, binary_notes = check_profile_binary(result, simulate=args.simulate)
+            binary_diagnostics += check_profile_models(result, simulate=args.simulate)
+        diagnostics = sorted(result.diagnostics + (devices.diagnostics if devices else []) + binary_diagnostics,
+                             key=_sort_key)
+        notes_by_path[path] = binary_notes
         checked.append((path, result, devices, diagnostics))
     remote = {path: check_remote_machines(result, args.simulate) if getattr(args, "remote", False) else []
               for path, result, *_ in checked}
@@ -228,6 +239,7 @@ def run(args: argparse.Namespace) -> int:
                     "diagnostics": [d.to_dict() for d in diagnostics],
                     "devices": devices.to_dict() if devices else None,
                     "machines": remote[path],
+                    "notes": notes_by_path.get(path, []),
                 }
                 for path, result, devices, diagnostics in checked
             ],
@@ -237,6 +249,8 @@ def run(args: argparse.Namespace) -> int:
     for path, result, devices, diagnostics in checked:
         for diagnostic in diagnostics:
             print(diagnostic)
+        for note in notes_by_path.get(path, []):
+            print(f"{path}: note: {note}")
         if devices is not None:
             if devices.topology_cores:
                 cores = ", ".join(f"rank {rank}: {c}" for rank, c in devices.topology_cores.items())

@@ -317,14 +317,31 @@ class _Matrix:
     nic_names: dict[str, str]
 
 
+def _row_cells(line: str) -> list[str]:
+    """A matrix row's cells. Tab-separated rows keep their empty cells (a NIC row's empty affinity);
+    a field holding spaces (tabs expanded, or spaces mixed in) is split on them too."""
+    if "\t" not in line:
+        return line.split()
+    cells: list[str] = []
+    for field in line.split("\t"):
+        parts = field.split()
+        cells.extend(parts if parts else [""])
+    while cells and cells[0] == "":  # an indent made of tabs
+        cells.pop(0)
+    return cells
+
+
 def parse_matrix(text: str, tool: str) -> _Matrix:
     """The matrix shared by `npu-smi info -t topo` and `nvidia-smi topo -m` (tabs or spaces)."""
     lines = [ln for ln in text.splitlines()]
     header_index = None
     for index, line in enumerate(lines):
+        # The header row is labels only (NPU0 NPU1 ... CPU Affinity); a matrix row is a label, then links.
+        # Leading blank space is not required: copied and re-indented output loses or adds it.
         tokens = _HEADER_TOKEN.findall(line)
-        # The header row starts with blank space (a tab on every tool seen) and then a device label.
-        if tokens and _DEVICE_LABEL.match(tokens[0]) and not line[:1].strip():
+        if tokens and _DEVICE_LABEL.match(tokens[0]) and (
+            len(tokens) == 1 or _DEVICE_LABEL.match(tokens[1]) or _NIC_LABEL.match(tokens[1]) or " " in tokens[1]
+        ):
             header_index = index
             break
     if header_index is None:
@@ -352,12 +369,8 @@ def parse_matrix(text: str, tool: str) -> _Matrix:
         if not in_matrix or stripped.startswith("Legend"):
             in_matrix = False
             continue
-        fields = line.split("\t") if "\t" in line else None
-        if fields is not None and len(fields) > 1:
-            cells = [f.strip() for f in fields]
-        else:
-            cells = line.split()
-        label, cells = cells[0].strip(), cells[1:]
+        cells = _row_cells(line)
+        label, cells = cells[0], cells[1:]
         if not (_DEVICE_LABEL.match(label) or _NIC_LABEL.match(label)):
             raise NpuSmiParseError(f"{tool} topology: line {number} is not a matrix row: {stripped[:120]!r}")
         if len([c for c in cells[: len(columns)] if c]) < len(columns):

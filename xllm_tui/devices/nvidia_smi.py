@@ -76,7 +76,7 @@ def _int(text: str | None) -> int | None:
 
 
 def _rows(text: str, default_fields: tuple[str, ...], tool: str) -> list[dict[str, str]]:
-    lines = [ln for ln in text.splitlines() if ln.strip()]
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]  # copied output: indent added or lost
     if not lines:
         raise NpuSmiParseError(f"{tool} printed nothing")
     table = list(csv.reader(io.StringIO("\n".join(lines)), skipinitialspace=True))

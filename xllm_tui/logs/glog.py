@@ -89,23 +89,44 @@ def severity_of(line: str) -> str | None:
     return None
 
 
-# (cause, pattern) in priority order: the first that matches wins.
+# (cause, pattern) in priority order: the first that matches wins. Texts are xllm's (31b7cafd to v0.10.0;
+# tests/test_logs_glog_real.py holds each as a real-format line with its file:line per release), gflags'
+# (gflags.cc) and brpc's (server.cpp).
 _FAILURES: list[tuple[str, re.Pattern[str]]] = [
     ("unknown_flag", re.compile(r"ERROR: unknown command line flag '([^']*)'")),
+    ("bad_flag", re.compile(r"ERROR: (?:illegal value '.*' specified for \w+ flag|failed validation of new value"
+                            r"|flag '.*' is missing its argument|boolean value \(.*\) specified for)")),
     ("model_path_missing", re.compile(r"Model path .* does not exist")),
+    ("model_config_invalid", re.compile(
+        r"Please check (?:config\.json|model_index\.json)|Failed to load model args from"
+        r"|Model is not supported currently, model type|Only support HF model type currently")),
+    ("weights_missing", re.compile(
+        r"Failed to find model weights files in|Failed to open weight file|Failed to get file size for weight file"
+        r"|Failed to map file|Failed to create memory mapping for|Failed to lock memory for file")),
     (
         "kv_cache_oom",
         re.compile(
             r"Available kv cache size must be greater than 0|no n_blocks for kv cache|no memory for kv cache"
-            r"|NPU out of memory|out of memory",
+            r"|no n_pages for kv cache|Failed to estimate kv cache capacity|NPU out of memory|out of memory",
             re.I,
         ),
     ),
-    ("rank_table_error", re.compile(r"Failed to parse rank table file")),
+    ("rank_table_error", re.compile(r"Failed to parse rank table file|rank_tablefile (?:does not exist|must not be a symlink)"
+                                  r"|Failed to resolve rank_tablefile")),
     ("hccl_error", re.compile(r"Failed, HCCL error|HCCL get root info failed|ACL set device id \d+ failed")),
-    ("execute_failed", re.compile(r"Execute_model_async failed|Failed to execute model, result has no value")),
+    ("execute_failed", re.compile(r"Execute_model_async failed|Failed to (?:execute model|get last step results), "
+                                  r"result has no value")),
     ("worker_missing", re.compile(r"Not all worker connect to engine server")),
-    ("port_in_use", re.compile(r"Failed to start (?:brpc )?server on port \d+|Fail to listen \S+:\d+", re.I)),
+    ("worker_connect_failed", re.compile(
+        r"Worker#\d+ connect to \S+ failed|Failed to initialize BRPC channel to")),
+    ("port_in_use", re.compile(r"Failed to start (?:brpc )?server on port|Fail to listen \S+:\d+"
+                               r"|(?:failed|Failed) to start (?:\w+ )?(?:distribute worker |distribute |collective )?"
+                               r"server on address", re.I)),
+    ("etcd_error", re.compile(r"etcd connect to etcd server failed")),
+    ("config_error", re.compile(
+        r"master_node_addr is empty|At least one node is required|Node rank must >= 0"
+        r"|Global world size must be divisible|Multi-stream parallel is refactoring"
+        r"|Failed to create master, backend is|is only supported on NPU|is not supported for model_type")),
 ]
 
 
@@ -160,13 +181,14 @@ _MILESTONES: list[tuple[str, re.Pattern[str]]] = [
         "init",
         re.compile(
             r"(Master init options:.*|Creating engine with devices:.*|Using draft devices:.*"
-            r"|Create worker server with device: \d+|DistributeWorker started on address \S+)"
+            r"|Create worker server with device: \d+|DistributeWorker (?:server )?started on address [^\s,]+)"
         ),
     ),
     ("world", re.compile(r"Multi-node serving world_size = (\d+)")),
     ("worker_connect_retry", re.compile(r"Worker#(\d+) try connect to engine server error")),
     ("worker_connected", re.compile(r"Worker#(\d+) connect to (\S+) success")),
-    ("collective_server", re.compile(r"Collective server started on address (\S+)")),
+    # The address ends at the comma before ", idle_timeout_sec: ..." (xllm_server.cpp).
+    ("collective_server", re.compile(r"Collective server started on address ([^\s,]+)")),
     ("worker_registered", re.compile(r"RemoteWorker Hello connected, server_address: .*global_rank_: (\d+)")),
     ("model_init", re.compile(r"Initializing model from: ?(.*)")),
     # A worker's own bracket around loading one model (worker_impl.cpp, newer xllm, world size > 1).

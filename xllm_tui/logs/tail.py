@@ -232,23 +232,32 @@ class LogFile:
         self.close()
 
     # ---- growing the index -------------------------------------------------------------------
-    def _count_blocks(self, fd: int, start: int, end: int) -> list[int]:
-        """Newline counts of the blocks in [start, end); start is block-aligned (or the indexed end)."""
+    def _count_blocks(self, fd: int, start: int, end: int) -> tuple[list[int], int]:
+        """Newline counts of the blocks in [start, end), exactly one per block, and the end reached.
+
+        `start` is block-aligned or the indexed end (inside a block). Reads stop at block boundaries:
+        a read ending inside a block used to give that block two counts, which `poll` then assigned
+        to two blocks, so counts no longer matched newline positions (IndexError in `_newline`).
+        """
         counts: list[int] = []
         bs = self.block_size
+        span = max(bs, READ_CHUNK // bs * bs)
         pos = start
         while pos < end:
-            chunk = os.pread(fd, min(READ_CHUNK, end - pos), pos)
+            chunk = os.pread(fd, min(end, pos // bs * bs + span) - pos, pos)
             if not chunk:
-                break
+                break  # shrunk meanwhile: the next poll sees the truncation
             offset = 0
             while offset < len(chunk):
-                block_end = (pos + offset) // bs * bs + bs
-                stop = min(len(chunk), block_end - pos)
-                counts.append(chunk.count(b"\n", offset, stop))
+                stop = min(len(chunk), (pos + offset) // bs * bs + bs - pos)
+                count = chunk.count(b"\n", offset, stop)
+                if (pos + offset) % bs and counts:
+                    counts[-1] += count  # a short read ended inside this block
+                else:
+                    counts.append(count)
                 offset = stop
             pos += len(chunk)
-        return counts
+        return counts, pos
 
     def index_backward(self, max_bytes: int = 16 * READ_CHUNK) -> int:
         """Extend the region towards the start by up to max_bytes. Returns the lines it prepended."""
@@ -261,7 +270,7 @@ class LogFile:
         new_first = max(0, first - n_blocks)
         try:
             # Reading happens outside the lock so readers are never held up by a long scan.
-            counts = self._count_blocks(fd, new_first * self.block_size, first * self.block_size)
+            counts, _ = self._count_blocks(fd, new_first * self.block_size, first * self.block_size)
         except OSError:
             return 0
         with self._lock:
@@ -319,19 +328,19 @@ class LogFile:
             file_size = os.fstat(self._fd).st_size
             size = min(file_size, self._end + max_bytes)
             if size > self._end:
-                counts = self._count_blocks(self._fd, self._end, size)
+                counts, reached = self._count_blocks(self._fd, self._end, size)
                 bs = self.block_size
-                pos = self._end
+                block = self._end // bs
                 for count in counts:
-                    index = pos // bs - self._first_block
+                    index = block - self._first_block
                     if index < len(self._counts):
                         self._counts[index] += count
                         self._cum[index + 1] += count
                     else:
                         self._counts.append(count)
                         self._cum.append(self._cum[-1] + count)
-                    pos = min(size, pos // bs * bs + bs)
-                self._end = pos
+                    block += 1
+                self._end = reached
             if reset is not None:
                 while not self.complete and self.line_count < self.initial_lines:
                     self.index_backward(16 * self.block_size)

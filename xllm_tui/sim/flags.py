@@ -3,83 +3,38 @@
 The table is the single place that knows which flags an xllm binary accepts, their gflags type and
 default. The simulator parses its argv with it; the profile validator and tests read it.
 
-Sources (facts, not code): xllm v0.7.x `xllm/core/common/global_flags.cpp` (jd-opensource/xllm) for
-names, types and defaults, with the defaults of ../shared/xllm-facts.md where the two differ; glog's
-own flags; gflags' `src/gflags.cc` and `src/gflags_reporting.cc` for parsing rules, error texts and
-the --helpxml layout. Meanings are short descriptions written here.
+Sources (facts, not code): the per-release tables of xllm_tui/xllm_flags.py (xllm, glog and brpc
+DEFINEs); gflags' `src/gflags.cc` and `src/gflags_reporting.cc` for parsing rules, error texts and
+the --helpxml layout; brpc's `src/brpc/reloadable_flags.cpp` for its validators.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from xml.sax.saxutils import escape as _xml_escape
 
 from xllm_tui.xllm_flags import (  # noqa: F401 (re-exported for the simulator's users)
+    BRPC_FLAGS,
+    DEFAULT_RELEASE,
     GFLAGS_FLAGS,
     GLOG_FLAGS,
-    UNKNOWN_IN_VERSION,
     XLLM_FLAGS,
     FlagSpec,
-    DEFINED_IN,
     all_flags,
+    defined_in,
+    format_value,
+    parse_value,
+    resolve_release,
+    validator_of,
 )
 
-_TRUE = ("1", "t", "true", "y", "yes")
-_FALSE = ("0", "f", "false", "n", "no")
-_INT_RANGES = {
-    "int32": (-(2**31), 2**31 - 1),
-    "uint32": (0, 2**32 - 1),
-    "int64": (-(2**63), 2**63 - 1),
-    "uint64": (0, 2**64 - 1),
+# brpc's BRPC_VALIDATE_GFLAG validators (reloadable_flags.cpp): value -> accepted.
+_VALIDATORS = {
+    "brpc::PassValidate": lambda v: True,
+    "brpc::PositiveInteger": lambda v: v > 0,
+    "brpc::NonNegativeInteger": lambda v: v >= 0,
+    "brpc::RegisterFlagValidatorOrDie": lambda v: True,
 }
-_DOUBLE_RE = re.compile(r"^\s*[+-]?(\d+\.?\d*([eE][+-]?\d+)?|\.\d+([eE][+-]?\d+)?|inf(inity)?|nan)$", re.I)
-
-
-def parse_value(flag_type: str, text: str) -> bool | int | float | str | None:
-    """The value of `text` for a flag of `flag_type`, or None when gflags would reject it."""
-    if flag_type == "bool":
-        low = text.lower()
-        if low in _TRUE:
-            return True
-        if low in _FALSE:
-            return False
-        return None
-    if flag_type == "string":
-        return text
-    if text == "":
-        return None
-    if flag_type in _INT_RANGES:
-        body = text.lstrip(" ") if flag_type.startswith("u") else text
-        if flag_type.startswith("u") and body.startswith("-"):
-            return None
-        try:
-            # gflags: base 16 with a 0x prefix, otherwise base 10 (a leading 0 is not octal).
-            number = int(body, 16) if re.match(r"^[+-]?0[xX]", body) else int(body, 10)
-        except ValueError:
-            return None
-        if "_" in body:  # Python accepts 1_000, strtol does not
-            return None
-        low, high = _INT_RANGES[flag_type]
-        return number if low <= number <= high else None
-    if flag_type == "double":
-        if not _DOUBLE_RE.match(text) and not re.match(r"^\s*[+-]?0[xX][0-9a-fA-F.]+([pP][+-]?\d+)?$", text):
-            return None
-        try:
-            return float(text) if not re.match(r"^\s*[+-]?0[xX]", text) else float.fromhex(text.strip())
-        except ValueError:
-            return None
-    raise ValueError(f"unknown flag type {flag_type!r}")
-
-
-def format_value(flag_type: str, value: bool | int | float | str) -> str:
-    """A value as gflags prints it (bool true/false, double with %.17g)."""
-    if flag_type == "bool":
-        return "true" if value else "false"
-    if flag_type == "double":
-        return "%.17g" % float(value)
-    return str(value)
-
 
 @dataclass
 class ParsedFlags:
@@ -95,7 +50,7 @@ class ParsedFlags:
         return self.values[name]
 
 
-def parse_gflags(argv: list[str], version: str = "any") -> ParsedFlags:
+def parse_gflags(argv: list[str], version: str = DEFAULT_RELEASE) -> ParsedFlags:
     """Parse argv (without the program name) with gflags' rules.
 
     `--name=value`, `--name value` (non-bool), `-name`, `--bool`, `--nobool`, `--bool=false`;
@@ -155,22 +110,27 @@ def parse_gflags(argv: list[str], version: str = "any") -> ParsedFlags:
         if parsed is None:
             errors[name] = f"ERROR: illegal value '{value}' specified for {flag_type} flag '{name}'"
             continue
+        check = _VALIDATORS.get(validator_of(name, version))
+        if check is not None and not isinstance(parsed, bool) and isinstance(parsed, (int, float)) and not check(parsed):
+            errors[name] = f"ERROR: failed validation of new value '{value}' for flag '{name}'"
+            continue
         values[name] = parsed
         result.explicit.add(name)
     result.errors = [errors[k] for k in sorted(errors)]
     return result
 
 
-def helpxml(program: str = "xllm", version: str = "any", current: dict | None = None) -> str:
+def helpxml(program: str = "xllm", version: str = DEFAULT_RELEASE, current: dict | None = None) -> str:
     """gflags' --helpxml document for the flags of `version`, sorted by defining file then name."""
     table = all_flags(version)
     lines = ['<?xml version="1.0"?>', "<AllFlags>", f"<program>{_xml_escape(program)}</program>",
              "<usage>Warning: SetUsageMessage() never called</usage>"]
-    for name in sorted(table, key=lambda n: (DEFINED_IN[n], n)):
+    files = {name: defined_in(name, version) for name in table}
+    for name in sorted(table, key=lambda n: (files[n], n)):
         flag_type, default, meaning = table[name]
         now = default if current is None or name not in current else format_value(flag_type, current[name])
         lines.append(
-            f"<flag><file>{DEFINED_IN[name]}</file><name>{name}</name><meaning>{_xml_escape(meaning)}</meaning>"
+            f"<flag><file>{files[name]}</file><name>{name}</name><meaning>{_xml_escape(meaning)}</meaning>"
             f"<default>{_xml_escape(default)}</default><current>{_xml_escape(now)}</current>"
             f"<type>{flag_type}</type></flag>"
         )

@@ -46,67 +46,114 @@ STEP_SECONDS = {
     "server": 1.0,
 }
 
-# Where each milestone is logged from (file:line as in xllm; lines are plausible, not exact).
+# Where each milestone is logged from: glog's basename:line of the LOG statement in xllm 31b7cafd (the
+# launch guide's commit). Imitating another release, use_release_lines() puts in that release's lines.
 SRC = {
-    "main": "xllm.cpp:105",
-    "role": "xllm.cpp:134",
-    "master": "master.cpp:96",
-    "engine": "llm_engine.cpp:64",
-    "draft": "speculative_engine.cpp:58",
-    "dist": "dist_manager.cpp:128",
-    "worker_create": "worker_server.cpp:70",
-    "worker_started": "xllm_server.cpp:96",
-    "worker_sync": "worker_server.cpp:253",
-    "collective": "collective_service.cpp:47",
-    "remote_worker": "remote_worker.cpp:52",
+    "main": "xllm.cpp:103",
+    "role": "xllm.cpp:136",
+    "master": "master.cpp:54",
+    "engine": "master.cpp:93",
+    "draft": "master.cpp:143",
+    "dist": "dist_manager.cpp:113",
+    "worker_create": "worker_server.cpp:74",
+    "worker_started": "xllm_server.cpp:145",
+    "worker_address": "worker_server.cpp:95",
+    "worker_sync": "worker_server.cpp:285",
+    "worker_sync_ok": "worker_server.cpp:290",
+    "worker_sync_failed": "worker_server.cpp:298",
+    "collective": "xllm_server.cpp:212",
+    "remote_worker": "remote_worker.cpp:53",
     "model_init": "llm_engine.cpp:139",
-    "aten_threads": "worker_impl.cpp:496",
-    "weights": "model_loader.cpp:89",
-    "init_model": "remote_worker.cpp:402",
-    "kv_worker": "llm_engine.cpp:221",
-    "kv_capacity": "llm_engine.cpp:330",
-    "kv_alloc": "worker_impl.cpp:112",
-    "brpc": "xllm_server.cpp:134",
+    "aten_threads": "worker_impl.cpp:959",  # v0.9.0
+    "weights": "hf_model_loader.cpp:80",
+    "init_model": "comm_channel.cpp:549",
+    "kv_worker": "llm_engine.cpp:220",
+    "kv_capacity": "llm_engine.cpp:293",
+    "kv_alloc": "llm_engine.cpp:334",
+    "brpc": "xllm_server.cpp:59",
+    # failure lines ("@key" in FAILURES)
+    "fail_model_path": "xllm.cpp:103",
+    "fail_kv_size": "llm_engine.cpp:242",
+    "fail_kv_blocks": "llm_engine.cpp:277",
+    "fail_kv_memory": "llm_engine.cpp:299",
+    "fail_root_info": "collective_service.cpp:37",
+    "fail_set_device": "collective_service.cpp:34",
+    "fail_rank_table": "mapping_npu.cpp:97",
+    "fail_execute_async": "comm_channel.cpp:531",
+    "fail_execute_none": "llm_engine.cpp:750",
+    "fail_missing_worker": "dist_manager.cpp:184",
+    "fail_world_size": "dist_manager.cpp:119",
+    "fail_brpc_port": "xllm.cpp:273",
     "brpc_listen": "server.cpp:1181",
-    "http_fail": "xllm_server.cpp:129",
+    "http_fail": "xllm_server.cpp:56",
     "quit": "server.cpp:2128",
-    "env": "xllm.cpp:121",
-    "profiling": "dynamic_profiler.cpp:41",
+    # The simulator's own lines (no xllm release prints them): named after no xllm source file.
+    "env": "sim_xllm.cpp:1",
+    "profiling": "sim_xllm.cpp:1",
     "sim": "sim_xllm.cpp:1",
 }
 
 # kind -> (default phase, [(severity, src, message template)], ending). Templates use str.format
 # with model, rank, device, port, addr, tablefile. Ending "abort" = SIGABRT like glog's LOG(FATAL).
 FAILURES: dict[str, tuple[str, list[tuple[str, str, str]], str]] = {
-    "model_path_missing": ("init", [("F", "xllm.cpp:110", "Model path {model} does not exist.")], "abort"),
-    "kv_cache_oom": ("kv_cache", [("F", "llm_engine.cpp:252",
+    "model_path_missing": ("init", [("F", "@fail_model_path", "Model path {model} does not exist.")], "abort"),
+    "kv_cache_oom": ("kv_cache", [("F", "@fail_kv_size",
                                    "Check failed: kv_cache_cap.cache_size_in_bytes > 0 (0 vs. 0) "
                                    "Available kv cache size must be greater than 0")], "abort"),
-    "kv_cache_blocks": ("kv_cache", [("F", "llm_engine.cpp:268",
+    "kv_cache_blocks": ("kv_cache", [("F", "@fail_kv_blocks",
                                       "Check failed: kv_cache_cap.n_blocks > 0 (0 vs. 0) no n_blocks for kv cache")],
                         "abort"),
-    "kv_cache_alloc": ("kv_cache", [("F", "worker_impl.cpp:118", "no memory for kv cache")], "abort"),
-    "hccl_error": ("connect", [("F", "npu_process_group.cpp:41", "Failed, HCCL error :HCCL_E_TIMEOUT")], "abort"),
-    "hccl_root_info": ("connect", [("F", "collective_communicator.cpp:77", "HCCL get root info failed.")], "abort"),
-    "acl_set_device": ("engine", [("F", "device.cpp:45", "ACL set device id {device} failed.")], "abort"),
-    "rank_table": ("engine", [("F", "mapping_npu.cpp:63", "Failed to parse rank table file: {tablefile}")], "abort"),
+    "kv_cache_alloc": ("kv_cache", [("F", "@fail_kv_memory", "Check failed: kv_cache_cap.n_blocks > 0 (0 vs. 0) "
+                                                                "no memory for kv cache")], "abort"),
+    "hccl_error": ("connect", [("F", "npu_process_group.cpp:28", "Failed, HCCL error :HCCL_E_TIMEOUT")], "abort"),
+    # CHECK_EQ(status, HCCL_SUCCESS) / CHECK_EQ(error, ACL_SUCCESS) in collective_service.cpp (rank 0).
+    "hccl_root_info": ("connect", [("F", "@fail_root_info", "Check failed: status == HCCL_SUCCESS (7 vs. 0) "
+                                                                      "HCCL get root info failed.")], "abort"),
+    "acl_set_device": ("engine", [("F", "@fail_set_device", "Check failed: error == ACL_SUCCESS (507033 vs. "
+                                                                     "0) ACL set device id {device} failed. Error : "
+                                                                     "507033")], "abort"),
+    "rank_table": ("engine", [("E", "@fail_rank_table", "Failed to parse rank table file: {tablefile}")], "exit1"),
     "execute_failed": ("serving", [
-        ("E", "llm_engine.cpp:512", "Execute_model_async failed. Error code : 1008, [E1008]Reached timeout=60000ms"),
-        ("F", "llm_engine.cpp:520", "Failed to execute model, result has no value")], "abort"),
-    "worker_missing": ("connect", [("F", "dist_manager.cpp:175",
-                                    "Check failed: all_connected Not all worker connect to engine server. "
-                                    "Miss rank is {missing}")], "abort"),
-    "check_failed": ("engine", [("F", "dist_manager.cpp:136",
+        ("E", "@fail_execute_async", "Execute_model_async failed. Error code : 1008, [E1008]Reached timeout=60000ms"),
+        ("F", "@fail_execute_none", "Failed to execute model, result has no value")], "abort"),
+    # LOG(FATAL) after CollectiveService::wait(); a real rank 0 waits for a missing worker instead, since
+    # wait() returns only when every rank has registered: this injects the FATAL path all the same.
+    "worker_missing": ("connect", [("F", "@fail_missing_worker",
+                                    "Not all worker connect to engine server. Miss rank is {missing}")], "abort"),
+    "check_failed": ("engine", [("F", "@fail_world_size",
                                  "Check failed: (world_size % dp_size) == 0 (1 vs. 0) Global world size must be "
                                  "divisible by dp size in multi-node serving mode.")], "abort"),
     "port_in_use": ("server", [("E", "server.cpp:1181", "Fail to listen 0.0.0.0:{port}"),
-                               ("E", "xllm_server.cpp:129", "Failed to start server on port {port}"),
-                               ("E", "xllm.cpp:312", "Failed to start brpc server on port {port}")], "exit255"),
+                               ("E", "@http_fail", "Failed to start server on port {port}"),
+                               ("E", "@fail_brpc_port", "Failed to start brpc server on port {port}")], "exit255"),
     "segfault": ("model", [], "segv"),
     "exit": ("model", [], "exit1"),
 }
 
 MASTER_LOSS_MODES = ("sleep", "exit")
+
+
+def use_release_lines(release: str) -> None:
+    """SRC as `release` logs it (data/message_lines.json, from tools/extract_message_lines.py)."""
+    import json
+    from pathlib import Path
+
+    table = json.loads((Path(__file__).parent.parent / "data" / "message_lines.json").read_text(encoding="utf-8"))
+    lines = table.get(release, {})
+    SRC.update(lines)
+    if "worker_started" not in lines and "collective" in lines:
+        SRC["worker_started"] = lines["collective"]  # v0.10.0: one generic "<name> server started" statement
+_SIM_LAYERS = 46  # GLM-4.5's num_hidden_layers: the model the shipped profiles load
+
+
+def readable_size(n: int) -> str:
+    """xllm's readable_size (util/pretty_print.cpp): 1024-based, two decimals, B/KB/MB/GB/TB."""
+    size, index = float(n), 0
+    suffixes = ("B", "KB", "MB", "GB", "TB")
+    while size >= 1024 and index < len(suffixes) - 1:
+        size /= 1024
+        index += 1
+    return f"{size:.2f} {suffixes[index]}"
 
 
 class UserError(Exception):
@@ -194,7 +241,7 @@ class SimConfig:
     on_master_loss: str = "sleep"
     check_model_path: bool = False
     check_rank_table: bool = False
-    xllm_version: str = "any"
+    xllm_version: str = "31b7cafd"  # the release whose flags and messages are imitated (xllm_flags.RELEASES)
     load_rps: float = 0.0
     core_file: bool = False
     # Rank 0's GET /health answers 503 after this many seconds (scaled) of serving, for this many seconds
@@ -240,11 +287,13 @@ class SimConfig:
         cfg.on_master_loss = mode
         cfg.check_model_path = env.get("XLLM_SIM_CHECK_MODEL_PATH", "") in ("1", "true", "yes")
         cfg.check_rank_table = env.get("XLLM_SIM_CHECK_RANK_TABLE", "") in ("1", "true", "yes")
-        version = env.get("XLLM_SIM_XLLM_VERSION", "any").strip() or "any"
-        from xllm_tui.sim.flags import UNKNOWN_IN_VERSION
+        from xllm_tui.xllm_flags import RELEASES, resolve_release
 
-        if version not in UNKNOWN_IN_VERSION:
-            raise UserError(f"XLLM_SIM_XLLM_VERSION={version!r}: use one of {', '.join(UNKNOWN_IN_VERSION)}")
+        wanted = env.get("XLLM_SIM_XLLM_VERSION", "").strip()
+        version = resolve_release(wanted)
+        if version is None:
+            raise UserError(f"XLLM_SIM_XLLM_VERSION={wanted!r}: use one of {', '.join(RELEASES)}, any, "
+                            "or 0.7 / 0.8 / 0.9 / 0.10 / main")
         cfg.xllm_version = version
         cfg.load_rps = _float_env(env, "XLLM_SIM_LOAD_RPS", 0.0)
         if math.isinf(cfg.load_rps):
@@ -421,10 +470,15 @@ class Rank:
         kind = kind or self.cfg.fail_kind
         assert kind is not None
         _phase, lines, ending = FAILURES[kind]
+        if kind == "hccl_error" and self.cfg.xllm_version in ("v0.9.0", "v0.9.1", "v0.10.0"):
+            # From v0.9.0 the HCCLCHECK macro lives in npu_process_group.h and drops the error string.
+            header_line = "71" if self.cfg.xllm_version == "v0.10.0" else "69"
+            lines = [("F", f"npu_process_group.h:{header_line}", "Failed, HCCL error.")]
         values = {"model": self.model, "rank": self.rank, "device": self.device, "port": self.port,
                   "addr": self.master_addr, "tablefile": self.flags["rank_tablefile"] or "hccl.json",
                   "missing": max(self.nnodes - 1, 0)}
         for index, (severity, where, template) in enumerate(lines):
+            where = SRC.get(where[1:], where) if where.startswith("@") else where  # the imitated release's line
             message = template.format(**values)
             if self.cfg.fail_message and kind == self.cfg.fail_kind and index == len(lines) - 1:
                 message = self.cfg.fail_message
@@ -565,10 +619,9 @@ class Rank:
             # xllm's worker handler is `_exit(0)`: immediate, no cleanup, no log line.
             os._exit(0)
         # rank 0: brpc's quit handling stops the server and main returns 0.
+        # xllm defines shutdown_handler ("Received signal ...") but never installs it: no such line.
         if self.serving.is_set():
             self.log.info(SRC["quit"], "Server[xllm::APIService] is going to quit")
-        else:
-            self.log.warning(SRC["main"], f"Received signal {signum}, stopping server...")
         for closer in (self._close_http, self._close_collective):
             try:
                 closer()
@@ -619,10 +672,10 @@ class Rank:
         self.enter("init")
         if self.cfg.check_model_path:
             if not os.path.exists(self.model):
-                self.fatal("xllm.cpp:110", f"Model path {self.model} does not exist.")
+                self.fatal(SRC["main"], f"Model path {self.model} does not exist.")
             draft = str(self.flags["draft_model"])
             if draft and not os.path.exists(draft):
-                self.fatal("xllm.cpp:110", f"Model path {draft} does not exist.")
+                self.fatal(SRC["main"], f"Model path {draft} does not exist.")
         is_local = self.host == self.master_host
         self.log.info(SRC["role"], f"set worker role to {'local worker' if is_local else 'remote worker'}")
         self.report_environment()
@@ -647,7 +700,7 @@ class Rank:
                                    f"current node rank = {self.rank}, nnodes = {self.nnodes}, dp_size = {dp_size}, "
                                    f"ep_size = {ep_size}, tp_size = {world // dp_size if dp_size > 0 else world}")
         if dp_size <= 0 or world % dp_size != 0:
-            self.fatal(SRC["dist"], f"Check failed: (world_size % dp_size) == 0 ({world % dp_size if dp_size else world}"
+            self.fatal(SRC["fail_world_size"], f"Check failed: (world_size % dp_size) == 0 ({world % dp_size if dp_size else world}"
                                     " vs. 0) Global world size must be divisible by dp size in multi-node serving "
                                     "mode.")
         if self.cfg.check_rank_table and self.flags["rank_tablefile"]:
@@ -672,7 +725,21 @@ class Rank:
             if not isinstance(table, dict) or "server_list" not in table:
                 raise ValueError("no server_list")
         except (OSError, ValueError) as exc:
-            self.fatal("mapping_npu.cpp:63", f"Failed to parse rank table file: {path} ({exc})")
+            # mapping_npu.cpp: an ERROR, then the rank exits 1 (no FATAL, no core)
+            self.log.error("mapping_npu.cpp:97", f"Failed to parse rank table file: {path}")
+            self.exit_now(1)
+
+    def _kv_capacity_text(self, cache_bytes: int, blocks: int, slot_size: int) -> str:
+        """LLMEngine::allocate_kv_cache's line as the imitated release writes it (llm_engine.cpp)."""
+        text = f"kv cache capacity: {readable_size(cache_bytes)}, blocks: {blocks}, slot_size: {slot_size}"
+        release = self.cfg.xllm_version
+        if release in ("v0.10.0", "any"):
+            return (text + ", index_slot_size: 0, scale_slot_size: 0, linear_slot_size: 0, linear_blocks: 0, "
+                    f"reserved_linear_bytes: {readable_size(0)}, n_layers: {_SIM_LAYERS}, kv_cache_dtype: "
+                    f"{self.flags.values.get('kv_cache_dtype', 'auto')}")
+        if release in ("v0.9.0", "v0.9.1"):
+            return text + f", n_layers: {_SIM_LAYERS}, kv_cache_dtype: {self.flags.values.get('kv_cache_dtype', 'auto')}"
+        return text + f", n_layers: {_SIM_LAYERS}"
 
     def _options_text(self) -> str:
         f = self.flags
@@ -707,7 +774,8 @@ class Rank:
             self.log.error(SRC["brpc_listen"], f"Fail to listen {self.master_addr}: {exc.strerror}")
             self.fatal("collective_service.cpp:41", f"Failed to start collective server on address {self.master_addr}")
         self.collective = sock
-        self.log.info(SRC["collective"], f"Collective server started on address {self.master_addr}")
+        self.log.info(SRC["collective"], f"Collective server started on address {self.master_addr}, idle_timeout_sec: "
+                                         f"{self.flags['rpc_idle_timeout_s']}, num_threads: {self.flags['num_threads']}")
         threading.Thread(target=self._accept_loop, name="collective-accept", daemon=True).start()
 
     def _accept_loop(self) -> None:
@@ -821,8 +889,7 @@ class Rank:
             self.sleep("connect", STEP_SECONDS["retry"])
             with self.reg_lock:
                 missing = sorted(everyone - set(self.registered)) or [self.nnodes - 1]
-            self.fatal(FAILURES["worker_missing"][1][0][1], "Check failed: all_connected Not all worker connect to "
-                                                             f"engine server. Miss rank is {missing[0]}")
+            self.fatal(SRC["fail_missing_worker"], f"Not all worker connect to engine server. Miss rank is {missing[0]}")
         self._wait_for(lambda: everyone <= set(self.registered))
         with self.reg_lock:
             addresses = {r: addr for r, (_sock, addr) in self.registered.items()}
@@ -847,15 +914,20 @@ class Rank:
         util = float(self.flags["max_memory_utilization"])
         weights = 38 * 1024**3 // max(len(self.devices) * self.nnodes // 8, 1)
         available = max(int(total * util) - weights, 0)
+        max_cache = int(self.flags["max_cache_size"])
         for rank in sorted(everyone):
-            self.log.info(SRC["kv_worker"], f"worker #{rank}: available memory: {available}, total memory: {total}")
+            self.log.info(SRC["kv_worker"], f"worker #{rank}: available memory: {readable_size(available)}, total "
+                                            f"memory: {readable_size(total)}. Using max_memory_utilization: "
+                                            f"{util:g}, max_cache_size: {readable_size(max_cache)}")
         block_size = int(self.flags["block_size"])
-        slot_size = 2 * 8 * 128 * 2 * 46  # k+v, heads, head_dim, bf16, layers
+        slot_size = 2 * 2 * 8 * 128  # k+v, bf16, heads, head_dim (per layer, as xllm's slot_size)
         cache_bytes = available if int(self.flags["max_cache_size"]) <= 0 else min(available,
                                                                                   int(self.flags["max_cache_size"]))
-        blocks = cache_bytes // (block_size * slot_size)
-        self.log.info(SRC["kv_capacity"], f"kv cache capacity: bytes: {cache_bytes}, blocks: {blocks}, "
-                                          f"slot_size: {slot_size}")
+        blocks = cache_bytes // (_SIM_LAYERS * block_size * slot_size)
+        self.log.info(SRC["kv_capacity"], self._kv_capacity_text(cache_bytes, blocks, slot_size))
+        # The engine (rank 0) logs the shapes, then asks every worker to allocate (llm_engine.cpp:334).
+        self.log.info(SRC["kv_alloc"], f"Initializing k cache with shape: [{blocks}, {block_size}, 8, 128]")
+        self.log.info(SRC["kv_alloc"], f"Initializing v cache with shape: [{blocks}, {block_size}, 8, 128]")
         self._broadcast(f"ALLOC_KV {blocks} {block_size}\n")
         self._wait_for(lambda: everyone <= self.kv_ready)
         self.sleep("kv_cache", STEP_SECONDS["kv_cache"])
@@ -899,7 +971,11 @@ class Rank:
         rpc.listen(4)
         self.worker_rpc = rpc
         server_addr = f"{self.host}:{rpc.getsockname()[1]}"
-        self.log.info(SRC["worker_started"], f"DistributeWorker started on address {server_addr}")
+        # v0.10.0 starts it through the generic create_server(): "<name> server started on address".
+        started = "DistributeWorker server started" if self.cfg.xllm_version == "v0.10.0" else "DistributeWorker started"
+        self.log.info(SRC["worker_started"], f"{started} on address {server_addr}, idle_timeout_sec: "
+                                             f"{self.flags['rpc_idle_timeout_s']}, num_threads: {self.flags['num_threads']}")
+        self.log.info(SRC["worker_address"], f"Worker {self.rank}: server address: {server_addr}")
         conn = self._register(server_addr)
         self._worker_session(conn)
 
@@ -930,7 +1006,7 @@ class Rank:
                 if reply.strip() != b"OK":
                     raise ConnectionRefusedError(111, f"registration rejected: {reply.decode(errors='replace').strip()}")
                 sock.settimeout(None)
-                self.log.info(SRC["worker_sync"], f"Worker#{self.rank} connect to {self.master_addr} success.")
+                self.log.info(SRC["worker_sync_ok"], f"Worker#{self.rank} connect to {self.master_addr} success.")
                 return sock
             except OSError as exc:
                 sock.close()
@@ -939,10 +1015,13 @@ class Rank:
                                                      f"try again. Error message: {last_error}")
                 self.sleep("connect", STEP_SECONDS["retry"])
             tries += 1
-        self.log.error(SRC["worker_sync"], f"Worker#{self.rank} connect to {self.master_addr} failed. "
-                                           f"Error message: {last_error}")
-        self.exit_now(1)
-        raise AssertionError("unreachable")
+        self.log.error(SRC["worker_sync_failed"], f"Worker#{self.rank} connect to {self.master_addr} failed. "
+                                                  f"Error message: {last_error}")
+        # WorkerServer ignores sync_master_node's result: the worker carries on, never registered, and waits
+        # for an engine that will not call it.
+        self.master_lost.set()
+        while True:
+            time.sleep(3600)
 
     def _worker_session(self, conn: socket.socket) -> None:
         reader = conn.makefile("r", encoding="utf-8", newline="\n")
@@ -971,8 +1050,7 @@ class Rank:
                 blocks, block_size = int(parts[1]), int(parts[2])
                 if not self.is_master:
                     self.enter("kv_cache")
-                self.log.info(SRC["kv_alloc"], f"Initializing k cache with shape: [{blocks}, {block_size}, 8, 128]")
-                self.log.info(SRC["kv_alloc"], f"Initializing v cache with shape: [{blocks}, {block_size}, 8, 128]")
+                del blocks, block_size  # workers allocate silently; rank 0's engine logged the shapes
                 conn.sendall(b"KV_READY\n")
                 if not self.is_master:
                     self._worker_serving()
@@ -1024,7 +1102,8 @@ class Rank:
         # Newer xllm (worker_impl.cpp, WorkerImpl::init_model) brackets the loading with these two lines when
         # the tensor-parallel world has more than one rank; v0.7.x prints neither. "Weight loading
         # completed" is the only line a worker writes once its model is initialised.
-        aten = self.cfg.xllm_version != "0.7" and len(self.devices) * self.nnodes > 1
+        # The ATen threads pair arrives in v0.9.0 (worker_impl.cpp); "any" behaves like the newest.
+        aten = self.cfg.xllm_version in ("v0.9.0", "v0.9.1", "v0.10.0", "any") and len(self.devices) * self.nnodes > 1
         threads = self._aten_threads()
         if aten:
             self.log.info(SRC["aten_threads"], f"Temporarily setting ATen threads to 1 during weight loading, "
@@ -1257,14 +1336,14 @@ def _vars(rank: Rank) -> str:
 
 
 def _flags_page(rank: Rank) -> str:
-    from xllm_tui.sim.flags import format_value
+    from xllm_tui.sim.flags import defined_in, format_value
 
     rows = ["Name | Value | Description | Defined At", "---------------------------------------"]
     for name in sorted(rank.flags.table):
         flag_type, default, meaning = rank.flags.table[name]
         value = format_value(flag_type, rank.flags.values[name])
         shown = value if value == default else f"{value} (default:{default})"
-        rows.append(f"{name} | {shown} | {meaning} | {'xllm' if name in XLLM_FLAGS else 'glog/gflags'}")
+        rows.append(f"{name} | {shown} | {meaning} | {defined_in(name, rank.cfg.xllm_version) or '-'}")
     return "\n".join(rows) + "\n"
 
 
@@ -1301,6 +1380,7 @@ def main(argv: list[str] | None = None, env: dict[str, str] | None = None) -> in
     if any(arg in ("--help", "-h") for arg in argv):
         sys.stdout.write(_XLLM_HELP)
         return 0
+    use_release_lines(cfg.xllm_version)
     flags = parse_gflags(argv, cfg.xllm_version)
     if flags.values.get("helpxml"):
         # gflags prints the XML to stdout and exits with status 1 (gflags_reporting.cc).
@@ -1321,11 +1401,14 @@ def main(argv: list[str] | None = None, env: dict[str, str] | None = None) -> in
         sys.stderr.write("\n".join(flags.errors) + "\n")
         sys.stderr.flush()
         return 1
-    if not flags["model"]:
-        sys.stderr.write("Error: --model flag is required\n")
-        return 1
     log = GlogWriter("xllm", minloglevel=int(flags["minloglevel"]), log_dir=str(flags["log_dir"]),
                      to_files=not flags["logtostderr"])
+    if not flags["model"]:
+        # run() checks std::filesystem::exists(FLAGS_model) first: "" does not exist (xllm.cpp:103).
+        log.log("F", SRC["main"], "Model path  does not exist.")
+        log.raw("*** Check failure stack trace: ***")
+        Rank._no_core_dump()
+        os.abort()
     rank = Rank(flags, cfg, env, log)
     return rank.run()
 

@@ -34,8 +34,9 @@ from xllm_tui.supervisor.failures import FailureHandling
 from xllm_tui.supervisor.group import Evidence, GroupController, RankView, assess_rank, derive_group
 from xllm_tui.supervisor.launcher import Launcher
 from xllm_tui.supervisor.log_access import LogAccess
-from xllm_tui.supervisor.ranktable import RankTables
+from xllm_tui.supervisor.logwake import LogWake
 from xllm_tui.supervisor.machines import RemoteMachines
+from xllm_tui.supervisor.ranktable import RankTables
 from xllm_tui.supervisor.outlets import Outlets
 from xllm_tui.supervisor.planner import Planner, ProfileInvalid, choose_machine, load_profile_checked
 from xllm_tui.supervisor.policy import RestartTracker
@@ -94,8 +95,10 @@ class Supervisor(RemoteMachines, Reconciler, Launcher, FailureHandling, DeviceWa
         self.stop_ranks_on_shutdown = True
         self.subscribers: set[Any] = set()  # server.Subscriber
         self.tasks: set[asyncio.Task] = set()
-        self._state_dirty = True
+        self.state_changed = asyncio.Event()
         self._procs_for_stats: dict[int, psutil.Process] = {}
+        self.stats_wanted_until = 0.0  # monotonic; stats are sampled only while clients look
+        self.stats_due = asyncio.Event()
         self.server = None
         self.init_device_watch()
         self.init_failure_handling()
@@ -456,24 +459,34 @@ class Supervisor(RemoteMachines, Reconciler, Launcher, FailureHandling, DeviceWa
         return [launch for launch in launches if launch.read_log()]
 
     async def log_loop(self) -> None:
-        while True:
-            launches = {id(r.live): r for r in self.ranks.values() if r.live is not None}
-            current = [r.live for r in launches.values()]
-            grew = {id(x) for x in await asyncio.to_thread(self._read_logs, current)}
-            now = time.time()
-            readiness = self.profile.readiness
-            for launch in current:
-                r = launches[id(launch)]
-                if r.current is not launch or not launch.alive:
-                    continue  # relaunched or gone meanwhile: the next round reads the new log
-                if id(launch) in grew:
-                    launch.last_growth = now
-                if r.role == "master" and launch.milestones.ready and readiness.http_probe and now >= launch.next_probe:
-                    launch.next_probe = now + (readiness.probe_interval_s if launch.health_seen_ok else 0.5)
-                    self.spawn_task(self.probe(r))
-                self.evaluate(r)
-            self.update_group()
-            await asyncio.sleep(0.2)
+        wake = LogWake()
+        try:
+            while True:
+                launches = {id(r.live): r for r in self.ranks.values() if r.live is not None}
+                current = [r.live for r in launches.values()]
+                wake.watch({os.path.dirname(x.plan.log_path) for x in current})
+                wake.grown.clear()  # what grows from here on is read next round
+                grew = {id(x) for x in await asyncio.to_thread(self._read_logs, current)} if current else set()
+                now = time.time()
+                readiness = self.profile.readiness
+                for launch in current:
+                    r = launches[id(launch)]
+                    if r.current is not launch or not launch.alive:
+                        continue  # relaunched or gone meanwhile: the next round reads the new log
+                    if id(launch) in grew:
+                        launch.last_growth = now
+                    if r.role == "master" and launch.milestones.ready and readiness.http_probe and \
+                            now >= launch.next_probe:
+                        launch.next_probe = now + (readiness.probe_interval_s if launch.health_seen_ok else 0.5)
+                        self.spawn_task(self.probe(r))
+                    self.evaluate(r)
+                self.update_group()
+                if any(x.more_pending for x in current):
+                    await asyncio.sleep(0)  # a burst is being caught up: the next slice at once, after clients
+                else:
+                    await wake.wait()
+        finally:
+            wake.close()
 
     async def probe(self, r: RankSlot) -> None:
         launch = r.live
@@ -486,13 +499,25 @@ class Supervisor(RemoteMachines, Reconciler, Launcher, FailureHandling, DeviceWa
         launch.health_seen_ok = launch.health_seen_ok or ok
         self.evaluate(r)
 
+    @property
+    def _state_dirty(self) -> bool:
+        return self.state_changed.is_set()
+
+    @_state_dirty.setter
+    def _state_dirty(self, dirty: bool) -> None:
+        if dirty:
+            self.state_changed.set()
+        else:
+            self.state_changed.clear()
+
     async def state_loop(self) -> None:
+        """state.json after changes, at most twice a second (tmp + fsync + rename); asleep while nothing changes."""
         while True:
-            if self._state_dirty:
-                self._state_dirty = False
-                data = self.state_data()
-                try:
-                    await asyncio.to_thread(atomic_write_json, os.path.join(self.run_dir, STATE_NAME), data)
-                except OSError as e:
-                    log.error("cannot write state.json: %s", e)
+            await self.state_changed.wait()
+            self.state_changed.clear()
+            data = self.state_data()
+            try:
+                await asyncio.to_thread(atomic_write_json, os.path.join(self.run_dir, STATE_NAME), data)
+            except OSError as e:
+                log.error("cannot write state.json: %s", e)
             await asyncio.sleep(0.5)

@@ -35,11 +35,20 @@ def write_sim_procs(path: str, entries: Iterable[dict]) -> None:
 def process_family(pids: Iterable[int]) -> set[int]:
     """The pids and all their descendants (a rank's helper processes hold its NPU too). Blocking."""
     family = set(pids)
-    for pid in list(family):
-        try:
-            family.update(child.pid for child in psutil.Process(pid).children(recursive=True))
-        except psutil.Error:
-            continue
+    if not family:
+        return family
+    # One pass over the process table for all ranks (Process.children scans it once per call).
+    children: dict[int, list[int]] = {}
+    for proc in psutil.process_iter(["ppid"]):
+        ppid = proc.info.get("ppid")
+        if ppid:
+            children.setdefault(ppid, []).append(proc.pid)
+    todo = list(family)
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            if child not in family:
+                family.add(child)
+                todo.append(child)
     return family
 
 

@@ -33,7 +33,7 @@ class FailureHandling:
         r.hbm_left_polls = 0
         r.hbm_left_reported = False
         self.write_sim_procs()
-        launch.read_log()  # the last lines before death (serialised with the log thread's reads)
+        launch.read_log(blocking=False)  # the last lines before death, unless the log thread is reading them
         last = {"code": status.code, "signal": status.signal, "at": round(status.at, 3), "status_known": status.known,
                 "collateral": False, "generation": r.generation}
         if launch.stop_requested:
@@ -114,7 +114,8 @@ class FailureHandling:
         """First failure wins: record it now (synchronously, so a rank dying a moment later is collateral),
         then stop the rest of the world and apply the policy in a task."""
         if self.scope != "group":
-            self.spawn_task(self.rank_failure(r, failure.cause))
+            if not self.restart_rank_at_once(r):
+                self.spawn_task(self.rank_failure(r, failure.cause))
             return
         ff = self.group.first_failure
         if self.group.failing and ff and ff.get("rank") != r.rank:
@@ -153,6 +154,24 @@ class FailureHandling:
                 self.group_restart_handle = self.loop.call_later(
                     decision.delay, lambda: self.spawn_task(self.auto_restart_group()))
             self.update_group()
+
+    def restart_rank_at_once(self, r: RankSlot) -> bool:
+        """Scope rank with no backoff due: relaunch in this event-loop turn, from the exit itself, when nothing needs
+        waiting for (no operator action under way, the cores known, its NPU free by the last reading)."""
+        if self.action_lock.locked() or not r.want_running or self.planner.topology_problem is not None:
+            return False
+        tracker = r.tracker or RestartTracker(self.profile.restart)
+        decision = tracker.decide(time.time(), f"rank {r.rank}")
+        report = self.devices_report
+        if not decision.restart or decision.delay > 0 or \
+                (report is not None and report.available and report.holders(r.plan.spec.device, self.rank_pids())):
+            return False
+        r.tracker = tracker
+        tracker.record_restart(time.time())
+        r.restarts += 1
+        self.event("state", r.rank, reason=f"rank {r.rank} {decision.reason}", restart_in_s=0.0)
+        self.launch_rank(r)
+        return True
 
     async def rank_failure(self, r: RankSlot, cause: str) -> None:
         async with self.action_lock:

@@ -11,7 +11,8 @@ import time
 import psutil
 
 from xllm_tui.devices.model import DeviceProcess
-from xllm_tui.logs.tail import IncrementalReader, rotate_log
+from xllm_tui.logs.intake import LogIntake
+from xllm_tui.logs.tail import rotate_log
 from xllm_tui.supervisor import devices as devwatch
 from xllm_tui.supervisor import prelaunch
 from xllm_tui.supervisor.group import Failure
@@ -99,7 +100,7 @@ class Launcher:
         r.hbm_left_reported = False
         # Made before the spawn, at the log's end: the rank's first line cannot be missed, and a log that could
         # not be rotated is not read again from its start (its milestones are the previous process's).
-        reader = IncrementalReader(plan.log_path, from_end=True)
+        reader = LogIntake(plan.log_path, from_end=True)
         try:
             proc = RankProcess.spawn(plan, marker=rank_marker(self.run_dir, r.rank))
         except OSError as e:

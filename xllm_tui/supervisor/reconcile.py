@@ -18,7 +18,7 @@ import psutil
 
 from xllm_tui.protocol import RUNNING_STATES
 from xllm_tui.supervisor.group import Failure
-from xllm_tui.supervisor.probes import adopted_log_reader
+from xllm_tui.logs.intake import ADOPT_BACKLOG, LogIntake
 from xllm_tui.supervisor.process import MarkedProcess, RankProcess, find_marked
 from xllm_tui.supervisor.slot import Launch, RankSlot, flag_value
 from xllm_tui.supervisor.state import STATE_NAME
@@ -216,12 +216,11 @@ class Reconciler:
             await self.launch_group("supervisor start (`up`)")
 
     def take_over(self, r: RankSlot, proc: RankProcess, rec: dict) -> None:
-        reader, lines = adopted_log_reader(r.plan.log_path)
+        reader = LogIntake.adopt(r.plan.log_path)
         started = rec.get("started_at") or (proc.identity.create_time if proc.identity else time.time())
         launch = Launch(r.plan, proc, self.new_milestones(r), reader, rec.get("env_hash"),
                         rec.get("launch_argv_hash"), started, last_growth=time.time())
-        for line in lines:
-            launch.milestones.feed(line)
+        reader.feed(launch.milestones, ADOPT_BACKLOG)  # the tail of its log: where it is in its start-up
         r.current = launch
         r.want_running = True
         proc.watch(self.loop, self.on_exit)

@@ -63,6 +63,8 @@ class Operations(Protocol):
 
     def snapshot(self, events: int = 50) -> dict: ...
 
+    def watched(self) -> None: ...
+
     def perform(self, op: str, spec: Any, who: str, only: bool = False) -> dict: ...
 
     def toggle_group(self, name: str, on: bool, who: str) -> dict: ...
@@ -226,6 +228,7 @@ class SocketServer:
             events = request.get("events", 50)
             if not isinstance(events, int) or isinstance(events, bool) or events < 0:
                 raise RequestError("bad_request", '"events" must be a non-negative integer')
+            sup.watched()
             return sup.snapshot(events=min(events, 1000))
         if op in ("start", "stop", "restart"):
             if "ranks" not in request:

@@ -9,7 +9,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from xllm_tui.logs.tail import IncrementalReader
+from xllm_tui.logs.intake import LogIntake
 from xllm_tui.protocol import RankState
 from xllm_tui.spec import RankLaunch
 from xllm_tui.supervisor.policy import RestartTracker
@@ -35,7 +35,7 @@ class Launch:
     plan: RankLaunch  # what this process was launched with
     proc: RankProcess
     milestones: Milestones
-    reader: IncrementalReader | None
+    reader: LogIntake | None
     env_hash: str | None
     argv_hash: str | None
     started_at: float
@@ -52,10 +52,11 @@ class Launch:
     collateral: bool = False
     # The log thread and the exit handler both read this launch's log; one at a time, so no byte is fed twice.
     read_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    more_pending: bool = False  # the last read stopped at its byte limit: read again without waiting
 
     @classmethod
     def spawned(cls, plan: RankLaunch, proc: RankProcess, milestones: Milestones,
-                reader: IncrementalReader | None) -> Launch:
+                reader: LogIntake | None) -> Launch:
         now = time.time()
         return cls(plan, proc, milestones, reader, env_hash(plan.env), argv_hash(plan.argv), now, last_growth=now)
 
@@ -63,15 +64,18 @@ class Launch:
     def alive(self) -> bool:
         return self.proc.alive
 
-    def read_log(self) -> bool:
-        """Feed the log's new lines to the milestones; whether it grew. Safe from any thread."""
-        if self.reader is None:
+    def read_log(self, blocking: bool = True) -> bool:
+        """Feed the log's interesting new lines (a bounded read, logs/intake.py) to the milestones; whether it
+        grew. Safe from any thread; blocking=False (the event loop) skips the read while the log thread is
+        reading: it feeds the rest."""
+        if self.reader is None or not self.read_lock.acquire(blocking=blocking):
             return False
-        with self.read_lock:
-            lines = self.reader.read_new()
-            for line in lines:
-                self.milestones.feed(line)
-        return bool(lines)
+        try:
+            result = self.reader.feed(self.milestones)
+        finally:
+            self.read_lock.release()
+        self.more_pending = result.more
+        return result.grew
 
 
 @dataclass

@@ -29,7 +29,7 @@ class ProfilePlan:
         launch = self.launches.get(rank)
         if launch is None:
             return None
-        return {"argv": list(launch.argv), "env": launch.env_dict()}
+        return {"argv": list(launch.argv), "env": launch.env_dict(), "cwd": launch.cwd}
 
 
 def plan_profile(

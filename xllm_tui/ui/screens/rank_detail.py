@@ -28,6 +28,7 @@ def detail_text(
     now: float,
     variables: dict[str, str],
     watched_env: set[str] | None = None,
+    flag_defaults: tuple[dict[str, str], str] | None = None,
 ) -> Text:
     """The detail page as text. watched_env: the variables the profile sets (the env diff is limited to
     them, so the supervisor's own inherited environment is not reported as a difference)."""
@@ -113,6 +114,20 @@ def detail_text(
                 text.append(f"  ~ {name}: {old} -> {new}\n", style=change)
         for mark, arg in argv_rows:
             text.append(f"  {mark} arg {arg}\n", style=add if mark == "+" else remove)
+
+    argv_for_flags = launched_argv or list((planned or {}).get("argv") or [])
+    if flag_defaults is not None and argv_for_flags:
+        defaults, origin = flag_defaults
+        text.append_text(_section(f"flags: value (default, from {origin})"))
+        for arg in argv_for_flags:
+            if not arg.startswith("--"):
+                continue
+            name, _, value = arg[2:].partition("=")
+            default = defaults.get(name)
+            shown = ("unknown to the binary" if default is None else "default" if default == value
+                     else default or '""')
+            text.append(f"  {name:<32} {value}  ", style="")
+            text.append(f"({shown})\n", style="dim" if default is not None else variables.get("error", ""))
     return text
 
 
@@ -126,6 +141,7 @@ class RankDetailScreen(Screen[None]):
         super().__init__()
         self.rank = rank
         self.running: dict[str, Any] | None = None
+        self.flag_defaults: tuple[dict[str, str], str] | None = None
         self.loaded = False
 
     def compose(self) -> ComposeResult:
@@ -143,13 +159,24 @@ class RankDetailScreen(Screen[None]):
         except Exception as error:  # a vanished process or a dead supervisor: show what we have
             self.running = None
             app.log.warning(f"process info for rank {self.rank['rank']}: {error}")
+        planned = app.next_launch(int(self.rank["rank"])) or {}
+        argv = list(self.rank.get("argv") or planned.get("argv") or [])
+        if argv:
+            import asyncio
+
+            from xllm_tui.binary_flags import flag_defaults_for
+
+            # A cache read and a stat: off the event loop all the same.
+            self.flag_defaults = await asyncio.to_thread(flag_defaults_for, argv, dict(planned.get("env") or {}),
+                                                         planned.get("cwd"))
         self.loaded = True
         self.render_detail()
 
     def render_detail(self) -> None:
         app: Any = self.app
         planned = app.next_launch(int(self.rank["rank"]))
-        body = detail_text(self.rank, self.running, planned, app.now(), app.theme_variables, app.watched_env())
+        body = detail_text(self.rank, self.running, planned, app.now(), app.theme_variables, app.watched_env(),
+                           self.flag_defaults)
         self.query_one("#detail-body", Static).update(body)
 
     def update_rank(self, rank: dict[str, Any]) -> None:

@@ -17,7 +17,10 @@ Public methods
     jump_to_first_error()        current line = first E/F/"Check failed:" line of the file
     set_filter(level | None)     "warning" (W/E/F lines only), "error" (E/F only) or None (all lines)
     scroll_to_line(n)            make line n (file numbering) visible
-    follow / wrap                reactive bools (also toggled by keys)
+    follow / wrap / compact      reactive bools (also toggled by keys). compact: each glog line as its time
+                                 (to the millisecond) and message, the severity as the line's colour; the
+                                 choice is remembered on the app (`app.log_view_compact`): every LogView of
+                                 the app starts in the mode last chosen (switching ranks, split panes)
 Read-only state
     path, line_count (indexed lines), row_count (rows shown: lines, or matching lines when filtered),
     current_line (file line number of the search/error cursor, or None), new_lines (unseen lines while
@@ -34,7 +37,8 @@ Messages (all carry `log_view`)
     LogView.FileReset          the file was truncated or rotated (reason), the view restarted on it
     LogView.IndexProgress      indexing a big file: indexed_bytes, total_bytes, complete
 Keys (Binding ids, for user keymaps): log_view.search "/", log_view.next "n", log_view.previous "N",
-    log_view.first_error "e", log_view.follow "f", log_view.wrap "w", log_view.filter "E" (warnings and
+    log_view.first_error "e", log_view.follow "f", log_view.wrap "w", log_view.compact "c",
+    log_view.filter "E" (warnings and
     errors only, again: errors only, again: all), log_view.top "g", log_view.bottom "G".
 Component classes (styled from theme variables in DEFAULT_CSS; override in .tcss):
     log-view--prefix, log-view--info, log-view--warning, log-view--error, log-view--fatal,
@@ -80,6 +84,17 @@ _SEVERITY_CLASS = {"I": "log-view--info", "W": "log-view--warning", "E": "log-vi
 _FETCH_AHEAD = 200  # lines read per pread batch when a row is not cached
 _INDEX_SLICE_S = 0.15  # seconds of indexing per poll worker run
 _POLL_SLICE_BYTES = 8 * 1024 * 1024
+COMPACT_PREFERENCE = "log_view_compact"  # attribute of the app remembering the last chosen mode
+# The glog prefix compact mode drops: severity, date, time (kept, cut to milliseconds), thread, file:line.
+_GLOG_PREFIX = re.compile(r"^[IWEF](?:\d{8}|\d{4}) (\d\d:\d\d:\d\d)(\.\d{1,3})?\d*\s+\d+ [^\s\]]+\] ?")
+
+
+def compact_text(text: str) -> str:
+    """A glog line as "HH:MM:SS.mmm message"; any other line unchanged."""
+    m = _GLOG_PREFIX.match(text)
+    if m is None:
+        return text
+    return f"{m[1]}{m[2] or ''} {text[m.end():]}"
 
 
 def _clean(text: str) -> str:
@@ -138,6 +153,7 @@ class LogView(ScrollView, can_focus=True):
         Binding("e", "first_error", "First error", id="log_view.first_error"),
         Binding("f", "toggle_follow", "Follow", id="log_view.follow"),
         Binding("w", "toggle_wrap", "Wrap", id="log_view.wrap"),
+        Binding("c", "toggle_compact", "Compact", id="log_view.compact"),
         Binding("E", "cycle_filter", "Warn/err only", id="log_view.filter"),
         Binding("g", "top", "Top", show=False, id="log_view.top"),
         Binding("G", "bottom", "Bottom", show=False, id="log_view.bottom"),
@@ -145,6 +161,7 @@ class LogView(ScrollView, can_focus=True):
 
     follow: reactive[bool] = reactive(True, init=False)
     wrap: reactive[bool] = reactive(False, init=False)
+    compact: reactive[bool] = reactive(False, init=False)
 
     # ---- messages --------------------------------------------------------------------------------
     class SearchRequested(Message):
@@ -248,6 +265,7 @@ class LogView(ScrollView, can_focus=True):
     def on_mount(self) -> None:
         super().on_mount()
         self.set_interval(self.poll_interval, self._schedule_poll, name="log-view-poll")
+        self.set_reactive(LogView.compact, bool(getattr(self.app, COMPACT_PREFERENCE, False)))
         self._view_mounted = True
         self.set_path(self._initial_path)
 
@@ -474,6 +492,16 @@ class LogView(ScrollView, can_focus=True):
             self.scroll_to(y=self.max_scroll_y, animate=False, immediate=True, force=True)
         self._update_title()
 
+    def watch_compact(self, compact: bool) -> None:
+        self._strip_cache.clear()
+        self._wrap_layout_key = None
+        self._max_width = 0  # compact lines are narrower: measure again
+        self._update_virtual_size()
+        self._update_title()
+        self.refresh()
+        if self.follow and self._pinned:
+            self.call_after_refresh(self._stick_to_bottom)
+
     def watch_wrap(self, wrap: bool) -> None:
         self._strip_cache.clear()
         self._wrap_layout_key = None
@@ -490,6 +518,8 @@ class LogView(ScrollView, can_focus=True):
             flags.append("follow paused" if self.paused else "follow")
         if self.wrap:
             flags.append("wrap")
+        if self.compact:
+            flags.append("compact")
         if self._filter_level:
             flags.append("warnings+errors" if self._filter_level == "warning" else "errors only")
         if self._search_text:
@@ -559,15 +589,18 @@ class LogView(ScrollView, can_focus=True):
         severity = severity_of(text)
         style_name = _SEVERITY_CLASS.get(severity or "I", "log-view--info")
         line_style = base + self._foreground(style_name)
-        line = Text(text, style=line_style, no_wrap=not self.wrap, end="")
+        shown = compact_text(text) if self.compact else text
+        line = Text(shown, style=line_style, no_wrap=not self.wrap, end="")
         line.stylize(line_style)  # a span: Text.render drops the base style of span-less text
-        if severity is not None and text[:1] == severity:
+        if shown is not text:  # compact: the time muted, the message in the severity's colour
+            line.stylize(self._foreground("log-view--prefix"), 0, shown.find(" "))
+        elif severity is not None and text[:1] == severity:
             end = text.find("] ")
             if 0 < end < 80:
                 line.stylize(self._foreground("log-view--prefix"), 0, end + 1)
         if self._search_str is not None:
             match_style = self.get_component_rich_style("log-view--match")
-            for m in self._search_str.finditer(text):
+            for m in self._search_str.finditer(shown):
                 if m.end() > m.start():
                     line.stylize(match_style, m.start(), m.end())
         return line
@@ -579,7 +612,7 @@ class LogView(ScrollView, can_focus=True):
             return None
         offset, text = entry
         current = offset == self._current_offset
-        key = (self._token, offset, text, width, current, self._search_text)
+        key = (self._token, offset, text, width, current, self._search_text, self.compact)
         strips = self._strip_cache.get(key)
         if strips is not None:
             return strips
@@ -712,6 +745,10 @@ class LogView(ScrollView, can_focus=True):
 
     def action_toggle_wrap(self) -> None:
         self.wrap = not self.wrap
+
+    def action_toggle_compact(self) -> None:
+        self.compact = not self.compact
+        setattr(self.app, COMPACT_PREFERENCE, self.compact)  # the next LogView starts this way too
 
     def action_cycle_filter(self) -> None:
         order = [None, "warning", "error"]

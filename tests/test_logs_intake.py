@@ -1,0 +1,295 @@
+"""LogIntake against the path it replaces (IncrementalReader + Milestones.feed of every line): same milestones,
+failures, readiness and last line for any log and any cut of it into reads; bounded work and memory."""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+from pathlib import Path
+
+import pytest
+
+from xllm_tui.logs import intake as intake_module
+from xllm_tui.logs.intake import IntakeResult, LogIntake
+from xllm_tui.logs.tail import IncrementalReader
+from xllm_tui.supervisor.probes import Milestones, adopted_log_reader
+
+DEMO_LOGS = sorted((Path(__file__).parents[1] / "xllm_tui" / "data" / "tui-demo" / "logs").glob("node_*.log.txt"))
+assert DEMO_LOGS, "the recorded demo logs are missing"
+P = "I20261129 17:03:08.266814 17122 "
+
+# Lines that move a tracker, and lines that must not (noise, near misses, odd bytes).
+STARTUP = [
+    P + "worker.cpp:1] set worker role to local worker",
+    P + "master.cpp:1] Master init options: model_path=/models/main",
+    P + "engine.cpp:1] Creating engine with devices: npu:0",
+    P + "engine.cpp:1] Using draft devices: npu:0",
+    P + "master.cpp:1] Multi-node serving world_size = 2, each_node_ranks = 1",
+    P + "worker_server.cpp:1] Create worker server with device: 1",
+    P + "worker_server.cpp:1] DistributeWorker started on address 127.0.0.1:4000",
+    P + "worker_server.cpp:253] Worker#1 try connect to engine server error, try again. Error message: x",
+    P + "worker_server.cpp:253] Worker#1 connect to 127.0.0.1:1 success.",
+    P + "collective.cpp:1] Collective server started on address 127.0.0.1:19888",
+    P + "remote_worker.cpp:1] RemoteWorker Hello connected, server_address: 127.0.0.1:4000, global_rank_: 1",
+    P + "engine.cpp:1] Initializing model from: /models/main",
+    P + "worker_impl.cpp:1] Temporarily setting ATen threads to 1 during weight loading",
+    P + "model_loader.cpp:89] Loading model weights from /models/main/model-00001-of-00002.safetensors",
+    P + "model_loader.cpp:89] Loading model weights from /models/main/model-00002-of-00002.safetensors",
+    P + "worker_impl.cpp:1] Weight loading completed, restored ATen threads=12",
+    P + "remote_worker.cpp:1] Init_model_async succeed.",
+    P + "engine.cpp:1] Initializing model from: /models/draft",
+    P + "model_loader.cpp:89] Loading model weights from /models/draft/model.safetensors",
+    P + "remote_worker.cpp:1] Init_model_async succeed.",
+    P + "worker.cpp:1] worker #0: available memory: 10 GB, total memory: 64 GB",
+    P + "engine.cpp:1] kv cache capacity: 1000, blocks: 10",
+    P + "engine.cpp:1] Initializing k cache with shape: [1, 2]",
+    P + "http.cpp:1] BRPC SERVER STARTED on port 18000, idle_timeout_s: -1, num_threads: 32",
+    P + "http.cpp:1] Brpc Server started on port 18000, idle_timeout_s: -1, num_threads: 32",
+    P + "app.cpp:1] Application startup complete.",
+]
+FAILURES = [
+    "E20261129 17:03:09.000000 17122 engine.cpp:1] something failed without a known cause",
+    "ERROR: unknown command line flag 'enable_acl_graph'",
+    "I20261129 17:03:09.000000 17122 x.cpp:1] ERROR: in an info line is not a failure",
+    "I20261129 17:03:09.000000 17122 x.cpp:1] Check failed: a == b inside an info line",
+    "W20261129 17:03:09.000000 17122 x.cpp:1] Available kv cache size must be greater than 0 (a warning)",
+    "E20261129 17:03:09.000000 17122 x.cpp:1] Available kv cache size must be greater than 0",
+    "F20261129 17:03:09.000000 17122 npu_process_group.cpp:41] Failed, HCCL error :HCCL_E_TIMEOUT",
+    "Check failed: x != nullptr",
+    "E",
+    "F1129 no date",
+]
+NOISE = [
+    P + "llm_engine.cpp:210] step 123456 tokens 2048 latency 12.5ms batch 32 ok xxxxxxxxxxxxxxxxxxxxxxxxx",
+    P + "scheduler.cpp:99] worker queue depth 3, server load 0.5 (near misses: Worker, brpc, startup)",
+    "",
+    "   ",
+    "\x1c",
+    "plain text without a glog prefix",
+    "bad utf-8 \xff\xfe in a line",
+    "windows line\r",
+    "I1129 15:20:01.123456 1 a.cpp:1] old date form",
+    P + "http.cpp:1] the MODEL IS serving requests (a custom ready_pattern's line)",
+]
+
+
+def make_log(seed: int, n: int = 400, failures: bool = True) -> bytes:
+    rng = random.Random(seed)
+    pool = NOISE * 6 + (FAILURES if failures else [])
+    lines = []
+    startup = iter(STARTUP)
+    for _ in range(n):
+        if rng.random() < 0.12:
+            line = next(startup, None) or rng.choice(pool)
+        else:
+            line = rng.choice(pool)
+        lines.append(line)
+    return "\n".join(lines).encode("utf-8", "surrogateescape").replace(b"\\xff", b"\xff") + b"\n"
+
+
+def state(m: Milestones) -> tuple:
+    t = m.tracker
+    return (m.phase, m.progress, m.ready, m.connected, m.all_models_initialised, m.failure, m.describe(),
+            m.last_line, t.weights, sorted(t.workers_registered), t.world_size, t.connect_retries,
+            t.models_loaded, t.models_initialised, t.last_milestone)
+
+
+def new_milestones(role: str, ready: str | None) -> Milestones:
+    return Milestones(role, ready, model_path="/models/main", draft_model_path="/models/draft")
+
+
+ROLES = [("master", "Brpc Server started"), ("master", None), ("worker", None), ("master", "Model is Serving"),
+         ("master", r"model is serving \w+"), ("master", r"\Aplain TEXT"), ("master", r"\Aapplication")]
+
+
+def write_in_pieces(path: Path, data: bytes, cuts: list[int], after_each) -> None:
+    path.write_bytes(b"")
+    previous = 0
+    for cut in [*cuts, len(data)]:
+        with open(path, "ab") as f:
+            f.write(data[previous:cut])
+        previous = cut
+        after_each()
+
+
+@pytest.mark.parametrize("role,ready", ROLES)
+@pytest.mark.parametrize("seed", range(6))
+def test_same_state_as_feeding_every_line_whatever_the_cuts(tmp_path, monkeypatch, role, ready, seed):
+    rng = random.Random(seed)
+    data = make_log(seed, failures=seed % 3 != 0)
+    monkeypatch.setattr(intake_module, "SCAN_BYTES", rng.choice([7, 64, 1000, 1 << 20]))
+    cuts = sorted(rng.sample(range(1, len(data)), 12))
+    old_m, new_m = new_milestones(role, ready), new_milestones(role, ready)
+    reader = IncrementalReader(tmp_path / "node.log")
+    intake = LogIntake(tmp_path / "node.log")
+    max_bytes = rng.choice([50, 333, 1 << 24])
+
+    def read_both() -> None:
+        for line in reader.read_new():
+            old_m.feed(line)
+        while intake.feed(new_m, max_bytes=max_bytes).more:
+            pass
+        assert state(new_m) == state(old_m)
+
+    write_in_pieces(tmp_path / "node.log", data, cuts, read_both)
+    assert intake.lines_read == data.count(b"\n")
+    assert intake.offset == len(data)
+
+
+@pytest.mark.parametrize("path", DEMO_LOGS, ids=lambda p: p.name)
+@pytest.mark.parametrize("role,ready", ROLES[:3])
+def test_recorded_demo_logs_give_the_same_state(tmp_path, path, role, ready):
+    old_m, new_m = new_milestones(role, ready), new_milestones(role, ready)
+    for line in IncrementalReader(path).read_new():
+        old_m.feed(line)
+    result = LogIntake(path).feed(new_m)
+    assert state(new_m) == state(old_m)
+    assert result.lines == path.read_bytes().count(b"\n") and result.fed <= result.lines
+
+
+def test_only_interesting_lines_are_decoded_and_fed(tmp_path):
+    path = tmp_path / "node.log"
+    noise = (NOISE[0] + "\n").encode()
+    path.write_bytes(noise * 5000 + (STARTUP[-2] + "\n").encode() + noise * 5000 + (FAILURES[0] + "\n").encode())
+    m = new_milestones("master", "Brpc Server started")
+    intake = LogIntake(path)
+    result = intake.feed(m)
+    assert result == IntakeResult(bytes=path.stat().st_size, lines=10_002, fed=2, more=False, reset=None)
+    assert m.ready and m.last_line == FAILURES[0] and m.failure is None  # an E line without a known cause
+    with open(path, "ab") as f:
+        f.write((FAILURES[5] + "\n" + FAILURES[6] + "\n").encode() + noise)
+    assert intake.feed(m).fed == 2 and m.failure[0] == "kv_cache_oom" and m.last_line == NOISE[0]
+    # Once a failure is recorded, error lines are no longer looked for (the tracker keeps the first).
+    with open(path, "ab") as f:
+        f.write((FAILURES[6] + "\n").encode() + noise)
+    assert intake.feed(m).fed == 0 and m.failure[0] == "kv_cache_oom"
+
+
+def test_work_per_call_is_bounded_and_more_says_so(tmp_path):
+    path = tmp_path / "node.log"
+    path.write_bytes((NOISE[0] + "\n").encode() * 1000)
+    m = new_milestones("worker", None)
+    intake = LogIntake(path)
+    first = intake.feed(m, max_bytes=10_000)
+    assert first.bytes == 10_000 and first.more
+    rounds = 1
+    while intake.feed(m, max_bytes=10_000).more:
+        rounds += 1
+    assert intake.offset == path.stat().st_size and intake.lines_read == 1000 and rounds >= 9
+    assert not intake.feed(m).grew  # nothing new: no bytes
+
+
+def test_an_endless_line_is_held_cut_to_its_head(tmp_path, monkeypatch):
+    monkeypatch.setattr(intake_module, "SCAN_BYTES", 4096)
+    path = tmp_path / "node.log"
+    head = P + "x.cpp:1] Init_model_async succeed. "
+    path.write_bytes(head.encode() + b"y" * 300_000)
+    m = new_milestones("master", None)
+    intake = LogIntake(path)
+    intake.feed(m)
+    assert len(intake._pending) <= intake_module.MAX_LINE_BYTES
+    with open(path, "ab") as f:
+        f.write(b"y" * 300_000 + b"\nnext line\n")
+    result = intake.feed(m)
+    assert result.lines == 2 and m.tracker.models_initialised == 1 and m.last_line == "next line"
+
+
+def test_rotation_and_truncation_restart_at_the_new_start(tmp_path):
+    path = tmp_path / "node.log"
+    path.write_bytes((STARTUP[0] + "\n").encode() * 3)
+    m = new_milestones("worker", None)
+    intake = LogIntake(path)
+    assert intake.feed(m).lines == 3
+    path.write_bytes((FAILURES[6] + "\n").encode())  # truncated: shorter than what was read
+    result = intake.feed(m)
+    assert result.reset == "truncated" and result.lines == 1 and m.failure[0] == "hccl_error"
+    os.rename(path, tmp_path / "node.log.1")
+    path.write_bytes((STARTUP[1] + "\n").encode() * 5)
+    result = intake.feed(m)
+    assert result.reset == "rotated" and result.lines == 5 and intake.resets == 2
+
+
+def test_from_end_skips_what_was_there(tmp_path):
+    path = tmp_path / "node.log"
+    path.write_bytes((FAILURES[6] + "\n").encode())
+    m = new_milestones("worker", None)
+    intake = LogIntake(path, from_end=True)
+    assert not intake.feed(m).grew and m.failure is None
+    with open(path, "ab") as f:
+        f.write((STARTUP[0] + "\n").encode())
+    assert intake.feed(m).lines == 1 and m.phase == "role"
+    missing = LogIntake(tmp_path / "not-yet.log", from_end=True)
+    assert missing.feed(m) == IntakeResult()
+
+
+@pytest.mark.parametrize("backlog", [100, 1000, 1 << 24])
+def test_adopt_reads_the_tail_like_adopted_log_reader(tmp_path, backlog, monkeypatch):
+    import xllm_tui.supervisor.probes as probes
+
+    path = tmp_path / "node.log"
+    path.write_bytes(make_log(7, n=60))
+    old_m, new_m = new_milestones("master", "Brpc Server started"), new_milestones("master", "Brpc Server started")
+    reader, lines = adopted_log_reader(str(path), backlog=backlog)
+    for line in lines:
+        old_m.feed(line)
+    intake = LogIntake.adopt(path, backlog=backlog)
+    intake.feed(new_m, max_bytes=backlog)
+    assert state(new_m) == state(old_m)
+    with open(path, "ab") as f:
+        f.write(make_log(8, n=30))
+    for line in reader.read_new():
+        old_m.feed(line)
+    intake.feed(new_m)
+    assert state(new_m) == state(old_m)
+
+
+@pytest.mark.parametrize("fallback", ["gate literals", "gate regex"])
+@pytest.mark.parametrize("role,ready", ROLES[:4])
+def test_the_fallbacks_for_unreadable_milestone_patterns_are_exact_too(tmp_path, monkeypatch, fallback, role, ready):
+    """If glog's milestone patterns stop yielding literals, the gate's literals (or the gate regex) are used."""
+    if fallback == "gate literals":
+        wanted, regex = intake_module._wanted_from_gate()
+        assert wanted and regex is None
+    else:
+        wanted, regex = [], re.compile(intake_module.glog._CHEAP_FILTER.pattern.encode(), re.I)
+    monkeypatch.setattr(intake_module, "_MILESTONE_WANTED", wanted)
+    monkeypatch.setattr(intake_module, "_MILESTONE_REGEX", regex)
+    path = tmp_path / "node.log"
+    path.write_bytes(make_log(11, n=600))
+    old_m, new_m = new_milestones(role, ready), new_milestones(role, ready)
+    for line in IncrementalReader(path).read_new():
+        old_m.feed(line)
+    LogIntake(path).feed(new_m)
+    assert state(new_m) == state(old_m)
+
+
+def test_every_milestone_pattern_yields_literals_to_look_for():
+    from xllm_tui.logs import glog
+
+    assert intake_module._wanted_from_patterns() is not None
+    assert intake_module._MILESTONE_REGEX is None
+    for line in STARTUP:  # each start-up line holds one of the runs looked for
+        assert glog.milestone_of(line) is not None
+        assert any(any((run in line.lower().encode()) if ci else (run in line.encode()) for run in runs)
+                   for runs, ci in intake_module._MILESTONE_WANTED), line
+
+
+def test_two_threads_feeding_one_intake_never_feed_a_line_twice(tmp_path):
+    """The supervisor's log thread and its event loop (reading a dead rank's last lines) may overlap."""
+    import threading
+
+    path = tmp_path / "node.log"
+    weights = (STARTUP[13] + "\n").encode()
+    path.write_bytes(weights * 20_000 + (NOISE[0] + "\n").encode() * 20_000)
+    m = new_milestones("worker", None)
+    intake = LogIntake(path)
+    threads = [threading.Thread(target=lambda: [intake.feed(m, max_bytes=50_000) for _ in range(200)])
+               for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    while intake.feed(m).more:
+        pass
+    assert m.tracker.weights_loaded == 20_000 and intake.lines_read == 40_000
