@@ -16,6 +16,7 @@ import time
 from dataclasses import replace
 from typing import Any
 
+from xllm_tui.logs.glog import PHASE_ORDER
 from xllm_tui.protocol import UNKNOWN_STATE, RankStatus, RequestError, is_failed, is_running, plan_restart
 from xllm_tui.supervisor.group import Failure, RankView
 from xllm_tui.supervisor.remote import SSH_CONFIG_ENV, RemoteLink, RemoteUnavailable, attach_request, ssh_argv, \
@@ -67,11 +68,24 @@ class RemoteMachines:
 
     # -------------------------------------------------------------------------------- what is seen
 
+    def remote_worker_view(self, rank: dict) -> tuple[str, str]:
+        """(state, reason) of another machine's rank as the world sees it. An xllm v0.7.x worker logs nothing once
+        its models are initialised; only rank 0's log (here) says so, so its own supervisor keeps it `loading`:
+        connected (its phase is past connecting) and counted by rank 0 here makes it ready."""
+        state, reason = rank.get("state", "stopped"), rank.get("reason", "")
+        r0 = self.ranks.get(0)
+        if state == "loading" and rank.get("pid") and r0 is not None and r0.live is not None \
+                and r0.live.milestones.all_models_initialised \
+                and PHASE_ORDER.get(rank.get("phase") or "", -1) > PHASE_ORDER["worker_connected"]:
+            return "ready", "connected to rank 0; rank 0 reports every rank's models initialised"
+        return state, reason
+
     def remote_rank_statuses(self) -> list[RankStatus]:
         out = []
         for link in self.links.values():
             for number in sorted(link.ranks):
                 status = RankStatus.from_dict(link.ranks[number])
+                status.state, status.reason = self.remote_worker_view(link.ranks[number])
                 status.extra["remote"] = True
                 status.restarts += self.remote_restarts.get(number, 0)
                 if not link.connected:
@@ -88,8 +102,7 @@ class RemoteMachines:
         return [here] + [link.status() for link in self.links.values()]
 
     def remote_views(self) -> list[RankView]:
-        return [RankView(int(r["rank"]), r.get("state", "stopped"), r.get("reason", ""), is_running(r.get("state")),
-                         bool(r.get("waiting")))
+        return [RankView(int(r["rank"]), *self.remote_worker_view(r), is_running(r.get("state")), bool(r.get("waiting")))
                 for link in self.links.values() if link.connected for r in link.ranks.values()]
 
     def remote_group_override(self, state: str, reason: str) -> tuple[str, str]:
