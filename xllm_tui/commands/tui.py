@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         client.ensure_supervisor(path, simulate=args.simulate, run_dir=run_dir,
                                  port_offset=args.port_offset if args.simulate else 0,
-                                 over_ssh=bool(args.simulate and args.over_ssh))
+                                 over_ssh=bool(args.simulate and getattr(args, "over_ssh", False)))
     except client.SupervisorUnavailable as error:
         print(f"xllm-tui: {error}", file=sys.stderr)
         return 1
