@@ -304,3 +304,17 @@ async def test_the_tui_shows_both_machines_ranks_and_a_lost_machines_ranks_as_un
         assert (app.snapshot or {})["group"]["state"] == "degraded"
         tm.sshd.start()
         await until(pilot, lambda: not any("unknown" in row for row in cells(table)), "machine 1 back")
+
+
+def test_restarting_a_rank_of_machine_1_from_the_cli_relaunches_the_world(two_machines):
+    tm, dep = two_machines, two_machines.dep
+    tm.start()
+    first = dep.rank_pids(dep.wait_snapshot(tm.world_serving, 120, "world serving"))
+    refused = dep.cli("restart", dep.profile_path, "--simulate", "--ranks", "3")
+    assert refused.returncode == 2 and "--yes" in refused.stderr  # a healthy rank: asks first, as on one machine
+    done = dep.cli("restart", dep.profile_path, "--simulate", "--ranks", "3", "--yes", "--wait", timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "restarting all 4 ranks" in done.stdout, done.stdout
+    snap = dep.wait_snapshot(lambda s: tm.world_serving(s) and not set(dep.rank_pids(s).values()) & set(first.values()),
+                             120, "the world relaunched on both machines")
+    assert tm.machine(snap)["state"] == "connected"
