@@ -51,7 +51,7 @@ def alert_kinds(event: dict) -> set[str]:
     elif kind == "device" and event.get("from") != event.get("to") and (event.get("from") or event.get("to")):
         kinds.add("device_health")
     elif kind == "machine" and event.get("reachable") is False:
-        kinds.add("machine_unreachable")  # for the multi-machine supervisor's event; not journaled yet
+        kinds.add("machine_unreachable")  # machine 0's supervisor lost its connection to that machine
     return kinds
 
 

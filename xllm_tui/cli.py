@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "systemd": ("systemd", "print or install a systemd unit that runs the supervisor at boot (reboot survival)"),
     "init": ("init", "write a starter profile for this machine (its NPUs, address, free ports), then validate it"),
     "supervise": ("supervise", argparse.SUPPRESS),  # the daemon itself, started by `up`
+    "remote-attach": ("remote_attach", argparse.SUPPRESS),  # machine 0's ssh connection lands here
 }
 
 

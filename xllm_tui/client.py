@@ -373,7 +373,7 @@ def supervisor_answers(run_dir: str, timeout: float = 2.0) -> dict | None:
 
 
 def supervise_argv(profile_path: str, *, simulate: bool, run_dir: str, port_offset: int = 0,
-                   machine: str | None = None) -> list[str]:
+                   machine: str | None = None, over_ssh: bool = False, member: bool = False) -> list[str]:
     argv = [sys.executable, "-m", "xllm_tui", "supervise", os.path.abspath(profile_path), "--run-dir", run_dir]
     if simulate:
         argv.append("--simulate")
@@ -381,6 +381,10 @@ def supervise_argv(profile_path: str, *, simulate: bool, run_dir: str, port_offs
         argv += ["--port-offset", str(port_offset)]
     if machine:
         argv += ["--machine", machine]
+    if over_ssh:
+        argv.append("--over-ssh")
+    if member:  # remote-attach: machine 0 decides when this machine's ranks launch
+        argv += ["--member", "--no-launch"]
     return argv
 
 
@@ -414,7 +418,8 @@ def _pid_alive(pid: int) -> bool:
 
 
 def ensure_supervisor(profile_path: str, *, simulate: bool, run_dir: str | None = None, port_offset: int = 0,
-                      timeout: float = 30, machine: str | None = None, progress=None) -> str:
+                      timeout: float = 30, machine: str | None = None, progress=None, over_ssh: bool = False,
+                      member: bool = False) -> str:
     """Start a detached supervisor for the profile unless one answers; return its run dir once it answers.
 
     Raises SupervisorUnavailable (with the end of supervisor.log) when it does not come up in time.
@@ -431,10 +436,12 @@ def ensure_supervisor(profile_path: str, *, simulate: bool, run_dir: str | None 
         # A simulated run keeps the ports it was first given: a client that starts its successor (the TUI's
         # "start a new supervisor") without --port-offset must find the running ranks where they are.
         port_offset = int(last_run_of(run_dir).get("port_offset") or 0)
+    if simulate and not over_ssh:
+        over_ssh = bool(last_run_of(run_dir).get("over_ssh"))  # likewise: its machines stay reached over ssh
     log_path = os.path.join(run_dir, LOG_NAME)
     log_start = os.path.getsize(log_path) if os.path.exists(log_path) else 0
     pid = start_detached(supervise_argv(profile_path, simulate=simulate, run_dir=run_dir, port_offset=port_offset,
-                                        machine=machine), run_dir)
+                                        machine=machine, over_ssh=over_ssh, member=member), run_dir)
     deadline = time.monotonic() + timeout
     next_tick = time.monotonic() + 0.5
     while time.monotonic() < deadline:

@@ -35,6 +35,7 @@ from xllm_tui.spec import (
     FlagValue,
     Hook,
     Machine,
+    SshTarget,
     MetricsSettings,
     PreLaunchStep,
     Profile,
@@ -187,7 +188,8 @@ TOP_KEYS = (
     "pre_launch", "logs", "working_dir", "run_dir", "readiness", "restart", "stop", "rank_tablefile",
     "devices", "hooks", "metrics", "xllm_release",
 )  # fmt: skip
-MACHINE_KEYS = ("host", "devices", "device_ips", "cores", "name")
+MACHINE_KEYS = ("host", "devices", "device_ips", "cores", "name", "ssh")
+SSH_KEYS = ("host", "user", "port", "identity", "command")
 CORES_KEYS = ("rule", "count", "first")
 CORE_RULES = ("per_device", "per_rank", "topology", "none")
 TOGGLE_KEYS = ("enabled", "description", "env", "unset", "remove")
@@ -1227,9 +1229,70 @@ def _read_machine(checker: _Checker, node: _Node, path: str) -> Machine | None:
                 ok = False
 
     name = checker.string(mapping.get("name"), _join(path, "name")) or ""
+    ssh: SshTarget | None = None
+    if mapping.get("ssh") is not None and host is not None:
+        ssh = _read_ssh(checker, mapping.get("ssh"), _join(path, "ssh"), host)
+        ok = ok and ssh is not None
     if not ok or host is None:
         return None
-    return Machine(host=host, devices=devices, device_ips=tuple(device_ips), cores=tuple(cores), name=name or host)
+    return Machine(host=host, devices=devices, device_ips=tuple(device_ips), cores=tuple(cores), name=name or host,
+                   ssh=ssh)
+
+
+_SSH_WORD = re.compile(r"^[A-Za-z0-9_.@%+:/=~-]+$")  # what may go to ssh as a word: no option, no shell syntax
+
+
+def _read_ssh(checker: _Checker, node: _Node, path: str, machine_host: str) -> SshTarget | None:
+    """`ssh: alias` or `ssh: {host, user, port, identity, command}`: how machine 0 reaches this machine."""
+    report = checker.report
+    if isinstance(node, _Scalar):
+        text = checker.string(node, path)
+        if text is None:
+            return None
+        node_host, fields = node, {}
+    else:
+        mapping = checker.mapping(node, path, "ssh settings: an alias, or {host, user, port, identity}")
+        if mapping is None:
+            return None
+        checker.keys(mapping, SSH_KEYS, path)
+        node_host, fields = mapping.get("host"), mapping.items
+        text = checker.string(node_host, _join(path, "host")) if node_host is not None else machine_host
+        if text is None:
+            return None
+    ok = True
+    host = text.strip()
+    if host.startswith("-") or not _SSH_WORD.match(host):
+        report.error(node_host or node, _join(path, "host") if fields else path,
+                     f"'{host}' is not an ssh host or alias (a name of ~/.ssh/config, a hostname or an address)")
+        ok = False
+    user = port = identity = None
+    command: tuple[str, ...] = SshTarget.command
+    if fields:
+        mapping = node  # type: ignore[assignment]
+        if mapping.get("user") is not None:
+            user = checker.string(mapping.get("user"), _join(path, "user"))
+            if user is not None and (user.startswith("-") or not _SSH_WORD.match(user)):
+                report.error(mapping.get("user"), _join(path, "user"), f"'{user}' is not a user name")
+                ok = False
+            ok = ok and user is not None
+        if mapping.get("port") is not None:
+            port = checker.integer(mapping.get("port"), _join(path, "port"), 1, 65535)
+            ok = ok and port is not None
+        if mapping.get("identity") is not None:
+            identity = checker.string(mapping.get("identity"), _join(path, "identity"))
+            ok = ok and identity is not None
+        if mapping.get("command") is not None:
+            words = [w for w, _ in checker.string_list(mapping.get("command"), _join(path, "command"))]
+            if isinstance(mapping.get("command"), _Scalar):
+                words = words[0].split() if words else []
+            if not words:
+                report.error(mapping.get("command"), _join(path, "command"),
+                             "expected the xllm-tui command on that machine, e.g. [xllm-tui] or [python3, -m, xllm_tui]")
+                ok = False
+            command = tuple(words)
+    if not ok:
+        return None
+    return SshTarget(host=host, user=user, port=port, identity=identity, command=command)
 
 
 def _read_core_rule(checker: _Checker, node: _Node | None) -> CoreRule:

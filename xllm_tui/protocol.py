@@ -45,6 +45,9 @@ class GroupState(str, Enum):
 
 
 S = RankState
+# Not a state of the rank machine: how machine 0 shows a rank on another machine it cannot reach now (its last
+# known state is in the rank's `last_known_state`). A supervisor never puts its own ranks in it.
+UNKNOWN_STATE = "unknown"
 # A process of this rank exists (or is being spawned / waits for its NPU).
 RUNNING_STATES = frozenset({S.STARTING, S.LOADING, S.READY, S.DEGRADED, S.STOPPING})
 # What "the failed ranks" means everywhere: the daemon's selection, `restart --failed`, the TUI's F.
@@ -198,6 +201,8 @@ class Snapshot(_Wire):
     toggles: list[dict] = field(default_factory=list)
     devices: dict | None = None
     events: list[Event] = field(default_factory=list)
+    # Multi-machine worlds only (machine 0's supervisor): each machine, how it is reached and whether it is now.
+    machines: list[dict] = field(default_factory=list)
     extra: dict = field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict[str, Any]:

@@ -14,6 +14,19 @@ FlagValue = str | int | float | bool
 
 
 @dataclass(frozen=True)
+class SshTarget:
+    """How machine 0's supervisor reaches another machine: `ssh [-l user] [-p port] [-i identity] host`, always
+    with BatchMode=yes. `host` may be an alias of ~/.ssh/config (which then supplies the rest)."""
+
+    host: str
+    user: str | None = None
+    port: int | None = None
+    identity: str | None = None  # a private key file (~ expanded)
+    # The xllm-tui command on that machine, as argv words (it needs xllm-tui installed, not the profile).
+    command: tuple[str, ...] = ("python3", "-m", "xllm_tui")
+
+
+@dataclass(frozen=True)
 class Machine:
     """One host of the deployment and the NPUs (logic ids) it runs, in rank order."""
 
@@ -24,6 +37,7 @@ class Machine:
     # Explicit core lists (one "0-11" style string per device); empty = use the profile's CoreRule.
     cores: tuple[str, ...] = ()
     name: str = ""  # a short label for UIs; defaults to host
+    ssh: SshTarget | None = None  # how to reach it; None = `ssh <host>` (machine 0 is never reached over ssh)
 
 
 @dataclass(frozen=True)
@@ -105,7 +119,7 @@ HOOK_EVENTS = (
     "rank_failed", "rank_exited", "rank_degraded", "rank_ready", "crash_looping", "group_ready", "group_failed",
     "group_degraded", "group_stopped", "device_health", "machine_unreachable", "any",
 )
-JOURNAL_KINDS = ("state", "group", "action", "prelaunch", "toggle", "supervisor", "device")
+JOURNAL_KINDS = ("state", "group", "action", "prelaunch", "toggle", "supervisor", "device", "machine")
 
 
 @dataclass(frozen=True)

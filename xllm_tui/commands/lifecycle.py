@@ -47,6 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
                             help="run the supervisor in this process (for systemd) instead of detached")
         parser.add_argument("--port-offset", type=int, default=0, help="under --simulate: shift every port by N")
         parser.add_argument("--machine", help="the machine (host or name) whose ranks to run (default: this host)")
+        parser.add_argument("--over-ssh", action="store_true",
+                            help="under --simulate: run machine 0's ranks here and reach every other machine over ssh "
+                                 "(its loopback address), as on a real cluster (docs/two-machines.md)")
         parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the supervisor")
     elif name == "status":
         parser.add_argument("--json", action="store_true", help="print the snapshot as JSON (docs/protocol.md)")
@@ -183,7 +186,7 @@ def cmd_up(args: argparse.Namespace, target: Target) -> int:
 
         try:
             return serve(args.profile, simulate=args.simulate, run_dir=target.run_dir, port_offset=args.port_offset,
-                         machine=args.machine)
+                         machine=args.machine, over_ssh=args.over_ssh)
         except RunDirLocked as e:
             err(str(e))
             return EXIT_ALREADY_RUNNING
@@ -195,7 +198,7 @@ def cmd_up(args: argparse.Namespace, target: Target) -> int:
           flush=True)
     try:
         ensure_supervisor(args.profile, simulate=args.simulate, run_dir=target.run_dir,
-                          port_offset=args.port_offset, timeout=args.timeout, machine=args.machine,
+                          port_offset=args.port_offset, timeout=args.timeout, machine=args.machine, over_ssh=args.over_ssh,
                           progress=lambda: print(".", end="", flush=True))
     except SupervisorUnavailable as e:
         print()
@@ -262,8 +265,10 @@ def format_event(ev: dict) -> str:
     stamp = time.strftime("%H:%M:%S", time.localtime(ev.get("ts", 0)))
     who = f"rank {ev['rank']}" if ev.get("rank") is not None else ev.get("kind", "")
     text = ev.get("reason", "")
-    if ev.get("kind") in ("state", "group") and ev.get("to"):
+    if ev.get("kind") in ("state", "group", "machine") and ev.get("to"):
         text = f"{ev.get('from')} -> {ev['to']}: {text}"
+    if ev.get("remote_seq") is not None and ev.get("machine"):
+        text = f"[{ev['machine']} #{ev['remote_seq']}] {text}"  # another machine's own event, as it arrived
     if ev.get("kind") == "prelaunch":
         for label, key in (("removed", "removed"), ("skipped", "skipped"), ("errors", "errors")):
             items = ev.get(key) or []
@@ -302,6 +307,33 @@ def format_devices(devices: dict | None, now: float | None = None, simulate: boo
     return lines
 
 
+CLOCK_SKEW_WARNING_S = 2.0
+
+
+def format_machines(machines: list[dict]) -> list[str]:
+    """One line per other machine of a multi-machine world: reachable or not, and a clock skew worth knowing."""
+    lines = []
+    for m in machines:
+        if m.get("state") == "local":
+            continue
+        text = f"machine {m['name']}: {m['state']}"
+        if m.get("state") == "connected":
+            text += f" over ssh (supervisor pid {m.get('supervisor_pid')}, ranks {_rank_span(m.get('ranks') or [])})"
+        else:
+            text += f" - {m.get('reason')}"
+        skew = m.get("clock_skew_s")
+        if isinstance(skew, (int, float)) and abs(skew) >= CLOCK_SKEW_WARNING_S:
+            text += f"; its clock is {abs(skew):.1f}s {'behind' if skew > 0 else 'ahead of'} this machine's"
+        lines.append(text)
+    return lines
+
+
+def _rank_span(ranks: list[int]) -> str:
+    if ranks and ranks == list(range(ranks[0], ranks[-1] + 1)) and len(ranks) > 1:
+        return f"{ranks[0]}-{ranks[-1]}"
+    return ", ".join(map(str, ranks)) or "none"
+
+
 def format_status(raw: dict, events: int = 8) -> str:
     from xllm_tui.protocol import Snapshot
 
@@ -315,7 +347,9 @@ def format_status(raw: dict, events: int = 8) -> str:
     ]
     if group.first_failure:
         ff = group.first_failure
-        lines.append(f"first failure: rank {ff['rank']} {ff['cause']}: {ff['message']}")
+        where = f" on machine {ff['machine']}" if ff.get("machine") else ""
+        lines.append(f"first failure: rank {ff['rank']}{where} {ff['cause']}: {ff['message']}")
+    lines += format_machines(snap.machines)
     rows = [["RANK", "MACHINE", "DEV", "CORES", "PID", "STATE", "UPTIME", "RESTARTS", "CPU", "MEM", "REASON"]]
     for r in snap.ranks:
         rows.append([
@@ -467,6 +501,38 @@ def cmd_toggle(args: argparse.Namespace, target: Target) -> int:
 # -------------------------------------------------------------------------------------------- logs
 
 
+REMOTE_LOG = "<on another machine>"  # _log_path_for: read it through machine 0's supervisor (log_read)
+
+
+def _remote_logs(args: argparse.Namespace, target: Target) -> int:
+    """A rank on another machine: its log over the supervisor's connection to that machine, fetched on demand."""
+    with connect(target, timeout=60) as client:
+        if args.lines == 0:
+            offset = 0
+            while True:
+                part = client.request("log_read", rank=args.rank, generation=args.generation, offset=offset)
+                sys.stdout.write(part["data"])
+                if part["next"] == offset or part.get("missing"):
+                    break
+                offset = part["next"]
+        else:
+            part = client.request("log_read", rank=args.rank, generation=args.generation, lines=args.lines)
+            if part.get("missing"):
+                err(f"{part['path']} does not exist (yet) on rank {args.rank}'s machine")
+                return EXIT_FAILED
+            sys.stdout.write(part["data"])
+            offset = part["next"]
+        sys.stdout.flush()
+        while args.follow and args.generation == 0:
+            time.sleep(0.5)
+            part = client.request("log_read", rank=args.rank, offset=offset)
+            if part["data"]:
+                sys.stdout.write(part["data"])
+                sys.stdout.flush()
+            offset = part["next"]
+    return EXIT_OK
+
+
 def _log_path_for(args: argparse.Namespace, target: Target) -> str | None:
     from xllm_tui.client import SupervisorUnavailable
 
@@ -475,7 +541,7 @@ def _log_path_for(args: argparse.Namespace, target: Target) -> str | None:
             snap = client.snapshot()
         for r in snap["ranks"]:
             if r["rank"] == args.rank:
-                return r["log_path"]
+                return REMOTE_LOG if r.get("remote") else r["log_path"]
         err(f"no rank {args.rank}; ranks: {', '.join(str(r['rank']) for r in snap['ranks'])}")
         return None
     except SupervisorUnavailable:
@@ -500,6 +566,8 @@ def cmd_logs(args: argparse.Namespace, target: Target) -> int:
     path = _log_path_for(args, target)
     if path is None:
         return EXIT_BAD_INPUT
+    if path == REMOTE_LOG:
+        return _remote_logs(args, target)
     if args.generation:
         generations = log_generations(path)
         if args.generation > len(generations):

@@ -19,6 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument("--port-offset", type=int, default=0, help="under --simulate: shift every port by N")
     parser.add_argument("--machine", help="the machine (host or name) whose ranks this supervisor runs")
     parser.add_argument("--no-launch", action="store_true", help="start without launching the ranks")
+    parser.add_argument("--over-ssh", action="store_true",
+                        help="under --simulate: machine 0's ranks here, the other machines reached over ssh")
+    parser.add_argument("--member", action="store_true", help=argparse.SUPPRESS)  # started by remote-attach
 
 
 def run(args: argparse.Namespace) -> int:
@@ -29,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         return serve(args.profile, simulate=args.simulate, run_dir=target.run_dir, port_offset=args.port_offset,
-                     machine=args.machine, launch=not args.no_launch)
+                     machine=args.machine, launch=not args.no_launch, over_ssh=args.over_ssh, member=args.member)
     except RunDirLocked as e:
         print(f"xllm-tui supervise: {e}", file=sys.stderr)
         return 4

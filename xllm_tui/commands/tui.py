@@ -18,6 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument("--theme", metavar="NAME", help="colour theme (xllm-dark, xllm-light, xllm-high-contrast, "
                         "a Textual theme, or one of your files in ~/.config/xllm-tui/themes/)")
     parser.add_argument("--run-dir", metavar="DIR", help="the supervisor's run directory (default: from the profile)")
+    parser.add_argument("--over-ssh", action="store_true",
+                        help="with --simulate: machine 0's ranks here, every other machine reached over ssh "
+                        "(docs/two-machines.md)")
     parser.add_argument("--bell", action="store_true", help="ring the terminal bell when a rank fails")
     parser.add_argument("--port-offset", type=int, default=0, metavar="N",
                         help="under --simulate, when starting a supervisor: shift every port by N "
@@ -63,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"starting the supervisor for {result.profile.name} in {run_dir} ...", file=sys.stderr, flush=True)
     try:
         client.ensure_supervisor(path, simulate=args.simulate, run_dir=run_dir,
-                                 port_offset=args.port_offset if args.simulate else 0)
+                                 port_offset=args.port_offset if args.simulate else 0,
+                                 over_ssh=bool(args.simulate and getattr(args, "over_ssh", False)))
     except client.SupervisorUnavailable as error:
         print(f"xllm-tui: {error}", file=sys.stderr)
         return 1

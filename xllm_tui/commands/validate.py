@@ -27,6 +27,10 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument("--npu-smi", metavar="PATH", help="npu-smi to read the devices with (default: the profile's devices: key, then PATH)")
     parser.add_argument("--nvidia-smi", metavar="PATH", help="nvidia-smi to read the devices with instead")
     parser.add_argument("--no-devices", action="store_true", help="do not read the devices (no binding check, no topology cores)")
+    parser.add_argument("--remote", action="store_true",
+                        help="also check every other machine over ssh (BatchMode): reachable, xllm-tui there, the "
+                        "profile as that machine loads it (paths, scripts, devices, binding); under --simulate the "
+                        "machines' loopback addresses")
 
 
 @dataclass
@@ -216,7 +220,10 @@ def run(args: argparse.Namespace) -> int:
                              key=_sort_key)
         notes_by_path[path] = binary_notes
         checked.append((path, result, devices, diagnostics))
-    status = max(_exit_status(diagnostics) for *_, diagnostics in checked)
+    remote = {path: check_remote_machines(result, args.simulate) if getattr(args, "remote", False) else []
+              for path, result, *_ in checked}
+    status = max([_exit_status(diagnostics) for *_, diagnostics in checked]
+                 + [_remote_status(machines) for machines in remote.values()])
     if args.json:
         document = {
             "ok": status < 2,
@@ -231,6 +238,7 @@ def run(args: argparse.Namespace) -> int:
                     "profile": profile_summary(result.profile) if result.profile else None,
                     "diagnostics": [d.to_dict() for d in diagnostics],
                     "devices": devices.to_dict() if devices else None,
+                    "machines": remote[path],
                     "notes": notes_by_path.get(path, []),
                 }
                 for path, result, devices, diagnostics in checked
@@ -252,5 +260,43 @@ def run(args: argparse.Namespace) -> int:
             if devices.binding_checked and not devices.binding:
                 hosts = ", ".join(devices.machines)
                 print(f"{path}: info: binding ok on {hosts}: every rank's cores are within its NPU's CPU affinity ({devices.tool})")
+        for machine in remote[path]:
+            for line in _remote_lines(machine):
+                print(f"{path}: {line}")
         print(_summary(path, result, diagnostics))
     return status
+
+
+def check_remote_machines(result: LoadResult, simulate: bool) -> list[dict]:
+    """Every machine after the first, over ssh, in parallel (each bounded by the ssh timeouts)."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    from xllm_tui.supervisor.remote import check_machine
+
+    profile = result.profile
+    if profile is None or len(profile.machines) < 2:
+        return []
+    indexes = range(1, len(profile.machines))
+    with ThreadPoolExecutor(max_workers=min(8, len(indexes))) as pool:
+        return list(pool.map(lambda i: check_machine(profile, i, simulate=simulate, env=dict(os.environ)), indexes))
+
+
+def _remote_status(machines: list[dict]) -> int:
+    status = 0
+    for m in machines:
+        if m["error"] or any(d["severity"] == "error" for d in m["diagnostics"]):
+            return 2
+        if m["diagnostics"]:
+            status = 1
+    return status
+
+
+def _remote_lines(m: dict) -> list[str]:
+    if m["error"]:
+        what = "cannot be checked" if m["reachable"] else "cannot be reached over ssh"
+        return [f"error: machine {m['machine']}: {what}: {m['error']} ({m['ssh']})"]
+    lines = [f"info: machine {m['machine']}: reachable over ssh, xllm-tui {m['version']} there"]
+    lines += [f"machine {m['machine']}: {d['text']}" for d in m["diagnostics"]]  # the text says its severity
+    lines += [f"note: machine {m['machine']}: {note}" for note in m.get("notes", [])]
+    return lines

@@ -15,10 +15,10 @@ __all__ = ["PROTOCOL", "ProfileInvalid", "RequestError", "RunDirLocked", "Superv
 
 
 def serve(profile_path: str, *, simulate: bool, run_dir: str, port_offset: int = 0, machine: str | None = None,
-          launch: bool = True) -> int:
+          launch: bool = True, over_ssh: bool = False, member: bool = False) -> int:
     """Run a supervisor in this process until it is shut down. Raises RunDirLocked, ProfileInvalid."""
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     supervisor = Supervisor(profile_path, simulate=simulate, run_dir=run_dir, port_offset=port_offset,
-                            machine=machine, launch=launch)
+                            machine=machine, launch=launch, over_ssh=over_ssh, member=member)
     return asyncio.run(supervisor.run())

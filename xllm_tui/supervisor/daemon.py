@@ -9,8 +9,10 @@ Where each rule lives (docs/supervisor.md, "Inside the supervisor"):
   launcher.py     pre-launch steps, device checks, spawning
   failures.py     exits, the settle window, stopping a failed world, scheduled restarts
   device_watch.py npu-smi polls, health, HBM left behind, binding, ranks waiting for an NPU
-  evidence.py     log intake, /health probes, psutil figures: gathered off the loop, judged on it
+  evidence.py     log intake and /health probes: gathered off the loop, judged on it (stats.py: psutil)
   snapshot.py     the typed snapshot and state.json
+  stats.py        CPU, memory and threads of the live ranks (psutil, in a worker thread)
+  machines.py     machine 0 of a world over ssh: the other machines' ranks, failures and actions (remote.py)
   server.py       the socket, depending only on the Operations interface
 This module wires them together, runs the event loop and performs the operators' actions. Evidence (log lines,
 /health, stats, devices) is gathered off the loop; only the loop changes states. Nothing here imports Textual.
@@ -33,12 +35,16 @@ from xllm_tui.supervisor.evidence import EvidenceGathering
 from xllm_tui.supervisor.failures import FailureHandling
 from xllm_tui.supervisor.group import GroupController, RankView, derive_group
 from xllm_tui.supervisor.launcher import Launcher
+from xllm_tui.supervisor.log_access import LogAccess
+from xllm_tui.supervisor.machines import RemoteMachines
+from xllm_tui.supervisor.ranktable import RankTables
 from xllm_tui.supervisor.outlets import Outlets
 from xllm_tui.supervisor.planner import Planner, ProfileInvalid, choose_machine, load_profile_checked
 from xllm_tui.supervisor.policy import RestartTracker
 from xllm_tui.supervisor.reconcile import Reconciler
 from xllm_tui.supervisor.slot import RankSlot
 from xllm_tui.supervisor.snapshot import Snapshots
+from xllm_tui.supervisor.stats import StatsSampling
 from xllm_tui.supervisor.state import SOCKET_NAME, STATE_NAME, EventJournal, RunDirLock, atomic_write_json, \
     load_toggles, save_toggles
 
@@ -47,9 +53,12 @@ log = logging.getLogger("xllm_tui.supervisor")
 __all__ = ["ProfileInvalid", "RequestError", "Supervisor"]
 
 
-class Supervisor(Reconciler, Launcher, FailureHandling, EvidenceGathering, DeviceWatch, Snapshots, Outlets):
+class Supervisor(RemoteMachines, Reconciler, Launcher, FailureHandling, EvidenceGathering, DeviceWatch, Snapshots,
+                 Outlets, StatsSampling, LogAccess, RankTables):
     def __init__(self, profile_path: str, *, simulate: bool, run_dir: str, port_offset: int = 0,
-                 machine: str | None = None, launch: bool = True, base_env: dict[str, str] | None = None):
+                 machine: str | None = None, launch: bool = True, base_env: dict[str, str] | None = None,
+                 over_ssh: bool = False, member: bool = False):
+        """over_ssh: --simulate as a real machine 0 (the others over ssh); member: see machines.py."""
         self.profile_path = os.path.abspath(profile_path)
         self.simulate = simulate
         self.run_dir = os.path.abspath(run_dir)
@@ -61,13 +70,19 @@ class Supervisor(Reconciler, Launcher, FailureHandling, EvidenceGathering, Devic
         self.pid = os.getpid()
         self.started_at = time.time()
         self.profile, self.profile_warnings = load_profile_checked(self.profile_path, simulate)
+        self.member = member
+        if over_ssh and simulate and machine is None:
+            machine = self.profile.machines[0].host
+            self.machine_arg = machine  # a reload chooses the same machine
         self.machine = choose_machine(self.profile, simulate, machine)
+        coordinate = (not member and len(self.profile.machines) > 1 and self.machine == self.profile.machines[0].host
+                      and (over_ssh or (not simulate and machine is None)))
         self.planner = Planner(self.profile, simulate=simulate, machine=self.machine, port_offset=port_offset,
                                base_env=self.base_env, run_dir=self.run_dir,
                                on_warning=lambda text: self.event("supervisor", reason=text))
         self.toggles: dict[str, bool] = {t.name: t.enabled for t in self.profile.toggles}
         self.ranks: dict[int, RankSlot] = {}
-        self.group = GroupController(self.profile.restart, time.time)
+        self.group = GroupController(self.restart_policy(self.profile), time.time)
         self.group_state = "stopped"
         self.group_reason = "not started"
         self.group_since = time.time()
@@ -88,10 +103,11 @@ class Supervisor(Reconciler, Launcher, FailureHandling, EvidenceGathering, Devic
         self.init_device_watch()
         self.init_failure_handling()
         self.init_outlets()
+        self.init_remotes(coordinate)
 
     @property
     def scope(self) -> str:
-        return "rank" if len(self.ranks) <= 1 else self.profile.restart.scope
+        return "rank" if self.world_size() <= 1 else self.profile.restart.scope
 
     # ------------------------------------------------------------------------------------- events
 
@@ -127,11 +143,12 @@ class Supervisor(Reconciler, Launcher, FailureHandling, EvidenceGathering, Devic
     def update_group(self) -> None:
         r0 = self.ranks.get(0)
         views = [RankView(r.rank, r.state, r.reason, r.alive, bool(r.waiting), not r.want_running)
-                 for r in self.ranks.values()]
+                 for r in self.ranks.values()] + self.remote_views()
         state, reason = derive_group(views, self.group, now=time.time(), scope=self.scope,
                                      rank0_health=r0.live.health if r0 is not None and r0.live else None,
                                      rank0_port=r0.port if r0 is not None else None,
                                      topology_problem=self.planner.topology_problem)
+        state, reason = self.remote_group_override(state, reason)
         if state != self.group_state or reason != self.group_reason:
             old = self.group_state
             self.group_reason = reason
@@ -181,6 +198,7 @@ class Supervisor(Reconciler, Launcher, FailureHandling, EvidenceGathering, Devic
                 self.loop.add_signal_handler(sig, self.request_shutdown, True, f"signal {signal.Signals(sig).name}")
             self.server = SocketServer(self)
             await self.server.start(os.path.join(self.run_dir, SOCKET_NAME))
+            self.start_remotes()
             await self.reconcile()
             self.update_group()
             self.write_state()
@@ -289,6 +307,8 @@ class Supervisor(Reconciler, Launcher, FailureHandling, EvidenceGathering, Devic
             for r in ranks:
                 if not r.alive and r.state != "stopped":
                     self.set_state(r, "stopped", f"stopped by {who}")
+            if everyone and self.links:
+                await self.stop_elsewhere(f"stopped by {who}", running_only=False)
             self.update_group()
 
     async def op_restart(self, ranks: list[RankSlot], who: str) -> None:
@@ -304,6 +324,8 @@ class Supervisor(Reconciler, Launcher, FailureHandling, EvidenceGathering, Devic
 
     def perform(self, op: str, spec: Any, who: str, only: bool = False) -> dict:
         """A start/stop/restart request: widened to the whole world where xllm needs it, journaled, run in a task."""
+        if self.links:
+            return self.perform_across_machines(op, spec, who, only)
         ranks = self.select(spec)
         plan = None
         if op in ("start", "restart") and ranks:
@@ -368,7 +390,7 @@ class Supervisor(Reconciler, Launcher, FailureHandling, EvidenceGathering, Devic
         self.machine = machine
         self.toggles = toggles
         planner.topology_problem = None  # the plan above computed any topology cores
-        self.group.policy = profile.restart
+        self.group.policy = self.restart_policy(profile)
         for r in self.ranks.values():
             if r.tracker:
                 r.tracker.policy = profile.restart
@@ -378,7 +400,8 @@ class Supervisor(Reconciler, Launcher, FailureHandling, EvidenceGathering, Devic
         pending = [r.rank for r in self.ranks.values() if r.relaunch_pending()]
         self.event("supervisor", reason=f"profile reloaded from {self.profile_path}; takes effect at the next launch",
                    relaunch_pending=pending, warnings=warnings)
-        return {"reloaded": True, "warnings": warnings, "relaunch_pending": pending}
+        result = {"reloaded": True, "warnings": warnings, "relaunch_pending": pending}
+        return await self.reload_elsewhere(result) if self.links else result
 
     def request_shutdown(self, stop_ranks: bool, who: str) -> None:
         if self.shutdown_event.is_set():
@@ -394,6 +417,7 @@ class Supervisor(Reconciler, Launcher, FailureHandling, EvidenceGathering, Devic
             for r in self.ranks.values():
                 if r.alive:
                     r.proc.unwatch(self.loop)
+        await self.close_remotes(self.stop_ranks_on_shutdown)
         for task in list(self.tasks):
             task.cancel()
         self.event("supervisor", reason=f"supervisor {self.pid} exiting")

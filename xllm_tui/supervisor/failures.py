@@ -125,22 +125,26 @@ class FailureHandling:
                    first_failure=self.group.first_failure)
         self.spawn_task(self.group_failure(r, failure.cause))
 
-    async def group_failure(self, r: RankSlot, cause: str) -> None:
+    async def group_failure(self, r: RankSlot | None, cause: str, rank: int | None = None) -> None:
+        """r: the local rank that failed first; None with `rank` when it ran on another machine (machines.py)."""
+        first = r.rank if r is not None else rank
         async with self.action_lock:
             if not self.group.failing:
                 return  # an operator acted meanwhile
             others = [x for x in self.ranks.values() if x.alive]
-            if others:
-                await self.stop_ranks(others, f"stopped: rank {r.rank} failed first ({cause})", collateral=True)
+            stopping = [self.stop_ranks(others, f"stopped: rank {first} failed first ({cause})", collateral=True)]
+            stopping.append(self.stop_elsewhere(f"rank {first} failed first ({cause})"))
+            await asyncio.gather(*stopping)
             for x in self.ranks.values():
                 if x.waiting:
                     x.waiting = None
-                    self.set_state(x, "stopped", f"not launched: rank {r.rank} failed first ({cause})")
+                    self.set_state(x, "stopped", f"not launched: rank {first} failed first ({cause})")
             if not self.group.failing:
                 return
             decision = self.group.decide()
             if decision.crash_looping:
-                self.set_state(r, "crash-looping", decision.reason, cause=cause)
+                if r is not None:
+                    self.set_state(r, "crash-looping", decision.reason, cause=cause)
                 self.event("group", None, reason=decision.reason, crash_looping=True)
             elif not decision.restart:
                 self.event("group", None, reason=decision.reason)

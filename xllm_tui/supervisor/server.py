@@ -71,6 +71,13 @@ class Operations(Protocol):
 
     async def reload(self) -> dict: ...
 
+    async def read_log(self, rank: int, *, generation: int, offset: int | None, lines: int | None,
+                       max_bytes: int) -> dict: ...
+
+    async def read_device_ips(self) -> dict: ...
+
+    async def write_rank_table(self, table: dict) -> dict: ...
+
     def request_shutdown(self, stop_ranks: bool, who: str) -> None: ...
 
 
@@ -237,6 +244,23 @@ class SocketServer:
             return sup.toggle_group(name, on, who)
         if op == "reload":
             return await sup.reload()
+        if op == "device_ips":  # machine 0 asks another machine while building the rank table
+            return await sup.read_device_ips()
+        if op == "write_ranktable":
+            if not isinstance(request.get("table"), dict):
+                raise RequestError("bad_request", 'write_ranktable needs "table" (the rank table object)')
+            return await sup.write_rank_table(request["table"])
+        if op == "log_read":
+            rank, generation = request.get("rank"), request.get("generation", 0)
+            offset, lines = request.get("offset"), request.get("lines")
+            max_bytes = request.get("max_bytes", 1 << 20)
+            ints = [rank, generation, max_bytes] + [x for x in (offset, lines) if x is not None]
+            if not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in ints) \
+                    or (offset is None) == (lines is None):
+                raise RequestError("bad_request", 'log_read needs "rank" and either "offset" (bytes) or "lines" (the '
+                                   'last N), optional "generation" and "max_bytes" (non-negative integers)')
+            return await sup.read_log(rank, generation=generation, offset=offset, lines=lines,
+                                      max_bytes=min(max_bytes, 4 << 20))
         if op == "shutdown":
             stop_ranks = request.get("stop_ranks", True)
             if not isinstance(stop_ranks, bool):
@@ -244,7 +268,7 @@ class SocketServer:
             sup.request_shutdown(stop_ranks, who)
             return {"stopping": True, "stop_ranks": stop_ranks}
         raise RequestError("unknown_op", f"unknown op {op!r}; known: hello, snapshot, subscribe, start, stop, "
-                           "restart, toggle, reload, shutdown")
+                           "restart, toggle, reload, log_read, device_ips, write_ranktable, shutdown")
 
 
 def error_reply(req_id: Any, code: str, message: str) -> dict:

@@ -66,7 +66,7 @@ class Snapshots:
             time=round(now, 3),
             profile={"name": self.profile.name, "path": self.profile_path, "simulate": self.simulate,
                      "machine": self.machine, "port_offset": self.port_offset,
-                     "simulate_mapping": self._mapping_lines},
+                     "simulate_mapping": self._mapping_lines, "over_ssh": bool(self.links)},
             supervisor={"pid": self.pid, "started_at": round(self.started_at, 3), "run_dir": self.run_dir,
                         "log": os.path.join(self.run_dir, LOG_NAME), "socket": os.path.join(self.run_dir, SOCKET_NAME)},
             group=GroupStatus(
@@ -80,10 +80,12 @@ class Snapshots:
                         "backoff_initial_s": p.backoff_initial_s, "backoff_max_s": p.backoff_max_s,
                         "backoff_factor": p.backoff_factor},
             ),
-            ranks=[self.rank_status(r, now) for r in sorted(self.ranks.values(), key=lambda r: r.rank)],
+            ranks=sorted([*(self.rank_status(r, now) for r in self.ranks.values()), *self.remote_rank_statuses()],
+                         key=lambda r: r.rank),
             toggles=toggles,
             devices=self.devices_json(),
             events=[Event.from_dict(e) for e in (self.journal.last(events) if self.journal else [])],
+            machines=self.machine_statuses(),
         )
 
     def snapshot(self, events: int = 50) -> dict:
@@ -92,6 +94,7 @@ class Snapshots:
     def state_data(self) -> dict:
         """The snapshot plus what the next supervisor needs to re-adopt the ranks."""
         data = self.snapshot()
+        data["ranks"] = [r for r in data["ranks"] if not r.get("remote")]  # other machines' state is theirs
         data["adoption"] = {}
         for r in self.ranks.values():
             live = r.live

@@ -19,6 +19,7 @@ STATE_VARIABLE = {
     "stopped": "xllm-state-stopped",
     "exited": "xllm-state-stopped",
     "stopping": "xllm-state-stopping",
+    "unknown": "xllm-state-degraded",  # a rank on another machine that machine 0 cannot reach now
 }
 
 

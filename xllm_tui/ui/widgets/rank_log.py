@@ -35,6 +35,39 @@ class RankLog(Vertical):
         self.back = 0  # 0: current log; 1: the previous generation (node_3.log.1); 2: the one before ...
         self._rank_data: dict[str, Any] | None = None
         self._title: Text | None = None
+        self._mirror: Any = None  # logs.mirror.LogMirror while a rank on another machine is shown
+
+    def on_mount(self) -> None:
+        self.set_interval(0.5, self._pull_remote)
+
+    def _pull_remote(self) -> None:
+        if self._mirror is not None:
+            self.run_worker(self._pull_once(self._mirror), exclusive=True, group="remote-log")
+
+    async def _pull_once(self, mirror: Any) -> None:
+        """A rank on another machine: its new log bytes through machine 0's supervisor (log_read)."""
+        how = {"lines": 2000} if mirror.next is None else {"offset": mirror.next}
+        try:
+            part = await self.app.source.action("log_read", rank=mirror.rank, **how)
+        except Exception:  # noqa: BLE001 - machine out of reach or supervisor gone: the next pull tries again
+            return
+        if mirror is self._mirror:
+            mirror.apply(part)
+
+    def _local_path(self, rank: dict[str, Any]) -> str | None:
+        """The file the view reads: the log itself, or for a rank on another machine a local copy of it."""
+        if not rank.get("remote"):
+            self._mirror = None
+            return rank.get("log_path")
+        from xllm_tui.logs.mirror import LogMirror, mirror_path
+
+        run_dir = getattr(self.app.source, "run_dir", "") or ""
+        path = mirror_path(run_dir, int(rank["rank"]))
+        if self._mirror is None or self._mirror.path != path:
+            self._mirror = LogMirror(path)
+            self._mirror.rank = int(rank["rank"])
+            self._pull_remote()
+        return path
 
     def compose(self) -> ComposeResult:
         yield Static("", classes="rank-log-title")
@@ -46,7 +79,7 @@ class RankLog(Vertical):
 
     def earlier_logs(self) -> list[str]:
         base = (self._rank_data or {}).get("log_path")
-        if not base:
+        if not base or (self._rank_data or {}).get("remote"):  # earlier logs of another machine: `xllm-tui logs`
             return []
         from xllm_tui.logs.tail import log_generations
 
@@ -71,7 +104,7 @@ class RankLog(Vertical):
         if self.rank is not None and int(rank["rank"]) != self.rank:
             self.back = 0  # another rank: start at its current log
         self._rank_data = rank
-        number, path = int(rank["rank"]), rank.get("log_path")
+        number, path = int(rank["rank"]), self._local_path(rank)
         if self.back and path:
             earlier = self.earlier_logs()
             if self.back <= len(earlier):
@@ -86,8 +119,10 @@ class RankLog(Vertical):
             text.append(f" earlier log, {self.back} launch(es) back ", style="bold reverse")
             text.append(f"  {path}  (] newer)", style="dim")
         else:
-            hint = "  ([ earlier logs)"
+            hint = "" if rank.get("remote") else "  ([ earlier logs)"
             shown = path or "no log file"
+            if rank.get("remote"):  # the file there, not our copy of it
+                shown = f"{rank.get('machine')}:{rank.get('log_path')}"
             # A narrow terminal keeps the file's end (its name) and the hint, not the directories.
             room = self.size.width - text.cell_len - len(f" gen {rank.get('generation', '-')}  ") - len(hint)
             if path and self.size.width and len(shown) > room > 12:

@@ -1,0 +1,49 @@
+"""A rank's log over the socket (`log_read`): what a client on another machine cannot open itself. Machine 0
+forwards it for a rank on another machine (machines.py), so `xllm-tui logs` works on every rank of the world.
+Fetched on demand, never mirrored. A mixin of Supervisor."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from xllm_tui.protocol import RequestError
+
+
+def read_log_file(path: str, *, offset: int | None, lines: int | None, max_bytes: int) -> dict:
+    """{"path", "size", "offset" (where the data starts), "next" (where to read on), "data"}: bytes from
+    `offset`, or the last `lines` lines; at most max_bytes, decoded with replacement."""
+    from xllm_tui.logs.tail import tail_lines
+
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        return {"path": path, "size": None, "offset": 0, "next": 0, "data": "", "missing": True}
+    if lines is not None:
+        text = "".join(line + "\n" for line in tail_lines(path, lines))[-max_bytes:]
+        return {"path": path, "size": size, "offset": max(0, size - len(text.encode())), "next": size, "data": text}
+    start = min(offset or 0, size)  # a truncated or rotated file: read from its end
+    with open(path, "rb") as f:
+        f.seek(start)
+        raw = f.read(max_bytes)
+    return {"path": path, "size": size, "offset": start, "next": start + len(raw),
+            "data": raw.decode(errors="replace")}
+
+
+class LogAccess:
+    async def read_log(self, rank: int, *, generation: int, offset: int | None, lines: int | None,
+                       max_bytes: int) -> dict:
+        from xllm_tui.logs.tail import log_generations
+
+        r = self.ranks.get(rank)
+        if r is None:
+            raise RequestError("unknown_rank", f"no rank {rank} here")
+        path = r.plan.log_path
+        if generation:
+            earlier = await asyncio.to_thread(log_generations, path)
+            if generation > len(earlier):
+                raise RequestError("bad_request", f"rank {rank} has {len(earlier)} earlier log generation(s); "
+                                   f"generation {generation} does not exist")
+            path = earlier[generation - 1]
+        result = await asyncio.to_thread(read_log_file, path, offset=offset, lines=lines, max_bytes=max_bytes)
+        return {"rank": rank, "generation": generation, **result}
