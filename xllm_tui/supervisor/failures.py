@@ -14,6 +14,9 @@ from xllm_tui.supervisor.probes import classify_lines
 from xllm_tui.supervisor.process import RankProcess
 from xllm_tui.supervisor.slot import RankSlot
 
+EXIT_READ_BYTES = 1 << 20  # read on the event loop when a rank exits; the rest goes to drain_log's thread
+DRAIN_ROUNDS_MAX = 256  # x 16 MiB: a dead rank's backlog is read up to 4 GiB
+
 
 class FailureHandling:
     def init_failure_handling(self) -> None:
@@ -33,7 +36,11 @@ class FailureHandling:
         r.hbm_left_polls = 0
         r.hbm_left_reported = False
         self.write_sim_procs()
-        launch.read_log(blocking=False)  # the last lines before death, unless the log thread is reading them
+        # The last lines before death: a small bounded read here (the socket waits meanwhile); a backlog left by a
+        # rank that logged hard is read to its end in the log thread, so its last lines are never lost.
+        launch.read_log(blocking=False, max_bytes=EXIT_READ_BYTES)
+        if launch.more_pending:
+            self.spawn_task(self.drain_log(launch))
         last = {"code": status.code, "signal": status.signal, "at": round(status.at, 3), "status_known": status.known,
                 "collateral": False, "generation": r.generation}
         if launch.stop_requested:
@@ -77,6 +84,13 @@ class FailureHandling:
                 self.settle_handle = self.loop.call_later(FAILURE_SETTLE_S, self.settle_failures)
             return
         self.handle_failure(r, failure)
+
+    async def drain_log(self, launch) -> None:
+        for _ in range(DRAIN_ROUNDS_MAX):
+            await asyncio.to_thread(launch.read_log)
+            if not launch.more_pending:
+                break
+        self._state_dirty = True
 
     def settle_failures(self) -> None:
         self.settle_handle = None

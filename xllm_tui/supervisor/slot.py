@@ -64,14 +64,15 @@ class Launch:
     def alive(self) -> bool:
         return self.proc.alive
 
-    def read_log(self, blocking: bool = True) -> bool:
+    def read_log(self, blocking: bool = True, max_bytes: int | None = None) -> bool:
         """Feed the log's interesting new lines (a bounded read, logs/intake.py) to the milestones; whether it
         grew. Safe from any thread; blocking=False (the event loop) skips the read while the log thread is
         reading: it feeds the rest."""
         if self.reader is None or not self.read_lock.acquire(blocking=blocking):
             return False
         try:
-            result = self.reader.feed(self.milestones)
+            result = self.reader.feed(self.milestones) if max_bytes is None else \
+                self.reader.feed(self.milestones, max_bytes)
         finally:
             self.read_lock.release()
         self.more_pending = result.more
