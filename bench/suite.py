@@ -346,10 +346,10 @@ class XllmTui(Tool):
             raise RuntimeError(f"xllm-tui up failed ({r.returncode}): {r.stdout[-2000:]} {r.stderr[-2000:]}")
         self.daemons = [int(self.client_request("hello")["pid"])]
 
-    def client_request(self, op: str, **args) -> dict:
+    def client_request(self, op: str, timeout: float = 10, **args) -> dict:
         from xllm_tui.client import SupervisorClient, socket_path
 
-        with SupervisorClient(socket_path(str(self.run_dir)), timeout=10) as c:
+        with SupervisorClient(socket_path(str(self.run_dir)), timeout=timeout) as c:
             return c.request(op, **args)
 
     def events(self) -> list[dict]:
@@ -523,7 +523,8 @@ def last_bytes(path: Path, n: int = 400) -> bytes:
 
 def flood(cache: Cache, name: str, ranks: int, lines: int, timeout: float) -> dict:
     with Session(cache, name) as s:
-        env = {"BENCH_LINES": str(lines), "BENCH_STAMP": str(s.stamps.path), "BENCH_GATE": str(s.gate)}
+        env = {"BENCH_LINES": str(lines), "BENCH_STAMP": str(s.stamps.path), "BENCH_GATE": str(s.gate),
+               "BENCH_AFTER": "sleep"}  # ranks live on after the burst (as a loaded rank does); killed at the end
         s.tool.start(ranks, [str(BENCH / "writer.py")], env, restart=False)
         s.stamps.wait("start", ranks, 120)
         time.sleep(2.0)  # let the tool settle after the start-up
@@ -535,11 +536,21 @@ def flood(cache: Cache, name: str, ranks: int, lines: int, timeout: float) -> di
         seen_at: float | None = None
         hwm_peak = hwm_before
         deadline = time.monotonic() + timeout
+        snapshot_s: list[float] = []  # xllm-tui: how long the supervisor takes to answer during the flood
+        next_look = 0.0
         while time.monotonic() < deadline:
             done = s.stamps.of("done")
+            if name == "xllm-tui" and (len(done) >= ranks or time.monotonic() >= next_look):
+                # a snapshot every 0.5 s while the ranks write (as an attached TUI asks), every 50 ms after
+                next_look = time.monotonic() + 0.5
+                t_ask = time.monotonic()
+                try:
+                    snap = s.tool.client_request("snapshot", timeout=60)
+                except Exception:  # noqa: BLE001 - a supervisor too busy to answer in 60 s: keep counting
+                    snap = {"ranks": [{}]}
+                snapshot_s.append(time.monotonic() - t_ask)
             if len(done) >= ranks:
                 if name == "xllm-tui":
-                    snap = s.tool.client_request("snapshot")
                     ok = all("BENCH-DONE" in (r.get("last_line") or "") for r in snap["ranks"])
                 elif name == "mprocs":
                     ok = True  # no log file to look at: its screen is not read
@@ -565,6 +576,7 @@ def flood(cache: Cache, name: str, ranks: int, lines: int, timeout: float) -> di
             "peak_rss_mib": hwm / 1024,
             "rss_before_mib": hwm_before / 1024,
             "all_done": len(done) >= ranks,
+            "snapshot_max_s": max(snapshot_s) if snapshot_s else None,
         }
 
 
@@ -736,7 +748,8 @@ def report(results: dict, meta: dict, tools: list[str]) -> str:
                                            ("peak_rss_mib", "peak RSS MiB"),
                                            ("lag_s", "lag s: last line to state (xllm-tui) / in the log file"),
                                            ("writers_s", "writers' time s"),
-                                           ("idle_again_s", "gate to idle again s")], tools)))
+                                           ("idle_again_s", "gate to idle again s"),
+                                           ("snapshot_max_s", "slowest snapshot answer s (xllm-tui)")], tools)))
             notdone = [f"{t} run {i + 1}" for t, r in res.items() for i, ok in enumerate(r.get("went_idle", []))
                        if not ok]
             if notdone:

@@ -6,7 +6,7 @@
 
 Environment: BENCH_LINES (default 500000), BENCH_STAMP (a file: one line "rank start|done <time.time()>"
 appended at start and after the marker), BENCH_GATE (a path: wait until it exists before
-writing), BENCH_AFTER ("exit", the default, or "sleep": print the ready line and sleep until killed). Every other argument is accepted and ignored, so the script
+writing), BENCH_AFTER ("exit", the default, or "sleep": stay alive, silent, until killed). Every other argument is accepted and ignored, so the script
 can stand in for the xllm binary of a profile. Output goes to fd 1 in 64 KiB writes (glog buffers likewise).
 """
 
@@ -55,9 +55,7 @@ def main() -> int:
     if stamp:
         with open(stamp, "a") as f:
             f.write(f"{rank} done {done:.6f} {pid}\n")
-    if os.environ.get("BENCH_AFTER", "exit") == "sleep":
-        out.write(b"%s.000000 %6d xllm_server.cpp:59] Brpc Server started\n" % (prefix, pid))
-        out.flush()
+    if os.environ.get("BENCH_AFTER", "exit") == "sleep":  # a rank lives on after a burst: the marker stays last
         while True:
             time.sleep(3600)
     return 0
