@@ -521,10 +521,10 @@ def last_bytes(path: Path, n: int = 400) -> bytes:
         return b""
 
 
-def flood(cache: Cache, name: str, ranks: int, lines: int, timeout: float) -> dict:
+def flood(cache: Cache, name: str, ranks: int, lines: int, timeout: float, after: str = "sleep") -> dict:
     with Session(cache, name) as s:
         env = {"BENCH_LINES": str(lines), "BENCH_STAMP": str(s.stamps.path), "BENCH_GATE": str(s.gate),
-               "BENCH_AFTER": "sleep"}  # ranks live on after the burst (as a loaded rank does); killed at the end
+               "BENCH_AFTER": after}  # by default ranks live on after the burst (as a loaded rank does)
         s.tool.start(ranks, [str(BENCH / "writer.py")], env, restart=False)
         s.stamps.wait("start", ranks, 120)
         time.sleep(2.0)  # let the tool settle after the start-up
@@ -742,7 +742,8 @@ def report(results: dict, meta: dict, tools: list[str]) -> str:
         kind = key.split(":")[0]
         if kind == "flood":
             _, ranks, lines = key.split(":")
-            L.append(f"## Flood: {ranks} ranks x {int(lines):,} glog lines of ~120 bytes, as fast as they can")
+            L.append(f"## Flood: {ranks} ranks x {int(lines):,} glog lines of ~120 bytes, as fast as they can"
+                     + (" (then they exit)" if meta.get("flood_after") == "exit" else ""))
             L.append("")
             L.append("\n".join(table(res, [("cpu_s_per_mline", "CPU s per M lines, until idle"),
                                            ("peak_rss_mib", "peak RSS MiB"),
@@ -835,6 +836,8 @@ def main() -> int:
     ap.add_argument("--workloads", help=f"comma-separated workloads (default all: {','.join(WORKLOADS)})")
     ap.add_argument("--runs", type=int, help="interleaved runs per tool (default 3, --quick 1)")
     ap.add_argument("--flood", help="flood shapes RANKSxLINES, comma-separated (default 8x500000,16x250000; the issue's full one: 16x500000)")
+    ap.add_argument("--flood-after", choices=["sleep", "exit"], default="sleep",
+                    help="what a flooding rank does after its last line: stay alive (default) or exit 0")
     ap.add_argument("--flood-timeout", type=float, help="seconds a tool may take to digest a flood (default 240)")
     ap.add_argument("--idle-seconds", type=float, help="default 60 (--quick 5)")
     ap.add_argument("--kills", type=int, help="default 10 (--quick 3)")
@@ -863,13 +866,14 @@ def main() -> int:
             "runs": runs, "versions": cache.versions(tools), "load_start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
             "machine": f"{os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB, Linux "
                        f"{os.uname().release}, Python {sys.version.split()[0]}"}
+    meta["flood_after"] = args.flood_after
     began = time.monotonic()
 
     jobs = []  # (key, fn) per workload; each run takes every tool in a rotated order
     for w in workloads:
         if w == "flood":
             for ranks, lines in shapes:
-                jobs.append((f"flood:{ranks}:{lines}", lambda t, r=ranks, n=lines: flood(cache, t, r, n, flood_timeout)))
+                jobs.append((f"flood:{ranks}:{lines}", lambda t, r=ranks, n=lines: flood(cache, t, r, n, flood_timeout, args.flood_after)))
         elif w == "idle":
             jobs.append((f"idle:{idle_ranks}:{idle_s:g}", None))
         elif w == "crash":
