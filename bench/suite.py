@@ -1,0 +1,959 @@
+#!/usr/bin/env python3
+"""xllm-tui side by side with supervisord, PM2 and mprocs, and the floor: run by bench/run.sh (see bench/README.md).
+
+    bench/run.sh                       # every workload, every tool, 3 interleaved runs -> bench/RESULTS.md
+    bench/run.sh --quick               # smaller counts, one run (a smoke test)
+    bench/run.sh --only floor,xllm-tui --workloads flood,crash --runs 5 --out /tmp/R.md
+
+Everything is measured from outside: the tools' daemons with psutil/proc (cpu_times until idle again, VmHWM),
+the ranks' own records (bench/writer.py and bench/sleeper.c append "RANK start|done TIME PID" to a stamp file),
+xllm-tui's state through its socket and its events.jsonl. Every process the suite starts carries
+BENCH_TAG=<uuid> in its environment; at the end of each measurement the ones still alive are found by that tag
+in /proc/<pid>/environ and killed by pid, so nothing else on the machine is touched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import psutil
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+sys.path.insert(0, str(REPO))
+
+TOOLS = ["floor", "xllm-tui", "supervisord", "pm2", "mprocs"]
+ANCHORS = ["supervisord", "pm2", "mprocs"]
+WORKLOADS = ["flood", "idle", "crash", "start", "tui-idle"]
+DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "xllm-tui-bench"
+
+
+def log(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------------------- installation
+
+
+class Cache:
+    """The anchors, installed by the suite itself outside the repository (pip into a venv, npm into a prefix)."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def supervisord(self) -> Path:
+        return self.root / "venv" / "bin" / "supervisord"
+
+    @property
+    def pm2(self) -> Path:
+        return self.root / "npm" / "node_modules" / ".bin" / "pm2"
+
+    @property
+    def mprocs(self) -> Path:
+        # the native binary, not the node wrapper in .bin, so the process measured is mprocs itself
+        found = sorted((self.root / "npm" / "node_modules" / "mprocs").glob("mprocs-*-linux-x86_64-musl/mprocs"))
+        return found[-1] if found else self.root / "npm" / "missing-mprocs"
+
+    @property
+    def sleeper(self) -> Path:
+        return self.root / "sleeper"
+
+    def ensure(self, tools: list[str]) -> None:
+        src = BENCH / "sleeper.c"
+        if not self.sleeper.exists() or self.sleeper.stat().st_mtime < src.stat().st_mtime:
+            subprocess.run(["gcc", "-O2", "-o", str(self.sleeper), str(src)], check=True)
+        if "supervisord" in tools and not self.supervisord.exists():
+            log("installing supervisor from PyPI into " + str(self.root / "venv"))
+            subprocess.run([sys.executable, "-m", "venv", str(self.root / "venv")], check=True)
+            subprocess.run([str(self.root / "venv" / "bin" / "pip"), "install", "-q", "supervisor"], check=True)
+        if ("pm2" in tools and not self.pm2.exists()) or ("mprocs" in tools and not self.mprocs.exists()):
+            log("installing pm2 and mprocs from npm into " + str(self.root / "npm"))
+            subprocess.run(["npm", "install", "--prefix", str(self.root / "npm"), "--no-audit", "--no-fund",
+                            "pm2", "mprocs"], check=True, stdout=subprocess.DEVNULL)
+        if "mprocs" in tools and not shutil.which("tmux"):
+            raise SystemExit("mprocs runs in tmux: install tmux")
+
+    def versions(self, tools: list[str]) -> dict[str, str]:
+        out = {}
+
+        def ask(argv: list[str]) -> str:
+            try:
+                r = subprocess.run(argv, capture_output=True, text=True, timeout=30,
+                                   env={**os.environ, "PM2_HOME": str(self.root / "pm2-version-home")})
+                return (r.stdout.strip() or r.stderr.strip()).splitlines()[-1]
+            except (OSError, subprocess.SubprocessError, IndexError):
+                return "?"
+
+        import xllm_tui
+        out["xllm-tui"] = getattr(xllm_tui, "__version__", "?") + " (" + subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip() + ")"
+        if "supervisord" in tools:
+            out["supervisord"] = ask([str(self.supervisord), "--version"])
+        if "pm2" in tools:
+            out["pm2"] = ask([str(self.pm2), "--version"])
+            shutil.rmtree(self.root / "pm2-version-home", ignore_errors=True)
+        if "mprocs" in tools:
+            out["mprocs"] = ask([str(self.mprocs), "--version"]) + ", in " + ask(["tmux", "-V"])
+        return out
+
+
+# ----------------------------------------------------------------------------------------- processes
+
+
+def tagged_pids(tag: str) -> list[int]:
+    needle = f"BENCH_TAG={tag}".encode()
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as f:
+                if needle in f.read().split(b"\0"):
+                    found.append(int(name))
+        except OSError:
+            continue
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def kill_tagged(tag: str, timeout: float = 10.0) -> None:
+    """SIGKILL, by pid, every live process carrying our tag; wait until none is left."""
+    deadline = time.monotonic() + timeout
+    while True:
+        pids = [p for p in tagged_pids(tag) if alive(p)]
+        if not pids:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"processes of the benchmark survived SIGKILL: {pids}")
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.1)
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            t = psutil.Process(pid).cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
+
+
+def sched_seconds(pids: list[int]) -> float:
+    """On-CPU time of the processes' live threads from /proc/PID/task/TID/schedstat (ns resolution, where
+    cpu_times counts 10 ms ticks: one tick in 60 s is already 0.017 % of a core)."""
+    total = 0
+    for pid in pids:
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                    total += int(f.read().split()[0])
+            except (OSError, ValueError, IndexError):
+                pass
+    return total / 1e9
+
+
+def proc_status_kib(pid: int, key: str) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Stamps:
+    """The ranks' own records: "RANK start|done TIME PID" lines appended to one file."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.offset = 0
+        self.records: list[tuple[int, str, float, int]] = []
+
+    def read(self) -> list[tuple[int, str, float, int]]:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except FileNotFoundError:
+            return self.records
+        end = data.rfind(b"\n") + 1
+        self.offset += end
+        for line in data[:end].decode().splitlines():
+            rank, kind, t, pid = line.split()
+            self.records.append((int(rank), kind, float(t), int(pid)))
+        return self.records
+
+    def of(self, kind: str) -> list[tuple[int, str, float, int]]:
+        return [r for r in self.read() if r[1] == kind]
+
+    def wait(self, kind: str, count: int, timeout: float) -> list[tuple[int, str, float, int]]:
+        deadline = time.monotonic() + timeout
+        while True:
+            got = self.of(kind)
+            if len({r[3] for r in got}) >= count:
+                return got
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(got)} of {count} '{kind}' stamps after {timeout:.0f} s")
+            time.sleep(0.002)
+
+
+# ----------------------------------------------------------------------------------------- the tools
+
+
+class Tool:
+    """One tool running `n` ranks. The argv of rank r is program + [--node_rank=r]; its log is logs/node_r.log."""
+
+    name = ""
+
+    def __init__(self, cache: Cache, work: Path, tag: str):
+        self.cache, self.work, self.tag = cache, work, tag
+        self.logs = work / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.daemons: list[int] = []  # the processes whose cost is measured
+
+    def base_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["BENCH_TAG"] = self.tag
+        return env
+
+    def rank_env(self, rank: int, env: dict[str, str]) -> dict[str, str]:
+        return {**env, "BENCH_RANK": str(rank), "BENCH_TAG": self.tag}
+
+    def log_path(self, rank: int) -> Path:
+        return self.logs / f"node_{rank}.log"
+
+    def start(self, n: int, program: list[str], env: dict[str, str], restart: bool) -> None:
+        raise NotImplementedError
+
+    def find_daemons(self) -> None:
+        """Called once the ranks run (some daemons are only known then)."""
+
+    def stop(self) -> None:
+        pass
+
+
+class Floor(Tool):
+    name = "floor"
+
+    def start(self, n, program, env, restart):
+        ranks = [{"argv": [*program, f"--node_rank={r}"], "env": {**self.base_env(), **self.rank_env(r, env)},
+                  "log": str(self.log_path(r))} for r in range(n)]
+        spec = self.work / "ranks.json"
+        spec.write_text(json.dumps(ranks))
+        proc = subprocess.Popen([sys.executable, str(BENCH / "floor.py"), str(spec), *(["--restart"] if restart else [])],
+                                env=self.base_env(), start_new_session=True, stdin=subprocess.DEVNULL)
+        self.proc = proc
+        self.daemons = [proc.pid]
+
+    def stop(self):
+        if getattr(self, "proc", None) is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+
+class XllmTui(Tool):
+    name = "xllm-tui"
+
+    def model_dir(self) -> Path:
+        d = self.cache.root / "model"
+        if not (d / "config.json").exists():
+            import struct
+            d.mkdir(parents=True, exist_ok=True)
+            (d / "config.json").write_text('{"model_type": "qwen2"}')
+            (d / "tokenizer.json").write_text("{}")
+            (d / "tokenizer_config.json").write_text('{"chat_template": "{{ messages }}"}')
+            header = b'{"__metadata__": {"format": "pt"}}'
+            (d / "model-00001-of-00001.safetensors").write_bytes(struct.pack("<Q", len(header)) + header)
+        return d
+
+    def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        env = self.base_env()
+        env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+        return subprocess.run([sys.executable, "-m", "xllm_tui", *args], env=env, capture_output=True, text=True,
+                              timeout=timeout, stdin=subprocess.DEVNULL)
+
+    def start(self, n, program, env, restart):
+        import yaml
+
+        if len(program) != 1:
+            raise ValueError("xllm-tui runs one binary per rank")
+        master = free_port()
+        base = free_port()
+        while base <= master < base + n or base + n > 65000:
+            base = free_port()
+        profile = {
+            "name": f"bench{n}",
+            "binary": program[0],
+            "model": str(self.model_dir()),
+            "working_dir": str(self.work),
+            "master_node_addr": f"127.0.0.1:{master}",
+            "base_port": base,
+            "machines": [{"host": "127.0.0.1", "devices": f"0-{n - 1}" if n > 1 else [0]}],
+            "cores": "none",
+            "env": {**env, "BENCH_TAG": self.tag},
+            "readiness": {"http_probe": False},
+            "restart": ({"mode": "on-failure", "scope": "rank",
+                         "backoff": {"initial": "0s", "max": "0s", "factor": 1}, "max_restarts": 10000,
+                         "window": "10m"} if restart else {"mode": "manual", "scope": "rank"}),
+            "stop": {"grace": "1s"},
+        }
+        self.profile = self.work / f"bench{n}.yaml"
+        self.profile.write_text(yaml.safe_dump(profile, sort_keys=False))
+        self.run_dir = self.work / "run"
+        r = self.cli("up", str(self.profile), "--run-dir", str(self.run_dir))
+        if r.returncode != 0:
+            raise RuntimeError(f"xllm-tui up failed ({r.returncode}): {r.stdout[-2000:]} {r.stderr[-2000:]}")
+        self.daemons = [int(self.client_request("hello")["pid"])]
+
+    def client_request(self, op: str, timeout: float = 10, **args) -> dict:
+        from xllm_tui.client import SupervisorClient, socket_path
+
+        with SupervisorClient(socket_path(str(self.run_dir)), timeout=timeout) as c:
+            return c.request(op, **args)
+
+    def events(self) -> list[dict]:
+        out = []
+        with open(self.run_dir / "events.jsonl") as f:
+            for line in f:
+                try:
+                    out.append(json.loads(line))
+                except ValueError:
+                    pass
+        return out
+
+    def stop(self):
+        try:
+            self.cli("down", str(self.profile), "--run-dir", str(self.run_dir), timeout=30)
+        except (subprocess.SubprocessError, AttributeError):
+            pass
+
+
+class Supervisord(Tool):
+    name = "supervisord"
+
+    def start(self, n, program, env, restart):
+        lines = ["[supervisord]", "nodaemon=true", f"logfile={self.work / 'supervisord.log'}",
+                 f"pidfile={self.work / 'supervisord.pid'}", f"childlogdir={self.work}", "loglevel=warn", ""]
+        for r in range(n):
+            renv = self.rank_env(r, env)
+            lines += [
+                f"[program:rank{r}]",
+                "command=" + " ".join([*program, f"--node_rank={r}"]),
+                "environment=" + ",".join(f'{k}="{v}"' for k, v in renv.items()),
+                f"stdout_logfile={self.log_path(r)}",
+                "stdout_logfile_maxbytes=0",
+                "stdout_logfile_backups=0",
+                "redirect_stderr=true",
+                "autostart=true",
+                f"autorestart={'true' if restart else 'false'}",
+                "startsecs=0",
+                "startretries=10000",
+                "stopasgroup=true",
+                "killasgroup=true",
+                "stopwaitsecs=1",
+                "",
+            ]
+        conf = self.work / "supervisord.conf"
+        conf.write_text("\n".join(lines))
+        self.proc = subprocess.Popen([str(self.cache.supervisord), "-c", str(conf)], env=self.base_env(),
+                                     start_new_session=True, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.daemons = [self.proc.pid]
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.proc.wait()
+
+
+class PM2(Tool):
+    name = "pm2"
+
+    def env_pm2(self) -> dict[str, str]:
+        return {**self.base_env(), "PM2_HOME": str(self.work / "pm2home")}
+
+    def start(self, n, program, env, restart):
+        apps = []
+        for r in range(n):
+            apps.append({
+                "name": f"rank{r}", "script": program[0], "args": [*program[1:], f"--node_rank={r}"],
+                "interpreter": "none", "exec_mode": "fork", "instances": 1,
+                "env": self.rank_env(r, env), "cwd": str(self.work),
+                "out_file": str(self.log_path(r)), "error_file": str(self.logs / f"node_{r}.err.log"),
+                "merge_logs": True, "time": False, "autorestart": restart, "restart_delay": 0,
+                "max_restarts": 10000, "min_uptime": 0, "watch": False, "vizion": False, "pmx": False,
+                "automation": False, "treekill": True, "kill_timeout": 1000,
+            })
+        eco = self.work / "ecosystem.json"
+        eco.write_text(json.dumps({"apps": apps}))
+        r = subprocess.run([str(self.cache.pm2), "start", str(eco)], env=self.env_pm2(), capture_output=True,
+                           text=True, timeout=120, stdin=subprocess.DEVNULL)
+        if r.returncode != 0:
+            raise RuntimeError(f"pm2 start failed: {r.stdout[-2000:]} {r.stderr[-2000:]}")
+        self.daemons = [int((self.work / "pm2home" / "pm2.pid").read_text().strip())]
+
+    def stop(self):
+        subprocess.run([str(self.cache.pm2), "kill"], env=self.env_pm2(), capture_output=True, timeout=60,
+                       stdin=subprocess.DEVNULL)
+
+
+class Mprocs(Tool):
+    """mprocs has no per-process log file: a rank's output goes to its pty, which mprocs reads and renders."""
+
+    name = "mprocs"
+
+    def start(self, n, program, env, restart):
+        procs = {f"rank{r}": {"cmd": [*program, f"--node_rank={r}"], "env": self.rank_env(r, env),
+                              "autostart": True, "autorestart": restart} for r in range(n)}
+        conf = self.work / "mprocs.yaml"
+        conf.write_text(json.dumps({"procs": procs}))  # JSON is YAML
+        self.socket = f"xllm-bench-{self.tag[:12]}"
+        subprocess.run(["tmux", "-L", self.socket, "-f", "/dev/null", "new-session", "-d", "-s", "bench", "-x", "160",
+                        "-y", "48", f"exec {self.cache.mprocs} --config {conf}"], env=self.base_env(), check=True,
+                       stdin=subprocess.DEVNULL)
+        out = subprocess.run(["tmux", "-L", self.socket, "list-panes", "-a", "-F", "#{pane_pid}"],
+                             capture_output=True, text=True, check=True).stdout
+        self.daemons = [int(out.split()[0])]
+
+    def stop(self):
+        subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True, timeout=30)
+
+
+TOOL_CLASSES = {c.name: c for c in (Floor, XllmTui, Supervisord, PM2, Mprocs)}
+
+
+class Session:
+    """One tool in a fresh work dir; on exit everything tagged is killed and the work dir removed."""
+
+    def __init__(self, cache: Cache, name: str):
+        self.tag = uuid.uuid4().hex
+        self.work = Path(tempfile.mkdtemp(prefix=f"run-{name}-", dir=cache.root))
+        self.stamps = Stamps(self.work / "stamps")
+        self.gate = self.work / "gate"
+        self.tool: Tool = TOOL_CLASSES[name](cache, self.work, self.tag)
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            self.tool.stop()
+        except Exception as e:  # noqa: BLE001
+            log(f"{self.tool.name}: stop failed: {e}")
+        finally:
+            kill_tagged(self.tag)
+            shutil.rmtree(self.work, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------------------- workloads
+
+
+def wait_idle(pids: list[int], window: float, threshold: float, timeout: float) -> tuple[float, float, bool]:
+    """Sample the daemons' CPU time until a `window` in which they used less than threshold*window seconds.
+    Returns (CPU seconds at the start of that quiet window, the time then, whether it went idle)."""
+    deadline = time.monotonic() + timeout
+    samples = [(time.time(), cpu_seconds(pids))]
+    step = window / 4
+    while time.monotonic() < deadline:
+        time.sleep(step)
+        samples.append((time.time(), cpu_seconds(pids)))
+        past = [s for s in samples if s[0] <= samples[-1][0] - window + 1e-3]
+        if past:
+            t0, c0 = past[-1]
+            if samples[-1][1] - c0 < threshold * window:
+                return c0, t0, True
+    return samples[-1][1], samples[-1][0], False
+
+
+def last_bytes(path: Path, n: int = 400) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - n))
+            return f.read()
+    except OSError:
+        return b""
+
+
+def flood(cache: Cache, name: str, ranks: int, lines: int, timeout: float, after: str = "sleep") -> dict:
+    with Session(cache, name) as s:
+        env = {"BENCH_LINES": str(lines), "BENCH_STAMP": str(s.stamps.path), "BENCH_GATE": str(s.gate),
+               "BENCH_AFTER": after}  # by default ranks live on after the burst (as a loaded rank does)
+        s.tool.start(ranks, [str(BENCH / "writer.py")], env, restart=False)
+        s.stamps.wait("start", ranks, 120)
+        time.sleep(2.0)  # let the tool settle after the start-up
+        pids = s.tool.daemons
+        hwm_before = sum(proc_status_kib(p, "VmHWM") for p in pids)
+        cpu0 = cpu_seconds(pids)
+        t_gate = time.time()
+        s.gate.touch()
+        seen_at: float | None = None
+        hwm_peak = hwm_before
+        deadline = time.monotonic() + timeout
+        snapshot_s: list[float] = []  # xllm-tui: how long the supervisor takes to answer during the flood
+        next_look = 0.0
+        while time.monotonic() < deadline:
+            done = s.stamps.of("done")
+            if name == "xllm-tui" and (len(done) >= ranks or time.monotonic() >= next_look):
+                # a snapshot every 0.5 s while the ranks write (as an attached TUI asks), every 50 ms after
+                next_look = time.monotonic() + 0.5
+                t_ask = time.monotonic()
+                try:
+                    snap = s.tool.client_request("snapshot", timeout=60)
+                except Exception:  # noqa: BLE001 - a supervisor too busy to answer in 60 s: keep counting
+                    snap = {"ranks": [{}]}
+                snapshot_s.append(time.monotonic() - t_ask)
+            if len(done) >= ranks:
+                if name == "xllm-tui":
+                    ok = all("BENCH-DONE" in (r.get("last_line") or "") for r in snap["ranks"])
+                elif name == "mprocs":
+                    ok = True  # no log file to look at: its screen is not read
+                else:
+                    ok = all(b"BENCH-DONE" in last_bytes(s.tool.log_path(r)) for r in range(ranks))
+                if ok:
+                    seen_at = time.time()
+                    break
+            hwm_peak = max(hwm_peak, sum(proc_status_kib(p, "VmHWM") for p in pids))
+            time.sleep(0.05)
+        done = s.stamps.of("done")
+        last_done = max((r[2] for r in done), default=float("nan"))
+        cpu_end, t_idle, idle = wait_idle(pids, 2.0, 0.01, max(10.0, deadline - time.monotonic()))
+        hwm = max(hwm_peak, sum(proc_status_kib(p, "VmHWM") for p in pids))
+        total = ranks * lines
+        return {
+            "cpu_s": cpu_end - cpu0,
+            "cpu_s_per_mline": (cpu_end - cpu0) / (total / 1e6),
+            "idle_again_s": t_idle - t_gate,
+            "went_idle": idle,
+            "writers_s": last_done - t_gate,
+            "lag_s": (seen_at - last_done) if (seen_at and name != "mprocs") else None,
+            "peak_rss_mib": hwm / 1024,
+            "rss_before_mib": hwm_before / 1024,
+            "all_done": len(done) >= ranks,
+            "snapshot_max_s": max(snapshot_s) if snapshot_s else None,
+        }
+
+
+def idle_all(cache: Cache, names: list[str], ranks: int, seconds: float) -> dict[str, dict]:
+    """Every tool's deployment at once (idle tools hardly disturb each other), measured over the same window."""
+    import contextlib
+
+    out: dict[str, dict] = {}
+    with contextlib.ExitStack() as stack:
+        sessions = {}
+        for name in names:
+            try:
+                s = stack.enter_context(Session(cache, name))
+                s.tool.start(ranks, [str(cache.sleeper)], {"BENCH_STAMP": str(s.stamps.path)}, restart=True)
+                s.stamps.wait("start", ranks, 120)
+                sessions[name] = s
+            except Exception as e:  # noqa: BLE001
+                out[name] = {"error": f"{type(e).__name__}: {e}"}
+        time.sleep(8.0)  # settle: readiness reached, start-up work done
+        states = None
+        if "xllm-tui" in sessions:
+            snap = sessions["xllm-tui"].tool.client_request("snapshot")
+            states = sorted({r["state"] for r in snap["ranks"]})
+        c0 = {n: cpu_seconds(s.tool.daemons) for n, s in sessions.items()}
+        p0 = {n: sched_seconds(s.tool.daemons) for n, s in sessions.items()}
+        t0 = time.monotonic()
+        time.sleep(seconds)
+        c1 = {n: cpu_seconds(s.tool.daemons) for n, s in sessions.items()}
+        p1 = {n: sched_seconds(s.tool.daemons) for n, s in sessions.items()}
+        t1 = time.monotonic()
+        for n, s in sessions.items():
+            ticks, precise = c1[n] - c0[n], p1[n] - p0[n]
+            # threads that ended in the window are missing from schedstat: then the ticks are the better figure
+            used = ticks if ticks > precise + 0.02 else max(precise, 0.0)
+            out[n] = {"cpu_pct": used / (t1 - t0) * 100, "cpu_pct_ticks": ticks / (t1 - t0) * 100,
+                      "rss_mib": sum(proc_status_kib(p, "VmRSS") for p in s.tool.daemons) / 1024}
+        if states is not None:
+            out["xllm-tui"]["states"] = states
+    return out
+
+
+def tui_idle(cache: Cache, ranks: int, seconds: float) -> dict:
+    """xllm-tui's TUI attached to a supervisor of `ranks` sleeping ranks, drawn into a detached tmux (160x48):
+    the CPU of the TUI process and of the tmux server that receives its screen updates, nothing changing."""
+    with Session(cache, "xllm-tui") as s:
+        s.tool.start(ranks, [str(cache.sleeper)], {"BENCH_STAMP": str(s.stamps.path)}, restart=True)
+        s.stamps.wait("start", ranks, 120)
+        sock = f"xllm-bench-tui-{s.tag[:12]}"
+        env = s.tool.base_env()
+        env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+        try:
+            subprocess.run(["tmux", "-L", sock, "-f", "/dev/null", "new-session", "-d", "-s", "tui", "-x", "160",
+                            "-y", "48", f"exec {sys.executable} -m xllm_tui {s.tool.profile} --run-dir {s.tool.run_dir}"],
+                           env=env, check=True, stdin=subprocess.DEVNULL)
+            fields = subprocess.run(["tmux", "-L", sock, "display-message", "-p", "-t", "tui", "#{pane_pid} #{pid}"],
+                                    capture_output=True, text=True, check=True).stdout.split()
+            tui, server = int(fields[0]), int(fields[1])
+            time.sleep(10.0)  # the TUI's start and first full paint
+            c0 = {p: max(cpu_seconds([p]), sched_seconds([p])) for p in (tui, server)}
+            t0 = time.monotonic()
+            time.sleep(seconds)
+            c1 = {p: max(cpu_seconds([p]), sched_seconds([p])) for p in (tui, server)}
+            t1 = time.monotonic()
+            return {"tui_cpu_pct": (c1[tui] - c0[tui]) / (t1 - t0) * 100,
+                    "tmux_cpu_pct": (c1[server] - c0[server]) / (t1 - t0) * 100,
+                    "tui_rss_mib": proc_status_kib(tui, "VmRSS") / 1024, "tui_alive": alive(tui)}
+        finally:
+            subprocess.run(["tmux", "-L", sock, "kill-server"], capture_output=True, timeout=30)
+
+
+def crash(cache: Cache, name: str, ranks: int, kills: int, victim: int = 1) -> dict:
+    with Session(cache, name) as s:
+        s.tool.start(ranks, [str(cache.sleeper)], {"BENCH_STAMP": str(s.stamps.path)}, restart=True)
+        s.stamps.wait("start", ranks, 120)
+        time.sleep(2.0)
+        exec_ms, event_ms, missed = [], [], 0
+        for _ in range(kills):
+            mine = [r for r in s.stamps.of("start") if r[0] == victim]
+            pid = mine[-1][3]
+            before = len(mine)
+            time.sleep(1.2)  # every rank has lived over a second (mprocs does not restart a faster exit)
+            t_kill = time.time()
+            os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 10
+            new = None
+            while time.monotonic() < deadline:
+                mine = [r for r in s.stamps.of("start") if r[0] == victim]
+                if len(mine) > before:
+                    new = mine[-1]
+                    break
+                time.sleep(0.002)
+            if new is None:
+                missed += 1
+                continue
+            exec_ms.append((new[2] - t_kill) * 1000)
+            if name == "xllm-tui":
+                time.sleep(0.2)
+                evs = [e for e in s.tool.events() if e.get("rank") == victim and e.get("ts", 0) >= t_kill - 0.001]
+                if evs:
+                    event_ms.append(max(0.0, (evs[0]["ts"] - t_kill) * 1000))
+        out = {"exec_ms": exec_ms, "exec_ms_median": statistics.median(exec_ms) if exec_ms else None,
+               "missed": missed}
+        if name == "xllm-tui":
+            out["event_ms"] = event_ms
+            out["event_ms_median"] = statistics.median(event_ms) if event_ms else None
+        return out
+
+
+def start(cache: Cache, name: str, ranks: int) -> dict:
+    with Session(cache, name) as s:
+        env = {"BENCH_STAMP": str(s.stamps.path)}
+        children = []
+        t0 = time.time()
+        if name == "floor":  # the bare spawn loop, in this already running process (no interpreter start)
+            sys.path.insert(0, str(BENCH))
+            from floor import spawn
+
+            base = s.tool.base_env()
+            for r in range(ranks):
+                children.append(spawn({"argv": [str(cache.sleeper), f"--node_rank={r}"],
+                                       "env": {**base, **s.tool.rank_env(r, env)}, "log": str(s.tool.log_path(r))}))
+        else:
+            s.tool.start(ranks, [str(cache.sleeper)], env, restart=True)
+        got = s.stamps.wait("start", ranks, 120)
+        if children:
+            s.tool.proc = None
+            for pid in children:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+        return {"start_s": max(r[2] for r in got) - t0, "first_s": min(r[2] for r in got) - t0}
+
+
+# ----------------------------------------------------------------------------------------- report
+
+
+def med(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def fmt(v: float | None, digits: int = 3) -> str:
+    if v is None:
+        return "-"
+    if v == 0:
+        return "0"
+    if abs(v) >= 100:
+        return f"{v:.0f}"
+    return f"{v:.{digits}g}"
+
+
+def ratio(v: float | None, ref: float | None) -> str:
+    if v is None or ref is None or ref <= 0:
+        return "-"
+    return f"{v / ref:.2f}x"
+
+
+def table(rows: dict[str, dict[str, list]], metrics: list[tuple[str, str]], tools: list[str]) -> list[str]:
+    """Medians per tool; under each metric xllm-tui's ratio to the best anchor and to the floor."""
+    head = ["tool"] + [label for _, label in metrics]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    medians = {t: {m: med(rows.get(t, {}).get(m, [])) for m, _ in metrics} for t in tools}
+    for t in tools:
+        if t not in rows:
+            continue
+        n = len(next(iter(rows[t].values()), []))
+        out.append(f"| {t} ({n} run{'s' if n != 1 else ''}) | " + " | ".join(fmt(medians[t][m]) for m, _ in metrics) + " |")
+    if "xllm-tui" in rows:
+        best_cells, floor_cells = [], []
+        for m, _ in metrics:
+            anchors = [(medians[a][m], a) for a in ANCHORS if a in rows and medians[a][m] is not None]
+            best = min(anchors) if anchors else None
+            best_cells.append(f"{ratio(medians['xllm-tui'][m], best[0])} ({best[1]})" if best else "-")
+            floor_cells.append(ratio(medians["xllm-tui"][m], medians.get("floor", {}).get(m)) if "floor" in rows else "-")
+        if any(a in rows for a in ANCHORS):
+            out.append("| xllm-tui / best anchor | " + " | ".join(best_cells) + " |")
+        if "floor" in rows:
+            out.append("| xllm-tui / floor | " + " | ".join(floor_cells) + " |")
+    return out
+
+
+def report(results: dict, meta: dict, tools: list[str]) -> str:
+    L = ["# Benchmark results", ""]
+    L.append(f"`{meta['command']}` on {meta['when']} ({meta['elapsed_min']:.1f} min).")
+    L.append("")
+    L.append(f"Machine: {meta['machine']}. **The machine was shared with other engineers' builds and tests while "
+             "this ran: its 2 cores were busy and the figures are noisy** (load average at the start "
+             f"{meta['load_start']}, at the end {meta['load_end']}). Medians of {meta['runs']} interleaved run(s) "
+             "(each run takes every tool in a rotated order); lower is better everywhere; `-` = not measured or "
+             "not applicable. How each figure is taken: bench/README.md.")
+    L.append("")
+    L.append("Versions: " + "; ".join(f"{k} {v}" for k, v in meta["versions"].items()) + ".")
+    L.append("")
+    for key, res in results.items():
+        kind = key.split(":")[0]
+        if kind == "flood":
+            _, ranks, lines = key.split(":")
+            L.append(f"## Flood: {ranks} ranks x {int(lines):,} glog lines of ~120 bytes, as fast as they can"
+                     + (" (then they exit)" if meta.get("flood_after") == "exit" else ""))
+            L.append("")
+            L.append("\n".join(table(res, [("cpu_s_per_mline", "CPU s per M lines, until idle"),
+                                           ("peak_rss_mib", "peak RSS MiB"),
+                                           ("lag_s", "lag s: last line to state (xllm-tui) / in the log file"),
+                                           ("writers_s", "writers' time s"),
+                                           ("idle_again_s", "gate to idle again s"),
+                                           ("snapshot_max_s", "slowest snapshot answer s (xllm-tui)")], tools)))
+            notdone = [f"{t} run {i + 1}" for t, r in res.items() for i, ok in enumerate(r.get("went_idle", []))
+                       if not ok]
+            if notdone:
+                L.append("")
+                L.append("Did not go idle within the time limit (CPU counted to the limit): " + ", ".join(notdone) + ".")
+        elif kind == "idle":
+            _, ranks, seconds = key.split(":")
+            L.append(f"## Idle: {ranks} sleeping ranks (ready), {seconds} s")
+            L.append("")
+            L.append("\n".join(table(res, [("cpu_pct", "CPU % of a core"), ("rss_mib", "RSS MiB")], tools)))
+            if "xllm-tui" in res and res["xllm-tui"].get("states"):
+                L.append("")
+                L.append("xllm-tui rank states while measured: "
+                         + ", ".join(sorted({s for run in res["xllm-tui"]["states"] for s in run})) + ".")
+        elif kind == "crash":
+            _, ranks, kills = key.split(":")
+            L.append(f"## Crash: SIGKILL rank 1 of {ranks}, {kills} times, zero restart delay")
+            L.append("")
+            L.append("\n".join(table(res, [("exec_ms_median", "kill to replacement's exec ms"),
+                                           ("event_ms_median", "kill to event ms (xllm-tui)"),
+                                           ("missed", "kills not followed by a restart within 10 s")], tools)))
+        elif kind == "tui-idle":
+            _, ranks, seconds = key.split(":")
+            L.append(f"## TUI idle: xllm-tui's TUI in tmux (160x48) on {ranks} sleeping ranks, {seconds} s")
+            L.append("")
+            L.append("\n".join(table(res, [("tui_cpu_pct", "TUI CPU % of a core"),
+                                           ("tmux_cpu_pct", "tmux server CPU %"),
+                                           ("tui_rss_mib", "TUI RSS MiB")], tools)))
+        elif kind == "start":
+            _, ranks = key.split(":")
+            L.append(f"## Start: launch to all {ranks} ranks' programs running")
+            L.append("")
+            L.append("\n".join(table(res, [("start_s", "launch to all running s"),
+                                           ("first_s", "launch to the first running s")], tools)))
+        L.append("")
+    L.append("## Targets of issue 9 (xllm-tui's medians above)")
+    L.append("")
+    L += targets(results)
+    L.append("")
+    return "\n".join(L)
+
+
+def targets(results: dict) -> list[str]:
+    rows = ["| target | xllm-tui here | met |", "|---|---|---|"]
+
+    def xm(key_prefix: str, metric: str) -> tuple[str, float | None]:
+        keys = [k for k in results if k.startswith(key_prefix) and "xllm-tui" in results[k]]
+        if not keys:
+            return "", None
+        key = sorted(keys, key=lambda k: int(k.split(":")[1]))[-1]
+        return key, med(results[key]["xllm-tui"].get(metric, []))
+
+    def row(text: str, value: float | None, limit: float, unit: str, where: str = "") -> None:
+        if value is None:
+            rows.append(f"| {text} | not measured | - |")
+        else:
+            rows.append(f"| {text} | {fmt(value)} {unit}{where} | {'yes' if value <= limit else 'no'} |")
+
+    k, v = xm("flood:", "cpu_s_per_mline")
+    row("supervisor CPU per million lines, until idle: at most 0.017 s", v, 0.017, "s", f" ({k})")
+    k, v = xm("flood:", "peak_rss_mib")
+    row("supervisor peak memory during a flood: at most 30 MiB", v, 30, "MiB", f" ({k})")
+    k, v = xm("flood:", "lag_s")
+    row("last line until the rank's state reflects it: at most 1 s", v, 1.0, "s", f" ({k})")
+    k, v = xm("idle:", "cpu_pct")
+    row("idle, 16 ranks: supervisor at most 0.02 % of a core", v, 0.02, "%", f" ({k})")
+    k, v = xm("crash:", "exec_ms_median")
+    row("SIGKILL to the replacement's exec, zero backoff: at most 4 ms", v, 4.0, "ms")
+    k, v = xm("crash:", "event_ms_median")
+    row("SIGKILL to the event: within 5 ms", v, 5.0, "ms")
+    keys = [k for k in results if k.startswith("start:")]
+    if keys and "xllm-tui" in results[keys[-1]] and "floor" in results[keys[-1]]:
+        x = med(results[keys[-1]]["xllm-tui"]["start_s"])
+        f = med(results[keys[-1]]["floor"]["start_s"])
+        rows.append(f"| start, `up` to all 16 ranks running: at most 1.2x the floor | {fmt(x)} s = "
+                    f"{x / f:.2f}x the floor ({fmt(f)} s) | {'yes' if x <= 1.2 * f else 'no'} |")
+    else:
+        rows.append("| start, `up` to all 16 ranks running: at most 1.2x the floor | not measured | - |")
+    k, v = xm("tui-idle:", "tui_cpu_pct")
+    row("idle, 16 ranks: TUI at most 0.3 % of a core", v, 0.3, "%", f" ({k})")
+    rows.append("| TUI rows (following a flood, 1 GB log, keypress p95, 128 ranks) | not measured by this suite | - |")
+    return rows
+
+
+# ----------------------------------------------------------------------------------------- main
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="small counts and one run: a smoke test")
+    ap.add_argument("--only", help=f"comma-separated tools (default all: {','.join(TOOLS)})")
+    ap.add_argument("--workloads", help=f"comma-separated workloads (default all: {','.join(WORKLOADS)})")
+    ap.add_argument("--runs", type=int, help="interleaved runs per tool (default 3, --quick 1)")
+    ap.add_argument("--flood", help="flood shapes RANKSxLINES, comma-separated (default 8x500000,16x250000; the issue's full one: 16x500000)")
+    ap.add_argument("--flood-after", choices=["sleep", "exit"], default="sleep",
+                    help="what a flooding rank does after its last line: stay alive (default) or exit 0")
+    ap.add_argument("--flood-timeout", type=float, help="seconds a tool may take to digest a flood (default 240)")
+    ap.add_argument("--idle-seconds", type=float, help="default 60 (--quick 5)")
+    ap.add_argument("--kills", type=int, help="default 10 (--quick 3)")
+    ap.add_argument("--out", default=str(BENCH / "RESULTS.md"), help="the report (default bench/RESULTS.md)")
+    ap.add_argument("--json", help="also write the raw figures here")
+    ap.add_argument("--cache", default=os.environ.get("XLLM_BENCH_CACHE", str(DEFAULT_CACHE)),
+                    help="where the anchors are installed (default ~/.cache/xllm-tui-bench)")
+    args = ap.parse_args()
+    tools = [t for t in TOOLS if t in (args.only.split(",") if args.only else TOOLS)]
+    if args.only and set(args.only.split(",")) - set(TOOLS):
+        ap.error(f"unknown tool in --only; known: {', '.join(TOOLS)}")
+    workloads = args.workloads.split(",") if args.workloads else WORKLOADS
+    if set(workloads) - set(WORKLOADS):
+        ap.error(f"unknown workload; known: {', '.join(WORKLOADS)}")
+    runs = args.runs or (1 if args.quick else 3)
+    shapes = [tuple(int(x) for x in s.split("x")) for s in
+              (args.flood or ("4x20000" if args.quick else "8x500000,16x250000")).split(",")]
+    flood_timeout = args.flood_timeout or (60 if args.quick else 240)
+    idle_s = args.idle_seconds or (5 if args.quick else 60)
+    kills = args.kills or (3 if args.quick else 10)
+    idle_ranks, crash_ranks, start_ranks = (4, 4, 4) if args.quick else (16, 4, 16)
+
+    cache = Cache(Path(args.cache))
+    cache.ensure(tools)
+    meta = {"command": "bench/run.sh " + " ".join(sys.argv[1:]), "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "runs": runs, "versions": cache.versions(tools), "load_start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+            "machine": f"{os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB, Linux "
+                       f"{os.uname().release}, Python {sys.version.split()[0]}"}
+    meta["flood_after"] = args.flood_after
+    began = time.monotonic()
+
+    jobs = []  # (key, fn) per workload; each run takes every tool in a rotated order
+    for w in workloads:
+        if w == "flood":
+            for ranks, lines in shapes:
+                jobs.append((f"flood:{ranks}:{lines}", lambda t, r=ranks, n=lines: flood(cache, t, r, n, flood_timeout, args.flood_after)))
+        elif w == "idle":
+            jobs.append((f"idle:{idle_ranks}:{idle_s:g}", None))
+        elif w == "crash":
+            jobs.append((f"crash:{crash_ranks}:{kills}", lambda t: crash(cache, t, crash_ranks, kills)))
+        elif w == "start":
+            jobs.append((f"start:{start_ranks}", lambda t: start(cache, t, start_ranks)))
+        elif w == "tui-idle" and "xllm-tui" in tools:
+            jobs.append((f"tui-idle:{idle_ranks}:{idle_s:g}", lambda t: tui_idle(cache, idle_ranks, idle_s)))
+    results: dict[str, dict[str, dict[str, list]]] = {key: {} for key, _ in jobs}
+    for run in range(runs):
+        for key, fn in jobs:
+            order = tools[run % len(tools):] + tools[:run % len(tools)]
+            if fn is None:  # idle: every tool at once
+                log(f"run {run + 1}/{runs} {key} {','.join(order)} together")
+                together = idle_all(cache, order, idle_ranks, idle_s)
+            for t in order:
+                if key.startswith("tui-idle") and t != "xllm-tui":
+                    continue
+                if fn is None:
+                    r = together.get(t, {"error": "not started"})
+                else:
+                    log(f"run {run + 1}/{runs} {key} {t}")
+                    try:
+                        r = fn(t)
+                    except Exception as e:  # noqa: BLE001 - one tool failing must not lose the others' figures
+                        r = {"error": f"{type(e).__name__}: {e}"}
+                log(f"  {t} " + json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()
+                                           if not isinstance(v, list)}))
+                for k, v in r.items():
+                    results[key].setdefault(t, {}).setdefault(k, []).append(v)
+    meta["elapsed_min"] = (time.monotonic() - began) / 60
+    meta["load_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    text = report(results, meta, tools)
+    Path(args.out).write_text(text)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+    log(f"wrote {args.out}")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+#!/usr/bin/env python3
+"""A rank that logs hard: N glog lines of about 120 bytes to stdout, as fast as it can, then a marker.
+
+    writer.py [xllm flags...]          # the rank comes from --node_rank=N (as xllm-tui launches it), or BENCH_RANK
+    BENCH_LINES=500000 BENCH_STAMP=/tmp/stamps writer.py --node_rank=3
+
+Environment: BENCH_LINES (default 500000), BENCH_STAMP (a file: one line "rank start|done <time.time()>"
+appended at start and after the marker), BENCH_GATE (a path: wait until it exists before
+writing), BENCH_AFTER ("exit", the default, or "sleep": stay alive, silent, until killed). Every other argument is accepted and ignored, so the script
+can stand in for the xllm binary of a profile. Output goes to fd 1 in 64 KiB writes (glog buffers likewise).
+"""
+
+import os
+import sys
+import time
+
+
+def main() -> int:
+    t0 = time.time()
+    rank = os.environ.get("BENCH_RANK", "0")
+    for arg in sys.argv[1:]:
+        if arg.startswith("--node_rank="):
+            rank = arg.split("=", 1)[1]
+        elif arg == "--helpxml":
+            return 0
+    lines = int(os.environ.get("BENCH_LINES", "500000"))
+    stamp = os.environ.get("BENCH_STAMP")
+    if stamp:
+        with open(stamp, "a") as f:
+            f.write(f"{rank} start {t0:.6f} {os.getpid()}\n")
+    gate = os.environ.get("BENCH_GATE")
+    while gate and not os.path.exists(gate):  # all ranks start writing together, once the tool has settled
+        time.sleep(0.005)
+    t0 = time.time()
+    out = sys.stdout.buffer
+    # I1130 14:05:01.123456  4242 worker_impl.cpp:321] ... padded to ~120 bytes per line
+    pid = os.getpid()
+    prefix = time.strftime("I%m%d %H:%M:%S", time.localtime(t0)).encode()
+    body = b" forward done: batch=32 tokens=4096 latency_ms=12.5 kv=1024 rank=" + rank.encode()
+    batch = []
+    size = 0
+    for i in range(lines):
+        line = b"%s.%06d %6d worker_impl.cpp:321] %s seq=%d\n" % (prefix, i % 1000000, pid, body, i)
+        batch.append(line)
+        size += len(line)
+        if size >= 65536:
+            out.write(b"".join(batch))
+            batch.clear()
+            size = 0
+    if batch:
+        out.write(b"".join(batch))
+    done = time.time()
+    out.write(b"%s.000000 %6d bench.cpp:1] BENCH-DONE rank=%s lines=%d t=%.6f\n" % (prefix, pid, rank.encode(), lines, done))
+    out.flush()
+    if stamp:
+        with open(stamp, "a") as f:
+            f.write(f"{rank} done {done:.6f} {pid}\n")
+    if os.environ.get("BENCH_AFTER", "exit") == "sleep":  # a rank lives on after a burst: the marker stays last
+        while True:
+            time.sleep(3600)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
