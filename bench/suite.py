@@ -106,6 +106,7 @@ class Cache:
             out["supervisord"] = ask([str(self.supervisord), "--version"])
         if "pm2" in tools:
             out["pm2"] = ask([str(self.pm2), "--version"])
+            ask([str(self.pm2), "kill"])  # `pm2 --version` starts a daemon in that PM2_HOME: end it
             shutil.rmtree(self.root / "pm2-version-home", ignore_errors=True)
         if "mprocs" in tools:
             out["mprocs"] = ask([str(self.mprocs), "--version"]) + ", in " + ask(["tmux", "-V"])
