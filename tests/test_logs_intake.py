@@ -13,7 +13,19 @@ import pytest
 from xllm_tui.logs import intake as intake_module
 from xllm_tui.logs.intake import IntakeResult, LogIntake
 from xllm_tui.logs.tail import IncrementalReader
-from xllm_tui.supervisor.probes import Milestones, adopted_log_reader
+from xllm_tui.supervisor.probes import Milestones
+
+
+def adopted_log_reader(path: str, backlog: int = 16 << 20) -> tuple[IncrementalReader, list[str]]:
+    """The way the supervisor read an adopted rank's log before LogIntake.adopt: the reference it must match."""
+    reader = IncrementalReader(path)
+    try:
+        reader.offset = max(0, os.path.getsize(path) - backlog)
+    except OSError:
+        return reader, []
+    started_mid_file = reader.offset > 0
+    lines = reader.read_new(max_bytes=backlog)
+    return reader, (lines[1:] if started_mid_file else lines)  # the first line is cut
 
 DEMO_LOGS = sorted((Path(__file__).parents[1] / "xllm_tui" / "data" / "tui-demo" / "logs").glob("node_*.log.txt"))
 assert DEMO_LOGS, "the recorded demo logs are missing"
@@ -225,8 +237,6 @@ def test_from_end_skips_what_was_there(tmp_path):
 
 @pytest.mark.parametrize("backlog", [100, 1000, 1 << 24])
 def test_adopt_reads_the_tail_like_adopted_log_reader(tmp_path, backlog, monkeypatch):
-    import xllm_tui.supervisor.probes as probes
-
     path = tmp_path / "node.log"
     path.write_bytes(make_log(7, n=60))
     old_m, new_m = new_milestones("master", "Brpc Server started"), new_milestones("master", "Brpc Server started")

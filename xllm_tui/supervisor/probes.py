@@ -1,7 +1,7 @@
 """Evidence of a rank's health: its log's start-up milestones, its weight files, rank 0's /health.
 
 Log parsing is xllm_tui.logs.glog's (StartupTracker, classify_failure) and log reading is
-xllm_tui.logs.tail's (IncrementalReader, tail_lines); this module only adapts them to what the
+xllm_tui.logs.intake's and .tail's (LogIntake, tail_lines); this module only adapts them to what the
 supervisor reports: a phase name, progress as [done, total], a reason text, worker readiness.
 """
 
@@ -11,7 +11,6 @@ import asyncio
 import os
 
 from xllm_tui.logs.glog import StartupTracker, classify_failure
-from xllm_tui.logs.tail import IncrementalReader
 
 
 def classify_lines(lines: list[str]) -> tuple[str, str] | None:
@@ -38,19 +37,6 @@ def count_weight_files(model_path: str | None, cwd: str = ".") -> int | None:
     except OSError:
         return None
     return count or None
-
-
-def adopted_log_reader(path: str, backlog: int = 16 << 20) -> tuple[IncrementalReader, list[str]]:
-    """A reader for the log of a rank started by an earlier supervisor, and the log's last `backlog` bytes
-    as lines: a multi-gigabyte log is not read from its start (start-up milestones are long past)."""
-    reader = IncrementalReader(path)
-    try:
-        reader.offset = max(0, os.path.getsize(path) - backlog)
-    except OSError:
-        return reader, []
-    started_mid_file = reader.offset > 0
-    lines = reader.read_new(max_bytes=backlog)
-    return reader, (lines[1:] if started_mid_file else lines)  # the first line is cut
 
 
 # The UI's words for the tracker's phases (xllm_tui.logs.glog.PHASES).
