@@ -119,7 +119,7 @@ class Supervisor(RemoteMachines, Reconciler, Launcher, FailureHandling, Evidence
             self.hooks.on_event(ev)
         for subscriber in list(self.subscribers):
             subscriber.push(ev)
-        self._state_dirty = True
+        self.state_changed.set()
         return ev
 
     def set_state(self, r: RankSlot, state: str, reason: str, cause: str | None = None, journal: bool = False) -> None:
@@ -137,7 +137,7 @@ class Supervisor(RemoteMachines, Reconciler, Launcher, FailureHandling, Evidence
             if cause:
                 fields["cause"] = cause
             self.event("state", r.rank, **fields)
-        self._state_dirty = True
+        self.state_changed.set()
         self.update_group()
 
     def update_group(self) -> None:
@@ -156,11 +156,11 @@ class Supervisor(RemoteMachines, Reconciler, Launcher, FailureHandling, Evidence
                 self.group_state = state
                 self.group_since = time.time()
                 self.event("group", None, **{"from": old, "to": state, "reason": reason})
-            self._state_dirty = True
+            self.state_changed.set()
 
     def write_state(self) -> None:
         atomic_write_json(os.path.join(self.run_dir, STATE_NAME), self.state_data())
-        self._state_dirty = False
+        self.state_changed.clear()
 
     # --------------------------------------------------------------------------------------- start
 
@@ -359,7 +359,7 @@ class Supervisor(RemoteMachines, Reconciler, Launcher, FailureHandling, Evidence
         for plan in self.planner.plan_or_placeholder(self.toggles):
             if plan.rank in self.ranks:
                 self.ranks[plan.rank].plan = plan
-        self._state_dirty = True
+        self.state_changed.set()
         return [r.rank for r in self.ranks.values() if r.relaunch_pending()]
 
     async def reload(self) -> dict:
@@ -425,17 +425,6 @@ class Supervisor(RemoteMachines, Reconciler, Launcher, FailureHandling, Evidence
         self.write_state()
         for subscriber in list(self.subscribers):
             subscriber.close()
-
-    @property
-    def _state_dirty(self) -> bool:
-        return self.state_changed.is_set()
-
-    @_state_dirty.setter
-    def _state_dirty(self, dirty: bool) -> None:
-        if dirty:
-            self.state_changed.set()
-        else:
-            self.state_changed.clear()
 
     async def state_loop(self) -> None:
         """state.json after changes, at most twice a second (tmp + fsync + rename); asleep while nothing changes."""

@@ -90,7 +90,7 @@ class FailureHandling:
             await asyncio.to_thread(launch.read_log)
             if not launch.more_pending:
                 break
-        self._state_dirty = True
+        self.state_changed.set()
 
     def settle_failures(self) -> None:
         self.settle_handle = None
@@ -203,7 +203,7 @@ class FailureHandling:
             r.next_restart_at = time.time() + decision.delay
             self.event("state", r.rank, reason=f"rank {r.rank} {decision.reason}", restart_in_s=decision.delay)
             r.restart_handle = self.loop.call_later(decision.delay, lambda: self.spawn_task(self.auto_restart_rank(r)))
-            self._state_dirty = True
+            self.state_changed.set()
 
     async def auto_restart_group(self) -> None:
         async with self.action_lock:

@@ -116,7 +116,7 @@ class RemoteMachines:
     # ----------------------------------------------------------------------------- from the link
 
     def on_remote_change(self, link: RemoteLink) -> None:
-        self._state_dirty = True
+        self.state_changed.set()
         if self.journal is None:
             return
         if link.state == "unreachable" and link.journaled_state != "unreachable":
