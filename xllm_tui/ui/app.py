@@ -229,6 +229,7 @@ class XllmApp(App[None]):
             self.register_theme(item)
         self.theme = theme or theme_files.DEFAULT_THEME
         self._remember = user_config
+        self._typed_snapshot: Snapshot | None = None  # the last snapshot applied, parsed once
         self._log_view_compact = bool(load_preferences().get("log_compact", False)) if user_config else False
         if user_config:
             path = keymap_path()
@@ -405,7 +406,6 @@ class XllmApp(App[None]):
     def _apply_snapshot(self, snapshot: dict[str, Any]) -> None:
         if not self._ui_ready():
             return
-        previous = self.snapshot
         self.snapshot = snapshot
         self.snapshot_at = snapshot.get("time") or time.time()
         self._set_connected()
@@ -431,8 +431,9 @@ class XllmApp(App[None]):
                 other.update_rank(by_number[int(other.rank["rank"])])
             elif isinstance(other, SplitScreen):
                 other.update_ranks(by_number)
-        if previous is not None:
-            self._announce_failures(Snapshot.from_dict(previous), typed)
+        if self._typed_snapshot is not None:
+            self._announce_failures(self._typed_snapshot, typed)
+        self._typed_snapshot = typed
         toggles = {t["name"]: bool(t.get("enabled")) for t in snapshot.get("toggles") or []}
         if self.profile_plan is not None and toggles != self.profile_plan.toggles:
             # A toggle changed the next launch (or the plan was made before the first snapshot): re-plan

@@ -8,7 +8,7 @@ from typing import Any
 from rich.text import Text
 from textual.widgets import Static
 
-from xllm_tui.protocol import Snapshot
+from xllm_tui.protocol import GroupStatus
 from xllm_tui.ui.widgets import format as fmt
 
 
@@ -20,8 +20,7 @@ def status_line(snapshot: dict[str, Any] | None, now: float, variables: dict[str
     first failure; then the group's reason, the rank count, restarts, the relaunch-pending legend."""
     if not snapshot:
         return Text("connecting to the supervisor ...", style="dim")
-    typed = Snapshot.from_dict(snapshot)
-    profile, group = typed.profile, typed.group
+    profile, group = snapshot.get("profile") or {}, GroupStatus.from_dict(snapshot.get("group"))
     state = group.state or "?"
     colour = variables.get(fmt.STATE_VARIABLE.get(state, ""), "")
     ranks = snapshot.get("ranks") or []
