@@ -20,11 +20,11 @@ from xllm_tui.ui.widgets.toggles_panel import TogglesPanel
 
 # (binding id, keys, action, footer label, show in footer, help text, group)
 MAIN_KEYS: list[tuple[str, str, str, str, bool, str, str]] = [
-    ("restart-rank", "r", "app.restart_rank", "Restart", True, "restart the selected rank (confirms)", "Actions"),
+    ("restart-rank", "r", "app.restart_rank", "Restart", True, "restart the selected rank: in a group, its whole world (confirms)", "Actions"),
     ("restart-group", "R", "app.restart_group", "Restart all", True, "restart every rank of the group (confirms)", "Actions"),
     ("stop-rank", "s", "app.stop_rank", "Stop", True, "stop the selected rank (confirms)", "Actions"),
     ("start-rank", "S", "app.start_rank", "Start", True, "start the selected rank", "Actions"),
-    ("restart-failed", "F", "app.restart_failed", "Restart failed", False, "restart the failed ranks (confirms)", "Actions"),
+    ("restart-failed", "F", "app.restart_failed", "Restart failed", False, "restart the failed ranks: their whole world (confirms)", "Actions"),
     ("start-all", "A", "app.start_all", "Start all", False, "start every stopped rank", "Actions"),
     ("stop-all", "ctrl+k", "app.stop_all", "Stop all", False, "stop every rank; the supervisor stays (confirms)", "Actions"),
     ("reload-profile", "ctrl+r", "app.reload_profile", "Reload profile", False, "load the edited profile into the supervisor (used from the next launch)", "Actions"),
