@@ -10,7 +10,7 @@ every 20,000 lines and one error without a known cause. Rank 0 is the master (re
 profile default), the others workers. Each run reads all the ranks' logs to their end the way the
 supervisor's log thread does (one call per rank per round, until nothing is pending), in this process:
 - old: IncrementalReader.read_new() + Milestones.feed() of every line (what supervisor/daemon.py does today);
-- new: LogIntake.feed(milestones) (logs/intake.py).
+- new: LogIntake.feed(milestones) (logs/intake.py), without line counts, as the supervisor uses it.
 Runs alternate between the paths (old, new, old, new, ...). Printed: median CPU seconds (process time)
 per million lines of each path, the ratio, and a check that both end in the same milestone state.
 """
@@ -107,7 +107,7 @@ def run_old(paths: list[str]) -> list[Milestones]:
 
 
 def run_new(paths: list[str]) -> list[Milestones]:
-    intakes = [(LogIntake(p), new_milestones(rank)) for rank, p in enumerate(paths)]
+    intakes = [(LogIntake(p, count_lines=False), new_milestones(rank)) for rank, p in enumerate(paths)]
     busy = True
     while busy:
         busy = False

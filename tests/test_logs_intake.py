@@ -107,6 +107,11 @@ def state(m: Milestones) -> tuple:
             t.models_loaded, t.models_initialised, t.last_milestone)
 
 
+def reported_after_start_up(m: Milestones) -> tuple:
+    """What the supervisor still takes from a rank's log once its start-up is over."""
+    return (m.ready, m.all_models_initialised, m.failure, m.last_line)
+
+
 def new_milestones(role: str, ready: str | None) -> Milestones:
     return Milestones(role, ready, model_path="/models/main", draft_model_path="/models/draft")
 
@@ -142,7 +147,10 @@ def test_same_state_as_feeding_every_line_whatever_the_cuts(tmp_path, monkeypatc
             old_m.feed(line)
         while intake.feed(new_m, max_bytes=max_bytes).more:
             pass
-        assert state(new_m) == state(old_m)
+        if new_m.tracker.settled:  # start-up over: later milestone lines are not looked for (failures are)
+            assert reported_after_start_up(new_m) == reported_after_start_up(old_m)
+        else:
+            assert state(new_m) == state(old_m)
 
     write_in_pieces(tmp_path / "node.log", data, cuts, read_both)
     assert intake.lines_read == data.count(b"\n")
@@ -176,6 +184,31 @@ def test_only_interesting_lines_are_decoded_and_fed(tmp_path):
     with open(path, "ab") as f:
         f.write((FAILURES[6] + "\n").encode() + noise)
     assert intake.feed(m).fed == 0 and m.failure[0] == "kv_cache_oom"
+
+
+def test_after_start_up_only_failures_are_looked_for(tmp_path):
+    path = tmp_path / "node.log"
+    noise = (NOISE[0] + "\n").encode()
+    path.write_bytes(noise + (STARTUP[-2] + "\n").encode() + noise * 100)
+    m = new_milestones("master", "Brpc Server started")
+    intake = LogIntake(path)
+    intake.feed(m)
+    assert m.ready and m.tracker.settled and m.phase == "serving"
+    # A start-up line after start-up (none in a real log) is no longer fed; a fatal line still is.
+    with open(path, "ab") as f:
+        f.write(noise + (STARTUP[0] + "\n").encode() + noise + (FAILURES[6] + "\n").encode() + noise)
+    result = intake.feed(m)
+    assert result.fed == 1 and m.failure == ("hccl_error", FAILURES[6].split("] ", 1)[1])
+    assert m.tracker.last_milestone.phase == "serving" and m.last_line == NOISE[0]
+
+
+def test_a_worker_is_settled_once_ready_with_its_kv_cache():
+    m = new_milestones("worker", None)
+    for line in STARTUP:
+        m.feed(line)
+        if "Worker#" in line and "success" in line:
+            assert not m.tracker.settled  # connected, models not yet initialised
+    assert m.ready and m.tracker.settled
 
 
 def test_work_per_call_is_bounded_and_more_says_so(tmp_path):
@@ -303,3 +336,28 @@ def test_two_threads_feeding_one_intake_never_feed_a_line_twice(tmp_path):
     while intake.feed(m).more:
         pass
     assert m.tracker.weights_loaded == 20_000 and intake.lines_read == 40_000
+
+
+def test_a_key_byte_frequent_beyond_its_sample_still_finds_every_line():
+    """A plan made from a sample can pick a key byte that is frequent elsewhere in the slice: the search
+    stops counting hits past its budget and finds the needles whole instead, missing nothing."""
+    noise = b"I1129 Compute Cache Copy Ceil Count Convert Clear Check Execute Fill\n"
+    fatal = b"F1129 x.cpp:1] Check failed: a == b\n"
+    data = noise * 2000 + b"E1129 Error line\n" + noise * 10 + fatal + noise
+    plan = intake_module._Plan(groups={(b"C",): [(b"Check failed:", 0, False)], (b"E", b"F"): [(b"", 0, False)]},
+                               plain=[], error_starts_by_key=True)
+    starts: set[int] = set()
+    holds = intake_module._find_lines(data, 0, len(data), plan, True, starts)
+    error_at = data.index(b"E1129")
+    assert not holds and starts == {error_at, data.index(fatal)}
+
+
+def test_without_line_counts_the_same_lines_are_fed(tmp_path):
+    data = make_log(4)
+    path = tmp_path / "node.log"
+    path.write_bytes(data)
+    counted, uncounted = new_milestones("master", "Brpc Server started"), new_milestones("master", "Brpc Server started")
+    with_counts = LogIntake(path).feed(counted)
+    without = LogIntake(path, count_lines=False).feed(uncounted)
+    assert with_counts.lines == data.count(b"\n") and without.lines == 0
+    assert (without.bytes, without.fed) == (with_counts.bytes, with_counts.fed) and state(uncounted) == state(counted)

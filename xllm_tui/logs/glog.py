@@ -412,6 +412,15 @@ class StartupTracker:
     def _worker_ready(self) -> bool:
         return self.connected and (self._kv_seen or self.models_loaded >= self.models_expected)
 
+    @property
+    def settled(self) -> bool:
+        """Start-up is over: no further milestone line can change this tracker's state as reported (rank 0
+        serving; a worker ready with its kv cache allocated, its last start-up line). Readers may then stop
+        looking for milestones and look for failures only."""
+        if not self.ready:
+            return False
+        return self.phase == "serving" if self.is_master else self._kv_seen
+
     # -- feeding --------------------------------------------------------------------------------
 
     def feed(self, line: str) -> Milestone | None:

@@ -10,7 +10,9 @@ boundaries and the *interesting* lines with bytes-level searches (C speed), deco
 and counts the rest.
 
 Interesting lines (a superset of what `glog.StartupTracker.feed` reacts to; each is then checked exactly
-by the existing code, so milestones, failures and readiness are the same as feeding every line):
+by the existing code, so milestones, failures and readiness are the same as feeding every line; once the
+tracker is `settled` (start-up over: rank 0 serving, a worker ready with its kv cache), milestone and
+ready_pattern lines are no longer looked for, only failures, which is most of a flooding rank's cost saved):
 - while the sink has no failure yet: lines starting with ``E`` or ``F`` (glog error/fatal), lines holding
   ``Check failed:`` or ``ERROR:`` (what `glog.severity_of` calls E/F);
 - lines holding a literal run of a `glog._MILESTONES` pattern (read from the patterns themselves, in their
@@ -34,7 +36,7 @@ API (all the supervisor needs; replaces IncrementalReader + adopted_log_reader)
     result = intake.feed(milestones)                # in the log thread, once per round per rank
     result.grew      # bytes were read (the log grew): the rank's last_growth
     result.more      # more than max_bytes was pending: call again (soon) to catch up
-    result.lines     # complete lines consumed; result.fed: lines decoded and fed; result.reset: "rotated" | ...
+    result.lines     # complete lines consumed (0 with count_lines=False); result.fed: lines decoded and fed; result.reset: "rotated" | ...
     intake.offset, intake.resets, intake.lines_read
 
 `feed(sink, max_bytes=ROUND_BYTES)` does bounded work: at most max_bytes per call, searched in slices of
@@ -316,11 +318,13 @@ def _find_lines(data: bytes, start: int, end: int, plan: _Plan, error_starts: bo
     find, rfind, startswith = data.find, data.rfind, data.startswith
     budget = max(64, 4 * ((end - start) * _MAX_HITS_PER_MIB >> 20))
     plan_holds = True
+    overflow: list[tuple[bytes, bool]] = []  # needles whose key byte was frequent here: searched whole instead
+    starts_by_key = plan.error_starts_by_key
     for keys, members in plan.groups.items():
         found = 0
         for key in keys:
             i = find(key, start, end)
-            while i != -1:
+            while i != -1 and found <= budget:
                 found += 1
                 for needle, offset, ignore_case in members:
                     at = i - offset
@@ -331,15 +335,19 @@ def _find_lines(data: bytes, start: int, end: int, plan: _Plan, error_starts: bo
                             data[at : at + len(needle)].lower() == needle if ignore_case else startswith(needle, at)):
                         starts.add(rfind(b"\n", start, at) + 1 or start)
                 i = find(key, i + 1, end)
-        plan_holds = plan_holds and found <= budget
-    if error_starts and not plan.error_starts_by_key:
+        if found > budget:  # the Python loop over hits would cost more than a whole-needle search
+            plan_holds = False
+            overflow += [(needle, ignore_case) for needle, _, ignore_case in members if needle]
+            starts_by_key = starts_by_key and all(needle for needle, _, _ in members)
+    if error_starts and not starts_by_key:
         if data[start : start + 1] in (b"E", b"F"):
             starts.add(start)
         for m in _ERROR_START.finditer(data, start, end):
             starts.add(m.start() + 1)
-    if plan.plain:
-        folded = data[start:end].lower() if any(ignore_case for _, ignore_case in plan.plain) else None
-        for needle, ignore_case in plan.plain:
+    plain = plan.plain + overflow
+    if plain:
+        folded = data[start:end].lower() if any(ignore_case for _, ignore_case in plain) else None
+        for needle, ignore_case in plain:
             if ignore_case:
                 _add_matches(folded, needle, 0, end - start, starts, shift=start)
             else:
@@ -363,8 +371,11 @@ def _add_matches(haystack: bytes, needle: bytes, start: int, end: int, starts: s
 class LogIntake:
     """Reads what a rank appended to its log and feeds the interesting lines to a sink (see module docstring)."""
 
-    def __init__(self, path: str | os.PathLike, *, from_end: bool = False) -> None:
+    def __init__(self, path: str | os.PathLike, *, from_end: bool = False, count_lines: bool = True) -> None:
         self.path = os.fspath(path)
+        # Counting newlines is a whole pass over the bytes (a third of the work once start-up is over); the
+        # supervisor reports no line counts, so it does not ask for them.
+        self.count_lines = count_lines
         self.offset = 0
         self.resets = 0
         self.lines_read = 0
@@ -386,13 +397,13 @@ class LogIntake:
             self.offset = st.st_size
 
     @classmethod
-    def adopt(cls, path: str | os.PathLike, backlog: int = ADOPT_BACKLOG) -> LogIntake:
+    def adopt(cls, path: str | os.PathLike, backlog: int = ADOPT_BACKLOG, *, count_lines: bool = True) -> LogIntake:
         """An intake positioned `backlog` bytes before the end (a rank started by an earlier supervisor).
 
         A multi-gigabyte log is not read from its start: start-up milestones are long past. The line cut by
         the starting point is dropped. Feed it with max_bytes=backlog to read the backlog in one call.
         """
-        intake = cls(path)
+        intake = cls(path, count_lines=count_lines)
         try:
             st = os.stat(intake.path)
         except OSError:
@@ -492,7 +503,7 @@ class _Scan:
             intake._discard_to_newline = False
             if not was_cut_head:  # the cut first line of an adopted log is not a line
                 self._region(line, 0, len(line))
-            else:
+            elif intake.count_lines:
                 self.lines += 1
             start = newline + 1
         cut = chunk.rfind(b"\n", start) + 1
@@ -513,7 +524,8 @@ class _Scan:
 
     def _region(self, data: bytes, start: int, end: int) -> None:
         """Complete lines data[start:end] (end is just past a newline)."""
-        self.lines += data.count(b"\n", start, end)
+        if self.intake.count_lines:
+            self.lines += data.count(b"\n", start, end)
         starts = self._interesting(data, start, end)
         last_fed_end = -1
         for line_start in sorted(starts):
@@ -523,17 +535,25 @@ class _Scan:
             last_fed_end = line_end
         self._note_last_line(data, start, end, last_fed_end)
 
+    @property
+    def settled(self) -> bool:
+        """The sink's start-up is over (glog.StartupTracker.settled): only failures are still looked for."""
+        return bool(getattr(getattr(self.sink, "tracker", None), "settled", False))
+
     def _interesting(self, data: bytes, start: int, end: int) -> set[int]:
-        if self.ready is not None and self.ready.every_line:
+        if self.ready is not None and self.ready.every_line and not self.settled:
             return self._every_line(data, start, end)
         starts: set[int] = set()
         rfind = data.rfind
-        wanted = list(_MILESTONE_WANTED)
-        if self.ready is not None and self.ready.needle is not None:
+        settled = self.settled
+        wanted = [] if settled else list(_MILESTONE_WANTED)
+        if not settled and self.ready is not None and self.ready.needle is not None:
             wanted.append(((self.ready.needle,), True))
         error_starts = self.sink.failure is None  # the tracker keeps the first failure only
         if error_starts:
             wanted += _FAILURE_WANTED
+        if not wanted and not error_starts:
+            return starts  # start-up over and a failure already known: nothing left to find
         key = (tuple(wanted), error_starts)
         plan = self.intake._plan
         if plan is None or self.intake._plan_key != key or plan.uses >= _REPLAN_SLICES:
@@ -542,10 +562,10 @@ class _Scan:
         plan.uses += 1
         if not _find_lines(data, start, end, plan, error_starts, starts):
             self.intake._plan = None  # a key byte is frequent in this log: sample again next slice
-        if _MILESTONE_REGEX is not None:
+        if _MILESTONE_REGEX is not None and not settled:
             for m in _MILESTONE_REGEX.finditer(data, start, end):
                 starts.add(rfind(b"\n", start, m.start()) + 1 or start)
-        if self.ready is not None and self.ready.regex is not None:
+        if not settled and self.ready is not None and self.ready.regex is not None:
             for m in self.ready.regex.finditer(data, start, end):
                 starts.add(rfind(b"\n", start, m.start()) + 1 or start)
         return starts

@@ -100,7 +100,7 @@ class Launcher:
         r.hbm_left_reported = False
         # Made before the spawn, at the log's end: the rank's first line cannot be missed, and a log that could
         # not be rotated is not read again from its start (its milestones are the previous process's).
-        reader = LogIntake(plan.log_path, from_end=True)
+        reader = LogIntake(plan.log_path, from_end=True, count_lines=False)
         try:
             proc = RankProcess.spawn(plan, marker=rank_marker(self.run_dir, r.rank))
         except OSError as e:

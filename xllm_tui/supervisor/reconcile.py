@@ -235,7 +235,7 @@ class Reconciler:
             await self.launch_group("supervisor start (`up`)")
 
     def take_over(self, r: RankSlot, proc: RankProcess, rec: dict) -> None:
-        reader = LogIntake.adopt(r.plan.log_path)
+        reader = LogIntake.adopt(r.plan.log_path, count_lines=False)
         started = rec.get("started_at") or (proc.identity.create_time if proc.identity else time.time())
         launch = Launch(r.plan, proc, self.new_milestones(r), reader, rec.get("env_hash"),
                         rec.get("launch_argv_hash"), started, last_growth=time.time())
