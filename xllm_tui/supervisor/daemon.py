@@ -137,6 +137,7 @@ class Supervisor(RemoteMachines, Reconciler, Launcher, FailureHandling, Evidence
             if cause:
                 fields["cause"] = cause
             self.event("state", r.rank, **fields)
+            self.wake_log_loop()  # other ranks' evidence may depend on it (a worker whose rank 0 is gone)
         self.state_changed.set()
         self.update_group()
 

@@ -22,6 +22,8 @@ from xllm_tui.supervisor.slot import RankSlot
 
 log = logging.getLogger("xllm_tui.supervisor")
 
+UNREADABLE_POLL_S = 60.0  # devices that could not be read are looked at again this often
+
 
 class DeviceWatch:
     """Device state of one supervisor; expects the Supervisor's planner, ranks, event() and set_state()."""
@@ -167,6 +169,8 @@ class DeviceWatch:
     async def device_loop(self) -> None:
         while True:
             interval = self.profile.devices.poll_interval_s
+            if self.devices_readable is False:  # no npu-smi here, or it keeps failing: rarely worth a look
+                interval = max(interval, min(6 * interval, UNREADABLE_POLL_S))
             # A launch reads the devices too; the next poll counts from the latest reading.
             due = (self.devices_polled_at or 0.0) + interval
             if time.time() < due:

@@ -9,7 +9,7 @@ import os
 import time
 
 from xllm_tui.supervisor.group import Evidence, assess_rank
-from xllm_tui.supervisor.logwake import LogWake
+from xllm_tui.supervisor.logwake import IDLE_TICK_S, STEADY_TICK_S, LogWake
 from xllm_tui.supervisor.probes import http_health, worker_ready
 from xllm_tui.supervisor.slot import RankSlot
 
@@ -45,15 +45,41 @@ class EvidenceGathering:
         A rank writing a burst of output costs this thread, never the event loop that answers clients."""
         return [launch for launch in launches if launch.read_log()]
 
+    log_wake: LogWake | None = None
+
+    def wake_log_loop(self) -> None:
+        """Evaluate the ranks now rather than at the next tick (a launch, an exit, a state change)."""
+        if self.log_wake is not None:
+            self.log_wake.poke()
+
+    def next_tick(self, current: list) -> float:
+        """Seconds the log loop may sleep without growth: short while a rank's state can change with time (start
+        timeouts, silence warnings, health probes due), long on a steady deployment (wakes cost CPU)."""
+        readiness = self.profile.readiness
+        if readiness.silence_warning_s > 0:
+            return IDLE_TICK_S
+        tick = STEADY_TICK_S
+        now = time.time()
+        for r in self.ranks.values():
+            live = r.live
+            if live is None:
+                continue
+            if r.state not in ("ready", "degraded") or live.more_pending:
+                return IDLE_TICK_S
+            if r.role == "master" and readiness.http_probe:
+                tick = min(tick, max(IDLE_TICK_S, live.next_probe - now))
+        return tick
+
     async def log_loop(self) -> None:
-        wake = LogWake()
+        wake = self.log_wake = LogWake()
         try:
             while True:
                 launches = {id(r.live): r for r in self.ranks.values() if r.live is not None}
                 current = [r.live for r in launches.values()]
                 wake.watch({os.path.dirname(x.plan.log_path) for x in current})
-                wake.grown.clear()  # what grows from here on is read next round
-                grew = {id(x) for x in await asyncio.to_thread(self._read_logs, current)} if current else set()
+                read = wake.take_growth() or any(x.more_pending for x in current)
+                grew = {id(x) for x in await asyncio.to_thread(self._read_logs, current)} \
+                    if current and read else set()
                 now = time.time()
                 readiness = self.profile.readiness
                 for launch in current:
@@ -71,9 +97,10 @@ class EvidenceGathering:
                 if any(x.more_pending for x in current):
                     await asyncio.sleep(0)  # a burst is being caught up: the next slice at once, after clients
                 else:
-                    await wake.wait()
+                    await wake.wait(self.next_tick(current))
         finally:
             wake.close()
+            self.log_wake = None
 
     async def probe(self, r: RankSlot) -> None:
         launch = r.live

@@ -1,68 +1,148 @@
-"""Wake the log loop when a rank's log grows (inotify through watchfiles), so an idle deployment costs nearly
-nothing: without growth the loop only ticks for its timers (probes, silence, start timeouts). Where inotify
-cannot be had (no watches left, an exotic file system) it falls back to polling, as before."""
+"""Wake the log loop when a rank's log grows, so an idle deployment costs nearly nothing: without growth the loop
+only ticks for its timers (probes, silence, start timeouts). Where inotify cannot be had (not Linux, no watches
+left, an exotic file system) it falls back to polling.
+
+Why inotify directly and not watchfiles (used by the TUI for the profile file): watchfiles' Rust watcher wakes every
+`step` milliseconds to check its stop event, and returns to Python through a worker thread at each timeout, which
+was most of an idle supervisor's CPU; and a change is seen only after up to two steps. An inotify descriptor on the
+event loop (`add_reader`) costs nothing while nothing is written and wakes the loop at the first write. Under a
+flood the reader is removed after the first event of a round and added back when the round is over, so a burst of
+writes costs one wake-up per round, not one per write.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
 import logging
+import os
 
 log = logging.getLogger("xllm_tui.supervisor")
 
-IDLE_TICK_S = 1.0  # evaluation timers without any log growth
+IDLE_TICK_S = 1.0  # evaluation timers without any log growth, while some rank's state can change with time
+STEADY_TICK_S = 30.0  # nothing can change with time: a safety net only (growth, exits, state changes wake it)
 POLL_S = 0.2  # without inotify
 COALESCE_S = 0.1  # at most this often under a flood: one read round takes in everything written meanwhile
+
+# <sys/inotify.h>
+_IN_MODIFY, _IN_CLOSE_WRITE, _IN_MOVED_TO, _IN_CREATE = 0x2, 0x8, 0x80, 0x100
+_WATCH_MASK = _IN_MODIFY | _IN_CLOSE_WRITE | _IN_MOVED_TO | _IN_CREATE
+
+
+def _libc():
+    name = ctypes.util.find_library("c") or "libc.so.6"
+    libc = ctypes.CDLL(name, use_errno=True)
+    libc.inotify_init1.argtypes = [ctypes.c_int]
+    libc.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
+    return libc
+
+
+class Inotify:
+    """One inotify descriptor watching some directories (not recursive) for files written, created, moved in."""
+
+    def __init__(self, dirs: frozenset[str]) -> None:
+        libc = _libc()
+        fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)  # IN_NONBLOCK, IN_CLOEXEC have these values
+        if fd < 0:
+            errno = ctypes.get_errno()
+            raise OSError(errno, f"inotify_init1: {os.strerror(errno)}")
+        self.fd = fd
+        try:
+            for d in sorted(dirs):
+                if libc.inotify_add_watch(fd, os.fsencode(d), _WATCH_MASK) < 0:
+                    errno = ctypes.get_errno()
+                    raise OSError(errno, f"inotify_add_watch {d}: {os.strerror(errno)}")
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def drain(self) -> None:
+        """Discard the queued events: only "something grew" matters (every log is read by offset)."""
+        with contextlib.suppress(BlockingIOError, InterruptedError):
+            while os.read(self.fd, 65536):
+                pass
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
 
 
 class LogWake:
     def __init__(self) -> None:
         self.grown = asyncio.Event()
         self.dirs: frozenset[str] = frozenset()
-        self.task: asyncio.Task | None = None
-        self.stop = asyncio.Event()
+        self.inotify: Inotify | None = None
         self.failed = False
+        self._listening = False
 
     @property
     def watching(self) -> bool:
-        return self.task is not None and not self.task.done() and not self.failed
+        return self.inotify is not None
 
     def watch(self, dirs: set[str]) -> None:
-        """Watch these directories (the live ranks' log directories); a change of the set restarts the watch."""
+        """Watch these directories (the live ranks' log directories); a change of the set restarts the watch.
+        The watch is live when this returns: a write from here on wakes the loop."""
         wanted = frozenset(dirs)
-        if wanted == self.dirs and (self.watching or self.failed):
+        if wanted == self.dirs and (self.watching or self.failed or not wanted):
+            self.listen()
             return
         self.close()
         self.dirs = wanted
-        if wanted and not self.failed:
-            self.stop = asyncio.Event()
-            self.task = asyncio.ensure_future(self._run(wanted, self.stop))
-
-    async def _run(self, dirs: frozenset[str], stop: asyncio.Event) -> None:
-        from watchfiles import awatch
-
+        if not wanted or self.failed:
+            return
         try:
-            async for _changes in awatch(*sorted(dirs), watch_filter=None, debounce=100, step=250, recursive=False,
-                                         stop_event=stop, rust_timeout=500, ignore_permission_denied=True):
-                self.grown.set()
-        except asyncio.CancelledError:
-            raise
-        except Exception as e:  # noqa: BLE001 - e.g. out of inotify watches: poll instead
+            self.inotify = Inotify(wanted)
+        except (OSError, AttributeError) as e:  # e.g. out of inotify watches, no libc inotify: poll instead
             log.warning("cannot watch the log directories (%s); polling them every %.1fs", e, POLL_S)
             self.failed = True
+            return
+        self.grown.set()  # what was written before the watch began is read this round
+        self.listen()
 
-    async def wait(self) -> None:
-        """Until a log grew (at most COALESCE_S after the last round), or the idle tick."""
+    def listen(self) -> None:
+        """(Re)arm the wake-up after a round: the next write wakes the loop."""
+        if self.inotify is not None and not self._listening:
+            asyncio.get_running_loop().add_reader(self.inotify.fd, self._on_event)
+            self._listening = True
+
+    def _on_event(self) -> None:
+        if self.inotify is None:
+            return
+        self.inotify.drain()
+        asyncio.get_running_loop().remove_reader(self.inotify.fd)  # one wake-up per round, whatever the writes
+        self._listening = False
+        self.grown.set()
+
+    def poke(self) -> None:
+        """Wake the loop now (a launch, an exit, a state change): it reads and evaluates at once."""
+        self.grown.set()
+
+    def take_growth(self) -> bool:
+        """Whether the logs must be read this round: they grew (or a poke) since the last call, or there is no
+        watch to say so. Clears the flag: what grows from here on is read next round."""
+        grown = self.grown.is_set()
+        self.grown.clear()
+        return grown or not self.watching
+
+    async def wait(self, tick: float = IDLE_TICK_S) -> None:
+        """Until a log grew or a poke (at most COALESCE_S after the last round), or `tick` seconds."""
         await asyncio.sleep(COALESCE_S)
         if not self.watching:
             await asyncio.sleep(max(0.0, POLL_S - COALESCE_S))
             return
+        self.listen()
+        if self.grown.is_set():
+            return
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self.grown.wait(), IDLE_TICK_S)
-        self.grown.clear()
+            await asyncio.wait_for(self.grown.wait(), max(0.0, tick - COALESCE_S))
 
     def close(self) -> None:
-        self.stop.set()
-        if self.task is not None:
-            self.task.cancel()
-            self.task = None
+        if self.inotify is not None:
+            if self._listening:
+                with contextlib.suppress(RuntimeError, ValueError):
+                    asyncio.get_running_loop().remove_reader(self.inotify.fd)
+            self._listening = False
+            self.inotify.close()
+            self.inotify = None

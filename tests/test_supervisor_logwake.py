@@ -1,0 +1,93 @@
+"""The log loop's wake-up: a write in a watched directory wakes it, nothing else does; a burst is one wake-up."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from xllm_tui.supervisor.logwake import LogWake
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 20))
+
+
+def test_a_write_wakes_the_loop_and_silence_does_not(tmp_path):
+    log = tmp_path / "node_0.log"
+    log.write_text("")
+
+    async def scenario():
+        wake = LogWake()
+        wake.watch({str(tmp_path)})
+        assert wake.watching and wake.take_growth()  # the first round reads what was there before
+        assert not wake.take_growth()  # nothing written since: an idle round reads nothing
+        waiter = asyncio.ensure_future(wake.wait(tick=600))
+        await asyncio.sleep(0)
+        assert not waiter.done()
+        with open(log, "a") as f:
+            f.write("I1129 line\n")
+        await waiter  # well before the tick (the test's own timeout is 20 s)
+        assert wake.take_growth() and not wake.take_growth()
+        wake.close()
+
+    run(scenario())
+
+
+def test_a_burst_of_writes_is_one_wake_up(tmp_path):
+    log = tmp_path / "node_0.log"
+
+    async def scenario():
+        wake = LogWake()
+        wakes = 0
+        original = wake._on_event
+
+        def counting():
+            nonlocal wakes
+            wakes += 1
+            original()
+
+        wake._on_event = counting  # what listen() hands to the event loop
+        wake.watch({str(tmp_path)})
+        wake.take_growth()
+        with open(log, "a") as f:
+            for i in range(200):
+                f.write(f"I1129 line {i}\n")
+                f.flush()  # 200 writes, 200 inotify events, the event loop running between them
+                for _ in range(3):
+                    await asyncio.sleep(0)
+        await wake.wait(tick=600)
+        assert wake.take_growth() and wakes == 1
+        wake.close()
+
+    run(scenario())
+
+
+def test_a_poke_wakes_it_and_unwatchable_directories_fall_back_to_polling(tmp_path):
+    async def scenario():
+        wake = LogWake()
+        wake.watch({str(tmp_path)})
+        wake.take_growth()
+        waiter = asyncio.ensure_future(wake.wait(tick=600))
+        await asyncio.sleep(0)
+        wake.poke()
+        await waiter
+        assert wake.take_growth()
+        wake.close()
+        missing = LogWake()
+        missing.watch({str(tmp_path / "does-not-exist")})
+        assert not missing.watching and missing.failed
+        assert missing.take_growth()  # no watch: every round reads
+        await missing.wait(tick=600)  # polls: returns after POLL_S
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("dirs", [set(), None])
+def test_no_directories_no_watch(dirs):
+    async def scenario():
+        wake = LogWake()
+        wake.watch(dirs or set())
+        assert not wake.watching and wake.take_growth()
+
+    run(scenario())
