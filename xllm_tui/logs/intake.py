@@ -171,6 +171,9 @@ def _required_runs(items: list) -> list[list[str]] | None:
 Wanted = list[tuple[tuple[bytes, ...], bool]]  # (literal runs: a line holding any is fed, ignore case)
 
 
+_INLINE_FLAG = re.compile(r"\(\?[aiLmsux-]")  # (?i) (?i:...) (?-i:...), not (?: (?P (?= (?! (?<
+
+
 def _wanted_from_patterns() -> Wanted | None:
     """Per alternative of each glog._MILESTONES pattern, the literal runs its matches hold; None if unknown."""
     wanted: Wanted = []
@@ -180,8 +183,9 @@ def _wanted_from_patterns() -> Wanted | None:
             alternatives = _required_runs(list(parsed))
             if not alternatives:
                 return None
-            # Any flag inside (or re.I) is taken as ignore case: finds more lines, never fewer.
-            ignore_case = bool(parsed.state.flags & re.IGNORECASE) or "(?" in pattern.pattern
+            # Any inline flag (or re.I) is taken as ignore case: finds more lines, never fewer. A group such as
+            # "(?:...)" is not a flag; searching case-sensitively lets a literal's capital letter be its key byte.
+            ignore_case = bool(parsed.state.flags & re.IGNORECASE) or _INLINE_FLAG.search(pattern.pattern) is not None
             for runs in alternatives:
                 if not all(run.isascii() for run in runs):
                     return None
