@@ -522,10 +522,12 @@ def last_bytes(path: Path, n: int = 400) -> bytes:
         return b""
 
 
-def flood(cache: Cache, name: str, ranks: int, lines: int, timeout: float, after: str = "sleep") -> dict:
+def flood(cache: Cache, name: str, ranks: int, lines: int, timeout: float, after: str = "sleep",
+          phase: str = "serving") -> dict:
     with Session(cache, name) as s:
         env = {"BENCH_LINES": str(lines), "BENCH_STAMP": str(s.stamps.path), "BENCH_GATE": str(s.gate),
-               "BENCH_AFTER": after}  # by default ranks live on after the burst (as a loaded rank does)
+               "BENCH_AFTER": after,  # by default ranks live on after the burst (as a loaded rank does)
+               "BENCH_PHASE": phase}  # serving: ranks are ready (start-up lines logged) when the flood begins
         s.tool.start(ranks, [str(BENCH / "writer.py")], env, restart=False)
         s.stamps.wait("start", ranks, 120)
         time.sleep(2.0)  # let the tool settle after the start-up
@@ -775,7 +777,8 @@ def report(results: dict, meta: dict, tools: list[str]) -> str:
         if kind == "flood":
             _, ranks, lines = key.split(":")
             L.append(f"## Flood: {ranks} ranks x {int(lines):,} glog lines of ~120 bytes, as fast as they can"
-                     + (" (then they exit)" if meta.get("flood_after") == "exit" else ""))
+                     + (" (then they exit)" if meta.get("flood_after") == "exit" else "")
+                     + (", during start-up" if meta.get("flood_phase") == "startup" else ", once ready"))
             L.append("")
             L.append("\n".join(table(res, [("cpu_s_per_mline", "CPU s per M lines, until idle"),
                                            ("peak_rss_mib", "peak RSS MiB"),
@@ -879,6 +882,9 @@ def main() -> int:
     ap.add_argument("--flood", help="flood shapes RANKSxLINES, comma-separated (default 8x500000,16x250000; the issue's full one: 16x500000)")
     ap.add_argument("--flood-after", choices=["sleep", "exit"], default="sleep",
                     help="what a flooding rank does after its last line: stay alive (default) or exit 0")
+    ap.add_argument("--flood-phase", choices=["serving", "startup"], default="serving",
+                    help="when the ranks flood: once ready (default; their start-up lines come first) or during "
+                         "start-up (no start-up line: every line is still searched for milestones)")
     ap.add_argument("--flood-timeout", type=float, help="seconds a tool may take to digest a flood (default 240)")
     ap.add_argument("--idle-seconds", type=float, help="default 60 (--quick 5)")
     ap.add_argument("--kills", type=int, help="default 10 (--quick 3)")
@@ -908,13 +914,15 @@ def main() -> int:
             "machine": f"{os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB, Linux "
                        f"{os.uname().release}, Python {sys.version.split()[0]}"}
     meta["flood_after"] = args.flood_after
+    meta["flood_phase"] = args.flood_phase
     began = time.monotonic()
 
     jobs = []  # (key, fn) per workload; each run takes every tool in a rotated order
     for w in workloads:
         if w == "flood":
             for ranks, lines in shapes:
-                jobs.append((f"flood:{ranks}:{lines}", lambda t, r=ranks, n=lines: flood(cache, t, r, n, flood_timeout, args.flood_after)))
+                jobs.append((f"flood:{ranks}:{lines}", lambda t, r=ranks, n=lines: flood(cache, t, r, n, flood_timeout, args.flood_after,
+                                                                            args.flood_phase)))
         elif w == "idle":
             jobs.append((f"idle:{idle_ranks}:{idle_s:g}", None))
         elif w == "crash":

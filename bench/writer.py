@@ -4,7 +4,8 @@
     writer.py [xllm flags...]          # the rank comes from --node_rank=N (as xllm-tui launches it), or BENCH_RANK
     BENCH_LINES=500000 BENCH_STAMP=/tmp/stamps writer.py --node_rank=3
 
-Environment: BENCH_LINES (default 500000), BENCH_STAMP (a file: one line "rank start|done <time.time()>"
+Environment: BENCH_PHASE ("serving", the default: the three lines a ready rank logs last come first, before the
+gate; "startup": none, so the flood comes while start-up milestones are still looked for), BENCH_LINES (default 500000), BENCH_STAMP (a file: one line "rank start|done <time.time()>"
 appended at start and after the marker), BENCH_GATE (a path: wait until it exists before
 writing), BENCH_AFTER ("exit", the default, or "sleep": stay alive, silent, until killed). Every other argument is accepted and ignored, so the script
 can stand in for the xllm binary of a profile. Output goes to fd 1 in 64 KiB writes (glog buffers likewise).
@@ -28,11 +29,20 @@ def main() -> int:
     if stamp:
         with open(stamp, "a") as f:
             f.write(f"{rank} start {t0:.6f} {os.getpid()}\n")
+    out = sys.stdout.buffer
+    if os.environ.get("BENCH_PHASE", "serving") == "serving":
+        # A rank that logs hard while serving (the usual case): what a ready xllm rank logs last (as
+        # bench/sleeper.c), before the gate. BENCH_PHASE=startup floods before start-up is over instead.
+        ts = time.strftime("I%m%d %H:%M:%S", time.localtime(t0)).encode()
+        out.write(b"%s.000000 %6d worker_server.cpp:95] Worker#%s connect to 127.0.0.1:1 success\n"
+                  b"%s.000001 %6d llm_engine.cpp:293] kv cache capacity: 1024\n"
+                  b"%s.000002 %6d xllm_server.cpp:59] Brpc Server started on port 1 rank=%s\n"
+                  % (ts, os.getpid(), rank.encode(), ts, os.getpid(), ts, os.getpid(), rank.encode()))
+        out.flush()
     gate = os.environ.get("BENCH_GATE")
     while gate and not os.path.exists(gate):  # all ranks start writing together, once the tool has settled
         time.sleep(0.005)
     t0 = time.time()
-    out = sys.stdout.buffer
     # I1130 14:05:01.123456  4242 worker_impl.cpp:321] ... padded to ~120 bytes per line
     pid = os.getpid()
     prefix = time.strftime("I%m%d %H:%M:%S", time.localtime(t0)).encode()

@@ -11,10 +11,8 @@ a last text with xllm_tui_up 0 (so an alert can tell "supervisor stopped" from "
 from __future__ import annotations
 
 import asyncio
-import http.server
 import os
 import socket
-import socketserver
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -172,39 +170,6 @@ def write_textfile(path: str, text: str) -> None:
         raise
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    server_version = "xllm-tui-metrics"
-
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
-        if self.path.split("?")[0] not in ("/metrics", "/"):
-            self.send_error(404, "only /metrics here")
-            return
-        body = self.server.exporter.text.encode()  # type: ignore[attr-defined]
-        self.send_response(200)
-        self.send_header("Content-Type", CONTENT_TYPE)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - quiet: the supervisor's log is for events
-        pass
-
-    def address_string(self) -> str:  # a unix socket's peer has no host
-        return "local"
-
-
-class _TCPServer(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-
-
-class _UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    daemon_threads = True
-
-    def get_request(self):
-        request, _ = super().get_request()
-        return request, ("local", 0)  # BaseHTTPRequestHandler wants a (host, port) client address
-
-
 class MetricsExporter:
     """The supervisor's handle on `metrics:`: update(snapshot) on its interval, close() at shutdown."""
 
@@ -212,7 +177,7 @@ class MetricsExporter:
         self.settings = settings
         self.text = "# no snapshot yet\n"
         self.last_snapshot: dict | None = None
-        self.server: socketserver.BaseServer | None = None
+        self.server: Any = None  # a socketserver.BaseServer while serving
         self._thread: threading.Thread | None = None
         self.address: str | None = None  # "127.0.0.1:9464" or "unix:/path" once serving
 
@@ -221,19 +186,20 @@ class MetricsExporter:
         listen = self.settings.listen
         if not listen:
             return
+        from xllm_tui import metrics_http  # http.server and what it pulls in, only where metrics are served
         if listen.startswith("unix:"):
             path = listen[5:]
             if os.path.exists(path) and _unix_socket_stale(path):
                 os.unlink(path)  # left by a supervisor that died; a live one answers and keeps it
-            server: socketserver.BaseServer = _UnixServer(path, _Handler)
+            server = metrics_http.UnixServer(path, metrics_http.Handler)
             os.chmod(path, 0o660)
             self.address = listen
         else:
             host, _, port = listen.rpartition(":")
             host = host.strip("[]")
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            server_class = type("_Server", (_TCPServer,), {"address_family": family})
-            server = server_class((host, int(port)), _Handler)
+            server_class = type("_Server", (metrics_http.TCPServer,), {"address_family": family})
+            server = server_class((host, int(port)), metrics_http.Handler)
             self.address = f"{host}:{server.server_address[1]}"
         server.exporter = self  # type: ignore[attr-defined]
         self.server = server

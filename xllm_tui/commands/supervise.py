@@ -10,7 +10,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from xllm_tui.commands.lifecycle import add_run_dir_arguments, resolve_target
+# The supervisor never speaks TLS, but asyncio and http.client load the ssl module (and libcrypto: about 4 MiB
+# resident for the life of the process) whenever it exists. Marked absent, they run without it.
+sys.modules.setdefault("ssl", None)  # type: ignore[arg-type]
+
+from xllm_tui.commands.lifecycle import add_run_dir_arguments, resolve_target  # noqa: E402
 
 
 def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
@@ -24,8 +28,27 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument("--member", action="store_true", help=argparse.SUPPRESS)  # started by remote-attach
 
 
+def _lean_malloc() -> None:
+    """glibc's defaults suit a busy server, not a long-lived daemon that reads logs in 1 MiB slices: its dynamic
+    mmap threshold rises after the first free of such a slice, so later slices come from the heap and stay
+    resident; and every thread that allocates gets its own arena. A fixed threshold hands each slice back to the
+    kernel when freed; two arenas are plenty for the event loop and its worker threads."""
+    import ctypes
+    import ctypes.util
+
+    m_mmap_threshold, m_arena_max = -3, -8  # <malloc.h>
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(m_mmap_threshold, 256 * 1024)
+        libc.mallopt(m_arena_max, 2)
+    except (OSError, AttributeError):  # not glibc: its own defaults
+        pass
+
+
 def run(args: argparse.Namespace) -> int:
     from xllm_tui.supervisor import RunDirLocked, serve
+
+    _lean_malloc()
 
     target = resolve_target(args)
     if target is None:

@@ -372,6 +372,28 @@ def _add_matches(haystack: bytes, needle: bytes, start: int, end: int, starts: s
         i = find(needle, line_end + 1, end)
 
 
+# Slices are read into reused buffers: a fresh 1 MiB bytes per slice made the allocator (glibc's rising mmap
+# threshold) keep the freed ones resident, and cost a page fault per 4 KiB. One buffer per concurrent reader.
+_buffers: list[bytearray] = []
+_buffers_lock = threading.Lock()
+_MAX_SPARE_BUFFERS = 2
+
+
+def _take_buffer() -> bytearray:
+    with _buffers_lock:
+        while _buffers:
+            buffer = _buffers.pop()
+            if len(buffer) == SCAN_BYTES:
+                return buffer
+    return bytearray(SCAN_BYTES)
+
+
+def _give_buffer(buffer: bytearray) -> None:
+    with _buffers_lock:
+        if len(_buffers) < _MAX_SPARE_BUFFERS:
+            _buffers.append(buffer)
+
+
 class LogIntake:
     """Reads what a rank appended to its log and feeds the interesting lines to a sink (see module docstring)."""
 
@@ -457,12 +479,17 @@ class LogIntake:
             end = min(st.st_size, self.offset + max(1, max_bytes))
             scan = _Scan(self, sink)
             pos = self.offset
-            while pos < end:
-                chunk = os.pread(fd, min(SCAN_BYTES, end - pos), pos)
-                if not chunk:
-                    break  # shrunk meanwhile: the next call sees the truncation
-                scan.consume(chunk)
-                pos += len(chunk)
+            buffer = _take_buffer()
+            try:
+                while pos < end:
+                    with memoryview(buffer) as view:
+                        got = os.preadv(fd, [view[: min(SCAN_BYTES, end - pos)]], pos)
+                    if not got:
+                        break  # shrunk meanwhile: the next call sees the truncation
+                    scan.consume(buffer, got)
+                    pos += got
+            finally:
+                _give_buffer(buffer)
         finally:
             os.close(fd)
         consumed = pos - self.offset
@@ -492,15 +519,17 @@ class _Scan:
         self.last_raw: bytes | None = None  # the last non-blank line read, if it was not fed
         self.last_text: str | None = None
 
-    def consume(self, chunk: bytes) -> None:
+    def consume(self, chunk: bytes | bytearray, size: int | None = None) -> None:
+        """The next chunk[:size] of the log (a reused buffer: nothing of it is kept without a copy)."""
         intake = self.intake
+        size = len(chunk) if size is None else size
         start = 0
         if intake._pending or intake._discard_to_newline:
-            newline = chunk.find(b"\n")
+            newline = chunk.find(b"\n", 0, size)
             if newline == -1:
-                self._hold(chunk)
+                self._hold(chunk, 0, size)
                 return
-            line = intake._pending + (b"" if intake._discard_to_newline else chunk[:newline])
+            line = intake._pending + (b"" if intake._discard_to_newline else bytes(chunk[:newline]))
             line = line[:MAX_LINE_BYTES] + b"\n"
             was_cut_head = intake._discard_to_newline and not intake._pending
             intake._pending = b""
@@ -510,20 +539,21 @@ class _Scan:
             elif intake.count_lines:
                 self.lines += 1
             start = newline + 1
-        cut = chunk.rfind(b"\n", start) + 1
+        cut = chunk.rfind(b"\n", start, size) + 1
         if cut > start:
             self._region(chunk, start, cut)
             start = cut
-        if start < len(chunk):
-            self._hold(chunk[start:])
+        if start < size:
+            self._hold(chunk, start, size)
 
-    def _hold(self, tail: bytes) -> None:
+    def _hold(self, data: bytes | bytearray, start: int, end: int) -> None:
+        """Keep data[start:end], a line still being written (its head only, if it grows too long)."""
         intake = self.intake
         if intake._discard_to_newline:
             return
         room = MAX_LINE_BYTES - len(intake._pending)
-        intake._pending += tail[:room]
-        if len(tail) > room:
+        intake._pending += bytes(data[start : min(end, start + room)])
+        if end - start > room:
             intake._discard_to_newline = True  # keep the head, drop the rest up to the newline
 
     def _region(self, data: bytes, start: int, end: int) -> None:
