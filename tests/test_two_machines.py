@@ -318,3 +318,60 @@ def test_restarting_a_rank_of_machine_1_from_the_cli_relaunches_the_world(two_ma
     snap = dep.wait_snapshot(lambda s: tm.world_serving(s) and not set(dep.rank_pids(s).values()) & set(first.values()),
                              120, "the world relaunched on both machines")
     assert tm.machine(snap)["state"] == "connected"
+
+
+def test_a_restart_due_while_machine_1_is_out_of_reach_waits_says_why_and_happens_when_it_is_back(two_machines):
+    tm, dep = two_machines, two_machines.dep
+    tm.start()
+    first = dep.rank_pids(dep.wait_snapshot(tm.world_serving, 120, "world serving"))
+    tm.sshd.stop()
+    dep.wait_snapshot(lambda s: tm.machine(s)["state"] == "unreachable", 60, "machine 1 unreachable")
+
+    os.kill(first[1], signal.SIGKILL)  # the world fails while machine 1 cannot be reached
+    held = dep.wait_snapshot(lambda s: s["group"].get("waiting_for") == [MACHINE1], 60,
+                             "the automatic restart held until machine 1 is back")
+    group = held["group"]
+    assert group["state"] == "failed" and group["restarts"] == 1, group
+    assert group["reason"].startswith(f"rank 1 failed first (killed); machine {MACHINE1} unreachable since "), group
+    assert group["reason"].endswith("the world cannot be restarted until it is back; it is restarted as soon as "
+                                    "every machine is reached (or stop it)"), group
+    assert not any(r["pid"] for r in held["ranks"][:2])  # machine 0's half is not left waiting for the other
+    status = dep.cli("status", dep.profile_path, "--simulate", check=True).stdout
+    assert f"group: failed - rank 1 failed first (killed); machine {MACHINE1} unreachable since" in status, status
+    # An operator's restart meanwhile is refused at once, and says what will happen.
+    refused = dep.cli("restart", dep.profile_path, "--simulate", "--yes", timeout=30)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert f"machine {MACHINE1} cannot be reached" in refused.stderr
+    assert "it is restarted as soon as every machine is reached" in refused.stderr, refused.stderr
+
+    tm.sshd.start()
+    again = dep.wait_snapshot(lambda s: tm.world_serving(s) and not set(dep.rank_pids(s).values()) & set(first.values()),
+                              120, "the world restarted on both machines once machine 1 was reached")
+    assert "waiting_for" not in again["group"] and again["group"]["restarts"] == 1
+    assert [r["restarts"] for r in again["ranks"]] == [1, 1, 1, 1]
+    assert all(not process_alive(pid) for pid in first.values())  # machine 1's old ranks were stopped first
+    reasons = [e.get("reason", "") for e in dep.events_file() if e["kind"] == "group"]
+    assert any(r.startswith(f"launch waits: machine {MACHINE1} cannot be reached") for r in reasons), reasons
+    assert any("every machine reached again" in r and r.startswith("launching 2 rank(s)") for r in reasons), reasons
+
+
+def test_a_machine_that_stops_answering_during_a_restart_is_dropped_after_the_timeout_and_the_world_restarts_later(
+        two_machines, monkeypatch):
+    tm, dep = two_machines, two_machines.dep
+    monkeypatch.setenv("XLLM_TUI_REMOTE_TIMEOUT", "3")  # machine 0 waits 3 s for any answer from machine 1
+    tm.start()
+    first = dep.rank_pids(dep.wait_snapshot(tm.world_serving, 120, "world serving"))
+    member = tm.member_snapshot()["supervisor"]["pid"]
+    os.kill(member, signal.SIGSTOP)  # machine 1's supervisor hangs; ssh and its sshd still answer keep-alives
+    try:
+        os.kill(first[0], signal.SIGKILL)
+        held = dep.wait_snapshot(lambda s: s["group"].get("waiting_for") == [MACHINE1], 60,
+                                 "the restart held: machine 1 does not answer")
+        assert tm.machine(held)["state"] == "unreachable"
+        assert "no reply to" in tm.machine(held)["reason"] and "within 3s" in tm.machine(held)["reason"]
+        assert not any(r["pid"] for r in held["ranks"][:2])
+    finally:
+        os.kill(member, signal.SIGCONT)
+    again = dep.wait_snapshot(lambda s: tm.world_serving(s) and not set(dep.rank_pids(s).values()) & set(first.values()),
+                              120, "the world restarted once machine 1 answered again")
+    assert tm.machine(again)["supervisor_pid"] == member
