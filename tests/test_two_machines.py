@@ -375,3 +375,26 @@ def test_a_machine_that_stops_answering_during_a_restart_is_dropped_after_the_ti
     again = dep.wait_snapshot(lambda s: tm.world_serving(s) and not set(dep.rank_pids(s).values()) & set(first.values()),
                               120, "the world restarted once machine 1 answered again")
     assert tm.machine(again)["supervisor_pid"] == member
+
+
+def test_restart_counts_of_machine_1s_ranks_survive_a_new_machine_0_supervisor(two_machines):
+    tm, dep = two_machines, two_machines.dep
+    tm.start()
+    first = dep.rank_pids(dep.wait_snapshot(tm.world_serving, 120, "world serving"))
+    os.kill(first[2], signal.SIGKILL)
+    restarted = dep.wait_snapshot(lambda s: tm.world_serving(s) and not set(dep.rank_pids(s).values()) & set(first.values()),
+                                  120, "the world restarted after rank 2 on machine 1 failed")
+    assert [r["restarts"] for r in restarted["ranks"]] == [1, 1, 1, 1]
+    dep.kill_supervisor(signal.SIGKILL)
+
+    dep.start("--over-ssh")
+    snap = dep.wait_snapshot(lambda s: tm.world_serving(s) and tm.machine(s)["state"] == "connected", 120,
+                             "the successor adopted the whole world")
+    assert dep.rank_pids(snap) == dep.rank_pids(restarted)  # adopted, nothing restarted
+    assert [r["restarts"] for r in snap["ranks"]] == [1, 1, 1, 1] and snap["group"]["restarts"] == 1
+    status = dep.cli("status", dep.profile_path, "--simulate", "--events", "0", check=True).stdout
+    header = next(line for line in status.splitlines() if line.startswith("RANK"))
+    column = header.index("RESTARTS")
+    rows = [line for line in status.splitlines() if line.split() and line.split()[0] in "0123"]
+    assert [(row.split()[0], row.split()[1], row[column:].split()[0]) for row in rows] == [
+        ("0", "127.0.0.1", "1"), ("1", "127.0.0.1", "1"), ("2", MACHINE1, "1"), ("3", MACHINE1, "1")], status

@@ -114,5 +114,7 @@ class Snapshots:
             }
         data["group_restarts_at"] = self.group.tracker.to_json()
         data["group_restarts"] = self.group.restarts
+        # Other machines' ranks: the world restarts machine 0 counted for them (their own supervisors count none).
+        data["remote_restarts"] = {str(n): count for n, count in sorted(self.remote_restarts.items())}
         data["last_launch_at"] = self.last_launch_at
         return data
