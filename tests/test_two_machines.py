@@ -398,3 +398,57 @@ def test_restart_counts_of_machine_1s_ranks_survive_a_new_machine_0_supervisor(t
     rows = [line for line in status.splitlines() if line.split() and line.split()[0] in "0123"]
     assert [(row.split()[0], row.split()[1], row[column:].split()[0]) for row in rows] == [
         ("0", "127.0.0.1", "1"), ("1", "127.0.0.1", "1"), ("2", MACHINE1, "1"), ("3", MACHINE1, "1")], status
+
+
+async def test_the_tui_shows_an_earlier_log_generation_of_a_rank_on_machine_1(two_machines):
+    from xllm_tui.ui.app import XllmApp
+    from xllm_tui.ui.source import SupervisorSource
+    from xllm_tui.ui.widgets.rank_log import RankLog
+    from xllm_tui.ui.widgets.rank_table import RankTable
+
+    tm, dep = two_machines, two_machines.dep
+    tm.start()
+    first = dep.rank_pids(dep.wait_snapshot(tm.world_serving, 120, "world serving"))
+    os.kill(first[3], signal.SIGKILL)  # rank 3's first log on machine 1 becomes node_3.log.1 at the relaunch
+    dep.wait_snapshot(lambda s: tm.world_serving(s) and not set(dep.rank_pids(s).values()) & set(first.values()),
+                      120, "the world relaunched")
+    earlier_there = os.path.join(tm.m1_run_dir, "logs", "node_3.log.1")
+    with open(earlier_there) as f:
+        earlier_text = f.read()
+    source = SupervisorSource(dep.run_dir, profile_path=dep.profile_path, simulate=True)
+    app = XllmApp(source, user_config=False, watch_profile=False, poll_interval=0.2, profile_path=dep.profile_path,
+                  simulate=True)
+
+    async def until(pilot, condition, what: str) -> None:
+        for _ in range(600):
+            if condition():
+                return
+            await pilot.pause(0.1)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    def title() -> str:
+        return str(rank_log.query_one(".rank-log-title").render())
+
+    def copy() -> str:
+        with open(rank_log.path) as f:
+            return f.read()
+
+    async with app.run_test(size=(200, 40)) as pilot:
+        table = app.main_screen.query_one(RankTable)
+        await until(pilot, lambda: table.row_count == 4, "four rows")
+        table.select_rank(3)
+        rank_log = app.main_screen.query_one(RankLog)
+        await until(pilot, lambda: rank_log.rank == 3 and "[ earlier logs" in title(), "the hint for rank 3's earlier log")
+        await pilot.press("left_square_bracket")
+        await until(pilot, lambda: rank_log.back == 1 and rank_log.log_widget.line_count > 5, "the earlier log shown")
+        assert rank_log.path.startswith(str(tm.cache)) and rank_log.path.endswith("node_3.log.1")
+        assert "earlier log, 1 launch(es) back" in title() and f"{MACHINE1}:" in title() and "node_3.log.1" in title()
+        await until(pilot, lambda: copy() and earlier_text.endswith(copy()), "the copy is machine 1's node_3.log.1")
+        await pilot.press("left_square_bracket")  # there is no generation before it
+        assert rank_log.back == 1
+        await pilot.press("right_square_bracket")
+        await until(pilot, lambda: rank_log.back == 0 and rank_log.path.endswith("node_3.log"), "back to the current log")
+        with open(os.path.join(tm.m1_run_dir, "logs", "node_3.log")) as f:
+            current_text = f.read()
+        await until(pilot, lambda: copy() and copy() in current_text, "the current log's copy")
+        assert copy() not in earlier_text
