@@ -452,3 +452,36 @@ async def test_the_tui_shows_an_earlier_log_generation_of_a_rank_on_machine_1(tw
             current_text = f.read()
         await until(pilot, lambda: copy() and copy() in current_text, "the current log's copy")
         assert copy() not in earlier_text
+
+
+def test_a_machine_lost_while_the_world_is_being_launched_leaves_no_half_world_and_the_launch_is_retried(
+        two_machines, monkeypatch):
+    tm, dep = two_machines, two_machines.dep
+    monkeypatch.setenv("XLLM_TUI_REMOTE_TIMEOUT", "8")
+    dep.profile_data["restart"]["backoff"] = {"initial": "2s", "max": "2s", "factor": 1}
+    dep.write_profile()
+    tm.start()
+    first = dep.rank_pids(dep.wait_snapshot(tm.world_serving, 120, "world serving"))
+    member = tm.member_snapshot()["supervisor"]["pid"]
+    seen = dep.events_file()[-1]["seq"]
+    os.kill(first[1], signal.SIGKILL)
+    dep.wait_event(lambda e: e["seq"] > seen and e["kind"] == "group" and "group restarting in 2s" in e["reason"],
+                   60, "the world stopped on both machines, its restart due in 2 s")
+    # Machine 1 stops answering now: still connected when the restart begins (its answers may take 8 s), so
+    # machine 0 launches its own ranks, then machine 1 does not start its ranks.
+    os.kill(member, signal.SIGSTOP)
+    try:
+        held = dep.wait_event(lambda e: e["seq"] > seen and e["kind"] == "group" and e["reason"].startswith(
+            f"launch waits: machine {MACHINE1} was lost during the launch"), 60, "the launch given up, held")
+        launched = [e for e in dep.events_file() if seen < e["seq"] < held["seq"] and e["kind"] == "state"
+                    and e.get("to") == "starting" and e["rank"] in (0, 1) and "machine" not in e]
+        assert len(launched) == 2, "machine 0's ranks were launched before machine 1 was found lost"
+        snap = dep.wait_snapshot(lambda s: not any(r["pid"] for r in s["ranks"][:2]), 60,
+                                 "machine 0's half stopped again")
+        assert snap["group"]["state"] == "failed" and snap["group"]["waiting_for"] == [MACHINE1], snap["group"]
+        assert "the world cannot be restarted until it is back" in snap["group"]["reason"]
+    finally:
+        os.kill(member, signal.SIGCONT)
+    again = dep.wait_snapshot(lambda s: tm.world_serving(s) and not set(dep.rank_pids(s).values()) & set(first.values()),
+                              120, "the world launched once machine 1 answered again")
+    assert again["group"]["restarts"] == 1
