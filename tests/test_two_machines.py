@@ -485,3 +485,46 @@ def test_a_machine_lost_while_the_world_is_being_launched_leaves_no_half_world_a
     again = dep.wait_snapshot(lambda s: tm.world_serving(s) and not set(dep.rank_pids(s).values()) & set(first.values()),
                               120, "the world launched once machine 1 answered again")
     assert again["group"]["restarts"] == 1
+
+
+async def test_the_tui_says_why_a_world_restart_waits_for_machine_1_and_refuses_r_meanwhile(two_machines):
+    from xllm_tui.ui.app import XllmApp
+    from xllm_tui.ui.screens.confirm import ConfirmScreen
+    from xllm_tui.ui.source import SupervisorSource
+    from xllm_tui.ui.widgets.status_bar import StatusBar
+
+    tm, dep = two_machines, two_machines.dep
+    tm.start()
+    first = dep.rank_pids(dep.wait_snapshot(tm.world_serving, 120, "world serving"))
+    tm.sshd.stop()
+    dep.wait_snapshot(lambda s: tm.machine(s)["state"] == "unreachable", 60, "machine 1 unreachable")
+    os.kill(first[0], signal.SIGKILL)
+    dep.wait_snapshot(lambda s: s["group"].get("waiting_for") == [MACHINE1], 60, "the restart held")
+    source = SupervisorSource(dep.run_dir, profile_path=dep.profile_path, simulate=True)
+    app = XllmApp(source, user_config=False, watch_profile=False, poll_interval=0.2, profile_path=dep.profile_path,
+                  simulate=True)
+
+    async def until(pilot, condition, what: str) -> None:
+        for _ in range(600):
+            if condition():
+                return
+            await pilot.pause(0.1)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    def notes() -> str:
+        return "\n".join(str(n.message) for n in app._notifications)
+
+    async with app.run_test(size=(200, 40)) as pilot:
+        bar = app.main_screen.query_one(StatusBar)
+        await until(pilot, lambda: bar._shown is not None and "unreachable since" in str(bar._shown), "the status line")
+        line = str(bar._shown)
+        assert "group failed" in line and "first failure: rank 0 killed" in line, line
+        assert f"machine {MACHINE1} unreachable since" in line and "cannot be restarted until it is back" in line, line
+        await pilot.press("R")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the confirmation")
+        await pilot.press("y")
+        await until(pilot, lambda: "refused" in notes(), "the answer to R")
+        assert f"refused: machine {MACHINE1} cannot be reached" in notes(), notes()
+        assert "it is restarted as soon as every machine is reached" in notes(), notes()
+    tm.sshd.start()
+    dep.wait_snapshot(tm.world_serving, 120, "the world restarted once machine 1 was reached")
