@@ -5,6 +5,7 @@ directory and supervisor; everything runs on this one host and its cores. Prints
 
     python3 bench/bench_machines.py                          # 2, 4, 8 machines x 16 sleeper ranks, 3 runs each
     python3 bench/bench_machines.py --machines 2 4 --ranks 2 --rank-kind sim --runs 1
+    python3 bench/bench_machines.py --tui                    # and the TUI's frame time at each size
 
 Ranks: `sleeper` (default) is bench/sleeper.c compiled with gcc (as bench/suite.py does): a C process that logs
 the ready lines and sleeps, so 8 x 16 = 128 ranks fit on 2 cores; the supervisors then run without --simulate
@@ -89,8 +90,71 @@ def everyone_runs(snap: dict | None, total: int, kind: str) -> bool:
     return all(r.get("pid") and r["state"] in RUNNING for r in snap["ranks"])
 
 
+def tui_frames(run_dir: str, profile: str, seconds: float, size: tuple[int, int] = (200, 50)) -> dict:
+    """The TUI attached to machine 0's supervisor (headless, Textual's Pilot, in this process) for `seconds`:
+    per poll, the snapshot's fetch (socket + JSON) and the frame time, from applying the snapshot to the
+    widgets until the compositor hands the resulting frame to the driver (wall time, and this process's CPU time
+    in it, which the load of the machine disturbs less); frames per second; its CPU."""
+    import asyncio
+
+    from textual._compositor import CompositorUpdate
+
+    from xllm_tui.ui.app import XllmApp
+    from xllm_tui.ui.source import SupervisorSource
+    from xllm_tui.ui.widgets.rank_table import RankTable
+
+    async def run() -> dict:
+        source = SupervisorSource(run_dir, profile_path=profile)
+        app = XllmApp(source, user_config=False, watch_profile=False, profile_path=profile)
+        fetch_ms: list[float] = []
+        frame_ms: list[float] = []
+        frame_cpu_ms: list[float] = []
+        frames = {"n": 0, "on": False, "applied": None, "applied_cpu": 0.0}
+        fetch, apply, display = source.snapshot, app._apply_snapshot, app._display
+
+        async def timed_fetch():
+            t = time.perf_counter()
+            snap = await fetch()
+            if frames["on"]:
+                fetch_ms.append((time.perf_counter() - t) * 1000)
+            return snap
+
+        def timed_apply(snapshot):
+            frames["applied"], frames["applied_cpu"] = time.perf_counter(), time.process_time()
+            apply(snapshot)
+
+        def timed_display(screen, renderable) -> None:
+            display(screen, renderable)
+            if frames["on"] and isinstance(renderable, CompositorUpdate):
+                frames["n"] += 1
+                if frames["applied"] is not None:
+                    frame_ms.append((time.perf_counter() - frames["applied"]) * 1000)
+                    frame_cpu_ms.append((time.process_time() - frames["applied_cpu"]) * 1000)
+                    frames["applied"] = None
+
+        source.snapshot, app._apply_snapshot, app._display = timed_fetch, timed_apply, timed_display
+        async with app.run_test(size=size) as pilot:
+            table = app.main_screen.query_one(RankTable)
+            deadline = time.monotonic() + 60
+            while table.row_count == 0 and time.monotonic() < deadline:
+                await pilot.pause(0.1)
+            await pilot.pause(2.0)  # the first full paint and the log pane's first read
+            frames["on"] = True
+            cpu, started = time.process_time(), time.monotonic()
+            await pilot.pause(seconds)
+            cpu, elapsed = time.process_time() - cpu, time.monotonic() - started
+            frames["on"] = False
+        return {"tui_fetch_ms": statistics.median(fetch_ms) if fetch_ms else float("nan"),
+                "tui_frame_ms": statistics.median(frame_ms) if frame_ms else float("nan"),
+                "tui_frame_ms_max": max(frame_ms, default=float("nan")),
+                "tui_frame_cpu_ms": statistics.median(frame_cpu_ms) if frame_cpu_ms else float("nan"),
+                "tui_fps": frames["n"] / elapsed, "tui_cpu_pct": cpu / elapsed * 100}
+
+    return asyncio.run(run())
+
+
 def measure(machines: int, ranks: int, seconds: float, tmp: Path, kind: str, sleeper: str | None,
-            model: str | None) -> dict:
+            model: str | None, tui: bool) -> dict:
     tag = uuid.uuid4().hex
     hosts = [f"127.0.0.{i + 2}" for i in range(machines - 1)]
     sshd = SshServer(tmp, hosts, {h: {"XDG_STATE_HOME": str(tmp / f"state-{h}"), TAG: tag} for h in hosts})
@@ -151,7 +215,8 @@ def measure(machines: int, ranks: int, seconds: float, tmp: Path, kind: str, sle
         tagged = tagged_processes(tag)
         last = snapshot(run_dir) or {"ranks": [], "group": {}}
         ready = sum(r["state"] == "ready" for r in last["ranks"])
-        return {"ready_ranks": ready, "group": last["group"].get("state"), "ready_s": ready_s, "cpu_pct": cpu, "rss_mib": rss, "snapshot_ms": statistics.median(latencies),
+        frames = tui_frames(run_dir, str(path), seconds) if tui else {}
+        return {**frames, "ready_ranks": ready, "group": last["group"].get("state"), "ready_s": ready_s, "cpu_pct": cpu, "rss_mib": rss, "snapshot_ms": statistics.median(latencies),
                 "snapshot_ms_max": max(latencies), "status_ms": statistics.median(status), "processes": len(tagged)}
     finally:
         try:
@@ -179,11 +244,13 @@ def main() -> int:
     parser.add_argument("--rank-kind", choices=["sleeper", "sim"], default="sleeper")
     parser.add_argument("--runs", type=int, default=3, help="fresh deployments per size (figures: medians)")
     parser.add_argument("--seconds", type=float, default=10.0, help="how long to sample machine 0's CPU at idle")
+    parser.add_argument("--tui", action="store_true", help="also the TUI's frame time, attached for --seconds")
     args = parser.parse_args()
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; "
           f"{args.rank_kind} ranks; every machine a 127.0.0.N address behind one sshd on this host", flush=True)
     print(f"{'machines':>8} {'ranks':>6} {'ready s':>8} {'idle CPU %':>10} {'RSS MiB':>8} {'snapshot ms':>12} "
           f"{'(max)':>7} {'status ms':>10} {'procs':>6}  group, ready ranks", flush=True)
+    tui_rows: list[str] = []
     with tempfile.TemporaryDirectory(prefix="xllm-bench-machines-") as top:
         sleeper = build_sleeper(Path(top)) if args.rank_kind == "sleeper" else None
         model = make_model_dir(Path(top)) if args.rank_kind == "sleeper" else None
@@ -192,7 +259,7 @@ def main() -> int:
             for i in range(args.runs):
                 where = Path(top) / f"{n}m-{i}"
                 where.mkdir()
-                runs.append(measure(n, args.ranks, args.seconds, where, args.rank_kind, sleeper, model))
+                runs.append(measure(n, args.ranks, args.seconds, where, args.rank_kind, sleeper, model, args.tui))
 
             def med(key: str) -> float:
                 return statistics.median(r[key] for r in runs)
@@ -201,6 +268,17 @@ def main() -> int:
                   f"{med('snapshot_ms'):>12.1f} {max(r['snapshot_ms_max'] for r in runs):>7.1f} "
                   f"{med('status_ms'):>10.0f} {int(med('processes')):>6}  "
                   f"{', '.join(sorted({str(r['group']) for r in runs}))}, {int(med('ready_ranks'))}", flush=True)
+            if args.tui:
+                tui_rows.append(f"{n:>8} {n * args.ranks:>6} {med('tui_fetch_ms'):>14.1f} {med('tui_frame_ms'):>14.1f} "
+                                f"{max(r['tui_frame_ms_max'] for r in runs):>7.1f} {med('tui_frame_cpu_ms'):>13.1f} "
+                                f"{med('tui_fps'):>9.1f} "
+                                f"{med('tui_cpu_pct'):>11.1f}")
+    if args.tui:
+        print(f"TUI (headless, {args.seconds:g} s per run; medians of the runs' medians):")
+        print(f"{'machines':>8} {'ranks':>6} {'fetch ms':>14} {'frame ms':>14} {'(max)':>7} {'frame CPU ms':>13} "
+              f"{'frames/s':>9} "
+              f"{'TUI CPU %':>11}")
+        print("\n".join(tui_rows))
     print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     return 0
 
