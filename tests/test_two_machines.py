@@ -318,3 +318,213 @@ def test_restarting_a_rank_of_machine_1_from_the_cli_relaunches_the_world(two_ma
     snap = dep.wait_snapshot(lambda s: tm.world_serving(s) and not set(dep.rank_pids(s).values()) & set(first.values()),
                              120, "the world relaunched on both machines")
     assert tm.machine(snap)["state"] == "connected"
+
+
+def test_a_restart_due_while_machine_1_is_out_of_reach_waits_says_why_and_happens_when_it_is_back(two_machines):
+    tm, dep = two_machines, two_machines.dep
+    tm.start()
+    first = dep.rank_pids(dep.wait_snapshot(tm.world_serving, 120, "world serving"))
+    tm.sshd.stop()
+    dep.wait_snapshot(lambda s: tm.machine(s)["state"] == "unreachable", 60, "machine 1 unreachable")
+
+    os.kill(first[1], signal.SIGKILL)  # the world fails while machine 1 cannot be reached
+    held = dep.wait_snapshot(lambda s: s["group"].get("waiting_for") == [MACHINE1], 60,
+                             "the automatic restart held until machine 1 is back")
+    group = held["group"]
+    assert group["state"] == "failed" and group["restarts"] == 1, group
+    assert group["reason"].startswith(f"rank 1 failed first (killed); machine {MACHINE1} unreachable since "), group
+    assert group["reason"].endswith("the world cannot be restarted until it is back; it is restarted as soon as "
+                                    "every machine is reached (or stop it)"), group
+    assert not any(r["pid"] for r in held["ranks"][:2])  # machine 0's half is not left waiting for the other
+    status = dep.cli("status", dep.profile_path, "--simulate", check=True).stdout
+    assert f"group: failed - rank 1 failed first (killed); machine {MACHINE1} unreachable since" in status, status
+    # An operator's restart meanwhile is refused at once, and says what will happen.
+    refused = dep.cli("restart", dep.profile_path, "--simulate", "--yes", timeout=30)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert f"machine {MACHINE1} cannot be reached" in refused.stderr
+    assert "it is restarted as soon as every machine is reached" in refused.stderr, refused.stderr
+
+    tm.sshd.start()
+    again = dep.wait_snapshot(lambda s: tm.world_serving(s) and not set(dep.rank_pids(s).values()) & set(first.values()),
+                              120, "the world restarted on both machines once machine 1 was reached")
+    assert "waiting_for" not in again["group"] and again["group"]["restarts"] == 1
+    assert [r["restarts"] for r in again["ranks"]] == [1, 1, 1, 1]
+    assert all(not process_alive(pid) for pid in first.values())  # machine 1's old ranks were stopped first
+    reasons = [e.get("reason", "") for e in dep.events_file() if e["kind"] == "group"]
+    assert any(r.startswith(f"launch waits: machine {MACHINE1} cannot be reached") for r in reasons), reasons
+    assert any("every machine reached again" in r and r.startswith("launching 2 rank(s)") for r in reasons), reasons
+
+
+def test_a_machine_that_stops_answering_during_a_restart_is_dropped_after_the_timeout_and_the_world_restarts_later(
+        two_machines, monkeypatch):
+    tm, dep = two_machines, two_machines.dep
+    monkeypatch.setenv("XLLM_TUI_REMOTE_TIMEOUT", "3")  # machine 0 waits 3 s for any answer from machine 1
+    tm.start()
+    first = dep.rank_pids(dep.wait_snapshot(tm.world_serving, 120, "world serving"))
+    member = tm.member_snapshot()["supervisor"]["pid"]
+    os.kill(member, signal.SIGSTOP)  # machine 1's supervisor hangs; ssh and its sshd still answer keep-alives
+    try:
+        os.kill(first[0], signal.SIGKILL)
+        held = dep.wait_snapshot(lambda s: s["group"].get("waiting_for") == [MACHINE1], 60,
+                                 "the restart held: machine 1 does not answer")
+        assert tm.machine(held)["state"] == "unreachable"
+        assert "no reply to" in tm.machine(held)["reason"] and "within 3s" in tm.machine(held)["reason"]
+        assert not any(r["pid"] for r in held["ranks"][:2])
+    finally:
+        os.kill(member, signal.SIGCONT)
+    again = dep.wait_snapshot(lambda s: tm.world_serving(s) and not set(dep.rank_pids(s).values()) & set(first.values()),
+                              120, "the world restarted once machine 1 answered again")
+    assert tm.machine(again)["supervisor_pid"] == member
+
+
+def test_restart_counts_of_machine_1s_ranks_survive_a_new_machine_0_supervisor(two_machines):
+    tm, dep = two_machines, two_machines.dep
+    tm.start()
+    first = dep.rank_pids(dep.wait_snapshot(tm.world_serving, 120, "world serving"))
+    os.kill(first[2], signal.SIGKILL)
+    restarted = dep.wait_snapshot(lambda s: tm.world_serving(s) and not set(dep.rank_pids(s).values()) & set(first.values()),
+                                  120, "the world restarted after rank 2 on machine 1 failed")
+    assert [r["restarts"] for r in restarted["ranks"]] == [1, 1, 1, 1]
+    dep.kill_supervisor(signal.SIGKILL)
+
+    dep.start("--over-ssh")
+    snap = dep.wait_snapshot(lambda s: tm.world_serving(s) and tm.machine(s)["state"] == "connected", 120,
+                             "the successor adopted the whole world")
+    assert dep.rank_pids(snap) == dep.rank_pids(restarted)  # adopted, nothing restarted
+    assert [r["restarts"] for r in snap["ranks"]] == [1, 1, 1, 1] and snap["group"]["restarts"] == 1
+    status = dep.cli("status", dep.profile_path, "--simulate", "--events", "0", check=True).stdout
+    header = next(line for line in status.splitlines() if line.startswith("RANK"))
+    column = header.index("RESTARTS")
+    rows = [line for line in status.splitlines() if line.split() and line.split()[0] in "0123"]
+    assert [(row.split()[0], row.split()[1], row[column:].split()[0]) for row in rows] == [
+        ("0", "127.0.0.1", "1"), ("1", "127.0.0.1", "1"), ("2", MACHINE1, "1"), ("3", MACHINE1, "1")], status
+
+
+async def test_the_tui_shows_an_earlier_log_generation_of_a_rank_on_machine_1(two_machines):
+    from xllm_tui.ui.app import XllmApp
+    from xllm_tui.ui.source import SupervisorSource
+    from xllm_tui.ui.widgets.rank_log import RankLog
+    from xllm_tui.ui.widgets.rank_table import RankTable
+
+    tm, dep = two_machines, two_machines.dep
+    tm.start()
+    first = dep.rank_pids(dep.wait_snapshot(tm.world_serving, 120, "world serving"))
+    os.kill(first[3], signal.SIGKILL)  # rank 3's first log on machine 1 becomes node_3.log.1 at the relaunch
+    dep.wait_snapshot(lambda s: tm.world_serving(s) and not set(dep.rank_pids(s).values()) & set(first.values()),
+                      120, "the world relaunched")
+    earlier_there = os.path.join(tm.m1_run_dir, "logs", "node_3.log.1")
+    with open(earlier_there) as f:
+        earlier_text = f.read()
+    source = SupervisorSource(dep.run_dir, profile_path=dep.profile_path, simulate=True)
+    app = XllmApp(source, user_config=False, watch_profile=False, poll_interval=0.2, profile_path=dep.profile_path,
+                  simulate=True)
+
+    async def until(pilot, condition, what: str) -> None:
+        for _ in range(600):
+            if condition():
+                return
+            await pilot.pause(0.1)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    def title() -> str:
+        return str(rank_log.query_one(".rank-log-title").render())
+
+    def copy() -> str:
+        with open(rank_log.path) as f:
+            return f.read()
+
+    async with app.run_test(size=(200, 40)) as pilot:
+        table = app.main_screen.query_one(RankTable)
+        await until(pilot, lambda: table.row_count == 4, "four rows")
+        table.select_rank(3)
+        rank_log = app.main_screen.query_one(RankLog)
+        await until(pilot, lambda: rank_log.rank == 3 and "[ earlier logs" in title(), "the hint for rank 3's earlier log")
+        await pilot.press("left_square_bracket")
+        await until(pilot, lambda: rank_log.back == 1 and rank_log.log_widget.line_count > 5, "the earlier log shown")
+        assert rank_log.path.startswith(str(tm.cache)) and rank_log.path.endswith("node_3.log.1")
+        assert "earlier log, 1 launch(es) back" in title() and f"{MACHINE1}:" in title() and "node_3.log.1" in title()
+        await until(pilot, lambda: copy() and earlier_text.endswith(copy()), "the copy is machine 1's node_3.log.1")
+        await pilot.press("left_square_bracket")  # there is no generation before it
+        assert rank_log.back == 1
+        await pilot.press("right_square_bracket")
+        await until(pilot, lambda: rank_log.back == 0 and rank_log.path.endswith("node_3.log"), "back to the current log")
+        with open(os.path.join(tm.m1_run_dir, "logs", "node_3.log")) as f:
+            current_text = f.read()
+        await until(pilot, lambda: copy() and copy() in current_text, "the current log's copy")
+        assert copy() not in earlier_text
+
+
+def test_a_machine_lost_while_the_world_is_being_launched_leaves_no_half_world_and_the_launch_is_retried(
+        two_machines, monkeypatch):
+    tm, dep = two_machines, two_machines.dep
+    monkeypatch.setenv("XLLM_TUI_REMOTE_TIMEOUT", "8")
+    dep.profile_data["restart"]["backoff"] = {"initial": "2s", "max": "2s", "factor": 1}
+    dep.write_profile()
+    tm.start()
+    first = dep.rank_pids(dep.wait_snapshot(tm.world_serving, 120, "world serving"))
+    member = tm.member_snapshot()["supervisor"]["pid"]
+    seen = dep.events_file()[-1]["seq"]
+    os.kill(first[1], signal.SIGKILL)
+    dep.wait_event(lambda e: e["seq"] > seen and e["kind"] == "group" and "group restarting in 2s" in e["reason"],
+                   60, "the world stopped on both machines, its restart due in 2 s")
+    # Machine 1 stops answering now: still connected when the restart begins (its answers may take 8 s), so
+    # machine 0 launches its own ranks, then machine 1 does not start its ranks.
+    os.kill(member, signal.SIGSTOP)
+    try:
+        held = dep.wait_event(lambda e: e["seq"] > seen and e["kind"] == "group" and e["reason"].startswith(
+            f"launch waits: machine {MACHINE1} was lost during the launch"), 60, "the launch given up, held")
+        launched = [e for e in dep.events_file() if seen < e["seq"] < held["seq"] and e["kind"] == "state"
+                    and e.get("to") == "starting" and e["rank"] in (0, 1) and "machine" not in e]
+        assert len(launched) == 2, "machine 0's ranks were launched before machine 1 was found lost"
+        snap = dep.wait_snapshot(lambda s: not any(r["pid"] for r in s["ranks"][:2]), 60,
+                                 "machine 0's half stopped again")
+        assert snap["group"]["state"] == "failed" and snap["group"]["waiting_for"] == [MACHINE1], snap["group"]
+        assert "the world cannot be restarted until it is back" in snap["group"]["reason"]
+    finally:
+        os.kill(member, signal.SIGCONT)
+    again = dep.wait_snapshot(lambda s: tm.world_serving(s) and not set(dep.rank_pids(s).values()) & set(first.values()),
+                              120, "the world launched once machine 1 answered again")
+    assert again["group"]["restarts"] == 1
+
+
+async def test_the_tui_says_why_a_world_restart_waits_for_machine_1_and_refuses_r_meanwhile(two_machines):
+    from xllm_tui.ui.app import XllmApp
+    from xllm_tui.ui.screens.confirm import ConfirmScreen
+    from xllm_tui.ui.source import SupervisorSource
+    from xllm_tui.ui.widgets.status_bar import StatusBar
+
+    tm, dep = two_machines, two_machines.dep
+    tm.start()
+    first = dep.rank_pids(dep.wait_snapshot(tm.world_serving, 120, "world serving"))
+    tm.sshd.stop()
+    dep.wait_snapshot(lambda s: tm.machine(s)["state"] == "unreachable", 60, "machine 1 unreachable")
+    os.kill(first[0], signal.SIGKILL)
+    dep.wait_snapshot(lambda s: s["group"].get("waiting_for") == [MACHINE1], 60, "the restart held")
+    source = SupervisorSource(dep.run_dir, profile_path=dep.profile_path, simulate=True)
+    app = XllmApp(source, user_config=False, watch_profile=False, poll_interval=0.2, profile_path=dep.profile_path,
+                  simulate=True)
+
+    async def until(pilot, condition, what: str) -> None:
+        for _ in range(600):
+            if condition():
+                return
+            await pilot.pause(0.1)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    def notes() -> str:
+        return "\n".join(str(n.message) for n in app._notifications)
+
+    async with app.run_test(size=(200, 40)) as pilot:
+        bar = app.main_screen.query_one(StatusBar)
+        await until(pilot, lambda: bar._shown is not None and "unreachable since" in str(bar._shown), "the status line")
+        line = str(bar._shown)
+        assert "group failed" in line and "first failure: rank 0 killed" in line, line
+        assert f"machine {MACHINE1} unreachable since" in line and "cannot be restarted until it is back" in line, line
+        await pilot.press("R")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the confirmation")
+        await pilot.press("y")
+        await until(pilot, lambda: "refused" in notes(), "the answer to R")
+        assert f"refused: machine {MACHINE1} cannot be reached" in notes(), notes()
+        assert "it is restarted as soon as every machine is reached" in notes(), notes()
+    tm.sshd.start()
+    dep.wait_snapshot(tm.world_serving, 120, "the world restarted once machine 1 was reached")

@@ -465,6 +465,9 @@ def cmd_lifecycle_op(args: argparse.Namespace, target: Target) -> int:
             raw = client.snapshot()
             if _settled(raw, accepted, args.command, args.wait, before, asked_at):
                 break
+            if args.command != "stop" and raw["group"].get("waiting_for"):  # a machine was lost meanwhile
+                print(f"\n{args.command}: the world waits: {raw['group']['reason']}")
+                return EXIT_FAILED
             if time.monotonic() >= deadline:
                 print(" (still in progress)")
                 return EXIT_FAILED

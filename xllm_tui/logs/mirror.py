@@ -1,6 +1,7 @@
 """A local copy of the part of a log on another machine that a viewer is looking at, kept current from
 `log_read` replies (docs/protocol.md): the TUI's log view then reads a local file as for any rank. Only the
-rank on screen is copied, from its last lines on; nothing else of another machine is ever mirrored."""
+rank on screen is copied (its current log, or the earlier generation shown), from its last lines on; nothing
+else of another machine is ever mirrored."""
 
 from __future__ import annotations
 
@@ -8,32 +9,52 @@ import hashlib
 import os
 
 
-def mirror_path(run_dir: str, rank: int) -> str:
+def mirror_path(run_dir: str, rank: int, generation: int = 0) -> str:
+    """generation 0: the current log; N: the log N launches back (node_3.log.N there)."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     key = hashlib.sha1(os.path.abspath(run_dir).encode()).hexdigest()[:12]
-    return os.path.join(base, "xllm-tui", "remote-logs", key, f"node_{rank}.log")
+    name = f"node_{rank}.log" + (f".{generation}" if generation else "")
+    return os.path.join(base, "xllm-tui", "remote-logs", key, name)
 
 
 class LogMirror:
-    """next: the remote offset to read from, None before the first reply (then ask for the last lines)."""
+    """next: the remote offset to read from, None before the first reply (then ask for the last lines).
+    generations: how many earlier generations the rank has there (from the last reply; None before one)."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, rank: int = 0, generation: int = 0):
         self.path = path
+        self.rank = rank
+        self.generation = generation
         self.next: int | None = None
+        self.inode: int | None = None
+        self.generations: int | None = None
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         with open(path, "wb"):
             pass  # a fresh copy: the remote offsets of an old one are unknown
 
+    def request(self) -> dict:
+        """The log_read arguments for the next pull."""
+        how: dict = {"lines": 2000} if self.next is None else {"offset": self.next}
+        return {"rank": self.rank, "generation": self.generation, **how}
+
+    def _restart(self) -> None:
+        with open(self.path, "wb"):
+            pass
+        self.next = None
+        self.inode = None
+
     def apply(self, part: dict) -> bool:
-        """Write one log_read reply; True when the copy changed. A remote file that shrank (truncated, or
-        rotated by a relaunch) restarts the copy from its last lines."""
+        """Write one log_read reply; True when the copy changed. A remote file that shrank (truncated) or is
+        another file now (rotated by a relaunch) restarts the copy from its last lines."""
+        if isinstance(part.get("generations"), int):
+            self.generations = part["generations"]
         if part.get("missing"):
             return False
         size = part.get("size") or 0
-        if self.next is not None and size < self.next:
-            with open(self.path, "wb"):
-                pass
-            self.next = None
+        inode = part.get("inode")
+        if self.next is not None and (size < self.next or (inode is not None and self.inode is not None
+                                                             and inode != self.inode)):
+            self._restart()
             return True
         data = part.get("data") or ""
         if self.next is None or part.get("offset") == self.next:
@@ -41,5 +62,7 @@ class LogMirror:
                 with open(self.path, "ab") as f:
                     f.write(data.encode())
             self.next = part.get("next", self.next)
+            if inode is not None:
+                self.inode = inode
             return bool(data)
         return False

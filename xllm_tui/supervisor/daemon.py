@@ -13,6 +13,7 @@ Where each rule lives (docs/supervisor.md, "Inside the supervisor"):
   snapshot.py     the typed snapshot and state.json
   stats.py        CPU, memory and threads of the live ranks (psutil, in a worker thread)
   machines.py     machine 0 of a world over ssh: the other machines' ranks, failures and actions (remote.py)
+  world_launch.py machine 0 launching a world across machines: all or nothing, held while a machine is lost
   server.py       the socket, depending only on the Operations interface
 This module wires them together, runs the event loop and performs the operators' actions. Evidence (log lines,
 /health, stats, devices) is gathered off the loop; only the loop changes states. Nothing here imports Textual.
@@ -37,6 +38,7 @@ from xllm_tui.supervisor.group import GroupController, RankView, derive_group
 from xllm_tui.supervisor.launcher import Launcher
 from xllm_tui.supervisor.log_access import LogAccess
 from xllm_tui.supervisor.machines import RemoteMachines
+from xllm_tui.supervisor.world_launch import WorldLaunch
 from xllm_tui.supervisor.ranktable import RankTables
 from xllm_tui.supervisor.outlets import Outlets
 from xllm_tui.supervisor.planner import Planner, ProfileInvalid, choose_machine, load_profile_checked
@@ -53,8 +55,8 @@ log = logging.getLogger("xllm_tui.supervisor")
 __all__ = ["ProfileInvalid", "RequestError", "Supervisor"]
 
 
-class Supervisor(RemoteMachines, Reconciler, Launcher, FailureHandling, EvidenceGathering, DeviceWatch, Snapshots,
-                 Outlets, StatsSampling, LogAccess, RankTables):
+class Supervisor(RemoteMachines, WorldLaunch, Reconciler, Launcher, FailureHandling, EvidenceGathering, DeviceWatch,
+                 Snapshots, Outlets, StatsSampling, LogAccess, RankTables):
     def __init__(self, profile_path: str, *, simulate: bool, run_dir: str, port_offset: int = 0,
                  machine: str | None = None, launch: bool = True, base_env: dict[str, str] | None = None,
                  over_ssh: bool = False, member: bool = False):

@@ -1,6 +1,7 @@
 """A rank's log over the socket (`log_read`): what a client on another machine cannot open itself. Machine 0
 forwards it for a rank on another machine (machines.py), so `xllm-tui logs` works on every rank of the world.
-Fetched on demand, never mirrored. A mixin of Supervisor."""
+Fetched on demand, never mirrored; each reply says how many earlier generations the rank has, so a viewer
+can offer them (the TUI's `[` on a remote rank). A mixin of Supervisor."""
 
 from __future__ import annotations
 
@@ -11,22 +12,25 @@ from xllm_tui.protocol import RequestError
 
 
 def read_log_file(path: str, *, offset: int | None, lines: int | None, max_bytes: int) -> dict:
-    """{"path", "size", "offset" (where the data starts), "next" (where to read on), "data"}: bytes from
-    `offset`, or the last `lines` lines; at most max_bytes, decoded with replacement."""
+    """{"path", "size", "inode", "offset" (where the data starts), "next" (where to read on), "data"}: bytes
+    from `offset`, or the last `lines` lines; at most max_bytes, decoded with replacement. The inode tells a
+    reader that the name now means another file (a relaunch rotated the logs)."""
     from xllm_tui.logs.tail import tail_lines
 
     try:
-        size = os.path.getsize(path)
+        st = os.stat(path)
     except OSError:
         return {"path": path, "size": None, "offset": 0, "next": 0, "data": "", "missing": True}
+    size = st.st_size
     if lines is not None:
         text = "".join(line + "\n" for line in tail_lines(path, lines))[-max_bytes:]
-        return {"path": path, "size": size, "offset": max(0, size - len(text.encode())), "next": size, "data": text}
+        return {"path": path, "size": size, "inode": st.st_ino, "offset": max(0, size - len(text.encode())),
+                "next": size, "data": text}
     start = min(offset or 0, size)  # a truncated or rotated file: read from its end
     with open(path, "rb") as f:
         f.seek(start)
         raw = f.read(max_bytes)
-    return {"path": path, "size": size, "offset": start, "next": start + len(raw),
+    return {"path": path, "size": size, "inode": st.st_ino, "offset": start, "next": start + len(raw),
             "data": raw.decode(errors="replace")}
 
 
@@ -39,11 +43,11 @@ class LogAccess:
         if r is None:
             raise RequestError("unknown_rank", f"no rank {rank} here")
         path = r.plan.log_path
+        earlier = await asyncio.to_thread(log_generations, path)
         if generation:
-            earlier = await asyncio.to_thread(log_generations, path)
             if generation > len(earlier):
                 raise RequestError("bad_request", f"rank {rank} has {len(earlier)} earlier log generation(s); "
                                    f"generation {generation} does not exist")
             path = earlier[generation - 1]
         result = await asyncio.to_thread(read_log_file, path, offset=offset, lines=lines, max_bytes=max_bytes)
-        return {"rank": rank, "generation": generation, **result}
+        return {"rank": rank, "generation": generation, "generations": len(earlier), **result}

@@ -19,13 +19,12 @@ from typing import Any
 from xllm_tui.logs.glog import PHASE_ORDER
 from xllm_tui.protocol import UNKNOWN_STATE, RankStatus, RequestError, is_failed, is_running, plan_restart
 from xllm_tui.supervisor.group import Failure, RankView
-from xllm_tui.supervisor.remote import SSH_CONFIG_ENV, RemoteLink, RemoteUnavailable, attach_request, ssh_argv, \
-    ssh_target
+from xllm_tui.supervisor.remote import SSH_CONFIG_ENV, RemoteLink, RemoteUnavailable, attach_request, \
+    request_timeout, ssh_argv, ssh_target
 
 log = logging.getLogger("xllm_tui.supervisor.machines")
 
-CONNECT_WAIT_S = 90.0  # how long a launch waits for a machine that is still connecting
-STOP_WAIT_S = 120.0  # how long a relaunch waits for a machine's ranks to be down
+STOP_WAIT_S = 120.0  # how long machine 0's shutdown waits for another machine's supervisor to end
 
 
 class RemoteMachines:
@@ -43,7 +42,7 @@ class RemoteMachines:
 
     def init_remotes(self, coordinate: bool) -> None:
         self.links: dict[str, RemoteLink] = {}
-        self.launch_waiting: str | None = None  # a world launch held back until every machine is reached
+        self.init_world_launch()
         # Automatic world restarts that relaunched a remote rank: its member counts none (machine 0 decides them).
         self.remote_restarts: dict[int, int] = {}
         if not coordinate:
@@ -57,7 +56,8 @@ class RemoteMachines:
             attach = attach_request(self.profile, machine, simulate=self.simulate, port_offset=self.port_offset,
                                     env=self.base_env)
             link = RemoteLink(machine, index, argv, attach, on_event=self.on_remote_event,
-                              on_change=self.on_remote_change, on_connected=self.on_remote_connected)
+                              on_change=self.on_remote_change, on_connected=self.on_remote_connected,
+                              timeout=request_timeout(self.base_env))
             self.links[link.label] = link
 
     def start_remotes(self) -> None:
@@ -106,7 +106,10 @@ class RemoteMachines:
                 for link in self.links.values() if link.connected for r in link.ranks.values()]
 
     def remote_group_override(self, state: str, reason: str) -> tuple[str, str]:
-        """A world with a machine out of sight is degraded (its ranks may run fine; nobody can tell)."""
+        """A world with a machine out of sight is degraded (its ranks may run fine; nobody can tell); a world
+        whose launch waits for a machine says so (world_launch.py)."""
+        if self.launch_waiting is not None and state in ("failed", "stopped"):
+            return self.waiting_group_view(state, reason)
         lost = [link for link in self.links.values() if not link.connected and (link.ever_connected or link.ranks)]
         if lost and state in ("ready", "loading", "starting", "degraded"):
             link = lost[0]
@@ -133,8 +136,7 @@ class RemoteMachines:
                    + (f", {link.attached.get('note')}" if link.attached.get("note") else ""),
                    ranks=sorted(link.ranks), remote_pid=link.attached.get("pid"), reachable=True)
         if self.launch_waiting and all(x.connected for x in self.links.values()):
-            why, self.launch_waiting = self.launch_waiting, None
-            self.spawn_task(self._launch_when_seen(why))
+            self.spawn_task(self._launch_when_seen())
         # A failure there that nobody here saw (this supervisor is new, or the events are gone): the world's too.
         ff = link.group.get("first_failure")
         if isinstance(ff, dict) and any(is_failed(r.get("state")) for r in link.ranks.values()) \
@@ -180,73 +182,6 @@ class RemoteMachines:
                 self.remote_restarts[number] = self.remote_restarts.get(number, 0) + 1
         await super().restart_failed_world(who)
 
-    async def _launch_when_seen(self, why: str) -> None:
-        async with self.action_lock:
-            if not any(r.want_running for r in self.ranks.values()):
-                return  # stopped meanwhile
-            await self.launch_group(f"{why}; every machine reached again")
-            self.update_group()
-
-    async def stop_elsewhere(self, reason: str, running_only: bool = True) -> None:
-        """Stop the ranks on the other machines (the world stops as one) and wait until they are down.
-        running_only: leave a failed rank's state (its first failure) as it is; otherwise every rank ends `stopped`."""
-        if not running_only:
-            self.launch_waiting = None  # the operator stopped the world: nothing waits to be launched
-        await asyncio.gather(*(self._stop_machine(link, reason, running_only) for link in self.links.values()))
-
-    async def _stop_machine(self, link: RemoteLink, reason: str, running_only: bool) -> None:
-        if not link.connected:
-            if link.ranks:
-                self.event("machine", None, machine=link.label, reason=f"machine {link.label} is unreachable: "
-                           f"its ranks could not be stopped ({reason})")
-            return
-        try:
-            ranks: Any = sorted(n for n, r in link.ranks.items() if is_running(r.get("state"))) if running_only \
-                else "all"
-            if not ranks:
-                return
-            await link.request("stop", ranks=ranks, who=f"machine 0 ({reason})")
-            deadline = time.monotonic() + STOP_WAIT_S
-            while time.monotonic() < deadline:
-                await link.refresh()
-                if not any(is_running(r.get("state")) for r in link.ranks.values()):
-                    return
-                await asyncio.sleep(0.3)
-        except (RemoteUnavailable, RequestError) as e:
-            self.event("machine", None, machine=link.label, reason=f"stopping machine {link.label}'s ranks: {e}")
-
-    async def start_elsewhere(self, why: str) -> None:
-        async def start(link: RemoteLink) -> None:
-            if not link.connected and not await link.wait_connected(CONNECT_WAIT_S):
-                self.event("machine", None, machine=link.label, reason=f"machine {link.label} is unreachable: its "
-                           f"ranks are not started ({link.reason})")
-                return
-            try:
-                await link.request("start", ranks="all", who=f"machine 0 ({why})")
-                await link.refresh()
-            except (RemoteUnavailable, RequestError) as e:
-                self.event("machine", None, machine=link.label, reason=f"starting machine {link.label}'s ranks: {e}")
-
-        await asyncio.gather(*(start(link) for link in self.links.values()))
-
-    async def launch_group(self, why: str, forced: Any = frozenset()) -> None:
-        if self.links:
-            # Every machine must be seen first: no rank of the old world may still run anywhere, and a world
-            # launched without a machine could never serve. Until then the launch waits for it.
-            await asyncio.gather(*(link.wait_settled(CONNECT_WAIT_S) for link in self.links.values()))
-            lost = [link.label for link in self.links.values() if not link.connected]
-            if lost:
-                self.launch_waiting = why
-                self.event("group", None, reason=f"launch waits: machine {', '.join(lost)} cannot be reached; the "
-                           f"world is launched when every machine is ({why})", waiting_for=lost)
-                return
-            self.launch_waiting = None
-            await self.stop_elsewhere(f"relaunch: {why}")
-            await self.distribute_rank_table()
-        await super().launch_group(why, forced)
-        if self.links:
-            await self.start_elsewhere(why)
-
     def perform_across_machines(self, op: str, spec: Any, who: str, only: bool = False) -> dict:
         """start/stop/restart across machines: a world-wide action runs here (and reaches every machine through
         launch_group/op_stop); a narrow one is split between this machine and the others."""
@@ -278,8 +213,10 @@ class RemoteMachines:
             world = chosen == everyone
         lost = sorted({remote[n][0].label for n in chosen if n in remote and not remote[n][0].connected})
         if lost and op != "stop":
+            then = (f"; {self.launch_waiting_text()}" if self.launch_waiting is not None
+                    else ": wait for it, or stop the world")
             raise RequestError("machine_unreachable", f"machine {', '.join(lost)} cannot be reached; its ranks are "
-                               "unknown and are never restarted unseen: wait for it, or stop the world")
+                               f"unknown and are never restarted unseen{then}")
         self.event("action", None, reason=f"{op} ranks {chosen or 'none'} requested by {who}"
                    + (f" ({explanation})" if explanation else "") + (" (--only)" if only else ""),
                    op=op, ranks=chosen, world=world)

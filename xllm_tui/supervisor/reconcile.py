@@ -114,6 +114,8 @@ class Reconciler:
         self.group.tracker.restarts_at = [float(t) for t in previous.get("group_restarts_at") or []]
         self.group.restarts = int(previous.get("group_restarts") or 0)
         self.group.first_failure = (previous.get("group") or {}).get("first_failure")
+        with contextlib.suppress(AttributeError, TypeError, ValueError):
+            self.remote_restarts = {int(n): int(c) for n, c in (previous.get("remote_restarts") or {}).items()}
         adoption = previous.get("adoption") or {}
         adopted: list[int] = []
         by_marker: list[int] = []
@@ -231,6 +233,7 @@ class Reconciler:
         for r in self.ranks.values():
             r.restarts = 0
             r.want_running = True
+        self.remote_restarts.clear()
         async with self.action_lock:
             await self.launch_group("supervisor start (`up`)")
 

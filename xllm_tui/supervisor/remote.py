@@ -30,9 +30,10 @@ from xllm_tui.spec import Machine, Profile, SshTarget
 log = logging.getLogger("xllm_tui.supervisor.remote")
 
 SSH_CONFIG_ENV = "XLLM_TUI_SSH_CONFIG"  # an ssh client config file passed as `ssh -F` (tests use a private one)
+REMOTE_TIMEOUT_ENV = "XLLM_TUI_REMOTE_TIMEOUT"  # seconds machine 0 waits for one answer from another machine
 FORWARDED_ENV_PREFIXES = ("XLLM_SIM_",)  # machine 0's environment a remote supervisor gets (simulator knobs)
 ATTACH_TIMEOUT_S = 60.0  # ssh connect + starting the remote supervisor
-REQUEST_TIMEOUT_S = 30.0
+REQUEST_TIMEOUT_S = 30.0  # the default of REMOTE_TIMEOUT_ENV
 BACKOFF_INITIAL_S = 1.0
 BACKOFF_MAX_S = 30.0
 POLL_INTERVAL_S = 1.0  # how often the remote ranks' stats and states are refreshed between events
@@ -41,6 +42,14 @@ MAX_LINE = 1 << 24
 
 class RemoteUnavailable(Exception):
     """The machine cannot be reached now (ssh failed or the connection dropped)."""
+
+
+def request_timeout(env: dict[str, str]) -> float:
+    try:
+        value = float(env.get(REMOTE_TIMEOUT_ENV) or REQUEST_TIMEOUT_S)
+    except ValueError:
+        return REQUEST_TIMEOUT_S
+    return value if value > 0 else REQUEST_TIMEOUT_S
 
 
 def is_loopback(host: str) -> bool:
@@ -133,8 +142,9 @@ class RemoteLink:
 
     def __init__(self, machine: Machine, index: int, argv: list[str], attach: dict, *,
                  on_event: Callable[[RemoteLink, dict], None], on_change: Callable[[RemoteLink], None],
-                 on_connected: Callable[[RemoteLink], Awaitable[None]]):
+                 on_connected: Callable[[RemoteLink], Awaitable[None]], timeout: float = REQUEST_TIMEOUT_S):
         self.machine = machine
+        self.timeout = timeout  # for one request; a machine that does not answer in time is dropped
         self.index = index
         self.label = machine.name or machine.host
         self.argv = argv
@@ -160,6 +170,7 @@ class RemoteLink:
         self._settled = asyncio.Event()  # the first attempt ended (connected or not)
         self.closing = False
         self.stderr_tail = ""
+        self.dropped = ""  # why this side ended the connection (a request unanswered)
         self.journaled_state = ""  # the coordinator's bookkeeping: which state it last journaled
 
     # ------------------------------------------------------------------------------------ state
@@ -237,6 +248,7 @@ class RemoteLink:
 
     async def _session(self) -> None:
         self.stderr_tail = ""
+        self.dropped = ""
         self.proc = await asyncio.create_subprocess_exec(
             *self.argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE, start_new_session=True, limit=MAX_LINE)
@@ -292,6 +304,8 @@ class RemoteLink:
         line = await self.proc.stdout.readline()
         if not line:
             rc = await self.proc.wait()
+            if self.dropped:
+                raise RemoteUnavailable(self.dropped)
             why = f"ssh was killed by signal {-rc}" if rc < 0 else f"ssh exited with status {rc}"
             why += f": {self.stderr_tail}" if self.stderr_tail else ""
             raise RemoteUnavailable(why)
@@ -318,12 +332,26 @@ class RemoteLink:
         if self._writer is None:
             raise RemoteUnavailable(f"machine {self.label} is not connected")
         self._writer.write((json.dumps(message) + "\n").encode())
-        await asyncio.wait_for(self._writer.drain(), REQUEST_TIMEOUT_S)
+        await asyncio.wait_for(self._writer.drain(), self.timeout)
 
-    async def request(self, op: str, timeout: float = REQUEST_TIMEOUT_S, **args: Any) -> dict:
+    def drop(self, why: str) -> None:
+        """End a connection that no longer answers (ssh may keep a dead peer for a while): the session ends with
+        `why`, the machine is unreachable, and it reconnects with backoff."""
+        proc = self.proc
+        if proc is None or proc.returncode is not None or self.dropped:
+            return
+        self.dropped = why
+        log.warning("machine %s: %s; dropping the connection", self.label, why)
+        self._lost(why)  # at once: nothing else is sent over it, and everyone sees the machine unreachable
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)  # ssh leads its own session (start_new_session)
+
+    async def request(self, op: str, timeout: float | None = None, **args: Any) -> dict:
         """One request to that machine's supervisor: its result, RequestError for an error reply,
-        RemoteUnavailable when the machine cannot be reached."""
-        if self._writer is None:
+        RemoteUnavailable when the machine cannot be reached or does not answer within the timeout (the
+        connection is then dropped: an answer that never comes must not hold anything up twice)."""
+        timeout = timeout or self.timeout
+        if self._writer is None or self.dropped:
             raise RemoteUnavailable(f"machine {self.label}: {self.reason}")
         req_id = next(self._ids)
         fut = asyncio.get_running_loop().create_future()
@@ -332,6 +360,7 @@ class RemoteLink:
             await self._write({"id": req_id, "op": op, **args})
             reply = await asyncio.wait_for(fut, timeout)
         except asyncio.TimeoutError:
+            self.drop(f"no reply to {op} within {timeout:g}s")
             raise RemoteUnavailable(f"machine {self.label}: no reply to {op} within {timeout:g}s") from None
         except (ConnectionError, BrokenPipeError) as e:
             raise RemoteUnavailable(f"machine {self.label}: connection lost ({e.__class__.__name__})") from None

@@ -79,6 +79,7 @@ class Snapshots:
                 policy={"mode": p.mode, "scope": self.scope, "max_restarts": p.max_restarts, "window_s": p.window_s,
                         "backoff_initial_s": p.backoff_initial_s, "backoff_max_s": p.backoff_max_s,
                         "backoff_factor": p.backoff_factor},
+                extra={"waiting_for": list(self.launch_waiting_for)} if self.launch_waiting is not None else {},
             ),
             ranks=sorted([*(self.rank_status(r, now) for r in self.ranks.values()), *self.remote_rank_statuses()],
                          key=lambda r: r.rank),
@@ -113,5 +114,7 @@ class Snapshots:
             }
         data["group_restarts_at"] = self.group.tracker.to_json()
         data["group_restarts"] = self.group.restarts
+        # Other machines' ranks: the world restarts machine 0 counted for them (their own supervisors count none).
+        data["remote_restarts"] = {str(n): count for n, count in sorted(self.remote_restarts.items())}
         data["last_launch_at"] = self.last_launch_at
         return data

@@ -46,26 +46,31 @@ class RankLog(Vertical):
 
     async def _pull_once(self, mirror: Any) -> None:
         """A rank on another machine: its new log bytes through machine 0's supervisor (log_read)."""
-        how = {"lines": 2000} if mirror.next is None else {"offset": mirror.next}
         try:
-            part = await self.app.source.action("log_read", rank=mirror.rank, **how)
+            part = await self.app.source.action("log_read", **mirror.request())
         except Exception:  # noqa: BLE001 - machine out of reach or supervisor gone: the next pull tries again
             return
         if mirror is self._mirror:
+            had = mirror.generations
             mirror.apply(part)
+            if mirror.generations != had and self._rank_data is not None:
+                self.show_rank(self._rank_data)  # the `[ earlier logs` hint
 
     def _local_path(self, rank: dict[str, Any]) -> str | None:
-        """The file the view reads: the log itself, or for a rank on another machine a local copy of it."""
+        """The file the view reads: the log itself, or for a rank on another machine a local copy of the
+        generation shown (fetched through machine 0's supervisor)."""
         if not rank.get("remote"):
             self._mirror = None
             return rank.get("log_path")
         from xllm_tui.logs.mirror import LogMirror, mirror_path
 
         run_dir = getattr(self.app.source, "run_dir", "") or ""
-        path = mirror_path(run_dir, int(rank["rank"]))
+        path = mirror_path(run_dir, int(rank["rank"]), self.back)
         if self._mirror is None or self._mirror.path != path:
-            self._mirror = LogMirror(path)
-            self._mirror.rank = int(rank["rank"])
+            known = self._mirror.generations if self._mirror is not None and self._mirror.rank == rank["rank"] \
+                else None
+            self._mirror = LogMirror(path, int(rank["rank"]), self.back)
+            self._mirror.generations = known
             self._pull_remote()
         return path
 
@@ -78,8 +83,17 @@ class RankLog(Vertical):
         return self.query_one(".rank-log-body")
 
     def earlier_logs(self) -> list[str]:
-        base = (self._rank_data or {}).get("log_path")
-        if not base or (self._rank_data or {}).get("remote"):  # earlier logs of another machine: `xllm-tui logs`
+        """The files of this rank's earlier generations, newest first (for a rank on another machine: where
+        each would be copied; how many there are is told by each log_read reply)."""
+        data = self._rank_data or {}
+        base = data.get("log_path")
+        if data.get("remote"):
+            from xllm_tui.logs.mirror import mirror_path
+
+            count = (self._mirror.generations if self._mirror is not None else None) or 0
+            run_dir = getattr(self.app.source, "run_dir", "") or ""
+            return [mirror_path(run_dir, int(data["rank"]), g) for g in range(1, count + 1)]
+        if not base:
             return []
         from xllm_tui.logs.tail import log_generations
 
@@ -105,7 +119,7 @@ class RankLog(Vertical):
             self.back = 0  # another rank: start at its current log
         self._rank_data = rank
         number, path = int(rank["rank"]), self._local_path(rank)
-        if self.back and path:
+        if self.back and path and not rank.get("remote"):  # a remote rank's copy is of the generation shown
             earlier = self.earlier_logs()
             if self.back <= len(earlier):
                 path = earlier[self.back - 1]
@@ -116,10 +130,11 @@ class RankLog(Vertical):
         text.append(f" rank {number} ", style="bold reverse")
         text.append(f" {fmt.state_text(rank)} ", style=f"bold {state_colour}")
         if self.back:
+            shown = f"{rank.get('machine')}:{rank.get('log_path')}.{self.back}" if rank.get("remote") else path
             text.append(f" earlier log, {self.back} launch(es) back ", style="bold reverse")
-            text.append(f"  {path}  (] newer)", style="dim")
+            text.append(f"  {shown}  (] newer)", style="dim")
         else:
-            hint = "" if rank.get("remote") else "  ([ earlier logs)"
+            hint = "  ([ earlier logs)" if not rank.get("remote") or self.earlier_logs() else ""
             shown = path or "no log file"
             if rank.get("remote"):  # the file there, not our copy of it
                 shown = f"{rank.get('machine')}:{rank.get('log_path')}"

@@ -40,7 +40,9 @@ def status_line(snapshot: dict[str, Any] | None, now: float, variables: dict[str
         fields.append(Text(f"{label}: rank {first['rank']} {first.get('cause') or ''}".rstrip(), style=error))
     reason = _RESTART_CLAUSE.sub("", group.reason or "").strip(" ;,")
     if first and reason.startswith(f"rank {first.get('rank')} failed first"):
-        reason = ""  # says what the first-failure field already says
+        # That part says what the first-failure field already says; what follows it (a restart held for a
+        # machine out of reach) is kept.
+        reason = reason.split("; ", 1)[1] if "; " in reason else ""
     if reason:
         fields.append(Text(reason))
     count = f"{len(ranks)} ranks"
