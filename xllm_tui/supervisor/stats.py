@@ -8,7 +8,7 @@ import time
 
 import psutil
 
-STATS_LINGER_S = 30.0  # after a client's last snapshot request, keep sampling psutil figures this long
+STATS_LINGER_S = 10.0  # after a client's last snapshot request, keep sampling psutil figures this long
 
 
 class StatsSampling:
