@@ -599,10 +599,6 @@ def idle_all(cache: Cache, names: list[str], ranks: int, seconds: float) -> dict
             except Exception as e:  # noqa: BLE001
                 out[name] = {"error": f"{type(e).__name__}: {e}"}
         time.sleep(8.0)  # settle: readiness reached, start-up work done
-        states = None
-        if "xllm-tui" in sessions:
-            snap = sessions["xllm-tui"].tool.client_request("snapshot")
-            states = sorted({r["state"] for r in snap["ranks"]})
         c0 = {n: cpu_seconds(s.tool.daemons) for n, s in sessions.items()}
         p0 = {n: sched_seconds(s.tool.daemons) for n, s in sessions.items()}
         t0 = time.monotonic()
@@ -610,6 +606,10 @@ def idle_all(cache: Cache, names: list[str], ranks: int, seconds: float) -> dict
         c1 = {n: cpu_seconds(s.tool.daemons) for n, s in sessions.items()}
         p1 = {n: sched_seconds(s.tool.daemons) for n, s in sessions.items()}
         t1 = time.monotonic()
+        states = None
+        if "xllm-tui" in sessions:  # asked after the window: a snapshot request makes it sample psutil for a while
+            snap = sessions["xllm-tui"].tool.client_request("snapshot")
+            states = sorted({r["state"] for r in snap["ranks"]})
         for n, s in sessions.items():
             ticks, precise = c1[n] - c0[n], p1[n] - p0[n]
             # threads that ended in the window are missing from schedstat: then the ticks are the better figure
@@ -798,7 +798,7 @@ def report(results: dict, meta: dict, tools: list[str]) -> str:
             L.append("\n".join(table(res, [("cpu_pct", "CPU % of a core"), ("rss_mib", "RSS MiB")], tools)))
             if "xllm-tui" in res and res["xllm-tui"].get("states"):
                 L.append("")
-                L.append("xllm-tui rank states while measured: "
+                L.append("xllm-tui rank states just after the window: "
                          + ", ".join(sorted({s for run in res["xllm-tui"]["states"] for s in run})) + ".")
         elif kind == "crash":
             _, ranks, kills = key.split(":")
