@@ -163,6 +163,7 @@ class LogFile:
             self.error = f"cannot read {self.path}: {exc.strerror or exc}"
         self._first_block = size // self.block_size
         self._end = self._first_block * self.block_size
+        self._polled_size = -1  # the file's size at the last poll (-1: poll at once)
         self._counts = array("I")  # newlines per block, blocks first_block.. in order
         self._cum = array("Q", [0])  # prefix sums of _counts
         self.prepended_lines = 0
@@ -194,6 +195,15 @@ class LogFile:
             return os.fstat(self._fd).st_size if self._fd is not None else 0
         except OSError:
             return 0
+
+    def unchanged_since_poll(self) -> bool:
+        """True when a poll would find nothing new: the same file, as long as at the last poll. One stat,
+        no lock: a view following an idle log asks this instead of polling."""
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return self._identity is None  # still missing; an open file that vanished is polled as before
+        return (st.st_dev, st.st_ino) == self._identity and st.st_size == self._polled_size
 
     def snapshot(self) -> Snapshot:
         with self._lock:
@@ -327,6 +337,7 @@ class LogFile:
             before = max(0, self._cum[-1] - self._skip)
             file_size = os.fstat(self._fd).st_size
             size = min(file_size, self._end + max_bytes)
+            self._polled_size = file_size if size == file_size else -1  # -1: a slice is left to read
             if size > self._end:
                 counts, reached = self._count_blocks(self._fd, self._end, size)
                 bs = self.block_size

@@ -361,6 +361,8 @@ class LogView(ScrollView, can_focus=True):
     def _schedule_poll(self) -> None:
         if self._poll_busy or self._logfile is None:
             return
+        if self._complete and self._logfile.unchanged_since_poll():
+            return  # an idle log: no thread, no message, no redraw
         self._poll_busy = True
         level = self._filter_level
         key = (level, *self._filter_range) if level and self._filter_range else None

@@ -53,6 +53,10 @@ def short_line(line: str) -> str:
     return _GLOG_PREFIX.sub(lambda m: m.group(1) + " ", line.replace("\t", " "), count=1)
 
 
+def _plain(value: Any) -> Text:
+    return Text(str(value), end="")
+
+
 def _cell_len(cell: Any) -> int:
     return cell.cell_len if isinstance(cell, Text) else Text(str(cell)).cell_len
 
@@ -136,19 +140,20 @@ class RankTable(DataTable):
         if rank.get("relaunch_pending"):
             state_label += " ~"
         state_cell = Text(state_label, style=f"bold {colour}" if colour else "bold", end="")
+        # Plain cells are Text, not str: DataTable parses a str as markup on every render of the cell.
         return {
             "mark": mark_cell,
             "rank": rank_cell,
             "state": state_cell,
-            "pid": str(rank.get("pid") or "-"),
-            "uptime": fmt.uptime(rank, self._now),
-            "restarts": str(rank.get("restarts", 0)),
-            "cpu": fmt.cpu(rank.get("cpu_pct")),
-            "mem": fmt.size(rank.get("rss_bytes")),
-            "device": str(rank.get("device", "-")),
-            "cores": str(rank.get("cores") or "-"),
+            "pid": _plain(rank.get("pid") or "-"),
+            "uptime": _plain(fmt.uptime(rank, self._now)),
+            "restarts": _plain(rank.get("restarts", 0)),
+            "cpu": _plain(fmt.cpu(rank.get("cpu_pct"))),
+            "mem": _plain(fmt.size(rank.get("rss_bytes"))),
+            "device": _plain(rank.get("device", "-")),
+            "cores": _plain(rank.get("cores") or "-"),
             "last": last_line_of(rank),
-            "machine": str(rank.get("machine") or rank.get("host") or "-"),
+            "machine": _plain(rank.get("machine") or rank.get("host") or "-"),
         }
 
     def _choose_layout(self, all_cells: list[dict[str, Any]]) -> tuple[tuple[str, ...], int]:
@@ -212,6 +217,33 @@ class RankTable(DataTable):
         if repaint:
             # DataTable.update_cell repaints the whole table; repainting only the changed rows keeps a
             # second's worth of uptime and CPU changes to a few short lines on a slow SSH link.
+            self._update_count += 1  # drop the cached renders of changed rows
+            for number in repaint:
+                self.refresh_row(self.get_row_index(str(number)))
+
+    def update_uptimes(self, now: float) -> None:
+        """Between snapshots (once a second): only the uptime cells whose text changed, at most one per
+        rank per minute after its first minute."""
+        self._now = now
+        if not self._layout or "uptime" not in self._layout[0]:
+            return
+        column = self._layout[0].index("uptime")
+        repaint: list[int] = []
+        for number, rendered in self._rendered.items():
+            rank = self._rank_data.get(number)
+            if rank is None:
+                continue
+            cell = _plain(fmt.uptime(rank, now))
+            if cell == rendered[column]:
+                continue
+            if _cell_len(cell) != _cell_len(rendered[column]):
+                self._restyle()  # the column's width changes: the layout may too
+                return
+            row = rendered[:column] + (cell,) + rendered[column + 1:]
+            self._data[RowKey(str(number))][ColumnKey("uptime")] = cell
+            self._rendered[number] = row
+            repaint.append(number)
+        if repaint:
             self._update_count += 1  # drop the cached renders of changed rows
             for number in repaint:
                 self.refresh_row(self.get_row_index(str(number)))
