@@ -92,12 +92,15 @@ def state_text(rank: dict[str, Any]) -> str:
 
 
 def uptime(rank: dict[str, Any], now: float) -> str:
-    """How long the rank has run: seconds in its first minute (start-up), then whole minutes (5m, 2h07m).
-    A column of uptimes in seconds changes every row every second: an idle screen would never be idle."""
+    """How long the rank has run, in whole minutes (<1m, 5m, 2h07m); seconds only in the first minute of a
+    rank that is not ready yet (start-up, when they matter). A column of uptimes in seconds changes every
+    row every second: an idle screen would never be idle."""
     started = rank.get("started_at")
     if not started or not rank.get("pid"):
         return "-"
     seconds = now - started
+    if seconds < 60 and rank.get("state") == "ready":
+        return "<1m"
     if 60 <= seconds < 3600:
         return f"{int(seconds) // 60}m"
     return duration(seconds)
