@@ -246,12 +246,15 @@ def live(args) -> dict:
     results: dict[str, list] = {"follow": [], "keys": []}
     for n in range(max(1, args.runs)):
         for kind in (("follow", "keys") if n % 2 == 0 else ("keys", "follow")):
+            if kind not in args.kinds.split(","):
+                continue
+            lines = args.lines if kind == "follow" else args.key_lines
             with suite.Session(cache, "xllm-tui") as s:
-                env = {"BENCH_LINES": str(args.lines), "BENCH_STAMP": str(s.stamps.path), "BENCH_GATE": str(s.gate),
+                env = {"BENCH_LINES": str(lines), "BENCH_STAMP": str(s.stamps.path), "BENCH_GATE": str(s.gate),
                        "BENCH_AFTER": "sleep"}
                 s.tool.start(args.ranks, [str(REPO / "bench" / "writer.py")], env, restart=False)
                 s.stamps.wait("start", args.ranks, 120)
-                result = asyncio.run(live_session(kind, s.tool, s.stamps, s.gate, args.ranks, args.lines,
+                result = asyncio.run(live_session(kind, s.tool, s.stamps, s.gate, args.ranks, lines,
                                                   (width, height), args.presses, args.timeout))
                 print(json.dumps({"run": n + 1, "kind": kind, **{k: (round(v, 3) if isinstance(v, float) else v)
                                                                   for k, v in result.items() if k != "latencies_ms"},
@@ -259,7 +262,8 @@ def live(args) -> dict:
                 results[kind].append(result)
     latencies = sorted(v for r in results["keys"] for v in r["latencies_ms"])
     p95 = latencies[min(len(latencies) - 1, int(round(0.95 * (len(latencies) - 1))))] if latencies else None
-    follow = results["follow"]
+    follow = results["follow"] or [{"cpu_s": float("nan"), "elapsed_s": float("nan"), "frames": 0,
+                                    "all_ranks_lines_by_then": 1}]
     cpu = statistics.median(r["cpu_s"] for r in follow)
     return {
         "ranks": args.ranks, "lines_per_rank": args.lines, "size": args.size,
@@ -289,6 +293,9 @@ def main() -> int:
                         "frame, CPU per million lines while following (see above)")
     parser.add_argument("--ranks", type=int, default=16, help="--live: flooding ranks (default 16)")
     parser.add_argument("--presses", type=int, default=40, help="--live: keypresses per keys run (default 40)")
+    parser.add_argument("--key-lines", type=int, default=1_500_000,
+                        help="--live: lines per rank in a keys run (default 1,500,000: the flood lasts ~10 s here)")
+    parser.add_argument("--kinds", default="follow,keys", help="--live: the kinds of run (default follow,keys)")
     args = parser.parse_args()
     if args.live:
         print(json.dumps(live(args)))

@@ -380,7 +380,9 @@ class LogView(ScrollView, can_focus=True):
                 new_lines = refresh.new_lines if refresh.reset else new_lines + refresh.new_lines
                 reset = refresh.reset or reset
             refresh = RefreshResult(new_lines, reset, refresh.more)
-            while not logfile.complete and time.monotonic() < deadline:
+            # The start of the file is indexed only while it does not grow: following a flooding log,
+            # counting its past too kept the UI thread waiting for the GIL (keys took a second).
+            while not logfile.complete and not new_lines and time.monotonic() < deadline:
                 logfile.index_backward()
             snapshot = logfile.snapshot()
             before = after = None
@@ -431,8 +433,8 @@ class LogView(ScrollView, can_focus=True):
             self._index_progress = (s.indexed_bytes, s.file_size)
             self._update_title()
             self.post_message(self.IndexProgress(self, s.indexed_bytes, s.file_size, s.complete))
-        if not result.snapshot.complete or result.refresh.more:
-            self.call_later(self._schedule_poll)  # keep indexing without waiting for the timer
+        if result.refresh.more or (not result.snapshot.complete and not result.refresh.new_lines):
+            self.call_later(self._schedule_poll)  # keep reading / indexing without waiting for the timer
 
     def _sync(self, snapshot: Snapshot, *, prepended_rows: int | None = None, appended_rows: int = 0) -> None:
         """Adopt a newer snapshot of the index: shift our numbering, keep the viewport on the same lines."""

@@ -207,19 +207,17 @@ class RankTable(DataTable):
         if layout != self._layout or set(self._rendered) != numbers:
             self._rebuild(ranks, all_cells, layout)
             return
-        repaint: list[int] = []
+        changed: dict[RowKey, set[ColumnKey]] = {}
         for rank, cells in zip(ranks, all_cells):
             number = int(rank["rank"])
             row = self._row(cells, layout)
-            if self._update_row(str(number), self._rendered[number], row):
-                repaint.append(number)
+            columns = self._update_row(str(number), self._rendered[number], row)
+            if columns:
+                changed[RowKey(str(number))] = columns
             self._rendered[number] = row
-        if repaint:
-            # DataTable.update_cell repaints the whole table; repainting only the changed rows keeps a
-            # second's worth of uptime and CPU changes to a few short lines on a slow SSH link.
-            self._update_count += 1  # drop the cached renders of changed rows
-            for number in repaint:
-                self.refresh_row(self.get_row_index(str(number)))
+        # DataTable.update_cell repaints the whole table; repainting only the changed rows keeps a
+        # second's worth of CPU changes to a few short lines on a slow SSH link.
+        self._repaint_cells(changed)
 
     def update_uptimes(self, now: float) -> None:
         """Between snapshots (once a second): only the uptime cells whose text changed, at most one per
@@ -228,7 +226,7 @@ class RankTable(DataTable):
         if not self._layout or "uptime" not in self._layout[0]:
             return
         column = self._layout[0].index("uptime")
-        repaint: list[int] = []
+        changed: dict[RowKey, set[ColumnKey]] = {}
         for number, rendered in self._rendered.items():
             rank = self._rank_data.get(number)
             if rank is None:
@@ -242,26 +240,44 @@ class RankTable(DataTable):
             row = rendered[:column] + (cell,) + rendered[column + 1:]
             self._data[RowKey(str(number))][ColumnKey("uptime")] = cell
             self._rendered[number] = row
-            repaint.append(number)
-        if repaint:
-            self._update_count += 1  # drop the cached renders of changed rows
-            for number in repaint:
-                self.refresh_row(self.get_row_index(str(number)))
+            changed[RowKey(str(number))] = {ColumnKey("uptime")}
+        self._repaint_cells(changed)
 
-    def _update_row(self, row_key: str, previous: tuple, cells: tuple) -> bool:
-        """Store a row's changed cells; True when the row must be repainted (False: already refreshed,
-        or nothing changed). A cell wider than its column goes through update_cell to widen it."""
-        changed = False
+    def _update_row(self, row_key: str, previous: tuple, cells: tuple) -> set[ColumnKey]:
+        """Store a row's changed cells; returns those the row must repaint (none: nothing changed, or
+        already refreshed). A cell wider than its column goes through update_cell to widen it."""
+        changed: set[ColumnKey] = set()
         for column_key, old, new in zip(self.shown_columns, previous, cells):
             if old == new:
                 continue
             column = self.columns[ColumnKey(column_key)]
             if _cell_len(new) > column.content_width:
                 self.update_cell(row_key, column_key, new, update_width=True)
-                continue
+                return set()  # the whole table is repainted
             self._data[RowKey(row_key)][ColumnKey(column_key)] = new
-            changed = True
+            changed.add(ColumnKey(column_key))
         return changed
+
+    def _repaint_cells(self, changed: dict[RowKey, set[ColumnKey]]) -> None:
+        """Repaint the rows of changed cells, re-rendering only those cells. DataTable keys its render
+        caches by one update count for the whole table (bumping it re-renders every cell of every row
+        repainted): a flood changes each row's last log line every second, and re-rendering 12 cells per
+        row held the UI loop long enough to delay keys by a second on a busy machine."""
+        if not changed:
+            return
+        cells = self._cell_render_cache
+        for key in [k for k in cells.keys() if k[1] in changed.get(k[0], ())]:
+            cells.discard(key)
+        rows = self._row_render_cache
+        for key in [k for k in rows.keys() if k[0] in changed]:
+            rows.discard(key)
+        indexes = {self.get_row_index(key.value) for key in changed}
+        renderables = self._row_renderable_cache
+        for key in [k for k in renderables.keys() if k[1] in indexes]:
+            renderables.discard(key)
+        self._line_cache.clear()
+        for index in indexes:
+            self.refresh_row(index)
 
     def _restyle(self) -> None:
         ranks = [self._rank_data[n] for n in sorted(self._rank_data)]
