@@ -221,11 +221,25 @@ class LogFile:
         return self._counts.buffer_info()[1] * self._counts.itemsize + self._cum.buffer_info()[1] * self._cum.itemsize
 
     def close(self) -> None:
+        """Close the file. Never waits for a reader in another thread (a view switching files must not
+        wait for a poll of the old one): then the file is closed by a thread once the reader is done."""
+        self._closed = True
+        if self._lock.acquire(blocking=False):
+            try:
+                self._close_fd()
+            finally:
+                self._lock.release()
+        else:
+            threading.Thread(target=self._close_when_free, name="logfile-close", daemon=True).start()
+
+    def _close_when_free(self) -> None:
         with self._lock:
-            self._closed = True
-            if self._fd is not None:
-                os.close(self._fd)
-                self._fd = None
+            self._close_fd()
+
+    def _close_fd(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def __del__(self) -> None:
         fd = getattr(self, "_fd", None)

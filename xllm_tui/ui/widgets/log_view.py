@@ -84,7 +84,9 @@ _FILTER_PATTERNS = {"warning": WARNINGS_PATTERNS, "error": ERRORS_PATTERNS}
 _SEVERITY_CLASS = {"I": "log-view--info", "W": "log-view--warning", "E": "log-view--error", "F": "log-view--fatal"}
 _FETCH_AHEAD = 200  # lines read per pread batch when a row is not cached
 _INDEX_SLICE_S = 0.15  # seconds of indexing per poll worker run
-_POLL_SLICE_BYTES = 8 * 1024 * 1024
+# Appended bytes read per lock hold: the UI thread reads visible rows under the same lock, so a slice is
+# what a frame may wait for (8 MiB slices held frames for tens of ms on a busy machine).
+_POLL_SLICE_BYTES = 1024 * 1024
 COMPACT_PREFERENCE = "log_view_compact"  # attribute of the app remembering the last chosen mode
 # The glog prefix compact mode drops: severity, date, time (kept, cut to milliseconds), thread, file:line.
 _GLOG_PREFIX = re.compile(r"^[IWEF](?:\d{8}|\d{4}) (\d\d:\d\d:\d\d)(\.\d{1,3})?\d*\s+\d+ [^\s\]]+\] ?")
