@@ -42,6 +42,7 @@ import asyncio
 import json
 import os
 import resource
+import signal
 import statistics
 import subprocess
 import sys
@@ -50,6 +51,26 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+# The floor of keypress-to-frame on a loaded machine: a separate small process that wakes every 50-100 ms
+# and then needs FLOOR_CPU_MS of CPU (about what the TUI's frame after a key costs), timed wake to done.
+FLOOR_CPU_MS = 5.0
+FLOOR_PROBE = r"""
+import random, sys, time
+cpu_s = float(sys.argv[1]) / 1000
+out = []
+try:
+    while True:
+        time.sleep(random.uniform(0.05, 0.1))
+        t0 = time.perf_counter()
+        c0 = time.thread_time()
+        while time.thread_time() - c0 < cpu_s:
+            pass
+        out.append((time.perf_counter() - t0) * 1000)
+        if len(out) % 5 == 0:
+            print(" ".join(f"{v:.2f}" for v in out[-5:]), flush=True)
+except KeyboardInterrupt:
+    pass
+"""
 WRITER = r"""
 import sys
 path, lines = sys.argv[1], int(sys.argv[2])
@@ -208,6 +229,8 @@ async def live_session(kind: str, tool, stamps, gate: Path, ranks: int, lines: i
             if time.monotonic() > start_wait:
                 raise RuntimeError("no rank started writing")
             await asyncio.sleep(0.01)
+        floor = subprocess.Popen([sys.executable, "-c", FLOOR_PROBE, str(FLOOR_CPU_MS)], stdout=subprocess.PIPE,
+                                 text=True)
         latencies, missed, direction = [], 0, 1
         for _ in range(presses):
             if len(stamps.of("done")) >= ranks:
@@ -233,7 +256,9 @@ async def live_session(kind: str, tool, stamps, gate: Path, ranks: int, lines: i
             watch.marker = None
             await asyncio.sleep(random.uniform(0.1, 0.2))
         flooding_at_end = len(stamps.of("done")) < ranks
-        return {"latencies_ms": latencies, "missed": missed, "flood_still_on": flooding_at_end}
+        floor.send_signal(signal.SIGINT)
+        floor_ms = [float(v) for v in floor.communicate(timeout=10)[0].split()]
+        return {"latencies_ms": latencies, "missed": missed, "flood_still_on": flooding_at_end, "floor_ms": floor_ms}
 
 
 def live(args) -> dict:
@@ -260,17 +285,24 @@ def live(args) -> dict:
                                                                   for k, v in result.items() if k != "latencies_ms"},
                                   "presses": len(result.get("latencies_ms", []))}), file=sys.stderr, flush=True)
                 results[kind].append(result)
+    def p95_of(values: list[float]) -> float | None:
+        return values[min(len(values) - 1, int(round(0.95 * (len(values) - 1))))] if values else None
+
     latencies = sorted(v for r in results["keys"] for v in r["latencies_ms"])
-    p95 = latencies[min(len(latencies) - 1, int(round(0.95 * (len(latencies) - 1))))] if latencies else None
+    p95 = p95_of(latencies)
+    floor = sorted(v for r in results["keys"] for v in r.get("floor_ms", []))
     follow = results["follow"] or [{"cpu_s": float("nan"), "elapsed_s": float("nan"), "frames": 0,
                                     "all_ranks_lines_by_then": 1}]
     cpu = statistics.median(r["cpu_s"] for r in follow)
     return {
-        "ranks": args.ranks, "lines_per_rank": args.lines, "size": args.size,
+        "ranks": args.ranks, "lines_per_rank_follow": args.lines, "lines_per_rank_keys": args.key_lines,
+        "size": args.size,
         "keypress_to_frame_ms_median": round(statistics.median(latencies), 1) if latencies else None,
         "keypress_to_frame_ms_p95": round(p95, 1) if p95 is not None else None,
         "keypress_to_frame_ms_max": round(latencies[-1], 1) if latencies else None,
         "presses_counted": len(latencies), "presses_missed": sum(r["missed"] for r in results["keys"]),
+        f"floor_wake_plus_{FLOOR_CPU_MS:g}ms_cpu_ms_median": round(statistics.median(floor), 1) if floor else None,
+        f"floor_wake_plus_{FLOOR_CPU_MS:g}ms_cpu_ms_p95": round(p95_of(floor), 1) if floor else None,
         "follow_cpu_s": [round(r["cpu_s"], 3) for r in follow],
         "follow_elapsed_s": [round(r["elapsed_s"], 2) for r in follow],
         "follow_frames_per_s": [round(r["frames"] / r["elapsed_s"], 1) for r in follow],
