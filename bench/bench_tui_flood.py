@@ -156,6 +156,7 @@ class FrameWatch:
         self.frames = 0
         self.marker: str | None = None
         self.marker_seen_at: float | None = None
+        self.seen = asyncio.Event()  # set with marker_seen_at: the waiter sleeps instead of polling the loop
         self.after_frame = None  # callable run after each frame (the follow run's end check)
         self.original = app._display
         app._display = self.display
@@ -167,6 +168,7 @@ class FrameWatch:
             self.original(screen, renderable)
             if self.marker is not None and self.marker_seen_at is None and self.marker in out:
                 self.marker_seen_at = time.perf_counter()
+                self.seen.set()
             if self.after_frame is not None:
                 self.after_frame()
             return
@@ -241,13 +243,15 @@ async def live_session(kind: str, tool, stamps, gate: Path, ranks: int, lines: i
             target = current + direction
             key = "j" if direction > 0 else "k"
             watch.marker, watch.marker_seen_at = f" rank {target} ", None
+            watch.seen.clear()
             event = events.Key(key, key)
             event.set_sender(app)
             t0 = time.perf_counter()
             app._driver.send_message(event)  # as the terminal driver does with a key it read
-            limit = time.monotonic() + 5.0
-            while watch.marker_seen_at is None and time.monotonic() < limit:
-                await asyncio.sleep(0.001)
+            try:
+                await asyncio.wait_for(watch.seen.wait(), timeout=5.0)
+            except asyncio.TimeoutError:
+                pass
             if watch.marker_seen_at is None:
                 missed += 1
                 table.select_rank(target)  # resynchronise and go on
