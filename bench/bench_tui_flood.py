@@ -266,6 +266,8 @@ async def live_session(kind: str, tool, stamps, gate: Path, ranks: int, lines: i
 
 
 def live(args) -> dict:
+    import xllm_tui.ui.app  # noqa: F401 - first, from PYTHONPATH if set: suite.py puts this tree on sys.path
+
     sys.path.insert(0, str(REPO / "bench"))
     import suite
 
@@ -315,6 +317,7 @@ def live(args) -> dict:
             r["cpu_s"] / (r["all_ranks_lines_by_then"] / 1e6) for r in follow), 4),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "load_average": [round(v, 2) for v in os.getloadavg()],
+        "tui_tree": os.path.dirname(os.path.dirname(sys.modules["xllm_tui"].__file__)),
         "targets": {"keypress_p95_ms": 50, "cpu_s_per_million_lines": 0.1, "peak_rss_mib": 100},
     }
 

@@ -299,7 +299,7 @@ class XllmApp(App[None]):
     def _tick(self) -> None:
         """Once a second: uptimes and the restart countdown move without a new snapshot (each widget
         repaints only when its text changes)."""
-        if not self.snapshot:
+        if not self.snapshot or not self._ui_ready():  # not while the screens are torn down at exit
             return
         now = self.now()
         if self.screen is self.main_screen:
@@ -573,7 +573,7 @@ class XllmApp(App[None]):
 
     def _devices_tick(self) -> None:
         """Every few seconds while the Devices tab is open (npu-smi is slow: never more often)."""
-        if self.screen is self.main_screen and self.main_screen.query_one(TabbedContent).active == "tab-devices":
+        if self._ui_ready() and self.screen is self.main_screen and self.main_screen.query_one(TabbedContent).active == "tab-devices":
             self.refresh_devices()
 
     @work(exit_on_error=False, group="devices", exclusive=True, thread=True)
