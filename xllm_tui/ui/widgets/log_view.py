@@ -262,6 +262,7 @@ class LogView(ScrollView, can_focus=True):
         self._wrap_layout_key: tuple | None = None
         self._wrap_layout: list[Strip] = []
         self._shown_title: str | None = None
+        self._style_memo: dict[tuple, tuple[Style, Style]] = {}  # see _line_styles
         self._shown_subtitle: str | None = None
         self._search_wrapped = ""  # "search wrapped to the top/bottom" after a search went round the file
 
@@ -588,23 +589,33 @@ class LogView(ScrollView, can_focus=True):
     def _current_background(self) -> Style:
         return Style(bgcolor=self.get_component_rich_style("log-view--current").bgcolor)
 
+    def _line_styles(self, severity: str | None, current: bool) -> tuple[Style, Style]:
+        """(line style, prefix style): computed once per style change, not per row (a flood renders a
+        screenful of new rows twice a second, and each style lookup walks the CSS)."""
+        key = (severity, current)
+        styles = self._style_memo.get(key)
+        if styles is None:
+            base = self.rich_style
+            if current:
+                base = base + self._current_background()
+            style_name = _SEVERITY_CLASS.get(severity or "I", "log-view--info")
+            styles = (base + self._foreground(style_name), self._foreground("log-view--prefix"))
+            self._style_memo[key] = styles
+        return styles
+
     def _styled(self, text: str, current: bool) -> Text:
         """The row as rich Text: widget colours, then severity, prefix, current line, search matches."""
-        base = self.rich_style
-        if current:
-            base = base + self._current_background()
         severity = severity_of(text)
-        style_name = _SEVERITY_CLASS.get(severity or "I", "log-view--info")
-        line_style = base + self._foreground(style_name)
+        line_style, prefix_style = self._line_styles(severity, current)
         shown = compact_text(text) if self.compact else text
         line = Text(shown, style=line_style, no_wrap=not self.wrap, end="")
         line.stylize(line_style)  # a span: Text.render drops the base style of span-less text
         if shown is not text:  # compact: the time muted, the message in the severity's colour
-            line.stylize(self._foreground("log-view--prefix"), 0, shown.find(" "))
+            line.stylize(prefix_style, 0, shown.find(" "))
         elif severity is not None and text[:1] == severity:
             end = text.find("] ")
             if 0 < end < 80:
-                line.stylize(self._foreground("log-view--prefix"), 0, end + 1)
+                line.stylize(prefix_style, 0, end + 1)
         if self._search_str is not None:
             match_style = self.get_component_rich_style("log-view--match")
             for m in self._search_str.finditer(shown):
@@ -698,6 +709,7 @@ class LogView(ScrollView, can_focus=True):
         return rows
 
     def notify_style_update(self) -> None:
+        self._style_memo.clear()
         super().notify_style_update()
         self._strip_cache.clear()
         self._wrap_layout_key = None
