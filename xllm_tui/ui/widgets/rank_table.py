@@ -109,11 +109,13 @@ class RankTable(DataTable):
         self._state_width = 12
         self._failing = True  # the group is failing: the first failure's marker is shown loud
         self._layout: tuple[tuple[str, ...], int] | None = None  # shown column keys, last log line width
+        self._widest: dict[str, int] = {}  # the widest content of each column since the last resize
 
     def on_mount(self) -> None:
         self.app.theme_changed_signal.subscribe(self, lambda _theme: self._restyle())
 
     def on_resize(self) -> None:
+        self._widest.clear()
         if self._rank_data:
             self._restyle()
 
@@ -158,6 +160,10 @@ class RankTable(DataTable):
 
     def _choose_layout(self, all_cells: list[dict[str, Any]]) -> tuple[tuple[str, ...], int]:
         widths = {key: max([len(label)] + [_cell_len(c[key]) for c in all_cells]) for label, key in COLUMNS}
+        # Columns do not shrink until the terminal is resized or the ranks change: a column narrowing by one
+        # cell (uptimes "<1m" -> "1m", cpu "12%" -> "9%") would re-lay the whole table out.
+        widths = {key: max(width, self._widest.get(key, 0)) for key, width in widths.items()}
+        self._widest = widths
         self._state_width = widths["state"]
         # A vertical scrollbar may appear (many ranks): keep its width free.
         available = self.size.width - self.styles.scrollbar_size_vertical
@@ -200,6 +206,8 @@ class RankTable(DataTable):
         for rank in ranks:
             self._rank_data[int(rank["rank"])] = rank
         numbers = {int(rank["rank"]) for rank in ranks}
+        if numbers != set(self._rendered):
+            self._widest.clear()
         for gone in set(self._rank_data) - numbers:
             self._rank_data.pop(gone, None)
         all_cells = [self._cells(rank) for rank in ranks]
