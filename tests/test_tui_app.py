@@ -517,3 +517,57 @@ async def test_restart_one_rank_only_from_the_prompt(source):
         await pilot.press("y")
         await until(pilot, lambda: source.actions)
         assert source.actions == [("restart", {"ranks": [3], "only": True})]
+
+
+class RunningClockSource(StaticSource):
+    """A live-like deployment: snapshots change only when the test changes them; the clock is the test's."""
+
+    frozen = False
+
+    def __init__(self, data, clock: float):
+        super().__init__(data)
+        self.clock = clock
+
+    def now(self) -> float:
+        return self.clock
+
+
+def uptime_cell(table: RankTable, rank: int) -> str:
+    return str(table.get_cell(str(rank), "uptime"))
+
+
+async def test_idle_screen_redraws_only_what_the_clock_changes(tmp_path):
+    """Unchanged snapshots draw nothing; uptimes (whole minutes for ready ranks, seconds for a starting one)
+    move with the clock between snapshots, cell by cell; a changed snapshot is drawn."""
+    from textual._compositor import CompositorUpdate
+
+    data = demo_snapshot(tmp_path / "logs")
+    now = float(data["time"])
+    ranks = {r["rank"]: r for r in data["ranks"]}
+    ranks[0].update(state="ready", pid=ranks[0].get("pid") or 4242, started_at=now - 30)
+    ranks[1].update(state="loading", pid=ranks[1].get("pid") or 4243, started_at=now - 30, progress=[3, 48])
+    source = RunningClockSource(data, now)
+    app = make_app(source, poll_interval=0.05)
+    updates = []
+    original = app._display
+
+    def display(screen, renderable):
+        if isinstance(renderable, CompositorUpdate):
+            updates.append(renderable.render_segments(app.console))
+        return original(screen, renderable)
+
+    app._display = display
+    async with app.run_test(size=(160, 40)) as pilot:
+        table = app.main_screen.query_one(RankTable)
+        await until(pilot, lambda: table.row_count == 8, what="8 rank rows")
+        assert (uptime_cell(table, 0), uptime_cell(table, 1)) == ("<1m", "30s")
+        await pilot.pause(1.5)  # first paint, the log read
+        updates.clear()
+        await pilot.pause(1.2)  # many unchanged snapshots and a tick at the same clock
+        assert updates == []
+        source.clock += 45  # no new snapshot: the tick moves the uptimes
+        await until(pilot, lambda: (uptime_cell(table, 0), uptime_cell(table, 1)) == ("1m", "1m"), what="uptimes")
+        await until(pilot, lambda: any("1m" in u for u in updates), what="the uptimes drawn")
+        assert " 1m " in screen_text(app)
+        source.data["ranks"][2]["last_line"] = "I20261130 10:00:00.000000 1 x.cc:1] a new line from rank 2"
+        await until(pilot, lambda: "a new line from rank 2" in screen_text(app), what="the changed snapshot")

@@ -23,7 +23,12 @@ def test_state_text_shows_progress_and_cause():
     assert fmt.state_text(retrying) == "connecting (3 retries)"
     assert fmt.state_text({"state": "failed", "last_exit": {"cause": "hccl_error"}}) == "failed hccl_error"
     assert fmt.state_text({"state": "crash-looping", "last_exit": None}) == "crash-looping"
-    assert fmt.uptime({"pid": 1, "started_at": 100.0}, 230.0) == "2m10s"
+    # Uptimes: seconds in the first minute of a starting rank only, then whole minutes (an idle table must
+    # not change every second).
+    assert [fmt.uptime({"pid": 1, "started_at": 100.0, "state": "ready"}, 100.0 + s) for s in (5, 59, 60)] == [
+        "<1m", "<1m", "1m"]
+    assert [fmt.uptime({"pid": 1, "started_at": 100.0}, 100.0 + s) for s in (0, 59, 60, 130, 3599, 3600, 86400 * 3)] == [
+        "0s", "59s", "1m", "2m", "59m", "1h00m", "3d00h"]
     assert fmt.uptime({"pid": None, "started_at": 100.0}, 230.0) == "-"
 
 

@@ -163,6 +163,7 @@ class LogFile:
             self.error = f"cannot read {self.path}: {exc.strerror or exc}"
         self._first_block = size // self.block_size
         self._end = self._first_block * self.block_size
+        self._polled_size = -1  # the file's size at the last poll (-1: poll at once)
         self._counts = array("I")  # newlines per block, blocks first_block.. in order
         self._cum = array("Q", [0])  # prefix sums of _counts
         self.prepended_lines = 0
@@ -195,6 +196,15 @@ class LogFile:
         except OSError:
             return 0
 
+    def unchanged_since_poll(self) -> bool:
+        """True when a poll would find nothing new: the same file, as long as at the last poll. One stat,
+        no lock: a view following an idle log asks this instead of polling."""
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return self._identity is None  # still missing; an open file that vanished is polled as before
+        return (st.st_dev, st.st_ino) == self._identity and st.st_size == self._polled_size
+
     def snapshot(self) -> Snapshot:
         with self._lock:
             return Snapshot(
@@ -211,11 +221,25 @@ class LogFile:
         return self._counts.buffer_info()[1] * self._counts.itemsize + self._cum.buffer_info()[1] * self._cum.itemsize
 
     def close(self) -> None:
+        """Close the file. Never waits for a reader in another thread (a view switching files must not
+        wait for a poll of the old one): then the file is closed by a thread once the reader is done."""
+        self._closed = True
+        if self._lock.acquire(blocking=False):
+            try:
+                self._close_fd()
+            finally:
+                self._lock.release()
+        else:
+            threading.Thread(target=self._close_when_free, name="logfile-close", daemon=True).start()
+
+    def _close_when_free(self) -> None:
         with self._lock:
-            self._closed = True
-            if self._fd is not None:
-                os.close(self._fd)
-                self._fd = None
+            self._close_fd()
+
+    def _close_fd(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def __del__(self) -> None:
         fd = getattr(self, "_fd", None)
@@ -327,6 +351,7 @@ class LogFile:
             before = max(0, self._cum[-1] - self._skip)
             file_size = os.fstat(self._fd).st_size
             size = min(file_size, self._end + max_bytes)
+            self._polled_size = file_size if size == file_size else -1  # -1: a slice is left to read
             if size > self._end:
                 counts, reached = self._count_blocks(self._fd, self._end, size)
                 bs = self.block_size

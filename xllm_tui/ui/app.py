@@ -46,6 +46,8 @@ from xllm_tui.ui.widgets.timeline import TimelineTable, scan_ranks
 from xllm_tui.ui.widgets.toggles_panel import TogglesPanel
 
 MIN_REFRESH_S = 0.3  # at most ~3 snapshot redraws per second, however many events arrive
+QUIET_POLL_S = 3.0  # the poll interval once snapshots stop changing (an event or an action still wakes it)
+QUIET_AFTER = 3  # unchanged snapshots in a row before polling slows down
 RETRY_S = 2.0
 EVENT_BACKLOG = 2000  # events drawn from the journal on attach
 APP_KEYS: list[tuple[str, str, str, str, bool, str, str]] = [
@@ -138,6 +140,25 @@ def known_binding_ids() -> set[str]:
 
 def key_label(keys: str) -> str:
     return ", ".join(KEY_LABELS.get(k.strip(), k.strip()) for k in keys.split(","))
+
+
+# Fields that move without anything worth redrawing: the clock, and the devices reading (polled_at; the
+# Devices tab reads app.snapshot on its own tick).
+_CLOCK_FIELDS = ("time", "devices")
+_RANK_CLOCK_FIELDS = ("uptime_s",)
+
+
+def _same_but_clock(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Two snapshots that differ only in the supervisor's clock and the uptimes derived from it."""
+    if any(a.get(k) != b.get(k) for k in a.keys() | b.keys() if k not in _CLOCK_FIELDS and k != "ranks"):
+        return False
+    ranks_a, ranks_b = a.get("ranks") or [], b.get("ranks") or []
+    if len(ranks_a) != len(ranks_b):
+        return False
+    for ra, rb in zip(ranks_a, ranks_b):
+        if any(ra.get(k) != rb.get(k) for k in ra.keys() | rb.keys() if k not in _RANK_CLOCK_FIELDS):
+            return False
+    return True
 
 
 class ActionsProvider(Provider):
@@ -276,9 +297,17 @@ class XllmApp(App[None]):
             self.set_interval(5.0, self._devices_tick)
 
     def _tick(self) -> None:
-        """Once a second: uptimes and the restart countdown move without a new snapshot."""
-        if self.snapshot and self.screen is self.main_screen:
-            self.main_screen.query_one(StatusBar).show(self.snapshot, self.now())
+        """Once a second: uptimes and the restart countdown move without a new snapshot (each widget
+        repaints only when its text changes)."""
+        if not self.snapshot or not self._ui_ready():  # not while the screens are torn down at exit
+            return
+        now = self.now()
+        if self.screen is self.main_screen:
+            if (self.snapshot.get("group") or {}).get("next_restart_at"):  # the only clock in the status line
+                self.main_screen.query_one(StatusBar).show(self.snapshot, now)
+            self.main_screen.query_one(RankTable).update_uptimes(now)
+        elif isinstance(self.screen, RankDetailScreen):
+            self.screen.tick(now)
 
     def now(self) -> float:
         return self.source.now()
@@ -297,6 +326,7 @@ class XllmApp(App[None]):
     # -- data in --------------------------------------------------------------------------------------
     @work(exit_on_error=False, group="poll", exclusive=True)
     async def _poll_loop(self) -> None:
+        unchanged = 0  # snapshots in a row that changed nothing on screen
         while True:
             try:
                 snapshot = await self.source.snapshot()
@@ -309,12 +339,16 @@ class XllmApp(App[None]):
                 await asyncio.sleep(RETRY_S)
                 continue
             try:
-                self._apply_snapshot(snapshot)
+                changed = self._apply_snapshot(snapshot)
             except Exception as error:  # an unexpected snapshot must not end the TUI: say so, keep polling
                 self._report_unexpected("showing the supervisor's snapshot", error)
+                changed = True
+            unchanged = 0 if changed else unchanged + 1
+            # Nothing moving (idle ranks): poll less often; state changes come as events and wake it at once.
+            interval = self.poll_interval if unchanged < QUIET_AFTER else max(self.poll_interval, QUIET_POLL_S)
             started = time.monotonic()
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval)
+                await asyncio.wait_for(self._wake.wait(), timeout=interval)
             except asyncio.TimeoutError:
                 pass
             self._wake.clear()
@@ -403,12 +437,16 @@ class XllmApp(App[None]):
         self.disconnect_reason = None
         self.main_screen.query_one("#connection-banner", Static).remove_class("visible")
 
-    def _apply_snapshot(self, snapshot: dict[str, Any]) -> None:
+    def _apply_snapshot(self, snapshot: dict[str, Any]) -> bool:
+        """Show a snapshot; False when it changed nothing worth a redraw."""
         if not self._ui_ready():
-            return
+            return False
+        previous = self.snapshot
         self.snapshot = snapshot
         self.snapshot_at = snapshot.get("time") or time.time()
         self._set_connected()
+        if previous is not None and _same_but_clock(previous, snapshot):
+            return False  # the usual idle poll: nothing to redraw (uptimes move with the tick)
         now = self.now()
         ranks = snapshot.get("ranks") or []
         typed = Snapshot.from_dict(snapshot)
@@ -440,6 +478,7 @@ class XllmApp(App[None]):
             # the baseline, so a profile edit's diff shows the edit, not the toggle.
             self.profile_plan.toggles = toggles
             self._load_profile(initial=True)
+        return True
 
     def _announce_failures(self, previous: Snapshot, current: Snapshot) -> None:
         before = {r.rank: r.failed for r in previous.ranks}
@@ -534,7 +573,7 @@ class XllmApp(App[None]):
 
     def _devices_tick(self) -> None:
         """Every few seconds while the Devices tab is open (npu-smi is slow: never more often)."""
-        if self.screen is self.main_screen and self.main_screen.query_one(TabbedContent).active == "tab-devices":
+        if self._ui_ready() and self.screen is self.main_screen and self.main_screen.query_one(TabbedContent).active == "tab-devices":
             self.refresh_devices()
 
     @work(exit_on_error=False, group="devices", exclusive=True, thread=True)
@@ -964,7 +1003,9 @@ class XllmApp(App[None]):
         directory = os.path.dirname(path)
         # Watch the directory: editors save by renaming a new file over the old one.
         try:
-            async for changes in watchfiles.awatch(directory, debounce=300, recursive=False):
+            # step: how often the watcher thread wakes (and takes the GIL) to check for a stop; its 50 ms
+            # default costs an idle TUI 20 wake-ups a second.
+            async for changes in watchfiles.awatch(directory, debounce=1000, step=500, recursive=False):
                 if any(os.path.abspath(p) == path for _, p in changes):
                     self._load_profile()
         except Exception as error:  # a vanished directory must not end the TUI

@@ -143,6 +143,7 @@ class RankDetailScreen(Screen[None]):
         self.running: dict[str, Any] | None = None
         self.flag_defaults: tuple[dict[str, str], str] | None = None
         self.loaded = False
+        self._shown_uptime: str | None = None
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="detail-scroll"):
@@ -175,9 +176,16 @@ class RankDetailScreen(Screen[None]):
     def render_detail(self) -> None:
         app: Any = self.app
         planned = app.next_launch(int(self.rank["rank"]))
-        body = detail_text(self.rank, self.running, planned, app.now(), app.theme_variables, app.watched_env(),
+        now = app.now()
+        self._shown_uptime = fmt.uptime(self.rank, now)
+        body = detail_text(self.rank, self.running, planned, now, app.theme_variables, app.watched_env(),
                            self.flag_defaults)
         self.query_one("#detail-body", Static).update(body)
+
+    def tick(self, now: float) -> None:
+        """Between snapshots: redraw only when the uptime shown changes."""
+        if self.loaded and fmt.uptime(self.rank, now) != self._shown_uptime:
+            self.render_detail()
 
     def update_rank(self, rank: dict[str, Any]) -> None:
         self.rank = rank

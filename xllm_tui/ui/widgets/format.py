@@ -24,8 +24,8 @@ STATE_VARIABLE = {
 
 
 def duration(seconds: float | None) -> str:
-    """Compact duration: 42s, 5m03s, 12m, 2h07m, 3d04h. Seconds only in the first ten minutes (start-up,
-    when they matter): a column of uptimes that changes every second costs a redraw a second over SSH."""
+    """Compact duration: 42s, 5m03s, 12m, 2h07m, 3d04h. Seconds only in the first ten minutes (countdowns,
+    when they matter); uptimes use the coarser `uptime`."""
     if seconds is None or seconds < 0:
         return "-"
     seconds = int(seconds)
@@ -92,10 +92,18 @@ def state_text(rank: dict[str, Any]) -> str:
 
 
 def uptime(rank: dict[str, Any], now: float) -> str:
+    """How long the rank has run, in whole minutes (<1m, 5m, 2h07m); seconds only in the first minute of a
+    rank that is not ready yet (start-up, when they matter). A column of uptimes in seconds changes every
+    row every second: an idle screen would never be idle."""
     started = rank.get("started_at")
     if not started or not rank.get("pid"):
         return "-"
-    return duration(now - started)
+    seconds = now - started
+    if seconds < 60 and rank.get("state") == "ready":
+        return "<1m"
+    if 60 <= seconds < 3600:
+        return f"{int(seconds) // 60}m"
+    return duration(seconds)
 
 
 def last_exit_text(last_exit: dict[str, Any] | None) -> str:

@@ -84,7 +84,9 @@ _FILTER_PATTERNS = {"warning": WARNINGS_PATTERNS, "error": ERRORS_PATTERNS}
 _SEVERITY_CLASS = {"I": "log-view--info", "W": "log-view--warning", "E": "log-view--error", "F": "log-view--fatal"}
 _FETCH_AHEAD = 200  # lines read per pread batch when a row is not cached
 _INDEX_SLICE_S = 0.15  # seconds of indexing per poll worker run
-_POLL_SLICE_BYTES = 8 * 1024 * 1024
+# Appended bytes read per lock hold: the UI thread reads visible rows under the same lock, so a slice is
+# what a frame may wait for (8 MiB slices held frames for tens of ms on a busy machine).
+_POLL_SLICE_BYTES = 1024 * 1024
 COMPACT_PREFERENCE = "log_view_compact"  # attribute of the app remembering the last chosen mode
 # The glog prefix compact mode drops: severity, date, time (kept, cut to milliseconds), thread, file:line.
 _GLOG_PREFIX = re.compile(r"^[IWEF](?:\d{8}|\d{4}) (\d\d:\d\d:\d\d)(\.\d{1,3})?\d*\s+\d+ [^\s\]]+\] ?")
@@ -260,6 +262,7 @@ class LogView(ScrollView, can_focus=True):
         self._wrap_layout_key: tuple | None = None
         self._wrap_layout: list[Strip] = []
         self._shown_title: str | None = None
+        self._style_memo: dict[tuple, tuple[Style, Style]] = {}  # see _line_styles
         self._shown_subtitle: str | None = None
         self._search_wrapped = ""  # "search wrapped to the top/bottom" after a search went round the file
 
@@ -361,6 +364,8 @@ class LogView(ScrollView, can_focus=True):
     def _schedule_poll(self) -> None:
         if self._poll_busy or self._logfile is None:
             return
+        if self._complete and self._logfile.unchanged_since_poll():
+            return  # an idle log: no thread, no message, no redraw
         self._poll_busy = True
         level = self._filter_level
         key = (level, *self._filter_range) if level and self._filter_range else None
@@ -378,7 +383,9 @@ class LogView(ScrollView, can_focus=True):
                 new_lines = refresh.new_lines if refresh.reset else new_lines + refresh.new_lines
                 reset = refresh.reset or reset
             refresh = RefreshResult(new_lines, reset, refresh.more)
-            while not logfile.complete and time.monotonic() < deadline:
+            # The start of the file is indexed only while it does not grow: following a flooding log,
+            # counting its past too kept the UI thread waiting for the GIL (keys took a second).
+            while not logfile.complete and not new_lines and time.monotonic() < deadline:
                 logfile.index_backward()
             snapshot = logfile.snapshot()
             before = after = None
@@ -429,8 +436,8 @@ class LogView(ScrollView, can_focus=True):
             self._index_progress = (s.indexed_bytes, s.file_size)
             self._update_title()
             self.post_message(self.IndexProgress(self, s.indexed_bytes, s.file_size, s.complete))
-        if not result.snapshot.complete or result.refresh.more:
-            self.call_later(self._schedule_poll)  # keep indexing without waiting for the timer
+        if result.refresh.more or (not result.snapshot.complete and not result.refresh.new_lines):
+            self.call_later(self._schedule_poll)  # keep reading / indexing without waiting for the timer
 
     def _sync(self, snapshot: Snapshot, *, prepended_rows: int | None = None, appended_rows: int = 0) -> None:
         """Adopt a newer snapshot of the index: shift our numbering, keep the viewport on the same lines."""
@@ -582,23 +589,33 @@ class LogView(ScrollView, can_focus=True):
     def _current_background(self) -> Style:
         return Style(bgcolor=self.get_component_rich_style("log-view--current").bgcolor)
 
+    def _line_styles(self, severity: str | None, current: bool) -> tuple[Style, Style]:
+        """(line style, prefix style): computed once per style change, not per row (a flood renders a
+        screenful of new rows twice a second, and each style lookup walks the CSS)."""
+        key = (severity, current)
+        styles = self._style_memo.get(key)
+        if styles is None:
+            base = self.rich_style
+            if current:
+                base = base + self._current_background()
+            style_name = _SEVERITY_CLASS.get(severity or "I", "log-view--info")
+            styles = (base + self._foreground(style_name), self._foreground("log-view--prefix"))
+            self._style_memo[key] = styles
+        return styles
+
     def _styled(self, text: str, current: bool) -> Text:
         """The row as rich Text: widget colours, then severity, prefix, current line, search matches."""
-        base = self.rich_style
-        if current:
-            base = base + self._current_background()
         severity = severity_of(text)
-        style_name = _SEVERITY_CLASS.get(severity or "I", "log-view--info")
-        line_style = base + self._foreground(style_name)
+        line_style, prefix_style = self._line_styles(severity, current)
         shown = compact_text(text) if self.compact else text
         line = Text(shown, style=line_style, no_wrap=not self.wrap, end="")
         line.stylize(line_style)  # a span: Text.render drops the base style of span-less text
         if shown is not text:  # compact: the time muted, the message in the severity's colour
-            line.stylize(self._foreground("log-view--prefix"), 0, shown.find(" "))
+            line.stylize(prefix_style, 0, shown.find(" "))
         elif severity is not None and text[:1] == severity:
             end = text.find("] ")
             if 0 < end < 80:
-                line.stylize(self._foreground("log-view--prefix"), 0, end + 1)
+                line.stylize(prefix_style, 0, end + 1)
         if self._search_str is not None:
             match_style = self.get_component_rich_style("log-view--match")
             for m in self._search_str.finditer(shown):
@@ -692,6 +709,7 @@ class LogView(ScrollView, can_focus=True):
         return rows
 
     def notify_style_update(self) -> None:
+        self._style_memo.clear()
         super().notify_style_update()
         self._strip_cache.clear()
         self._wrap_layout_key = None

@@ -36,9 +36,11 @@ class RankLog(Vertical):
         self._rank_data: dict[str, Any] | None = None
         self._title: Text | None = None
         self._mirror: Any = None  # logs.mirror.LogMirror while a rank on another machine is shown
+        self._remote_timer: Any = None
 
     def on_mount(self) -> None:
-        self.set_interval(0.5, self._pull_remote)
+        # Runs only while a rank on another machine is shown (a local log needs no pulling).
+        self._remote_timer = self.set_interval(0.5, self._pull_remote, pause=self._mirror is None)
 
     def _pull_remote(self) -> None:
         if self._mirror is not None:
@@ -61,6 +63,8 @@ class RankLog(Vertical):
         generation shown (fetched through machine 0's supervisor)."""
         if not rank.get("remote"):
             self._mirror = None
+            if self._remote_timer is not None:
+                self._remote_timer.pause()
             return rank.get("log_path")
         from xllm_tui.logs.mirror import LogMirror, mirror_path
 
@@ -72,6 +76,8 @@ class RankLog(Vertical):
             self._mirror = LogMirror(path, int(rank["rank"]), self.back)
             self._mirror.generations = known
             self._pull_remote()
+        if self._remote_timer is not None:
+            self._remote_timer.resume()
         return path
 
     def compose(self) -> ComposeResult:

@@ -53,6 +53,10 @@ def short_line(line: str) -> str:
     return _GLOG_PREFIX.sub(lambda m: m.group(1) + " ", line.replace("\t", " "), count=1)
 
 
+def _plain(value: Any) -> Text:
+    return Text(str(value), end="")
+
+
 def _cell_len(cell: Any) -> int:
     return cell.cell_len if isinstance(cell, Text) else Text(str(cell)).cell_len
 
@@ -105,11 +109,13 @@ class RankTable(DataTable):
         self._state_width = 12
         self._failing = True  # the group is failing: the first failure's marker is shown loud
         self._layout: tuple[tuple[str, ...], int] | None = None  # shown column keys, last log line width
+        self._widest: dict[str, int] = {}  # the widest content of each column since the last resize
 
     def on_mount(self) -> None:
         self.app.theme_changed_signal.subscribe(self, lambda _theme: self._restyle())
 
     def on_resize(self) -> None:
+        self._widest.clear()
         if self._rank_data:
             self._restyle()
 
@@ -136,23 +142,28 @@ class RankTable(DataTable):
         if rank.get("relaunch_pending"):
             state_label += " ~"
         state_cell = Text(state_label, style=f"bold {colour}" if colour else "bold", end="")
+        # Plain cells are Text, not str: DataTable parses a str as markup on every render of the cell.
         return {
             "mark": mark_cell,
             "rank": rank_cell,
             "state": state_cell,
-            "pid": str(rank.get("pid") or "-"),
-            "uptime": fmt.uptime(rank, self._now),
-            "restarts": str(rank.get("restarts", 0)),
-            "cpu": fmt.cpu(rank.get("cpu_pct")),
-            "mem": fmt.size(rank.get("rss_bytes")),
-            "device": str(rank.get("device", "-")),
-            "cores": str(rank.get("cores") or "-"),
+            "pid": _plain(rank.get("pid") or "-"),
+            "uptime": _plain(fmt.uptime(rank, self._now)),
+            "restarts": _plain(rank.get("restarts", 0)),
+            "cpu": _plain(fmt.cpu(rank.get("cpu_pct"))),
+            "mem": _plain(fmt.size(rank.get("rss_bytes"))),
+            "device": _plain(rank.get("device", "-")),
+            "cores": _plain(rank.get("cores") or "-"),
             "last": last_line_of(rank),
-            "machine": str(rank.get("machine") or rank.get("host") or "-"),
+            "machine": _plain(rank.get("machine") or rank.get("host") or "-"),
         }
 
     def _choose_layout(self, all_cells: list[dict[str, Any]]) -> tuple[tuple[str, ...], int]:
         widths = {key: max([len(label)] + [_cell_len(c[key]) for c in all_cells]) for label, key in COLUMNS}
+        # Columns do not shrink until the terminal is resized or the ranks change: a column narrowing by one
+        # cell (uptimes "<1m" -> "1m", cpu "12%" -> "9%") would re-lay the whole table out.
+        widths = {key: max(width, self._widest.get(key, 0)) for key, width in widths.items()}
+        self._widest = widths
         self._state_width = widths["state"]
         # A vertical scrollbar may appear (many ranks): keep its width free.
         available = self.size.width - self.styles.scrollbar_size_vertical
@@ -195,6 +206,8 @@ class RankTable(DataTable):
         for rank in ranks:
             self._rank_data[int(rank["rank"])] = rank
         numbers = {int(rank["rank"]) for rank in ranks}
+        if numbers != set(self._rendered):
+            self._widest.clear()
         for gone in set(self._rank_data) - numbers:
             self._rank_data.pop(gone, None)
         all_cells = [self._cells(rank) for rank in ranks]
@@ -202,34 +215,77 @@ class RankTable(DataTable):
         if layout != self._layout or set(self._rendered) != numbers:
             self._rebuild(ranks, all_cells, layout)
             return
-        repaint: list[int] = []
+        changed: dict[RowKey, set[ColumnKey]] = {}
         for rank, cells in zip(ranks, all_cells):
             number = int(rank["rank"])
             row = self._row(cells, layout)
-            if self._update_row(str(number), self._rendered[number], row):
-                repaint.append(number)
+            columns = self._update_row(str(number), self._rendered[number], row)
+            if columns:
+                changed[RowKey(str(number))] = columns
             self._rendered[number] = row
-        if repaint:
-            # DataTable.update_cell repaints the whole table; repainting only the changed rows keeps a
-            # second's worth of uptime and CPU changes to a few short lines on a slow SSH link.
-            self._update_count += 1  # drop the cached renders of changed rows
-            for number in repaint:
-                self.refresh_row(self.get_row_index(str(number)))
+        # DataTable.update_cell repaints the whole table; repainting only the changed rows keeps a
+        # second's worth of CPU changes to a few short lines on a slow SSH link.
+        self._repaint_cells(changed)
 
-    def _update_row(self, row_key: str, previous: tuple, cells: tuple) -> bool:
-        """Store a row's changed cells; True when the row must be repainted (False: already refreshed,
-        or nothing changed). A cell wider than its column goes through update_cell to widen it."""
-        changed = False
+    def update_uptimes(self, now: float) -> None:
+        """Between snapshots (once a second): only the uptime cells whose text changed, at most one per
+        rank per minute after its first minute."""
+        self._now = now
+        if not self._layout or "uptime" not in self._layout[0]:
+            return
+        column = self._layout[0].index("uptime")
+        changed: dict[RowKey, set[ColumnKey]] = {}
+        for number, rendered in self._rendered.items():
+            rank = self._rank_data.get(number)
+            if rank is None:
+                continue
+            cell = _plain(fmt.uptime(rank, now))
+            if cell == rendered[column]:
+                continue
+            if _cell_len(cell) != _cell_len(rendered[column]):
+                self._restyle()  # the column's width changes: the layout may too
+                return
+            row = rendered[:column] + (cell,) + rendered[column + 1:]
+            self._data[RowKey(str(number))][ColumnKey("uptime")] = cell
+            self._rendered[number] = row
+            changed[RowKey(str(number))] = {ColumnKey("uptime")}
+        self._repaint_cells(changed)
+
+    def _update_row(self, row_key: str, previous: tuple, cells: tuple) -> set[ColumnKey]:
+        """Store a row's changed cells; returns those the row must repaint (none: nothing changed, or
+        already refreshed). A cell wider than its column goes through update_cell to widen it."""
+        changed: set[ColumnKey] = set()
         for column_key, old, new in zip(self.shown_columns, previous, cells):
             if old == new:
                 continue
             column = self.columns[ColumnKey(column_key)]
             if _cell_len(new) > column.content_width:
                 self.update_cell(row_key, column_key, new, update_width=True)
-                continue
+                return set()  # the whole table is repainted
             self._data[RowKey(row_key)][ColumnKey(column_key)] = new
-            changed = True
+            changed.add(ColumnKey(column_key))
         return changed
+
+    def _repaint_cells(self, changed: dict[RowKey, set[ColumnKey]]) -> None:
+        """Repaint the rows of changed cells, re-rendering only those cells. DataTable keys its render
+        caches by one update count for the whole table (bumping it re-renders every cell of every row
+        repainted): a flood changes each row's last log line every second, and re-rendering 12 cells per
+        row held the UI loop long enough to delay keys by a second on a busy machine."""
+        if not changed:
+            return
+        cells = self._cell_render_cache
+        for key in [k for k in cells.keys() if k[1] in changed.get(k[0], ())]:
+            cells.discard(key)
+        rows = self._row_render_cache
+        for key in [k for k in rows.keys() if k[0] in changed]:
+            rows.discard(key)
+        indexes = {self.get_row_index(key.value) for key in changed}
+        renderables = self._row_renderable_cache
+        for key in [k for k in renderables.keys() if k[1] in indexes]:
+            renderables.discard(key)
+        self._line_cache.clear()
+        for index in indexes:
+            self.refresh_row(index)
 
     def _restyle(self) -> None:
         ranks = [self._rank_data[n] for n in sorted(self._rank_data)]
