@@ -794,7 +794,8 @@ def grep_seconds(argv: list[str], runs: int) -> float:
     times = []
     for _ in range(runs):
         t = time.perf_counter()
-        subprocess.run(argv, stdout=subprocess.DEVNULL, check=False)
+        # into a pipe: GNU grep writing to /dev/null stops at the first match (it knows nobody reads)
+        subprocess.run(argv, stdout=subprocess.PIPE, check=False)
         times.append(time.perf_counter() - t)
     return statistics.median(times)
 
@@ -914,21 +915,24 @@ def scale_medians(results: dict) -> dict[str, dict[int, dict[str, float | None]]
 
 def linearity(points: list[tuple[int, float]]) -> tuple[str, list[float]]:
     """Cost per added rank between successive rank counts, and a verdict comparing the last step's cost per
-    rank with the average over the whole range (noise makes small differences meaningless)."""
+    rank with that from the first count to the one before the last (a quadratic cost over 1, 64, 128 gives
+    about 3x; noise makes small differences meaningless)."""
     points = sorted(p for p in points if p[1] is not None)
     if len(points) < 3:
         return "too few points", []
     slopes = [(b[1] - a[1]) / (b[0] - a[0]) for a, b in zip(points, points[1:])]
-    (n0, c0), (n1, c1) = points[0], points[-1]
-    overall = (c1 - c0) / (n1 - n0)
+    (n0, c0), (nb, cb), (n1, c1) = points[0], points[-2], points[-1]
     if abs(c1 - c0) < 0.1 * max(abs(c0), 1e-9):
         return "flat: the fixed cost dominates", slopes
-    if overall <= 0:
+    before = (cb - c0) / (nb - n0)
+    if c1 <= c0:
         return "does not grow", slopes
-    r = slopes[-1] / overall
+    if before <= 0:
+        return f"grows only in the last step ({n1 - nb} ranks)", slopes
+    r = slopes[-1] / before
     if r <= 1.5:
-        return f"linear or better (last step {r:.2f}x the average cost per rank)", slopes
-    return f"**superlinear**: the last step costs {r:.2f}x the average per rank", slopes
+        return f"linear or better (last step {r:.2f}x the cost per rank before it)", slopes
+    return f"**superlinear**: the last step costs {r:.2f}x per rank what the ranks before it did", slopes
 
 
 def svg_plot(series: dict[str, dict[str, list[tuple[int, float]]]], units: dict[str, str], path: Path,
@@ -1222,9 +1226,20 @@ def main() -> int:
     ap.add_argument("--biglog-repeats", type=int, help="biglog: selections of the rank (default 5, --quick 2)")
     ap.add_argument("--out", default=str(BENCH / "RESULTS.md"), help="the report (default bench/RESULTS.md)")
     ap.add_argument("--json", help="also write the raw figures here")
+    ap.add_argument("--from-json", metavar="JSON", help="measure nothing: write the report (and scale.svg) again "
+                    "from the raw figures of an earlier --json")
     ap.add_argument("--cache", default=os.environ.get("XLLM_BENCH_CACHE", str(DEFAULT_CACHE)),
                     help="where the anchors are installed (default ~/.cache/xllm-tui-bench)")
     args = ap.parse_args()
+    # a plain SIGTERM (or SIGINT, ignored in a background job) would skip the sessions' clean-up
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if args.from_json:
+        raw = json.loads(Path(args.from_json).read_text())
+        text = report(raw["results"], raw["meta"], [t for t in TOOLS if any(t in r for r in raw["results"].values())],
+                      svg_path=Path(args.out).with_name("scale.svg"))
+        Path(args.out).write_text(text)
+        print(text)
+        return 0
     tools = [t for t in TOOLS if t in (args.only.split(",") if args.only else TOOLS)]
     if args.only and set(args.only.split(",")) - set(TOOLS):
         ap.error(f"unknown tool in --only; known: {', '.join(TOOLS)}")
