@@ -17,14 +17,18 @@ bench_tui_idle.py does). A snapshot after which nothing on screen changed produc
 table, status bar and panels updated in the DOM), `request_ms` (the TUI's own snapshot request, sent to
 decoded), the bytes of each update, the TUI's RSS and its CPU over the sampling window.
 
-Big log (`biglog`): with rank 0 selected in the rank table, press "down" to select `rank` (whose log ends in a
+Big log (`biglog`): with rank-1 selected in the rank table, press "down" to select `rank` (whose log ends in a
 line holding `tail_marker`); *tail on screen* is the time from the keypress to the end of rendering the first
-screen update that shows the marker. Then, with the log view focused, press "E" (warnings and errors) and
-again "E" (errors only), timed from that second keypress until the errors-only filter covers the whole file (the view's index complete and its filter
-scanned from the first line to the end) and the next screen update is rendered. Then "E" (all lines), "/" and the
-`needle` (a line near the file's start) in the prompt: the time from Enter to the first update showing the needle
-(the app searches backwards from the live end, so nearly the whole file is scanned). Memory: the process's RSS
-sampled every 20 ms from before the first selection to the end; growth = peak minus that baseline.
+screen update that shows the marker (`set_path_ms`: the log view's own share). Then, with the log view focused,
+"E" (warnings and errors) and again "E" (errors only), timed from that second keypress until the errors-only
+filter covers the whole file (the view's index complete, its filter scanned from the first line to the end) and
+the next screen update is rendered. Then "E" (all lines), "G", "/" and the `needle` (a line near the file's start)
+in the prompt: from Enter until the first update showing the needle after the view moved its current line to
+the match (the app searches backwards from the live end, so nearly the whole file is scanned). Memory: the
+process's RSS sampled every 20 ms from before the first selection to the end; growth = peak minus that baseline.
+
+Headless means no terminal: the figures leave out the terminal's own drawing and the tty write, and include the
+rendering of each update into the bytes a terminal would get.
 """
 
 from __future__ import annotations
