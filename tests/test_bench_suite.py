@@ -73,3 +73,4 @@ def test_linearity_verdicts():
     assert linearity([(n, 30.0 + (n % 3) * 0.1) for n in counts])[0].startswith("flat")
     verdict, slopes = linearity([(1, 1.0), (8, 8.0), (16, 16.0)])
     assert slopes == [1.0, 1.0] and verdict.startswith("linear")
+    assert "not monotonic" in linearity([(1, 5.0), (16, 40.0), (64, 250.0), (128, 60.0)])[0]
