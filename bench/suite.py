@@ -1054,15 +1054,16 @@ def biglog_section(key: str, res: dict) -> list[str]:
          "(median of the repeats in each run); `set_path`: the log view's own part of it. Filter: the second E (errors only) "
          "until the whole file is filtered and drawn; grep: `grep -c -E '^[EF][0-9]{4}[ 0-9]|Check failed:|ERROR:'`. "
          "Search: Enter in the search prompt until the line near the start is on screen; grep: `grep -c -F NEEDLE`. "
-         "Memory: the TUI process's peak RSS minus its RSS before the first selection.", "",
+         "Memory: the TUI process's peak RSS minus its RSS before the first selection. The ratios to grep are medians of "
+         "each run's ratio.", "",
          "| tool | tail on screen ms | of which set_path ms | errors-only filter s | grep s | filter / grep | "
          "search near the start s | grep s | search / grep | TUI RSS growth MiB | supervisor CPU s to digest the file |",
          "|" + "---|" * 11]
     if mine:
         g = lambda k: med(mine.get(k, []))  # noqa: E731
         L.append(f"| xllm-tui ({n} run{'s' if n != 1 else ''}) | {fmt(g('tail_ms_median'))} | {fmt(g('set_path_ms_median'))} | "
-                 f"{fmt(g('filter_s'))} | {fmt(g('grep_errors_s'))} | {ratio(g('filter_s'), g('grep_errors_s'))} | "
-                 f"{fmt(g('search_s'))} | {fmt(g('grep_search_s'))} | {ratio(g('search_s'), g('grep_search_s'))} | "
+                 f"{fmt(g('filter_s'))} | {fmt(g('grep_errors_s'))} | {fmt(g('filter_vs_grep'))}x | "
+                 f"{fmt(g('search_s'))} | {fmt(g('grep_search_s'))} | {fmt(g('search_vs_grep'))}x | "
                  f"{fmt(g('rss_growth_mib'))} | {fmt(g('supervisor_digest_cpu_s'))} |")
         if mine.get("error"):
             L += ["", "Errors: " + "; ".join(e for e in mine["error"] if e) + "."]
