@@ -8,7 +8,9 @@ headless under Textual's Pilot, with clocks hooked onto its data path and its sc
 Each prints one JSON object. Run it as its own process (as the suite does) so that its RSS and CPU are the
 TUI's alone; it only reads from the supervisor (snapshot and event requests), it never acts on the ranks.
 
-Frame time (`frames`): for each snapshot the app's poll loop receives, from the moment the socket reply has
+Frame time (`frames`): for each snapshot the app's poll loop receives, in which every rank's row has changed
+(the hook appends " #N" to each rank's `last_line` in the reply, N counting the snapshots, as a busy deployment
+changes every row; `--as-is` leaves the replies alone), from the moment the socket reply has
 arrived and been decoded (`source.snapshot()` returns) to the end of rendering the first screen update the
 compositor hands to the terminal driver after the app applied that snapshot (the update's segments are rendered
 to the escape-sequence string a real driver writes; headless Textual skips that step, so the hook does it, as
@@ -64,7 +66,7 @@ class ScreenClock:
     """Hooks an app: every screen update the compositor hands to the driver is rendered as a terminal driver
     would; `frames` keeps (time rendered, the rendered text, bytes). Snapshot arrivals and applies are stamped."""
 
-    def __init__(self, app: Any, keep_text: bool = False):
+    def __init__(self, app: Any, keep_text: bool = False, touch_rows: bool = False):
         from textual._compositor import CompositorUpdate
 
         self.app = app
@@ -94,6 +96,9 @@ class ScreenClock:
         async def snapshot() -> dict:
             sent = time.perf_counter()
             reply = await original_snapshot()
+            if touch_rows:  # every rank's row has changed, as in a busy deployment (an idle one may draw nothing)
+                for rank in reply.get("ranks") or []:
+                    rank["last_line"] = f"{rank.get('last_line') or ''} #{len(self.arrivals)}"
             self.arrivals.append((sent, time.perf_counter()))
             return reply
 
@@ -130,12 +135,12 @@ def make_app(run_dir: str) -> Any:
 
 
 async def measure_frames(run_dir: str, samples: int = 12, size: tuple[int, int] = (160, 48),
-                         warmup: int = 2, timeout: float = 120) -> dict:
+                         warmup: int = 2, timeout: float = 120, touch_rows: bool = True) -> dict:
     """Frame time of the real TUI on the supervisor of `run_dir` (see the module docstring)."""
     from xllm_tui.ui.widgets.rank_table import RankTable
 
     app = make_app(run_dir)
-    clock = ScreenClock(app)
+    clock = ScreenClock(app, touch_rows=touch_rows)
     async with app.run_test(size=size) as pilot:
         table = app.main_screen.query_one(RankTable)
         await wait_until(lambda: app.snapshot is not None and table.row_count == len(app.snapshot["ranks"]),
@@ -307,6 +312,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="what", required=True)
     frames = sub.add_parser("frames", help="frame time over a number of snapshots")
     frames.add_argument("--samples", type=int, default=12)
+    frames.add_argument("--as-is", action="store_true",
+                        help="do not mark every rank's row changed in each snapshot (an idle deployment may then "
+                             "draw nothing: no frame to time)")
     big = sub.add_parser("biglog", help="tail on screen, errors-only filter, search, memory, on a big log")
     big.add_argument("--rank", type=int, required=True, help="the rank with the big log (rank-1 must exist)")
     big.add_argument("--tail-marker", required=True, help="text of the log's last line")
@@ -317,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--size", type=parse_size, default=(160, 48), help="terminal WxH (default 160x48)")
     args = parser.parse_args(argv)
     if args.what == "frames":
-        result = asyncio.run(measure_frames(args.run_dir, args.samples, args.size))
+        result = asyncio.run(measure_frames(args.run_dir, args.samples, args.size, touch_rows=not args.as_is))
     else:
         result = asyncio.run(measure_biglog(args.run_dir, args.rank, args.tail_marker, args.needle, args.repeats,
                                             args.size))
