@@ -44,8 +44,8 @@ def parse_size(text: str) -> int:
     return int(float(m.group(1)) * {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}[m.group(2).upper()])
 
 
-def generate(path: str, size: int) -> int:
-    """Write a glog-like file of about `size` bytes; returns its line count."""
+def generate(path: str, size: int, mode: str = "wb") -> int:
+    """Write a glog-like file of about `size` bytes (mode "ab": append them); returns its line count."""
     rng = random.Random(7)
     chunk_lines = []
     for i in range(40_000):
@@ -56,7 +56,7 @@ def generate(path: str, size: int) -> int:
     chunk = "".join(chunk_lines).encode()
     lines_per_chunk = len(chunk_lines)
     written = lines = 0
-    with open(path, "wb") as f:
+    with open(path, mode) as f:
         while written < size:
             f.write(chunk)
             written += len(chunk)

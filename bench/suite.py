@@ -37,7 +37,8 @@ sys.path.insert(0, str(REPO))
 
 TOOLS = ["floor", "xllm-tui", "supervisord", "pm2", "mprocs"]
 ANCHORS = ["supervisord", "pm2", "mprocs"]
-WORKLOADS = ["flood", "idle", "crash", "start", "tui-idle"]
+WORKLOADS = ["flood", "idle", "crash", "start", "tui-idle", "scale", "biglog"]
+SCALE_TOOLS = ["floor", "xllm-tui"]  # scale: the floor where it makes sense (start, CPU, RSS); biglog: xllm-tui only
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "xllm-tui-bench"
 
 
@@ -712,6 +713,136 @@ def start(cache: Cache, name: str, ranks: int) -> dict:
         return {"start_s": max(r[2] for r in got) - t0, "first_s": min(r[2] for r in got) - t0}
 
 
+def nearest_p95(values: list[float]) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, -(-95 * len(ordered) // 100) - 1))]
+
+
+def wait_snapshot(tool: XllmTui, condition, timeout: float, what: str) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        snap = tool.client_request("snapshot")
+        if condition(snap):
+            return snap
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not within {timeout:g} s")
+        time.sleep(0.1)
+
+
+def tui_measure(tool: XllmTui, *args: str, timeout: float = 600) -> dict:
+    """bench/tui_frame.py in its own process (its RSS and CPU are the TUI's), tagged like every process here."""
+    env = tool.base_env()
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    r = subprocess.run([sys.executable, str(BENCH / "tui_frame.py"), *args, "--run-dir", str(tool.run_dir)],
+                       env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    if r.returncode != 0:
+        raise RuntimeError(f"tui_frame.py {args[0]} failed ({r.returncode}): {r.stderr[-2000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def scale(cache: Cache, name: str, ranks: int, seconds: float, calls: int, frames: int) -> dict:
+    """`ranks` sleepers: start time, the daemon's idle CPU and RSS; for xllm-tui also `status --json` and the
+    raw socket snapshot round trip, and the TUI's frame time (bench/tui_frame.py)."""
+    with Session(cache, name) as s:
+        t0 = time.time()
+        s.tool.start(ranks, [str(cache.sleeper)], {"BENCH_STAMP": str(s.stamps.path)}, restart=True)
+        got = s.stamps.wait("start", ranks, 300)
+        out: dict = {"start_s": max(r[2] for r in got) - t0}
+        if name == "xllm-tui":
+            wait_snapshot(s.tool, lambda snap: all(r["state"] == "ready" for r in snap["ranks"]), 180,
+                          f"{ranks} ranks ready")
+        time.sleep(3.0)  # settle after the start-up
+        pids = s.tool.daemons
+        c0, p0, t_0 = cpu_seconds(pids), sched_seconds(pids), time.monotonic()
+        time.sleep(seconds)
+        c1, p1, t_1 = cpu_seconds(pids), sched_seconds(pids), time.monotonic()
+        ticks, precise = c1 - c0, p1 - p0
+        used = ticks if ticks > precise + 0.02 else max(precise, 0.0)  # as in idle_all
+        out["cpu_pct"] = used / (t_1 - t_0) * 100
+        out["rss_mib"] = sum(proc_status_kib(p, "VmRSS") for p in pids) / 1024
+        if name != "xllm-tui":
+            return out
+        from xllm_tui.client import SupervisorClient, socket_path
+
+        socket_ms, size = [], 0
+        for _ in range(calls * 2):
+            t = time.perf_counter()
+            with SupervisorClient(socket_path(str(s.tool.run_dir)), timeout=10) as c:
+                snap = c.request("snapshot")
+            socket_ms.append((time.perf_counter() - t) * 1000)
+        size = len(json.dumps(snap))
+        status_ms = []
+        for _ in range(calls):
+            t = time.perf_counter()
+            r = s.tool.cli("status", str(s.tool.profile), "--run-dir", str(s.tool.run_dir), "--json", timeout=60)
+            status_ms.append((time.perf_counter() - t) * 1000)
+            if r.returncode != 0:
+                raise RuntimeError(f"status --json failed ({r.returncode}): {r.stderr[-1000:]}")
+        tui = tui_measure(s.tool, "frames", "--samples", str(frames))
+        out.update({
+            "status_ms_median": statistics.median(status_ms), "status_ms_p95": nearest_p95(status_ms),
+            "socket_ms_median": statistics.median(socket_ms), "socket_ms_p95": nearest_p95(socket_ms),
+            "snapshot_kib": size / 1024,
+            "frame_ms_median": tui["frame_ms_median"], "frame_ms_p95": tui["frame_ms_p95"],
+            "frame_apply_ms": tui["apply_ms_median"], "frame_no_repaint": tui["no_repaint"],
+            "tui_rss_mib": tui["tui_rss_mib"], "tui_cpu_pct": tui["tui_cpu_pct"],
+        })
+        return out
+
+
+def grep_seconds(argv: list[str], runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        # into a pipe: GNU grep writing to /dev/null stops at the first match (it knows nobody reads)
+        subprocess.run(argv, stdout=subprocess.PIPE, check=False)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def biglog(cache: Cache, size: int, repeats: int) -> dict:
+    """Two sleepers under xllm-tui; `size` bytes of glog lines appended to rank 1's log (bench_logs.generate),
+    a line near the start to search for and a last line to find on screen; then the TUI (bench/tui_frame.py)."""
+    sys.path.insert(0, str(BENCH))
+    from bench_logs import generate
+
+    with Session(cache, "xllm-tui") as s:
+        s.tool.start(2, [str(cache.sleeper)], {"BENCH_STAMP": str(s.stamps.path)}, restart=True)
+        s.stamps.wait("start", 2, 120)
+        snap = wait_snapshot(s.tool, lambda sn: all(r["state"] == "ready" for r in sn["ranks"]), 120, "ranks ready")
+        path = next(r["log_path"] for r in snap["ranks"] if r["rank"] == 1)
+        needle, marker = f"BIGLOG-NEEDLE-{s.tag[:8]}", f"BIGLOG-TAIL-{s.tag[:8]}"
+        with open(path, "ab") as f:
+            f.write(f"I1130 00:00:01.000000 4242 bench.cc:1] {needle} near the start\n".encode())
+        t = time.perf_counter()
+        lines = generate(path, size, mode="ab")
+        generated_s = time.perf_counter() - t
+        with open(path, "ab") as f:
+            f.write(f"I1130 23:59:59.000000 4242 bench.cc:2] {marker} the last line\n".encode())
+        pids = s.tool.daemons
+        cpu0 = cpu_seconds(pids)
+        # the supervisor digests the appended gigabyte first; the TUI is measured on a quiet machine after
+        wait_snapshot(s.tool, lambda sn: marker in (sn["ranks"][1].get("last_line") or ""), 300,
+                      "the supervisor's last_line of rank 1 at the marker")
+        cpu_end, _, _ = wait_idle(pids, 2.0, 0.01, 120)
+        file_bytes = os.path.getsize(path)
+        log(f"  {file_bytes / 2**30:.2f} GiB, {lines:,} lines written in {generated_s:.1f} s; the supervisor "
+            f"took {cpu_end - cpu0:.2f} CPU s to digest them")
+        tui = tui_measure(s.tool, "biglog", "--rank", "1", "--tail-marker", marker, "--needle", needle,
+                          "--repeats", str(repeats))
+        errors = ["grep", "-c", "-E", r"^[EF][0-9]{4}[ 0-9]|Check failed:|ERROR:", path]
+        search = ["grep", "-c", "-F", needle, path]
+        out = {"file_gib": file_bytes / 2**30, "supervisor_digest_cpu_s": cpu_end - cpu0,
+               "grep_errors_s": grep_seconds(errors, 3), "grep_search_s": grep_seconds(search, 3)}
+        out.update({k: tui[k] for k in ("tail_ms_median", "set_path_ms_median", "filter_s", "filter_rows",
+                                        "search_s", "rss_baseline_mib", "rss_growth_mib")})
+        out["filter_vs_grep"] = out["filter_s"] / out["grep_errors_s"]
+        out["search_vs_grep"] = out["search_s"] / out["grep_search_s"]
+        return out
+
+
 # ----------------------------------------------------------------------------------------- report
 
 
@@ -760,7 +891,188 @@ def table(rows: dict[str, dict[str, list]], metrics: list[tuple[str, str]], tool
     return out
 
 
-def report(results: dict, meta: dict, tools: list[str]) -> str:
+SCALE_METRICS = [  # (key, label, unit) in the scale table, the linearity check and the plot
+    ("start_s", "start: launch to all ranks running", "s"),
+    ("cpu_pct", "supervisor CPU at idle", "% of a core"),
+    ("rss_mib", "supervisor RSS", "MiB"),
+    ("status_ms_median", "`status --json` (CLI start included)", "ms"),
+    ("socket_ms_median", "socket snapshot round trip", "ms"),
+    ("snapshot_kib", "snapshot size", "KiB"),
+    ("frame_ms_median", "TUI frame time (snapshot to screen)", "ms"),
+    ("frame_apply_ms", "TUI snapshot applied to the widgets", "ms"),
+    ("tui_rss_mib", "TUI RSS", "MiB"),
+]
+
+
+def scale_medians(results: dict) -> dict[str, dict[int, dict[str, float | None]]]:
+    """tool -> ranks -> metric -> median over runs."""
+    out: dict[str, dict[int, dict[str, float | None]]] = {}
+    for key, res in results.items():
+        if key.startswith("scale:"):
+            n = int(key.split(":")[1])
+            for tool, metrics in res.items():
+                out.setdefault(tool, {})[n] = {m: med(v) for m, v in metrics.items() if m != "error"}
+    return out
+
+
+def linearity(points: list[tuple[int, float]]) -> tuple[str, list[float]]:
+    """Cost per added rank between successive rank counts, and a verdict comparing the last step's cost per
+    rank with that from the first count to the one before the last (a quadratic cost over 1, 64, 128 gives
+    about 3x). Medians that go down by more than 10 % of the range as ranks are added say noise dominates:
+    then no verdict is given."""
+    points = sorted(p for p in points if p[1] is not None)
+    if len(points) < 3:
+        return "too few points", []
+    slopes = [(b[1] - a[1]) / (b[0] - a[0]) for a, b in zip(points, points[1:])]
+    (n0, c0), (nb, cb), (n1, c1) = points[0], points[-2], points[-1]
+    values = [c for _, c in points]
+    if max(values) - min(values) < 0.1 * max(abs(c0), 1e-9):
+        return "flat: the fixed cost dominates", slopes
+    drops = [a[1] - b[1] for a, b in zip(points, points[1:])]
+    if max(drops) > 0.1 * (max(values) - min(values)):
+        return "not monotonic: noise dominates, no verdict", slopes
+    before = (cb - c0) / (nb - n0)
+    if before <= 0:
+        return f"grows only in the last step ({n1 - nb} ranks)", slopes
+    r = slopes[-1] / before
+    if r <= 1.5:
+        return f"linear or better (last step {r:.2f}x the cost per rank before it)", slopes
+    return f"**superlinear**: the last step costs {r:.2f}x per rank what the ranks before it did", slopes
+
+
+def svg_plot(series: dict[str, dict[str, list[tuple[int, float]]]], units: dict[str, str], path: Path,
+             title: str) -> None:
+    """Small multiples, one panel per metric: cost against ranks for each tool (xllm-tui solid, floor dashed),
+    and a dotted straight line from the first to the last xllm-tui point (what linear would look like)."""
+    panels = [m for m in series if any(series[m].values())]
+    cols, pw, ph, ml, mt = 3, 300, 190, 52, 30
+    rows = -(-len(panels) // cols)
+    width, height = cols * pw + 20, rows * ph + 50
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+           f'font-family="sans-serif" font-size="10">', '<rect width="100%" height="100%" fill="white"/>',
+           f'<text x="10" y="18" font-size="13" font-weight="bold">{escape(title)}</text>']
+    colours = {"xllm-tui": "#1f6feb", "floor": "#888888"}
+    for i, metric in enumerate(panels):
+        ox, oy = 10 + (i % cols) * pw, 30 + (i // cols) * ph
+        x0, y0, w, h = ox + ml, oy + 22, pw - ml - 20, ph - 60
+        pts = [p for tool_pts in series[metric].values() for p in tool_pts]
+        xmax = max(p[0] for p in pts)
+        ymax = max(p[1] for p in pts) * 1.1 or 1.0
+
+        def X(v: float) -> float:
+            return x0 + v / xmax * w
+
+        def Y(v: float) -> float:
+            return y0 + h - v / ymax * h
+
+        out.append(f'<text x="{ox + 4}" y="{oy + 14}" font-weight="bold">{escape(metric)} ({escape(units[metric])})</text>')
+        out.append(f'<line x1="{x0}" y1="{y0 + h}" x2="{x0 + w}" y2="{y0 + h}" stroke="black"/>')
+        out.append(f'<line x1="{x0}" y1="{y0}" x2="{x0}" y2="{y0 + h}" stroke="black"/>')
+        for k in range(5):
+            v = ymax * k / 4
+            out.append(f'<text x="{x0 - 4}" y="{Y(v) + 3:.1f}" text-anchor="end">{fmt(v)}</text>')
+            out.append(f'<line x1="{x0}" y1="{Y(v):.1f}" x2="{x0 + w}" y2="{Y(v):.1f}" stroke="#eee"/>')
+        for n in sorted({p[0] for p in pts}):
+            out.append(f'<text x="{X(n):.1f}" y="{y0 + h + 12}" text-anchor="middle">{n}</text>')
+        out.append(f'<text x="{x0 + w / 2}" y="{y0 + h + 25}" text-anchor="middle">ranks</text>')
+        mine = sorted(series[metric].get("xllm-tui", []))
+        if len(mine) >= 2:
+            (a, ya), (b, yb) = mine[0], mine[-1]
+            out.append(f'<line x1="{X(a):.1f}" y1="{Y(ya):.1f}" x2="{X(b):.1f}" y2="{Y(yb):.1f}" stroke="#1f6feb" '
+                       'stroke-dasharray="1,3"/>')
+        for tool, tool_pts in series[metric].items():
+            tool_pts = sorted(tool_pts)
+            colour = colours.get(tool, "#d62728")
+            dash = ' stroke-dasharray="5,3"' if tool == "floor" else ""
+            line = " ".join(f"{X(n):.1f},{Y(v):.1f}" for n, v in tool_pts)
+            out.append(f'<polyline points="{line}" fill="none" stroke="{colour}" stroke-width="1.5"{dash}/>')
+            out += [f'<circle cx="{X(n):.1f}" cy="{Y(v):.1f}" r="2.5" fill="{colour}"/>' for n, v in tool_pts]
+    out.append(f'<text x="10" y="{height - 8}">xllm-tui solid blue, floor dashed grey; dotted: a straight line '
+               'from the first to the last xllm-tui point (linear cost). Medians over runs.</text>')
+    out.append("</svg>")
+    path.write_text("\n".join(out) + "\n")
+
+
+def escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("`", "")
+
+
+def scale_section(results: dict, svg_path: Path | None) -> list[str]:
+    per = scale_medians(results)
+    mine, floor = per.get("xllm-tui", {}), per.get("floor", {})
+    counts = sorted(set(mine) | set(floor))
+    runs = max((len(v) for k, r in results.items() if k.startswith("scale:") for t in r.values()
+                for v in t.values() if isinstance(v, list)), default=0)
+    seconds = next(k.split(":")[2] for k in results if k.startswith("scale:"))
+    L = [f"## Scale: 1 to {counts[-1]} sleeping ranks (xllm-tui, and the floor where it applies)", "",
+         f"Medians of {runs} run(s) per rank count; idle CPU over {seconds} s after the ranks are ready; "
+         "`status --json` and the socket round trip: median / p95 of the calls; TUI frame: median / p95 over the "
+         "snapshots of one TUI run (bench/tui_frame.py, headless Pilot at 160x48).", ""]
+    L.append("| ranks | start s (floor) | supervisor CPU % idle (floor) | supervisor RSS MiB (floor) | "
+             "`status --json` ms | socket snapshot ms | snapshot KiB | TUI frame ms | TUI apply ms | TUI RSS MiB |")
+    L.append("|" + "---|" * 10)
+
+    def pair(a: float | None, b: float | None) -> str:
+        return f"{fmt(a)} / {fmt(b)}"
+
+    for n in counts:
+        m, f = mine.get(n, {}), floor.get(n, {})
+        L.append(f"| {n} | {fmt(m.get('start_s'))} ({fmt(f.get('start_s'))}) | {fmt(m.get('cpu_pct'))} "
+                 f"({fmt(f.get('cpu_pct'))}) | {fmt(m.get('rss_mib'))} ({fmt(f.get('rss_mib'))}) | "
+                 f"{pair(m.get('status_ms_median'), m.get('status_ms_p95'))} | "
+                 f"{pair(m.get('socket_ms_median'), m.get('socket_ms_p95'))} | {fmt(m.get('snapshot_kib'))} | "
+                 f"{pair(m.get('frame_ms_median'), m.get('frame_ms_p95'))} | {fmt(m.get('frame_apply_ms'))} | "
+                 f"{fmt(m.get('tui_rss_mib'))} |")
+    errors = [f"{t} at {k.split(':')[1]} ranks: {e}" for k, r in results.items() if k.startswith("scale:")
+              for t, v in r.items() for e in v.get("error", []) if e]
+    if errors:
+        L += ["", "Errors: " + "; ".join(errors) + "."]
+    L += ["", "Is the cost linear in ranks? (xllm-tui; cost per added rank between successive rank counts)", "",
+          "| metric | per added rank, step by step | verdict |", "|---|---|---|"]
+    series: dict[str, dict[str, list[tuple[int, float]]]] = {}
+    units = {}
+    for key, label, unit in SCALE_METRICS:
+        pts = [(n, mine[n].get(key)) for n in sorted(mine) if mine[n].get(key) is not None]
+        verdict, slopes = linearity(pts)
+        if pts:
+            L.append(f"| {label} ({unit}) | {', '.join(fmt(s) for s in slopes) or '-'} | {verdict} |")
+        series[label] = {"xllm-tui": pts}
+        fpts = [(n, floor[n].get(key)) for n in sorted(floor) if floor[n].get(key) is not None]
+        if fpts:
+            series[label]["floor"] = fpts
+        units[label] = unit
+    if svg_path is not None and mine:
+        svg_plot(series, units, svg_path, "xllm-tui: cost against ranks (bench/run.sh --workloads scale)")
+        L += ["", f"![cost against ranks]({svg_path.name})"]
+    return L
+
+
+def biglog_section(key: str, res: dict) -> list[str]:
+    size = int(key.split(":")[1])
+    mine = res.get("xllm-tui", {})
+    n = len(mine.get("tail_ms_median", []))
+    L = [f"## Big log: {size / 2**30:.3g} GiB of glog lines in rank 1's log, the TUI (160x48) on it", "",
+         f"Medians of {n} run(s). Tail: keypress selecting the rank until the frame showing its last line "
+         "(median of the repeats in each run); `set_path`: the log view's own part of it. Filter: the second E (errors only) "
+         "until the whole file is filtered and drawn; grep: `grep -c -E '^[EF][0-9]{4}[ 0-9]|Check failed:|ERROR:'`. "
+         "Search: Enter in the search prompt until the line near the start is on screen; grep: `grep -c -F NEEDLE`. "
+         "Memory: the TUI process's peak RSS minus its RSS before the first selection. The ratios to grep are medians of "
+         "each run's ratio.", "",
+         "| tool | tail on screen ms | of which set_path ms | errors-only filter s | grep s | filter / grep | "
+         "search near the start s | grep s | search / grep | TUI RSS growth MiB | supervisor CPU s to digest the file |",
+         "|" + "---|" * 11]
+    if mine:
+        g = lambda k: med(mine.get(k, []))  # noqa: E731
+        L.append(f"| xllm-tui ({n} run{'s' if n != 1 else ''}) | {fmt(g('tail_ms_median'))} | {fmt(g('set_path_ms_median'))} | "
+                 f"{fmt(g('filter_s'))} | {fmt(g('grep_errors_s'))} | {fmt(g('filter_vs_grep'))}x | "
+                 f"{fmt(g('search_s'))} | {fmt(g('grep_search_s'))} | {fmt(g('search_vs_grep'))}x | "
+                 f"{fmt(g('rss_growth_mib'))} | {fmt(g('supervisor_digest_cpu_s'))} |")
+        if mine.get("error"):
+            L += ["", "Errors: " + "; ".join(e for e in mine["error"] if e) + "."]
+    return L
+
+
+def report(results: dict, meta: dict, tools: list[str], svg_path: Path | None = None) -> str:
     L = ["# Benchmark results", ""]
     L.append(f"`{meta['command']}` on {meta['when']} ({meta['elapsed_min']:.1f} min).")
     L.append("")
@@ -772,9 +1084,17 @@ def report(results: dict, meta: dict, tools: list[str]) -> str:
     L.append("")
     L.append("Versions: " + "; ".join(f"{k} {v}" for k, v in meta["versions"].items()) + ".")
     L.append("")
+    scale_done = False
     for key, res in results.items():
         kind = key.split(":")[0]
-        if kind == "flood":
+        if kind == "scale":
+            if scale_done:
+                continue  # every rank count is in the one table
+            L += scale_section(results, svg_path)
+            scale_done = True
+        elif kind == "biglog":
+            L += biglog_section(key, res)
+        elif kind == "flood":
             _, ranks, lines = key.split(":")
             L.append(f"## Flood: {ranks} ranks x {int(lines):,} glog lines of ~120 bytes, as fast as they can"
                      + (" (then they exit)" if meta.get("flood_after") == "exit" else "")
@@ -866,7 +1186,26 @@ def targets(results: dict) -> list[str]:
         rows.append("| start, `up` to all 16 ranks running: at most 1.2x the floor | not measured | - |")
     k, v = xm("tui-idle:", "tui_cpu_pct")
     row("idle, 16 ranks: TUI at most 0.3 % of a core", v, 0.3, "%", f" ({k})")
-    rows.append("| TUI rows (following a flood, 1 GB log, keypress p95, 128 ranks) | not measured by this suite | - |")
+    keys = [k for k in results if k.startswith("biglog:") and "xllm-tui" in results[k]]
+    big = results[keys[-1]]["xllm-tui"] if keys else {}
+    where = f" ({int(keys[-1].split(':')[1]) / 2**30:.3g} GiB)" if keys else ""
+    row("big log, tail on screen: keep the 4 ms of bench_logs.py", med(big.get("tail_ms_median", [])), 4.0, "ms", where)
+    row("big log, TUI memory growth: under 50 MB", med(big.get("rss_growth_mib", [])), 50 / 1.048576, "MiB", where)
+    row("errors-only filter over the big log: at most twice grep", med(big.get("filter_vs_grep", [])), 2.0,
+        "x grep", where)
+    row("search near the start of the big log: at most twice grep", med(big.get("search_vs_grep", [])), 2.0,
+        "x grep", where)
+    mine = scale_medians(results).get("xllm-tui", {})
+    if len(mine) >= 3:
+        verdicts = [f"{label}: {linearity([(n, mine[n].get(k)) for n in sorted(mine)])[0]}"
+                    for k, label, _ in SCALE_METRICS if k in ("cpu_pct", "rss_mib", "socket_ms_median", "frame_ms_median")]
+        met = ("no" if any("superlinear" in v for v in verdicts) else
+               "unclear" if any("no verdict" in v for v in verdicts) else "yes")
+        rows.append(f"| {max(mine)} ranks: cost linear in ranks, TUI usable | " + "; ".join(verdicts)
+                    + f"; frame p95 at {max(mine)}: {fmt(mine[max(mine)].get('frame_ms_p95'))} ms | {met} |")
+    else:
+        rows.append("| 128 ranks: cost linear in ranks, TUI usable | not measured | - |")
+    rows.append("| TUI rows (following a flood, keypress p95) | not measured by this suite | - |")
     return rows
 
 
@@ -888,11 +1227,30 @@ def main() -> int:
     ap.add_argument("--flood-timeout", type=float, help="seconds a tool may take to digest a flood (default 240)")
     ap.add_argument("--idle-seconds", type=float, help="default 60 (--quick 5)")
     ap.add_argument("--kills", type=int, help="default 10 (--quick 3)")
+    ap.add_argument("--scale-ranks", help="scale: rank counts, comma-separated (default 1,8,16,64,128; --quick 1,4)")
+    ap.add_argument("--scale-seconds", type=float, help="scale: idle window per rank count (default 20, --quick 3)")
+    ap.add_argument("--scale-calls", type=int, help="scale: `status --json` calls (socket: twice as many; "
+                    "default 20, --quick 5)")
+    ap.add_argument("--scale-frames", type=int, help="scale: snapshots the TUI's frame time is taken on "
+                    "(default 12, --quick 4)")
+    ap.add_argument("--biglog-size", help="biglog: the log's size (default 1G, --quick 32M)")
+    ap.add_argument("--biglog-repeats", type=int, help="biglog: selections of the rank (default 5, --quick 2)")
     ap.add_argument("--out", default=str(BENCH / "RESULTS.md"), help="the report (default bench/RESULTS.md)")
     ap.add_argument("--json", help="also write the raw figures here")
+    ap.add_argument("--from-json", metavar="JSON", help="measure nothing: write the report (and scale.svg) again "
+                    "from the raw figures of an earlier --json")
     ap.add_argument("--cache", default=os.environ.get("XLLM_BENCH_CACHE", str(DEFAULT_CACHE)),
                     help="where the anchors are installed (default ~/.cache/xllm-tui-bench)")
     args = ap.parse_args()
+    # a plain SIGTERM (or SIGINT, ignored in a background job) would skip the sessions' clean-up
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if args.from_json:
+        raw = json.loads(Path(args.from_json).read_text())
+        text = report(raw["results"], raw["meta"], [t for t in TOOLS if any(t in r for r in raw["results"].values())],
+                      svg_path=Path(args.out).with_name("scale.svg"))
+        Path(args.out).write_text(text)
+        print(text)
+        return 0
     tools = [t for t in TOOLS if t in (args.only.split(",") if args.only else TOOLS)]
     if args.only and set(args.only.split(",")) - set(TOOLS):
         ap.error(f"unknown tool in --only; known: {', '.join(TOOLS)}")
@@ -906,6 +1264,15 @@ def main() -> int:
     idle_s = args.idle_seconds or (5 if args.quick else 60)
     kills = args.kills or (3 if args.quick else 10)
     idle_ranks, crash_ranks, start_ranks = (4, 4, 4) if args.quick else (16, 4, 16)
+    scale_ranks = [int(n) for n in (args.scale_ranks or ("1,4" if args.quick else "1,8,16,64,128")).split(",")]
+    scale_s = args.scale_seconds or (3 if args.quick else 20)
+    scale_calls = args.scale_calls or (5 if args.quick else 20)
+    scale_frames = args.scale_frames or (4 if args.quick else 12)
+    sys.path.insert(0, str(BENCH))
+    from bench_logs import parse_size
+
+    biglog_size = parse_size(args.biglog_size or ("32M" if args.quick else "1G"))
+    biglog_repeats = args.biglog_repeats or (2 if args.quick else 5)
 
     cache = Cache(Path(args.cache))
     cache.ensure(tools)
@@ -931,6 +1298,12 @@ def main() -> int:
             jobs.append((f"start:{start_ranks}", lambda t: start(cache, t, start_ranks)))
         elif w == "tui-idle" and "xllm-tui" in tools:
             jobs.append((f"tui-idle:{idle_ranks}:{idle_s:g}", lambda t: tui_idle(cache, idle_ranks, idle_s)))
+        elif w == "scale":
+            for n in scale_ranks:
+                jobs.append((f"scale:{n}:{scale_s:g}",
+                             lambda t, n=n: scale(cache, t, n, scale_s, scale_calls, scale_frames)))
+        elif w == "biglog" and "xllm-tui" in tools:
+            jobs.append((f"biglog:{biglog_size}", lambda t: biglog(cache, biglog_size, biglog_repeats)))
     results: dict[str, dict[str, dict[str, list]]] = {key: {} for key, _ in jobs}
     for run in range(runs):
         for key, fn in jobs:
@@ -939,7 +1312,9 @@ def main() -> int:
                 log(f"run {run + 1}/{runs} {key} {','.join(order)} together")
                 together = idle_all(cache, order, idle_ranks, idle_s)
             for t in order:
-                if key.startswith("tui-idle") and t != "xllm-tui":
+                if key.startswith(("tui-idle", "biglog")) and t != "xllm-tui":
+                    continue
+                if key.startswith("scale") and t not in SCALE_TOOLS:
                     continue
                 if fn is None:
                     r = together.get(t, {"error": "not started"})
@@ -955,7 +1330,7 @@ def main() -> int:
                     results[key].setdefault(t, {}).setdefault(k, []).append(v)
     meta["elapsed_min"] = (time.monotonic() - began) / 60
     meta["load_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    text = report(results, meta, tools)
+    text = report(results, meta, tools, svg_path=Path(args.out).with_name("scale.svg"))
     Path(args.out).write_text(text)
     if args.json:
         Path(args.json).write_text(json.dumps({"meta": meta, "results": results}, indent=1))
