@@ -71,7 +71,7 @@ from typing import Any, Protocol
 from xllm_tui.logs import glog
 
 ROUND_BYTES = 16 * 1024 * 1024  # default bytes per feed() call (as IncrementalReader.read_new)
-SCAN_BYTES = 1024 * 1024  # bytes read and searched at once: bounds memory and each C call's GIL hold
+SCAN_BYTES = 512 * 1024  # bytes read and searched at once: bounds memory and each C call's GIL hold
 MAX_LINE_BYTES = 64 * 1024  # a line longer than this is kept and fed cut to its head
 ADOPT_BACKLOG = 16 * 1024 * 1024  # adopting a running rank: the log's tail read for its milestones
 _LAST_LINE_LOOKBACK = 64  # blank lines skipped looking for the last non-blank one
@@ -372,7 +372,7 @@ def _add_matches(haystack: bytes, needle: bytes, start: int, end: int, starts: s
         i = find(needle, line_end + 1, end)
 
 
-# Slices are read into reused buffers: a fresh 1 MiB bytes per slice made the allocator (glibc's rising mmap
+# Slices are read into reused buffers: a fresh bytes object per slice (1 MiB then) made the allocator (glibc's rising mmap
 # threshold) keep the freed ones resident, and cost a page fault per 4 KiB. One buffer per concurrent reader.
 _buffers: list[bytearray] = []
 _buffers_lock = threading.Lock()
