@@ -29,30 +29,32 @@ def _files(tool: str, pattern: str) -> list[str]:
     return sorted(glob.glob(os.path.join(FIXTURES, tool, pattern)))
 
 
+def _assert_every_copy_reads_as_the_original(path: str, read) -> object:
+    """read(text) -> what the parser makes of it; returns the original's."""
+    text = open(path, encoding="utf-8").read()
+    original = read(text)
+    for name, variant in _variants(text).items():
+        assert read(variant) == original, name
+    return original
+
+
 @pytest.mark.parametrize("path", _files("npu-smi", "npu-smi_info_-t_topo__*.txt"), ids=os.path.basename)
 def test_npu_topology_survives_copying(path):
-    text = open(path, encoding="utf-8").read()
-    original = npu_smi.parse_topo(text)
-    for name, variant in _variants(text).items():
-        assert npu_smi.parse_topo(variant) == original, name
+    _assert_every_copy_reads_as_the_original(path, npu_smi.parse_topo)
 
 
 @pytest.mark.parametrize("path", _files("nvidia-smi", "nvidia-smi_topo_*.txt"), ids=os.path.basename)
 def test_nvidia_topology_survives_copying(path):
-    text = open(path, encoding="utf-8").read()
-    original = nvidia_smi.parse_topo(text)
-    for name, variant in _variants(text).items():
-        assert nvidia_smi.parse_topo(variant) == original, name
+    _assert_every_copy_reads_as_the_original(path, nvidia_smi.parse_topo)
 
 
 @pytest.mark.parametrize("path", _files("npu-smi", "npu-smi_info__*.txt"), ids=os.path.basename)
 def test_npu_info_survives_copying(path):
-    text = open(path, encoding="utf-8").read()
-    original = npu_smi.parse_info(text)
-    for name, variant in _variants(text).items():
-        parsed = npu_smi.parse_info(variant)
-        assert parsed.devices == original.devices, name
-        assert parsed.processes == original.processes if hasattr(original, "processes") else True, name
+    def devices_and_processes(text: str) -> tuple:
+        parsed = npu_smi.parse_info(text)
+        return parsed.devices, getattr(parsed, "processes", None)
+
+    _assert_every_copy_reads_as_the_original(path, devices_and_processes)
 
 
 def test_devices_notes_follow_the_table_on_their_own_lines(tmp_path):
@@ -74,17 +76,9 @@ def test_devices_notes_follow_the_table_on_their_own_lines(tmp_path):
 
 @pytest.mark.parametrize("path", _files("nvidia-smi", "nvidia-smi_query-gpu_csv__*.csv"), ids=os.path.basename)
 def test_nvidia_query_csv_survives_copying(path):
-    text = open(path, encoding="utf-8").read()
-    original = nvidia_smi.parse_query_gpu(text)
-    assert original.devices
-    for name, variant in _variants(text).items():
-        assert nvidia_smi.parse_query_gpu(variant).devices == original.devices, name
+    assert _assert_every_copy_reads_as_the_original(path, lambda text: nvidia_smi.parse_query_gpu(text).devices)
 
 
 @pytest.mark.parametrize("path", _files("npu-smi", "npu-smi_info_-m__*.txt"), ids=os.path.basename)
 def test_npu_chip_map_survives_copying(path):
-    text = open(path, encoding="utf-8").read()
-    original = npu_smi.parse_chip_map(text)
-    assert original
-    for name, variant in _variants(text).items():
-        assert npu_smi.parse_chip_map(variant) == original, name
+    assert _assert_every_copy_reads_as_the_original(path, npu_smi.parse_chip_map)
