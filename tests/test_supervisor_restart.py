@@ -111,15 +111,21 @@ def test_a_rank_ignoring_sigterm_is_killed_after_the_grace(sim_deployment):
     assert [p.pid for p in dep.leftovers()] == [supervisor]  # only the supervisor is left
 
 
-def test_rank_scope_restarts_only_the_failed_rank(sim_deployment):
+def kill_rank_1_in_rank_scope(sim_deployment, initial_backoff: str):
+    """Two ranks restarted one by one; rank 1 killed once and relaunched: (dep, pids before, snapshot after)."""
     dep = sim_deployment(ranks=2, restart={"mode": "on-failure", "scope": "rank",
-                                           "backoff": {"initial": "0.2s", "max": "1s", "factor": 2},
+                                           "backoff": {"initial": initial_backoff, "max": "1s", "factor": 2},
                                            "max_restarts": 3, "window": "10m"})
     dep.start()
     before = dep.rank_pids(dep.wait_group("ready"))
     os.kill(before[1], signal.SIGKILL)
     snap = dep.wait_snapshot(lambda s: s["ranks"][1]["restarts"] == 1 and s["ranks"][1]["pid"], 30,
                              "rank 1 relaunched")
+    return dep, before, snap
+
+
+def test_rank_scope_restarts_only_the_failed_rank(sim_deployment):
+    dep, before, snap = kill_rank_1_in_rank_scope(sim_deployment, "0.2s")
     assert snap["ranks"][0]["pid"] == before[0] and snap["ranks"][0]["restarts"] == 0
     assert snap["ranks"][1]["pid"] != before[1]
     assert snap["group"]["first_failure"] is None  # no group failure in rank scope
@@ -198,14 +204,7 @@ def test_a_new_up_after_down_starts_a_fresh_restart_budget(sim_deployment):
 
 
 def test_rank_scope_with_no_backoff_relaunches_at_once(sim_deployment):
-    dep = sim_deployment(ranks=2, restart={"mode": "on-failure", "scope": "rank",
-                                           "backoff": {"initial": "0s", "max": "1s", "factor": 2},
-                                           "max_restarts": 3, "window": "10m"})
-    dep.start()
-    before = dep.rank_pids(dep.wait_group("ready"))
-    os.kill(before[1], signal.SIGKILL)
-    snap = dep.wait_snapshot(lambda s: s["ranks"][1]["restarts"] == 1 and s["ranks"][1]["pid"], 30,
-                             "rank 1 relaunched")
+    dep, _, snap = kill_rank_1_in_rank_scope(sim_deployment, "0s")
     new_pid = snap["ranks"][1]["pid"]
     events = [e for e in dep.events_file() if e["rank"] == 1]
     died = next(i for i, e in enumerate(events) if e.get("to") == "failed")
