@@ -15,6 +15,7 @@ import pytest
 from conftest import wait_until
 from sshd_harness import ssh_machines  # noqa: F401
 from supervisor_helpers import process_alive, read_environ, sim_deployment  # noqa: F401
+from test_tui_live import make_app, until
 from xllm_tui.client import SupervisorClient, socket_path
 
 MACHINE1 = "127.0.0.2"
@@ -52,6 +53,11 @@ class TwoMachines:
     def world_serving(self, snap: dict) -> bool:
         return (snap["group"]["state"] == "ready" and len(snap["ranks"]) == 2 * self.per_machine
                 and all(r["pid"] and r["state"] == "ready" for r in snap["ranks"]))
+
+    def world_relaunched(self, before: dict[int, int]):
+        """A snapshot condition: the world serves again, none of its ranks with a pid of `before`."""
+        gone = set(before.values())
+        return lambda snap: self.world_serving(snap) and not set(self.dep.rank_pids(snap).values()) & gone
 
     def machine(self, snap: dict, name: str = MACHINE1) -> dict:
         return next(m for m in snap["machines"] if m["name"] == name)
@@ -91,8 +97,7 @@ def test_two_machines_come_up_as_one_world_and_a_rank_killed_on_machine_1_restar
                                "machine 0 names rank 3 on machine 1 as the first failure")
     ff = failed["group"]["first_failure"]
     assert ff["machine"] == MACHINE1 and ff["cause"] == "killed", ff
-    again = dep.wait_snapshot(lambda s: tm.world_serving(s) and not set(dep.rank_pids(s).values()) & set(first.values()),
-                              120, "the whole world (both machines) relaunched and serving")
+    again = dep.wait_snapshot(tm.world_relaunched(first), 120, "the whole world (both machines) relaunched and serving")
     assert again["group"]["restarts"] >= 1
     assert all(r["restarts"] == again["group"]["restarts"] for r in again["ranks"])  # machine 1's ranks counted too
     assert all(not process_alive(pid) for pid in first.values())
@@ -121,8 +126,7 @@ def test_two_machines_come_up_as_one_world_and_a_rank_killed_on_machine_1_restar
     assert reloaded["machines"][MACHINE1]["reloaded"] is True, reloaded
     before = dep.rank_pids()
     dep.request("restart", ranks="all")
-    edited = dep.wait_snapshot(lambda s: tm.world_serving(s) and not set(dep.rank_pids(s).values()) & set(before.values()),
-                               120, "relaunched with the edited profile")
+    edited = dep.wait_snapshot(tm.world_relaunched(before), 120, "relaunched with the edited profile")
     assert read_environ(dep.rank_pids(edited)[3]).get("XLLM_TUI_TEST_EDIT") == "seen-on-machine-1"
 
     done = dep.cli("down", dep.profile_path, "--simulate", timeout=120)
@@ -206,7 +210,7 @@ def test_a_rank_failing_on_machine_0_restarts_machine_1s_ranks_too(two_machines)
     tm.start()
     first = dep.rank_pids(dep.wait_snapshot(tm.world_serving, 120, "world serving"))
     os.kill(first[1], signal.SIGKILL)
-    again = dep.wait_snapshot(lambda s: tm.world_serving(s) and not set(dep.rank_pids(s).values()) & set(first.values()),
+    again = dep.wait_snapshot(tm.world_relaunched(first),
                               120, "both machines relaunched after rank 1 on machine 0 failed")
     ff = again["group"]["first_failure"]
     assert ff["rank"] == 1 and "machine" not in ff
@@ -263,47 +267,36 @@ def test_a_world_is_not_launched_around_an_unreachable_machine_and_launches_when
 async def test_the_tui_shows_both_machines_ranks_and_a_lost_machines_ranks_as_unknown(two_machines):
     from textual.widgets import DataTable
 
-    from xllm_tui.ui.app import XllmApp
-    from xllm_tui.ui.source import SupervisorSource
     from xllm_tui.ui.widgets.rank_table import RankTable
 
     tm, dep = two_machines, two_machines.dep
     tm.start()
     dep.wait_snapshot(tm.world_serving, 120, "world serving")
-    source = SupervisorSource(dep.run_dir, profile_path=dep.profile_path, simulate=True)
-    app = XllmApp(source, user_config=False, watch_profile=False, poll_interval=0.2, profile_path=dep.profile_path,
-                  simulate=True)
-
-    async def until(pilot, condition, what: str) -> None:
-        for _ in range(600):
-            if condition():
-                return
-            await pilot.pause(0.1)
-        raise AssertionError(f"timed out waiting for {what}")
+    app = make_app(dep)
 
     def cells(table: DataTable) -> list[str]:
         return [" ".join(str(c) for c in table.get_row_at(i)) for i in range(table.row_count)]
 
     async with app.run_test(size=(200, 40)) as pilot:
         table = app.main_screen.query_one(RankTable)
-        await until(pilot, lambda: table.row_count == 4, "four rows")
-        await until(pilot, lambda: sum(MACHINE1 in row for row in cells(table)) == 2, "machine 1's two rows")
+        await until(pilot, lambda: table.row_count == 4, 60, "four rows")
+        await until(pilot, lambda: sum(MACHINE1 in row for row in cells(table)) == 2, 60, "machine 1's two rows")
         # Rank 2's log is on machine 1: the log view shows a local copy fetched through machine 0 (log_read).
         from xllm_tui.ui.widgets.log_view import LogView
         from xllm_tui.ui.widgets.rank_log import RankLog
         table.select_rank(2)
         rank_log = app.main_screen.query_one(RankLog)
-        await until(pilot, lambda: rank_log.rank == 2 and rank_log.log_widget.line_count > 5, "rank 2's log lines")
+        await until(pilot, lambda: rank_log.rank == 2 and rank_log.log_widget.line_count > 5, 60, "rank 2's log lines")
         assert rank_log.path.startswith(str(tm.cache)) and rank_log.path.endswith("node_2.log")
         with open(os.path.join(tm.m1_run_dir, "logs", "node_2.log")) as f:
             remote_text = f.read()
         with open(rank_log.path) as f:
             assert f.read() in remote_text
         tm.sshd.stop()  # sessions too: machine 1 is cut off
-        await until(pilot, lambda: sum("unknown" in row for row in cells(table)) == 2, "machine 1's ranks unknown")
+        await until(pilot, lambda: sum("unknown" in row for row in cells(table)) == 2, 60, "machine 1's ranks unknown")
         assert (app.snapshot or {})["group"]["state"] == "degraded"
         tm.sshd.start()
-        await until(pilot, lambda: not any("unknown" in row for row in cells(table)), "machine 1 back")
+        await until(pilot, lambda: not any("unknown" in row for row in cells(table)), 60, "machine 1 back")
 
 
 def test_restarting_a_rank_of_machine_1_from_the_cli_relaunches_the_world(two_machines):
@@ -315,8 +308,7 @@ def test_restarting_a_rank_of_machine_1_from_the_cli_relaunches_the_world(two_ma
     done = dep.cli("restart", dep.profile_path, "--simulate", "--ranks", "3", "--yes", "--wait", timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "restarting all 4 ranks" in done.stdout, done.stdout
-    snap = dep.wait_snapshot(lambda s: tm.world_serving(s) and not set(dep.rank_pids(s).values()) & set(first.values()),
-                             120, "the world relaunched on both machines")
+    snap = dep.wait_snapshot(tm.world_relaunched(first), 120, "the world relaunched on both machines")
     assert tm.machine(snap)["state"] == "connected"
 
 
@@ -345,7 +337,7 @@ def test_a_restart_due_while_machine_1_is_out_of_reach_waits_says_why_and_happen
     assert "it is restarted as soon as every machine is reached" in refused.stderr, refused.stderr
 
     tm.sshd.start()
-    again = dep.wait_snapshot(lambda s: tm.world_serving(s) and not set(dep.rank_pids(s).values()) & set(first.values()),
+    again = dep.wait_snapshot(tm.world_relaunched(first),
                               120, "the world restarted on both machines once machine 1 was reached")
     assert "waiting_for" not in again["group"] and again["group"]["restarts"] == 1
     assert [r["restarts"] for r in again["ranks"]] == [1, 1, 1, 1]
@@ -372,8 +364,7 @@ def test_a_machine_that_stops_answering_during_a_restart_is_dropped_after_the_ti
         assert not any(r["pid"] for r in held["ranks"][:2])
     finally:
         os.kill(member, signal.SIGCONT)
-    again = dep.wait_snapshot(lambda s: tm.world_serving(s) and not set(dep.rank_pids(s).values()) & set(first.values()),
-                              120, "the world restarted once machine 1 answered again")
+    again = dep.wait_snapshot(tm.world_relaunched(first), 120, "the world restarted once machine 1 answered again")
     assert tm.machine(again)["supervisor_pid"] == member
 
 
@@ -382,7 +373,7 @@ def test_restart_counts_of_machine_1s_ranks_survive_a_new_machine_0_supervisor(t
     tm.start()
     first = dep.rank_pids(dep.wait_snapshot(tm.world_serving, 120, "world serving"))
     os.kill(first[2], signal.SIGKILL)
-    restarted = dep.wait_snapshot(lambda s: tm.world_serving(s) and not set(dep.rank_pids(s).values()) & set(first.values()),
+    restarted = dep.wait_snapshot(tm.world_relaunched(first),
                                   120, "the world restarted after rank 2 on machine 1 failed")
     assert [r["restarts"] for r in restarted["ranks"]] == [1, 1, 1, 1]
     dep.kill_supervisor(signal.SIGKILL)
@@ -401,8 +392,6 @@ def test_restart_counts_of_machine_1s_ranks_survive_a_new_machine_0_supervisor(t
 
 
 async def test_the_tui_shows_an_earlier_log_generation_of_a_rank_on_machine_1(two_machines):
-    from xllm_tui.ui.app import XllmApp
-    from xllm_tui.ui.source import SupervisorSource
     from xllm_tui.ui.widgets.rank_log import RankLog
     from xllm_tui.ui.widgets.rank_table import RankTable
 
@@ -410,21 +399,11 @@ async def test_the_tui_shows_an_earlier_log_generation_of_a_rank_on_machine_1(tw
     tm.start()
     first = dep.rank_pids(dep.wait_snapshot(tm.world_serving, 120, "world serving"))
     os.kill(first[3], signal.SIGKILL)  # rank 3's first log on machine 1 becomes node_3.log.1 at the relaunch
-    dep.wait_snapshot(lambda s: tm.world_serving(s) and not set(dep.rank_pids(s).values()) & set(first.values()),
-                      120, "the world relaunched")
+    dep.wait_snapshot(tm.world_relaunched(first), 120, "the world relaunched")
     earlier_there = os.path.join(tm.m1_run_dir, "logs", "node_3.log.1")
     with open(earlier_there) as f:
         earlier_text = f.read()
-    source = SupervisorSource(dep.run_dir, profile_path=dep.profile_path, simulate=True)
-    app = XllmApp(source, user_config=False, watch_profile=False, poll_interval=0.2, profile_path=dep.profile_path,
-                  simulate=True)
-
-    async def until(pilot, condition, what: str) -> None:
-        for _ in range(600):
-            if condition():
-                return
-            await pilot.pause(0.1)
-        raise AssertionError(f"timed out waiting for {what}")
+    app = make_app(dep)
 
     def title() -> str:
         return str(rank_log.query_one(".rank-log-title").render())
@@ -435,22 +414,25 @@ async def test_the_tui_shows_an_earlier_log_generation_of_a_rank_on_machine_1(tw
 
     async with app.run_test(size=(200, 40)) as pilot:
         table = app.main_screen.query_one(RankTable)
-        await until(pilot, lambda: table.row_count == 4, "four rows")
+        await until(pilot, lambda: table.row_count == 4, 60, "four rows")
         table.select_rank(3)
         rank_log = app.main_screen.query_one(RankLog)
-        await until(pilot, lambda: rank_log.rank == 3 and "[ earlier logs" in title(), "the hint for rank 3's earlier log")
+        await until(pilot, lambda: rank_log.rank == 3 and "[ earlier logs" in title(),
+                    60, "the hint for rank 3's earlier log")
         await pilot.press("left_square_bracket")
-        await until(pilot, lambda: rank_log.back == 1 and rank_log.log_widget.line_count > 5, "the earlier log shown")
+        await until(pilot, lambda: rank_log.back == 1 and rank_log.log_widget.line_count > 5,
+                    60, "the earlier log shown")
         assert rank_log.path.startswith(str(tm.cache)) and rank_log.path.endswith("node_3.log.1")
         assert "earlier log, 1 launch(es) back" in title() and f"{MACHINE1}:" in title() and "node_3.log.1" in title()
-        await until(pilot, lambda: copy() and earlier_text.endswith(copy()), "the copy is machine 1's node_3.log.1")
+        await until(pilot, lambda: copy() and earlier_text.endswith(copy()), 60, "the copy is machine 1's node_3.log.1")
         await pilot.press("left_square_bracket")  # there is no generation before it
         assert rank_log.back == 1
         await pilot.press("right_square_bracket")
-        await until(pilot, lambda: rank_log.back == 0 and rank_log.path.endswith("node_3.log"), "back to the current log")
+        await until(pilot, lambda: rank_log.back == 0 and rank_log.path.endswith("node_3.log"),
+                    60, "back to the current log")
         with open(os.path.join(tm.m1_run_dir, "logs", "node_3.log")) as f:
             current_text = f.read()
-        await until(pilot, lambda: copy() and copy() in current_text, "the current log's copy")
+        await until(pilot, lambda: copy() and copy() in current_text, 60, "the current log's copy")
         assert copy() not in earlier_text
 
 
@@ -482,15 +464,12 @@ def test_a_machine_lost_while_the_world_is_being_launched_leaves_no_half_world_a
         assert "the world cannot be restarted until it is back" in snap["group"]["reason"]
     finally:
         os.kill(member, signal.SIGCONT)
-    again = dep.wait_snapshot(lambda s: tm.world_serving(s) and not set(dep.rank_pids(s).values()) & set(first.values()),
-                              120, "the world launched once machine 1 answered again")
+    again = dep.wait_snapshot(tm.world_relaunched(first), 120, "the world launched once machine 1 answered again")
     assert again["group"]["restarts"] == 1
 
 
 async def test_the_tui_says_why_a_world_restart_waits_for_machine_1_and_refuses_r_meanwhile(two_machines):
-    from xllm_tui.ui.app import XllmApp
     from xllm_tui.ui.screens.confirm import ConfirmScreen
-    from xllm_tui.ui.source import SupervisorSource
     from xllm_tui.ui.widgets.status_bar import StatusBar
 
     tm, dep = two_machines, two_machines.dep
@@ -500,30 +479,22 @@ async def test_the_tui_says_why_a_world_restart_waits_for_machine_1_and_refuses_
     dep.wait_snapshot(lambda s: tm.machine(s)["state"] == "unreachable", 60, "machine 1 unreachable")
     os.kill(first[0], signal.SIGKILL)
     dep.wait_snapshot(lambda s: s["group"].get("waiting_for") == [MACHINE1], 60, "the restart held")
-    source = SupervisorSource(dep.run_dir, profile_path=dep.profile_path, simulate=True)
-    app = XllmApp(source, user_config=False, watch_profile=False, poll_interval=0.2, profile_path=dep.profile_path,
-                  simulate=True)
-
-    async def until(pilot, condition, what: str) -> None:
-        for _ in range(600):
-            if condition():
-                return
-            await pilot.pause(0.1)
-        raise AssertionError(f"timed out waiting for {what}")
+    app = make_app(dep)
 
     def notes() -> str:
         return "\n".join(str(n.message) for n in app._notifications)
 
     async with app.run_test(size=(200, 40)) as pilot:
         bar = app.main_screen.query_one(StatusBar)
-        await until(pilot, lambda: bar._shown is not None and "unreachable since" in str(bar._shown), "the status line")
+        await until(pilot, lambda: bar._shown is not None and "unreachable since" in str(bar._shown),
+                    60, "the status line")
         line = str(bar._shown)
         assert "group failed" in line and "first failure: rank 0 killed" in line, line
         assert f"machine {MACHINE1} unreachable since" in line and "cannot be restarted until it is back" in line, line
         await pilot.press("R")
-        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the confirmation")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), 60, "the confirmation")
         await pilot.press("y")
-        await until(pilot, lambda: "refused" in notes(), "the answer to R")
+        await until(pilot, lambda: "refused" in notes(), 60, "the answer to R")
         assert f"refused: machine {MACHINE1} cannot be reached" in notes(), notes()
         assert "it is restarted as soon as every machine is reached" in notes(), notes()
     tm.sshd.start()
