@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,38 +39,13 @@ sys.path.insert(0, str(REPO))
 import psutil  # noqa: E402
 import yaml  # noqa: E402
 from sshd_harness import SshServer  # noqa: E402
+from suite import build_sleeper, free_ports, write_model_dir  # noqa: E402 - bench/ is sys.path[0]
 from supervisor_helpers import tagged_processes  # noqa: E402
 
 from xllm_tui.client import SupervisorClient, socket_path  # noqa: E402
 
 TAG = "XLLM_TUI_TEST_TAG"
 RUNNING = ("starting", "loading", "ready")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def build_sleeper(where: Path) -> str:
-    binary = where / "sleeper"
-    subprocess.run(["gcc", "-O2", "-o", str(binary), str(REPO / "bench" / "sleeper.c")], check=True)
-    return str(binary)
-
-
-def make_model_dir(where: Path) -> str:
-    """A model directory the profile check accepts (as bench/suite.py makes one): the sleeper loads nothing."""
-    import struct
-
-    d = where / "model"
-    d.mkdir()
-    (d / "config.json").write_text('{"model_type": "qwen2"}')
-    (d / "tokenizer.json").write_text("{}")
-    (d / "tokenizer_config.json").write_text('{"chat_template": "{{ messages }}"}')
-    header = b'{"__metadata__": {"format": "pt"}}'
-    (d / "model-00001-of-00001.safetensors").write_bytes(struct.pack("<Q", len(header)) + header)
-    return str(d)
 
 
 def snapshot(run_dir: str) -> dict | None:
@@ -159,9 +133,10 @@ def measure(machines: int, ranks: int, seconds: float, tmp: Path, kind: str, sle
     hosts = [f"127.0.0.{i + 2}" for i in range(machines - 1)]
     sshd = SshServer(tmp, hosts, {h: {"XDG_STATE_HOME": str(tmp / f"state-{h}"), TAG: tag} for h in hosts})
     devices = f"0-{ranks - 1}" if ranks > 1 else [0]
+    master, base = free_ports(ranks)
     profile = {
         "name": f"bench{machines}m", "binary": sleeper or "/opt/xllm/bin/xllm", "model": model or "/models/sim-model",
-        "master_node_addr": f"127.0.0.1:{free_port()}", "base_port": free_port(),
+        "master_node_addr": f"127.0.0.1:{master}", "base_port": base,
         "machines": [{"host": "127.0.0.1", "devices": devices}] + [
             {"host": h, "devices": devices, "ssh": {"host": h, "user": "root", "port": sshd.port,
                                                     "identity": sshd.user_key,
@@ -252,8 +227,8 @@ def main() -> int:
           f"{'(max)':>7} {'status ms':>10} {'procs':>6}  group, ready ranks", flush=True)
     tui_rows: list[str] = []
     with tempfile.TemporaryDirectory(prefix="xllm-bench-machines-") as top:
-        sleeper = build_sleeper(Path(top)) if args.rank_kind == "sleeper" else None
-        model = make_model_dir(Path(top)) if args.rank_kind == "sleeper" else None
+        sleeper = str(build_sleeper(Path(top) / "sleeper")) if args.rank_kind == "sleeper" else None
+        model = str(write_model_dir(Path(top) / "model")) if args.rank_kind == "sleeper" else None
         for n in args.machines:
             runs = []
             for i in range(args.runs):

@@ -270,6 +270,7 @@ def live(args) -> dict:
 
     sys.path.insert(0, str(REPO / "bench"))
     import suite
+    from tui_frame import p95
 
     cache = suite.Cache(Path(os.environ.get("XLLM_BENCH_CACHE", str(suite.DEFAULT_CACHE))))
     cache.ensure(["xllm-tui"])
@@ -291,11 +292,8 @@ def live(args) -> dict:
                                                                   for k, v in result.items() if k != "latencies_ms"},
                                   "presses": len(result.get("latencies_ms", []))}), file=sys.stderr, flush=True)
                 results[kind].append(result)
-    def p95_of(values: list[float]) -> float | None:
-        return values[min(len(values) - 1, int(round(0.95 * (len(values) - 1))))] if values else None
-
     latencies = sorted(v for r in results["keys"] for v in r["latencies_ms"])
-    p95 = p95_of(latencies)
+    latency_p95 = p95(latencies)
     floor = sorted(v for r in results["keys"] for v in r.get("floor_ms", []))
     follow = results["follow"] or [{"cpu_s": float("nan"), "elapsed_s": float("nan"), "frames": 0,
                                     "all_ranks_lines_by_then": 1}]
@@ -304,11 +302,11 @@ def live(args) -> dict:
         "ranks": args.ranks, "lines_per_rank_follow": args.lines, "lines_per_rank_keys": args.key_lines,
         "size": args.size,
         "keypress_to_frame_ms_median": round(statistics.median(latencies), 1) if latencies else None,
-        "keypress_to_frame_ms_p95": round(p95, 1) if p95 is not None else None,
+        "keypress_to_frame_ms_p95": round(latency_p95, 1) if latency_p95 is not None else None,
         "keypress_to_frame_ms_max": round(latencies[-1], 1) if latencies else None,
         "presses_counted": len(latencies), "presses_missed": sum(r["missed"] for r in results["keys"]),
         f"floor_wake_plus_{FLOOR_CPU_MS:g}ms_cpu_ms_median": round(statistics.median(floor), 1) if floor else None,
-        f"floor_wake_plus_{FLOOR_CPU_MS:g}ms_cpu_ms_p95": round(p95_of(floor), 1) if floor else None,
+        f"floor_wake_plus_{FLOOR_CPU_MS:g}ms_cpu_ms_p95": round(p95(floor), 1) if floor else None,
         "follow_cpu_s": [round(r["cpu_s"], 3) for r in follow],
         "follow_elapsed_s": [round(r["elapsed_s"], 2) for r in follow],
         "follow_frames_per_s": [round(r["frames"] / r["elapsed_s"], 1) for r in follow],

@@ -17,11 +17,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import shutil
 import signal
 import socket
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -34,6 +34,8 @@ import psutil
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(REPO))
+
+from tui_frame import p95  # noqa: E402 - bench/ is on the path: the suite runs as bench/suite.py
 
 TOOLS = ["floor", "xllm-tui", "supervisord", "pm2", "mprocs"]
 ANCHORS = ["supervisord", "pm2", "mprocs"]
@@ -75,9 +77,7 @@ class Cache:
         return self.root / "sleeper"
 
     def ensure(self, tools: list[str]) -> None:
-        src = BENCH / "sleeper.c"
-        if not self.sleeper.exists() or self.sleeper.stat().st_mtime < src.stat().st_mtime:
-            subprocess.run(["gcc", "-O2", "-o", str(self.sleeper), str(src)], check=True)
+        build_sleeper(self.sleeper)
         if "supervisord" in tools and not self.supervisord.exists():
             log("installing supervisor from PyPI into " + str(self.root / "venv"))
             subprocess.run([sys.executable, "-m", "venv", str(self.root / "venv")], check=True)
@@ -202,6 +202,34 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_ports(block: int) -> tuple[int, int]:
+    """A free master port and a base port whose block of `block` ports does not hold it."""
+    master = free_port()
+    base = free_port()
+    while base <= master < base + block or base + block > 65000:
+        base = free_port()
+    return master, base
+
+
+def build_sleeper(binary: Path) -> Path:
+    """bench/sleeper.c compiled to `binary` unless it is already there and newer than the source."""
+    src = BENCH / "sleeper.c"
+    if not binary.exists() or binary.stat().st_mtime < src.stat().st_mtime:
+        subprocess.run(["gcc", "-O2", "-o", str(binary), str(src)], check=True)
+    return binary
+
+
+def write_model_dir(d: Path) -> Path:
+    """A model directory the profile check accepts; the sleeper loads nothing from it."""
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "config.json").write_text('{"model_type": "qwen2"}')
+    (d / "tokenizer.json").write_text("{}")
+    (d / "tokenizer_config.json").write_text('{"chat_template": "{{ messages }}"}')
+    header = b'{"__metadata__": {"format": "pt"}}'
+    (d / "model-00001-of-00001.safetensors").write_bytes(struct.pack("<Q", len(header)) + header)
+    return d
+
+
 class Stamps:
     """The ranks' own records: "RANK start|done TIME PID" lines appended to one file."""
 
@@ -300,13 +328,7 @@ class XllmTui(Tool):
     def model_dir(self) -> Path:
         d = self.cache.root / "model"
         if not (d / "config.json").exists():
-            import struct
-            d.mkdir(parents=True, exist_ok=True)
-            (d / "config.json").write_text('{"model_type": "qwen2"}')
-            (d / "tokenizer.json").write_text("{}")
-            (d / "tokenizer_config.json").write_text('{"chat_template": "{{ messages }}"}')
-            header = b'{"__metadata__": {"format": "pt"}}'
-            (d / "model-00001-of-00001.safetensors").write_bytes(struct.pack("<Q", len(header)) + header)
+            write_model_dir(d)
         return d
 
     def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -320,10 +342,7 @@ class XllmTui(Tool):
 
         if len(program) != 1:
             raise ValueError("xllm-tui runs one binary per rank")
-        master = free_port()
-        base = free_port()
-        while base <= master < base + n or base + n > 65000:
-            base = free_port()
+        master, base = free_ports(n)
         profile = {
             "name": f"bench{n}",
             "binary": program[0],
@@ -713,13 +732,6 @@ def start(cache: Cache, name: str, ranks: int) -> dict:
         return {"start_s": max(r[2] for r in got) - t0, "first_s": min(r[2] for r in got) - t0}
 
 
-def nearest_p95(values: list[float]) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, -(-95 * len(ordered) // 100) - 1))]
-
-
 def wait_snapshot(tool: XllmTui, condition, timeout: float, what: str) -> dict:
     deadline = time.monotonic() + timeout
     while True:
@@ -782,8 +794,8 @@ def scale(cache: Cache, name: str, ranks: int, seconds: float, calls: int, frame
                 raise RuntimeError(f"status --json failed ({r.returncode}): {r.stderr[-1000:]}")
         tui = tui_measure(s.tool, "frames", "--samples", str(frames))
         out.update({
-            "status_ms_median": statistics.median(status_ms), "status_ms_p95": nearest_p95(status_ms),
-            "socket_ms_median": statistics.median(socket_ms), "socket_ms_p95": nearest_p95(socket_ms),
+            "status_ms_median": statistics.median(status_ms), "status_ms_p95": p95(status_ms),
+            "socket_ms_median": statistics.median(socket_ms), "socket_ms_p95": p95(socket_ms),
             "snapshot_kib": size / 1024,
             "frame_ms_median": tui["frame_ms_median"], "frame_ms_p95": tui["frame_ms_p95"],
             "frame_apply_ms": tui["apply_ms_median"], "frame_no_repaint": tui["no_repaint"],
