@@ -25,31 +25,22 @@ _NUMERIC_LIMITS = {
 
 def _split_args(text: str, start: int) -> tuple[list[str], int]:
     """Top-level comma-separated arguments of the call whose '(' is at text[start-1]."""
-    args, depth, i, current, in_str, in_char = [], 0, start, [], False, False
+    args, depth, i, current = [], 0, start, []
+    quote = None  # the quote of the string or character literal being read
     while i < len(text):
         ch = text[i]
-        if in_str:
+        if quote:
             current.append(ch)
             if ch == "\\":
                 current.append(text[i + 1])
                 i += 1
-            elif ch == '"':
-                in_str = False
-        elif in_char:
-            current.append(ch)
-            if ch == "\\":
-                current.append(text[i + 1])
-                i += 1
-            elif ch == "'":
-                in_char = False
+            elif ch == quote:
+                quote = None
         elif text.startswith("//", i):
             i = text.index("\n", i)
             continue
-        elif ch == '"':
-            in_str = True
-            current.append(ch)
-        elif ch == "'":
-            in_char = True
+        elif ch in "\"'":
+            quote = ch
             current.append(ch)
         elif ch in "([{<" and not (ch == "<" and text[i + 1] in " ="):
             depth += 1
