@@ -294,9 +294,6 @@ class Tool:
     def start(self, n: int, program: list[str], env: dict[str, str], restart: bool) -> None:
         raise NotImplementedError
 
-    def find_daemons(self) -> None:
-        """Called once the ranks run (some daemons are only known then)."""
-
     def stop(self) -> None:
         pass
 
