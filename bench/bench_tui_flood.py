@@ -145,36 +145,6 @@ async def one_run(lines: int, size: tuple[int, int], timeout: float) -> dict:
                 "frames": frames["n"], "fps": frames["n"] / elapsed}
 
 
-class FrameWatch:
-    """Wraps the app's display: renders each compositor update as the terminal driver would, counts frames,
-    and lets a waiter see the first frame (after a point in time) containing a marker string."""
-
-    def __init__(self, app) -> None:
-        from textual._compositor import CompositorUpdate
-
-        self.app, self.kind = app, CompositorUpdate
-        self.frames = 0
-        self.marker: str | None = None
-        self.marker_seen_at: float | None = None
-        self.seen = asyncio.Event()  # set with marker_seen_at: the waiter sleeps instead of polling the loop
-        self.after_frame = None  # callable run after each frame (the follow run's end check)
-        self.original = app._display
-        app._display = self.display
-
-    def display(self, screen, renderable) -> None:
-        if isinstance(renderable, self.kind):
-            out = renderable.render_segments(self.app.console)  # what goes to the terminal
-            self.frames += 1
-            self.original(screen, renderable)
-            if self.marker is not None and self.marker_seen_at is None and self.marker in out:
-                self.marker_seen_at = time.perf_counter()
-                self.seen.set()
-            if self.after_frame is not None:
-                self.after_frame()
-            return
-        self.original(screen, renderable)
-
-
 async def live_session(kind: str, tool, stamps, gate: Path, ranks: int, lines: int, size: tuple[int, int],
                        presses: int, timeout: float) -> dict:
     import random
@@ -186,9 +156,11 @@ async def live_session(kind: str, tool, stamps, gate: Path, ranks: int, lines: i
     from xllm_tui.ui.widgets.rank_log import RankLog
     from xllm_tui.ui.widgets.rank_table import RankTable
 
+    from tui_frame import ScreenClock  # bench/ is on sys.path (live())
+
     app = XllmApp(SupervisorSource(str(tool.run_dir), profile_path=str(tool.profile)), profile_path=str(tool.profile),
                   user_config=False, watch_profile=False)
-    watch = FrameWatch(app)
+    clock = ScreenClock(app)  # renders every update to the terminal's bytes, as a terminal driver would
     async with app.run_test(size=size) as pilot:
         deadline = time.monotonic() + 60
         while not (app.snapshot and app.main_screen.query_one(RankTable).row_count == ranks
@@ -201,28 +173,22 @@ async def live_session(kind: str, tool, stamps, gate: Path, ranks: int, lines: i
         view = app.main_screen.query_one(RankLog).log_widget
         if kind == "follow":
             before = view.line_count
-            done_at: list[float] = []
-
-            def reached_end() -> None:
-                if not done_at and view.path.endswith("node_0.log") and view.line_count >= before + lines + 1:
-                    done_at.append(time.perf_counter())
-
-            watch.after_frame = reached_end
-            frames0, cpu0, t0 = watch.frames, time.process_time(), time.perf_counter()
+            reached_end = clock.next_frame(lambda now, text: view.path.endswith("node_0.log")
+                                           and view.line_count >= before + lines + 1)
+            frames0, cpu0, t0 = len(clock.frames), time.process_time(), time.perf_counter()
             gate.touch()
-            end = time.monotonic() + timeout
-            while not done_at:
-                if time.monotonic() > end:
-                    raise RuntimeError(f"rank 0's last line not on screen after {timeout:g} s")
-                await asyncio.sleep(0.05)
-            cpu, elapsed = time.process_time() - cpu0, done_at[0] - t0
+            try:
+                done_at = await asyncio.wait_for(reached_end, timeout)
+            except asyncio.TimeoutError:
+                raise RuntimeError(f"rank 0's last line not on screen after {timeout:g} s") from None
+            cpu, elapsed = time.process_time() - cpu0, done_at - t0
             with open(view.path, "rb") as f:  # check: the line the view reached is the flood's last
                 f.seek(max(0, os.path.getsize(view.path) - 300))
                 last = f.read().decode(errors="replace").splitlines()[-1]
             if "BENCH-DONE" not in last:
                 raise RuntimeError(f"the log's last line is not the flood's end: {last!r}")
             written = sum(1 for _ in stamps.of("done")) * lines  # lines of the ranks done by then
-            return {"cpu_s": cpu, "elapsed_s": elapsed, "frames": watch.frames - frames0,
+            return {"cpu_s": cpu, "elapsed_s": elapsed, "frames": len(clock.frames) - frames0,
                     "all_ranks_lines_by_then": max(written, lines)}
         # keys
         gate.touch()
@@ -242,22 +208,17 @@ async def live_session(kind: str, tool, stamps, gate: Path, ranks: int, lines: i
                 direction = -direction
             target = current + direction
             key = "j" if direction > 0 else "k"
-            watch.marker, watch.marker_seen_at = f" rank {target} ", None
-            watch.seen.clear()
+            marker = f" rank {target} "
+            shown = clock.next_frame(lambda now, text: marker in text)
             event = events.Key(key, key)
             event.set_sender(app)
             t0 = time.perf_counter()
             app._driver.send_message(event)  # as the terminal driver does with a key it read
             try:
-                await asyncio.wait_for(watch.seen.wait(), timeout=5.0)
+                latencies.append((await asyncio.wait_for(shown, timeout=5.0) - t0) * 1000)
             except asyncio.TimeoutError:
-                pass
-            if watch.marker_seen_at is None:
                 missed += 1
                 table.select_rank(target)  # resynchronise and go on
-            else:
-                latencies.append((watch.marker_seen_at - t0) * 1000)
-            watch.marker = None
             await asyncio.sleep(random.uniform(0.1, 0.2))
         flooding_at_end = len(stamps.of("done")) < ranks
         floor.send_signal(signal.SIGINT)
