@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from rich.text import Text
@@ -62,8 +63,9 @@ class RankLog(Vertical):
             return
         if mirror is self._mirror:
             had = mirror.generations
-            mirror.apply(part)
-            if mirror.generations != had and self._rank_data is not None:
+            # Up to 4 MiB encoded and appended to the copy: not on the event loop.
+            await asyncio.to_thread(mirror.apply, part)
+            if mirror is self._mirror and mirror.generations != had and self._rank_data is not None:
                 self.show_rank(self._rank_data)  # the `[ earlier logs` hint
 
     def _local_path(self, rank: dict[str, Any]) -> str | None:
