@@ -573,8 +573,9 @@ class LogFile:
         if literals:
             find_lines_holding(data, begin + 1, end, literals, starts)
         if regexes:
-            # Lower-cased, the text is a copy of data[begin:end]: its index 0 is data's `begin`.
-            text, lo, hi, shift = (data[begin:end].lower(), 0, end - begin, begin) if ignore_case else (data, begin, end, 0)
+            text, lo, hi, shift = data, begin, end, 0
+            if ignore_case:  # a lower-cased copy of data[begin:end]: its index 0 is data's `begin`
+                text, lo, hi, shift = data[begin:end].lower(), 0, end - begin, begin
             rfind = text.rfind
             for pattern in regexes:
                 for m in pattern.finditer(text, lo, hi):
