@@ -47,3 +47,54 @@ def test_an_earlier_generation_has_a_copy_of_its_own(tmp_path, monkeypatch):
     assert mirror.request()["generation"] == 1
     mirror.apply({"generations": 2, "missing": True})
     assert mirror.generations == 2
+
+
+async def test_a_slow_link_is_not_starved_by_the_pull_timer(tmp_path, monkeypatch):
+    """A log_read reply slower than the pull timer: the pull waiting for it is left to finish, not cancelled and
+    sent again at every tick (which never let a reply arrive on a slow link)."""
+    import asyncio
+
+    from textual.app import App
+
+    from xllm_tui.ui.widgets.rank_log import RankLog
+    from tests.test_tui_app import until
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+    class SlowLink:
+        run_dir = str(tmp_path / "run")
+
+        def __init__(self) -> None:
+            self.requests = 0
+            self.reply = asyncio.Event()
+
+        async def action(self, op, **args):
+            assert op == "log_read"
+            self.requests += 1
+            await self.reply.wait()
+            return {"data": "a line from machine 1\n", "next": 22, "size": 22, "inode": 7}
+
+    ticks = 0
+    pull = RankLog._pull_remote
+
+    def counting_pull(self, **kwargs):
+        nonlocal ticks
+        ticks += 1
+        pull(self, **kwargs)
+
+    monkeypatch.setattr(RankLog, "_pull_remote", counting_pull)
+
+    class OnePane(App):
+        def compose(self):
+            yield RankLog(id="pane")
+
+    app = OnePane()
+    app.source = SlowLink()
+    async with app.run_test() as pilot:
+        pane = app.query_one(RankLog)
+        pane.show_rank({"rank": 3, "remote": True, "machine": "m1", "log_path": "/logs/node_3.log", "state": "ready"})
+        await until(pilot, lambda: ticks >= 4, what="the pull timer ticking while the reply is awaited")
+        assert app.source.requests == 1
+        app.source.reply.set()
+        await until(pilot, lambda: "a line from machine 1" in open(mirror_path(SlowLink.run_dir, 3)).read(),
+                    what="the reply in the local copy")

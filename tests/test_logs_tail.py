@@ -165,6 +165,36 @@ def test_scan_and_find_by_pattern(big):
         assert log.find_previous(pattern, first) is None
 
 
+@pytest.mark.parametrize("ignore_case", [False, True])
+def test_literal_patterns_find_what_re_finds(tmp_path, monkeypatch, ignore_case):
+    """Plain literals take intake's rare-byte search, other patterns re: both find the same lines, across
+    chunk boundaries (tiny chunks), at the file's first line, with and without case."""
+    import xllm_tui.logs.tail as tail
+
+    monkeypatch.setattr(tail, "READ_CHUNK", 64)
+    rng = random.Random(5)
+    words = ["ERROR:", "error:", "Check failed:", "plain", "E1130", "tail"]
+    lines = ["ERROR: first line"] + [" ".join(rng.choice(words) for _ in range(rng.randint(0, 6))) for _ in range(400)]
+    path = tmp_path / "mixed.log"
+    write(path, "\n".join(lines) + "\n")
+    needle = "error:" if ignore_case else "ERROR:"
+    expected = [i for i, line in enumerate(lines) if needle in (line.lower() if ignore_case else line)]
+    literal, regex = re.compile(needle.encode()), re.compile(needle[:-1].encode() + b"[:]")
+    with LogFile(path, block_size=256) as log:
+        log.index_all()
+        for pattern in (literal, regex, (literal, re.compile(rb"\nE\d{4}"))):
+            found = [log.line_of_offset(o) for o in log.scan_matching(pattern, ignore_case=ignore_case)]
+            if isinstance(pattern, tuple):
+                assert set(found) >= set(expected) and found == sorted(found)
+                continue
+            assert found == expected
+            first = log.find_next(pattern, None, ignore_case=ignore_case)
+            assert log.line_of_offset(first) == expected[0] == 0
+            last = log.find_previous(pattern, None, ignore_case=ignore_case)
+            assert log.line_of_offset(last) == expected[-1]
+            assert log.find_previous(pattern, first, ignore_case=ignore_case) is None
+
+
 def test_tail_lines(tmp_path, big):
     path, lines = big
     assert tail_lines(path, 3) == lines[-3:]

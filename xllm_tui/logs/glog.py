@@ -28,8 +28,9 @@ _GLOG = re.compile(
 )
 # Fast severity check: the first character, then that a date follows.
 _SEVERITY_PREFIX = re.compile(r"[IWEF]\d{4}")
-# Bytes patterns for scanning whole files with LogFile.scan_matching (the log view's filters): each has a
-# literal prefix, which re scans quickly; a leading "\n" anchors at a line start.
+# Bytes patterns for scanning whole files with LogFile.scan_matching (the log view's filters): a plain literal
+# is searched through a rare byte (memchr), any other has a literal prefix, which re scans quickly; a leading
+# "\n" anchors at a line start.
 _CHECK_FAILED = re.compile(rb"Check failed:")
 _ERROR_COLON = re.compile(rb"ERROR:")
 ERRORS_PATTERNS = (re.compile(rb"\n[EF]\d{4}[ \d]"), _CHECK_FAILED, _ERROR_COLON)

@@ -107,8 +107,9 @@ def _decode(raw: bytes) -> str:
     return text[:-1] if text.endswith("\r") else text
 
 
-def _plain_literal(pattern: str) -> str | None:
-    """The text a regex matches if it is a plain literal (no class, repeat, anchor, ...), else None."""
+def plain_literal(pattern: str | bytes) -> str | None:
+    """The text a regex matches if it is a plain literal (no class, repeat, anchor, ...), else None (for a
+    bytes pattern, its bytes as latin-1 characters)."""
     try:
         parsed = re._parser.parse(pattern)  # type: ignore[attr-defined]
     except (re.error, AttributeError):
@@ -202,7 +203,7 @@ def _wanted_from_gate() -> tuple[Wanted, re.Pattern[bytes] | None]:
     gate = glog._CHEAP_FILTER
     wanted: Wanted = []
     for alternative in gate.pattern.split("|"):
-        literal = _plain_literal(alternative)
+        literal = plain_literal(alternative)
         folded = _ascii_folded(literal) if literal else None
         if not folded or not gate.flags & re.IGNORECASE:
             return [], re.compile(gate.pattern.encode(), re.IGNORECASE)
@@ -230,7 +231,7 @@ class _ReadyMatcher:
     """The profile's ready_pattern over bytes: a folded literal, or a bytes regex (re.I, re.M)."""
 
     def __init__(self, pattern: str) -> None:
-        literal = _plain_literal(pattern)
+        literal = plain_literal(pattern)
         self.needle = _ascii_folded(literal) if literal else None
         self.regex = None
         if self.needle is None and pattern.isascii() and not _MAY_CROSS_LINES.search(pattern):
@@ -357,6 +358,14 @@ def _find_lines(data: bytes, start: int, end: int, plan: _Plan, error_starts: bo
             else:
                 _add_matches(data, needle, start, end, starts)
     return plan_holds
+
+
+def find_lines_holding(data: bytes, start: int, end: int, needles: list[tuple[bytes, bool]], starts: set[int]) -> None:
+    """Add to `starts` the start of every line of data[start:end] holding one of `needles` ((needle,
+    ignore_case); an ignore_case needle given lower-case, matched without ASCII case). One slice, searched
+    with a plan made from its own sample (the log view's search and filters over a file)."""
+    wanted = [((needle,), ignore_case) for needle, ignore_case in needles]
+    _find_lines(data, start, end, _plan(data, start, end, wanted, False), False, starts)
 
 
 def _add_matches(haystack: bytes, needle: bytes, start: int, end: int, starts: set[int], shift: int = 0) -> None:

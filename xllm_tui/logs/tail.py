@@ -48,6 +48,8 @@ from dataclasses import dataclass
 from itertools import accumulate
 from typing import Union
 
+from xllm_tui.logs.intake import find_lines_holding, plain_literal
+
 BLOCK_SIZE = 64 * 1024
 READ_CHUNK = 1024 * 1024  # bytes read per pread while scanning
 MAX_LINE_BYTES = 64 * 1024  # longer lines are cut when read (the index itself is unaffected)
@@ -550,21 +552,46 @@ class LogFile:
         return found
 
     @staticmethod
-    def _matches_in(chunk: bytes, patterns: Patterns, ignore_case: bool) -> list[int]:
-        """Sorted start offsets (in chunk) of the lines of `chunk` that match.
+    def _matches_in(data: bytes, begin: int, end: int, patterns: Patterns, ignore_case: bool) -> list[int]:
+        """Sorted starts (indexes in data) of the lines of data[begin + 1:end] that match.
 
-        The chunk starts at a line start and is searched as b"\n" + chunk, so a pattern beginning with
-        "\n" is anchored at a line start. Give each pattern a literal prefix: re then scans at memchr-like
-        speed (an alternation like ``a|b`` is 30 times slower; pass (a, b) instead). With ignore_case
-        the chunk is lower-cased (ASCII) and the patterns must be lower case.
+        data[begin] is the newline before the first line, so a pattern beginning with "\n" is anchored at a
+        line start. A plain literal pattern is searched by intake's rare-byte search (memchr, case folded
+        there); any other with re: give each a literal prefix, re then scans at memchr-like speed (an
+        alternation like ``a|b`` is 30 times slower; pass (a, b) instead). With ignore_case the patterns
+        must be lower case (ASCII).
         """
-        data = b"\n" + (chunk.lower() if ignore_case else chunk)
-        rfind = data.rfind
         starts: set[int] = set()
+        literals: list[tuple[bytes, bool]] = []
+        regexes: list[re.Pattern[bytes]] = []
         for pattern in (patterns,) if isinstance(patterns, re.Pattern) else patterns:
-            for m in pattern.finditer(data):
-                starts.add(rfind(b"\n", 0, m.start() + 1))
+            needle = _literal_needle(pattern)
+            if needle is None:
+                regexes.append(pattern)
+            else:
+                literals.append((needle, ignore_case))
+        if literals:
+            find_lines_holding(data, begin + 1, end, literals, starts)
+        if regexes:
+            text, lo, hi, shift = data, begin, end, 0
+            if ignore_case:  # a lower-cased copy of data[begin:end]: its index 0 is data's `begin`
+                text, lo, hi, shift = data[begin:end].lower(), 0, end - begin, begin
+            rfind = text.rfind
+            for pattern in regexes:
+                for m in pattern.finditer(text, lo, hi):
+                    starts.add(rfind(b"\n", lo, m.start() + 1) + 1 + shift)
         return sorted(starts)
+
+    def _read_with_newline_before(self, generation: int, pos: int, size: int) -> bytes:
+        """b"\n" then up to `size` bytes at the line start `pos` (b"" at the end): the newline ending the line
+        before is read with them, so the chunk is not copied to put one in front."""
+        if pos == 0:
+            data = self._pread_gen(generation, size, 0)
+            return b"\n" + data if data else b""
+        data = self._pread_gen(generation, size + 1, pos - 1)
+        if len(data) <= 1:
+            return b""
+        return data if data[0] == 10 else b"\n" + data[1:]  # 10: b"\n"; else pos was not a line start
 
     def _iter_chunks(self, patterns, start, end, cancelled, ignore_case) -> Iterator[list[int]]:
         generation, lo, hi = self._indexed_window()
@@ -576,20 +603,21 @@ class LogFile:
         while pos < end:
             if cancelled is not None and cancelled():
                 return
-            chunk = self._pread_gen(generation, min(4 * READ_CHUNK, end - pos), pos)
-            if not chunk:
+            # data[0] is the newline before pos: data[i] is the file's byte pos - 1 + i.
+            data = self._read_with_newline_before(generation, pos, min(4 * READ_CHUNK, end - pos))
+            if not data:
                 return
-            cut = chunk.rfind(b"\n") + 1 if pos + len(chunk) < end else len(chunk)
+            cut = data.rfind(b"\n", 1) + 1 if pos + len(data) - 1 < end else len(data)
             if cut <= 0:  # one line longer than the chunk: take it whole
-                nl = self._next_line_start(generation, pos + len(chunk), end)
-                chunk = self._pread_gen(generation, nl - pos, pos)
-                cut = len(chunk)
+                nl = self._next_line_start(generation, pos + len(data) - 1, end)
+                data = self._read_with_newline_before(generation, pos, nl - pos)
+                cut = len(data)
                 if not cut:
                     return
-            found = self._matches_in(chunk[:cut], patterns, ignore_case)
+            found = self._matches_in(data, 0, cut, patterns, ignore_case)
             if found:
-                yield [pos + offset for offset in found]
-            pos += cut
+                yield [pos - 1 + index for index in found]
+            pos += cut - 1
 
     def _next_line_start(self, generation: int, pos: int, end: int) -> int:
         while pos < end:
@@ -639,22 +667,32 @@ class LogFile:
             if cancelled is not None and cancelled():
                 return None
             start = max(lo, end - size)
-            chunk = self._pread_gen(generation, end - start, start)
-            if not chunk:
-                return None
             if start > lo:
-                first_nl = chunk.find(b"\n")
-                if first_nl == -1 or first_nl + 1 >= len(chunk):
+                data = self._pread_gen(generation, end - start, start)  # data[i]: byte start + i
+                if not data:
+                    return None
+                begin = data.find(b"\n")  # the lines searched start after it
+                if begin == -1 or begin + 1 >= len(data):
                     size *= 2  # no line starts inside this window: widen it
                     continue
-                chunk = chunk[first_nl + 1 :]
-                start += first_nl + 1
-            found = self._matches_in(chunk, patterns, ignore_case)
+                origin = start
+            else:
+                data = self._read_with_newline_before(generation, start, end - start)  # data[i]: start - 1 + i
+                if not data:
+                    return None
+                begin, origin = 0, start - 1
+            found = self._matches_in(data, begin, len(data), patterns, ignore_case)
             if found:
-                return start + found[-1]
-            end = start
+                return origin + found[-1]
+            end = origin + begin + 1
             size = 4 * READ_CHUNK
         return None
+
+
+def _literal_needle(pattern: re.Pattern[bytes]) -> bytes | None:
+    """The bytes a pattern matches if it is a plain, flagless literal within one line, else None."""
+    literal = plain_literal(pattern.pattern) if not pattern.flags else None
+    return literal.encode("latin-1") if literal and "\n" not in literal else None
 
 
 def tail_lines(path: str | os.PathLike, n: int, *, include_partial: bool = True) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from rich.text import Text
@@ -37,14 +38,22 @@ class RankLog(Vertical):
         self._title: Text | None = None
         self._mirror: Any = None  # logs.mirror.LogMirror while a rank on another machine is shown
         self._remote_timer: Any = None
+        self._pull: Any = None  # the Worker of the last pull of the remote log
 
     def on_mount(self) -> None:
         # Runs only while a rank on another machine is shown (a local log needs no pulling).
         self._remote_timer = self.set_interval(0.5, self._pull_remote, pause=self._mirror is None)
 
-    def _pull_remote(self) -> None:
-        if self._mirror is not None:
-            self.run_worker(self._pull_once(self._mirror), exclusive=True, group="remote-log")
+    def _pull_remote(self, *, new_mirror: bool = False) -> None:
+        """One pull at a time. A pull still waiting for its reply is left to finish: cancelling it at each tick
+        would starve a link slower than the tick. Only a new mirror (another rank or generation) replaces it."""
+        if self._mirror is None:
+            return
+        if self._pull is not None and not self._pull.is_finished:
+            if not new_mirror:
+                return
+            self._pull.cancel()
+        self._pull = self.run_worker(self._pull_once(self._mirror), group="remote-log")
 
     async def _pull_once(self, mirror: Any) -> None:
         """A rank on another machine: its new log bytes through machine 0's supervisor (log_read)."""
@@ -54,8 +63,9 @@ class RankLog(Vertical):
             return
         if mirror is self._mirror:
             had = mirror.generations
-            mirror.apply(part)
-            if mirror.generations != had and self._rank_data is not None:
+            # Up to 4 MiB encoded and appended to the copy: not on the event loop.
+            await asyncio.to_thread(mirror.apply, part)
+            if mirror is self._mirror and mirror.generations != had and self._rank_data is not None:
                 self.show_rank(self._rank_data)  # the `[ earlier logs` hint
 
     def _local_path(self, rank: dict[str, Any]) -> str | None:
@@ -75,7 +85,7 @@ class RankLog(Vertical):
                 else None
             self._mirror = LogMirror(path, int(rank["rank"]), self.back)
             self._mirror.generations = known
-            self._pull_remote()
+            self._pull_remote(new_mirror=True)
         if self._remote_timer is not None:
             self._remote_timer.resume()
         return path
