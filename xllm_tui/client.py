@@ -409,7 +409,8 @@ def start_detached(argv: list[str], run_dir: str) -> int:
     return int(done.stdout.strip())
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """The process exists and is not a zombie."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
@@ -447,7 +448,7 @@ def ensure_supervisor(profile_path: str, *, simulate: bool, run_dir: str | None 
     while time.monotonic() < deadline:
         if supervisor_answers(run_dir, timeout=1.0):
             return run_dir
-        if not _pid_alive(pid):
+        if not pid_alive(pid):
             if supervisor_answers(run_dir, timeout=1.0):
                 return run_dir
             raise SupervisorUnavailable(f"the supervisor exited during start-up:\n{_log_tail(log_path, log_start)}")
