@@ -156,13 +156,10 @@ def run(args: argparse.Namespace) -> int:
 def preflight(profile_path: str, *, simulate: bool) -> bool:
     """The checks that need the machine (the binary's --helpxml, the model directories), before any rank
     starts; False = refuse (errors only: under --simulate the model check only warns)."""
-    from xllm_tui.binary_flags import check_profile_binary
-    from xllm_tui.model_dir import check_profile_models
+    from xllm_tui.commands.validate import check_binary_and_models
     from xllm_tui.profile import load_profile
 
-    result = load_profile(profile_path, simulate=simulate)
-    diagnostics, _notes = check_profile_binary(result, simulate=simulate)
-    diagnostics += check_profile_models(result, simulate=simulate)
+    diagnostics, _notes = check_binary_and_models(load_profile(profile_path, simulate=simulate), simulate=simulate)
     for diagnostic in diagnostics:
         print(str(diagnostic), file=sys.stderr)
     return not any(d.severity == "error" for d in diagnostics)
