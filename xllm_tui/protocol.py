@@ -8,6 +8,7 @@ the wire format; fields are only ever added.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -99,9 +100,21 @@ class RequestError(Exception):
 # ------------------------------------------------------------------------------------------ typed snapshot
 
 
+@functools.cache
+def _field_names(cls: type) -> frozenset[str]:
+    """The fields `cls` declares; once per class (every snapshot converts each rank and event both ways)."""
+    return frozenset(f.name for f in dataclasses.fields(cls))
+
+
+@functools.cache
+def _wire_order(cls: type) -> tuple[str, ...]:
+    """The fields to_dict writes, in their declared order."""
+    return tuple(f.name for f in dataclasses.fields(cls) if f.name != "extra")
+
+
 def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
     """The fields of `data` that `cls` declares (a newer supervisor may send more)."""
-    names = {f.name for f in dataclasses.fields(cls)}
+    names = _field_names(cls)
     return {k: v for k, v in data.items() if k in names}
 
 
@@ -109,14 +122,14 @@ class _Wire:
     """to_dict/from_dict for the protocol's dataclasses; unknown fields survive a round trip in `extra`."""
 
     def to_dict(self) -> dict[str, Any]:
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
+        out = {name: getattr(self, name) for name in _wire_order(type(self))}
         return {**getattr(self, "extra", {}), **out}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None):
         data = data or {}
         obj = cls(**_known(cls, data))
-        names = {f.name for f in dataclasses.fields(cls)}
+        names = _field_names(cls)
         obj.extra = {k: v for k, v in data.items() if k not in names}
         return obj
 
