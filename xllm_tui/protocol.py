@@ -255,6 +255,23 @@ class RestartPlan:
     explanation: str  # one sentence for confirmations and command output ("" when nothing is widened)
 
 
+def select_ranks(spec: Any, states: dict[int, str | None], unknown_where: str) -> list[int]:
+    """The rank numbers a request's `ranks` names: "all" (or nothing), "failed", a number or a list of numbers;
+    RequestError for anything else or a rank not in `states` ("no rank 9 {unknown_where}")."""
+    if spec is None or spec == "all":
+        return sorted(states)
+    if spec == "failed":
+        return sorted(n for n, state in states.items() if is_failed(state))
+    if isinstance(spec, int) and not isinstance(spec, bool):
+        spec = [spec]
+    if not isinstance(spec, list) or not all(isinstance(x, int) and not isinstance(x, bool) for x in spec):
+        raise RequestError("bad_request", '`ranks` must be a list of rank numbers, "failed" or "all"')
+    unknown = [x for x in spec if x not in states]
+    if unknown:
+        raise RequestError("unknown_rank", f"no rank {', '.join(map(str, unknown))} {unknown_where}")
+    return sorted(set(spec))
+
+
 def plan_restart(states: dict[int, str], selected: list[int], *, scope: str, only: bool = False,
                  op: str = "restart", waiting: frozenset[int] | set[int] = frozenset(),
                  restart_scheduled: bool = False) -> RestartPlan:
