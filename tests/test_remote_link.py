@@ -127,3 +127,44 @@ def test_status_names_each_other_machine_and_a_clock_skew_worth_knowing():
         "machine m2: connected over ssh (supervisor pid 43, ranks 4, 6); its clock is 7.5s ahead of this machine's",
         "machine m3: unreachable - machine unreachable since 14:02:11: refused",
     ]
+
+
+def test_remote_logs_follow_reads_a_rotated_log_from_its_start(tmp_path, monkeypatch, capsys):
+    """`xllm-tui logs -f` on another machine's rank: after a relaunch rotates its log, the new file is followed
+    from its first line, not from the old file's length (log_read serves it with the supervisor's reader)."""
+    import argparse
+
+    from xllm_tui.commands import lifecycle
+    from xllm_tui.logs.tail import rotate_log
+    from xllm_tui.supervisor.log_access import read_log_file
+
+    log = tmp_path / "node_1.log"
+    log.write_text("old line 1\nold line 2 is a long one\n")
+    polls = []
+
+    class Client:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def request(self, op, *, rank, offset=None, lines=None, generation=0):
+            assert op == "log_read" and rank == 1
+            if offset is not None and offset > 0:
+                polls.append(offset)
+                if len(polls) == 1:  # a relaunch between two polls: the new log is shorter than the old one
+                    rotate_log(log)
+                    log.write_text("new 1\n")
+                elif len(polls) == 3:
+                    raise KeyboardInterrupt
+            return read_log_file(str(log), offset=offset, lines=lines, max_bytes=1 << 20)
+
+    monkeypatch.setattr(lifecycle, "connect", lambda target, timeout=5.0: Client())
+    monkeypatch.setattr(lifecycle.time, "sleep", lambda s: None)
+    args = argparse.Namespace(rank=1, generation=0, lines=10, follow=True)
+    try:
+        lifecycle._remote_logs(args, None)
+    except KeyboardInterrupt:
+        pass
+    assert capsys.readouterr().out == "old line 1\nold line 2 is a long one\nnew 1\n"

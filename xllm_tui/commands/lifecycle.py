@@ -523,9 +523,14 @@ def _remote_logs(args: argparse.Namespace, target: Target) -> int:
             sys.stdout.write(part["data"])
             offset = part["next"]
         sys.stdout.flush()
+        inode = part.get("inode")
         while args.follow and args.generation == 0:
             time.sleep(0.5)
             part = client.request("log_read", rank=args.rank, offset=offset)
+            if inode is not None and part.get("inode") not in (None, inode):
+                # A relaunch rotated the log: the name is a new file now, followed from its start (as tail -F).
+                part = client.request("log_read", rank=args.rank, offset=0)
+            inode = part.get("inode")
             if part["data"]:
                 sys.stdout.write(part["data"])
                 sys.stdout.flush()
