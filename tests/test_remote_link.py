@@ -168,3 +168,41 @@ def test_remote_logs_follow_reads_a_rotated_log_from_its_start(tmp_path, monkeyp
     except KeyboardInterrupt:
         pass
     assert capsys.readouterr().out == "old line 1\nold line 2 is a long one\nnew 1\n"
+
+
+def test_starting_a_rank_that_waits_for_its_npu_stays_narrow_across_machines():
+    """As on one machine: `start 1` for a rank held back by a busy NPU launches that rank (and a remote waiting
+    rank is forwarded to its machine), it does not relaunch the world that is waiting for it."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from xllm_tui.supervisor.machines import RemoteMachines
+
+    started: list[list[int]] = []
+
+    class World(RemoteMachines):
+        scope = "group"
+        group = SimpleNamespace(restart_scheduled=False)
+        launch_waiting = None
+
+        def event(self, *args, **fields):
+            pass
+
+        def spawn_task(self, coro):
+            coro.close()
+
+        def op_start(self, ranks, who):
+            started.append([r.rank for r in ranks])
+            return asyncio.sleep(0)
+
+        op_stop = op_restart = op_start
+
+    world = World()
+    world.ranks = {0: SimpleNamespace(rank=0, state="loading", waiting=None),
+                   1: SimpleNamespace(rank=1, state="starting", waiting={"device": 1})}
+    world.links = {"m1": SimpleNamespace(label="m1", connected=True, ranks={
+        2: {"rank": 2, "state": "loading"}, 3: {"rank": 3, "state": "starting", "waiting": {"device": 1}}})}
+    assert world.perform_across_machines("start", [1], "test") == {"accepted": [1], "world": False, "explanation": ""}
+    assert started == [[1]]
+    assert world.perform_across_machines("start", [3], "test")["accepted"] == [3]
+    assert world.perform_across_machines("start", [2], "test")["world"]  # a rank of the running world: all relaunch

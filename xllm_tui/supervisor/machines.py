@@ -194,7 +194,10 @@ class RemoteMachines:
         world = False
         explanation = ""
         if op in ("start", "restart") and chosen:
-            plan = plan_restart(states, chosen, scope=self.scope, only=only, op=op,
+            # As on one machine (Supervisor.restart_plan): starting ranks that wait for their NPU stays narrow.
+            waiting = {n for n, r in self.ranks.items() if r.waiting} | \
+                {n for n, (_, r) in remote.items() if r.get("waiting")}
+            plan = plan_restart(states, chosen, scope=self.scope, only=only, op=op, waiting=waiting,
                                 restart_scheduled=self.group.restart_scheduled)
             chosen, world, explanation = list(plan.ranks), plan.world, plan.explanation
         elif op == "stop":
