@@ -127,3 +127,82 @@ def test_status_names_each_other_machine_and_a_clock_skew_worth_knowing():
         "machine m2: connected over ssh (supervisor pid 43, ranks 4, 6); its clock is 7.5s ahead of this machine's",
         "machine m3: unreachable - machine unreachable since 14:02:11: refused",
     ]
+
+
+def test_remote_logs_follow_reads_a_rotated_log_from_its_start(tmp_path, monkeypatch, capsys):
+    """`xllm-tui logs -f` on another machine's rank: after a relaunch rotates its log, the new file is followed
+    from its first line, not from the old file's length (log_read serves it with the supervisor's reader)."""
+    import argparse
+
+    from xllm_tui.commands import lifecycle
+    from xllm_tui.logs.tail import rotate_log
+    from xllm_tui.supervisor.log_access import read_log_file
+
+    log = tmp_path / "node_1.log"
+    log.write_text("old line 1\nold line 2 is a long one\n")
+    polls = []
+
+    class Client:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def request(self, op, *, rank, offset=None, lines=None, generation=0):
+            assert op == "log_read" and rank == 1
+            if offset is not None and offset > 0:
+                polls.append(offset)
+                if len(polls) == 1:  # a relaunch between two polls: the new log is shorter than the old one
+                    rotate_log(log)
+                    log.write_text("new 1\n")
+                elif len(polls) == 3:
+                    raise KeyboardInterrupt
+            return read_log_file(str(log), offset=offset, lines=lines, max_bytes=1 << 20)
+
+    monkeypatch.setattr(lifecycle, "connect", lambda target, timeout=5.0: Client())
+    monkeypatch.setattr(lifecycle.time, "sleep", lambda s: None)
+    args = argparse.Namespace(rank=1, generation=0, lines=10, follow=True)
+    try:
+        lifecycle._remote_logs(args, None)
+    except KeyboardInterrupt:
+        pass
+    assert capsys.readouterr().out == "old line 1\nold line 2 is a long one\nnew 1\n"
+
+
+def test_starting_a_rank_that_waits_for_its_npu_stays_narrow_across_machines():
+    """As on one machine: `start 1` for a rank held back by a busy NPU launches that rank (and a remote waiting
+    rank is forwarded to its machine), it does not relaunch the world that is waiting for it."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from xllm_tui.supervisor.machines import RemoteMachines
+
+    started: list[list[int]] = []
+
+    class World(RemoteMachines):
+        scope = "group"
+        group = SimpleNamespace(restart_scheduled=False)
+        launch_waiting = None
+
+        def event(self, *args, **fields):
+            pass
+
+        def spawn_task(self, coro):
+            coro.close()
+
+        def op_start(self, ranks, who):
+            started.append([r.rank for r in ranks])
+            return asyncio.sleep(0)
+
+        op_stop = op_restart = op_start
+
+    world = World()
+    world.ranks = {0: SimpleNamespace(rank=0, state="loading", waiting=None),
+                   1: SimpleNamespace(rank=1, state="starting", waiting={"device": 1})}
+    world.links = {"m1": SimpleNamespace(label="m1", connected=True, ranks={
+        2: {"rank": 2, "state": "loading"}, 3: {"rank": 3, "state": "starting", "waiting": {"device": 1}}})}
+    assert world.perform_across_machines("start", [1], "test") == {"accepted": [1], "world": False, "explanation": ""}
+    assert started == [[1]]
+    assert world.perform_across_machines("start", [3], "test")["accepted"] == [3]
+    assert world.perform_across_machines("start", [2], "test")["world"]  # a rank of the running world: all relaunch

@@ -409,7 +409,8 @@ def start_detached(argv: list[str], run_dir: str) -> int:
     return int(done.stdout.strip())
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """The process exists and is not a zombie."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
@@ -432,12 +433,13 @@ def ensure_supervisor(profile_path: str, *, simulate: bool, run_dir: str | None 
     run_dir = os.path.abspath(run_dir)
     if supervisor_answers(run_dir):
         return run_dir
-    if not port_offset and simulate:
-        # A simulated run keeps the ports it was first given: a client that starts its successor (the TUI's
-        # "start a new supervisor") without --port-offset must find the running ranks where they are.
-        port_offset = int(last_run_of(run_dir).get("port_offset") or 0)
-    if simulate and not over_ssh:
-        over_ssh = bool(last_run_of(run_dir).get("over_ssh"))  # likewise: its machines stay reached over ssh
+    if simulate and not (port_offset and over_ssh):
+        # A simulated run keeps the ports it was first given, and its machines stay reached over ssh: a client
+        # that starts its successor (the TUI's "start a new supervisor") without --port-offset or --over-ssh
+        # must find the running ranks where they are.
+        last = last_run_of(run_dir)
+        port_offset = port_offset or int(last.get("port_offset") or 0)
+        over_ssh = over_ssh or bool(last.get("over_ssh"))
     log_path = os.path.join(run_dir, LOG_NAME)
     log_start = os.path.getsize(log_path) if os.path.exists(log_path) else 0
     pid = start_detached(supervise_argv(profile_path, simulate=simulate, run_dir=run_dir, port_offset=port_offset,
@@ -447,7 +449,7 @@ def ensure_supervisor(profile_path: str, *, simulate: bool, run_dir: str | None 
     while time.monotonic() < deadline:
         if supervisor_answers(run_dir, timeout=1.0):
             return run_dir
-        if not _pid_alive(pid):
+        if not pid_alive(pid):
             if supervisor_answers(run_dir, timeout=1.0):
                 return run_dir
             raise SupervisorUnavailable(f"the supervisor exited during start-up:\n{_log_tail(log_path, log_start)}")

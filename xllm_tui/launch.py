@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from xllm_tui.cores import available_cores, cores_for_rank, format_cores, map_cores, parse_cores
 from xllm_tui.spec import FlagValue, Machine, Profile, RankLaunch, RankSpec
+from xllm_tui.xllm_flags import DEFAULT_RELEASE
 
 if TYPE_CHECKING:
     from xllm_tui.devices.model import DeviceReport
@@ -494,7 +495,7 @@ def compose_env(
                 env.pop(name, None)
     if simulate is not None:
         env = {name: simulate.map_address(value) for name, value in env.items()}
-        if profile.xllm_release != "31b7cafd":  # the simulator's default is the guide's commit too
+        if profile.xllm_release != DEFAULT_RELEASE:  # the simulator's default is the guide's commit too
             env.setdefault("XLLM_SIM_XLLM_VERSION", profile.xllm_release)  # imitate the profile's xllm
         if "LD_PRELOAD" in env:
             # A missing preload makes ld.so print an error into every log line's process: withhold it.

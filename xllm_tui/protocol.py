@@ -8,6 +8,7 @@ the wire format; fields are only ever added.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -99,9 +100,21 @@ class RequestError(Exception):
 # ------------------------------------------------------------------------------------------ typed snapshot
 
 
+@functools.cache
+def _field_names(cls: type) -> frozenset[str]:
+    """The fields `cls` declares; once per class (every snapshot converts each rank and event both ways)."""
+    return frozenset(f.name for f in dataclasses.fields(cls))
+
+
+@functools.cache
+def _wire_order(cls: type) -> tuple[str, ...]:
+    """The fields to_dict writes, in their declared order."""
+    return tuple(f.name for f in dataclasses.fields(cls) if f.name != "extra")
+
+
 def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
     """The fields of `data` that `cls` declares (a newer supervisor may send more)."""
-    names = {f.name for f in dataclasses.fields(cls)}
+    names = _field_names(cls)
     return {k: v for k, v in data.items() if k in names}
 
 
@@ -109,14 +122,14 @@ class _Wire:
     """to_dict/from_dict for the protocol's dataclasses; unknown fields survive a round trip in `extra`."""
 
     def to_dict(self) -> dict[str, Any]:
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
+        out = {name: getattr(self, name) for name in _wire_order(type(self))}
         return {**getattr(self, "extra", {}), **out}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None):
         data = data or {}
         obj = cls(**_known(cls, data))
-        names = {f.name for f in dataclasses.fields(cls)}
+        names = _field_names(cls)
         obj.extra = {k: v for k, v in data.items() if k not in names}
         return obj
 
@@ -240,6 +253,23 @@ class RestartPlan:
     ranks: tuple[int, ...]  # the ranks the supervisor stops (if running) and launches
     world: bool  # the whole world is relaunched because its ranks cannot rejoin it
     explanation: str  # one sentence for confirmations and command output ("" when nothing is widened)
+
+
+def select_ranks(spec: Any, states: dict[int, str | None], unknown_where: str) -> list[int]:
+    """The rank numbers a request's `ranks` names: "all" (or nothing), "failed", a number or a list of numbers;
+    RequestError for anything else or a rank not in `states` ("no rank 9 {unknown_where}")."""
+    if spec is None or spec == "all":
+        return sorted(states)
+    if spec == "failed":
+        return sorted(n for n, state in states.items() if is_failed(state))
+    if isinstance(spec, int) and not isinstance(spec, bool):
+        spec = [spec]
+    if not isinstance(spec, list) or not all(isinstance(x, int) and not isinstance(x, bool) for x in spec):
+        raise RequestError("bad_request", '`ranks` must be a list of rank numbers, "failed" or "all"')
+    unknown = [x for x in spec if x not in states]
+    if unknown:
+        raise RequestError("unknown_rank", f"no rank {', '.join(map(str, unknown))} {unknown_where}")
+    return sorted(set(spec))
 
 
 def plan_restart(states: dict[int, str], selected: list[int], *, scope: str, only: bool = False,

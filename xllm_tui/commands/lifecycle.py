@@ -156,13 +156,10 @@ def run(args: argparse.Namespace) -> int:
 def preflight(profile_path: str, *, simulate: bool) -> bool:
     """The checks that need the machine (the binary's --helpxml, the model directories), before any rank
     starts; False = refuse (errors only: under --simulate the model check only warns)."""
-    from xllm_tui.binary_flags import check_profile_binary
-    from xllm_tui.model_dir import check_profile_models
+    from xllm_tui.commands.validate import check_binary_and_models
     from xllm_tui.profile import load_profile
 
-    result = load_profile(profile_path, simulate=simulate)
-    diagnostics, _notes = check_profile_binary(result, simulate=simulate)
-    diagnostics += check_profile_models(result, simulate=simulate)
+    diagnostics, _notes = check_binary_and_models(load_profile(profile_path, simulate=simulate), simulate=simulate)
     for diagnostic in diagnostics:
         print(str(diagnostic), file=sys.stderr)
     return not any(d.severity == "error" for d in diagnostics)
@@ -526,9 +523,14 @@ def _remote_logs(args: argparse.Namespace, target: Target) -> int:
             sys.stdout.write(part["data"])
             offset = part["next"]
         sys.stdout.flush()
+        inode = part.get("inode")
         while args.follow and args.generation == 0:
             time.sleep(0.5)
             part = client.request("log_read", rank=args.rank, offset=offset)
+            if inode is not None and part.get("inode") not in (None, inode):
+                # A relaunch rotated the log: the name is a new file now, followed from its start (as tail -F).
+                part = client.request("log_read", rank=args.rank, offset=0)
+            inode = part.get("inode")
             if part["data"]:
                 sys.stdout.write(part["data"])
                 sys.stdout.flush()

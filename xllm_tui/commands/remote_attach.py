@@ -134,14 +134,6 @@ def check(request: dict) -> dict:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
 def _connect(path: str) -> socket.socket:
     from xllm_tui.supervisor.state import ShortSocketPath
 
@@ -169,7 +161,7 @@ def _pump(sock: socket.socket, out, lock: threading.Lock, on_end) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from xllm_tui.client import socket_path
+    from xllm_tui.client import pid_alive, socket_path
 
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     lock = threading.Lock()
@@ -192,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
         # The supervisor going away (shutdown) ends the bridge, which ends ssh: machine 0 sees the connection
         # close. Only once the process has really exited, so `down` on machine 0 returns with nothing left here.
         deadline = time.monotonic() + 60
-        while supervisor_pid and time.monotonic() < deadline and _alive(supervisor_pid):
+        while supervisor_pid and time.monotonic() < deadline and pid_alive(supervisor_pid):
             time.sleep(0.05)
         os._exit(0)
 

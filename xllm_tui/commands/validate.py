@@ -61,6 +61,16 @@ def _without_source(message: str, source_path: str) -> str:
     return message[len(source_path) + 2 :] if message.startswith(source_path + ": ") else message
 
 
+def check_binary_and_models(result: LoadResult, *, simulate: bool) -> tuple[list[Diagnostic], list[str]]:
+    """The checks that need this machine's files: the binary's flags (its --helpxml) and the model directories;
+    (diagnostics, notes). `up` runs them too before any rank starts (lifecycle.preflight)."""
+    from xllm_tui.binary_flags import check_profile_binary
+    from xllm_tui.model_dir import check_profile_models
+
+    diagnostics, notes = check_profile_binary(result, simulate=simulate)
+    return diagnostics + check_profile_models(result, simulate=simulate), notes
+
+
 def check_devices(result: LoadResult, *, simulate: bool, npu_smi: str | None = None, nvidia_smi: str | None = None,
                   reports: dict | None = None) -> DeviceCheck:
     """Read this host's devices (bounded by the profile's devices.timeout) and check the ranks of the machine
@@ -210,12 +220,7 @@ def run(args: argparse.Namespace) -> int:
                                     nvidia_smi=getattr(args, "nvidia_smi", None), reports=reports)
         binary_diagnostics, binary_notes = [], []
         if result.profile is not None:
-            from xllm_tui.binary_flags import check_profile_binary
-
-            from xllm_tui.model_dir import check_profile_models
-
-            binary_diagnostics, binary_notes = check_profile_binary(result, simulate=args.simulate)
-            binary_diagnostics += check_profile_models(result, simulate=args.simulate)
+            binary_diagnostics, binary_notes = check_binary_and_models(result, simulate=args.simulate)
         diagnostics = sorted(result.diagnostics + (devices.diagnostics if devices else []) + binary_diagnostics,
                              key=_sort_key)
         notes_by_path[path] = binary_notes

@@ -30,7 +30,7 @@ from typing import Any
 
 import psutil
 
-from xllm_tui.protocol import RequestError, RestartPlan, plan_restart, transition_allowed
+from xllm_tui.protocol import RequestError, RestartPlan, plan_restart, select_ranks, transition_allowed
 from xllm_tui.supervisor.device_watch import DeviceWatch
 from xllm_tui.supervisor.evidence import EvidenceGathering
 from xllm_tui.supervisor.failures import FailureHandling
@@ -232,20 +232,9 @@ class Supervisor(RemoteMachines, WorldLaunch, Reconciler, Launcher, FailureHandl
     # --------------------------------------------------------------------------------- operator ops
 
     def select(self, spec: Any) -> list[RankSlot]:
-        ordered = sorted(self.ranks.values(), key=lambda r: r.rank)
-        if spec is None or spec == "all":
-            return ordered
-        if spec == "failed":
-            return [r for r in ordered if r.state in ("failed", "exited", "crash-looping")]
-        if isinstance(spec, int) and not isinstance(spec, bool):
-            spec = [spec]
-        if not isinstance(spec, list) or not all(isinstance(x, int) and not isinstance(x, bool) for x in spec):
-            raise RequestError("bad_request", '`ranks` must be a list of rank numbers, "failed" or "all"')
-        unknown = [x for x in spec if x not in self.ranks]
-        if unknown:
-            raise RequestError("unknown_rank", f"no rank {', '.join(map(str, unknown))} here; this supervisor runs "
-                               f"ranks {', '.join(map(str, sorted(self.ranks)))}")
-        return [self.ranks[x] for x in sorted(set(spec))]
+        numbers = select_ranks(spec, {r.rank: r.state for r in self.ranks.values()},
+                               f"here; this supervisor runs ranks {', '.join(map(str, sorted(self.ranks)))}")
+        return [self.ranks[n] for n in numbers]
 
     def restart_plan(self, op: str, ranks: list[RankSlot], only: bool = False) -> RestartPlan:
         """What a start/restart of `ranks` really touches (protocol.plan_restart, which clients apply too)."""

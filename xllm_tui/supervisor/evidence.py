@@ -52,7 +52,7 @@ class EvidenceGathering:
         if self.log_wake is not None:
             self.log_wake.poke()
 
-    def next_tick(self, current: list) -> float:
+    def next_tick(self) -> float:
         """Seconds the log loop may sleep without growth: short while a rank's state can change with time (start
         timeouts, silence warnings, health probes due), long on a steady deployment (wakes cost CPU)."""
         readiness = self.profile.readiness
@@ -97,7 +97,7 @@ class EvidenceGathering:
                 if any(x.more_pending for x in current):
                     await asyncio.sleep(0)  # a burst is being caught up: the next slice at once, after clients
                 else:
-                    await wake.wait(self.next_tick(current))
+                    await wake.wait(self.next_tick())
         finally:
             wake.close()
             self.log_wake = None

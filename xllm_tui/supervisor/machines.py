@@ -17,7 +17,8 @@ from dataclasses import replace
 from typing import Any
 
 from xllm_tui.logs.glog import PHASE_ORDER
-from xllm_tui.protocol import UNKNOWN_STATE, RankStatus, RequestError, is_failed, is_running, plan_restart
+from xllm_tui.protocol import UNKNOWN_STATE, RankStatus, RequestError, is_failed, is_running, plan_restart, \
+    select_ranks
 from xllm_tui.supervisor.group import Failure, RankView
 from xllm_tui.supervisor.remote import SSH_CONFIG_ENV, RemoteLink, RemoteUnavailable, attach_request, \
     request_timeout, ssh_argv, ssh_target
@@ -186,27 +187,17 @@ class RemoteMachines:
         """start/stop/restart across machines: a world-wide action runs here (and reaches every machine through
         launch_group/op_stop); a narrow one is split between this machine and the others."""
         remote = {n: (link, r) for link in self.links.values() for n, r in link.ranks.items()}
-        everyone = sorted([*self.ranks, *remote])
-        if spec is None or spec == "all":
-            chosen = everyone
-        elif spec == "failed":
-            chosen = [n for n in everyone if (n in self.ranks and is_failed(self.ranks[n].state))
-                      or (n in remote and is_failed(remote[n][1].get("state")))]
-        else:
-            if isinstance(spec, int) and not isinstance(spec, bool):
-                spec = [spec]
-            if not isinstance(spec, list) or not all(isinstance(x, int) and not isinstance(x, bool) for x in spec):
-                raise RequestError("bad_request", '`ranks` must be a list of rank numbers, "failed" or "all"')
-            unknown = [x for x in spec if x not in self.ranks and x not in remote]
-            if unknown:
-                raise RequestError("unknown_rank", f"no rank {', '.join(map(str, unknown))} in this world")
-            chosen = sorted(set(spec))
+        states = {n: r.state for n, r in self.ranks.items()}
+        states.update({n: r.get("state", "stopped") for n, (_, r) in remote.items()})
+        everyone = sorted(states)
+        chosen = select_ranks(spec, states, "in this world")
         world = False
         explanation = ""
         if op in ("start", "restart") and chosen:
-            states = {n: r.state for n, r in self.ranks.items()}
-            states.update({n: r.get("state", "stopped") for n, (_, r) in remote.items()})
-            plan = plan_restart(states, chosen, scope=self.scope, only=only, op=op,
+            # As on one machine (Supervisor.restart_plan): starting ranks that wait for their NPU stays narrow.
+            waiting = {n for n, r in self.ranks.items() if r.waiting} | \
+                {n for n, (_, r) in remote.items() if r.get("waiting")}
+            plan = plan_restart(states, chosen, scope=self.scope, only=only, op=op, waiting=waiting,
                                 restart_scheduled=self.group.restart_scheduled)
             chosen, world, explanation = list(plan.ranks), plan.world, plan.explanation
         elif op == "stop":

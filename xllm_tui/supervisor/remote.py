@@ -166,7 +166,6 @@ class RemoteLink:
         self._writer: asyncio.StreamWriter | None = None
         self._pending: dict[Any, asyncio.Future] = {}
         self._ids = itertools.count(1)
-        self._connected = asyncio.Event()
         self._settled = asyncio.Event()  # the first attempt ended (connected or not)
         self.closing = False
         self.stderr_tail = ""
@@ -203,11 +202,6 @@ class RemoteLink:
             await asyncio.wait_for(self._settled.wait(), timeout)
         return self.connected
 
-    async def wait_connected(self, timeout: float) -> bool:
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._connected.wait(), timeout)
-        return self.connected
-
     # -------------------------------------------------------------------------------- the loop
 
     async def run(self) -> None:
@@ -234,7 +228,6 @@ class RemoteLink:
             delay = min(delay * 2, BACKOFF_MAX_S)
 
     def _lost(self, detail: str) -> None:
-        self._connected.clear()
         for fut in self._pending.values():
             if not fut.done():
                 fut.set_exception(RemoteUnavailable(f"machine {self.label}: {detail}"))
@@ -267,7 +260,6 @@ class RemoteLink:
                 await self.refresh()
                 self.connects += 1
                 self.ever_connected = True
-                self._connected.set()
                 self._set("connected", f"connected over ssh; supervisor pid {self.attached.get('pid')}")
                 await self.on_connected(self)
                 while True:

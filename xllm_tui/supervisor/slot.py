@@ -100,6 +100,7 @@ class RankSlot:
     exited_at: float | None = None  # when its last process exited (for HBM left behind)
     hbm_left_polls: int = 0
     hbm_left_reported: bool = False
+    _plan_hashes: tuple[RankLaunch, str, str] | None = field(default=None, repr=False)  # plan_hashes()'s memo
 
     @property
     def alive(self) -> bool:
@@ -132,7 +133,14 @@ class RankSlot:
         live = self.live
         if live is None or live.env_hash is None:
             return False
-        return env_hash(self.plan.env) != live.env_hash or argv_hash(self.plan.argv) != live.argv_hash
+        return self.plan_hashes() != (live.env_hash, live.argv_hash)
+
+    def plan_hashes(self) -> tuple[str, str]:
+        """(env hash, argv hash) of the next launch: once per plan, not at every snapshot (the env is large)."""
+        memo = self._plan_hashes
+        if memo is None or memo[0] is not self.plan:
+            memo = self._plan_hashes = (self.plan, env_hash(self.plan.env), argv_hash(self.plan.argv))
+        return memo[1], memo[2]
 
     def cancel_restart(self) -> None:
         if self.restart_handle is not None:

@@ -10,6 +10,8 @@ from xllm_tui.protocol import PROTOCOL, Event, GroupStatus, RankStatus, Snapshot
 from xllm_tui.supervisor.slot import RankSlot, flag_value
 from xllm_tui.supervisor.state import LOG_NAME, SOCKET_NAME
 
+EVENT_FIELDS = Event().to_dict()  # an event's wire form always has these (seq, ts, kind, rank, reason)
+
 
 class Snapshots:
     def rank_status(self, r: RankSlot, now: float) -> RankStatus:
@@ -90,7 +92,11 @@ class Snapshots:
         )
 
     def snapshot(self, events: int = 50) -> dict:
-        return self.snapshot_typed(events).to_dict()
+        data = self.snapshot_typed(events=0).to_dict()
+        # The journal's entries are the events' wire form already (subscribers get them as they are): no
+        # Event round trip per event at every poll, only the fields an Event always has.
+        data["events"] = [{**EVENT_FIELDS, **e} for e in self.journal.last(events)] if self.journal else []
+        return data
 
     def state_data(self) -> dict:
         """The snapshot plus what the next supervisor needs to re-adopt the ranks."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import fcntl
+import itertools
 import json
 import os
 import time
@@ -150,7 +151,8 @@ class EventJournal:
         return [e for e in iter_events(self.path) if e.get("seq", 0) > after]
 
     def last(self, n: int) -> list[dict]:
-        return list(self.recent)[-n:] if n > 0 else []
+        # From the end: a snapshot asks for a few of up to keep_in_memory events at every poll.
+        return list(itertools.islice(reversed(self.recent), n))[::-1] if n > 0 else []
 
     def close(self) -> None:
         os.close(self._fd)
