@@ -361,3 +361,29 @@ def test_without_line_counts_the_same_lines_are_fed(tmp_path):
     without = LogIntake(path, count_lines=False).feed(uncounted)
     assert with_counts.lines == data.count(b"\n") and without.lines == 0
     assert (without.bytes, without.fed) == (with_counts.bytes, with_counts.fed) and state(uncounted) == state(counted)
+
+
+def test_error_literal_is_found_in_the_passes_for_error_line_starts():
+    """ERROR: has E as its rarest byte: it rides on the E/F line-start passes instead of a memchr of its own."""
+    noise = b"I1129 12:00:00.000000 42 worker_impl.cpp:321] forward done: batch=32 tokens=4096\n"
+    data = noise * 500 + b"I1129 x.cpp:1] ERROR: out of memory\n" + noise * 10 + b"E1129 y.cpp:2] boom\n" + noise * 2000
+    plan = intake_module._plan(data, 0, len(data), list(intake_module._FAILURE_WANTED), True)
+    assert (b"E",) not in plan.groups and (b"ERROR:", 0, False) in plan.groups[(b"E", b"F")]
+    starts: set[int] = set()
+    assert intake_module._find_lines(data, 0, len(data), plan, True, starts)
+    assert starts == {data.index(b"I1129 x.cpp"), data.index(b"E1129")}
+
+
+def test_a_line_completed_across_slices_does_not_make_the_plan(tmp_path, monkeypatch):
+    """The held end of a slice, completed by the next, is one short line: a plan sampled from it alone
+    would find every byte of it frequent and search whole needles for the slices after it."""
+    monkeypatch.setattr(intake_module, "SCAN_BYTES", 64 * 1024)
+    noise = b"I1129 12:00:00.000000 42 worker_impl.cpp:321] forward done: batch=32 tokens=4096\n"
+    path = tmp_path / "node.log"
+    path.write_bytes((STARTUP[-2] + "\n").encode() + noise * 5000)  # slices cut lines: each held end is completed
+    sampled = []
+    real_plan = intake_module._plan
+    monkeypatch.setattr(intake_module, "_plan", lambda data, start, end, *rest: sampled.append(end - start) or real_plan(data, start, end, *rest))
+    m = new_milestones("master", "Brpc Server started")
+    LogIntake(path).feed(m)
+    assert m.tracker.settled and sampled and min(sampled) >= intake_module._MIN_SAMPLED_REGION

@@ -248,7 +248,7 @@ class _ReadyMatcher:
 # that byte share the pass. Where no byte of a needle is rare enough, the needle itself is searched.
 _SAMPLE_BYTES = 1024  # taken at three places of a slice
 _MAX_HITS_PER_MIB = 64  # a byte found more often costs more in Python than a plain search
-_REPLAN_SLICES = 16  # slices searched with one plan before the sample is taken again
+_REPLAN_SLICES = 64  # slices searched with one plan before the sample is taken again
 _SHARED_PREFIX = 10  # plain needles sharing this much of a start are searched as one
 
 
@@ -283,12 +283,18 @@ def _plan(data: bytes, start: int, end: int, wanted: list[tuple[tuple[bytes, ...
 
     groups: dict[tuple[bytes, ...], list[tuple[bytes, int, bool]]] = {}
     plain: list[tuple[bytes, bool]] = []
+    error_keys = (b"E", b"F")
+    by_key = error_starts and hits_per_mib(error_keys) <= _MAX_HITS_PER_MIB
+    if by_key:
+        groups[error_keys] = [(b"", 0, False)]  # b"": "a line starts here"
     for runs, ignore_case in wanted:
         best = None
         for run in runs:
             for offset in range(len(run)):
                 byte = run[offset : offset + 1]
                 keys = (byte, byte.upper()) if ignore_case and byte.isalpha() else (byte,)
+                if by_key and keys in ((b"E",), (b"F",)):
+                    keys = error_keys  # "ERROR:" found in the E/F line starts' passes: no pass of its own
                 cost = hits_per_mib(keys) + (0.5 if keys not in groups else 0)  # ties: share a pass
                 if best is None or cost < best[0]:
                     best = (cost, keys, run, offset)
@@ -296,10 +302,15 @@ def _plan(data: bytes, start: int, end: int, wanted: list[tuple[tuple[bytes, ...
             groups.setdefault(best[1], []).append((best[2], best[3], ignore_case))
         else:
             plain.append((max(runs, key=len), ignore_case))  # the longest run searches fastest
-    by_key = error_starts and hits_per_mib((b"E", b"F")) <= _MAX_HITS_PER_MIB
-    if by_key:
-        groups.setdefault((b"E", b"F"), []).append((b"", 0, False))  # b"": "a line starts here"
     return _Plan(groups, _shared_prefixes(plain), by_key)
+
+
+_MIN_SAMPLED_REGION = 16 * 1024  # smaller regions are searched without a plan made from their sample
+
+
+def _whole_needles_plan(wanted: Wanted) -> _Plan:
+    """A plan that searches each wanted literal whole (no key bytes, E/F line starts by regex)."""
+    return _Plan({}, [(max(runs, key=len), ignore_case) for runs, ignore_case in wanted], False)
 
 
 def _shared_prefixes(plain: list[tuple[bytes, bool]]) -> list[tuple[bytes, bool]]:
@@ -598,13 +609,18 @@ class _Scan:
         if not wanted and not error_starts:
             return starts  # start-up over and a failure already known: nothing left to find
         key = (tuple(wanted), error_starts)
-        plan = self.intake._plan
-        if plan is None or self.intake._plan_key != key or plan.uses >= _REPLAN_SLICES:
-            plan = self.intake._plan = _plan(data, start, end, wanted, error_starts)
-            self.intake._plan_key = key
-        plan.uses += 1
-        if not _find_lines(data, start, end, plan, error_starts, starts):
-            self.intake._plan = None  # a key byte is frequent in this log: sample again next slice
+        if end - start < _MIN_SAMPLED_REGION:
+            # A line completed across two slices (or a short write): a sample of it would mislead the plan
+            # kept for the next slices; its needles are searched whole, which costs nothing on so few bytes.
+            _find_lines(data, start, end, _whole_needles_plan(wanted), error_starts, starts)
+        else:
+            plan = self.intake._plan
+            if plan is None or self.intake._plan_key != key or plan.uses >= _REPLAN_SLICES:
+                plan = self.intake._plan = _plan(data, start, end, wanted, error_starts)
+                self.intake._plan_key = key
+            plan.uses += 1
+            if not _find_lines(data, start, end, plan, error_starts, starts):
+                self.intake._plan = None  # a key byte is frequent in this log: sample again next slice
         if _MILESTONE_REGEX is not None and not settled:
             for m in _MILESTONE_REGEX.finditer(data, start, end):
                 starts.add(rfind(b"\n", start, m.start()) + 1 or start)
