@@ -387,3 +387,26 @@ def test_a_line_completed_across_slices_does_not_make_the_plan(tmp_path, monkeyp
     m = new_milestones("master", "Brpc Server started")
     LogIntake(path).feed(m)
     assert m.tracker.settled and sampled and min(sampled) >= intake_module._MIN_SAMPLED_REGION
+
+
+@pytest.mark.parametrize("piece", [1, 5, 13, 64 * 1024])
+def test_case_folded_search_is_exact_across_its_pieces(monkeypatch, piece):
+    """Lines holding a needle without case are found whatever the piece cut (a needle across two pieces, a line
+    across several, the slice's first and last line)."""
+    monkeypatch.setattr(intake_module, "_FOLD_PIECE", piece)
+    rng = random.Random(piece)
+    words = [b"brpc", b"Server", b"STARTED", b"x", b"", b"brpc server started", b"BRPC SERVER STARTED", b"BrPc sErVeR StArTeD!"]
+    for _ in range(40):
+        lines = [b" ".join(rng.choice(words) for _ in range(rng.randrange(0, 6))) for _ in range(rng.randrange(1, 12))]
+        body = b"\n".join(lines) + rng.choice([b"", b"\n"])
+        head, tail = b"kv cache brpc server started\n", b"brpc server started"  # outside the region: not searched
+        data = head + body + tail
+        start, end = len(head), len(head) + len(body)
+        expected, pos = set(), start
+        for line in lines:
+            if b"brpc server started" in line.lower() or b"kv c" in line.lower():
+                expected.add(pos)
+            pos += len(line) + 1
+        starts: set[int] = set()
+        intake_module._add_folded_matches(data, [b"brpc server started", b"kv c"], start, end, starts)
+        assert starts == expected, (piece, data)

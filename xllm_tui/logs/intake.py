@@ -361,13 +361,12 @@ def _find_lines(data: bytes, start: int, end: int, plan: _Plan, error_starts: bo
         for m in _ERROR_START.finditer(data, start, end):
             starts.add(m.start() + 1)
     plain = plan.plain + overflow
-    if plain:
-        folded = data[start:end].lower() if any(ignore_case for _, ignore_case in plain) else None
-        for needle, ignore_case in plain:
-            if ignore_case:
-                _add_matches(folded, needle, 0, end - start, starts, shift=start)
-            else:
-                _add_matches(data, needle, start, end, starts)
+    for needle, ignore_case in plain:
+        if not ignore_case:
+            _add_matches(data, needle, start, end, starts)
+    folded_needles = [needle for needle, ignore_case in plain if ignore_case]
+    if folded_needles:
+        _add_folded_matches(data, folded_needles, start, end, starts)
     return plan_holds
 
 
@@ -390,6 +389,32 @@ def _add_matches(haystack: bytes, needle: bytes, start: int, end: int, starts: s
         if line_end == -1:
             return
         i = find(needle, line_end + 1, end)
+
+
+_FOLD_PIECE = 64 * 1024  # bytes lowered at once: a copy this small is reused from the heap, not a fresh mapping
+
+
+def _add_folded_matches(data: bytes, needles: list[bytes], start: int, end: int, starts: set[int]) -> None:
+    """Add the start of each line of data[start:end] holding one of `needles` (lower-case) without ASCII case.
+
+    Lowered piece by piece: one lower-case copy of a whole 512 KiB slice was two fresh mappings (the slice,
+    then its lower-case copy), each paid for in page faults."""
+    overlap = max(map(len, needles)) - 1  # a match starting in a piece ends in its overlap
+    find, rfind = data.find, data.rfind
+    piece_start = start
+    while piece_start < end:
+        piece_end = min(end, piece_start + _FOLD_PIECE)
+        folded = data[piece_start : min(end, piece_end + overlap)].lower()
+        for needle in needles:
+            i = folded.find(needle, 0, piece_end - piece_start + len(needle) - 1)
+            while i != -1:
+                at = piece_start + i
+                starts.add(rfind(b"\n", start, at) + 1 or start)
+                line_end = find(b"\n", at, end)
+                if line_end == -1 or line_end + 1 >= piece_end:
+                    break  # the rest of the piece is on this line; the next piece starts past it or finds it again
+                i = folded.find(needle, line_end + 1 - piece_start, piece_end - piece_start + len(needle) - 1)
+        piece_start = piece_end
 
 
 # Slices are read into reused buffers: a fresh bytes object per slice (1 MiB then) made the allocator (glibc's rising mmap
