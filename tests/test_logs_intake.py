@@ -410,3 +410,15 @@ def test_case_folded_search_is_exact_across_its_pieces(monkeypatch, piece):
         starts: set[int] = set()
         intake_module._add_folded_matches(data, [b"brpc server started", b"kv c"], start, end, starts)
         assert starts == expected, (piece, data)
+
+
+def test_needles_share_a_key_byte_pass_where_they_can():
+    """Each memchr pass costs a read of the slice: needles holding a common rare byte are found in one pass."""
+    noise = b"I1129 12:00:00.000000 42 worker_impl.cpp:321] forward done: batch=32 tokens=4096\n"
+    data = noise * 200 + b"I1129 a.cpp:1] MaX\n" + noise * 50 + b"I1129 b.cpp:2] CoX\n" + noise * 200
+    wanted = [((b"MaX",), False), ((b"CoX",), False)]
+    plan = intake_module._plan(data, 0, len(data), wanted, False)
+    assert list(plan.groups) == [(b"X",)] and not plan.plain
+    starts: set[int] = set()
+    intake_module._find_lines(data, 0, len(data), plan, False, starts)
+    assert starts == {data.index(b"I1129 a.cpp"), data.index(b"I1129 b.cpp")}

@@ -247,6 +247,7 @@ class _ReadyMatcher:
 # needle is looked for through its rarest byte in this slice (estimated from a small sample); needles sharing
 # that byte share the pass. Where no byte of a needle is rare enough, the needle itself is searched.
 _SAMPLE_BYTES = 1024  # taken at three places of a slice
+_PASS_COST = 32  # a memchr pass over a MiB costs about as much as checking this many hits in Python
 _MAX_HITS_PER_MIB = 64  # a byte found more often costs more in Python than a plain search
 _REPLAN_SLICES = 64  # slices searched with one plan before the sample is taken again
 _SHARED_PREFIX = 10  # plain needles sharing this much of a start are searched as one
@@ -287,21 +288,32 @@ def _plan(data: bytes, start: int, end: int, wanted: list[tuple[tuple[bytes, ...
     by_key = error_starts and hits_per_mib(error_keys) <= _MAX_HITS_PER_MIB
     if by_key:
         groups[error_keys] = [(b"", 0, False)]  # b"": "a line starts here"
+    # Per needle, where each key (set of bytes) it could be found by sits in it.
+    places: list[dict[tuple[bytes, ...], tuple[bytes, int, bool]]] = []
     for runs, ignore_case in wanted:
-        best = None
+        where: dict[tuple[bytes, ...], tuple[bytes, int, bool]] = {}
         for run in runs:
             for offset in range(len(run)):
                 byte = run[offset : offset + 1]
                 keys = (byte, byte.upper()) if ignore_case and byte.isalpha() else (byte,)
                 if by_key and keys in ((b"E",), (b"F",)):
                     keys = error_keys  # "ERROR:" found in the E/F line starts' passes: no pass of its own
-                cost = hits_per_mib(keys) + (0.5 if keys not in groups else 0)  # ties: share a pass
-                if best is None or cost < best[0]:
-                    best = (cost, keys, run, offset)
-        if best is not None and best[0] <= _MAX_HITS_PER_MIB:
-            groups.setdefault(best[1], []).append((best[2], best[3], ignore_case))
+                if keys not in where and hits_per_mib(keys) <= _MAX_HITS_PER_MIB:
+                    where[keys] = (run, offset, ignore_case)
+        if where:
+            places.append(where)
         else:
             plain.append((max(runs, key=len), ignore_case))  # the longest run searches fastest
+    # Fewest passes for their hits (greedy set cover): a key's cost is a pass (unless already made) plus a
+    # check per hit per needle it serves, shared among the needles it covers.
+    while places:
+        def cost_per_needle(keys: tuple[bytes, ...]) -> float:
+            served = sum(keys in where for where in places)
+            return ((0 if keys in groups else _PASS_COST) + hits_per_mib(keys) * served) / served
+        candidates = {keys for where in places for keys in where}
+        chosen = min(candidates, key=lambda keys: (cost_per_needle(keys), keys))
+        groups.setdefault(chosen, []).extend(where[chosen] for where in places if chosen in where)
+        places = [where for where in places if chosen not in where]
     return _Plan(groups, _shared_prefixes(plain), by_key)
 
 
