@@ -532,6 +532,29 @@ class LogFile:
                 return b""  # reset meanwhile: results would belong to another file
             return os.pread(self._fd, size, offset)
 
+    def _read_into(self, generation: int, buffer: bytearray, offset: int, size: int, at: int = 0) -> int:
+        """Read up to `size` bytes at file `offset` into buffer[at:]; the count read (0 at the end or after a reset).
+
+        Scans read into a reused buffer: a fresh 4 MiB bytes object per read is a fresh mapping in a worker
+        thread, paid for in page faults (~3 µs per 4 KiB here: a quarter of a 1 GiB scan)."""
+        with self._lock:
+            if generation != self.generation or self._fd is None:
+                return 0  # reset meanwhile: results would belong to another file
+            with memoryview(buffer) as view:
+                return os.preadv(self._fd, [view[at : at + size]], offset)
+
+    def _read_lines_into(self, generation: int, buffer: bytearray, pos: int, size: int) -> int:
+        """`_read_with_newline_before` into `buffer` (len(buffer) > size): buffer[i] is the file's byte pos - 1 + i,
+        buffer[0] a newline. Returns how many bytes of buffer hold data (0 at the end)."""
+        if pos == 0:
+            got = self._read_into(generation, buffer, 0, size, 1)
+        else:
+            got = self._read_into(generation, buffer, pos - 1, size + 1) - 1
+        if got <= 0:
+            return 0
+        buffer[0] = 10  # b"\n": the newline before pos (were pos not a line start, taken as one, as before)
+        return got + 1
+
     def scan_matching(
         self,
         patterns: Patterns,
@@ -557,30 +580,12 @@ class LogFile:
 
         data[begin] is the newline before the first line, so a pattern beginning with "\n" is anchored at a
         line start. A plain literal pattern is searched by intake's rare-byte search (memchr, case folded
-        there); any other with re: give each a literal prefix, re then scans at memchr-like speed (an
-        alternation like ``a|b`` is 30 times slower; pass (a, b) instead). With ignore_case the patterns
-        must be lower case (ASCII).
+        there); a line-start pattern ("\n", one of a few bytes, then nothing that can match a newline) through
+        memchr of those bytes where they are rare; any other with re: give each a literal prefix, re then scans
+        at memchr-like speed (an alternation like ``a|b`` is 30 times slower; pass (a, b) instead). With
+        ignore_case the patterns must be lower case (ASCII).
         """
-        starts: set[int] = set()
-        literals: list[tuple[bytes, bool]] = []
-        regexes: list[re.Pattern[bytes]] = []
-        for pattern in (patterns,) if isinstance(patterns, re.Pattern) else patterns:
-            needle = _literal_needle(pattern)
-            if needle is None:
-                regexes.append(pattern)
-            else:
-                literals.append((needle, ignore_case))
-        if literals:
-            find_lines_holding(data, begin + 1, end, literals, starts)
-        if regexes:
-            text, lo, hi, shift = data, begin, end, 0
-            if ignore_case:  # a lower-cased copy of data[begin:end]: its index 0 is data's `begin`
-                text, lo, hi, shift = data[begin:end].lower(), 0, end - begin, begin
-            rfind = text.rfind
-            for pattern in regexes:
-                for m in pattern.finditer(text, lo, hi):
-                    starts.add(rfind(b"\n", lo, m.start() + 1) + 1 + shift)
-        return sorted(starts)
+        return _Matcher(patterns, ignore_case)(data, begin, end)
 
     def _read_with_newline_before(self, generation: int, pos: int, size: int) -> bytes:
         """b"\n" then up to `size` bytes at the line start `pos` (b"" at the end): the newline ending the line
@@ -599,25 +604,31 @@ class LogFile:
             return
         start = lo if start is None else max(lo, start)
         end = hi if end is None else min(hi, end)
-        pos = start
-        while pos < end:
-            if cancelled is not None and cancelled():
-                return
-            # data[0] is the newline before pos: data[i] is the file's byte pos - 1 + i.
-            data = self._read_with_newline_before(generation, pos, min(4 * READ_CHUNK, end - pos))
-            if not data:
-                return
-            cut = data.rfind(b"\n", 1) + 1 if pos + len(data) - 1 < end else len(data)
-            if cut <= 0:  # one line longer than the chunk: take it whole
-                nl = self._next_line_start(generation, pos + len(data) - 1, end)
-                data = self._read_with_newline_before(generation, pos, nl - pos)
-                cut = len(data)
-                if not cut:
+        matcher = _Matcher(patterns, ignore_case)
+        chunk = 4 * READ_CHUNK
+        buffer = _take_scan_buffer(chunk + 1)
+        try:
+            pos = start
+            while pos < end:
+                if cancelled is not None and cancelled():
                     return
-            found = self._matches_in(data, 0, cut, patterns, ignore_case)
-            if found:
-                yield [pos - 1 + index for index in found]
-            pos += cut - 1
+                # data[0] is the newline before pos: data[i] is the file's byte pos - 1 + i, for i < size.
+                data, size = buffer, self._read_lines_into(generation, buffer, pos, min(chunk, end - pos))
+                if not size:
+                    return
+                cut = data.rfind(b"\n", 1, size) + 1 if pos + size - 1 < end else size
+                if cut <= 0:  # one line longer than the chunk: take it whole
+                    nl = self._next_line_start(generation, pos + size - 1, end)
+                    data = self._read_with_newline_before(generation, pos, nl - pos)
+                    cut = len(data)
+                    if not cut:
+                        return
+                found = matcher(data, 0, cut)
+                if found:
+                    yield [pos - 1 + index for index in found]
+                pos += cut - 1
+        finally:
+            _give_scan_buffer(buffer)
 
     def _next_line_start(self, generation: int, pos: int, end: int) -> int:
         while pos < end:
@@ -662,37 +673,211 @@ class LogFile:
         if generation < 0:
             return None
         end = hi if before is None else min(hi, before)
+        matcher = _Matcher(patterns, ignore_case)
         size = 4 * READ_CHUNK
-        while end > lo:
-            if cancelled is not None and cancelled():
-                return None
-            start = max(lo, end - size)
-            if start > lo:
-                data = self._pread_gen(generation, end - start, start)  # data[i]: byte start + i
-                if not data:
+        buffer = _take_scan_buffer(size + 1)
+        try:
+            while end > lo:
+                if cancelled is not None and cancelled():
                     return None
-                begin = data.find(b"\n")  # the lines searched start after it
-                if begin == -1 or begin + 1 >= len(data):
-                    size *= 2  # no line starts inside this window: widen it
-                    continue
-                origin = start
-            else:
-                data = self._read_with_newline_before(generation, start, end - start)  # data[i]: start - 1 + i
-                if not data:
-                    return None
-                begin, origin = 0, start - 1
-            found = self._matches_in(data, begin, len(data), patterns, ignore_case)
-            if found:
-                return origin + found[-1]
-            end = origin + begin + 1
-            size = 4 * READ_CHUNK
+                start = max(lo, end - size)
+                if start > lo:
+                    if end - start < len(buffer):  # data[i]: byte start + i, for i < length
+                        data, length = buffer, self._read_into(generation, buffer, start, end - start)
+                    else:  # widened past the buffer (a line longer than it)
+                        data = self._pread_gen(generation, end - start, start)
+                        length = len(data)
+                    if not length:
+                        return None
+                    begin = data.find(b"\n", 0, length)  # the lines searched start after it
+                    if begin == -1 or begin + 1 >= length:
+                        size *= 2  # no line starts inside this window: widen it
+                        continue
+                    origin = start
+                else:
+                    if end - start < len(buffer):  # data[i]: byte start - 1 + i
+                        data, length = buffer, self._read_lines_into(generation, buffer, start, end - start)
+                    else:
+                        data = self._read_with_newline_before(generation, start, end - start)
+                        length = len(data)
+                    if not length:
+                        return None
+                    begin, origin = 0, start - 1
+                found = matcher(data, begin, length)
+                if found:
+                    return origin + found[-1]
+                end = origin + begin + 1
+                size = 4 * READ_CHUNK
+        finally:
+            _give_scan_buffer(buffer)
         return None
+
+
+# Scan buffers, reused across scans (one per concurrent scan: the view's filter, search and poll run in threads).
+_scan_buffers: list[bytearray] = []
+_scan_buffers_lock = threading.Lock()
+_MAX_SPARE_SCAN_BUFFERS = 2
+
+
+def _take_scan_buffer(size: int) -> bytearray:
+    with _scan_buffers_lock:
+        for i, buffer in enumerate(_scan_buffers):
+            if len(buffer) == size:
+                return _scan_buffers.pop(i)
+    return bytearray(size)
+
+
+def _give_scan_buffer(buffer: bytearray) -> None:
+    with _scan_buffers_lock:
+        if len(_scan_buffers) >= _MAX_SPARE_SCAN_BUFFERS:
+            _scan_buffers.pop(0)  # the oldest (sizes change only when READ_CHUNK does: tests)
+        _scan_buffers.append(buffer)
+
+
+class _Matcher:
+    """How one scan applies its patterns to each chunk, worked out once per scan (parsing each pattern per
+    4 MiB chunk cost a few percent of a scan)."""
+
+    def __init__(self, patterns: Patterns, ignore_case: bool) -> None:
+        self.ignore_case = ignore_case
+        self.literals: list[tuple[bytes, bool]] = []
+        self.line_starts: list[tuple[re.Pattern[bytes], list[bytes]]] = []
+        self.regexes: list[re.Pattern[bytes]] = []
+        for pattern in (patterns,) if isinstance(patterns, re.Pattern) else patterns:
+            needle = _literal_needle(pattern)
+            if needle is not None:
+                # Without ASCII letters a needle reads the same in any case: searched as it is, no lower-case copies.
+                self.literals.append((needle, ignore_case and needle.lower() != needle.upper()))
+                continue
+            keys = None if ignore_case else _line_start_keys(pattern)
+            if keys:
+                self.line_starts.append((pattern, keys))
+            else:
+                self.regexes.append(pattern)
+
+    def __call__(self, data: bytes | bytearray, begin: int, end: int) -> list[int]:
+        """Sorted starts (indexes in data) of the lines of data[begin + 1:end] that match (see `_matches_in`)."""
+        starts: set[int] = set()
+        if self.literals:
+            find_lines_holding(data, begin + 1, end, self.literals, starts)
+        for pattern, keys in self.line_starts:
+            _add_line_starts(data, begin, end, pattern, keys, starts)
+        if self.regexes:
+            text, lo, hi, shift = data, begin, end, 0
+            if self.ignore_case:  # a lower-cased copy of data[begin:end]: its index 0 is data's `begin`
+                text, lo, hi, shift = data[begin:end].lower(), 0, end - begin, begin
+            rfind = text.rfind
+            for pattern in self.regexes:
+                for m in pattern.finditer(text, lo, hi):
+                    starts.add(rfind(b"\n", lo, m.start() + 1) + 1 + shift)
+        return sorted(starts)
 
 
 def _literal_needle(pattern: re.Pattern[bytes]) -> bytes | None:
     """The bytes a pattern matches if it is a plain, flagless literal within one line, else None."""
     literal = plain_literal(pattern.pattern) if not pattern.flags else None
     return literal.encode("latin-1") if literal and "\n" not in literal else None
+
+
+_MAX_LINE_START_KEYS = 4  # a line-start pattern's first byte: one of at most this many
+_KEY_SAMPLE = 4096  # bytes of a chunk sampled at three places to tell how often the key bytes occur
+# Key hits per MiB beyond which re's own scan (~0.45 s per GiB for "\n[EF]...") beats memchr plus a Python check
+# at each hit (~0.2 µs a hit).
+_MAX_KEY_HITS_PER_MIB = 2048
+
+
+def _line_start_keys(pattern: re.Pattern[bytes]) -> list[bytes] | None:
+    """For a flagless pattern "\n", one of a few bytes, then nothing that can match a newline: those bytes.
+
+    Such a pattern matches where a line starts with a key byte, and its matches never hold a second newline, so
+    checking it at each line start found through a key (memchr) finds what re.finditer finds."""
+    if pattern.flags or not isinstance(pattern.pattern, bytes):
+        return None
+    try:
+        parsed = list(re._parser.parse(pattern.pattern))  # type: ignore[attr-defined]
+    except (re.error, AttributeError):
+        return None
+    constants = re._constants  # type: ignore[attr-defined]
+    if len(parsed) < 2 or parsed[0] != (constants.LITERAL, 10):
+        return None
+    op, value = parsed[1]
+    keys: set[int] = set()
+    if op is constants.LITERAL:
+        keys.add(value)
+    elif op is constants.IN:
+        for item_op, item in value:
+            if item_op is constants.LITERAL:
+                keys.add(item)
+            elif item_op is constants.RANGE and item[1] - item[0] < _MAX_LINE_START_KEYS:
+                keys.update(range(item[0], item[1] + 1))
+            else:
+                return None  # NEGATE, a category, a wide range
+    else:
+        return None
+    if not keys or len(keys) > _MAX_LINE_START_KEYS or 10 in keys:
+        return None
+    if not all(_within_a_line(item) for item in parsed[2:]):
+        return None
+    return [bytes([key]) for key in sorted(keys)]
+
+
+def _within_a_line(item) -> bool:
+    """True if a parsed regex item can never match a newline (a whitelist: anything else is False)."""
+    constants = re._constants  # type: ignore[attr-defined]
+    op, value = item
+    if op is constants.LITERAL:
+        return value != 10
+    if op is constants.NOT_LITERAL:
+        return value == 10
+    if op is constants.ANY:
+        return True  # flagless: "." is not DOTALL
+    if op is constants.IN:
+        for item_op, item_value in value:
+            if item_op is constants.LITERAL and item_value != 10:
+                continue
+            if item_op is constants.RANGE and not item_value[0] <= 10 <= item_value[1]:
+                continue
+            if item_op is constants.CATEGORY and item_value in (constants.CATEGORY_DIGIT, constants.CATEGORY_WORD):
+                continue
+            return False  # NEGATE, \s, ...
+        return True
+    if op in (constants.MAX_REPEAT, constants.MIN_REPEAT):
+        return all(_within_a_line(sub) for sub in value[2])
+    if op is constants.SUBPATTERN:
+        return not value[1] and all(_within_a_line(sub) for sub in value[3])  # value[1]: flags it adds
+    if op is constants.BRANCH:
+        return all(_within_a_line(sub) for branch in value[1] for sub in branch)
+    return False
+
+
+def _add_line_starts(data, begin: int, end: int, pattern: re.Pattern[bytes], keys: list[bytes], starts: set[int]) -> None:
+    """Add the starts of the lines of data[begin + 1:end] that a line-start pattern (`_line_start_keys`) matches
+    at the newline before them: through memchr of the key bytes where they are rare, else by re."""
+    size = end - begin
+    limit = max(64, size * _MAX_KEY_HITS_PER_MIB >> 20)
+    if size > 4 * _KEY_SAMPLE:
+        count, middle = data.count, begin + size // 2
+        sampled = sum(count(key, at, at + _KEY_SAMPLE) for key in keys for at in (begin, middle, end - _KEY_SAMPLE))
+        if sampled * size // (3 * _KEY_SAMPLE) > limit:
+            keys = []  # frequent here: re
+    if keys:
+        find, match = data.find, pattern.match
+        found: list[int] = []
+        hits, cap = 0, 2 * limit
+        for key in keys:
+            i = find(key, begin + 1, end)
+            while i != -1 and hits <= cap:
+                hits += 1
+                if data[i - 1] == 10 and match(data, i - 1, end):  # 10: b"\n"
+                    found.append(i)
+                i = find(key, i + 1, end)
+            if hits > cap:
+                break  # the sample misled: re does the chunk
+        else:
+            starts.update(found)
+            return
+    for m in pattern.finditer(data, begin, end):
+        starts.add(m.start() + 1)
 
 
 def tail_lines(path: str | os.PathLike, n: int, *, include_partial: bool = True) -> list[str]:
