@@ -41,6 +41,8 @@ def random_log(rng: random.Random, lines: int, long_line: int) -> bytes:
     raw = text.encode()
     if rng.random() < 0.3:
         raw = raw.replace(b"\xc3\xa9", b"\xff", 1)  # invalid UTF-8 is searched as bytes
+    if rng.random() < 0.2:
+        raw = raw.replace(b"x", b"\0", 1)  # a NUL (strcasestr would stop there)
     return raw
 
 
@@ -123,6 +125,13 @@ def test_scan_and_find_match_a_line_by_line_reference(tmp_path, monkeypatch, see
     check_one(random.Random(seed), tmp_path, monkeypatch, seed)
 
 
+@pytest.mark.parametrize("seed", range(40, 50))
+def test_without_libc_strcasestr_the_same_lines(tmp_path, monkeypatch, seed):
+    """Where libc's case folding is not bytes.lower's (or there is no libc), intake's lower-and-find does it."""
+    monkeypatch.setattr(tail, "_strcasestr", lambda: None, raising=False)
+    check_one(random.Random(seed), tmp_path, monkeypatch, seed)
+
+
 def test_frequent_and_rare_line_start_keys_find_the_same_lines(tmp_path, monkeypatch):
     """A chunk where the key byte "E" is frequent (re does it) and one where it is rare (memchr): both exact,
     including a sample that misleads (rare where sampled, frequent between)."""
@@ -175,3 +184,36 @@ def test_a_line_start_pattern_reaching_into_the_next_line_still_goes_through_re(
     with LogFile(path) as log:
         assert list(log.scan_matching(re.compile(rb"\nE\nE"))) == [0]
         assert list(log.scan_matching(re.compile(rb"\nE[^x]"))) == [0, 4, 8]
+
+
+def folded_log(tmp_path, hits: int):
+    """A log whose needle bytes are all frequent (the benchmark's case: no rare byte to memchr for)."""
+    line = "I1130 00:00:00.000000 1 a.cc:1] Generated 12 tokens in 12.3 ms, needle-ish biglog-ne edle\n"
+    lines = [line] * 40_000
+    for i in range(hits):
+        lines[(i * 7919 + 11) % len(lines)] = f"I1130 00:00:00 1 a.cc:1] {i} the BigLog-NEEDLE-ab12 x\n"
+    path = tmp_path / "folded.log"
+    path.write_text("".join(lines))
+    expected = [i for i, text in enumerate(lines) if "biglog-needle-ab12" in text.lower()]
+    return path, expected
+
+
+@pytest.mark.skipif(getattr(tail, "_strcasestr", lambda: True)() is None, reason="no libc strcasestr folding as bytes.lower")
+@pytest.mark.parametrize("hits", [0, 3, 5000])
+def test_a_folded_needle_of_frequent_bytes_is_searched_by_strcasestr(tmp_path, monkeypatch, hits):
+    """Not by lowering each piece then searching it (two passes): strcasestr folds as it compares. With many
+    hits (5000: beyond the budget of libc calls per chunk) the rest of a chunk is lowered and searched."""
+    import xllm_tui.logs.intake as intake
+
+    path, expected = folded_log(tmp_path, hits)
+    lowered = []
+    original = intake._add_folded_matches
+    monkeypatch.setattr(intake, "_add_folded_matches", lambda *a, **k: (lowered.append(1), original(*a, **k)))
+    needle = re.compile(re.escape(b"biglog-needle-ab12"))
+    with LogFile(path) as log:
+        log.index_all()
+        found = [log.line_of_offset(o) for o in log.scan_matching(needle, ignore_case=True)]
+        assert found == expected
+        last = log.find_previous(needle, None, ignore_case=True)
+        assert (log.line_of_offset(last) if last is not None else None) == (expected[-1] if expected else None)
+    assert bool(lowered) == (hits > 1000)
