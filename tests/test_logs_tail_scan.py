@@ -91,6 +91,7 @@ CASES = [
 def check_one(rng: random.Random, tmp_path, monkeypatch, seed: int) -> None:
     monkeypatch.setattr(tail, "READ_CHUNK", rng.choice([4, 16, 37, 64, 200, 1024, 4096]))
     monkeypatch.setattr(tail, "_KEY_SAMPLE", rng.choice([8, 64, 4096]), raising=False)
+    monkeypatch.setattr(tail, "_PARALLEL_BYTES", rng.choice([32, 1 << 20]), raising=False)  # halves on two threads
     raw = random_log(rng, rng.randint(1, 300), rng.choice([10, 100, 1000, 5000]))
     path = tmp_path / f"r{seed}.log"
     path.write_bytes(raw)

@@ -47,6 +47,7 @@ from array import array
 from bisect import bisect_left, bisect_right
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import accumulate
 from typing import Union
@@ -831,37 +832,88 @@ def _has_rare_byte(data: bytearray, begin: int, end: int, needle: bytes) -> bool
 
 def _add_folded_lines(data: bytearray, begin: int, end: int, needle: bytes, starts: set[int]) -> bool:
     """Add the starts of the lines of data[begin + 1:end] holding needle (lower case) without ASCII case, by
-    strcasestr; False, having added nothing, where it does not apply (the caller uses intake's search)."""
+    strcasestr; False, having added nothing, where it does not apply (the caller uses intake's search).
+
+    strcasestr runs without the GIL (ctypes): a big region is cut in two at a newline, the halves searched at
+    once, one by a helper thread, where the process may use two cores."""
     if end >= len(data) or not needle or b"\0" in needle or _has_rare_byte(data, begin, end, needle):
         return False
     strcasestr = _strcasestr()
     if strcasestr is None or data.find(b"\0", begin, end) != -1:
         return False
-    budget = max(16, (end - begin) * _MAX_FOLDED_HITS_PER_MIB >> 20)
-    find, rfind = data.find, data.rfind
-    saved = data[end]
-    data[end] = 0  # strcasestr reads up to a NUL: the searched bytes end here
+    bounds = [begin, end]  # the searched spans: lines of data[bounds[i] + 1:bounds[i + 1]], a NUL put at each end
+    if end - begin >= _PARALLEL_BYTES and _helper() is not None:
+        middle = data.find(b"\n", begin + (end - begin) // 2, end - 1)
+        if middle > begin:
+            bounds.insert(1, middle)
+    saved = [data[at] for at in bounds[1:]]
+    for at in bounds[1:]:
+        data[at] = 0  # strcasestr reads up to a NUL: each span ends there
     anchor = ctypes.c_char.from_buffer(data)  # holds the buffer (it cannot be resized) while its address is used
     try:
         base = ctypes.addressof(anchor)
-        pos = begin + 1
-        while pos < end:
-            if budget == 0:  # many lines hold it: a call per line costs more than lowering the rest
-                find_lines_holding(data, pos, end, [(needle, True)], starts)
-                break
-            budget -= 1
-            address = strcasestr(base + pos, needle)
-            if not address:
-                break
-            at = address - base  # needle holds no newline: its match lies in one line, after data[begin]
-            starts.add(rfind(b"\n", begin, at) + 1)
-            pos = find(b"\n", at, end) + 1
-            if pos == 0:
-                break
+        spans = list(zip(bounds, bounds[1:]))
+        args = [(strcasestr, base, data, lo, hi, needle) for lo, hi in spans]
+        other = None
+        if len(spans) == 2:
+            try:
+                other = _helper().submit(_folded_span, *args[0])
+            except RuntimeError:  # the interpreter is shutting down: no new threads
+                other = None
+        results = [None if other is not None and i == 0 else _folded_span(*arg) for i, arg in enumerate(args)]
+        if other is not None:
+            results[0] = other.result()
     finally:
         del anchor
-        data[end] = saved
+        for at, byte in zip(bounds[1:], saved):
+            data[at] = byte
+    for (lo, hi), (found, stopped) in zip(spans, results):
+        starts.update(found)
+        if stopped != -1:  # many lines hold it: a call per line costs more than lowering the rest
+            find_lines_holding(data, stopped, hi, [(needle, True)], starts)
     return True
+
+
+def _folded_span(strcasestr, base: int, data: bytearray, lo: int, hi: int, needle: bytes) -> tuple[list[int], int]:
+    """strcasestr over the lines of data[lo + 1:hi] (a NUL at data[hi]; data[lo], a newline, may be one too).
+    Returns the starts of the lines holding needle and -1, or, past the budget of calls, those found so far and
+    where the search stopped (a line start)."""
+    budget = max(16, (hi - lo) * _MAX_FOLDED_HITS_PER_MIB >> 20)
+    find, rfind = data.find, data.rfind
+    found: list[int] = []
+    pos = lo + 1
+    while pos < hi:
+        if not budget:
+            return found, pos
+        budget -= 1
+        address = strcasestr(base + pos, needle)
+        if not address:
+            break
+        at = address - base  # needle holds no newline: its match lies in one line
+        found.append(rfind(b"\n", lo + 1, at) + 1 or lo + 1)
+        pos = find(b"\n", at, hi) + 1
+        if not pos:
+            break
+    return found, -1
+
+
+_PARALLEL_BYTES = 1 << 20  # a region at least this big is searched by strcasestr in two halves at once
+_helper_pool: list = []  # [process id, ThreadPoolExecutor or None], made on first use (again in a forked child)
+_helper_lock = threading.Lock()
+
+
+def _helper() -> ThreadPoolExecutor | None:
+    """A thread searching one half of a region while the caller searches the other; None on one core."""
+    if not _helper_pool or _helper_pool[0] != os.getpid():
+        with _helper_lock:
+            if not _helper_pool or _helper_pool[0] != os.getpid():
+                try:
+                    cores = len(os.sched_getaffinity(0))
+                except (AttributeError, OSError):
+                    cores = os.cpu_count() or 1
+                pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="logfile-search") if cores > 1 else None
+                _helper_pool[:] = [os.getpid(), pool]
+    return _helper_pool[1]
 
 
 def _literal_needle(pattern: re.Pattern[bytes]) -> bytes | None:
