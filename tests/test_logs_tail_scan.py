@@ -218,3 +218,26 @@ def test_a_folded_needle_of_frequent_bytes_is_searched_by_strcasestr(tmp_path, m
         last = log.find_previous(needle, None, ignore_case=True)
         assert (log.line_of_offset(last) if last is not None else None) == (expected[-1] if expected else None)
     assert bool(lowered) == (hits > 1000)
+
+
+@pytest.mark.parametrize("nuls", [1, 50, 20_000])
+def test_nul_bytes_do_not_hide_folded_matches(tmp_path, nuls):
+    """strcasestr stops at a NUL: one in the data ends a call and the search goes on after it (a NUL before a
+    match on its line, right before the needle, at a line start); very many: intake's search does the rest."""
+    rng = random.Random(nuls)
+    line = b"I1130 00:00:00.000000 1 a.cc:1] Generated 12 tokens in 12.3 ms, needle-ish biglog-ne edle\n"
+    lines = [line] * 40_000
+    for i in range(0, 40_000, 997):
+        lines[i] = b"I1130 00:00:00 1 a.cc:1] \0 x \0BigLog-NEEDLE-ab12 x\n"
+    for _ in range(nuls):
+        i = rng.randrange(len(lines))
+        at = rng.randrange(len(lines[i]) - 1)
+        lines[i] = lines[i][:at] + b"\0" + lines[i][at + 1 :]
+    path = tmp_path / "nul.log"
+    path.write_bytes(b"".join(lines))
+    expected = [i for i, text in enumerate(lines) if b"biglog-needle-ab12" in text.lower()]
+    needle = re.compile(re.escape(b"biglog-needle-ab12"))
+    with LogFile(path) as log:
+        log.index_all()
+        assert [log.line_of_offset(o) for o in log.scan_matching(needle, ignore_case=True)] == expected
+        assert log.line_of_offset(log.find_previous(needle, None, ignore_case=True)) == expected[-1]

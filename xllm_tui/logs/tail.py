@@ -747,6 +747,7 @@ class _Matcher:
         self.literals: list[tuple[bytes, bool]] = []
         self.line_starts: list[tuple[re.Pattern[bytes], list[bytes]]] = []
         self.regexes: list[re.Pattern[bytes]] = []
+        self.rare: dict[bytes, list] = {}  # for `_add_folded_lines`
         for pattern in (patterns,) if isinstance(patterns, re.Pattern) else patterns:
             needle = _literal_needle(pattern)
             if needle is not None:
@@ -764,7 +765,8 @@ class _Matcher:
         starts: set[int] = set()
         literals = self.literals
         if any(folded for _, folded in literals) and isinstance(data, bytearray):
-            literals = [(n, f) for n, f in literals if not (f and _add_folded_lines(data, begin, end, n, starts))]
+            literals = [(n, f) for n, f in literals
+                        if not (f and _add_folded_lines(data, begin, end, n, starts, self.rare))]
         if literals:
             find_lines_holding(data, begin + 1, end, literals, starts)
         for pattern, keys in self.line_starts:
@@ -784,27 +786,30 @@ class _Matcher:
 # A case-folded needle whose bytes are all frequent (a search for a name) was lowered piece by piece and then
 # searched: two passes, 0.53 s per GiB. strcasestr folds as it compares, in one pass (0.35 s per GiB). It folds
 # with the C locale's tolower, so it is used only where that is exactly bytes.lower's ASCII fold (checked on all
-# 256 bytes, per locale), and only on NUL-free bytes (it stops at a NUL).
+# 256 bytes, per locale). It stops at a NUL: one is put after the searched bytes, and one in the data (the needle
+# holds none, so no match spans it) only ends a call, the next goes on after it.
 _MAX_FOLDED_HITS_PER_MIB = 256  # a libc call per hit (~1.5 µs): beyond this, intake's lower-and-find is cheaper
 _RARE_BYTE_PER_MIB = 64  # a needle byte this rare (either case): intake's memchr of it is faster still
-_libc_search: list = []  # [strcasestr or None, locale it was checked for, whether tolower is the ASCII fold there]
+_RARE_RESAMPLE = 16  # chunks searched before a scan samples them again for a rare byte
+_libc_search: list = []  # [strcasestr, strlen, tolower, locale last checked, tolower is the ASCII fold there]
 
 
 def _strcasestr():
-    """libc's strcasestr (haystack address, needle) -> match address or None, if it folds as bytes.lower does."""
+    """libc's strcasestr (haystack address, needle) -> match address or None, if it folds as bytes.lower does.
+    `_libc_search[1]` is then libc's strlen."""
     if not _libc_search:
-        function = None
+        functions = [None, None, None]
         try:
             libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-            function = libc.strcasestr
-            function.restype, function.argtypes = ctypes.c_void_p, [ctypes.c_void_p, ctypes.c_char_p]
-            tolower = libc.tolower
-            tolower.restype, tolower.argtypes = ctypes.c_int, [ctypes.c_int]
+            functions = [libc.strcasestr, libc.strlen, libc.tolower]
+            functions[0].restype, functions[0].argtypes = ctypes.c_void_p, [ctypes.c_void_p, ctypes.c_char_p]
+            functions[1].restype, functions[1].argtypes = ctypes.c_size_t, [ctypes.c_void_p]
+            functions[2].restype, functions[2].argtypes = ctypes.c_int, [ctypes.c_int]
         except (OSError, AttributeError):
-            function = tolower = None
-        _libc_search[:] = [function, tolower, None, False]
-    function, tolower, checked_for, folds_ascii = _libc_search
-    if function is None:
+            functions = [None, None, None]
+        _libc_search[:] = functions + [None, False]
+    strcasestr, _, tolower, checked_for, folds_ascii = _libc_search
+    if strcasestr is None:
         return None
     try:
         current = locale.setlocale(locale.LC_CTYPE)
@@ -812,8 +817,8 @@ def _strcasestr():
         return None
     if current != checked_for:
         folds_ascii = all(tolower(b) == (b | 0x20 if 65 <= b <= 90 else b) for b in range(256))
-        _libc_search[2:] = [current, folds_ascii]
-    return function if folds_ascii else None
+        _libc_search[3:] = [current, folds_ascii]
+    return strcasestr if folds_ascii else None
 
 
 def _has_rare_byte(data: bytearray, begin: int, end: int, needle: bytes) -> bool:
@@ -830,16 +835,26 @@ def _has_rare_byte(data: bytearray, begin: int, end: int, needle: bytes) -> bool
     return False
 
 
-def _add_folded_lines(data: bytearray, begin: int, end: int, needle: bytes, starts: set[int]) -> bool:
+def _add_folded_lines(data: bytearray, begin: int, end: int, needle: bytes, starts: set[int],
+                      rare: dict[bytes, list] | None = None) -> bool:
     """Add the starts of the lines of data[begin + 1:end] holding needle (lower case) without ASCII case, by
-    strcasestr; False, having added nothing, where it does not apply (the caller uses intake's search).
+    strcasestr; False, having added nothing, where it does not apply (the caller uses intake's search). `rare`:
+    a scan's memo of `_has_rare_byte` (sampling every chunk cost 10% of a search).
 
     strcasestr runs without the GIL (ctypes): a big region is cut in two at a newline, the halves searched at
     once, one by a helper thread, where the process may use two cores."""
-    if end >= len(data) or not needle or b"\0" in needle or _has_rare_byte(data, begin, end, needle):
+    if end >= len(data) or not needle or b"\0" in needle:
+        return False
+    memo = rare.get(needle) if rare is not None else None
+    if memo is None or memo[1] <= 0:
+        memo = [_has_rare_byte(data, begin, end, needle), _RARE_RESAMPLE]
+        if rare is not None:
+            rare[needle] = memo
+    memo[1] -= 1
+    if memo[0]:
         return False
     strcasestr = _strcasestr()
-    if strcasestr is None or data.find(b"\0", begin, end) != -1:
+    if strcasestr is None:
         return False
     bounds = [begin, end]  # the searched spans: lines of data[bounds[i] + 1:bounds[i + 1]], a NUL put at each end
     if end - begin >= _PARALLEL_BYTES and _helper() is not None:
@@ -853,7 +868,7 @@ def _add_folded_lines(data: bytearray, begin: int, end: int, needle: bytes, star
     try:
         base = ctypes.addressof(anchor)
         spans = list(zip(bounds, bounds[1:]))
-        args = [(strcasestr, base, data, lo, hi, needle) for lo, hi in spans]
+        args = [(strcasestr, _libc_search[1], base, data, lo, hi, needle) for lo, hi in spans]
         other = None
         if len(spans) == 2:
             try:
@@ -874,7 +889,8 @@ def _add_folded_lines(data: bytearray, begin: int, end: int, needle: bytes, star
     return True
 
 
-def _folded_span(strcasestr, base: int, data: bytearray, lo: int, hi: int, needle: bytes) -> tuple[list[int], int]:
+def _folded_span(strcasestr, strlen, base: int, data: bytearray, lo: int, hi: int,
+                 needle: bytes) -> tuple[list[int], int]:
     """strcasestr over the lines of data[lo + 1:hi] (a NUL at data[hi]; data[lo], a newline, may be one too).
     Returns the starts of the lines holding needle and -1, or, past the budget of calls, those found so far and
     where the search stopped (a line start)."""
@@ -883,12 +899,17 @@ def _folded_span(strcasestr, base: int, data: bytearray, lo: int, hi: int, needl
     found: list[int] = []
     pos = lo + 1
     while pos < hi:
-        if not budget:
-            return found, pos
+        if not budget:  # from the start of the line it stopped in (after a NUL, pos may be inside one)
+            return found, rfind(b"\n", lo + 1, pos) + 1 or lo + 1
         budget -= 1
         address = strcasestr(base + pos, needle)
         if not address:
-            break
+            # It stopped at a NUL: ours at hi, or one in the data (needle holds none: no match spans it). strlen
+            # (memchr speed, without the GIL too) tells which, where data.find(b"\0") held the GIL for it.
+            pos += strlen(base + pos) + 1
+            if pos > hi:
+                break
+            continue
         at = address - base  # needle holds no newline: its match lies in one line
         found.append(rfind(b"\n", lo + 1, at) + 1 or lo + 1)
         pos = find(b"\n", at, hi) + 1
