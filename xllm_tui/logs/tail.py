@@ -34,8 +34,6 @@ they are written, for ``logs -f`` and for the supervisor's milestone tracker), `
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import errno
 import locale
 import os
@@ -47,7 +45,6 @@ from array import array
 from bisect import bisect_left, bisect_right
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import accumulate
 from typing import Union
@@ -584,8 +581,9 @@ class LogFile:
 
         data[begin] is the newline before the first line, so a pattern beginning with "\n" is anchored at a
         line start. A plain literal pattern is searched by intake's rare-byte search (memchr, case folded
-        there); a line-start pattern ("\n", one of a few bytes, then nothing that can match a newline) through
-        memchr of those bytes where they are rare; any other with re: give each a literal prefix, re then scans
+        there), or, without case and with no rare byte, by libc's strcasestr (`_add_folded_lines`); a line-start
+        pattern ("\n", one of a few bytes, then nothing that can match a newline) through memchr of those bytes
+        where they are rare (`_add_line_starts`); any other with re: give each a literal prefix, re then scans
         at memchr-like speed (an alternation like ``a|b`` is 30 times slower; pass (a, b) instead). With
         ignore_case the patterns must be lower case (ASCII).
         """
@@ -800,12 +798,14 @@ def _strcasestr():
     if not _libc_search:
         functions = [None, None, None]
         try:
+            import ctypes.util  # here: the supervisor imports this module too, and never searches
+
             libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
             functions = [libc.strcasestr, libc.strlen, libc.tolower]
             functions[0].restype, functions[0].argtypes = ctypes.c_void_p, [ctypes.c_void_p, ctypes.c_char_p]
             functions[1].restype, functions[1].argtypes = ctypes.c_size_t, [ctypes.c_void_p]
             functions[2].restype, functions[2].argtypes = ctypes.c_int, [ctypes.c_int]
-        except (OSError, AttributeError):
+        except (ImportError, OSError, AttributeError):
             functions = [None, None, None]
         _libc_search[:] = functions + [None, False]
     strcasestr, _, tolower, checked_for, folds_ascii = _libc_search
@@ -864,6 +864,8 @@ def _add_folded_lines(data: bytearray, begin: int, end: int, needle: bytes, star
     saved = [data[at] for at in bounds[1:]]
     for at in bounds[1:]:
         data[at] = 0  # strcasestr reads up to a NUL: each span ends there
+    import ctypes
+
     anchor = ctypes.c_char.from_buffer(data)  # holds the buffer (it cannot be resized) while its address is used
     try:
         base = ctypes.addressof(anchor)
@@ -923,9 +925,11 @@ _helper_pool: list = []  # [process id, ThreadPoolExecutor or None], made on fir
 _helper_lock = threading.Lock()
 
 
-def _helper() -> ThreadPoolExecutor | None:
-    """A thread searching one half of a region while the caller searches the other; None on one core."""
+def _helper():
+    """A ThreadPoolExecutor searching one half of a region while the caller searches the other; None on one core."""
     if not _helper_pool or _helper_pool[0] != os.getpid():
+        from concurrent.futures import ThreadPoolExecutor
+
         with _helper_lock:
             if not _helper_pool or _helper_pool[0] != os.getpid():
                 try:
@@ -1014,7 +1018,8 @@ def _within_a_line(item) -> bool:
     return False
 
 
-def _add_line_starts(data, begin: int, end: int, pattern: re.Pattern[bytes], keys: list[bytes], starts: set[int]) -> None:
+def _add_line_starts(data, begin: int, end: int, pattern: re.Pattern[bytes], keys: list[bytes],
+                     starts: set[int]) -> None:
     """Add the starts of the lines of data[begin + 1:end] that a line-start pattern (`_line_start_keys`) matches
     at the newline before them: through memchr of the key bytes where they are rare, else by re."""
     size = end - begin
