@@ -877,9 +877,13 @@ def _add_folded_lines(data: bytearray, begin: int, end: int, needle: bytes, star
                 other = _helper().submit(_folded_span, *args[0])
             except RuntimeError:  # the interpreter is shutting down: no new threads
                 other = None
-        results = [None if other is not None and i == 0 else _folded_span(*arg) for i, arg in enumerate(args)]
+        try:
+            results = [_folded_span(*arg) for arg in (args[1:] if other is not None else args)]
+        finally:
+            if other is not None:
+                other.exception()  # waits, even if ours failed: the helper reads the buffer until it is done
         if other is not None:
-            results[0] = other.result()
+            results.insert(0, other.result())
     finally:
         del anchor
         for at, byte in zip(bounds[1:], saved):
