@@ -78,6 +78,11 @@ class Cache:
 
     def ensure(self, tools: list[str]) -> None:
         build_sleeper(self.sleeper)
+        if "xllm-tui" in tools:
+            # As installed (pip compiles a package's bytecode): with PYTHONDONTWRITEBYTECODE set, as on our
+            # machines, every changed module would be compiled again at each start of the CLI and supervisor.
+            subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "xllm_tui")], check=True,
+                           stdout=subprocess.DEVNULL)
         if "supervisord" in tools and not self.supervisord.exists():
             log("installing supervisor from PyPI into " + str(self.root / "venv"))
             subprocess.run([sys.executable, "-m", "venv", str(self.root / "venv")], check=True)
