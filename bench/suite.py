@@ -39,7 +39,7 @@ from tui_frame import p95  # noqa: E402 - bench/ is on the path: the suite runs 
 
 TOOLS = ["floor", "xllm-tui", "supervisord", "pm2", "mprocs"]
 ANCHORS = ["supervisord", "pm2", "mprocs"]
-WORKLOADS = ["flood", "idle", "crash", "start", "tui-idle", "scale", "biglog"]
+WORKLOADS = ["flood", "idle", "crash", "start", "tui-idle", "tui-flood", "scale", "biglog"]
 SCALE_TOOLS = ["floor", "xllm-tui"]  # scale: the floor where it makes sense (start, CPU, RSS); biglog: xllm-tui only
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "xllm-tui-bench"
 
@@ -78,6 +78,11 @@ class Cache:
 
     def ensure(self, tools: list[str]) -> None:
         build_sleeper(self.sleeper)
+        if "xllm-tui" in tools:
+            # As installed (pip compiles a package's bytecode): with PYTHONDONTWRITEBYTECODE set, as on our
+            # machines, every changed module would be compiled again at each start of the CLI and supervisor.
+            subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "xllm_tui")], check=True,
+                           stdout=subprocess.DEVNULL)
         if "supervisord" in tools and not self.supervisord.exists():
             log("installing supervisor from PyPI into " + str(self.root / "venv"))
             subprocess.run([sys.executable, "-m", "venv", str(self.root / "venv")], check=True)
@@ -667,6 +672,25 @@ def tui_idle(cache: Cache, ranks: int, seconds: float) -> dict:
             subprocess.run(["tmux", "-L", sock, "kill-server"], capture_output=True, timeout=30)
 
 
+def tui_flood(cache: Cache, ranks: int, lines: int, key_lines: int, presses: int) -> dict:
+    """xllm-tui's TUI under a flood (bench_tui_flood.py --live, one follow run and one keys run, in its own
+    process: the TUI measured is the only one there): CPU per million lines followed, keypress to frame."""
+    env = {**os.environ, "XLLM_BENCH_CACHE": str(cache.root)}
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    done = subprocess.run([sys.executable, str(BENCH / "bench_tui_flood.py"), "--live", "--runs", "1",
+                           "--ranks", str(ranks), "--lines", str(lines), "--key-lines", str(key_lines),
+                           "--presses", str(presses)], env=env, capture_output=True, text=True, timeout=1800,
+                          stdin=subprocess.DEVNULL)
+    if done.returncode != 0:
+        raise RuntimeError(f"bench_tui_flood.py failed ({done.returncode}): {done.stderr[-2000:]}")
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    floor_p95 = next((v for k, v in got.items() if k.startswith("floor_") and k.endswith("_p95")), None)
+    return {"follow_cpu_s_per_mline": got["cpu_s_per_million_lines_followed"],
+            "key_ms_median": got["keypress_to_frame_ms_median"], "key_ms_p95": got["keypress_to_frame_ms_p95"],
+            "key_ms_max": got["keypress_to_frame_ms_max"], "presses": got["presses_counted"],
+            "presses_missed": got["presses_missed"], "floor_ms_p95": floor_p95, "tui_peak_rss_mib": got["peak_rss_mib"]}
+
+
 def crash(cache: Cache, name: str, ranks: int, kills: int, victim: int = 1) -> dict:
     with Session(cache, name) as s:
         s.tool.start(ranks, [str(cache.sleeper)], {"BENCH_STAMP": str(s.stamps.path)}, restart=True)
@@ -1143,6 +1167,20 @@ def report(results: dict, meta: dict, tools: list[str], svg_path: Path | None = 
             L.append("\n".join(table(res, [("tui_cpu_pct", "TUI CPU % of a core"),
                                            ("tmux_cpu_pct", "tmux server CPU %"),
                                            ("tui_rss_mib", "TUI RSS MiB")], tools)))
+        elif kind == "tui-flood":
+            _, ranks, lines, key_lines = key.split(":")
+            L.append(f"## The TUI under a flood: {ranks} ranks flooding (bench_tui_flood.py --live)")
+            L.append("")
+            L.append(f"Follow: rank 0's log followed while every rank writes {int(lines):,} lines. Keys: j/k in the "
+                     f"rank table while every rank writes {int(key_lines):,} lines; keypress to the frame that shows "
+                     "the newly selected rank's log. Floor: a separate process needing 5 ms of CPU, woken as often.")
+            L.append("")
+            L.append("\n".join(table(res, [("follow_cpu_s_per_mline", "TUI CPU s per M lines followed"),
+                                           ("key_ms_median", "keypress to frame ms, median"),
+                                           ("key_ms_p95", "keypress to frame ms, p95"),
+                                           ("floor_ms_p95", "floor p95 ms"),
+                                           ("presses_missed", "presses not drawn within 5 s"),
+                                           ("tui_peak_rss_mib", "TUI peak RSS MiB")], tools)))
         elif kind == "start":
             _, ranks = key.split(":")
             L.append(f"## Start: launch to all {ranks} ranks' programs running")
@@ -1214,7 +1252,12 @@ def targets(results: dict) -> list[str]:
                     + f"; frame p95 at {max(mine)}: {fmt(mine[max(mine)].get('frame_ms_p95'))} ms | {met} |")
     else:
         rows.append("| 128 ranks: cost linear in ranks, TUI usable | not measured | - |")
-    rows.append("| TUI rows (following a flood, keypress p95) | not measured by this suite | - |")
+    k, v = xm("tui-flood:", "follow_cpu_s_per_mline")
+    row("TUI following a flooding log: at most 0.1 s per million lines", v, 0.1, "s", f" ({k})")
+    k, v = xm("tui-flood:", "key_ms_p95")
+    row("keypress to frame during a 16-rank flood: p95 under 50 ms", v, 50.0, "ms", f" ({k})")
+    k, v = xm("tui-flood:", "tui_peak_rss_mib")
+    row("TUI peak memory under a flood: at most 100 MiB", v, 100.0, "MiB", f" ({k})")
     return rows
 
 
@@ -1244,6 +1287,8 @@ def main() -> int:
                     "(default 12, --quick 4)")
     ap.add_argument("--biglog-size", help="biglog: the log's size (default 1G, --quick 32M)")
     ap.add_argument("--biglog-repeats", type=int, help="biglog: selections of the rank (default 5, --quick 2)")
+    ap.add_argument("--tui-flood-lines", type=int, help="tui-flood: lines per rank while the TUI follows rank 0 "
+                    "(default 500000, --quick 20000; a keys run writes 3x, --quick 5x, so the flood outlasts the presses)")
     ap.add_argument("--out", default=str(BENCH / "RESULTS.md"), help="the report (default bench/RESULTS.md)")
     ap.add_argument("--json", help="also write the raw figures here")
     ap.add_argument("--from-json", metavar="JSON", help="measure nothing: write the report (and scale.svg) again "
@@ -1282,6 +1327,10 @@ def main() -> int:
 
     biglog_size = parse_size(args.biglog_size or ("32M" if args.quick else "1G"))
     biglog_repeats = args.biglog_repeats or (2 if args.quick else 5)
+    flood_ranks = 4 if args.quick else 16
+    tui_lines = args.tui_flood_lines or (20_000 if args.quick else 500_000)
+    tui_key_lines = 5 * tui_lines if args.quick else 3 * tui_lines
+    tui_presses = 8 if args.quick else 40
 
     cache = Cache(Path(args.cache))
     cache.ensure(tools)
@@ -1307,6 +1356,9 @@ def main() -> int:
             jobs.append((f"start:{start_ranks}", lambda t: start(cache, t, start_ranks)))
         elif w == "tui-idle" and "xllm-tui" in tools:
             jobs.append((f"tui-idle:{idle_ranks}:{idle_s:g}", lambda t: tui_idle(cache, idle_ranks, idle_s)))
+        elif w == "tui-flood" and "xllm-tui" in tools:
+            jobs.append((f"tui-flood:{flood_ranks}:{tui_lines}:{tui_key_lines}",
+                         lambda t: tui_flood(cache, flood_ranks, tui_lines, tui_key_lines, tui_presses)))
         elif w == "scale":
             for n in scale_ranks:
                 jobs.append((f"scale:{n}:{scale_s:g}",
@@ -1321,7 +1373,7 @@ def main() -> int:
                 log(f"run {run + 1}/{runs} {key} {','.join(order)} together")
                 together = idle_all(cache, order, idle_ranks, idle_s)
             for t in order:
-                if key.startswith(("tui-idle", "biglog")) and t != "xllm-tui":
+                if key.startswith(("tui-idle", "tui-flood", "biglog")) and t != "xllm-tui":
                     continue
                 if key.startswith("scale") and t not in SCALE_TOOLS:
                     continue

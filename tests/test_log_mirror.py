@@ -98,3 +98,21 @@ async def test_a_slow_link_is_not_starved_by_the_pull_timer(tmp_path, monkeypatc
         app.source.reply.set()
         await until(pilot, lambda: "a line from machine 1" in open(mirror_path(SlowLink.run_dir, 3)).read(),
                     what="the reply in the local copy")
+
+
+def test_the_last_lines_keep_an_unfinished_line_unfinished(tmp_path, monkeypatch):
+    """The copy starts from the last lines while the rank is writing one: that line is continued by the next
+    pull, not cut in two by a newline the file does not have."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    log = tmp_path / "node_3.log"
+    log.write_bytes(b"one\ntwo\nthree\nhalf a li")
+    part = read_log_file(str(log), offset=None, lines=2, max_bytes=1 << 20)
+    assert part["data"] == "three\nhalf a li" and part["offset"] == len(b"one\ntwo\n") and part["next"] == log.stat().st_size
+    assert read_log_file(str(log), offset=None, lines=9, max_bytes=1 << 20)["data"] == log.read_text()
+    assert read_log_file(str(log), offset=None, lines=0, max_bytes=1 << 20)["data"] == ""
+    mirror = LogMirror(mirror_path(str(tmp_path / "run"), 3), 3)
+    assert pull(mirror, str(log))
+    with open(log, "ab") as f:
+        f.write(b"ne\nnext\n")
+    assert pull(mirror, str(log))
+    assert open(mirror.path).read().splitlines()[-2:] == ["half a line", "next"]

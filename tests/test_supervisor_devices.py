@@ -223,3 +223,26 @@ def test_profile_on_busy_must_be_a_known_policy(tmp_path):
     assert not ok.errors and ok.profile.devices.on_busy == "fail"
     default = load_profile_text(text.replace("devices:\n  on_busy: later\n", ""), str(tmp_path / "p.yaml"), simulate=True)
     assert default.profile.devices.on_busy == "wait"
+
+
+def test_the_process_walk_is_only_made_when_the_npus_could_be_read(monkeypatch, tmp_path):
+    """Which NPU processes are the deployment's needs the walk over every process; without a reading (no
+    npu-smi on this machine) it was most of an idle supervisor's CPU, for nothing."""
+    from xllm_tui.supervisor import device_watch
+    from xllm_tui.supervisor import devices as devwatch
+
+    walked = []
+    monkeypatch.setattr(devwatch, "process_family", lambda pids: walked.append(list(pids)) or set(pids))
+    text = ("binary: /opt/xllm/bin/xllm\nmodel: /models/glm\nmaster_node_addr: 127.0.0.1:10015\nbase_port: 18994\n"
+            "machines:\n  - host: 127.0.0.1\n    devices: 0-1\n")
+    watch = device_watch.DeviceWatch()
+    monkeypatch.setenv("PATH", str(tmp_path))  # no npu-smi, no nvidia-smi
+    watch.simulate = False
+    report, own = watch._read_devices_blocking(load_profile_text(text, str(tmp_path / "p.yaml")).profile, None, [42])
+    assert not report.available and own == set() and walked == []
+    monkeypatch.undo()
+    monkeypatch.setattr(devwatch, "process_family", lambda pids: walked.append(list(pids)) or set(pids))
+    watch.simulate = True  # the simulated npu-smi answers
+    profile = load_profile_text(text, str(tmp_path / "p.yaml"), simulate=True).profile
+    report, own = watch._read_devices_blocking(profile, None, [42])
+    assert report.available and own == {42} and walked == [[42]]

@@ -46,8 +46,10 @@ MAX_LINE_BYTES of a line still being written (a longer line is cut to that head;
 Rotation (the path names a new inode) and truncation (the file shrank) restart reading at the new file's
 start, like IncrementalReader, and are reported in `result.reset`. One feed runs at a time per intake (a
 lock): the log thread and the event loop reading a dead rank's last lines never feed a line twice.
-Measured (bench/bench_intake.py, 8 x 500,000 lines of 120 bytes): 0.39 CPU s per million lines, against
-14.0 for IncrementalReader + Milestones.feed of every line.
+Measured (2026-11-30): bench/bench_intake.py --lines 100000 (ranks still in start-up: milestones looked for)
+0.086 CPU s per million lines, against 12.5 for IncrementalReader + Milestones.feed of every line; the whole
+supervisor under bench/run.sh's flood, 0.175 during start-up and 0.0275 once serving, where half is the kernel's
+copy of the bytes out of the page cache (perf) and a fifth the memchr passes.
 
 The sink is a `supervisor.probes.Milestones` or anything with the same shape: ``feed(line: str)``, a
 ``last_line`` attribute, ``failure`` (None while failures are still looked for) and ``tracker`` with

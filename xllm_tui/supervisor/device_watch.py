@@ -54,7 +54,9 @@ class DeviceWatch:
 
         report = read_profile_devices(profile, simulate=self.simulate, env=env)
         devwatch.fill_process_names(report)
-        return report, devwatch.process_family(rank_pids)
+        # Which NPU processes are ours only matters when the NPUs could be read; the walk over every process
+        # was most of an idle supervisor's CPU on a machine without npu-smi.
+        return report, devwatch.process_family(rank_pids) if report.available else set()
 
     async def poll_devices(self) -> DeviceReport:
         """Read the devices in a worker thread (never on the loop) and take in what changed."""

@@ -14,24 +14,36 @@ from xllm_tui.protocol import RequestError
 def read_log_file(path: str, *, offset: int | None, lines: int | None, max_bytes: int) -> dict:
     """{"path", "size", "inode", "offset" (where the data starts), "next" (where to read on), "data"}: bytes
     from `offset`, or the last `lines` lines; at most max_bytes, decoded with replacement. The inode tells a
-    reader that the name now means another file (a relaunch rotated the logs)."""
-    from xllm_tui.logs.tail import tail_lines
-
+    reader that the name now means another file (a relaunch rotated the logs). The data is the file's bytes as
+    they are (a last line still being written stays unfinished), so a reader going on from "next" joins it up."""
     try:
         st = os.stat(path)
     except OSError:
         return {"path": path, "size": None, "offset": 0, "next": 0, "data": "", "missing": True}
     size = st.st_size
-    if lines is not None:
-        text = "".join(line + "\n" for line in tail_lines(path, lines))[-max_bytes:]
-        return {"path": path, "size": size, "inode": st.st_ino, "offset": max(0, size - len(text.encode())),
-                "next": size, "data": text}
     start = min(offset or 0, size)  # a truncated or rotated file: read from its end
+    if lines is not None:
+        start = max(0, size - max_bytes)
     with open(path, "rb") as f:
         f.seek(start)
         raw = f.read(max_bytes)
-    return {"path": path, "size": size, "inode": st.st_ino, "offset": start, "next": start + len(raw),
-            "data": raw.decode(errors="replace")}
+    first = 0
+    if lines is not None:
+        first = _start_of_last_lines(raw, lines)
+    return {"path": path, "size": size, "inode": st.st_ino, "offset": start + first, "next": start + len(raw),
+            "data": raw[first:].decode(errors="replace")}
+
+
+def _start_of_last_lines(raw: bytes, lines: int) -> int:
+    """Where the last `lines` lines of raw begin (an unfinished last line counts as one); 0 if it has fewer."""
+    if lines <= 0:
+        return len(raw)
+    cut = len(raw) - 1 if raw.endswith(b"\n") else len(raw)
+    for _ in range(lines):
+        cut = raw.rfind(b"\n", 0, cut)
+        if cut == -1:
+            return 0
+    return cut + 1
 
 
 class LogAccess:

@@ -21,6 +21,7 @@ import psutil
 from xllm_tui.protocol import RUNNING_STATES
 from xllm_tui.supervisor.group import Failure
 from xllm_tui.logs.intake import ADOPT_BACKLOG, LogIntake
+from xllm_tui.supervisor.probes import Milestones
 from xllm_tui.supervisor.process import MarkedProcess, RankProcess, find_marked
 from xllm_tui.supervisor.slot import Launch, RankSlot, flag_value
 from xllm_tui.supervisor.state import STATE_NAME
@@ -120,6 +121,7 @@ class Reconciler:
         adopted: list[int] = []
         by_marker: list[int] = []
         gone: list[tuple[RankSlot, dict]] = []
+        takeovers: list[tuple[RankSlot, RankProcess, dict]] = []
         for r in self.ranks.values():
             rec = adoption.get(str(r.rank))
             if not rec:
@@ -131,23 +133,26 @@ class Reconciler:
             if pid:
                 proc = RankProcess.adopt(int(pid), rec)
                 if proc is not None:
-                    self.take_over(r, proc, rec)
+                    takeovers.append((r, proc, rec))
                     adopted.append(r.rank)
                     continue
                 if rec.get("want_running"):
                     gone.append((r, rec))
         strays: list[MarkedProcess] = []
+        taken = {r.rank: proc.pid for r, proc, _ in takeovers}
         for found in reality.marked:
             r = self.ranks.get(found.rank)
-            if r is not None and r.alive and r.proc.pid == found.pid:
+            if r is not None and taken.get(r.rank) == found.pid:
                 continue
-            proc = RankProcess.adopt_marked(found) if r is not None and not r.alive else None
+            proc = RankProcess.adopt_marked(found) if r is not None and not r.alive and r.rank not in taken else None
             if proc is None:
                 strays.append(found)
                 continue
             gone = [(g, rec) for g, rec in gone if g is not r]
-            self.take_over(r, proc, {"state": "loading", "reason": "found by its run-dir marker"})
+            takeovers.append((r, proc, {"state": "loading", "reason": "found by its run-dir marker"}))
+            taken[r.rank] = proc.pid
             by_marker.append(r.rank)
+        await self.take_over_all(takeovers)
         live = sorted(adopted + by_marker)
         for r in self.ranks.values():
             if not r.alive:
@@ -237,12 +242,27 @@ class Reconciler:
         async with self.action_lock:
             await self.launch_group("supervisor start (`up`)")
 
-    def take_over(self, r: RankSlot, proc: RankProcess, rec: dict) -> None:
-        reader = LogIntake.adopt(r.plan.log_path, count_lines=False)
+    async def take_over_all(self, takeovers: list[tuple[RankSlot, RankProcess, dict]]) -> None:
+        """Adopt running ranks. The tail of each one's log (up to ADOPT_BACKLOG, where it is in its start-up)
+        is read in a thread: 16 ranks x 16 MiB from a cold disk would hold up every client of the socket."""
+        milestones = [self.new_milestones(r) for r, _, _ in takeovers]
+
+        def read_tails() -> list[LogIntake]:
+            readers = []
+            for (r, _, _), sink in zip(takeovers, milestones):
+                reader = LogIntake.adopt(r.plan.log_path, count_lines=False)
+                reader.feed(sink, ADOPT_BACKLOG)
+                readers.append(reader)
+            return readers
+
+        readers = await asyncio.to_thread(read_tails) if takeovers else []
+        for (r, proc, rec), sink, reader in zip(takeovers, milestones, readers):
+            self.take_over(r, proc, rec, sink, reader)
+
+    def take_over(self, r: RankSlot, proc: RankProcess, rec: dict, milestones: Milestones, reader: LogIntake) -> None:
         started = rec.get("started_at") or (proc.identity.create_time if proc.identity else time.time())
-        launch = Launch(r.plan, proc, self.new_milestones(r), reader, rec.get("env_hash"),
+        launch = Launch(r.plan, proc, milestones, reader, rec.get("env_hash"),
                         rec.get("launch_argv_hash"), started, last_growth=time.time())
-        reader.feed(launch.milestones, ADOPT_BACKLOG)  # the tail of its log: where it is in its start-up
         r.current = launch
         r.want_running = True
         proc.watch(self.loop, self.on_exit)
