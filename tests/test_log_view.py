@@ -393,3 +393,49 @@ async def test_compact_mode_is_remembered_between_runs(tmp_path, monkeypatch):
     assert json.loads(preferences_path().read_text())["log_compact"] is True
     again = XllmApp(StaticSource(demo_snapshot(tmp_path / "logs2")), watch_profile=False)
     assert again.log_view_compact is True
+
+
+async def test_inotify_wakes_the_view_without_a_poll_timer(tmp_path):
+    """Appends, truncation and rotation are read on inotify's word: the poll timer (an hour here) never runs."""
+    path = tmp_path / "node_0.log"
+    write_lines(path, [glog_line(i) for i in range(300)], "w")
+
+    class SlowPollApp(LogApp):
+        def compose(self) -> ComposeResult:
+            yield LogView(self.path, id="log", poll_interval=3600)
+
+    app = SlowPollApp(path)
+    async with app.run_test(size=(100, 24)) as pilot:
+        view = app.query_one(LogView)
+        await wait_for(pilot, lambda: visible(view)[-1].endswith("message 299"), "the tail")
+        write_lines(path, [glog_line(i) for i in range(300, 305)])
+        await wait_for(pilot, lambda: visible(view)[-1].endswith("message 304"), "the appended lines")
+        assert view.watching and not view.polling_by_timer
+        write_lines(path, [glog_line(0, text="after truncation")], "w")
+        await wait_for(pilot, lambda: visible(view)[0].endswith("after truncation"), "the truncated file")
+        os.rename(path, str(path) + ".1")
+        write_lines(path, [glog_line(0, text="after rotation")], "w")
+        await wait_for(pilot, lambda: visible(view)[0].endswith("after rotation"), "the rotated file")
+        write_lines(path, [glog_line(1, text="appended to the new file")])
+        await wait_for(pilot, lambda: visible(view)[1].endswith("appended to the new file"), "the new file's append")
+        assert not view.polling_by_timer
+
+
+async def test_without_inotify_the_poll_timer_reads_the_file(tmp_path, monkeypatch):
+    import xllm_tui.ui.widgets.log_view as log_view_module
+
+    def no_inotify(path):
+        raise OSError(38, "inotify not available")
+
+    monkeypatch.setattr(log_view_module, "FileWatch", no_inotify)
+    path = tmp_path / "node_0.log"
+    write_lines(path, [glog_line(i) for i in range(300)], "w")
+    app = LogApp(path)
+    async with app.run_test(size=(100, 24)) as pilot:
+        view = app.query_one(LogView)
+        await wait_for(pilot, lambda: visible(view)[-1].endswith("message 299"), "the tail")
+        assert view.polling_by_timer and not view.watching
+        write_lines(path, [glog_line(i) for i in range(300, 305)])
+        await wait_for(pilot, lambda: visible(view)[-1].endswith("message 304"), "the appended lines")
+        view.set_path(None)
+        assert not view.polling_by_timer  # nothing to poll

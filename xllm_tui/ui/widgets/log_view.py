@@ -8,7 +8,9 @@ Embedding
 Nothing holds the file's lines: rows are read on demand with pread through the block index of
 `LogFile` and rendered by `render_line` with LRU caches (the Line API of `ScrollView`, as Toolong does).
 File I/O that can take long (indexing the rest of a big file, filters, search) runs in thread workers
-that post messages back; a timer polls the file for appended data (`poll_interval`, default 0.5 s).
+that post messages back. Appended data is read when inotify says the file changed (`logs/inotify.py`
+FileWatch on the event loop: an idle log costs no wake-up at all; under a flood one read per
+`WAKE_GAP_S`); where inotify cannot be had, a timer polls the file (`poll_interval`, default 0.5 s).
 
 Public methods
     set_path(path | None)        show another file (None: empty view); resets search, filter, current line
@@ -57,6 +59,7 @@ row count would defeat the index, and operators use wrap to read a few long line
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import time
@@ -74,9 +77,11 @@ from textual.message import Message
 from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
+from textual.timer import Timer
 from textual.worker import get_current_worker
 
 from xllm_tui.logs.glog import ERRORS_PATTERNS, WARNINGS_PATTERNS, severity_of
+from xllm_tui.logs.inotify import FileWatch
 from xllm_tui.logs.tail import LogFile, RefreshResult, Snapshot
 
 _CONTROL = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-_]|[\x00-\x08\x0b-\x1f\x7f]")
@@ -87,6 +92,9 @@ _INDEX_SLICE_S = 0.15  # seconds of indexing per poll worker run
 # Appended bytes read per lock hold: the UI thread reads visible rows under the same lock, so a slice is
 # what a frame may wait for (8 MiB slices held frames for tens of ms on a busy machine).
 _POLL_SLICE_BYTES = 1024 * 1024
+# Under a flood, reads woken by inotify start at most this often: each one redraws the pane. The first
+# change after a quiet spell is read at once.
+WAKE_GAP_S = 0.2
 COMPACT_PREFERENCE = "log_view_compact"  # attribute of the app remembering the last chosen mode
 # The glog prefix compact mode drops: severity, date, time (kept, cut to milliseconds), thread, file:line.
 _GLOG_PREFIX = re.compile(r"^[IWEF](?:\d{8}|\d{4}) (\d\d:\d\d:\d\d)(\.\d{1,3})?\d*\s+\d+ [^\s\]]+\] ?")
@@ -245,6 +253,11 @@ class LogView(ScrollView, can_focus=True):
         self._complete = True
         self._index_progress = (0, 0)
         self._poll_busy = False
+        self._poll_wanted = False  # a change was seen while a poll ran: poll again when it is done
+        self._poll_started = 0.0  # monotonic time the last poll worker started
+        self._poll_timer: Timer | None = None  # only while the file has no inotify watch
+        self._file_watch: FileWatch | None = None
+        self._listening = False  # the watch's descriptor is on the event loop
         self._text_cache: LRUCache[tuple, tuple[int, str]] = LRUCache(4096)
         self._offset_text_cache: LRUCache[tuple, str] = LRUCache(4096)
         self._strip_cache: LRUCache[tuple, list[Strip]] = LRUCache(2048)
@@ -268,12 +281,13 @@ class LogView(ScrollView, can_focus=True):
 
     def on_mount(self) -> None:
         super().on_mount()
-        self.set_interval(self.poll_interval, self._schedule_poll, name="log-view-poll")
         self.set_reactive(LogView.compact, bool(getattr(self.app, COMPACT_PREFERENCE, False)))
         self._view_mounted = True
         self.set_path(self._initial_path)
 
     def on_unmount(self) -> None:
+        self._stop_watch()
+        self._set_poll_timer(False)
         if self._logfile is not None:
             self._logfile.close()
             self._logfile = None
@@ -318,6 +332,16 @@ class LogView(ScrollView, can_focus=True):
         return str(self.border_subtitle or "")
 
     @property
+    def polling_by_timer(self) -> bool:
+        """True while the file is polled by a timer (it has no inotify watch)."""
+        return self._poll_timer is not None
+
+    @property
+    def watching(self) -> bool:
+        """True while inotify wakes the view when its file changes."""
+        return self._file_watch is not None
+
+    @property
     def log_file(self) -> LogFile | None:
         """The underlying LogFile (shared with workers; treat as read-only)."""
         return self._logfile
@@ -334,6 +358,7 @@ class LogView(ScrollView, can_focus=True):
         self.path = os.fspath(path) if path is not None else None
         self._logfile = LogFile(self.path, initial_lines=500) if self.path is not None else None
         self._reset_view_state()
+        self._start_watch()
         snapshot = self._logfile.snapshot() if self._logfile else None
         self._base = snapshot.prepended_lines if snapshot else 0
         self._lines = snapshot.line_count if snapshot else 0
@@ -360,13 +385,65 @@ class LogView(ScrollView, can_focus=True):
         if self._filter_level is not None and self._logfile is not None:
             self._start_filter(self._filter_level)
 
+    # ---- waking on change (inotify, else the poll timer) ----------------------------------------
+    def _start_watch(self) -> None:
+        self._stop_watch()
+        if self.path is not None:
+            try:
+                self._file_watch = FileWatch(self.path)
+            except (OSError, AttributeError):  # no inotify, out of watches, no such directory: poll instead
+                self._file_watch = None
+        self._set_poll_timer(self.path is not None and self._file_watch is None)
+        self._listen()
+
+    def _set_poll_timer(self, running: bool) -> None:
+        if running and self._poll_timer is None:
+            self._poll_timer = self.set_interval(self.poll_interval, self._schedule_poll, name="log-view-poll")
+        elif not running and self._poll_timer is not None:
+            self._poll_timer.stop()
+            self._poll_timer = None
+
+    def _stop_watch(self) -> None:
+        self._unlisten()
+        if self._file_watch is not None:
+            self._file_watch.close()
+            self._file_watch = None
+
+    def _listen(self) -> None:
+        if self._file_watch is not None and not self._listening:
+            asyncio.get_running_loop().add_reader(self._file_watch.fd, self._on_file_event)
+            self._listening = True
+
+    def _unlisten(self) -> None:
+        if self._listening and self._file_watch is not None:
+            asyncio.get_running_loop().remove_reader(self._file_watch.fd)
+        self._listening = False
+
+    def _on_file_event(self) -> None:
+        watch = self._file_watch
+        if watch is None or not watch.changed():
+            return
+        # One wake-up per read under a flood: listening resumes when the poll is done.
+        self._unlisten()
+        wait = self._poll_started + WAKE_GAP_S - time.monotonic()
+        if wait > 0:
+            self.set_timer(wait, self._schedule_poll, name="log-view-wake")
+        else:
+            self._schedule_poll()
+
     # ---- polling (thread worker) -------------------------------------------------------------------
     def _schedule_poll(self) -> None:
-        if self._poll_busy or self._logfile is None:
+        if self._logfile is None:
+            return
+        if self._poll_busy:
+            self._poll_wanted = True
             return
         if self._complete and self._logfile.unchanged_since_poll():
+            self._listen()
             return  # an idle log: no thread, no message, no redraw
         self._poll_busy = True
+        self._poll_wanted = False
+        self._poll_started = time.monotonic()
         level = self._filter_level
         key = (level, *self._filter_range) if level and self._filter_range else None
         self._poll_worker(self._logfile, self._token, key)
@@ -406,6 +483,9 @@ class LogView(ScrollView, can_focus=True):
     def on_log_view__polled(self, message: _Polled) -> None:
         message.stop()
         self._poll_busy = False
+        self._listen()
+        if self._poll_wanted:
+            self.call_later(self._schedule_poll)
         result = message.result
         if result is None or result.token != self._token or self._logfile is None:
             if self._logfile is not None and not self._complete:
