@@ -6,6 +6,7 @@ notifications) and what the supervisor was asked to do.
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from pathlib import Path
@@ -375,6 +376,31 @@ async def test_profile_file_is_watched(source, tmp_path):
             await pilot.pause(0.5)
         assert "a relaunch would change ranks 0-7" in str(banner.render())
         assert source.actions == []
+
+
+async def test_profile_file_is_watched_by_inotify_without_a_polling_thread(source, tmp_path, monkeypatch):
+    import watchfiles
+
+    def no_polling(*args, **kwargs):
+        raise AssertionError("watchfiles polls: its thread wakes twice a second")
+
+    monkeypatch.setattr(watchfiles, "awatch", no_polling)
+    profiles = tmp_path / "profiles"
+    shutil.copytree(REPO / "profiles", profiles)
+    profile = profiles / "a3-8card.yaml"
+    app = make_app(source, profile_path=str(profile), simulate=True, watch_profile=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.profile_plan is not None, what="profile planned")
+        banner = app.main_screen.query_one("#profile-banner", Static)
+        text = profile.read_text().replace("max_seqs_per_batch: 256", "max_seqs_per_batch: 128")
+        deadline = time.monotonic() + 20
+        while not banner.has_class("visible"):  # save until the watcher, once started, has seen it (bounded)
+            assert time.monotonic() < deadline, "the profile edit was not noticed"
+            edited = profiles / ".a3-8card.yaml.swp"  # an editor's save: a new file renamed over the profile
+            edited.write_text(text)
+            os.rename(edited, profile)
+            await pilot.pause(0.5)
+        assert "a relaunch would change ranks 0-7" in str(banner.render())
 
 
 async def test_quit_leaves_everything_running(source):

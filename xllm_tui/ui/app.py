@@ -49,6 +49,7 @@ MIN_REFRESH_S = 0.3  # at most ~3 snapshot redraws per second, however many even
 QUIET_POLL_S = 3.0  # the poll interval once snapshots stop changing (an event or an action still wakes it)
 QUIET_AFTER = 3  # unchanged snapshots in a row before polling slows down
 RETRY_S = 2.0
+PROFILE_SETTLE_S = 0.3  # a profile edit is read this long after its first change (a save is several events)
 EVENT_BACKLOG = 2000  # events drawn from the journal on attach
 APP_KEYS: list[tuple[str, str, str, str, bool, str, str]] = [
     ("help", "question_mark", "help", "Help", True, "this list of keys", "General"),
@@ -997,15 +998,41 @@ class XllmApp(App[None]):
 
     @work(exit_on_error=False, group="watch", exclusive=True)
     async def _watch_profile(self) -> None:
-        import watchfiles
+        """Re-plan the profile when its file changes. inotify on the event loop costs nothing until then."""
+        from xllm_tui.logs.inotify import FileWatch
 
         path = os.path.abspath(self.profile_path or "")
-        directory = os.path.dirname(path)
-        # Watch the directory: editors save by renaming a new file over the old one.
         try:
-            # step: how often the watcher thread wakes (and takes the GIL) to check for a stop; its 50 ms
-            # default costs an idle TUI 20 wake-ups a second.
-            async for changes in watchfiles.awatch(directory, debounce=1000, step=500, recursive=False):
+            watch = FileWatch(path)  # its directory too: editors save by renaming a new file over the old one
+        except (OSError, AttributeError):
+            await self._watch_profile_polling(path)
+            return
+        loop = asyncio.get_running_loop()
+        changed = asyncio.Event()
+
+        def on_event() -> None:
+            if watch.changed():
+                changed.set()
+
+        loop.add_reader(watch.fd, on_event)
+        try:
+            while True:
+                await changed.wait()
+                await asyncio.sleep(PROFILE_SETTLE_S)  # a save is several events (write, rename): read it once
+                changed.clear()
+                self._load_profile()
+        finally:
+            loop.remove_reader(watch.fd)
+            watch.close()
+
+    async def _watch_profile_polling(self, path: str) -> None:
+        """Without inotify: watchfiles, whose thread wakes every `step` ms (its 50 ms default costs an idle
+        TUI 20 wake-ups a second)."""
+        import watchfiles
+
+        try:
+            async for changes in watchfiles.awatch(os.path.dirname(path), debounce=1000, step=500,
+                                                   recursive=False):
                 if any(os.path.abspath(p) == path for _, p in changes):
                     self._load_profile()
         except Exception as error:  # a vanished directory must not end the TUI
