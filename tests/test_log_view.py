@@ -439,3 +439,29 @@ async def test_without_inotify_the_poll_timer_reads_the_file(tmp_path, monkeypat
         await wait_for(pilot, lambda: visible(view)[-1].endswith("message 304"), "the appended lines")
         view.set_path(None)
         assert not view.polling_by_timer  # nothing to poll
+
+
+async def test_following_appended_lines_does_not_lay_the_screen_out(tmp_path):
+    """A followed log grows at each read: its new height repaints the view and its scrollbar, no layout."""
+    path = tmp_path / "node_0.log"
+    write_lines(path, [glog_line(i) for i in range(300)], "w")
+    app = LogApp(path)
+    async with app.run_test(size=(100, 24)) as pilot:
+        view = app.query_one(LogView)
+        await wait_for(pilot, lambda: visible(view)[-1].endswith("message 299"), "the tail")
+        write_lines(path, [glog_line(300)])  # the first read may widen the view (the width of lines seen)
+        await wait_for(pilot, lambda: visible(view)[-1].endswith("message 300"), "the first appended line")
+        layouts = []
+        original = view.refresh
+
+        def refresh(*regions, **kwargs):
+            if kwargs.get("layout"):
+                layouts.append(kwargs)
+            return original(*regions, **kwargs)
+
+        view.refresh = refresh
+        write_lines(path, [glog_line(i) for i in range(301, 340)])
+        await wait_for(pilot, lambda: visible(view)[-1].endswith("message 339"), "the appended lines")
+        assert view.virtual_size.height == 340 and view.scroll_offset.y == view.max_scroll_y
+        assert view.vertical_scrollbar.window_virtual_size == 340
+        assert layouts == []

@@ -78,6 +78,7 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 from textual.timer import Timer
+from textual.widget import Widget
 from textual.worker import get_current_worker
 
 from xllm_tui.logs.glog import ERRORS_PATTERNS, WARNINGS_PATTERNS, severity_of
@@ -552,9 +553,24 @@ class LogView(ScrollView, can_focus=True):
         if self.wrap:
             # Scrolling moves by log lines; the extra height lets any line, even the last, be the top one.
             extra = max(0, self.scrollable_content_region.height - 1) if self.row_count else 0
-            self.virtual_size = Size(0, self.row_count + extra)
+            self._set_virtual_size(Size(0, self.row_count + extra))
         else:
-            self.virtual_size = Size(self._max_width, self.row_count)
+            self._set_virtual_size(Size(self._max_width, self.row_count))
+
+    def _set_virtual_size(self, size: Size) -> None:
+        """Widget.virtual_size is a layout reactive: each change lays the whole screen out again, and a followed
+        log grows at every read (that reflow was the larger part of a frame under a flood). A change of height
+        alone needs no layout: the scrollbars are updated here (one appearing or going still lays out, through
+        its own reactive), the view repaints."""
+        old = self.virtual_size
+        if size == old:
+            return
+        if size.width != old.width or not self.container_size or not self.is_mounted:
+            self.virtual_size = size
+            return
+        self.set_reactive(Widget.virtual_size, size)
+        self._scroll_update(size)
+        self.refresh()
 
     def watch_scroll_y(self, old_value: float, new_value: float) -> None:
         super().watch_scroll_y(old_value, new_value)
