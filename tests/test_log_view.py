@@ -465,3 +465,13 @@ async def test_following_appended_lines_does_not_lay_the_screen_out(tmp_path):
         assert view.virtual_size.height == 340 and view.scroll_offset.y == view.max_scroll_y
         assert view.vertical_scrollbar.window_virtual_size == 340
         assert layouts == []
+
+
+def test_clean_drops_control_sequences_and_leaves_plain_lines_alone():
+    from xllm_tui.ui.widgets.log_view import _clean
+
+    plain = glog_line(1, text="plain ünïcode line")
+    assert _clean(plain) is plain
+    assert _clean("a\tb") == "a    b"
+    assert _clean("x\x1b[31mred\x1b[0m\x07") == "xred"
+    assert _clean("rub\x7fout") == "rubout"

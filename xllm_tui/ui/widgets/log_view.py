@@ -109,9 +109,13 @@ def compact_text(text: str) -> str:
     return f"{m[1]}{m[2] or ''} {text[m.end():]}"
 
 
+_NEEDS_CLEANING = re.compile(r"[\x00-\x1f\x7f]")  # tab, escape and the other control characters
+
+
 def _clean(text: str) -> str:
     """Drop terminal control sequences and expand tabs: a log must not drive the terminal."""
-    if "\x1b" in text or "\t" in text or any(ord(c) < 32 for c in text):
+    # One regex scan in C: a generator over the characters cost more than rendering the row under a flood.
+    if _NEEDS_CLEANING.search(text) is not None:
         text = _CONTROL.sub("", text.replace("\t", "    "))
     return text
 
