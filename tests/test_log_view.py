@@ -475,3 +475,24 @@ def test_clean_drops_control_sequences_and_leaves_plain_lines_alone():
     assert _clean("a\tb") == "a    b"
     assert _clean("x\x1b[31mred\x1b[0m\x07") == "xred"
     assert _clean("rub\x7fout") == "rubout"
+
+
+async def test_plain_rows_render_as_the_rich_text_path_does(tmp_path):
+    """The fast path for plain rows gives the same segments as rendering the row's rich Text."""
+    from rich.segment import Segment
+
+    path = tmp_path / "node_0.log"
+    write_lines(path, [glog_line(1)], "w")
+    app = LogApp(path)
+    async with app.run_test(size=(100, 24)) as pilot:
+        view = app.query_one(LogView)
+        await wait_for(pilot, lambda: view.line_count == 1, "the file")
+        rows = [glog_line(2), glog_line(3, "W"), glog_line(4, "E"), glog_line(5, "F"), "not a glog line", "",
+                "I1129 " + "x" * 100 + "] late bracket", glog_line(6, text=""), "E only severity-like"]
+        for text in rows:
+            for current in (False, True):
+                fast = list(Segment.simplify(view._plain_strip(text, current)))
+                rich = list(Segment.simplify(view._styled(text, current).render(app.console)))
+                assert [(s.text, s.style) for s in fast if s.text] == [(s.text, s.style) for s in rich if s.text], \
+                    (text, current)
+                assert view._plain_strip(text, current).cell_length == view._styled(text, current).cell_len

@@ -67,6 +67,8 @@ from array import array
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 
+from rich.cells import cell_len
+from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
 from textual import work
@@ -280,7 +282,7 @@ class LogView(ScrollView, can_focus=True):
         self._wrap_layout_key: tuple | None = None
         self._wrap_layout: list[Strip] = []
         self._shown_title: str | None = None
-        self._style_memo: dict[tuple, tuple[Style, Style]] = {}  # see _line_styles
+        self._style_memo: dict = {}  # see _line_styles and _base_style
         self._shown_subtitle: str | None = None
         self._search_wrapped = ""  # "search wrapped to the top/bottom" after a search went round the file
 
@@ -564,16 +566,24 @@ class LogView(ScrollView, can_focus=True):
     def _set_virtual_size(self, size: Size) -> None:
         """Widget.virtual_size is a layout reactive: each change lays the whole screen out again, and a followed
         log grows at every read (that reflow was the larger part of a frame under a flood). A change of height
-        alone needs no layout: the scrollbars are updated here (one appearing or going still lays out, through
-        its own reactive), the view repaints."""
+        alone needs no layout, unless the vertical scrollbar appears or goes: its thumb is updated here and the
+        view repaints."""
         old = self.virtual_size
         if size == old:
             return
         if size.width != old.width or not self.container_size or not self.is_mounted:
             self.virtual_size = size
             return
+        height = self.container_size.height - self.scrollbar_size_horizontal
+        if (size.height > height) != self.show_vertical_scrollbar:
+            self.virtual_size = size  # the vertical scrollbar appears or goes: that is a layout
+            return
         self.set_reactive(Widget.virtual_size, size)
-        self._scroll_update(size)
+        if self.show_vertical_scrollbar:
+            # Only the vertical scrollbar's thumb moves (Widget._scroll_update repaints both scrollbars).
+            self.vertical_scrollbar.window_virtual_size = size.height
+            self.vertical_scrollbar.window_size = height
+        self.scroll_y = self.validate_scroll_y(self.scroll_y)
         self.refresh()
 
     def watch_scroll_y(self, old_value: float, new_value: float) -> None:
@@ -689,13 +699,20 @@ class LogView(ScrollView, can_focus=True):
     def _current_background(self) -> Style:
         return Style(bgcolor=self.get_component_rich_style("log-view--current").bgcolor)
 
+    def _base_style(self) -> Style:
+        """The widget's own style (rich_style walks the ancestors' backgrounds: too slow for every row)."""
+        style = self._style_memo.get("base")
+        if style is None:
+            style = self._style_memo["base"] = self.rich_style
+        return style
+
     def _line_styles(self, severity: str | None, current: bool) -> tuple[Style, Style]:
         """(line style, prefix style): computed once per style change, not per row (a flood renders a
         screenful of new rows twice a second, and each style lookup walks the CSS)."""
         key = (severity, current)
         styles = self._style_memo.get(key)
         if styles is None:
-            base = self.rich_style
+            base = self._base_style()
             if current:
                 base = base + self._current_background()
             style_name = _SEVERITY_CLASS.get(severity or "I", "log-view--info")
@@ -723,6 +740,28 @@ class LogView(ScrollView, can_focus=True):
                     line.stylize(match_style, m.start(), m.end())
         return line
 
+    def _plain_strip(self, text: str, current: bool) -> Strip:
+        """What `_styled(text, current)` renders to, without building rich Text: the common row (no wrap, no
+        search, not compact) is two segments, the glog prefix muted and the rest in the severity's colour.
+        Under a flood every row on screen is new at each frame."""
+        severity = severity_of(text)
+        line_style, prefix_style = self._line_styles(severity, current)
+        end = text.find("] ") if severity is not None and text[:1] == severity else -1
+        if 0 < end < 80:
+            prefix, rest = text[:end + 1], text[end + 1:]
+            segments = [Segment(prefix, line_style + prefix_style)]
+            if rest:
+                segments.append(Segment(rest, line_style))
+        else:
+            segments = [Segment(text, line_style)] if text else []
+        length = cell_len(text)
+        if length > self._max_width:
+            self._max_width = length
+            if not self._width_pending:
+                self._width_pending = True
+                self.call_after_refresh(self._grow_width)
+        return Strip(segments, length)
+
     def _row_strips(self, row: int, width: int | None) -> list[Strip] | None:
         """Rendered strips of a row: one (no wrap) or several (wrapped to width)."""
         entry = self._row_entry(row)
@@ -733,6 +772,10 @@ class LogView(ScrollView, can_focus=True):
         key = (self._token, offset, text, width, current, self._search_text, self.compact)
         strips = self._strip_cache.get(key)
         if strips is not None:
+            return strips
+        if width is None and self._search_str is None and not self.compact:
+            strips = [self._plain_strip(text, current)]
+            self._strip_cache.set(key, strips)
             return strips
         line = self._styled(text, current)
         console = self.app.console
@@ -766,7 +809,7 @@ class LogView(ScrollView, can_focus=True):
             self._width_pending = True
             self.call_after_refresh(self._grow_width)
         width = self.scrollable_content_region.width
-        base_style = self.rich_style
+        base_style = self._base_style()
         if self.wrap:
             layout = self._visible_wrapped(width, self.scrollable_content_region.height)
             strip = layout[y] if y < len(layout) else Strip.blank(width, base_style)
