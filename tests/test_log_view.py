@@ -496,3 +496,25 @@ async def test_plain_rows_render_as_the_rich_text_path_does(tmp_path):
                 assert [(s.text, s.style) for s in fast if s.text] == [(s.text, s.style) for s in rich if s.text], \
                     (text, current)
                 assert view._plain_strip(text, current).cell_length == view._styled(text, current).cell_len
+
+
+async def test_the_scrollbar_repaints_only_when_its_thumb_moves_visibly(tmp_path):
+    path = tmp_path / "node_0.log"
+    write_lines(path, [glog_line(i) for i in range(20000)], "w")
+    app = LogApp(path)
+    async with app.run_test(size=(100, 24)) as pilot:
+        view = app.query_one(LogView)
+        await wait_for(pilot, lambda: visible(view)[-1].endswith("message 19999"), "the tail")
+        write_lines(path, [glog_line(20000)])
+        await wait_for(pilot, lambda: visible(view)[-1].endswith("message 20000"), "the first appended line")
+        bar = view.vertical_scrollbar
+        repaints = []
+        original = bar.refresh
+        bar.refresh = lambda *a, **k: (repaints.append(k), original(*a, **k))[1]
+        write_lines(path, [glog_line(i) for i in range(20001, 20011)])
+        await wait_for(pilot, lambda: visible(view)[-1].endswith("message 20010"), "the appended lines")
+        assert bar.window_virtual_size == view.virtual_size.height and bar.position == view.max_scroll_y
+        assert repaints == []  # ten lines more in twenty thousand: the thumb stays on the same cell
+        view.action_top()
+        await wait_for(pilot, lambda: repaints, "the thumb moved to the top")
+        assert bar.position == 0

@@ -60,6 +60,7 @@ row count would defeat the index, and operators use wrap to read a few long line
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import re
 import time
@@ -78,6 +79,7 @@ from textual.geometry import Size
 from textual.message import Message
 from textual.reactive import reactive
 from textual.scroll_view import ScrollView
+from textual.scrollbar import ScrollBar
 from textual.strip import Strip
 from textual.timer import Timer
 from textual.widget import Widget
@@ -120,6 +122,15 @@ def _clean(text: str) -> str:
     if _NEEDS_CLEANING.search(text) is not None:
         text = _CONTROL.sub("", text.replace("\t", "    "))
     return text
+
+
+def _thumb_steps(cells: int, virtual: float, window: float, position: float) -> tuple[int, int] | None:
+    """Where ScrollBarRender.render_bar draws a vertical thumb, in eighths of a cell (None: no thumb drawn)."""
+    if not (window and cells and virtual and cells != virtual) or virtual == window:
+        return None
+    thumb = max(1, window / (virtual / cells))
+    start = int((cells - thumb) * (position / (virtual - window)) * 8)
+    return start, start + math.ceil(thumb * 8)
 
 
 @dataclass
@@ -581,13 +592,38 @@ class LogView(ScrollView, can_focus=True):
         self.set_reactive(Widget.virtual_size, size)
         if self.show_vertical_scrollbar:
             # Only the vertical scrollbar's thumb moves (Widget._scroll_update repaints both scrollbars).
-            self.vertical_scrollbar.window_virtual_size = size.height
-            self.vertical_scrollbar.window_size = height
+            # Following: the view is about to scroll to the new end, so judge the thumb there (the state in
+            # between, the new height at the old position, would move it by an eighth of a cell and back).
+            end = max(0, size.height - height) if self.follow and self._pinned else None
+            self._set_vertical_thumb(virtual=size.height, window=height, position=end)
         self.scroll_y = self.validate_scroll_y(self.scroll_y)
         self.refresh()
 
+    def _set_vertical_thumb(self, *, virtual: int | None = None, window: int | None = None,
+                            position: float | None = None) -> None:
+        """Give the vertical scrollbar new figures; repaint it only if its thumb moves by a step the terminal
+        shows. Following a flooding log, each read moves the thumb by a sliver of a cell, and repainting the
+        scrollbar at every frame was a tenth of the frame."""
+        bar = self.vertical_scrollbar
+        old = (bar.window_virtual_size, bar.window_size, bar.position)
+        new = (old[0] if virtual is None else virtual, old[1] if window is None else window,
+               old[2] if position is None else bar.validate_position(position))
+        if new == old:
+            return
+        cells = bar.size.height
+        if cells and _thumb_steps(cells, *old) is not None and _thumb_steps(cells, *old) == _thumb_steps(cells, *new):
+            bar.set_reactive(ScrollBar.window_virtual_size, new[0])
+            bar.set_reactive(ScrollBar.window_size, new[1])
+            bar.set_reactive(ScrollBar.position, new[2])
+        else:
+            bar.window_virtual_size, bar.window_size, bar.position = new
+
     def watch_scroll_y(self, old_value: float, new_value: float) -> None:
-        super().watch_scroll_y(old_value, new_value)
+        # ScrollView.watch_scroll_y, with the thumb repainted only when it moves visibly.
+        if self.show_vertical_scrollbar:
+            self._set_vertical_thumb(position=new_value)
+        if round(old_value) != round(new_value):
+            self.refresh(self.size.region)
         self._wrap_layout_key = None
         self._pinned = self._at_bottom()
         if self._unseen and self._at_bottom():
