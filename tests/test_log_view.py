@@ -518,3 +518,23 @@ async def test_the_scrollbar_repaints_only_when_its_thumb_moves_visibly(tmp_path
         view.action_top()
         await wait_for(pilot, lambda: repaints, "the thumb moved to the top")
         assert bar.position == 0
+
+
+async def test_a_flood_is_read_less_often_than_a_trickle(tmp_path):
+    from xllm_tui.ui.widgets.log_view import FLOOD_WAKE_GAP_S, WAKE_GAP_S
+
+    path = tmp_path / "node_0.log"
+    write_lines(path, [glog_line(i) for i in range(300)], "w")
+    app = LogApp(path)
+    async with app.run_test(size=(100, 24)) as pilot:
+        view = app.query_one(LogView)
+        await wait_for(pilot, lambda: visible(view)[-1].endswith("message 299"), "the tail")
+        write_lines(path, [glog_line(300)])
+        await wait_for(pilot, lambda: visible(view)[-1].endswith("message 300"), "one more line")
+        assert view._wake_gap() == WAKE_GAP_S
+        write_lines(path, [glog_line(i) for i in range(301, 1301)])  # a thousand lines in one read: a flood
+        await wait_for(pilot, lambda: visible(view)[-1].endswith("message 1300"), "the flood")
+        assert view._wake_gap() == FLOOD_WAKE_GAP_S > WAKE_GAP_S
+        write_lines(path, [glog_line(1301)])
+        await wait_for(pilot, lambda: visible(view)[-1].endswith("message 1301"), "the trickle again")
+        assert view._wake_gap() == WAKE_GAP_S

@@ -10,7 +10,7 @@ Nothing holds the file's lines: rows are read on demand with pread through the b
 File I/O that can take long (indexing the rest of a big file, filters, search) runs in thread workers
 that post messages back. Appended data is read when inotify says the file changed (`logs/inotify.py`
 FileWatch on the event loop: an idle log costs no wake-up at all; under a flood one read per
-`WAKE_GAP_S`); where inotify cannot be had, a timer polls the file (`poll_interval`, default 0.5 s).
+`WAKE_GAP_S`, `FLOOD_WAKE_GAP_S` while each read brings more than a screenful); where inotify cannot be had, a timer polls the file (`poll_interval`, default 0.5 s).
 
 Public methods
     set_path(path | None)        show another file (None: empty view); resets search, filter, current line
@@ -100,6 +100,10 @@ _POLL_SLICE_BYTES = 1024 * 1024
 # Under a flood, reads woken by inotify start at most this often: each one redraws the pane. The first
 # change after a quiet spell is read at once.
 WAKE_GAP_S = 0.2
+# While each read brings more lines than the view shows (a flood: nobody reads a screen replaced five times a
+# second), reads start at most this often: every frame costs the UI thread, and on a busy machine keys wait
+# behind frames.
+FLOOD_WAKE_GAP_S = 0.5
 COMPACT_PREFERENCE = "log_view_compact"  # attribute of the app remembering the last chosen mode
 # The glog prefix compact mode drops: severity, date, time (kept, cut to milliseconds), thread, file:line.
 _GLOG_PREFIX = re.compile(r"^[IWEF](?:\d{8}|\d{4}) (\d\d:\d\d:\d\d)(\.\d{1,3})?\d*\s+\d+ [^\s\]]+\] ?")
@@ -273,6 +277,7 @@ class LogView(ScrollView, can_focus=True):
         self._poll_busy = False
         self._poll_wanted = False  # a change was seen while a poll ran: poll again when it is done
         self._poll_started = 0.0  # monotonic time the last poll worker started
+        self._last_read_lines = 0  # lines the last poll appended
         self._poll_timer: Timer | None = None  # only while the file has no inotify watch
         self._file_watch: FileWatch | None = None
         self._listening = False  # the watch's descriptor is on the event loop
@@ -376,6 +381,7 @@ class LogView(ScrollView, can_focus=True):
         self.path = os.fspath(path) if path is not None else None
         self._logfile = LogFile(self.path, initial_lines=500) if self.path is not None else None
         self._reset_view_state()
+        self._last_read_lines = 0
         self._start_watch()
         snapshot = self._logfile.snapshot() if self._logfile else None
         self._base = snapshot.prepended_lines if snapshot else 0
@@ -443,11 +449,16 @@ class LogView(ScrollView, can_focus=True):
             return
         # One wake-up per read under a flood: listening resumes when the poll is done.
         self._unlisten()
-        wait = self._poll_started + WAKE_GAP_S - time.monotonic()
+        wait = self._poll_started + self._wake_gap() - time.monotonic()
         if wait > 0:
             self.set_timer(wait, self._schedule_poll, name="log-view-wake")
         else:
             self._schedule_poll()
+
+    def _wake_gap(self) -> float:
+        """Least time between the starts of two reads woken by inotify."""
+        flooding = self._last_read_lines > max(1, self.scrollable_content_region.height)
+        return FLOOD_WAKE_GAP_S if flooding else WAKE_GAP_S
 
     # ---- polling (thread worker) -------------------------------------------------------------------
     def _schedule_poll(self) -> None:
@@ -509,6 +520,7 @@ class LogView(ScrollView, can_focus=True):
             if self._logfile is not None and not self._complete:
                 self.call_later(self._schedule_poll)  # a new file is waiting to be indexed
             return
+        self._last_read_lines = result.refresh.new_lines if result.refresh.reset is None else 0
         if result.refresh.reset is not None:
             self._reset_view_state()
             self._base = result.snapshot.prepended_lines
