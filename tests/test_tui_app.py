@@ -403,6 +403,29 @@ async def test_profile_file_is_watched_by_inotify_without_a_polling_thread(sourc
         assert "a relaunch would change ranks 0-7" in str(banner.render())
 
 
+async def test_switching_ranks_does_not_lay_the_screen_out(source):
+    """The log pane's title has a fixed height: a new title repaints it, it does not reflow the whole screen."""
+    from xllm_tui.ui.widgets.rank_log import RankLog
+
+    app = make_app(source)
+    async with app.run_test(size=(120, 40)) as pilot:
+        pane = app.main_screen.query_one(RankLog)
+        await until(pilot, lambda: pane.rank == 0, what="rank 0 shown")
+        title = pane.query_one(".rank-log-title", Static)
+        layouts = []
+        original = title.refresh
+
+        def refresh(*regions, **kwargs):
+            if kwargs.get("layout"):
+                layouts.append(kwargs)
+            return original(*regions, **kwargs)
+
+        title.refresh = refresh
+        await pilot.press("down")
+        await until(pilot, lambda: pane.rank == 1 and " rank 1 " in str(title.render()), what="rank 1 shown")
+        assert layouts == []
+
+
 async def test_quit_leaves_everything_running(source):
     app = make_app(source)
     async with app.run_test(size=(120, 40)) as pilot:
