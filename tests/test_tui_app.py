@@ -620,3 +620,35 @@ async def test_idle_screen_redraws_only_what_the_clock_changes(tmp_path):
         assert " 1m " in screen_text(app)
         source.data["ranks"][2]["last_line"] = "I20261130 10:00:00.000000 1 x.cc:1] a new line from rank 2"
         await until(pilot, lambda: "a new line from rank 2" in screen_text(app), what="the changed snapshot")
+
+
+def test_the_clock_ticks_each_second_only_while_seconds_show():
+    from xllm_tui.ui.app import MAX_TICK_S, next_clock_change
+
+    ready = {"rank": 0, "pid": 10, "state": "ready", "started_at": 1000.0}
+    starting = {"rank": 1, "pid": 11, "state": "starting", "started_at": 1000.0}
+    stopped = {"rank": 2, "pid": None, "state": "stopped", "started_at": 0}
+    assert next_clock_change(None, 0) == 1.0
+    # Idle ready ranks: the next whole minute of the uptime shown ("<1m" -> "1m", "5m" -> "6m"), not every second.
+    assert next_clock_change({"ranks": [ready, stopped]}, 1030.0) == pytest.approx(30.05)
+    assert next_clock_change({"ranks": [ready]}, 1000.0 + 5 * 3600 + 59.5) == pytest.approx(0.55)
+    assert next_clock_change({"ranks": [stopped]}, 1030.0) == MAX_TICK_S
+    # Seconds show: a rank starting up in its first minute, or the group's restart countdown.
+    assert next_clock_change({"ranks": [ready, starting]}, 1030.0) == 1.0
+    assert next_clock_change({"ranks": [ready], "group": {"next_restart_at": 1040.0}}, 1030.0) == 1.0
+
+
+async def test_an_idle_tui_ticks_once_a_minute_not_once_a_second(tmp_path):
+    snapshot = demo_snapshot(tmp_path / "logs")
+    snapshot["group"].pop("next_restart_at", None)
+    now = snapshot["time"]
+    for rank in snapshot["ranks"]:
+        rank.update(state="ready", pid=1000 + int(rank["rank"]), started_at=now - 3600 - 10)
+
+    class LiveStatic(StaticSource):
+        frozen = False  # the app runs its clock as for a live supervisor
+
+    app = make_app(LiveStatic(snapshot))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.snapshot is not None and app._tick_timer is not None, what="a snapshot")
+        assert app._tick_timer._interval == pytest.approx(50.05, abs=0.5)  # the next whole minute of uptimes
