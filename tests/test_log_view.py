@@ -393,3 +393,148 @@ async def test_compact_mode_is_remembered_between_runs(tmp_path, monkeypatch):
     assert json.loads(preferences_path().read_text())["log_compact"] is True
     again = XllmApp(StaticSource(demo_snapshot(tmp_path / "logs2")), watch_profile=False)
     assert again.log_view_compact is True
+
+
+async def test_inotify_wakes_the_view_without_a_poll_timer(tmp_path):
+    """Appends, truncation and rotation are read on inotify's word: the poll timer (an hour here) never runs."""
+    path = tmp_path / "node_0.log"
+    write_lines(path, [glog_line(i) for i in range(300)], "w")
+
+    class SlowPollApp(LogApp):
+        def compose(self) -> ComposeResult:
+            yield LogView(self.path, id="log", poll_interval=3600)
+
+    app = SlowPollApp(path)
+    async with app.run_test(size=(100, 24)) as pilot:
+        view = app.query_one(LogView)
+        await wait_for(pilot, lambda: visible(view)[-1].endswith("message 299"), "the tail")
+        write_lines(path, [glog_line(i) for i in range(300, 305)])
+        await wait_for(pilot, lambda: visible(view)[-1].endswith("message 304"), "the appended lines")
+        assert view.watching and not view.polling_by_timer
+        write_lines(path, [glog_line(0, text="after truncation")], "w")
+        await wait_for(pilot, lambda: visible(view)[0].endswith("after truncation"), "the truncated file")
+        os.rename(path, str(path) + ".1")
+        write_lines(path, [glog_line(0, text="after rotation")], "w")
+        await wait_for(pilot, lambda: visible(view)[0].endswith("after rotation"), "the rotated file")
+        write_lines(path, [glog_line(1, text="appended to the new file")])
+        await wait_for(pilot, lambda: visible(view)[1].endswith("appended to the new file"), "the new file's append")
+        assert not view.polling_by_timer
+
+
+async def test_without_inotify_the_poll_timer_reads_the_file(tmp_path, monkeypatch):
+    import xllm_tui.ui.widgets.log_view as log_view_module
+
+    def no_inotify(path):
+        raise OSError(38, "inotify not available")
+
+    monkeypatch.setattr(log_view_module, "FileWatch", no_inotify)
+    path = tmp_path / "node_0.log"
+    write_lines(path, [glog_line(i) for i in range(300)], "w")
+    app = LogApp(path)
+    async with app.run_test(size=(100, 24)) as pilot:
+        view = app.query_one(LogView)
+        await wait_for(pilot, lambda: visible(view)[-1].endswith("message 299"), "the tail")
+        assert view.polling_by_timer and not view.watching
+        write_lines(path, [glog_line(i) for i in range(300, 305)])
+        await wait_for(pilot, lambda: visible(view)[-1].endswith("message 304"), "the appended lines")
+        view.set_path(None)
+        assert not view.polling_by_timer  # nothing to poll
+
+
+async def test_following_appended_lines_does_not_lay_the_screen_out(tmp_path):
+    """A followed log grows at each read: its new height repaints the view and its scrollbar, no layout."""
+    path = tmp_path / "node_0.log"
+    write_lines(path, [glog_line(i) for i in range(300)], "w")
+    app = LogApp(path)
+    async with app.run_test(size=(100, 24)) as pilot:
+        view = app.query_one(LogView)
+        await wait_for(pilot, lambda: visible(view)[-1].endswith("message 299"), "the tail")
+        write_lines(path, [glog_line(300)])  # the first read may widen the view (the width of lines seen)
+        await wait_for(pilot, lambda: visible(view)[-1].endswith("message 300"), "the first appended line")
+        layouts = []
+        original = view.refresh
+
+        def refresh(*regions, **kwargs):
+            if kwargs.get("layout"):
+                layouts.append(kwargs)
+            return original(*regions, **kwargs)
+
+        view.refresh = refresh
+        write_lines(path, [glog_line(i) for i in range(301, 340)])
+        await wait_for(pilot, lambda: visible(view)[-1].endswith("message 339"), "the appended lines")
+        assert view.virtual_size.height == 340 and view.scroll_offset.y == view.max_scroll_y
+        assert view.vertical_scrollbar.window_virtual_size == 340
+        assert layouts == []
+
+
+def test_clean_drops_control_sequences_and_leaves_plain_lines_alone():
+    from xllm_tui.ui.widgets.log_view import _clean
+
+    plain = glog_line(1, text="plain ünïcode line")
+    assert _clean(plain) is plain
+    assert _clean("a\tb") == "a    b"
+    assert _clean("x\x1b[31mred\x1b[0m\x07") == "xred"
+    assert _clean("rub\x7fout") == "rubout"
+
+
+async def test_plain_rows_render_as_the_rich_text_path_does(tmp_path):
+    """The fast path for plain rows gives the same segments as rendering the row's rich Text."""
+    from rich.segment import Segment
+
+    path = tmp_path / "node_0.log"
+    write_lines(path, [glog_line(1)], "w")
+    app = LogApp(path)
+    async with app.run_test(size=(100, 24)) as pilot:
+        view = app.query_one(LogView)
+        await wait_for(pilot, lambda: view.line_count == 1, "the file")
+        rows = [glog_line(2), glog_line(3, "W"), glog_line(4, "E"), glog_line(5, "F"), "not a glog line", "",
+                "I1129 " + "x" * 100 + "] late bracket", glog_line(6, text=""), "E only severity-like"]
+        for text in rows:
+            for current in (False, True):
+                fast = list(Segment.simplify(view._plain_strip(text, current)))
+                rich = list(Segment.simplify(view._styled(text, current).render(app.console)))
+                assert [(s.text, s.style) for s in fast if s.text] == [(s.text, s.style) for s in rich if s.text], \
+                    (text, current)
+                assert view._plain_strip(text, current).cell_length == view._styled(text, current).cell_len
+
+
+async def test_the_scrollbar_repaints_only_when_its_thumb_moves_visibly(tmp_path):
+    path = tmp_path / "node_0.log"
+    write_lines(path, [glog_line(i) for i in range(20000)], "w")
+    app = LogApp(path)
+    async with app.run_test(size=(100, 24)) as pilot:
+        view = app.query_one(LogView)
+        await wait_for(pilot, lambda: visible(view)[-1].endswith("message 19999"), "the tail")
+        write_lines(path, [glog_line(20000)])
+        await wait_for(pilot, lambda: visible(view)[-1].endswith("message 20000"), "the first appended line")
+        bar = view.vertical_scrollbar
+        repaints = []
+        original = bar.refresh
+        bar.refresh = lambda *a, **k: (repaints.append(k), original(*a, **k))[1]
+        write_lines(path, [glog_line(i) for i in range(20001, 20011)])
+        await wait_for(pilot, lambda: visible(view)[-1].endswith("message 20010"), "the appended lines")
+        assert bar.window_virtual_size == view.virtual_size.height and bar.position == view.max_scroll_y
+        assert repaints == []  # ten lines more in twenty thousand: the thumb stays on the same cell
+        view.action_top()
+        await wait_for(pilot, lambda: repaints, "the thumb moved to the top")
+        assert bar.position == 0
+
+
+async def test_a_flood_is_read_less_often_than_a_trickle(tmp_path):
+    from xllm_tui.ui.widgets.log_view import FLOOD_WAKE_GAP_S, WAKE_GAP_S
+
+    path = tmp_path / "node_0.log"
+    write_lines(path, [glog_line(i) for i in range(300)], "w")
+    app = LogApp(path)
+    async with app.run_test(size=(100, 24)) as pilot:
+        view = app.query_one(LogView)
+        await wait_for(pilot, lambda: visible(view)[-1].endswith("message 299"), "the tail")
+        write_lines(path, [glog_line(300)])
+        await wait_for(pilot, lambda: visible(view)[-1].endswith("message 300"), "one more line")
+        assert view._wake_gap() == WAKE_GAP_S
+        write_lines(path, [glog_line(i) for i in range(301, 1301)])  # a thousand lines in one read: a flood
+        await wait_for(pilot, lambda: visible(view)[-1].endswith("message 1300"), "the flood")
+        assert view._wake_gap() == FLOOD_WAKE_GAP_S > WAKE_GAP_S
+        write_lines(path, [glog_line(1301)])
+        await wait_for(pilot, lambda: visible(view)[-1].endswith("message 1301"), "the trickle again")
+        assert view._wake_gap() == WAKE_GAP_S

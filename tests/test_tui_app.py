@@ -6,6 +6,7 @@ notifications) and what the supervisor was asked to do.
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from pathlib import Path
@@ -377,6 +378,54 @@ async def test_profile_file_is_watched(source, tmp_path):
         assert source.actions == []
 
 
+async def test_profile_file_is_watched_by_inotify_without_a_polling_thread(source, tmp_path, monkeypatch):
+    import watchfiles
+
+    def no_polling(*args, **kwargs):
+        raise AssertionError("watchfiles polls: its thread wakes twice a second")
+
+    monkeypatch.setattr(watchfiles, "awatch", no_polling)
+    profiles = tmp_path / "profiles"
+    shutil.copytree(REPO / "profiles", profiles)
+    profile = profiles / "a3-8card.yaml"
+    app = make_app(source, profile_path=str(profile), simulate=True, watch_profile=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.profile_plan is not None, what="profile planned")
+        banner = app.main_screen.query_one("#profile-banner", Static)
+        text = profile.read_text().replace("max_seqs_per_batch: 256", "max_seqs_per_batch: 128")
+        deadline = time.monotonic() + 20
+        while not banner.has_class("visible"):  # save until the watcher, once started, has seen it (bounded)
+            assert time.monotonic() < deadline, "the profile edit was not noticed"
+            edited = profiles / ".a3-8card.yaml.swp"  # an editor's save: a new file renamed over the profile
+            edited.write_text(text)
+            os.rename(edited, profile)
+            await pilot.pause(0.5)
+        assert "a relaunch would change ranks 0-7" in str(banner.render())
+
+
+async def test_switching_ranks_does_not_lay_the_screen_out(source):
+    """The log pane's title has a fixed height: a new title repaints it, it does not reflow the whole screen."""
+    from xllm_tui.ui.widgets.rank_log import RankLog
+
+    app = make_app(source)
+    async with app.run_test(size=(120, 40)) as pilot:
+        pane = app.main_screen.query_one(RankLog)
+        await until(pilot, lambda: pane.rank == 0, what="rank 0 shown")
+        title = pane.query_one(".rank-log-title", Static)
+        layouts = []
+        original = title.refresh
+
+        def refresh(*regions, **kwargs):
+            if kwargs.get("layout"):
+                layouts.append(kwargs)
+            return original(*regions, **kwargs)
+
+        title.refresh = refresh
+        await pilot.press("down")
+        await until(pilot, lambda: pane.rank == 1 and " rank 1 " in str(title.render()), what="rank 1 shown")
+        assert layouts == []
+
+
 async def test_quit_leaves_everything_running(source):
     app = make_app(source)
     async with app.run_test(size=(120, 40)) as pilot:
@@ -571,3 +620,35 @@ async def test_idle_screen_redraws_only_what_the_clock_changes(tmp_path):
         assert " 1m " in screen_text(app)
         source.data["ranks"][2]["last_line"] = "I20261130 10:00:00.000000 1 x.cc:1] a new line from rank 2"
         await until(pilot, lambda: "a new line from rank 2" in screen_text(app), what="the changed snapshot")
+
+
+def test_the_clock_ticks_each_second_only_while_seconds_show():
+    from xllm_tui.ui.app import MAX_TICK_S, next_clock_change
+
+    ready = {"rank": 0, "pid": 10, "state": "ready", "started_at": 1000.0}
+    starting = {"rank": 1, "pid": 11, "state": "starting", "started_at": 1000.0}
+    stopped = {"rank": 2, "pid": None, "state": "stopped", "started_at": 0}
+    assert next_clock_change(None, 0) == 1.0
+    # Idle ready ranks: the next whole minute of the uptime shown ("<1m" -> "1m", "5m" -> "6m"), not every second.
+    assert next_clock_change({"ranks": [ready, stopped]}, 1030.0) == pytest.approx(30.05)
+    assert next_clock_change({"ranks": [ready]}, 1000.0 + 5 * 3600 + 59.5) == pytest.approx(0.55)
+    assert next_clock_change({"ranks": [stopped]}, 1030.0) == MAX_TICK_S
+    # Seconds show: a rank starting up in its first minute, or the group's restart countdown.
+    assert next_clock_change({"ranks": [ready, starting]}, 1030.0) == 1.0
+    assert next_clock_change({"ranks": [ready], "group": {"next_restart_at": 1040.0}}, 1030.0) == 1.0
+
+
+async def test_an_idle_tui_ticks_once_a_minute_not_once_a_second(tmp_path):
+    snapshot = demo_snapshot(tmp_path / "logs")
+    snapshot["group"].pop("next_restart_at", None)
+    now = snapshot["time"]
+    for rank in snapshot["ranks"]:
+        rank.update(state="ready", pid=1000 + int(rank["rank"]), started_at=now - 3600 - 10)
+
+    class LiveStatic(StaticSource):
+        frozen = False  # the app runs its clock as for a live supervisor
+
+    app = make_app(LiveStatic(snapshot))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.snapshot is not None and app._tick_timer is not None, what="a snapshot")
+        assert app._tick_timer._interval == pytest.approx(50.05, abs=0.5)  # the next whole minute of uptimes

@@ -2,22 +2,21 @@
 only ticks for its timers (probes, silence, start timeouts). Where inotify cannot be had (not Linux, no watches
 left, an exotic file system) it falls back to polling.
 
-Why inotify directly and not watchfiles (used by the TUI for the profile file): watchfiles' Rust watcher wakes every
-`step` milliseconds to check its stop event, and returns to Python through a worker thread at each timeout, which
-was most of an idle supervisor's CPU; and a change is seen only after up to two steps. An inotify descriptor on the
-event loop (`add_reader`) costs nothing while nothing is written and wakes the loop at the first write. Under a
-flood the reader is removed after the first event of a round and added back when the round is over, so a burst of
-writes costs one wake-up per round, not one per write.
+Why inotify directly (logs/inotify.py) and not watchfiles: watchfiles' Rust watcher wakes every `step` milliseconds
+to check its stop event, and returns to Python through a worker thread at each timeout, which was most of an idle
+supervisor's CPU; and a change is seen only after up to two steps. An inotify descriptor on the event loop
+(`add_reader`) costs nothing while nothing is written and wakes the loop at the first write. Under a flood the
+reader is removed after the first event of a round and added back when the round is over, so a burst of writes
+costs one wake-up per round, not one per write.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import ctypes.util
 import logging
-import os
+
+from xllm_tui.logs.inotify import Inotify
 
 log = logging.getLogger("xllm_tui.supervisor")
 
@@ -25,48 +24,6 @@ IDLE_TICK_S = 1.0  # evaluation timers without any log growth, while some rank's
 STEADY_TICK_S = 30.0  # nothing can change with time: a safety net only (growth, exits, state changes wake it)
 POLL_S = 0.2  # without inotify
 COALESCE_S = 0.1  # at most this often under a flood: one read round takes in everything written meanwhile
-
-# <sys/inotify.h>
-_IN_MODIFY, _IN_CLOSE_WRITE, _IN_MOVED_TO, _IN_CREATE = 0x2, 0x8, 0x80, 0x100
-_WATCH_MASK = _IN_MODIFY | _IN_CLOSE_WRITE | _IN_MOVED_TO | _IN_CREATE
-
-
-def _libc():
-    name = ctypes.util.find_library("c") or "libc.so.6"
-    libc = ctypes.CDLL(name, use_errno=True)
-    libc.inotify_init1.argtypes = [ctypes.c_int]
-    libc.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
-    return libc
-
-
-class Inotify:
-    """One inotify descriptor watching some directories (not recursive) for files written, created, moved in."""
-
-    def __init__(self, dirs: frozenset[str]) -> None:
-        libc = _libc()
-        fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)  # IN_NONBLOCK, IN_CLOEXEC have these values
-        if fd < 0:
-            errno = ctypes.get_errno()
-            raise OSError(errno, f"inotify_init1: {os.strerror(errno)}")
-        self.fd = fd
-        try:
-            for d in sorted(dirs):
-                if libc.inotify_add_watch(fd, os.fsencode(d), _WATCH_MASK) < 0:
-                    errno = ctypes.get_errno()
-                    raise OSError(errno, f"inotify_add_watch {d}: {os.strerror(errno)}")
-        except BaseException:
-            os.close(fd)
-            raise
-
-    def drain(self) -> None:
-        """Discard the queued events: only "something grew" matters (every log is read by offset)."""
-        with contextlib.suppress(BlockingIOError, InterruptedError):
-            while os.read(self.fd, 65536):
-                pass
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            os.close(self.fd)
 
 
 class LogWake:

@@ -49,6 +49,8 @@ MIN_REFRESH_S = 0.3  # at most ~3 snapshot redraws per second, however many even
 QUIET_POLL_S = 3.0  # the poll interval once snapshots stop changing (an event or an action still wakes it)
 QUIET_AFTER = 3  # unchanged snapshots in a row before polling slows down
 RETRY_S = 2.0
+MAX_TICK_S = 60.0  # the clock tick's longest sleep (nothing shown changes faster than uptimes' minutes)
+PROFILE_SETTLE_S = 0.3  # a profile edit is read this long after its first change (a save is several events)
 EVENT_BACKLOG = 2000  # events drawn from the journal on attach
 APP_KEYS: list[tuple[str, str, str, str, bool, str, str]] = [
     ("help", "question_mark", "help", "Help", True, "this list of keys", "General"),
@@ -148,6 +150,26 @@ _CLOCK_FIELDS = ("time", "devices")
 _RANK_CLOCK_FIELDS = ("uptime_s",)
 
 
+def next_clock_change(snapshot: dict[str, Any] | None, now: float) -> float:
+    """Seconds until some time the TUI shows (uptimes, restart countdown) can change; 1 s at most while a
+    countdown or seconds show, MAX_TICK_S at most otherwise."""
+    if not snapshot:
+        return 1.0
+    if (snapshot.get("group") or {}).get("next_restart_at"):
+        return 1.0
+    delay = MAX_TICK_S
+    for rank in snapshot.get("ranks") or []:
+        started = rank.get("started_at")
+        if not started or not rank.get("pid"):
+            continue
+        seconds = now - started
+        if seconds < 60 and rank.get("state") != "ready":
+            return 1.0  # fmt.uptime shows seconds
+        # Uptimes show whole minutes (hours past a day: still checked each minute).
+        delay = min(delay, 60 - seconds % 60 + 0.05)
+    return max(0.05, delay)
+
+
 def _same_but_clock(a: dict[str, Any], b: dict[str, Any]) -> bool:
     """Two snapshots that differ only in the supervisor's clock and the uptimes derived from it."""
     if any(a.get(k) != b.get(k) for k in a.keys() | b.keys() if k not in _CLOCK_FIELDS and k != "ranks"):
@@ -240,6 +262,7 @@ class XllmApp(App[None]):
         self.config_problems: list[str] = []
         self._wake = asyncio.Event()
         self._reported: set[tuple[str, str]] = set()
+        self._tick_timer: Any = None  # the clock tick (see _schedule_tick)
         self._frozen = bool(getattr(source, "frozen", False))
         fmt.use_utc(self._frozen)
         self.main_screen = MainScreen()
@@ -293,14 +316,29 @@ class XllmApp(App[None]):
         if self.watch_profile:
             self._watch_profile()
         if not self._frozen:
-            self.set_interval(1.0, self._tick)
+            self._schedule_tick()
             self.set_interval(5.0, self._devices_tick)
 
-    def _tick(self) -> None:
-        """Once a second: uptimes and the restart countdown move without a new snapshot (each widget
-        repaints only when its text changes)."""
-        if not self.snapshot or not self._ui_ready():  # not while the screens are torn down at exit
+    def _schedule_tick(self) -> None:
+        """(Re)arm the clock tick for the next moment a shown time can change: every second while a countdown
+        or a rank's start-up seconds show, else at the next whole minute of an uptime (an idle TUI wakes once a
+        minute, not once a second). A snapshot that changes something re-arms it."""
+        if self._frozen or self._exit:
             return
+        delay = next_clock_change(self.snapshot, self.now())
+        if self._tick_timer is not None:
+            self._tick_timer.stop()
+        self._tick_timer = self.set_timer(delay, self._tick, name="clock-tick")
+
+    def _tick(self) -> None:
+        """Uptimes and the restart countdown move without a new snapshot (each widget repaints only when its
+        text changes)."""
+        self._tick_timer = None
+        if not self.snapshot or not self._ui_ready():  # not while the screens are torn down at exit
+            if not self._exit:
+                self._schedule_tick()
+            return
+        self._schedule_tick()
         now = self.now()
         if self.screen is self.main_screen:
             if (self.snapshot.get("group") or {}).get("next_restart_at"):  # the only clock in the status line
@@ -478,6 +516,8 @@ class XllmApp(App[None]):
             # the baseline, so a profile edit's diff shows the edit, not the toggle.
             self.profile_plan.toggles = toggles
             self._load_profile(initial=True)
+        if self._tick_timer is not None:
+            self._schedule_tick()  # ranks started or stopped: their uptimes change at other moments
         return True
 
     def _announce_failures(self, previous: Snapshot, current: Snapshot) -> None:
@@ -997,15 +1037,41 @@ class XllmApp(App[None]):
 
     @work(exit_on_error=False, group="watch", exclusive=True)
     async def _watch_profile(self) -> None:
-        import watchfiles
+        """Re-plan the profile when its file changes. inotify on the event loop costs nothing until then."""
+        from xllm_tui.logs.inotify import FileWatch
 
         path = os.path.abspath(self.profile_path or "")
-        directory = os.path.dirname(path)
-        # Watch the directory: editors save by renaming a new file over the old one.
         try:
-            # step: how often the watcher thread wakes (and takes the GIL) to check for a stop; its 50 ms
-            # default costs an idle TUI 20 wake-ups a second.
-            async for changes in watchfiles.awatch(directory, debounce=1000, step=500, recursive=False):
+            watch = FileWatch(path)  # its directory too: editors save by renaming a new file over the old one
+        except (OSError, AttributeError):
+            await self._watch_profile_polling(path)
+            return
+        loop = asyncio.get_running_loop()
+        changed = asyncio.Event()
+
+        def on_event() -> None:
+            if watch.changed():
+                changed.set()
+
+        loop.add_reader(watch.fd, on_event)
+        try:
+            while True:
+                await changed.wait()
+                await asyncio.sleep(PROFILE_SETTLE_S)  # a save is several events (write, rename): read it once
+                changed.clear()
+                self._load_profile()
+        finally:
+            loop.remove_reader(watch.fd)
+            watch.close()
+
+    async def _watch_profile_polling(self, path: str) -> None:
+        """Without inotify: watchfiles, whose thread wakes every `step` ms (its 50 ms default costs an idle
+        TUI 20 wake-ups a second)."""
+        import watchfiles
+
+        try:
+            async for changes in watchfiles.awatch(os.path.dirname(path), debounce=1000, step=500,
+                                                   recursive=False):
                 if any(os.path.abspath(p) == path for _, p in changes):
                     self._load_profile()
         except Exception as error:  # a vanished directory must not end the TUI

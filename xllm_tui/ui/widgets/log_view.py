@@ -8,7 +8,9 @@ Embedding
 Nothing holds the file's lines: rows are read on demand with pread through the block index of
 `LogFile` and rendered by `render_line` with LRU caches (the Line API of `ScrollView`, as Toolong does).
 File I/O that can take long (indexing the rest of a big file, filters, search) runs in thread workers
-that post messages back; a timer polls the file for appended data (`poll_interval`, default 0.5 s).
+that post messages back. Appended data is read when inotify says the file changed (`logs/inotify.py`
+FileWatch on the event loop: an idle log costs no wake-up at all; under a flood one read per
+`WAKE_GAP_S`, `FLOOD_WAKE_GAP_S` while each read brings more than a screenful); where inotify cannot be had, a timer polls the file (`poll_interval`, default 0.5 s).
 
 Public methods
     set_path(path | None)        show another file (None: empty view); resets search, filter, current line
@@ -57,6 +59,8 @@ row count would defeat the index, and operators use wrap to read a few long line
 
 from __future__ import annotations
 
+import asyncio
+import math
 import os
 import re
 import time
@@ -64,6 +68,8 @@ from array import array
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 
+from rich.cells import cell_len
+from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
 from textual import work
@@ -73,10 +79,14 @@ from textual.geometry import Size
 from textual.message import Message
 from textual.reactive import reactive
 from textual.scroll_view import ScrollView
+from textual.scrollbar import ScrollBar
 from textual.strip import Strip
+from textual.timer import Timer
+from textual.widget import Widget
 from textual.worker import get_current_worker
 
 from xllm_tui.logs.glog import ERRORS_PATTERNS, WARNINGS_PATTERNS, severity_of
+from xllm_tui.logs.inotify import FileWatch
 from xllm_tui.logs.tail import LogFile, RefreshResult, Snapshot
 
 _CONTROL = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-_]|[\x00-\x08\x0b-\x1f\x7f]")
@@ -87,6 +97,13 @@ _INDEX_SLICE_S = 0.15  # seconds of indexing per poll worker run
 # Appended bytes read per lock hold: the UI thread reads visible rows under the same lock, so a slice is
 # what a frame may wait for (8 MiB slices held frames for tens of ms on a busy machine).
 _POLL_SLICE_BYTES = 1024 * 1024
+# Under a flood, reads woken by inotify start at most this often: each one redraws the pane. The first
+# change after a quiet spell is read at once.
+WAKE_GAP_S = 0.2
+# While each read brings more lines than the view shows (a flood: nobody reads a screen replaced five times a
+# second), reads start at most this often: every frame costs the UI thread, and on a busy machine keys wait
+# behind frames.
+FLOOD_WAKE_GAP_S = 0.5
 COMPACT_PREFERENCE = "log_view_compact"  # attribute of the app remembering the last chosen mode
 # The glog prefix compact mode drops: severity, date, time (kept, cut to milliseconds), thread, file:line.
 _GLOG_PREFIX = re.compile(r"^[IWEF](?:\d{8}|\d{4}) (\d\d:\d\d:\d\d)(\.\d{1,3})?\d*\s+\d+ [^\s\]]+\] ?")
@@ -100,11 +117,24 @@ def compact_text(text: str) -> str:
     return f"{m[1]}{m[2] or ''} {text[m.end():]}"
 
 
+_NEEDS_CLEANING = re.compile(r"[\x00-\x1f\x7f]")  # tab, escape and the other control characters
+
+
 def _clean(text: str) -> str:
     """Drop terminal control sequences and expand tabs: a log must not drive the terminal."""
-    if "\x1b" in text or "\t" in text or any(ord(c) < 32 for c in text):
+    # One regex scan in C: a generator over the characters cost more than rendering the row under a flood.
+    if _NEEDS_CLEANING.search(text) is not None:
         text = _CONTROL.sub("", text.replace("\t", "    "))
     return text
+
+
+def _thumb_steps(cells: int, virtual: float, window: float, position: float) -> tuple[int, int] | None:
+    """Where ScrollBarRender.render_bar draws a vertical thumb, in eighths of a cell (None: no thumb drawn)."""
+    if not (window and cells and virtual and cells != virtual) or virtual == window:
+        return None
+    thumb = max(1, window / (virtual / cells))
+    start = int((cells - thumb) * (position / (virtual - window)) * 8)
+    return start, start + math.ceil(thumb * 8)
 
 
 @dataclass
@@ -245,6 +275,12 @@ class LogView(ScrollView, can_focus=True):
         self._complete = True
         self._index_progress = (0, 0)
         self._poll_busy = False
+        self._poll_wanted = False  # a change was seen while a poll ran: poll again when it is done
+        self._poll_started = 0.0  # monotonic time the last poll worker started
+        self._last_read_lines = 0  # lines the last poll appended
+        self._poll_timer: Timer | None = None  # only while the file has no inotify watch
+        self._file_watch: FileWatch | None = None
+        self._listening = False  # the watch's descriptor is on the event loop
         self._text_cache: LRUCache[tuple, tuple[int, str]] = LRUCache(4096)
         self._offset_text_cache: LRUCache[tuple, str] = LRUCache(4096)
         self._strip_cache: LRUCache[tuple, list[Strip]] = LRUCache(2048)
@@ -262,18 +298,19 @@ class LogView(ScrollView, can_focus=True):
         self._wrap_layout_key: tuple | None = None
         self._wrap_layout: list[Strip] = []
         self._shown_title: str | None = None
-        self._style_memo: dict[tuple, tuple[Style, Style]] = {}  # see _line_styles
+        self._style_memo: dict = {}  # see _line_styles and _base_style
         self._shown_subtitle: str | None = None
         self._search_wrapped = ""  # "search wrapped to the top/bottom" after a search went round the file
 
     def on_mount(self) -> None:
         super().on_mount()
-        self.set_interval(self.poll_interval, self._schedule_poll, name="log-view-poll")
         self.set_reactive(LogView.compact, bool(getattr(self.app, COMPACT_PREFERENCE, False)))
         self._view_mounted = True
         self.set_path(self._initial_path)
 
     def on_unmount(self) -> None:
+        self._stop_watch()
+        self._set_poll_timer(False)
         if self._logfile is not None:
             self._logfile.close()
             self._logfile = None
@@ -318,6 +355,16 @@ class LogView(ScrollView, can_focus=True):
         return str(self.border_subtitle or "")
 
     @property
+    def polling_by_timer(self) -> bool:
+        """True while the file is polled by a timer (it has no inotify watch)."""
+        return self._poll_timer is not None
+
+    @property
+    def watching(self) -> bool:
+        """True while inotify wakes the view when its file changes."""
+        return self._file_watch is not None
+
+    @property
     def log_file(self) -> LogFile | None:
         """The underlying LogFile (shared with workers; treat as read-only)."""
         return self._logfile
@@ -334,6 +381,8 @@ class LogView(ScrollView, can_focus=True):
         self.path = os.fspath(path) if path is not None else None
         self._logfile = LogFile(self.path, initial_lines=500) if self.path is not None else None
         self._reset_view_state()
+        self._last_read_lines = 0
+        self._start_watch()
         snapshot = self._logfile.snapshot() if self._logfile else None
         self._base = snapshot.prepended_lines if snapshot else 0
         self._lines = snapshot.line_count if snapshot else 0
@@ -360,13 +409,70 @@ class LogView(ScrollView, can_focus=True):
         if self._filter_level is not None and self._logfile is not None:
             self._start_filter(self._filter_level)
 
+    # ---- waking on change (inotify, else the poll timer) ----------------------------------------
+    def _start_watch(self) -> None:
+        self._stop_watch()
+        if self.path is not None:
+            try:
+                self._file_watch = FileWatch(self.path)
+            except (OSError, AttributeError):  # no inotify, out of watches, no such directory: poll instead
+                self._file_watch = None
+        self._set_poll_timer(self.path is not None and self._file_watch is None)
+        self._listen()
+
+    def _set_poll_timer(self, running: bool) -> None:
+        if running and self._poll_timer is None:
+            self._poll_timer = self.set_interval(self.poll_interval, self._schedule_poll, name="log-view-poll")
+        elif not running and self._poll_timer is not None:
+            self._poll_timer.stop()
+            self._poll_timer = None
+
+    def _stop_watch(self) -> None:
+        self._unlisten()
+        if self._file_watch is not None:
+            self._file_watch.close()
+            self._file_watch = None
+
+    def _listen(self) -> None:
+        if self._file_watch is not None and not self._listening:
+            asyncio.get_running_loop().add_reader(self._file_watch.fd, self._on_file_event)
+            self._listening = True
+
+    def _unlisten(self) -> None:
+        if self._listening and self._file_watch is not None:
+            asyncio.get_running_loop().remove_reader(self._file_watch.fd)
+        self._listening = False
+
+    def _on_file_event(self) -> None:
+        watch = self._file_watch
+        if watch is None or not watch.changed():
+            return
+        # One wake-up per read under a flood: listening resumes when the poll is done.
+        self._unlisten()
+        wait = self._poll_started + self._wake_gap() - time.monotonic()
+        if wait > 0:
+            self.set_timer(wait, self._schedule_poll, name="log-view-wake")
+        else:
+            self._schedule_poll()
+
+    def _wake_gap(self) -> float:
+        """Least time between the starts of two reads woken by inotify."""
+        flooding = self._last_read_lines > max(1, self.scrollable_content_region.height)
+        return FLOOD_WAKE_GAP_S if flooding else WAKE_GAP_S
+
     # ---- polling (thread worker) -------------------------------------------------------------------
     def _schedule_poll(self) -> None:
-        if self._poll_busy or self._logfile is None:
+        if self._logfile is None:
+            return
+        if self._poll_busy:
+            self._poll_wanted = True
             return
         if self._complete and self._logfile.unchanged_since_poll():
+            self._listen()
             return  # an idle log: no thread, no message, no redraw
         self._poll_busy = True
+        self._poll_wanted = False
+        self._poll_started = time.monotonic()
         level = self._filter_level
         key = (level, *self._filter_range) if level and self._filter_range else None
         self._poll_worker(self._logfile, self._token, key)
@@ -406,11 +512,15 @@ class LogView(ScrollView, can_focus=True):
     def on_log_view__polled(self, message: _Polled) -> None:
         message.stop()
         self._poll_busy = False
+        self._listen()
+        if self._poll_wanted:
+            self.call_later(self._schedule_poll)
         result = message.result
         if result is None or result.token != self._token or self._logfile is None:
             if self._logfile is not None and not self._complete:
                 self.call_later(self._schedule_poll)  # a new file is waiting to be indexed
             return
+        self._last_read_lines = result.refresh.new_lines if result.refresh.reset is None else 0
         if result.refresh.reset is not None:
             self._reset_view_state()
             self._base = result.snapshot.prepended_lines
@@ -472,12 +582,60 @@ class LogView(ScrollView, can_focus=True):
         if self.wrap:
             # Scrolling moves by log lines; the extra height lets any line, even the last, be the top one.
             extra = max(0, self.scrollable_content_region.height - 1) if self.row_count else 0
-            self.virtual_size = Size(0, self.row_count + extra)
+            self._set_virtual_size(Size(0, self.row_count + extra))
         else:
-            self.virtual_size = Size(self._max_width, self.row_count)
+            self._set_virtual_size(Size(self._max_width, self.row_count))
+
+    def _set_virtual_size(self, size: Size) -> None:
+        """Widget.virtual_size is a layout reactive: each change lays the whole screen out again, and a followed
+        log grows at every read (that reflow was the larger part of a frame under a flood). A change of height
+        alone needs no layout, unless the vertical scrollbar appears or goes: its thumb is updated here and the
+        view repaints."""
+        old = self.virtual_size
+        if size == old:
+            return
+        if size.width != old.width or not self.container_size or not self.is_mounted:
+            self.virtual_size = size
+            return
+        height = self.container_size.height - self.scrollbar_size_horizontal
+        if (size.height > height) != self.show_vertical_scrollbar:
+            self.virtual_size = size  # the vertical scrollbar appears or goes: that is a layout
+            return
+        self.set_reactive(Widget.virtual_size, size)
+        if self.show_vertical_scrollbar:
+            # Only the vertical scrollbar's thumb moves (Widget._scroll_update repaints both scrollbars).
+            # Following: the view is about to scroll to the new end, so judge the thumb there (the state in
+            # between, the new height at the old position, would move it by an eighth of a cell and back).
+            end = max(0, size.height - height) if self.follow and self._pinned else None
+            self._set_vertical_thumb(virtual=size.height, window=height, position=end)
+        self.scroll_y = self.validate_scroll_y(self.scroll_y)
+        self.refresh()
+
+    def _set_vertical_thumb(self, *, virtual: int | None = None, window: int | None = None,
+                            position: float | None = None) -> None:
+        """Give the vertical scrollbar new figures; repaint it only if its thumb moves by a step the terminal
+        shows. Following a flooding log, each read moves the thumb by a sliver of a cell, and repainting the
+        scrollbar at every frame was a tenth of the frame."""
+        bar = self.vertical_scrollbar
+        old = (bar.window_virtual_size, bar.window_size, bar.position)
+        new = (old[0] if virtual is None else virtual, old[1] if window is None else window,
+               old[2] if position is None else bar.validate_position(position))
+        if new == old:
+            return
+        cells = bar.size.height
+        if cells and _thumb_steps(cells, *old) is not None and _thumb_steps(cells, *old) == _thumb_steps(cells, *new):
+            bar.set_reactive(ScrollBar.window_virtual_size, new[0])
+            bar.set_reactive(ScrollBar.window_size, new[1])
+            bar.set_reactive(ScrollBar.position, new[2])
+        else:
+            bar.window_virtual_size, bar.window_size, bar.position = new
 
     def watch_scroll_y(self, old_value: float, new_value: float) -> None:
-        super().watch_scroll_y(old_value, new_value)
+        # ScrollView.watch_scroll_y, with the thumb repainted only when it moves visibly.
+        if self.show_vertical_scrollbar:
+            self._set_vertical_thumb(position=new_value)
+        if round(old_value) != round(new_value):
+            self.refresh(self.size.region)
         self._wrap_layout_key = None
         self._pinned = self._at_bottom()
         if self._unseen and self._at_bottom():
@@ -589,13 +747,20 @@ class LogView(ScrollView, can_focus=True):
     def _current_background(self) -> Style:
         return Style(bgcolor=self.get_component_rich_style("log-view--current").bgcolor)
 
+    def _base_style(self) -> Style:
+        """The widget's own style (rich_style walks the ancestors' backgrounds: too slow for every row)."""
+        style = self._style_memo.get("base")
+        if style is None:
+            style = self._style_memo["base"] = self.rich_style
+        return style
+
     def _line_styles(self, severity: str | None, current: bool) -> tuple[Style, Style]:
         """(line style, prefix style): computed once per style change, not per row (a flood renders a
         screenful of new rows twice a second, and each style lookup walks the CSS)."""
         key = (severity, current)
         styles = self._style_memo.get(key)
         if styles is None:
-            base = self.rich_style
+            base = self._base_style()
             if current:
                 base = base + self._current_background()
             style_name = _SEVERITY_CLASS.get(severity or "I", "log-view--info")
@@ -623,6 +788,28 @@ class LogView(ScrollView, can_focus=True):
                     line.stylize(match_style, m.start(), m.end())
         return line
 
+    def _plain_strip(self, text: str, current: bool) -> Strip:
+        """What `_styled(text, current)` renders to, without building rich Text: the common row (no wrap, no
+        search, not compact) is two segments, the glog prefix muted and the rest in the severity's colour.
+        Under a flood every row on screen is new at each frame."""
+        severity = severity_of(text)
+        line_style, prefix_style = self._line_styles(severity, current)
+        end = text.find("] ") if severity is not None and text[:1] == severity else -1
+        if 0 < end < 80:
+            prefix, rest = text[:end + 1], text[end + 1:]
+            segments = [Segment(prefix, line_style + prefix_style)]
+            if rest:
+                segments.append(Segment(rest, line_style))
+        else:
+            segments = [Segment(text, line_style)] if text else []
+        length = cell_len(text)
+        if length > self._max_width:
+            self._max_width = length
+            if not self._width_pending:
+                self._width_pending = True
+                self.call_after_refresh(self._grow_width)
+        return Strip(segments, length)
+
     def _row_strips(self, row: int, width: int | None) -> list[Strip] | None:
         """Rendered strips of a row: one (no wrap) or several (wrapped to width)."""
         entry = self._row_entry(row)
@@ -633,6 +820,10 @@ class LogView(ScrollView, can_focus=True):
         key = (self._token, offset, text, width, current, self._search_text, self.compact)
         strips = self._strip_cache.get(key)
         if strips is not None:
+            return strips
+        if width is None and self._search_str is None and not self.compact:
+            strips = [self._plain_strip(text, current)]
+            self._strip_cache.set(key, strips)
             return strips
         line = self._styled(text, current)
         console = self.app.console
@@ -666,7 +857,7 @@ class LogView(ScrollView, can_focus=True):
             self._width_pending = True
             self.call_after_refresh(self._grow_width)
         width = self.scrollable_content_region.width
-        base_style = self.rich_style
+        base_style = self._base_style()
         if self.wrap:
             layout = self._visible_wrapped(width, self.scrollable_content_region.height)
             strip = layout[y] if y < len(layout) else Strip.blank(width, base_style)

@@ -162,7 +162,10 @@ class RankLog(Vertical):
             text.append(hint, style="dim")
         if text != self._title:
             self._title = text
-            title.update(text)
+            # A title of fixed height (app.tcss) cannot change the layout: skip the reflow of the whole screen
+            # Static.update does by default (it was most of a rank switch's frame under a flood).
+            height = title.styles.height
+            title.update(text, layout=height is None or not height.is_cells)
         if path == self.path and number == self.rank:
             return
         self.rank, self.path = number, path

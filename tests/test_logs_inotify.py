@@ -1,0 +1,55 @@
+"""FileWatch: one file's writes, truncation and rotation are seen; other files in its directory are not."""
+
+from __future__ import annotations
+
+import os
+import select
+
+from xllm_tui.logs.inotify import FileWatch
+
+
+def readable(watch: FileWatch, timeout: float = 5.0) -> bool:
+    return bool(select.select([watch.fd], [], [], timeout)[0])
+
+
+def settled(watch: FileWatch) -> bool:
+    """Whatever is queued concerns the file or not; nothing more arrives within a short bounded wait."""
+    return not readable(watch, 0.05) or not watch.changed()
+
+
+def test_appends_truncation_and_rotation_are_seen(tmp_path):
+    path = tmp_path / "node_0.log"
+    path.write_text("first\n")
+    watch = FileWatch(str(path))
+    try:
+        assert not readable(watch, 0)
+        with open(path, "a") as f:
+            f.write("second\n")
+        assert readable(watch) and watch.changed()
+        os.truncate(path, 0)
+        assert readable(watch) and watch.changed()
+        os.rename(path, str(path) + ".1")
+        assert readable(watch) and watch.changed()
+        path.write_text("new file\n")
+        assert readable(watch) and watch.changed()
+        assert settled(watch)
+        with open(path, "a") as f:  # the new inode is watched too
+            f.write("more\n")
+        assert readable(watch) and watch.changed()
+    finally:
+        watch.close()
+
+
+def test_other_files_of_the_directory_do_not_count(tmp_path):
+    path = tmp_path / "node_0.log"
+    other = tmp_path / "node_1.log"
+    other.write_text("x\n")
+    watch = FileWatch(str(path))  # not there yet
+    try:
+        with open(other, "a") as f:
+            f.write("y\n")
+        assert not readable(watch, 0.05) or not watch.changed()
+        path.write_text("appeared\n")
+        assert readable(watch) and watch.changed()
+    finally:
+        watch.close()
