@@ -652,3 +652,21 @@ async def test_an_idle_tui_ticks_once_a_minute_not_once_a_second(tmp_path):
     async with app.run_test(size=(120, 40)) as pilot:
         await until(pilot, lambda: app.snapshot is not None and app._tick_timer is not None, what="a snapshot")
         assert app._tick_timer._interval == pytest.approx(50.05, abs=0.5)  # the next whole minute of uptimes
+
+
+async def test_the_devices_are_read_again_only_while_their_tab_is_shown(tmp_path):
+    """The 5 s devices timer is paused unless the Devices tab is open: an idle TUI has no wake-up for it."""
+    from textual.widgets import TabbedContent
+
+    class LiveStatic(StaticSource):
+        frozen = False
+
+    app = make_app(LiveStatic(demo_snapshot(tmp_path / "logs")))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app._devices_timer is not None, what="the devices timer")
+        assert app._devices_timer._active.is_set() is False  # paused: the Log tab is shown
+        tabs = app.main_screen.query_one(TabbedContent)
+        tabs.active = "tab-devices"
+        await until(pilot, lambda: app._devices_timer._active.is_set(), what="the timer running on the Devices tab")
+        tabs.active = "tab-log"
+        await until(pilot, lambda: not app._devices_timer._active.is_set(), what="the timer paused again")

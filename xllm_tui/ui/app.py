@@ -263,6 +263,7 @@ class XllmApp(App[None]):
         self._wake = asyncio.Event()
         self._reported: set[tuple[str, str]] = set()
         self._tick_timer: Any = None  # the clock tick (see _schedule_tick)
+        self._devices_timer: Any = None  # re-reads the devices while their tab is shown
         self._frozen = bool(getattr(source, "frozen", False))
         fmt.use_utc(self._frozen)
         self.main_screen = MainScreen()
@@ -317,7 +318,8 @@ class XllmApp(App[None]):
             self._watch_profile()
         if not self._frozen:
             self._schedule_tick()
-            self.set_interval(5.0, self._devices_tick)
+            # Runs only while the Devices tab is shown (devices_tab_shown): an idle TUI has no wake-up for it.
+            self._devices_timer = self.set_interval(5.0, self._devices_tick, pause=True)
 
     def _schedule_tick(self) -> None:
         """(Re)arm the clock tick for the next moment a shown time can change: every second while a countdown
@@ -610,6 +612,10 @@ class XllmApp(App[None]):
             pane.show_unavailable("A frozen snapshot has no devices to read; run `xllm-tui devices PROFILE`.")
         else:
             self._read_devices(ranks)
+
+    def devices_tab_shown(self, shown: bool) -> None:
+        if self._devices_timer is not None:
+            self._devices_timer.resume() if shown else self._devices_timer.pause()
 
     def _devices_tick(self) -> None:
         """Every few seconds while the Devices tab is open (npu-smi is slow: never more often)."""

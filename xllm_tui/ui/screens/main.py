@@ -91,6 +91,7 @@ class MainScreen(Screen[None]):
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
         app: Any = self.app
+        app.devices_tab_shown(event.pane.id == "tab-devices")
         if event.pane.id == "tab-timeline":
             app.refresh_timeline()
         elif event.pane.id == "tab-devices":
