@@ -270,20 +270,25 @@ class LogFile:
         bs = self.block_size
         span = max(bs, READ_CHUNK // bs * bs)
         pos = start
-        while pos < end:
-            chunk = os.pread(fd, min(end, pos // bs * bs + span) - pos, pos)
-            if not chunk:
-                break  # shrunk meanwhile: the next poll sees the truncation
-            offset = 0
-            while offset < len(chunk):
-                stop = min(len(chunk), (pos + offset) // bs * bs + bs - pos)
-                count = chunk.count(b"\n", offset, stop)
-                if (pos + offset) % bs and counts:
-                    counts[-1] += count  # a short read ended inside this block
-                else:
-                    counts.append(count)
-                offset = stop
-            pos += len(chunk)
+        buffer = _take_scan_buffer(span)  # reused: a fresh chunk per read was paid for in page faults
+        try:
+            with memoryview(buffer) as view:
+                while pos < end:
+                    got = os.preadv(fd, [view[: min(end, pos // bs * bs + span) - pos]], pos)
+                    if not got:
+                        break  # shrunk meanwhile: the next poll sees the truncation
+                    offset = 0
+                    while offset < got:
+                        stop = min(got, (pos + offset) // bs * bs + bs - pos)
+                        count = buffer.count(b"\n", offset, stop)
+                        if (pos + offset) % bs and counts:
+                            counts[-1] += count  # a short read ended inside this block
+                        else:
+                            counts.append(count)
+                        offset = stop
+                    pos += got
+        finally:
+            _give_scan_buffer(buffer)
         return counts, pos
 
     def index_backward(self, max_bytes: int = 16 * READ_CHUNK) -> int:
