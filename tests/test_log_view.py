@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -60,17 +61,29 @@ async def wait_for(pilot, condition, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+@contextlib.asynccontextmanager
+async def tail_shown(path, lines: int = 300, app_class: type[App] | None = None, size=(100, 24)):
+    """A LogView on a log of `lines` glog lines, its last line on screen: yields (app, pilot, view)."""
+    write_lines(path, [glog_line(i) for i in range(lines)], "w")
+    app = (app_class or LogApp)(path)
+    async with app.run_test(size=size) as pilot:
+        view = app.query_one(LogView)
+        await wait_for(pilot, lambda: visible(view)[-1].endswith(f"message {lines - 1}"), "the tail")
+        yield app, pilot, view
+
+
+async def append_shown(pilot, view: LogView, path, first: int, last: int, what: str = "the appended lines") -> None:
+    """Append glog lines first..last and wait until the last is the view's last line on screen."""
+    write_lines(path, [glog_line(i) for i in range(first, last + 1)])
+    await wait_for(pilot, lambda: visible(view)[-1].endswith(f"message {last}"), what)
+
+
 async def test_shows_tail_then_follows_appended_lines(tmp_path):
     path = tmp_path / "node_0.log"
-    write_lines(path, [glog_line(i) for i in range(300)], "w")
-    app = LogApp(path)
-    async with app.run_test(size=(100, 24)) as pilot:
-        view = app.query_one(LogView)
-        await wait_for(pilot, lambda: visible(view)[-1].endswith("message 299"), "the tail")
+    async with tail_shown(path) as (app, pilot, view):
         assert view.line_count == 300
         assert "message 298" in visible(view)[-2]
-        write_lines(path, [glog_line(i) for i in range(300, 305)])
-        await wait_for(pilot, lambda: visible(view)[-1].endswith("message 304"), "the appended lines")
+        await append_shown(pilot, view, path, 300, 304)
         assert view.new_lines == 0 and not view.paused
         assert "follow" in str(view.border_title)
 
@@ -398,18 +411,13 @@ async def test_compact_mode_is_remembered_between_runs(tmp_path, monkeypatch):
 async def test_inotify_wakes_the_view_without_a_poll_timer(tmp_path):
     """Appends, truncation and rotation are read on inotify's word: the poll timer (an hour here) never runs."""
     path = tmp_path / "node_0.log"
-    write_lines(path, [glog_line(i) for i in range(300)], "w")
 
     class SlowPollApp(LogApp):
         def compose(self) -> ComposeResult:
             yield LogView(self.path, id="log", poll_interval=3600)
 
-    app = SlowPollApp(path)
-    async with app.run_test(size=(100, 24)) as pilot:
-        view = app.query_one(LogView)
-        await wait_for(pilot, lambda: visible(view)[-1].endswith("message 299"), "the tail")
-        write_lines(path, [glog_line(i) for i in range(300, 305)])
-        await wait_for(pilot, lambda: visible(view)[-1].endswith("message 304"), "the appended lines")
+    async with tail_shown(path, app_class=SlowPollApp) as (app, pilot, view):
+        await append_shown(pilot, view, path, 300, 304)
         assert view.watching and not view.polling_by_timer
         write_lines(path, [glog_line(0, text="after truncation")], "w")
         await wait_for(pilot, lambda: visible(view)[0].endswith("after truncation"), "the truncated file")
@@ -429,14 +437,9 @@ async def test_without_inotify_the_poll_timer_reads_the_file(tmp_path, monkeypat
 
     monkeypatch.setattr(log_view_module, "FileWatch", no_inotify)
     path = tmp_path / "node_0.log"
-    write_lines(path, [glog_line(i) for i in range(300)], "w")
-    app = LogApp(path)
-    async with app.run_test(size=(100, 24)) as pilot:
-        view = app.query_one(LogView)
-        await wait_for(pilot, lambda: visible(view)[-1].endswith("message 299"), "the tail")
+    async with tail_shown(path) as (app, pilot, view):
         assert view.polling_by_timer and not view.watching
-        write_lines(path, [glog_line(i) for i in range(300, 305)])
-        await wait_for(pilot, lambda: visible(view)[-1].endswith("message 304"), "the appended lines")
+        await append_shown(pilot, view, path, 300, 304)
         view.set_path(None)
         assert not view.polling_by_timer  # nothing to poll
 
@@ -444,13 +447,9 @@ async def test_without_inotify_the_poll_timer_reads_the_file(tmp_path, monkeypat
 async def test_following_appended_lines_does_not_lay_the_screen_out(tmp_path):
     """A followed log grows at each read: its new height repaints the view and its scrollbar, no layout."""
     path = tmp_path / "node_0.log"
-    write_lines(path, [glog_line(i) for i in range(300)], "w")
-    app = LogApp(path)
-    async with app.run_test(size=(100, 24)) as pilot:
-        view = app.query_one(LogView)
-        await wait_for(pilot, lambda: visible(view)[-1].endswith("message 299"), "the tail")
-        write_lines(path, [glog_line(300)])  # the first read may widen the view (the width of lines seen)
-        await wait_for(pilot, lambda: visible(view)[-1].endswith("message 300"), "the first appended line")
+    async with tail_shown(path) as (app, pilot, view):
+        # The first read may widen the view (the width of lines seen).
+        await append_shown(pilot, view, path, 300, 300, "the first appended line")
         layouts = []
         original = view.refresh
 
@@ -460,8 +459,7 @@ async def test_following_appended_lines_does_not_lay_the_screen_out(tmp_path):
             return original(*regions, **kwargs)
 
         view.refresh = refresh
-        write_lines(path, [glog_line(i) for i in range(301, 340)])
-        await wait_for(pilot, lambda: visible(view)[-1].endswith("message 339"), "the appended lines")
+        await append_shown(pilot, view, path, 301, 339)
         assert view.virtual_size.height == 340 and view.scroll_offset.y == view.max_scroll_y
         assert view.vertical_scrollbar.window_virtual_size == 340
         assert layouts == []
@@ -500,19 +498,13 @@ async def test_plain_rows_render_as_the_rich_text_path_does(tmp_path):
 
 async def test_the_scrollbar_repaints_only_when_its_thumb_moves_visibly(tmp_path):
     path = tmp_path / "node_0.log"
-    write_lines(path, [glog_line(i) for i in range(20000)], "w")
-    app = LogApp(path)
-    async with app.run_test(size=(100, 24)) as pilot:
-        view = app.query_one(LogView)
-        await wait_for(pilot, lambda: visible(view)[-1].endswith("message 19999"), "the tail")
-        write_lines(path, [glog_line(20000)])
-        await wait_for(pilot, lambda: visible(view)[-1].endswith("message 20000"), "the first appended line")
+    async with tail_shown(path, 20000) as (app, pilot, view):
+        await append_shown(pilot, view, path, 20000, 20000, "the first appended line")
         bar = view.vertical_scrollbar
         repaints = []
         original = bar.refresh
         bar.refresh = lambda *a, **k: (repaints.append(k), original(*a, **k))[1]
-        write_lines(path, [glog_line(i) for i in range(20001, 20011)])
-        await wait_for(pilot, lambda: visible(view)[-1].endswith("message 20010"), "the appended lines")
+        await append_shown(pilot, view, path, 20001, 20010)
         assert bar.window_virtual_size == view.virtual_size.height and bar.position == view.max_scroll_y
         assert repaints == []  # ten lines more in twenty thousand: the thumb stays on the same cell
         view.action_top()
@@ -524,17 +516,10 @@ async def test_a_flood_is_read_less_often_than_a_trickle(tmp_path):
     from xllm_tui.ui.widgets.log_view import FLOOD_WAKE_GAP_S, WAKE_GAP_S
 
     path = tmp_path / "node_0.log"
-    write_lines(path, [glog_line(i) for i in range(300)], "w")
-    app = LogApp(path)
-    async with app.run_test(size=(100, 24)) as pilot:
-        view = app.query_one(LogView)
-        await wait_for(pilot, lambda: visible(view)[-1].endswith("message 299"), "the tail")
-        write_lines(path, [glog_line(300)])
-        await wait_for(pilot, lambda: visible(view)[-1].endswith("message 300"), "one more line")
+    async with tail_shown(path) as (app, pilot, view):
+        await append_shown(pilot, view, path, 300, 300, "one more line")
         assert view._wake_gap() == WAKE_GAP_S
-        write_lines(path, [glog_line(i) for i in range(301, 1301)])  # a thousand lines in one read: a flood
-        await wait_for(pilot, lambda: visible(view)[-1].endswith("message 1300"), "the flood")
+        await append_shown(pilot, view, path, 301, 1300, "the flood")  # a thousand lines in one read
         assert view._wake_gap() == FLOOD_WAKE_GAP_S > WAKE_GAP_S
-        write_lines(path, [glog_line(1301)])
-        await wait_for(pilot, lambda: visible(view)[-1].endswith("message 1301"), "the trickle again")
+        await append_shown(pilot, view, path, 1301, 1301, "the trickle again")
         assert view._wake_gap() == WAKE_GAP_S
