@@ -82,3 +82,17 @@ def _isolated_state(tmp_path, monkeypatch):
     inherited = os.environ.get("PYTHONPATH", "")
     monkeypatch.setenv("PYTHONPATH", REPO + (os.pathsep + inherited if inherited else ""))
     yield
+
+
+def record_layouts(widget) -> list[dict]:
+    """From now on, the keyword arguments of every refresh of `widget` that asks for a layout of the screen."""
+    layouts: list[dict] = []
+    original = widget.refresh
+
+    def refresh(*regions, **kwargs):
+        if kwargs.get("layout"):
+            layouts.append(kwargs)
+        return original(*regions, **kwargs)
+
+    widget.refresh = refresh
+    return layouts

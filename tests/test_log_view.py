@@ -9,6 +9,7 @@ import time
 
 from textual.app import App, ComposeResult
 
+from conftest import record_layouts
 from xllm_tui.ui.widgets.log_view import LogView
 
 TIMEOUT = 15.0
@@ -450,15 +451,7 @@ async def test_following_appended_lines_does_not_lay_the_screen_out(tmp_path):
     async with tail_shown(path) as (app, pilot, view):
         # The first read may widen the view (the width of lines seen).
         await append_shown(pilot, view, path, 300, 300, "the first appended line")
-        layouts = []
-        original = view.refresh
-
-        def refresh(*regions, **kwargs):
-            if kwargs.get("layout"):
-                layouts.append(kwargs)
-            return original(*regions, **kwargs)
-
-        view.refresh = refresh
+        layouts = record_layouts(view)
         await append_shown(pilot, view, path, 301, 339)
         assert view.virtual_size.height == 340 and view.scroll_offset.y == view.max_scroll_y
         assert view.vertical_scrollbar.window_virtual_size == 340

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from textual.widgets import Static, Switch
 
+from conftest import record_layouts
 from xllm_tui.ui.app import XllmApp, load_keymap
 from xllm_tui.ui.demo import demo_snapshot
 from xllm_tui.ui.screens.confirm import ConfirmScreen
@@ -412,15 +413,7 @@ async def test_switching_ranks_does_not_lay_the_screen_out(source):
         pane = app.main_screen.query_one(RankLog)
         await until(pilot, lambda: pane.rank == 0, what="rank 0 shown")
         title = pane.query_one(".rank-log-title", Static)
-        layouts = []
-        original = title.refresh
-
-        def refresh(*regions, **kwargs):
-            if kwargs.get("layout"):
-                layouts.append(kwargs)
-            return original(*regions, **kwargs)
-
-        title.refresh = refresh
+        layouts = record_layouts(title)
         await pilot.press("down")
         await until(pilot, lambda: pane.rank == 1 and " rank 1 " in str(title.render()), what="rank 1 shown")
         assert layouts == []
