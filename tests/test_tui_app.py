@@ -6,6 +6,7 @@ notifications) and what the supervisor was asked to do.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
@@ -325,14 +326,20 @@ def test_keymap_file_errors_are_reported(tmp_path):
     assert keymap == {"main.stop-rank": "x"} and "keys must be a string" in problems[0]
 
 
-async def test_profile_edit_is_validated_and_shows_the_change(source, tmp_path):
+@contextlib.asynccontextmanager
+async def profile_planned(source, tmp_path, watch_profile: bool):
+    """The app on a copy of profiles/a3-8card.yaml, its plan made: yields (app, pilot, profile, change banner)."""
     profiles = tmp_path / "profiles"
     shutil.copytree(REPO / "profiles", profiles)
     profile = profiles / "a3-8card.yaml"
-    app = make_app(source, profile_path=str(profile), simulate=True, watch_profile=False)
+    app = make_app(source, profile_path=str(profile), simulate=True, watch_profile=watch_profile)
     async with app.run_test(size=(120, 40)) as pilot:
         await until(pilot, lambda: app.profile_plan is not None, what="profile planned")
-        banner = app.main_screen.query_one("#profile-banner", Static)
+        yield app, pilot, profile, app.main_screen.query_one("#profile-banner", Static)
+
+
+async def test_profile_edit_is_validated_and_shows_the_change(source, tmp_path):
+    async with profile_planned(source, tmp_path, watch_profile=False) as (app, pilot, profile, banner):
         original = profile.read_text()
         profile.write_text(original.replace("max_memory_utilization: 0.86", "max_memory_utilization: 0.9"))
         app._load_profile()
@@ -361,14 +368,8 @@ async def test_profile_edit_is_validated_and_shows_the_change(source, tmp_path):
 
 
 async def test_profile_file_is_watched(source, tmp_path):
-    profiles = tmp_path / "profiles"
-    shutil.copytree(REPO / "profiles", profiles)
-    profile = profiles / "a3-8card.yaml"
-    app = make_app(source, profile_path=str(profile), simulate=True, watch_profile=True)
-    async with app.run_test(size=(120, 40)) as pilot:
-        await until(pilot, lambda: app.profile_plan is not None, what="profile planned")
+    async with profile_planned(source, tmp_path, watch_profile=True) as (app, pilot, profile, banner):
         await pilot.pause(0.5)  # let the watcher start before the edit
-        banner = app.main_screen.query_one("#profile-banner", Static)
         text = profile.read_text().replace("max_seqs_per_batch: 256", "max_seqs_per_batch: 128")
         deadline = time.monotonic() + 20
         while not banner.has_class("visible"):  # rewrite until the watcher has seen it (bounded)
@@ -386,13 +387,8 @@ async def test_profile_file_is_watched_by_inotify_without_a_polling_thread(sourc
         raise AssertionError("watchfiles polls: its thread wakes twice a second")
 
     monkeypatch.setattr(watchfiles, "awatch", no_polling)
-    profiles = tmp_path / "profiles"
-    shutil.copytree(REPO / "profiles", profiles)
-    profile = profiles / "a3-8card.yaml"
-    app = make_app(source, profile_path=str(profile), simulate=True, watch_profile=True)
-    async with app.run_test(size=(120, 40)) as pilot:
-        await until(pilot, lambda: app.profile_plan is not None, what="profile planned")
-        banner = app.main_screen.query_one("#profile-banner", Static)
+    async with profile_planned(source, tmp_path, watch_profile=True) as (app, pilot, profile, banner):
+        profiles = profile.parent
         text = profile.read_text().replace("max_seqs_per_batch: 256", "max_seqs_per_batch: 128")
         deadline = time.monotonic() + 20
         while not banner.has_class("visible"):  # save until the watcher, once started, has seen it (bounded)
