@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from xllm_tui.ui.widgets import format as fmt
 from xllm_tui.ui.widgets.rank_table import short_line
 from xllm_tui.ui.widgets.timeline import first_failure_index, parse_glog, scan_log, TimelineEntry
@@ -79,3 +81,33 @@ def test_loading_progress_with_an_unknown_total():
     assert fmt.state_text({"state": "loading", "progress": [12, 48]}) == "loading 12/48"
     assert fmt.state_text({"state": "loading", "progress": [7, 0]}) == "loading 7"  # total not known yet
     assert fmt.state_text({"state": "loading", "progress": [0, 0]}) == "loading"
+
+
+def _scan_log_line_by_line(path: str, rank: int) -> list:
+    """The reference: every line read in Python, W/E/F ones parsed (how scan_log read logs before)."""
+    kept = []
+    with open(path, "rb") as handle:
+        for raw in handle:
+            if raw[:1] in (b"W", b"E", b"F"):
+                parsed = parse_glog(raw.decode("utf-8", "replace").rstrip("\r\n"))
+                if parsed:
+                    kept.append(TimelineEntry(parsed[1], rank, parsed[0], parsed[2], parsed[3]))
+    return kept
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64, 1 << 22])
+def test_the_timeline_scan_finds_what_a_line_by_line_read_finds(tmp_path, monkeypatch, chunk):
+    import random
+
+    from xllm_tui.ui.widgets import timeline
+
+    monkeypatch.setattr(timeline, "_SCAN_CHUNK", chunk)
+    rng = random.Random(chunk)
+    pieces = ["I20251129 15:00:00.000000 1 a.cc:1] hello", "W20251129 15:00:01.000000 1 a.cc:2] careful",
+              "E20251129 15:00:02.5 1 a.cc:3] broken \xe9", "F1129 15:00:03.000000 1 b.cc:4] Check failed: x",
+              "Worker noise", "", "E not glog", "W20251129 15:00:04.000000 1 c.cc:5] crlf\r"]
+    for round_ in range(20):
+        lines = [rng.choice(pieces) for _ in range(rng.randrange(0, 30))]
+        log = tmp_path / f"node_{round_}.log"
+        log.write_bytes(("\n".join(lines) + rng.choice(["", "\n"])).encode("utf-8") + rng.choice([b"", b"\xff\xfe"]))
+        assert timeline.scan_log(str(log), 3) == _scan_log_line_by_line(str(log), 3), lines
