@@ -116,3 +116,37 @@ def test_a_successor_started_without_the_port_offset_keeps_the_runs_ports(sim_de
     snap = dep.wait_group("ready")
     assert snap["profile"]["port_offset"] == offset
     assert dep.rank_pids(snap) == before and all(r["adopted"] for r in snap["ranks"])
+
+
+def test_adopted_ranks_log_tails_are_read_off_the_event_loop(tmp_path, monkeypatch):
+    """Up to 16 MiB of each adopted rank's log is read for its milestones: in a worker thread, so a cold disk
+    never holds up the socket's clients; each rank is then taken over with its own fed tracker."""
+    import asyncio
+    import threading
+    from types import SimpleNamespace
+
+    from xllm_tui.logs import intake
+    from xllm_tui.supervisor.probes import Milestones
+    from xllm_tui.supervisor.reconcile import Reconciler
+
+    fed_in: list[str] = []
+    real_feed = intake.LogIntake.feed
+    monkeypatch.setattr(intake.LogIntake, "feed",
+                        lambda self, sink, *a: fed_in.append(threading.current_thread().name) or real_feed(self, sink, *a))
+    slots = []
+    for n in range(2):
+        log = tmp_path / f"node_{n}.log"
+        log.write_text(f"I1130 10:00:00.000000 1 x.cpp:1] Worker#{n} connect to 127.0.0.1:1 success\n")
+        slots.append(SimpleNamespace(rank=n, plan=SimpleNamespace(log_path=str(log))))
+    taken = []
+    stub = SimpleNamespace(new_milestones=lambda r: Milestones("worker", None),
+                           take_over=lambda r, proc, rec, sink, reader: taken.append((r.rank, sink, reader)))
+
+    async def adopt() -> str:
+        await Reconciler.take_over_all(stub, [(slot, None, {}) for slot in slots])
+        return threading.current_thread().name
+
+    loop_thread = asyncio.run(adopt())
+    assert len(fed_in) == 2 and loop_thread not in fed_in
+    assert [rank for rank, _, _ in taken] == [0, 1]
+    assert all(sink.tracker.connected and reader.offset > 0 for _, sink, reader in taken)
