@@ -91,3 +91,27 @@ def test_no_directories_no_watch(dirs):
         assert not wake.watching and wake.take_growth()
 
     run(scenario())
+
+
+def test_under_a_flood_rounds_are_further_apart(tmp_path):
+    """A round's cost is mostly fixed: after a round that read a flood, the next comes no sooner than
+    FLOOD_COALESCE_S, however soon the log grows again; a trickle is read again after COALESCE_S."""
+    import time
+
+    from xllm_tui.supervisor.logwake import COALESCE_S, FLOOD_COALESCE_S, FLOOD_ROUND_BYTES, round_gap
+
+    assert round_gap(0) == round_gap(FLOOD_ROUND_BYTES - 1) == COALESCE_S
+    assert round_gap(FLOOD_ROUND_BYTES) == FLOOD_COALESCE_S > COALESCE_S
+    log = tmp_path / "node_0.log"
+
+    async def scenario():
+        wake = LogWake()
+        wake.watch({str(tmp_path)})
+        wake.take_growth()
+        log.write_text("I1129 written before the wait\n")
+        started = time.monotonic()
+        await wake.wait(tick=600, gap=FLOOD_COALESCE_S)
+        assert time.monotonic() - started >= FLOOD_COALESCE_S and wake.take_growth()
+        wake.close()
+
+    run(scenario())

@@ -9,7 +9,7 @@ import os
 import time
 
 from xllm_tui.supervisor.group import Evidence, assess_rank
-from xllm_tui.supervisor.logwake import IDLE_TICK_S, STEADY_TICK_S, LogWake
+from xllm_tui.supervisor.logwake import IDLE_TICK_S, STEADY_TICK_S, LogWake, round_gap
 from xllm_tui.supervisor.probes import http_health, worker_ready
 from xllm_tui.supervisor.slot import RankSlot
 
@@ -97,7 +97,8 @@ class EvidenceGathering:
                 if any(x.more_pending for x in current):
                     await asyncio.sleep(0)  # a burst is being caught up: the next slice at once, after clients
                 else:
-                    await wake.wait(self.next_tick())
+                    taken = sum(x.last_read_bytes for x in current) if read else 0
+                    await wake.wait(self.next_tick(), round_gap(taken))
         finally:
             wake.close()
             self.log_wake = None

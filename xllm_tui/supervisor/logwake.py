@@ -23,7 +23,14 @@ log = logging.getLogger("xllm_tui.supervisor")
 IDLE_TICK_S = 1.0  # evaluation timers without any log growth, while some rank's state can change with time
 STEADY_TICK_S = 30.0  # nothing can change with time: a safety net only (growth, exits, state changes wake it)
 POLL_S = 0.2  # without inotify
-COALESCE_S = 0.1  # at most this often under a flood: one read round takes in everything written meanwhile
+COALESCE_S = 0.1  # at most this often while logs grow: one read round takes in everything written meanwhile
+FLOOD_COALESCE_S = 0.5  # at most this often under a flood (a round read FLOOD_ROUND_BYTES or more)
+FLOOD_ROUND_BYTES = 256 * 1024  # ~2,000 glog lines in a tenth of a second: a rank logging hard
+
+
+def round_gap(read_bytes: int) -> float:
+    """The least time between two read rounds after one that took in read_bytes (all ranks together)."""
+    return FLOOD_COALESCE_S if read_bytes >= FLOOD_ROUND_BYTES else COALESCE_S
 
 
 class LogWake:
@@ -83,17 +90,19 @@ class LogWake:
         self.grown.clear()
         return grown or not self.watching
 
-    async def wait(self, tick: float = IDLE_TICK_S) -> None:
-        """Until a log grew or a poke (at most COALESCE_S after the last round), or `tick` seconds."""
-        await asyncio.sleep(COALESCE_S)
+    async def wait(self, tick: float = IDLE_TICK_S, gap: float = COALESCE_S) -> None:
+        """Until a log grew or a poke (at most `gap` after the last round), or `tick` seconds. A round's cost is
+        mostly fixed (a thread hop, evaluating every rank): under a sustained flood the longer FLOOD_COALESCE_S
+        gap takes in five times as many lines per round, well within the second a state may lag."""
+        await asyncio.sleep(gap)
         if not self.watching:
-            await asyncio.sleep(max(0.0, POLL_S - COALESCE_S))
+            await asyncio.sleep(max(0.0, POLL_S - gap))
             return
         self.listen()
         if self.grown.is_set():
             return
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self.grown.wait(), max(0.0, tick - COALESCE_S))
+            await asyncio.wait_for(self.grown.wait(), max(0.0, tick - gap))
 
     def close(self) -> None:
         if self.inotify is not None:

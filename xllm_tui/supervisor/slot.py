@@ -53,6 +53,7 @@ class Launch:
     # The log thread and the exit handler both read this launch's log; one at a time, so no byte is fed twice.
     read_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     more_pending: bool = False  # the last read stopped at its byte limit: read again without waiting
+    last_read_bytes: int = 0  # what the last read took in (a flood: the log loop waits longer between rounds)
 
     @classmethod
     def spawned(cls, plan: RankLaunch, proc: RankProcess, milestones: Milestones,
@@ -76,6 +77,7 @@ class Launch:
         finally:
             self.read_lock.release()
         self.more_pending = result.more
+        self.last_read_bytes = result.bytes
         return result.grew
 
 
