@@ -80,12 +80,16 @@ def transition_allowed(old: str, new: str) -> bool:
         return False
 
 
+_FAILED_VALUES = frozenset(s.value for s in FAILED_STATES)
+_RUNNING_VALUES = frozenset(s.value for s in RUNNING_STATES)
+
+
 def is_failed(state: str | None) -> bool:
-    return state in {s.value for s in FAILED_STATES}
+    return state in _FAILED_VALUES
 
 
 def is_running(state: str | None) -> bool:
-    return state in {s.value for s in RUNNING_STATES}
+    return state in _RUNNING_VALUES
 
 
 class RequestError(Exception):

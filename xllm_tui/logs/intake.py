@@ -634,11 +634,11 @@ class _Scan:
         return bool(getattr(getattr(self.sink, "tracker", None), "settled", False))
 
     def _interesting(self, data: bytes, start: int, end: int) -> set[int]:
-        if self.ready is not None and self.ready.every_line and not self.settled:
+        settled = self.settled
+        if self.ready is not None and self.ready.every_line and not settled:
             return self._every_line(data, start, end)
         starts: set[int] = set()
         rfind = data.rfind
-        settled = self.settled
         wanted = [] if settled else list(_MILESTONE_WANTED)
         if not settled and self.ready is not None and self.ready.needle is not None:
             wanted.append(((self.ready.needle,), True))

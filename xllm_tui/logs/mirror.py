@@ -29,8 +29,7 @@ class LogMirror:
         self.inode: int | None = None
         self.generations: int | None = None
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        with open(path, "wb"):
-            pass  # a fresh copy: the remote offsets of an old one are unknown
+        self._restart()  # a fresh copy: the remote offsets of an old one are unknown
 
     def request(self) -> dict:
         """The log_read arguments for the next pull."""
@@ -38,6 +37,7 @@ class LogMirror:
         return {"rank": self.rank, "generation": self.generation, **how}
 
     def _restart(self) -> None:
+        """An empty copy, read again from the remote file's last lines."""
         with open(self.path, "wb"):
             pass
         self.next = None

@@ -54,12 +54,17 @@ class LogAccess:
         r = self.ranks.get(rank)
         if r is None:
             raise RequestError("unknown_rank", f"no rank {rank} here")
-        path = r.plan.log_path
-        earlier = await asyncio.to_thread(log_generations, path)
-        if generation:
-            if generation > len(earlier):
-                raise RequestError("bad_request", f"rank {rank} has {len(earlier)} earlier log generation(s); "
-                                   f"generation {generation} does not exist")
-            path = earlier[generation - 1]
-        result = await asyncio.to_thread(read_log_file, path, offset=offset, lines=lines, max_bytes=max_bytes)
-        return {"rank": rank, "generation": generation, "generations": len(earlier), **result}
+        log_path = r.plan.log_path
+
+        def read() -> dict:  # the listing and the read in one trip to a worker thread (a follower asks twice a second)
+            earlier = log_generations(log_path)
+            path = log_path
+            if generation:
+                if generation > len(earlier):
+                    raise RequestError("bad_request", f"rank {rank} has {len(earlier)} earlier log generation(s); "
+                                       f"generation {generation} does not exist")
+                path = earlier[generation - 1]
+            result = read_log_file(path, offset=offset, lines=lines, max_bytes=max_bytes)
+            return {"rank": rank, "generation": generation, "generations": len(earlier), **result}
+
+        return await asyncio.to_thread(read)

@@ -24,11 +24,13 @@ RETRY_S = 10.0  # a launch held by a machine that is connected but could not do 
 
 
 class WorldLaunch:
+    launch_waiting: str | None  # why a world launch is held until every machine is reached
+    launch_waiting_for: list[str]  # the machines it waits for
+    launch_waiting_what: str  # what holds it, for the group's reason
+    launch_is_restart: bool  # it relaunches a world that ran ("restarted", not "started")
+
     def init_world_launch(self) -> None:
-        self.launch_waiting: str | None = None  # why a world launch is held until every machine is reached
-        self.launch_waiting_for: list[str] = []
-        self.launch_waiting_what = ""
-        self.launch_is_restart = False
+        self.clear_launch_waiting()
 
     def machine_words(self, link: RemoteLink) -> str:
         """`machine 1 (11.87.49.111)`, or the host alone when the machine has no other name."""
