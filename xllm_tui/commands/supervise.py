@@ -29,10 +29,11 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
 
 
 def _lean_malloc() -> None:
-    """glibc's defaults suit a busy server, not a long-lived daemon that reads logs in 1 MiB slices: its dynamic
-    mmap threshold rises after the first free of such a slice, so later slices come from the heap and stay
-    resident; and every thread that allocates gets its own arena. A fixed threshold hands each slice back to the
-    kernel when freed; two arenas are plenty for the event loop and its worker threads."""
+    """glibc's defaults suit a busy server, not a long-lived daemon that allocates big short-lived buffers (log
+    replies, snapshots; log slices now go to reused buffers): its dynamic mmap threshold rises after the first
+    free of such a buffer, so later ones come from the heap and stay resident; and every thread that allocates
+    gets its own arena. A fixed threshold hands each back to the kernel when freed; two arenas are plenty for the
+    event loop and its worker threads."""
     import ctypes
     import ctypes.util
 

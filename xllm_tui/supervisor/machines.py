@@ -25,7 +25,7 @@ from xllm_tui.supervisor.remote import SSH_CONFIG_ENV, RemoteLink, RemoteUnavail
 
 log = logging.getLogger("xllm_tui.supervisor.machines")
 
-STOP_WAIT_S = 120.0  # how long machine 0's shutdown waits for another machine's supervisor to end
+REMOTE_SHUTDOWN_WAIT_S = 120.0  # how long machine 0's shutdown waits for another machine's supervisor to end
 
 
 class RemoteMachines:
@@ -268,7 +268,7 @@ class RemoteMachines:
                     await link.request("shutdown", stop_ranks=True, who="machine 0's shutdown")
                     # The member answers before it stops; its exit closes the bridge and so the connection.
                     if proc is not None:
-                        await asyncio.wait_for(proc.wait(), STOP_WAIT_S)
+                        await asyncio.wait_for(proc.wait(), REMOTE_SHUTDOWN_WAIT_S)
                 except (RemoteUnavailable, RequestError, asyncio.TimeoutError) as e:
                     self.event("machine", None, machine=link.label, reason=f"shutting down machine {link.label}: {e}")
             elif stop_ranks and link.ranks:
