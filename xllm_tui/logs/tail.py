@@ -550,8 +550,9 @@ class LogFile:
                 return os.preadv(self._fd, [view[at : at + size]], offset)
 
     def _read_lines_into(self, generation: int, buffer: bytearray, pos: int, size: int) -> int:
-        """`_read_with_newline_before` into `buffer` (len(buffer) > size): buffer[i] is the file's byte pos - 1 + i,
-        buffer[0] a newline. Returns how many bytes of buffer hold data (0 at the end)."""
+        """b"\n" then up to `size` bytes at the line start `pos`, into `buffer` (len(buffer) > size): buffer[i] is
+        the file's byte pos - 1 + i, buffer[0] a newline (the one ending the line before is read with them, so
+        nothing is copied to put one in front). Returns how many bytes of buffer hold data (0 at the end)."""
         if pos == 0:
             got = self._read_into(generation, buffer, 0, size, 1)
         else:
@@ -594,17 +595,6 @@ class LogFile:
         """
         return _Matcher(patterns, ignore_case)(data, begin, end)
 
-    def _read_with_newline_before(self, generation: int, pos: int, size: int) -> bytes:
-        """b"\n" then up to `size` bytes at the line start `pos` (b"" at the end): the newline ending the line
-        before is read with them, so the chunk is not copied to put one in front."""
-        if pos == 0:
-            data = self._pread_gen(generation, size, 0)
-            return b"\n" + data if data else b""
-        data = self._pread_gen(generation, size + 1, pos - 1)
-        if len(data) <= 1:
-            return b""
-        return data if data[0] == 10 else b"\n" + data[1:]  # 10: b"\n"; else pos was not a line start
-
     def _iter_chunks(self, patterns, start, end, cancelled, ignore_case) -> Iterator[list[int]]:
         generation, lo, hi = self._indexed_window()
         if generation < 0:
@@ -626,8 +616,8 @@ class LogFile:
                 cut = data.rfind(b"\n", 1, size) + 1 if pos + size - 1 < end else size
                 if cut <= 0:  # one line longer than the chunk: take it whole
                     nl = self._next_line_start(generation, pos + size - 1, end)
-                    data = self._read_with_newline_before(generation, pos, nl - pos)
-                    cut = len(data)
+                    data = bytearray(nl - pos + 2)
+                    cut = self._read_lines_into(generation, data, pos, nl - pos)
                     if not cut:
                         return
                 found = matcher(data, 0, cut)
@@ -688,12 +678,10 @@ class LogFile:
                 if cancelled is not None and cancelled():
                     return None
                 start = max(lo, end - size)
+                # Widened past the buffer (a line longer than it): a buffer of its own.
+                data = buffer if end - start < len(buffer) - 1 else bytearray(end - start + 2)
                 if start > lo:
-                    if end - start < len(buffer) - 1:  # data[i]: byte start + i, for i < length
-                        data, length = buffer, self._read_into(generation, buffer, start, end - start)
-                    else:  # widened past the buffer (a line longer than it)
-                        data = self._pread_gen(generation, end - start, start)
-                        length = len(data)
+                    length = self._read_into(generation, data, start, end - start)  # data[i]: byte start + i
                     if not length:
                         return None
                     begin = data.find(b"\n", 0, length)  # the lines searched start after it
@@ -702,11 +690,7 @@ class LogFile:
                         continue
                     origin = start
                 else:
-                    if end - start < len(buffer) - 1:  # data[i]: byte start - 1 + i
-                        data, length = buffer, self._read_lines_into(generation, buffer, start, end - start)
-                    else:
-                        data = self._read_with_newline_before(generation, start, end - start)
-                        length = len(data)
+                    length = self._read_lines_into(generation, data, start, end - start)  # data[i]: byte start - 1 + i
                     if not length:
                         return None
                     begin, origin = 0, start - 1
