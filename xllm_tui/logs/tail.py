@@ -574,26 +574,12 @@ class LogFile:
         """Start offsets of the complete lines matching any of `patterns`, in order.
 
         Scans [start, end) of the indexed lines (defaults: all of them). Safe to call from a thread.
-        See `_matches_in` for how patterns are applied (line starts, case).
+        See `_Matcher` for how patterns are applied (line starts, case).
         """
         found = array("Q")
         for offsets in self._iter_chunks(patterns, start, end, cancelled, ignore_case):
             found.extend(offsets)
         return found
-
-    @staticmethod
-    def _matches_in(data: bytes, begin: int, end: int, patterns: Patterns, ignore_case: bool) -> list[int]:
-        """Sorted starts (indexes in data) of the lines of data[begin + 1:end] that match.
-
-        data[begin] is the newline before the first line, so a pattern beginning with "\n" is anchored at a
-        line start. A plain literal pattern is searched by intake's rare-byte search (memchr, case folded
-        there), or, without case and with no rare byte, by libc's strcasestr (`_add_folded_lines`); a line-start
-        pattern ("\n", one of a few bytes, then nothing that can match a newline) through memchr of those bytes
-        where they are rare (`_add_line_starts`); any other with re: give each a literal prefix, re then scans
-        at memchr-like speed (an alternation like ``a|b`` is 30 times slower; pass (a, b) instead). With
-        ignore_case the patterns must be lower case (ASCII).
-        """
-        return _Matcher(patterns, ignore_case)(data, begin, end)
 
     def _iter_chunks(self, patterns, start, end, cancelled, ignore_case) -> Iterator[list[int]]:
         generation, lo, hi = self._indexed_window()
@@ -727,7 +713,16 @@ def _give_scan_buffer(buffer: bytearray) -> None:
 
 class _Matcher:
     """How one scan applies its patterns to each chunk, worked out once per scan (parsing each pattern per
-    4 MiB chunk cost a few percent of a scan)."""
+    4 MiB chunk cost a few percent of a scan).
+
+    Called with (data, begin, end), data[begin] the newline before the first line, so a pattern beginning with
+    "\n" is anchored at a line start. A plain literal pattern is searched by intake's rare-byte search (memchr,
+    case folded there), or, without case and with no rare byte, by libc's strcasestr (`_add_folded_lines`); a
+    line-start pattern ("\n", one of a few bytes, then nothing that can match a newline) through memchr of
+    those bytes where they are rare (`_add_line_starts`); any other with re: give each a literal prefix, re then
+    scans at memchr-like speed (an alternation like ``a|b`` is 30 times slower; pass (a, b) instead). With
+    ignore_case the patterns must be lower case (ASCII).
+    """
 
     def __init__(self, patterns: Patterns, ignore_case: bool) -> None:
         self.ignore_case = ignore_case
@@ -748,7 +743,7 @@ class _Matcher:
                 self.regexes.append(pattern)
 
     def __call__(self, data: bytes | bytearray, begin: int, end: int) -> list[int]:
-        """Sorted starts (indexes in data) of the lines of data[begin + 1:end] that match (see `_matches_in`)."""
+        """Sorted starts (indexes in data) of the lines of data[begin + 1:end] that match."""
         starts: set[int] = set()
         literals = self.literals
         if any(folded for _, folded in literals) and isinstance(data, bytearray):
