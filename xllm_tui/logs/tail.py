@@ -809,14 +809,19 @@ def _has_rare_byte(data: bytearray, begin: int, end: int, needle: bytes) -> bool
     """True if a byte of needle (either case) looks rare in data[begin:end], from three samples."""
     if end - begin <= 4 * _KEY_SAMPLE:
         return True  # too small to sample: intake's search, whose cost does not matter here
-    count, middle = data.count, begin + (end - begin) // 2
     limit = 3 * _KEY_SAMPLE * _RARE_BYTE_PER_MIB >> 20
     for byte in set(needle):
         key = bytes([byte])
-        keys = (key, key.upper()) if key.isalpha() else (key,)
-        if sum(count(k, at, at + _KEY_SAMPLE) for k in keys for at in (begin, middle, end - _KEY_SAMPLE)) <= limit:
+        if _sampled_count(data, begin, end, (key, key.upper()) if key.isalpha() else (key,)) <= limit:
             return True
     return False
+
+
+def _sampled_count(data, begin: int, end: int, keys) -> int:
+    """How often the `keys` occur in three `_KEY_SAMPLE` bytes of data[begin:end] (at its start, middle and
+    end; the caller makes sure it is longer than 4 * _KEY_SAMPLE)."""
+    count, middle = data.count, begin + (end - begin) // 2
+    return sum(count(key, at, at + _KEY_SAMPLE) for key in keys for at in (begin, middle, end - _KEY_SAMPLE))
 
 
 def _add_folded_lines(data: bytearray, begin: int, end: int, needle: bytes, starts: set[int],
@@ -1012,11 +1017,8 @@ def _add_line_starts(data, begin: int, end: int, pattern: re.Pattern[bytes], key
     at the newline before them: through memchr of the key bytes where they are rare, else by re."""
     size = end - begin
     limit = max(64, size * _MAX_KEY_HITS_PER_MIB >> 20)
-    if size > 4 * _KEY_SAMPLE:
-        count, middle = data.count, begin + size // 2
-        sampled = sum(count(key, at, at + _KEY_SAMPLE) for key in keys for at in (begin, middle, end - _KEY_SAMPLE))
-        if sampled * size // (3 * _KEY_SAMPLE) > limit:
-            keys = []  # frequent here: re
+    if size > 4 * _KEY_SAMPLE and _sampled_count(data, begin, end, keys) * size // (3 * _KEY_SAMPLE) > limit:
+        keys = []  # frequent here: re
     if keys:
         find, match = data.find, pattern.match
         found: list[int] = []
