@@ -629,7 +629,7 @@ class LogView(ScrollView, can_focus=True):
         if new == old:
             return
         cells = bar.size.height
-        if cells and _thumb_steps(cells, *old) is not None and _thumb_steps(cells, *old) == _thumb_steps(cells, *new):
+        if cells and (steps := _thumb_steps(cells, *old)) is not None and steps == _thumb_steps(cells, *new):
             bar.set_reactive(ScrollBar.window_virtual_size, new[0])
             bar.set_reactive(ScrollBar.window_size, new[1])
             bar.set_reactive(ScrollBar.position, new[2])
