@@ -550,8 +550,9 @@ class LogFile:
                 return os.preadv(self._fd, [view[at : at + size]], offset)
 
     def _read_lines_into(self, generation: int, buffer: bytearray, pos: int, size: int) -> int:
-        """`_read_with_newline_before` into `buffer` (len(buffer) > size): buffer[i] is the file's byte pos - 1 + i,
-        buffer[0] a newline. Returns how many bytes of buffer hold data (0 at the end)."""
+        """b"\n" then up to `size` bytes at the line start `pos`, into `buffer` (len(buffer) > size): buffer[i] is
+        the file's byte pos - 1 + i, buffer[0] a newline (the one ending the line before is read with them, so
+        nothing is copied to put one in front). Returns how many bytes of buffer hold data (0 at the end)."""
         if pos == 0:
             got = self._read_into(generation, buffer, 0, size, 1)
         else:
@@ -573,37 +574,12 @@ class LogFile:
         """Start offsets of the complete lines matching any of `patterns`, in order.
 
         Scans [start, end) of the indexed lines (defaults: all of them). Safe to call from a thread.
-        See `_matches_in` for how patterns are applied (line starts, case).
+        See `_Matcher` for how patterns are applied (line starts, case).
         """
         found = array("Q")
         for offsets in self._iter_chunks(patterns, start, end, cancelled, ignore_case):
             found.extend(offsets)
         return found
-
-    @staticmethod
-    def _matches_in(data: bytes, begin: int, end: int, patterns: Patterns, ignore_case: bool) -> list[int]:
-        """Sorted starts (indexes in data) of the lines of data[begin + 1:end] that match.
-
-        data[begin] is the newline before the first line, so a pattern beginning with "\n" is anchored at a
-        line start. A plain literal pattern is searched by intake's rare-byte search (memchr, case folded
-        there), or, without case and with no rare byte, by libc's strcasestr (`_add_folded_lines`); a line-start
-        pattern ("\n", one of a few bytes, then nothing that can match a newline) through memchr of those bytes
-        where they are rare (`_add_line_starts`); any other with re: give each a literal prefix, re then scans
-        at memchr-like speed (an alternation like ``a|b`` is 30 times slower; pass (a, b) instead). With
-        ignore_case the patterns must be lower case (ASCII).
-        """
-        return _Matcher(patterns, ignore_case)(data, begin, end)
-
-    def _read_with_newline_before(self, generation: int, pos: int, size: int) -> bytes:
-        """b"\n" then up to `size` bytes at the line start `pos` (b"" at the end): the newline ending the line
-        before is read with them, so the chunk is not copied to put one in front."""
-        if pos == 0:
-            data = self._pread_gen(generation, size, 0)
-            return b"\n" + data if data else b""
-        data = self._pread_gen(generation, size + 1, pos - 1)
-        if len(data) <= 1:
-            return b""
-        return data if data[0] == 10 else b"\n" + data[1:]  # 10: b"\n"; else pos was not a line start
 
     def _iter_chunks(self, patterns, start, end, cancelled, ignore_case) -> Iterator[list[int]]:
         generation, lo, hi = self._indexed_window()
@@ -626,8 +602,8 @@ class LogFile:
                 cut = data.rfind(b"\n", 1, size) + 1 if pos + size - 1 < end else size
                 if cut <= 0:  # one line longer than the chunk: take it whole
                     nl = self._next_line_start(generation, pos + size - 1, end)
-                    data = self._read_with_newline_before(generation, pos, nl - pos)
-                    cut = len(data)
+                    data = bytearray(nl - pos + 2)
+                    cut = self._read_lines_into(generation, data, pos, nl - pos)
                     if not cut:
                         return
                 found = matcher(data, 0, cut)
@@ -688,12 +664,10 @@ class LogFile:
                 if cancelled is not None and cancelled():
                     return None
                 start = max(lo, end - size)
+                # Widened past the buffer (a line longer than it): a buffer of its own.
+                data = buffer if end - start < len(buffer) - 1 else bytearray(end - start + 2)
                 if start > lo:
-                    if end - start < len(buffer) - 1:  # data[i]: byte start + i, for i < length
-                        data, length = buffer, self._read_into(generation, buffer, start, end - start)
-                    else:  # widened past the buffer (a line longer than it)
-                        data = self._pread_gen(generation, end - start, start)
-                        length = len(data)
+                    length = self._read_into(generation, data, start, end - start)  # data[i]: byte start + i
                     if not length:
                         return None
                     begin = data.find(b"\n", 0, length)  # the lines searched start after it
@@ -702,11 +676,7 @@ class LogFile:
                         continue
                     origin = start
                 else:
-                    if end - start < len(buffer) - 1:  # data[i]: byte start - 1 + i
-                        data, length = buffer, self._read_lines_into(generation, buffer, start, end - start)
-                    else:
-                        data = self._read_with_newline_before(generation, start, end - start)
-                        length = len(data)
+                    length = self._read_lines_into(generation, data, start, end - start)  # data[i]: byte start - 1 + i
                     if not length:
                         return None
                     begin, origin = 0, start - 1
@@ -743,7 +713,16 @@ def _give_scan_buffer(buffer: bytearray) -> None:
 
 class _Matcher:
     """How one scan applies its patterns to each chunk, worked out once per scan (parsing each pattern per
-    4 MiB chunk cost a few percent of a scan)."""
+    4 MiB chunk cost a few percent of a scan).
+
+    Called with (data, begin, end), data[begin] the newline before the first line, so a pattern beginning with
+    "\n" is anchored at a line start. A plain literal pattern is searched by intake's rare-byte search (memchr,
+    case folded there), or, without case and with no rare byte, by libc's strcasestr (`_add_folded_lines`); a
+    line-start pattern ("\n", one of a few bytes, then nothing that can match a newline) through memchr of
+    those bytes where they are rare (`_add_line_starts`); any other with re: give each a literal prefix, re then
+    scans at memchr-like speed (an alternation like ``a|b`` is 30 times slower; pass (a, b) instead). With
+    ignore_case the patterns must be lower case (ASCII).
+    """
 
     def __init__(self, patterns: Patterns, ignore_case: bool) -> None:
         self.ignore_case = ignore_case
@@ -764,7 +743,7 @@ class _Matcher:
                 self.regexes.append(pattern)
 
     def __call__(self, data: bytes | bytearray, begin: int, end: int) -> list[int]:
-        """Sorted starts (indexes in data) of the lines of data[begin + 1:end] that match (see `_matches_in`)."""
+        """Sorted starts (indexes in data) of the lines of data[begin + 1:end] that match."""
         starts: set[int] = set()
         literals = self.literals
         if any(folded for _, folded in literals) and isinstance(data, bytearray):
@@ -830,14 +809,19 @@ def _has_rare_byte(data: bytearray, begin: int, end: int, needle: bytes) -> bool
     """True if a byte of needle (either case) looks rare in data[begin:end], from three samples."""
     if end - begin <= 4 * _KEY_SAMPLE:
         return True  # too small to sample: intake's search, whose cost does not matter here
-    count, middle = data.count, begin + (end - begin) // 2
     limit = 3 * _KEY_SAMPLE * _RARE_BYTE_PER_MIB >> 20
     for byte in set(needle):
         key = bytes([byte])
-        keys = (key, key.upper()) if key.isalpha() else (key,)
-        if sum(count(k, at, at + _KEY_SAMPLE) for k in keys for at in (begin, middle, end - _KEY_SAMPLE)) <= limit:
+        if _sampled_count(data, begin, end, (key, key.upper()) if key.isalpha() else (key,)) <= limit:
             return True
     return False
+
+
+def _sampled_count(data, begin: int, end: int, keys) -> int:
+    """How often the `keys` occur in three `_KEY_SAMPLE` bytes of data[begin:end] (at its start, middle and
+    end; the caller makes sure it is longer than 4 * _KEY_SAMPLE)."""
+    count, middle = data.count, begin + (end - begin) // 2
+    return sum(count(key, at, at + _KEY_SAMPLE) for key in keys for at in (begin, middle, end - _KEY_SAMPLE))
 
 
 def _add_folded_lines(data: bytearray, begin: int, end: int, needle: bytes, starts: set[int],
@@ -1033,11 +1017,8 @@ def _add_line_starts(data, begin: int, end: int, pattern: re.Pattern[bytes], key
     at the newline before them: through memchr of the key bytes where they are rare, else by re."""
     size = end - begin
     limit = max(64, size * _MAX_KEY_HITS_PER_MIB >> 20)
-    if size > 4 * _KEY_SAMPLE:
-        count, middle = data.count, begin + size // 2
-        sampled = sum(count(key, at, at + _KEY_SAMPLE) for key in keys for at in (begin, middle, end - _KEY_SAMPLE))
-        if sampled * size // (3 * _KEY_SAMPLE) > limit:
-            keys = []  # frequent here: re
+    if size > 4 * _KEY_SAMPLE and _sampled_count(data, begin, end, keys) * size // (3 * _KEY_SAMPLE) > limit:
+        keys = []  # frequent here: re
     if keys:
         find, match = data.find, pattern.match
         found: list[int] = []

@@ -336,11 +336,9 @@ class XllmApp(App[None]):
         """Uptimes and the restart countdown move without a new snapshot (each widget repaints only when its
         text changes)."""
         self._tick_timer = None
+        self._schedule_tick()  # (not once the app exits)
         if not self.snapshot or not self._ui_ready():  # not while the screens are torn down at exit
-            if not self._exit:
-                self._schedule_tick()
             return
-        self._schedule_tick()
         now = self.now()
         if self.screen is self.main_screen:
             if (self.snapshot.get("group") or {}).get("next_restart_at"):  # the only clock in the status line

@@ -128,6 +128,12 @@ def _clean(text: str) -> str:
     return text
 
 
+def _glog_prefix_end(text: str, severity: str | None) -> int:
+    """Index of the "]" ending the glog prefix of a row (shown muted), or -1 where it has none."""
+    end = text.find("] ") if severity is not None and text[:1] == severity else -1
+    return end if 0 < end < 80 else -1
+
+
 def _thumb_steps(cells: int, virtual: float, window: float, position: float) -> tuple[int, int] | None:
     """Where ScrollBarRender.render_bar draws a vertical thumb, in eighths of a cell (None: no thumb drawn)."""
     if not (window and cells and virtual and cells != virtual) or virtual == window:
@@ -623,7 +629,7 @@ class LogView(ScrollView, can_focus=True):
         if new == old:
             return
         cells = bar.size.height
-        if cells and _thumb_steps(cells, *old) is not None and _thumb_steps(cells, *old) == _thumb_steps(cells, *new):
+        if cells and (steps := _thumb_steps(cells, *old)) is not None and steps == _thumb_steps(cells, *new):
             bar.set_reactive(ScrollBar.window_virtual_size, new[0])
             bar.set_reactive(ScrollBar.window_size, new[1])
             bar.set_reactive(ScrollBar.position, new[2])
@@ -777,10 +783,8 @@ class LogView(ScrollView, can_focus=True):
         line.stylize(line_style)  # a span: Text.render drops the base style of span-less text
         if shown is not text:  # compact: the time muted, the message in the severity's colour
             line.stylize(prefix_style, 0, shown.find(" "))
-        elif severity is not None and text[:1] == severity:
-            end = text.find("] ")
-            if 0 < end < 80:
-                line.stylize(prefix_style, 0, end + 1)
+        elif (end := _glog_prefix_end(text, severity)) != -1:
+            line.stylize(prefix_style, 0, end + 1)
         if self._search_str is not None:
             match_style = self.get_component_rich_style("log-view--match")
             for m in self._search_str.finditer(shown):
@@ -794,21 +798,23 @@ class LogView(ScrollView, can_focus=True):
         Under a flood every row on screen is new at each frame."""
         severity = severity_of(text)
         line_style, prefix_style = self._line_styles(severity, current)
-        end = text.find("] ") if severity is not None and text[:1] == severity else -1
-        if 0 < end < 80:
+        end = _glog_prefix_end(text, severity)
+        if end != -1:
             prefix, rest = text[:end + 1], text[end + 1:]
             segments = [Segment(prefix, line_style + prefix_style)]
             if rest:
                 segments.append(Segment(rest, line_style))
         else:
             segments = [Segment(text, line_style)] if text else []
-        length = cell_len(text)
+        return Strip(segments, cell_len(text))
+
+    def _note_width(self, length: int) -> None:
+        """A row `length` cells wide was rendered: widen the view (after this refresh) if it is the widest yet."""
         if length > self._max_width:
             self._max_width = length
             if not self._width_pending:
                 self._width_pending = True
                 self.call_after_refresh(self._grow_width)
-        return Strip(segments, length)
 
     def _row_strips(self, row: int, width: int | None) -> list[Strip] | None:
         """Rendered strips of a row: one (no wrap) or several (wrapped to width)."""
@@ -821,20 +827,17 @@ class LogView(ScrollView, can_focus=True):
         strips = self._strip_cache.get(key)
         if strips is not None:
             return strips
-        if width is None and self._search_str is None and not self.compact:
-            strips = [self._plain_strip(text, current)]
-            self._strip_cache.set(key, strips)
-            return strips
-        line = self._styled(text, current)
-        console = self.app.console
         if width is None:
-            strips = [Strip(list(line.render(console)), line.cell_len)]
-            if line.cell_len > self._max_width:
-                self._max_width = line.cell_len
-                if not self._width_pending:
-                    self._width_pending = True
-                    self.call_after_refresh(self._grow_width)
+            if self._search_str is None and not self.compact:
+                strip = self._plain_strip(text, current)
+            else:
+                line = self._styled(text, current)
+                strip = Strip(list(line.render(self.app.console)), line.cell_len)
+            self._note_width(strip.cell_length)
+            strips = [strip]
         else:
+            console = self.app.console
+            line = self._styled(text, current)
             strips = [Strip(list(part.render(console)), part.cell_len) for part in line.wrap(console, max(1, width))]
             strips = strips or [Strip.blank(0)]
         self._strip_cache.set(key, strips)
