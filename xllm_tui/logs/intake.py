@@ -432,25 +432,28 @@ def _add_folded_matches(data: bytes, needles: list[bytes], start: int, end: int,
 
 
 # Slices are read into reused buffers: a fresh bytes object per slice (1 MiB then) made the allocator (glibc's rising mmap
-# threshold) keep the freed ones resident, and cost a page fault per 4 KiB. One buffer per concurrent reader.
-_buffers: list[bytearray] = []
+# threshold) keep the freed ones resident, and cost a page fault per 4 KiB. One buffer per concurrent reader; the log
+# view's scans (logs/tail.py) take theirs, of other sizes, from the same pool.
+_spare_buffers: dict[int, list[bytearray]] = {}
 _buffers_lock = threading.Lock()
-_MAX_SPARE_BUFFERS = 2
+_MAX_SPARE_BUFFERS = 2  # per size
 
 
-def _take_buffer() -> bytearray:
+def take_buffer(size: int | None = None) -> bytearray:
+    """A reused bytearray of `size` bytes (default SCAN_BYTES); hand it back with give_buffer."""
+    size = SCAN_BYTES if size is None else size
     with _buffers_lock:
-        while _buffers:
-            buffer = _buffers.pop()
-            if len(buffer) == SCAN_BYTES:
-                return buffer
-    return bytearray(SCAN_BYTES)
+        spares = _spare_buffers.get(size)
+        if spares:
+            return spares.pop()
+    return bytearray(size)
 
 
-def _give_buffer(buffer: bytearray) -> None:
+def give_buffer(buffer: bytearray) -> None:
     with _buffers_lock:
-        if len(_buffers) < _MAX_SPARE_BUFFERS:
-            _buffers.append(buffer)
+        spares = _spare_buffers.setdefault(len(buffer), [])
+        if len(spares) < _MAX_SPARE_BUFFERS:
+            spares.append(buffer)
 
 
 class LogIntake:
@@ -538,7 +541,7 @@ class LogIntake:
             end = min(st.st_size, self.offset + max(1, max_bytes))
             scan = _Scan(self, sink)
             pos = self.offset
-            buffer = _take_buffer()
+            buffer = take_buffer()
             try:
                 while pos < end:
                     with memoryview(buffer) as view:
@@ -548,7 +551,7 @@ class LogIntake:
                     scan.consume(buffer, got)
                     pos += got
             finally:
-                _give_buffer(buffer)
+                give_buffer(buffer)
         finally:
             os.close(fd)
         consumed = pos - self.offset

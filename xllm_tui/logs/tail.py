@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from itertools import accumulate
 from typing import Union
 
-from xllm_tui.logs.intake import find_lines_holding, plain_literal
+from xllm_tui.logs.intake import find_lines_holding, give_buffer, plain_literal, take_buffer
 
 BLOCK_SIZE = 64 * 1024
 READ_CHUNK = 1024 * 1024  # bytes read per pread while scanning
@@ -270,7 +270,7 @@ class LogFile:
         bs = self.block_size
         span = max(bs, READ_CHUNK // bs * bs)
         pos = start
-        buffer = _take_scan_buffer(span)  # reused: a fresh chunk per read was paid for in page faults
+        buffer = take_buffer(span)  # reused: a fresh chunk per read was paid for in page faults
         try:
             with memoryview(buffer) as view:
                 while pos < end:
@@ -288,7 +288,7 @@ class LogFile:
                         offset = stop
                     pos += got
         finally:
-            _give_scan_buffer(buffer)
+            give_buffer(buffer)
         return counts, pos
 
     def index_backward(self, max_bytes: int = 16 * READ_CHUNK) -> int:
@@ -589,7 +589,7 @@ class LogFile:
         end = hi if end is None else min(hi, end)
         matcher = _Matcher(patterns, ignore_case)
         chunk = 4 * READ_CHUNK
-        buffer = _take_scan_buffer(chunk + 2)  # + the newline before, + room for a NUL after (`_add_folded_lines`)
+        buffer = take_buffer(chunk + 2)  # + the newline before, + room for a NUL after (`_add_folded_lines`)
         try:
             pos = start
             while pos < end:
@@ -611,7 +611,7 @@ class LogFile:
                     yield [pos - 1 + index for index in found]
                 pos += cut - 1
         finally:
-            _give_scan_buffer(buffer)
+            give_buffer(buffer)
 
     def _next_line_start(self, generation: int, pos: int, end: int) -> int:
         while pos < end:
@@ -658,7 +658,7 @@ class LogFile:
         end = hi if before is None else min(hi, before)
         matcher = _Matcher(patterns, ignore_case)
         size = 4 * READ_CHUNK
-        buffer = _take_scan_buffer(size + 2)
+        buffer = take_buffer(size + 2)
         try:
             while end > lo:
                 if cancelled is not None and cancelled():
@@ -686,29 +686,8 @@ class LogFile:
                 end = origin + begin + 1
                 size = 4 * READ_CHUNK
         finally:
-            _give_scan_buffer(buffer)
+            give_buffer(buffer)
         return None
-
-
-# Scan buffers, reused across scans (one per concurrent scan: the view's filter, search and poll run in threads).
-_scan_buffers: list[bytearray] = []
-_scan_buffers_lock = threading.Lock()
-_MAX_SPARE_SCAN_BUFFERS = 2
-
-
-def _take_scan_buffer(size: int) -> bytearray:
-    with _scan_buffers_lock:
-        for i, buffer in enumerate(_scan_buffers):
-            if len(buffer) == size:
-                return _scan_buffers.pop(i)
-    return bytearray(size)
-
-
-def _give_scan_buffer(buffer: bytearray) -> None:
-    with _scan_buffers_lock:
-        if len(_scan_buffers) >= _MAX_SPARE_SCAN_BUFFERS:
-            _scan_buffers.pop(0)  # the oldest (sizes change only when READ_CHUNK does: tests)
-        _scan_buffers.append(buffer)
 
 
 class _Matcher:
