@@ -1105,6 +1105,12 @@ def biglog_section(key: str, res: dict) -> list[str]:
     return L
 
 
+def table_section(heading: str, res: dict, metrics: list[tuple[str, str]], tools: list[str],
+                  intro: str = "") -> list[str]:
+    """A report section: `## heading`, a blank line, the optional paragraph `intro` and a blank line, the table."""
+    return [f"## {heading}", ""] + ([intro, ""] if intro else []) + table(res, metrics, tools)
+
+
 def report(results: dict, meta: dict, tools: list[str], svg_path: Path | None = None) -> str:
     L = ["# Benchmark results", ""]
     L.append(f"`{meta['command']}` on {meta['when']} ({meta['elapsed_min']:.1f} min).")
@@ -1129,16 +1135,15 @@ def report(results: dict, meta: dict, tools: list[str], svg_path: Path | None = 
             L += biglog_section(key, res)
         elif kind == "flood":
             _, ranks, lines = key.split(":")
-            L.append(f"## Flood: {ranks} ranks x {int(lines):,} glog lines of ~120 bytes, as fast as they can"
-                     + (" (then they exit)" if meta.get("flood_after") == "exit" else "")
-                     + (", during start-up" if meta.get("flood_phase") == "startup" else ", once ready"))
-            L.append("")
-            L.append("\n".join(table(res, [("cpu_s_per_mline", "CPU s per M lines, until idle"),
-                                           ("peak_rss_mib", "peak RSS MiB"),
-                                           ("lag_s", "lag s: last line to state (xllm-tui) / in the log file"),
-                                           ("writers_s", "writers' time s"),
-                                           ("idle_again_s", "gate to idle again s"),
-                                           ("snapshot_max_s", "slowest snapshot answer s (xllm-tui)")], tools)))
+            L += table_section(f"Flood: {ranks} ranks x {int(lines):,} glog lines of ~120 bytes, as fast as they can"
+                               + (" (then they exit)" if meta.get("flood_after") == "exit" else "")
+                               + (", during start-up" if meta.get("flood_phase") == "startup" else ", once ready"),
+                               res, [("cpu_s_per_mline", "CPU s per M lines, until idle"),
+                                     ("peak_rss_mib", "peak RSS MiB"),
+                                     ("lag_s", "lag s: last line to state (xllm-tui) / in the log file"),
+                                     ("writers_s", "writers' time s"),
+                                     ("idle_again_s", "gate to idle again s"),
+                                     ("snapshot_max_s", "slowest snapshot answer s (xllm-tui)")], tools)
             notdone = [f"{t} run {i + 1}" for t, r in res.items() for i, ok in enumerate(r.get("went_idle", []))
                        if not ok]
             if notdone:
@@ -1146,47 +1151,42 @@ def report(results: dict, meta: dict, tools: list[str], svg_path: Path | None = 
                 L.append("Did not go idle within the time limit (CPU counted to the limit): " + ", ".join(notdone) + ".")
         elif kind == "idle":
             _, ranks, seconds = key.split(":")
-            L.append(f"## Idle: {ranks} sleeping ranks (ready), {seconds} s")
-            L.append("")
-            L.append("\n".join(table(res, [("cpu_pct", "CPU % of a core"), ("rss_mib", "RSS MiB")], tools)))
+            L += table_section(f"Idle: {ranks} sleeping ranks (ready), {seconds} s", res,
+                               [("cpu_pct", "CPU % of a core"), ("rss_mib", "RSS MiB")], tools)
             if "xllm-tui" in res and res["xllm-tui"].get("states"):
                 L.append("")
                 L.append("xllm-tui rank states just after the window: "
                          + ", ".join(sorted({s for run in res["xllm-tui"]["states"] for s in run})) + ".")
         elif kind == "crash":
             _, ranks, kills = key.split(":")
-            L.append(f"## Crash: SIGKILL rank 1 of {ranks}, {kills} times, zero restart delay")
-            L.append("")
-            L.append("\n".join(table(res, [("exec_ms_median", "kill to replacement's exec ms"),
-                                           ("event_ms_median", "kill to event ms (xllm-tui)"),
-                                           ("missed", "kills not followed by a restart within 10 s")], tools)))
+            L += table_section(f"Crash: SIGKILL rank 1 of {ranks}, {kills} times, zero restart delay", res,
+                               [("exec_ms_median", "kill to replacement's exec ms"),
+                                ("event_ms_median", "kill to event ms (xllm-tui)"),
+                                ("missed", "kills not followed by a restart within 10 s")], tools)
         elif kind == "tui-idle":
             _, ranks, seconds = key.split(":")
-            L.append(f"## TUI idle: xllm-tui's TUI in tmux (160x48) on {ranks} sleeping ranks, {seconds} s")
-            L.append("")
-            L.append("\n".join(table(res, [("tui_cpu_pct", "TUI CPU % of a core"),
-                                           ("tmux_cpu_pct", "tmux server CPU %"),
-                                           ("tui_rss_mib", "TUI RSS MiB")], tools)))
+            L += table_section(f"TUI idle: xllm-tui's TUI in tmux (160x48) on {ranks} sleeping ranks, {seconds} s", res,
+                               [("tui_cpu_pct", "TUI CPU % of a core"),
+                                ("tmux_cpu_pct", "tmux server CPU %"),
+                                ("tui_rss_mib", "TUI RSS MiB")], tools)
         elif kind == "tui-flood":
             _, ranks, lines, key_lines = key.split(":")
-            L.append(f"## The TUI under a flood: {ranks} ranks flooding (bench_tui_flood.py --live)")
-            L.append("")
-            L.append(f"Follow: rank 0's log followed while every rank writes {int(lines):,} lines. Keys: j/k in the "
-                     f"rank table while every rank writes {int(key_lines):,} lines; keypress to the frame that shows "
-                     "the newly selected rank's log. Floor: a separate process needing 5 ms of CPU, woken as often.")
-            L.append("")
-            L.append("\n".join(table(res, [("follow_cpu_s_per_mline", "TUI CPU s per M lines followed"),
-                                           ("key_ms_median", "keypress to frame ms, median"),
-                                           ("key_ms_p95", "keypress to frame ms, p95"),
-                                           ("floor_ms_p95", "floor p95 ms"),
-                                           ("presses_missed", "presses not drawn within 5 s"),
-                                           ("tui_peak_rss_mib", "TUI peak RSS MiB")], tools)))
+            L += table_section(f"The TUI under a flood: {ranks} ranks flooding (bench_tui_flood.py --live)", res,
+                               [("follow_cpu_s_per_mline", "TUI CPU s per M lines followed"),
+                                ("key_ms_median", "keypress to frame ms, median"),
+                                ("key_ms_p95", "keypress to frame ms, p95"),
+                                ("floor_ms_p95", "floor p95 ms"),
+                                ("presses_missed", "presses not drawn within 5 s"),
+                                ("tui_peak_rss_mib", "TUI peak RSS MiB")], tools,
+                               intro=f"Follow: rank 0's log followed while every rank writes {int(lines):,} lines. "
+                               f"Keys: j/k in the rank table while every rank writes {int(key_lines):,} lines; "
+                               "keypress to the frame that shows the newly selected rank's log. Floor: a separate "
+                               "process needing 5 ms of CPU, woken as often.")
         elif kind == "start":
             _, ranks = key.split(":")
-            L.append(f"## Start: launch to all {ranks} ranks' programs running")
-            L.append("")
-            L.append("\n".join(table(res, [("start_s", "launch to all running s"),
-                                           ("first_s", "launch to the first running s")], tools)))
+            L += table_section(f"Start: launch to all {ranks} ranks' programs running", res,
+                               [("start_s", "launch to all running s"),
+                                ("first_s", "launch to the first running s")], tools)
         L.append("")
     L.append("## Targets of issue 9 (xllm-tui's medians above)")
     L.append("")
