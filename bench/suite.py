@@ -48,6 +48,12 @@ def log(text: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
 
+def with_repo(env: dict[str, str]) -> dict[str, str]:
+    """`env` with this checkout first on PYTHONPATH: the xllm_tui measured is this tree's."""
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
 # ----------------------------------------------------------------------------------------- installation
 
 
@@ -334,10 +340,8 @@ class XllmTui(Tool):
         return d
 
     def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        env = self.base_env()
-        env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-        return subprocess.run([sys.executable, "-m", "xllm_tui", *args], env=env, capture_output=True, text=True,
-                              timeout=timeout, stdin=subprocess.DEVNULL)
+        return subprocess.run([sys.executable, "-m", "xllm_tui", *args], env=with_repo(self.base_env()),
+                              capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
     def start(self, n, program, env, restart):
         import yaml
@@ -650,8 +654,7 @@ def tui_idle(cache: Cache, ranks: int, seconds: float) -> dict:
         s.tool.start(ranks, [str(cache.sleeper)], {"BENCH_STAMP": str(s.stamps.path)}, restart=True)
         s.stamps.wait("start", ranks, 120)
         sock = f"xllm-bench-tui-{s.tag[:12]}"
-        env = s.tool.base_env()
-        env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+        env = with_repo(s.tool.base_env())
         try:
             subprocess.run(["tmux", "-L", sock, "-f", "/dev/null", "new-session", "-d", "-s", "tui", "-x", "160",
                             "-y", "48", f"exec {sys.executable} -m xllm_tui {s.tool.profile} --run-dir {s.tool.run_dir}"],
@@ -675,8 +678,7 @@ def tui_idle(cache: Cache, ranks: int, seconds: float) -> dict:
 def tui_flood(cache: Cache, ranks: int, lines: int, key_lines: int, presses: int) -> dict:
     """xllm-tui's TUI under a flood (bench_tui_flood.py --live, one follow run and one keys run, in its own
     process: the TUI measured is the only one there): CPU per million lines followed, keypress to frame."""
-    env = {**os.environ, "XLLM_BENCH_CACHE": str(cache.root)}
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env = with_repo({**os.environ, "XLLM_BENCH_CACHE": str(cache.root)})
     done = subprocess.run([sys.executable, str(BENCH / "bench_tui_flood.py"), "--live", "--runs", "1",
                            "--ranks", str(ranks), "--lines", str(lines), "--key-lines", str(key_lines),
                            "--presses", str(presses)], env=env, capture_output=True, text=True, timeout=1800,
@@ -766,8 +768,7 @@ def wait_snapshot(tool: XllmTui, condition, timeout: float, what: str) -> dict:
 
 def tui_measure(tool: XllmTui, *args: str, timeout: float = 600) -> dict:
     """bench/tui_frame.py in its own process (its RSS and CPU are the TUI's), tagged like every process here."""
-    env = tool.base_env()
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env = with_repo(tool.base_env())
     r = subprocess.run([sys.executable, str(BENCH / "tui_frame.py"), *args, "--run-dir", str(tool.run_dir)],
                        env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
     if r.returncode != 0:
