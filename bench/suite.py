@@ -958,7 +958,7 @@ def linearity(points: list[tuple[int, float]]) -> tuple[str, list[float]]:
     if len(points) < 3:
         return "too few points", []
     slopes = [(b[1] - a[1]) / (b[0] - a[0]) for a, b in zip(points, points[1:])]
-    (n0, c0), (nb, cb), (n1, c1) = points[0], points[-2], points[-1]
+    (n0, c0), (nb, cb), n1 = points[0], points[-2], points[-1][0]
     values = [c for _, c in points]
     if max(values) - min(values) < 0.1 * max(abs(c0), 1e-9):
         return "flat: the fixed cost dominates", slopes
@@ -979,7 +979,7 @@ def svg_plot(series: dict[str, dict[str, list[tuple[int, float]]]], units: dict[
     """Small multiples, one panel per metric: cost against ranks for each tool (xllm-tui solid, floor dashed),
     and a dotted straight line from the first to the last xllm-tui point (what linear would look like)."""
     panels = [m for m in series if any(series[m].values())]
-    cols, pw, ph, ml, mt = 3, 300, 190, 52, 30
+    cols, pw, ph, ml = 3, 300, 190, 52
     rows = -(-len(panels) // cols)
     width, height = cols * pw + 20, rows * ph + 50
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
