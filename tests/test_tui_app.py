@@ -627,6 +627,12 @@ def test_the_clock_ticks_each_second_only_while_seconds_show():
     assert next_clock_change({"ranks": [ready], "group": {"next_restart_at": 1040.0}}, 1030.0) == 1.0
 
 
+class LiveStaticSource(StaticSource):
+    """The frozen snapshot, but the app runs its timers as for a live supervisor."""
+
+    frozen = False
+
+
 async def test_an_idle_tui_ticks_once_a_minute_not_once_a_second(tmp_path):
     snapshot = demo_snapshot(tmp_path / "logs")
     snapshot["group"].pop("next_restart_at", None)
@@ -634,10 +640,7 @@ async def test_an_idle_tui_ticks_once_a_minute_not_once_a_second(tmp_path):
     for rank in snapshot["ranks"]:
         rank.update(state="ready", pid=1000 + int(rank["rank"]), started_at=now - 3600 - 10)
 
-    class LiveStatic(StaticSource):
-        frozen = False  # the app runs its clock as for a live supervisor
-
-    app = make_app(LiveStatic(snapshot))
+    app = make_app(LiveStaticSource(snapshot))
     async with app.run_test(size=(120, 40)) as pilot:
         await until(pilot, lambda: app.snapshot is not None and app._tick_timer is not None, what="a snapshot")
         assert app._tick_timer._interval == pytest.approx(50.05, abs=0.5)  # the next whole minute of uptimes
@@ -647,10 +650,7 @@ async def test_the_devices_are_read_again_only_while_their_tab_is_shown(tmp_path
     """The 5 s devices timer is paused unless the Devices tab is open: an idle TUI has no wake-up for it."""
     from textual.widgets import TabbedContent
 
-    class LiveStatic(StaticSource):
-        frozen = False
-
-    app = make_app(LiveStatic(demo_snapshot(tmp_path / "logs")))
+    app = make_app(LiveStaticSource(demo_snapshot(tmp_path / "logs")))
     async with app.run_test(size=(120, 40)) as pilot:
         await until(pilot, lambda: app._devices_timer is not None, what="the devices timer")
         assert app._devices_timer._active.is_set() is False  # paused: the Log tab is shown
