@@ -367,15 +367,20 @@ async def test_profile_edit_is_validated_and_shows_the_change(source, tmp_path):
         await until(pilot, lambda: "loaded into the supervisor" in str(banner.render()))
 
 
+async def save_until_noticed(pilot, banner, save) -> None:
+    """save() the edited profile every 0.5 s until the change banner shows (bounded): the watcher may start
+    after the first save."""
+    deadline = time.monotonic() + 20
+    while not banner.has_class("visible"):
+        assert time.monotonic() < deadline, "the profile edit was not noticed"
+        save()
+        await pilot.pause(0.5)
+
+
 async def test_profile_file_is_watched(source, tmp_path):
     async with profile_planned(source, tmp_path, watch_profile=True) as (app, pilot, profile, banner):
-        await pilot.pause(0.5)  # let the watcher start before the edit
         text = profile.read_text().replace("max_seqs_per_batch: 256", "max_seqs_per_batch: 128")
-        deadline = time.monotonic() + 20
-        while not banner.has_class("visible"):  # rewrite until the watcher has seen it (bounded)
-            assert time.monotonic() < deadline, "the profile edit was not noticed"
-            profile.write_text(text)
-            await pilot.pause(0.5)
+        await save_until_noticed(pilot, banner, lambda: profile.write_text(text))
         assert "a relaunch would change ranks 0-7" in str(banner.render())
         assert source.actions == []
 
@@ -388,15 +393,14 @@ async def test_profile_file_is_watched_by_inotify_without_a_polling_thread(sourc
 
     monkeypatch.setattr(watchfiles, "awatch", no_polling)
     async with profile_planned(source, tmp_path, watch_profile=True) as (app, pilot, profile, banner):
-        profiles = profile.parent
         text = profile.read_text().replace("max_seqs_per_batch: 256", "max_seqs_per_batch: 128")
-        deadline = time.monotonic() + 20
-        while not banner.has_class("visible"):  # save until the watcher, once started, has seen it (bounded)
-            assert time.monotonic() < deadline, "the profile edit was not noticed"
-            edited = profiles / ".a3-8card.yaml.swp"  # an editor's save: a new file renamed over the profile
+
+        def editors_save() -> None:  # a new file renamed over the profile
+            edited = profile.parent / ".a3-8card.yaml.swp"
             edited.write_text(text)
             os.rename(edited, profile)
-            await pilot.pause(0.5)
+
+        await save_until_noticed(pilot, banner, editors_save)
         assert "a relaunch would change ranks 0-7" in str(banner.render())
 
 
