@@ -48,6 +48,12 @@ def log(text: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
 
+def with_repo(env: dict[str, str]) -> dict[str, str]:
+    """`env` with this checkout first on PYTHONPATH: the xllm_tui measured is this tree's."""
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
 # ----------------------------------------------------------------------------------------- installation
 
 
@@ -334,10 +340,8 @@ class XllmTui(Tool):
         return d
 
     def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        env = self.base_env()
-        env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-        return subprocess.run([sys.executable, "-m", "xllm_tui", *args], env=env, capture_output=True, text=True,
-                              timeout=timeout, stdin=subprocess.DEVNULL)
+        return subprocess.run([sys.executable, "-m", "xllm_tui", *args], env=with_repo(self.base_env()),
+                              capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
     def start(self, n, program, env, restart):
         import yaml
@@ -650,8 +654,7 @@ def tui_idle(cache: Cache, ranks: int, seconds: float) -> dict:
         s.tool.start(ranks, [str(cache.sleeper)], {"BENCH_STAMP": str(s.stamps.path)}, restart=True)
         s.stamps.wait("start", ranks, 120)
         sock = f"xllm-bench-tui-{s.tag[:12]}"
-        env = s.tool.base_env()
-        env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+        env = with_repo(s.tool.base_env())
         try:
             subprocess.run(["tmux", "-L", sock, "-f", "/dev/null", "new-session", "-d", "-s", "tui", "-x", "160",
                             "-y", "48", f"exec {sys.executable} -m xllm_tui {s.tool.profile} --run-dir {s.tool.run_dir}"],
@@ -675,8 +678,7 @@ def tui_idle(cache: Cache, ranks: int, seconds: float) -> dict:
 def tui_flood(cache: Cache, ranks: int, lines: int, key_lines: int, presses: int) -> dict:
     """xllm-tui's TUI under a flood (bench_tui_flood.py --live, one follow run and one keys run, in its own
     process: the TUI measured is the only one there): CPU per million lines followed, keypress to frame."""
-    env = {**os.environ, "XLLM_BENCH_CACHE": str(cache.root)}
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env = with_repo({**os.environ, "XLLM_BENCH_CACHE": str(cache.root)})
     done = subprocess.run([sys.executable, str(BENCH / "bench_tui_flood.py"), "--live", "--runs", "1",
                            "--ranks", str(ranks), "--lines", str(lines), "--key-lines", str(key_lines),
                            "--presses", str(presses)], env=env, capture_output=True, text=True, timeout=1800,
@@ -766,8 +768,7 @@ def wait_snapshot(tool: XllmTui, condition, timeout: float, what: str) -> dict:
 
 def tui_measure(tool: XllmTui, *args: str, timeout: float = 600) -> dict:
     """bench/tui_frame.py in its own process (its RSS and CPU are the TUI's), tagged like every process here."""
-    env = tool.base_env()
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env = with_repo(tool.base_env())
     r = subprocess.run([sys.executable, str(BENCH / "tui_frame.py"), *args, "--run-dir", str(tool.run_dir)],
                        env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
     if r.returncode != 0:
@@ -957,7 +958,7 @@ def linearity(points: list[tuple[int, float]]) -> tuple[str, list[float]]:
     if len(points) < 3:
         return "too few points", []
     slopes = [(b[1] - a[1]) / (b[0] - a[0]) for a, b in zip(points, points[1:])]
-    (n0, c0), (nb, cb), (n1, c1) = points[0], points[-2], points[-1]
+    (n0, c0), (nb, cb), n1 = points[0], points[-2], points[-1][0]
     values = [c for _, c in points]
     if max(values) - min(values) < 0.1 * max(abs(c0), 1e-9):
         return "flat: the fixed cost dominates", slopes
@@ -978,7 +979,7 @@ def svg_plot(series: dict[str, dict[str, list[tuple[int, float]]]], units: dict[
     """Small multiples, one panel per metric: cost against ranks for each tool (xllm-tui solid, floor dashed),
     and a dotted straight line from the first to the last xllm-tui point (what linear would look like)."""
     panels = [m for m in series if any(series[m].values())]
-    cols, pw, ph, ml, mt = 3, 300, 190, 52, 30
+    cols, pw, ph, ml = 3, 300, 190, 52
     rows = -(-len(panels) // cols)
     width, height = cols * pw + 20, rows * ph + 50
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
@@ -1105,6 +1106,12 @@ def biglog_section(key: str, res: dict) -> list[str]:
     return L
 
 
+def table_section(heading: str, res: dict, metrics: list[tuple[str, str]], tools: list[str],
+                  intro: str = "") -> list[str]:
+    """A report section: `## heading`, a blank line, the optional paragraph `intro` and a blank line, the table."""
+    return [f"## {heading}", ""] + ([intro, ""] if intro else []) + table(res, metrics, tools)
+
+
 def report(results: dict, meta: dict, tools: list[str], svg_path: Path | None = None) -> str:
     L = ["# Benchmark results", ""]
     L.append(f"`{meta['command']}` on {meta['when']} ({meta['elapsed_min']:.1f} min).")
@@ -1129,16 +1136,15 @@ def report(results: dict, meta: dict, tools: list[str], svg_path: Path | None = 
             L += biglog_section(key, res)
         elif kind == "flood":
             _, ranks, lines = key.split(":")
-            L.append(f"## Flood: {ranks} ranks x {int(lines):,} glog lines of ~120 bytes, as fast as they can"
-                     + (" (then they exit)" if meta.get("flood_after") == "exit" else "")
-                     + (", during start-up" if meta.get("flood_phase") == "startup" else ", once ready"))
-            L.append("")
-            L.append("\n".join(table(res, [("cpu_s_per_mline", "CPU s per M lines, until idle"),
-                                           ("peak_rss_mib", "peak RSS MiB"),
-                                           ("lag_s", "lag s: last line to state (xllm-tui) / in the log file"),
-                                           ("writers_s", "writers' time s"),
-                                           ("idle_again_s", "gate to idle again s"),
-                                           ("snapshot_max_s", "slowest snapshot answer s (xllm-tui)")], tools)))
+            L += table_section(f"Flood: {ranks} ranks x {int(lines):,} glog lines of ~120 bytes, as fast as they can"
+                               + (" (then they exit)" if meta.get("flood_after") == "exit" else "")
+                               + (", during start-up" if meta.get("flood_phase") == "startup" else ", once ready"),
+                               res, [("cpu_s_per_mline", "CPU s per M lines, until idle"),
+                                     ("peak_rss_mib", "peak RSS MiB"),
+                                     ("lag_s", "lag s: last line to state (xllm-tui) / in the log file"),
+                                     ("writers_s", "writers' time s"),
+                                     ("idle_again_s", "gate to idle again s"),
+                                     ("snapshot_max_s", "slowest snapshot answer s (xllm-tui)")], tools)
             notdone = [f"{t} run {i + 1}" for t, r in res.items() for i, ok in enumerate(r.get("went_idle", []))
                        if not ok]
             if notdone:
@@ -1146,47 +1152,42 @@ def report(results: dict, meta: dict, tools: list[str], svg_path: Path | None = 
                 L.append("Did not go idle within the time limit (CPU counted to the limit): " + ", ".join(notdone) + ".")
         elif kind == "idle":
             _, ranks, seconds = key.split(":")
-            L.append(f"## Idle: {ranks} sleeping ranks (ready), {seconds} s")
-            L.append("")
-            L.append("\n".join(table(res, [("cpu_pct", "CPU % of a core"), ("rss_mib", "RSS MiB")], tools)))
+            L += table_section(f"Idle: {ranks} sleeping ranks (ready), {seconds} s", res,
+                               [("cpu_pct", "CPU % of a core"), ("rss_mib", "RSS MiB")], tools)
             if "xllm-tui" in res and res["xllm-tui"].get("states"):
                 L.append("")
                 L.append("xllm-tui rank states just after the window: "
                          + ", ".join(sorted({s for run in res["xllm-tui"]["states"] for s in run})) + ".")
         elif kind == "crash":
             _, ranks, kills = key.split(":")
-            L.append(f"## Crash: SIGKILL rank 1 of {ranks}, {kills} times, zero restart delay")
-            L.append("")
-            L.append("\n".join(table(res, [("exec_ms_median", "kill to replacement's exec ms"),
-                                           ("event_ms_median", "kill to event ms (xllm-tui)"),
-                                           ("missed", "kills not followed by a restart within 10 s")], tools)))
+            L += table_section(f"Crash: SIGKILL rank 1 of {ranks}, {kills} times, zero restart delay", res,
+                               [("exec_ms_median", "kill to replacement's exec ms"),
+                                ("event_ms_median", "kill to event ms (xllm-tui)"),
+                                ("missed", "kills not followed by a restart within 10 s")], tools)
         elif kind == "tui-idle":
             _, ranks, seconds = key.split(":")
-            L.append(f"## TUI idle: xllm-tui's TUI in tmux (160x48) on {ranks} sleeping ranks, {seconds} s")
-            L.append("")
-            L.append("\n".join(table(res, [("tui_cpu_pct", "TUI CPU % of a core"),
-                                           ("tmux_cpu_pct", "tmux server CPU %"),
-                                           ("tui_rss_mib", "TUI RSS MiB")], tools)))
+            L += table_section(f"TUI idle: xllm-tui's TUI in tmux (160x48) on {ranks} sleeping ranks, {seconds} s", res,
+                               [("tui_cpu_pct", "TUI CPU % of a core"),
+                                ("tmux_cpu_pct", "tmux server CPU %"),
+                                ("tui_rss_mib", "TUI RSS MiB")], tools)
         elif kind == "tui-flood":
             _, ranks, lines, key_lines = key.split(":")
-            L.append(f"## The TUI under a flood: {ranks} ranks flooding (bench_tui_flood.py --live)")
-            L.append("")
-            L.append(f"Follow: rank 0's log followed while every rank writes {int(lines):,} lines. Keys: j/k in the "
-                     f"rank table while every rank writes {int(key_lines):,} lines; keypress to the frame that shows "
-                     "the newly selected rank's log. Floor: a separate process needing 5 ms of CPU, woken as often.")
-            L.append("")
-            L.append("\n".join(table(res, [("follow_cpu_s_per_mline", "TUI CPU s per M lines followed"),
-                                           ("key_ms_median", "keypress to frame ms, median"),
-                                           ("key_ms_p95", "keypress to frame ms, p95"),
-                                           ("floor_ms_p95", "floor p95 ms"),
-                                           ("presses_missed", "presses not drawn within 5 s"),
-                                           ("tui_peak_rss_mib", "TUI peak RSS MiB")], tools)))
+            L += table_section(f"The TUI under a flood: {ranks} ranks flooding (bench_tui_flood.py --live)", res,
+                               [("follow_cpu_s_per_mline", "TUI CPU s per M lines followed"),
+                                ("key_ms_median", "keypress to frame ms, median"),
+                                ("key_ms_p95", "keypress to frame ms, p95"),
+                                ("floor_ms_p95", "floor p95 ms"),
+                                ("presses_missed", "presses not drawn within 5 s"),
+                                ("tui_peak_rss_mib", "TUI peak RSS MiB")], tools,
+                               intro=f"Follow: rank 0's log followed while every rank writes {int(lines):,} lines. "
+                               f"Keys: j/k in the rank table while every rank writes {int(key_lines):,} lines; "
+                               "keypress to the frame that shows the newly selected rank's log. Floor: a separate "
+                               "process needing 5 ms of CPU, woken as often.")
         elif kind == "start":
             _, ranks = key.split(":")
-            L.append(f"## Start: launch to all {ranks} ranks' programs running")
-            L.append("")
-            L.append("\n".join(table(res, [("start_s", "launch to all running s"),
-                                           ("first_s", "launch to the first running s")], tools)))
+            L += table_section(f"Start: launch to all {ranks} ranks' programs running", res,
+                               [("start_s", "launch to all running s"),
+                                ("first_s", "launch to the first running s")], tools)
         L.append("")
     L.append("## Targets of issue 9 (xllm-tui's medians above)")
     L.append("")

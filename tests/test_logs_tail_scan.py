@@ -90,8 +90,8 @@ CASES = [
 
 def check_one(rng: random.Random, tmp_path, monkeypatch, seed: int) -> None:
     monkeypatch.setattr(tail, "READ_CHUNK", rng.choice([4, 16, 37, 64, 200, 1024, 4096]))
-    monkeypatch.setattr(tail, "_KEY_SAMPLE", rng.choice([8, 64, 4096]), raising=False)
-    monkeypatch.setattr(tail, "_PARALLEL_BYTES", rng.choice([32, 1 << 20]), raising=False)  # halves on two threads
+    monkeypatch.setattr(tail, "_KEY_SAMPLE", rng.choice([8, 64, 4096]))
+    monkeypatch.setattr(tail, "_PARALLEL_BYTES", rng.choice([32, 1 << 20]))  # halves on two threads
     raw = random_log(rng, rng.randint(1, 300), rng.choice([10, 100, 1000, 5000]))
     path = tmp_path / f"r{seed}.log"
     path.write_bytes(raw)
@@ -130,7 +130,7 @@ def test_scan_and_find_match_a_line_by_line_reference(tmp_path, monkeypatch, see
 @pytest.mark.parametrize("seed", range(40, 50))
 def test_without_libc_strcasestr_the_same_lines(tmp_path, monkeypatch, seed):
     """Where libc's case folding is not bytes.lower's (or there is no libc), intake's lower-and-find does it."""
-    monkeypatch.setattr(tail, "_strcasestr", lambda: None, raising=False)
+    monkeypatch.setattr(tail, "_strcasestr", lambda: None)
     check_one(random.Random(seed), tmp_path, monkeypatch, seed)
 
 
@@ -138,7 +138,7 @@ def test_frequent_and_rare_line_start_keys_find_the_same_lines(tmp_path, monkeyp
     """A chunk where the key byte "E" is frequent (re does it) and one where it is rare (memchr): both exact,
     including a sample that misleads (rare where sampled, frequent between)."""
     monkeypatch.setattr(tail, "READ_CHUNK", 16 * 1024)
-    monkeypatch.setattr(tail, "_KEY_SAMPLE", 256, raising=False)
+    monkeypatch.setattr(tail, "_KEY_SAMPLE", 256)
     rare = [f"I1130 00:00:00 1 a.cc:1] line {i}" for i in range(3000)]
     frequent = [f"I1130 00:00:00 1 a.cc:1] Execute EEEE {i}" for i in range(3000)]
     lines = rare[:1000] + ["E1130 00:00:00 1 a.cc:1] one"] + rare[1000:] + frequent[:1500] + [
@@ -200,7 +200,7 @@ def folded_log(tmp_path, hits: int):
     return path, expected
 
 
-@pytest.mark.skipif(getattr(tail, "_strcasestr", lambda: True)() is None, reason="no libc strcasestr folding ASCII")
+@pytest.mark.skipif(tail._strcasestr() is None, reason="no libc strcasestr folding ASCII")
 @pytest.mark.parametrize("hits", [0, 3, 5000])
 def test_a_folded_needle_of_frequent_bytes_is_searched_by_strcasestr(tmp_path, monkeypatch, hits):
     """Not by lowering each piece then searching it (two passes): strcasestr folds as it compares. With many

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
 from xllm_tui.supervisor.logwake import LogWake
 
 
@@ -83,11 +81,10 @@ def test_a_poke_wakes_it_and_unwatchable_directories_fall_back_to_polling(tmp_pa
     run(scenario())
 
 
-@pytest.mark.parametrize("dirs", [set(), None])
-def test_no_directories_no_watch(dirs):
+def test_no_directories_no_watch():
     async def scenario():
         wake = LogWake()
-        wake.watch(dirs or set())
+        wake.watch(set())
         assert not wake.watching and wake.take_growth()
 
     run(scenario())

@@ -367,15 +367,20 @@ async def test_profile_edit_is_validated_and_shows_the_change(source, tmp_path):
         await until(pilot, lambda: "loaded into the supervisor" in str(banner.render()))
 
 
+async def save_until_noticed(pilot, banner, save) -> None:
+    """save() the edited profile every 0.5 s until the change banner shows (bounded): the watcher may start
+    after the first save."""
+    deadline = time.monotonic() + 20
+    while not banner.has_class("visible"):
+        assert time.monotonic() < deadline, "the profile edit was not noticed"
+        save()
+        await pilot.pause(0.5)
+
+
 async def test_profile_file_is_watched(source, tmp_path):
     async with profile_planned(source, tmp_path, watch_profile=True) as (app, pilot, profile, banner):
-        await pilot.pause(0.5)  # let the watcher start before the edit
         text = profile.read_text().replace("max_seqs_per_batch: 256", "max_seqs_per_batch: 128")
-        deadline = time.monotonic() + 20
-        while not banner.has_class("visible"):  # rewrite until the watcher has seen it (bounded)
-            assert time.monotonic() < deadline, "the profile edit was not noticed"
-            profile.write_text(text)
-            await pilot.pause(0.5)
+        await save_until_noticed(pilot, banner, lambda: profile.write_text(text))
         assert "a relaunch would change ranks 0-7" in str(banner.render())
         assert source.actions == []
 
@@ -388,15 +393,14 @@ async def test_profile_file_is_watched_by_inotify_without_a_polling_thread(sourc
 
     monkeypatch.setattr(watchfiles, "awatch", no_polling)
     async with profile_planned(source, tmp_path, watch_profile=True) as (app, pilot, profile, banner):
-        profiles = profile.parent
         text = profile.read_text().replace("max_seqs_per_batch: 256", "max_seqs_per_batch: 128")
-        deadline = time.monotonic() + 20
-        while not banner.has_class("visible"):  # save until the watcher, once started, has seen it (bounded)
-            assert time.monotonic() < deadline, "the profile edit was not noticed"
-            edited = profiles / ".a3-8card.yaml.swp"  # an editor's save: a new file renamed over the profile
+
+        def editors_save() -> None:  # a new file renamed over the profile
+            edited = profile.parent / ".a3-8card.yaml.swp"
             edited.write_text(text)
             os.rename(edited, profile)
-            await pilot.pause(0.5)
+
+        await save_until_noticed(pilot, banner, editors_save)
         assert "a relaunch would change ranks 0-7" in str(banner.render())
 
 
@@ -627,6 +631,12 @@ def test_the_clock_ticks_each_second_only_while_seconds_show():
     assert next_clock_change({"ranks": [ready], "group": {"next_restart_at": 1040.0}}, 1030.0) == 1.0
 
 
+class LiveStaticSource(StaticSource):
+    """The frozen snapshot, but the app runs its timers as for a live supervisor."""
+
+    frozen = False
+
+
 async def test_an_idle_tui_ticks_once_a_minute_not_once_a_second(tmp_path):
     snapshot = demo_snapshot(tmp_path / "logs")
     snapshot["group"].pop("next_restart_at", None)
@@ -634,10 +644,7 @@ async def test_an_idle_tui_ticks_once_a_minute_not_once_a_second(tmp_path):
     for rank in snapshot["ranks"]:
         rank.update(state="ready", pid=1000 + int(rank["rank"]), started_at=now - 3600 - 10)
 
-    class LiveStatic(StaticSource):
-        frozen = False  # the app runs its clock as for a live supervisor
-
-    app = make_app(LiveStatic(snapshot))
+    app = make_app(LiveStaticSource(snapshot))
     async with app.run_test(size=(120, 40)) as pilot:
         await until(pilot, lambda: app.snapshot is not None and app._tick_timer is not None, what="a snapshot")
         assert app._tick_timer._interval == pytest.approx(50.05, abs=0.5)  # the next whole minute of uptimes
@@ -647,10 +654,7 @@ async def test_the_devices_are_read_again_only_while_their_tab_is_shown(tmp_path
     """The 5 s devices timer is paused unless the Devices tab is open: an idle TUI has no wake-up for it."""
     from textual.widgets import TabbedContent
 
-    class LiveStatic(StaticSource):
-        frozen = False
-
-    app = make_app(LiveStatic(demo_snapshot(tmp_path / "logs")))
+    app = make_app(LiveStaticSource(demo_snapshot(tmp_path / "logs")))
     async with app.run_test(size=(120, 40)) as pilot:
         await until(pilot, lambda: app._devices_timer is not None, what="the devices timer")
         assert app._devices_timer._active.is_set() is False  # paused: the Log tab is shown

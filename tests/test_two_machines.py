@@ -54,6 +54,16 @@ class TwoMachines:
         return (snap["group"]["state"] == "ready" and len(snap["ranks"]) == 2 * self.per_machine
                 and all(r["pid"] and r["state"] == "ready" for r in snap["ranks"]))
 
+    def start_serving(self) -> dict[int, int]:
+        """Start machine 0's supervisor, wait until the whole world serves, and return its ranks' pids."""
+        self.start()
+        return self.dep.rank_pids(self.dep.wait_snapshot(self.world_serving, 120, "world serving"))
+
+    def kill_and_relaunch(self, first: dict[int, int], rank: int, what: str) -> dict:
+        """SIGKILL `rank` (pids `first`) and wait until the whole world serves again with new pids: that snapshot."""
+        os.kill(first[rank], signal.SIGKILL)
+        return self.dep.wait_snapshot(self.world_relaunched(first), 120, what)
+
     def world_relaunched(self, before: dict[int, int]):
         """A snapshot condition: the world serves again, none of its ranks with a pid of `before`."""
         gone = set(before.values())
@@ -206,12 +216,9 @@ def test_two_machines_of_eight_ranks_come_up_as_one_world_of_sixteen_and_down_en
 
 
 def test_a_rank_failing_on_machine_0_restarts_machine_1s_ranks_too(two_machines):
-    tm, dep = two_machines, two_machines.dep
-    tm.start()
-    first = dep.rank_pids(dep.wait_snapshot(tm.world_serving, 120, "world serving"))
-    os.kill(first[1], signal.SIGKILL)
-    again = dep.wait_snapshot(tm.world_relaunched(first),
-                              120, "both machines relaunched after rank 1 on machine 0 failed")
+    tm = two_machines
+    first = tm.start_serving()
+    again = tm.kill_and_relaunch(first, 1, "both machines relaunched after rank 1 on machine 0 failed")
     ff = again["group"]["first_failure"]
     assert ff["rank"] == 1 and "machine" not in ff
     assert all(not process_alive(first[n]) for n in (2, 3))  # machine 1's old ranks were stopped, not left
@@ -221,8 +228,7 @@ def test_a_rank_failing_on_machine_0_restarts_machine_1s_ranks_too(two_machines)
 
 def test_a_new_machine_0_supervisor_finds_both_machines_ranks_running_and_restarts_nothing(two_machines):
     tm, dep = two_machines, two_machines.dep
-    tm.start()
-    first = dep.rank_pids(dep.wait_snapshot(tm.world_serving, 120, "world serving"))
+    first = tm.start_serving()
     member_pid = tm.member_snapshot()["supervisor"]["pid"]
     dep.kill_supervisor(signal.SIGKILL)  # machine 0's supervisor dies; every rank, and machine 1's supervisor, live
 
@@ -270,8 +276,7 @@ async def test_the_tui_shows_both_machines_ranks_and_a_lost_machines_ranks_as_un
     from xllm_tui.ui.widgets.rank_table import RankTable
 
     tm, dep = two_machines, two_machines.dep
-    tm.start()
-    dep.wait_snapshot(tm.world_serving, 120, "world serving")
+    tm.start_serving()
     app = make_app(dep)
 
     def cells(table: DataTable) -> list[str]:
@@ -301,8 +306,7 @@ async def test_the_tui_shows_both_machines_ranks_and_a_lost_machines_ranks_as_un
 
 def test_restarting_a_rank_of_machine_1_from_the_cli_relaunches_the_world(two_machines):
     tm, dep = two_machines, two_machines.dep
-    tm.start()
-    first = dep.rank_pids(dep.wait_snapshot(tm.world_serving, 120, "world serving"))
+    first = tm.start_serving()
     refused = dep.cli("restart", dep.profile_path, "--simulate", "--ranks", "3")
     assert refused.returncode == 2 and "--yes" in refused.stderr  # a healthy rank: asks first, as on one machine
     done = dep.cli("restart", dep.profile_path, "--simulate", "--ranks", "3", "--yes", "--wait", timeout=120)
@@ -314,8 +318,7 @@ def test_restarting_a_rank_of_machine_1_from_the_cli_relaunches_the_world(two_ma
 
 def test_a_restart_due_while_machine_1_is_out_of_reach_waits_says_why_and_happens_when_it_is_back(two_machines):
     tm, dep = two_machines, two_machines.dep
-    tm.start()
-    first = dep.rank_pids(dep.wait_snapshot(tm.world_serving, 120, "world serving"))
+    first = tm.start_serving()
     tm.sshd.stop()
     dep.wait_snapshot(lambda s: tm.machine(s)["state"] == "unreachable", 60, "machine 1 unreachable")
 
@@ -351,8 +354,7 @@ def test_a_machine_that_stops_answering_during_a_restart_is_dropped_after_the_ti
         two_machines, monkeypatch):
     tm, dep = two_machines, two_machines.dep
     monkeypatch.setenv("XLLM_TUI_REMOTE_TIMEOUT", "3")  # machine 0 waits 3 s for any answer from machine 1
-    tm.start()
-    first = dep.rank_pids(dep.wait_snapshot(tm.world_serving, 120, "world serving"))
+    first = tm.start_serving()
     member = tm.member_snapshot()["supervisor"]["pid"]
     os.kill(member, signal.SIGSTOP)  # machine 1's supervisor hangs; ssh and its sshd still answer keep-alives
     try:
@@ -370,11 +372,8 @@ def test_a_machine_that_stops_answering_during_a_restart_is_dropped_after_the_ti
 
 def test_restart_counts_of_machine_1s_ranks_survive_a_new_machine_0_supervisor(two_machines):
     tm, dep = two_machines, two_machines.dep
-    tm.start()
-    first = dep.rank_pids(dep.wait_snapshot(tm.world_serving, 120, "world serving"))
-    os.kill(first[2], signal.SIGKILL)
-    restarted = dep.wait_snapshot(tm.world_relaunched(first),
-                                  120, "the world restarted after rank 2 on machine 1 failed")
+    first = tm.start_serving()
+    restarted = tm.kill_and_relaunch(first, 2, "the world restarted after rank 2 on machine 1 failed")
     assert [r["restarts"] for r in restarted["ranks"]] == [1, 1, 1, 1]
     dep.kill_supervisor(signal.SIGKILL)
 
@@ -396,10 +395,9 @@ async def test_the_tui_shows_an_earlier_log_generation_of_a_rank_on_machine_1(tw
     from xllm_tui.ui.widgets.rank_table import RankTable
 
     tm, dep = two_machines, two_machines.dep
-    tm.start()
-    first = dep.rank_pids(dep.wait_snapshot(tm.world_serving, 120, "world serving"))
-    os.kill(first[3], signal.SIGKILL)  # rank 3's first log on machine 1 becomes node_3.log.1 at the relaunch
-    dep.wait_snapshot(tm.world_relaunched(first), 120, "the world relaunched")
+    first = tm.start_serving()
+    # rank 3's first log on machine 1 becomes node_3.log.1 at the relaunch
+    tm.kill_and_relaunch(first, 3, "the world relaunched")
     earlier_there = os.path.join(tm.m1_run_dir, "logs", "node_3.log.1")
     with open(earlier_there) as f:
         earlier_text = f.read()
@@ -442,8 +440,7 @@ def test_a_machine_lost_while_the_world_is_being_launched_leaves_no_half_world_a
     monkeypatch.setenv("XLLM_TUI_REMOTE_TIMEOUT", "8")
     dep.profile_data["restart"]["backoff"] = {"initial": "2s", "max": "2s", "factor": 1}
     dep.write_profile()
-    tm.start()
-    first = dep.rank_pids(dep.wait_snapshot(tm.world_serving, 120, "world serving"))
+    first = tm.start_serving()
     member = tm.member_snapshot()["supervisor"]["pid"]
     seen = dep.events_file()[-1]["seq"]
     os.kill(first[1], signal.SIGKILL)
@@ -473,8 +470,7 @@ async def test_the_tui_says_why_a_world_restart_waits_for_machine_1_and_refuses_
     from xllm_tui.ui.widgets.status_bar import StatusBar
 
     tm, dep = two_machines, two_machines.dep
-    tm.start()
-    first = dep.rank_pids(dep.wait_snapshot(tm.world_serving, 120, "world serving"))
+    first = tm.start_serving()
     tm.sshd.stop()
     dep.wait_snapshot(lambda s: tm.machine(s)["state"] == "unreachable", 60, "machine 1 unreachable")
     os.kill(first[0], signal.SIGKILL)
