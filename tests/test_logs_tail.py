@@ -73,6 +73,29 @@ def test_index_all_and_small_memory(big):
         assert log.index_memory_bytes() <= 12 * blocks + 64
 
 
+def test_indexing_backward_stops_on_a_closed_or_unreadable_file(big, monkeypatch):
+    path, _ = big
+    log = LogFile(path, initial_lines=10, block_size=1024)
+    assert not log.complete
+    log.close()  # a view switched to another file while its poll worker was indexing this one
+    asked = []
+    log.index_backward_while(lambda: asked.append(1) or len(asked) < 1000)
+    assert len(asked) <= 1  # it used to loop until its deadline, each step doing nothing
+
+    with LogFile(path, initial_lines=10, block_size=1024) as log:
+        before = log.snapshot().indexed_bytes
+
+        def failing_read(*args):
+            raise OSError(5, "Input/output error")
+
+        monkeypatch.setattr("xllm_tui.logs.tail.os.preadv", failing_read)
+        done = threading.Event()
+        worker = threading.Thread(target=lambda: (log.index_all(), done.set()), daemon=True)
+        worker.start()
+        assert done.wait(10), "index_all kept looping on a file it cannot read"
+        assert log.snapshot().indexed_bytes == before and not log.complete
+
+
 def test_appends_and_partial_last_line(tmp_path):
     path = tmp_path / "a.log"
     write(path, "one\ntwo\n")

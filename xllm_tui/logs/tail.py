@@ -138,8 +138,7 @@ class LogFile:
         self.last_reset: str | None = None
         self._open_and_anchor()
         self.poll()
-        while not self.complete and self.line_count < initial_lines:
-            self.index_backward(16 * self.block_size)
+        self._index_initial_lines()
 
     # ---- state -------------------------------------------------------------------------------
     def _open_and_anchor(self) -> None:
@@ -316,13 +315,31 @@ class LogFile:
             self.prepended_lines += added
             return added
 
+    def index_backward_while(self, keep_going: Callable[[], bool], max_bytes: int = 16 * READ_CHUNK) -> None:
+        """index_backward() until the index is complete or keep_going() is false (asked before each step).
+
+        Stops as soon as a step makes no progress: the file closed, unreadable, or reset meanwhile. Looping on
+        `complete` alone spun on a closed file (a view switched away during its poll) until its deadline.
+        """
+        while not self.complete and not self._closed and keep_going():
+            first = self._first_block
+            self.index_backward(max_bytes)
+            if self._first_block == first:
+                return
+
+    def _index_initial_lines(self) -> None:
+        self.index_backward_while(lambda: self.line_count < self.initial_lines, 16 * self.block_size)
+
     def index_all(self, progress: Callable[[int, int], None] | None = None) -> None:
         """Index the whole file now (progress(indexed_bytes, total_bytes) after each step)."""
-        while not self.complete and self._fd is not None:
-            self.index_backward()
+
+        def report() -> bool:
             if progress is not None:
                 s = self.snapshot()
                 progress(s.indexed_bytes, s.file_size)
+            return True
+
+        self.index_backward_while(report)
         if progress is not None:
             s = self.snapshot()
             progress(s.indexed_bytes, s.file_size)
@@ -375,8 +392,7 @@ class LogFile:
                     block += 1
                 self._end = reached
             if reset is not None:
-                while not self.complete and self.line_count < self.initial_lines:
-                    self.index_backward(16 * self.block_size)
+                self._index_initial_lines()
             after = max(0, self._cum[-1] - self._skip)
             return RefreshResult(after if reset is not None else after - before, reset, file_size > self._end)
 

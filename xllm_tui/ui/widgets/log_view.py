@@ -497,8 +497,8 @@ class LogView(ScrollView, can_focus=True):
             refresh = RefreshResult(new_lines, reset, refresh.more)
             # The start of the file is indexed only while it does not grow: following a flooding log,
             # counting its past too kept the UI thread waiting for the GIL (keys took a second).
-            while not logfile.complete and not new_lines and time.monotonic() < deadline:
-                logfile.index_backward()
+            if not new_lines:
+                logfile.index_backward_while(lambda: time.monotonic() < deadline)
             snapshot = logfile.snapshot()
             before = after = None
             new_range = None
