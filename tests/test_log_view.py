@@ -458,6 +458,29 @@ async def test_following_appended_lines_does_not_lay_the_screen_out(tmp_path):
         assert layouts == []
 
 
+async def test_switching_between_wide_logs_lays_nothing_out_and_keeps_the_watch(tmp_path):
+    """A rank switch (set_path) between two logs wider and longer than the view: the horizontal and vertical
+    scrollbars stay, so the screen needs no layout (it used to take two: the width went to 0 and back), and
+    the inotify descriptor is moved to the new file, not closed and made again."""
+    paths = [tmp_path / f"node_{n}.log" for n in range(2)]
+    for n, path in enumerate(paths):
+        write_lines(path, [glog_line(i, text=f"rank {n} line {i} " + "x" * (150 + 40 * n)) for i in range(300)], "w")
+    async with tail_shown(tmp_path / "start.log") as (app, pilot, view):
+        for n in (0, 1, 0, 1):
+            if n == 1 and view.path == str(paths[0]):
+                layouts = record_layouts(view)
+                watch_fd = view._file_watch.fd
+            view.set_path(paths[n])
+            await wait_for(pilot, lambda n=n: f"rank {n} line 299 " in visible(view)[-1], f"rank {n}'s last line")
+            await wait_for(pilot, lambda n=n: view.virtual_size.width >= len(glog_line(0, text=f"rank {n} line 0 "))
+                           + 150 + 40 * n, f"rank {n}'s width")
+        assert layouts == []
+        assert view._file_watch.fd == watch_fd
+        assert view.virtual_size.width == len(glog_line(299, text="rank 1 line 299 ")) + 190
+        write_lines(paths[1], [glog_line(300, text="appended after the switches")])
+        await wait_for(pilot, lambda: visible(view)[-1].endswith("appended after the switches"), "the append")
+
+
 def test_clean_drops_control_sequences_and_leaves_plain_lines_alone():
     from xllm_tui.ui.widgets.log_view import _clean
 

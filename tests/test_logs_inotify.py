@@ -53,3 +53,33 @@ def test_other_files_of_the_directory_do_not_count(tmp_path):
         assert readable(watch) and watch.changed()
     finally:
         watch.close()
+
+
+def test_a_watch_moved_to_another_file_sees_that_file_only(tmp_path):
+    first, second = tmp_path / "node_0.log", tmp_path / "node_1.log"
+    elsewhere = tmp_path / "other" / "node_2.log"
+    elsewhere.parent.mkdir()
+    for path in (first, second, elsewhere):
+        path.write_text("x\n")
+    watch = FileWatch(str(first))
+    fd = watch.fd
+    try:
+        with open(first, "a") as f:
+            f.write("queued before the move\n")
+        watch.watch(str(second))
+        assert watch.fd == fd  # the same descriptor: nothing closed
+        assert settled(watch)  # the first file's queued write is not the second's
+        with open(first, "a") as f:
+            f.write("y\n")
+        assert settled(watch)
+        with open(second, "a") as f:
+            f.write("y\n")
+        assert readable(watch) and watch.changed()
+        watch.watch(str(elsewhere))  # another directory
+        with open(second, "a") as f:
+            f.write("z\n")
+        assert settled(watch)
+        os.rename(elsewhere, str(elsewhere) + ".1")  # its rotation is seen through its own directory
+        assert readable(watch) and watch.changed()
+    finally:
+        watch.close()

@@ -143,6 +143,19 @@ class FileWatch:
     def fd(self) -> int:
         return self._inotify.fd
 
+    def watch(self, path: str) -> None:
+        """Watch another file instead, on the same descriptor. Closing an inotify descriptor waits for the
+        kernel's grace period (a millisecond or more, longer on a loaded machine): a view switching files
+        moves its watch rather than making a new one. Raises OSError if the new directory cannot be watched
+        (the old watches are gone then: close and poll)."""
+        path = os.path.abspath(path)
+        self._inotify.drain()  # what was queued concerned the previous file
+        if os.path.dirname(path) != os.path.dirname(self.path):
+            self._inotify.remove_watch(self._dir_wd)
+            self._dir_wd = self._inotify.add_watch(os.path.dirname(path), DIR_ENTRY_MASK)
+        self.path, self._name = path, os.path.basename(path)
+        self._watch_file()
+
     def _watch_file(self) -> None:
         if self._file_wd is not None:
             self._inotify.remove_watch(self._file_wd)

@@ -290,7 +290,8 @@ class LogView(ScrollView, can_focus=True):
         self._text_cache: LRUCache[tuple, tuple[int, str]] = LRUCache(4096)
         self._offset_text_cache: LRUCache[tuple, str] = LRUCache(4096)
         self._strip_cache: LRUCache[tuple, list[Strip]] = LRUCache(2048)
-        self._max_width = 0
+        self._max_width = 0  # the widest row rendered since the last measure_widths()
+        self._width_measured = True  # False until a row of a new file (or style) has been rendered
         self._width_pending = False
         self._unseen = 0
         self._pinned = True  # the view was at the bottom after its last scroll
@@ -406,7 +407,7 @@ class LogView(ScrollView, can_focus=True):
         self._text_cache.clear()
         self._offset_text_cache.clear()
         self._strip_cache.clear()
-        self._max_width = 0
+        self._measure_widths()
         self._unseen = 0
         self._current_offset = None
         self._filter_offsets = None
@@ -417,12 +418,16 @@ class LogView(ScrollView, can_focus=True):
 
     # ---- waking on change (inotify, else the poll timer) ----------------------------------------
     def _start_watch(self) -> None:
-        self._stop_watch()
+        if self.path is None or self._file_watch is None:
+            self._stop_watch()
         if self.path is not None:
             try:
-                self._file_watch = FileWatch(self.path)
+                if self._file_watch is not None:
+                    self._file_watch.watch(self.path)  # the same descriptor: no close on a rank switch
+                else:
+                    self._file_watch = FileWatch(self.path)
             except (OSError, AttributeError):  # no inotify, out of watches, no such directory: poll instead
-                self._file_watch = None
+                self._stop_watch()
         self._set_poll_timer(self.path is not None and self._file_watch is None)
         self._listen()
 
@@ -590,7 +595,15 @@ class LogView(ScrollView, can_focus=True):
             extra = max(0, self.scrollable_content_region.height - 1) if self.row_count else 0
             self._set_virtual_size(Size(0, self.row_count + extra))
         else:
-            self._set_virtual_size(Size(self._max_width, self.row_count))
+            measured = self._width_measured or not self.row_count
+            width = self._max_width if measured else max(self._max_width, self.virtual_size.width)
+            self._set_virtual_size(Size(width, self.row_count))
+
+    def _measure_widths(self) -> None:
+        """Measure the rows' width again from the next rows rendered. Until then the view keeps its width: going
+        to 0 and back hid and showed the horizontal scrollbar, two layouts of the screen at every rank switch."""
+        self._max_width = 0
+        self._width_measured = False
 
     def _set_virtual_size(self, size: Size) -> None:
         """Widget.virtual_size is a layout reactive: each change lays the whole screen out again, and a followed
@@ -600,13 +613,30 @@ class LogView(ScrollView, can_focus=True):
         old = self.virtual_size
         if size == old:
             return
-        if size.width != old.width or not self.container_size or not self.is_mounted:
+        if not self.container_size or not self.is_mounted:
             self.virtual_size = size
             return
         height = self.container_size.height - self.scrollbar_size_horizontal
         if (size.height > height) != self.show_vertical_scrollbar:
             self.virtual_size = size  # the vertical scrollbar appears or goes: that is a layout
             return
+        if size.width != old.width:
+            # Widget._refresh_scrollbars judges the width against the container with or without the vertical
+            # scrollbar: a width between the two might show or hide the horizontal one, so that is a layout.
+            full = self.container_size.width
+            shows = self.show_horizontal_scrollbar
+            if (size.width > full) != shows or (size.width > full - self.styles.scrollbar_size_vertical) != shows:
+                self.virtual_size = size
+                return
+            self.set_reactive(Widget.virtual_size, size)
+            if shows:
+                bar = self.horizontal_scrollbar
+                bar.window_virtual_size = size.width
+                bar.window_size = full - self.scrollbar_size_vertical
+            self.scroll_x = self.validate_scroll_x(self.scroll_x)
+            if size.height == old.height:
+                self.refresh()
+                return
         self.set_reactive(Widget.virtual_size, size)
         if self.show_vertical_scrollbar:
             # Only the vertical scrollbar's thumb moves (Widget._scroll_update repaints both scrollbars).
@@ -667,7 +697,7 @@ class LogView(ScrollView, can_focus=True):
     def watch_compact(self, compact: bool) -> None:
         self._strip_cache.clear()
         self._wrap_layout_key = None
-        self._max_width = 0  # compact lines are narrower: measure again
+        self._measure_widths()  # compact lines are narrower
         self._update_virtual_size()
         self._update_title()
         self.refresh()
@@ -810,8 +840,8 @@ class LogView(ScrollView, can_focus=True):
 
     def _note_width(self, length: int) -> None:
         """A row `length` cells wide was rendered: widen the view (after this refresh) if it is the widest yet."""
-        if length > self._max_width:
-            self._max_width = length
+        if length > self._max_width or not self._width_measured:
+            self._max_width = max(self._max_width, length)
             if not self._width_pending:
                 self._width_pending = True
                 self.call_after_refresh(self._grow_width)
@@ -845,6 +875,7 @@ class LogView(ScrollView, can_focus=True):
 
     def _grow_width(self) -> None:
         self._width_pending = False
+        self._width_measured = True
         self._update_virtual_size()
         if self.follow and self._pinned:
             # A horizontal scrollbar may have appeared and taken a row: stay on the last line.
