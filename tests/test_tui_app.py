@@ -91,6 +91,22 @@ async def test_main_screen_shows_every_rank_and_marks_the_first_failure(source):
         assert any(type(m).__name__ == "RankSelected" for m in messages)
 
 
+async def test_the_start_up_heap_is_frozen_while_the_app_runs(source):
+    """Once the ranks are shown, the start-up objects are left out of the cyclic GC's passes (a full pass
+    over them was the worst keypress under a flood); ending the app gives them back."""
+    import gc
+
+    assert gc.get_freeze_count() == 0
+    app = make_app(source)
+    async with app.run_test(size=(120, 40)) as pilot:
+        table = app.main_screen.query_one(RankTable)
+        await until(pilot, lambda: table.row_count == 8 and gc.get_freeze_count() > 0, what="the heap frozen")
+        assert gc.get_freeze_count() > 10_000  # the widgets, styles and modules, not a handful
+        await pilot.press("down")  # the app works on as before
+        await until(pilot, lambda: app.main_screen.query_one("#rank-log").rank == 1, what="log of rank 1")
+    assert gc.get_freeze_count() == 0
+
+
 @pytest.mark.parametrize(
     "keys, expected_op, expected_args",
     [
