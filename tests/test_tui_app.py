@@ -107,6 +107,35 @@ async def test_the_start_up_heap_is_frozen_while_the_app_runs(source):
     assert gc.get_freeze_count() == 0
 
 
+async def test_a_cursor_move_draws_the_new_ranks_log_in_the_same_frame(source):
+    """j moves the cursor and switches the log pane: one frame shows both (the pane used to follow a frame,
+    17 ms, later: through a message handled after the table had been drawn)."""
+    from textual._compositor import CompositorUpdate
+
+    app = make_app(source)
+    async with app.run_test(size=(120, 40)) as pilot:
+        table = app.main_screen.query_one(RankTable)
+        await until(pilot, lambda: table.row_count == 8 and app.main_screen.query_one("#rank-log").rank == 0,
+                    what="log of rank 0")
+        await pilot.pause(0.2)
+        for target in (1, 2, 3):
+            frames: list[str] = []
+            original = app._display
+
+            def display(screen, renderable, original=original, frames=frames) -> None:
+                if isinstance(renderable, CompositorUpdate):
+                    frames.append(renderable.render_segments(app.console))
+                original(screen, renderable)
+
+            app._display = display
+            try:
+                await pilot.press("j")
+                await until(pilot, lambda: frames, what="a frame after the key")
+            finally:
+                app._display = original
+            assert f" rank {target} " in frames[0]
+
+
 @pytest.mark.parametrize(
     "keys, expected_op, expected_args",
     [

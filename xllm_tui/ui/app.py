@@ -304,6 +304,7 @@ class XllmApp(App[None]):
     # -- lifecycle ------------------------------------------------------------------------------------
     async def on_mount(self) -> None:
         await self.push_screen(self.main_screen)
+        self.main_screen.query_one(RankTable).cursor_moved = self._show_rank_log
         for problem in self.config_problems:
             self.notify(problem, title="configuration", severity="warning", timeout=10)
         if self._frozen:
