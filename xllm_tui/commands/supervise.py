@@ -34,12 +34,11 @@ def _lean_malloc() -> None:
     free of such a buffer, so later ones come from the heap and stay resident; and every thread that allocates
     gets its own arena. A fixed threshold hands each back to the kernel when freed; two arenas are plenty for the
     event loop and its worker threads."""
-    import ctypes
-    import ctypes.util
+    from xllm_tui.libc import libc as c_library
 
     m_mmap_threshold, m_arena_max = -3, -8  # <malloc.h>
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc = c_library()
         libc.mallopt(m_mmap_threshold, 256 * 1024)
         libc.mallopt(m_arena_max, 2)
     except (OSError, AttributeError):  # not glibc: its own defaults

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import os
 import struct
 from typing import NamedTuple
+
+from xllm_tui.libc import libc as c_library
 
 # <sys/inotify.h>
 IN_MODIFY = 0x2
@@ -46,8 +47,7 @@ _libc_handle = None
 def _libc():
     global _libc_handle
     if _libc_handle is None:
-        name = ctypes.util.find_library("c") or "libc.so.6"
-        libc = ctypes.CDLL(name, use_errno=True)
+        libc = c_library()
         libc.inotify_init1.argtypes = [ctypes.c_int]
         libc.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
         libc.inotify_rm_watch.argtypes = [ctypes.c_int, ctypes.c_int]

@@ -777,9 +777,11 @@ def _strcasestr():
     if not _libc_search:
         functions = [None, None, None]
         try:
-            import ctypes.util  # here: the supervisor imports this module too, and never searches
+            import ctypes  # here: the supervisor imports this module too, and never searches
 
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            from xllm_tui.libc import libc as c_library
+
+            libc = c_library()
             functions = [libc.strcasestr, libc.strlen, libc.tolower]
             functions[0].restype, functions[0].argtypes = ctypes.c_void_p, [ctypes.c_void_p, ctypes.c_char_p]
             functions[1].restype, functions[1].argtypes = ctypes.c_size_t, [ctypes.c_void_p]

@@ -1,0 +1,24 @@
+"""The C library, for the few calls the standard library lacks (inotify, strcasestr, mallopt)."""
+
+from __future__ import annotations
+
+import functools
+
+
+@functools.cache
+def libc():
+    """The process's C library (a ctypes.CDLL with use_errno), or OSError if there is none.
+
+    Loaded by its glibc soname: ctypes.util.find_library runs /sbin/ldconfig -p, tens of milliseconds that
+    every start of the supervisor paid twice before its first rank was spawned."""
+    import ctypes
+
+    try:
+        return ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:
+        import ctypes.util  # another C library (musl): its name has to be searched for
+
+        name = ctypes.util.find_library("c")
+        if name is None:
+            raise OSError("no C library found") from None
+        return ctypes.CDLL(name, use_errno=True)
