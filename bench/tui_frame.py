@@ -20,7 +20,8 @@ table, status bar and panels updated in the DOM), `request_ms` (the TUI's own sn
 decoded), the bytes of each update, the TUI's RSS and its CPU over the sampling window.
 
 Big log (`biglog`): with rank-1 selected in the rank table, press "down" to select `rank` (whose log ends in a
-line holding `tail_marker`); *tail on screen* is the time from the keypress to the end of rendering the first
+line holding `tail_marker` and one more line, so that the rank table's last-line column never shows the marker);
+*tail on screen* is the time from the keypress to the end of rendering the first
 screen update that shows the marker (`set_path_ms`: the log view's own share). Then, with the log view focused,
 "E" (warnings and errors) and again "E" (errors only), timed from that second keypress until the errors-only
 filter covers the whole file (the view's index complete, its filter scanned from the first line to the end) and
