@@ -1090,7 +1090,7 @@ def biglog_section(key: str, res: dict) -> list[str]:
     mine = res.get("xllm-tui", {})
     n = len(mine.get("tail_ms_median", []))
     L = [f"## Big log: {size / 2**30:.3g} GiB of glog lines in rank 1's log, the TUI (160x48) on it", "",
-         f"Medians of {n} run(s). Tail: keypress selecting the rank until the frame showing its last line "
+         f"Medians of {n} run(s). Tail: keypress selecting the rank until the frame showing its tail line (the log pane is all that shows it) "
          "(median of the repeats in each run); `set_path`: the log view's own part of it. Filter: the second E (errors only) "
          "until the whole file is filtered and drawn; grep: `grep -c -E '^[EF][0-9]{4}[ 0-9]|Check failed:|ERROR:'`. "
          "Search: Enter in the search prompt until the line near the start is on screen; grep: `grep -c -F NEEDLE`. "
