@@ -110,7 +110,7 @@ class RemoteMachines:
         """A world with a machine out of sight is degraded (its ranks may run fine; nobody can tell); a world
         whose launch waits for a machine says so (world_launch.py)."""
         if self.launch_waiting is not None and state in ("failed", "stopped"):
-            return self.waiting_group_view(state, reason)
+            return self.waiting_group_view(state)
         lost = [link for link in self.links.values() if not link.connected and (link.ever_connected or link.ranks)]
         if lost and state in ("ready", "loading", "starting", "degraded"):
             link = lost[0]

@@ -47,7 +47,7 @@ class WorldLaunch:
         return (f"{names}: the world cannot be {verb} until it is back; it is {verb} as soon as every machine is "
                 "reached (or stop it)")
 
-    def waiting_group_view(self, state: str, reason: str) -> tuple[str, str]:
+    def waiting_group_view(self, state: str) -> tuple[str, str]:
         """The group while a launch waits for a machine: not running, and why, and what comes next."""
         ff = self.group.first_failure
         before = f"rank {ff['rank']} failed first ({ff['cause']}); " if ff and state == "failed" else ""
