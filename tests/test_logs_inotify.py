@@ -83,3 +83,37 @@ def test_a_watch_moved_to_another_file_sees_that_file_only(tmp_path):
         assert readable(watch) and watch.changed()
     finally:
         watch.close()
+
+
+def test_listen_calls_back_on_the_event_loop_until_unlisten(tmp_path):
+    import asyncio
+
+    path = tmp_path / "node_0.log"
+    path.write_text("x\n")
+    other = tmp_path / "node_1.log"
+
+    async def scenario() -> list[str]:
+        watch = FileWatch(str(path))
+        seen: list[str] = []
+        changed = asyncio.Event()
+        watch.listen(lambda: (seen.append("change"), changed.set()))
+        watch.listen(lambda: seen.append("a second callback"))  # already listening: ignored
+        assert watch.listening
+        other.write_text("not the watched file\n")
+        with open(path, "a") as f:
+            f.write("y\n")
+        await asyncio.wait_for(changed.wait(), 5)
+        watch.unlisten()
+        assert not watch.listening
+        before = len(seen)  # the write's events may have come in more than one read
+        with open(path, "a") as f:
+            f.write("z\n")
+        await asyncio.sleep(0.05)  # a callback would run at the loop's next turn; none may
+        assert len(seen) == before
+        watch.listen(changed.set)
+        watch.close()  # closing while listening takes the descriptor off the loop first
+        assert not watch.listening
+        return seen
+
+    seen = asyncio.run(scenario())
+    assert seen and set(seen) == {"change"}

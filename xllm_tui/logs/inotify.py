@@ -15,6 +15,7 @@ import contextlib
 import ctypes
 import os
 import struct
+from collections.abc import Callable
 from typing import NamedTuple
 
 from xllm_tui.libc import libc as c_library
@@ -137,6 +138,7 @@ class FileWatch:
             self._inotify.close()
             raise
         self._file_wd: int | None = None
+        self._loop = None  # the event loop the descriptor is on (listen)
         self._watch_file()
 
     @property
@@ -179,5 +181,23 @@ class FileWatch:
                     self._file_wd = None  # the inode is gone; a new file of the name comes through the directory
         return relevant
 
+    @property
+    def listening(self) -> bool:
+        return self._loop is not None
+
+    def listen(self, on_change: Callable[[], None]) -> None:
+        """Call on_change() from the running event loop whenever the file may have changed (until unlisten)."""
+        if self._loop is None:
+            import asyncio  # here: not every user of this module runs an event loop
+
+            self._loop = asyncio.get_running_loop()
+            self._loop.add_reader(self.fd, lambda: self.changed() and on_change())
+
+    def unlisten(self) -> None:
+        if self._loop is not None:
+            self._loop.remove_reader(self.fd)
+            self._loop = None
+
     def close(self) -> None:
+        self.unlisten()
         self._inotify.close()

@@ -1068,14 +1068,8 @@ class XllmApp(App[None]):
         except (OSError, AttributeError):
             await self._watch_profile_polling(path)
             return
-        loop = asyncio.get_running_loop()
         changed = asyncio.Event()
-
-        def on_event() -> None:
-            if watch.changed():
-                changed.set()
-
-        loop.add_reader(watch.fd, on_event)
+        watch.listen(changed.set)
         try:
             while True:
                 await changed.wait()
@@ -1083,7 +1077,6 @@ class XllmApp(App[None]):
                 changed.clear()
                 self._load_profile()
         finally:
-            loop.remove_reader(watch.fd)
             watch.close()
 
     async def _watch_profile_polling(self, path: str) -> None:

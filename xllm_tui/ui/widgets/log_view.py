@@ -59,7 +59,6 @@ row count would defeat the index, and operators use wrap to read a few long line
 
 from __future__ import annotations
 
-import asyncio
 import math
 import os
 import re
@@ -286,7 +285,6 @@ class LogView(ScrollView, can_focus=True):
         self._last_read_lines = 0  # lines the last poll appended
         self._poll_timer: Timer | None = None  # only while the file has no inotify watch
         self._file_watch: FileWatch | None = None
-        self._listening = False  # the watch's descriptor is on the event loop
         self._text_cache: LRUCache[tuple, tuple[int, str]] = LRUCache(4096)
         self._offset_text_cache: LRUCache[tuple, str] = LRUCache(4096)
         self._strip_cache: LRUCache[tuple, list[Strip]] = LRUCache(2048)
@@ -439,25 +437,19 @@ class LogView(ScrollView, can_focus=True):
             self._poll_timer = None
 
     def _stop_watch(self) -> None:
-        self._unlisten()
         if self._file_watch is not None:
             self._file_watch.close()
             self._file_watch = None
 
     def _listen(self) -> None:
-        if self._file_watch is not None and not self._listening:
-            asyncio.get_running_loop().add_reader(self._file_watch.fd, self._on_file_event)
-            self._listening = True
+        if self._file_watch is not None:
+            self._file_watch.listen(self._on_file_change)
 
     def _unlisten(self) -> None:
-        if self._listening and self._file_watch is not None:
-            asyncio.get_running_loop().remove_reader(self._file_watch.fd)
-        self._listening = False
+        if self._file_watch is not None:
+            self._file_watch.unlisten()
 
-    def _on_file_event(self) -> None:
-        watch = self._file_watch
-        if watch is None or not watch.changed():
-            return
+    def _on_file_change(self) -> None:
         # One wake-up per read under a flood: listening resumes when the poll is done.
         self._unlisten()
         wait = self._poll_started + self._wake_gap() - time.monotonic()
