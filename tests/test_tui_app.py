@@ -10,6 +10,7 @@ import contextlib
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -373,7 +374,10 @@ async def profile_planned(source, tmp_path, watch_profile: bool):
     profile = profiles / "a3-8card.yaml"
     app = make_app(source, profile_path=str(profile), simulate=True, watch_profile=watch_profile)
     async with app.run_test(size=(120, 40)) as pilot:
-        await until(pilot, lambda: app.profile_plan is not None, what="profile planned")
+        # Planned, and planned again with the first snapshot's toggles if they differ (that re-plan reads the
+        # file: on a loaded machine it came after a test's edit and took the edit as the baseline).
+        await until(pilot, lambda: app.profile_plan is not None and app.snapshot is not None and not any(
+            w.group == "profile" and w.is_running for w in app.workers), what="profile planned")
         yield app, pilot, profile, app.main_screen.query_one("#profile-banner", Static)
 
 
@@ -406,20 +410,48 @@ async def test_profile_edit_is_validated_and_shows_the_change(source, tmp_path):
         await until(pilot, lambda: "loaded into the supervisor" in str(banner.render()))
 
 
-async def save_until_noticed(pilot, banner, save) -> None:
-    """save() the edited profile every 0.5 s until the change banner shows (bounded): the watcher may start
-    after the first save."""
+def edited(profile) -> Callable[[int], str]:
+    """The profile's text with max_seqs_per_batch edited, to another value at each save: every save changes
+    the launch against the one before (the banner compares with the last plan; a second save of the same
+    edit, on a machine slow to notice the first, said 'no rank's launch changes')."""
+    text = profile.read_text()
+    return lambda n: text.replace("max_seqs_per_batch: 256", f"max_seqs_per_batch: {128 if n % 2 == 0 else 64}")
+
+
+async def save_until_noticed(pilot, banner, save: Callable[[int], None]) -> None:
+    """save(n), n = 0, 1, ..., every 0.5 s until the change banner shows (bounded): the watcher may start after
+    the first save."""
     deadline = time.monotonic() + 20
+    saves = 0
     while not banner.has_class("visible"):
         assert time.monotonic() < deadline, "the profile edit was not noticed"
-        save()
+        save(saves)
+        saves += 1
         await pilot.pause(0.5)
+
+
+async def test_profile_edits_are_compared_with_the_profile_at_start(source, tmp_path):
+    """The same edit read twice (a save whose events came in two reads, or saved again) still shows what a
+    relaunch would change; an edit undone shows that nothing changes."""
+    async with profile_planned(source, tmp_path, watch_profile=False) as (app, pilot, profile, banner):
+        original = profile.read_text()
+        profile.write_text(original.replace("max_seqs_per_batch: 256", "max_seqs_per_batch: 128"))
+        for _ in range(2):
+            app._load_profile()
+            await until(pilot, lambda: banner.has_class("visible") and "change" in str(banner.render()),
+                        what="change banner")
+            await until(pilot, lambda: not any(w.group == "profile" and w.is_running for w in app.workers),
+                        what="the profile read")
+            assert "a relaunch would change ranks 0-7" in str(banner.render())
+        profile.write_text(original)
+        app._load_profile()
+        await until(pilot, lambda: "no rank's launch changes" in str(banner.render()), what="the undo noticed")
 
 
 async def test_profile_file_is_watched(source, tmp_path):
     async with profile_planned(source, tmp_path, watch_profile=True) as (app, pilot, profile, banner):
-        text = profile.read_text().replace("max_seqs_per_batch: 256", "max_seqs_per_batch: 128")
-        await save_until_noticed(pilot, banner, lambda: profile.write_text(text))
+        text = edited(profile)
+        await save_until_noticed(pilot, banner, lambda n: profile.write_text(text(n)))
         assert "a relaunch would change ranks 0-7" in str(banner.render())
         assert source.actions == []
 
@@ -432,12 +464,12 @@ async def test_profile_file_is_watched_by_inotify_without_a_polling_thread(sourc
 
     monkeypatch.setattr(watchfiles, "awatch", no_polling)
     async with profile_planned(source, tmp_path, watch_profile=True) as (app, pilot, profile, banner):
-        text = profile.read_text().replace("max_seqs_per_batch: 256", "max_seqs_per_batch: 128")
+        text = edited(profile)
 
-        def editors_save() -> None:  # a new file renamed over the profile
-            edited = profile.parent / ".a3-8card.yaml.swp"
-            edited.write_text(text)
-            os.rename(edited, profile)
+        def editors_save(n: int) -> None:  # a new file renamed over the profile
+            swap = profile.parent / ".a3-8card.yaml.swp"
+            swap.write_text(text(n))
+            os.rename(swap, profile)
 
         await save_until_noticed(pilot, banner, editors_save)
         assert "a relaunch would change ranks 0-7" in str(banner.render())
@@ -540,8 +572,14 @@ async def test_an_idle_app_writes_nothing_to_the_terminal(source):
         await until(pilot, lambda: table.row_count == 8, what="8 rank rows")
         await until(pilot, lambda: app.main_screen.query_one("#rank-log").query_one("LogView").line_count > 0,
                     what="the log")
-        await pilot.pause(0.5)
-        updates.clear()
+        # The start-up settles (the log's older part is indexed, widths measured: longer on a loaded machine)
+        deadline = time.monotonic() + 20
+        while True:
+            updates.clear()
+            await pilot.pause(0.5)
+            if not updates:
+                break
+            assert time.monotonic() < deadline, f"the screen kept changing: {updates}"
         await pilot.pause(1.5)  # several log polls and status refreshes
         assert updates == []
         await pilot.press("down")  # a real change is drawn

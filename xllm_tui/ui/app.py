@@ -258,6 +258,10 @@ class XllmApp(App[None]):
         self.connected = False
         self.disconnect_reason: str | None = None
         self.profile_plan: Any = None  # ProfilePlan of the last valid profile
+        # What the edits are compared with: the plan at start (or made again for the toggles). Against the last
+        # save instead, a save read twice (its events split in two reads on a slow machine) or saved twice
+        # said "no rank's launch changes" over the change it had just shown.
+        self.profile_baseline: Any = None
         self.profile_change: tuple[str, list[str]] | None = None  # (summary, lines) of the last edit
         self.profile_errors: list[str] = []
         self.config_problems: list[str] = []
@@ -1042,11 +1046,11 @@ class XllmApp(App[None]):
             more = f" (and {len(new_warnings) - 1} more: `xllm-tui validate`)" if len(new_warnings) > 1 else ""
             self.notify(new_warnings[0] + more, title="profile warning", severity="warning", timeout=8)
         if initial or self.profile_plan is None:
-            self.profile_plan = plan
+            self.profile_plan = self.profile_baseline = plan
             if not self.profile_change:
                 banner.remove_class("visible")
             return
-        changed, lines = profile_watch.describe_change(self.profile_plan, plan)
+        changed, lines = profile_watch.describe_change(self.profile_baseline, plan)
         summary = profile_watch.change_summary(changed)
         self.profile_change = (summary, lines)
         self.profile_plan = plan

@@ -38,7 +38,7 @@ MAIN_KEYS: list[tuple[str, str, str, str, bool, str, str]] = [
     ("older-log", "left_square_bracket", "app.log_generation(1)", "Older log", False, "the rank's log from its previous launch (again: further back)", "Views"),
     ("newer-log", "right_square_bracket", "app.log_generation(-1)", "Newer log", False, "back towards the rank's current log", "Views"),
     ("split", "v", "app.split_view", "Split", False, "marked ranks' logs side by side (space marks a rank)", "Views"),
-    ("profile-change", "p", "app.show_profile_change", "Profile diff", False, "what the last profile edit would change", "Views"),
+    ("profile-change", "p", "app.show_profile_change", "Profile diff", False, "what the profile edits would change", "Views"),
 ]
 
 
