@@ -408,6 +408,9 @@ async def test_profile_edit_is_validated_and_shows_the_change(source, tmp_path):
         await until(pilot, lambda: source.actions, what="reload request")
         assert source.actions == [("reload", {})]
         await until(pilot, lambda: "loaded into the supervisor" in str(banner.render()))
+        profile.write_text(original)  # back to 0.86: a change against what the supervisor now launches
+        app._load_profile()
+        await until(pilot, lambda: "a relaunch would change ranks 0-7" in str(banner.render()), what="the edit back")
 
 
 def edited(profile) -> Callable[[int], str]:

@@ -258,9 +258,9 @@ class XllmApp(App[None]):
         self.connected = False
         self.disconnect_reason: str | None = None
         self.profile_plan: Any = None  # ProfilePlan of the last valid profile
-        # What the edits are compared with: the plan at start (or made again for the toggles). Against the last
-        # save instead, a save read twice (its events split in two reads on a slow machine) or saved twice
-        # said "no rank's launch changes" over the change it had just shown.
+        # What the edits are compared with: the plan at start, or last loaded into the supervisor (ctrl+r), or made
+        # again for the toggles. Against the last save instead, a save read twice (its events split in two reads
+        # on a slow machine) or saved twice said "no rank's launch changes" over the change it had just shown.
         self.profile_baseline: Any = None
         self.profile_change: tuple[str, list[str]] | None = None  # (summary, lines) of the last edit
         self.profile_errors: list[str] = []
@@ -771,6 +771,7 @@ class XllmApp(App[None]):
             )
             for warning in result.get("warnings") or []:
                 self.notify(str(warning), title="profile warning", severity="warning", timeout=8)
+            self.profile_baseline = self.profile_plan  # what the supervisor launches next: later edits are against it
             self._profile_loaded_banner()
         elif op == "toggle":
             state = "on" if result.get("enabled") else "off"
