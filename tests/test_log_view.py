@@ -481,6 +481,28 @@ async def test_switching_between_wide_logs_lays_nothing_out_and_keeps_the_watch(
         await wait_for(pilot, lambda: visible(view)[-1].endswith("appended after the switches"), "the append")
 
 
+async def test_a_file_written_while_its_watch_is_set_up_is_read(tmp_path, monkeypatch):
+    """A file written after the view opened it but before its inotify watch was in place (a remote log's
+    copy arriving just then) gives no event: the view reads it anyway once the watch is set up."""
+    import xllm_tui.ui.widgets.log_view as log_view_module
+    from xllm_tui.logs.inotify import FileWatch
+
+    late = tmp_path / "node_1.log.1"
+
+    class WrittenMeanwhile(FileWatch):
+        def watch(self, path: str) -> None:
+            if path == str(late):
+                write_lines(late, [glog_line(i, text="copied in the gap") for i in range(20)], "w")
+            super().watch(path)
+
+    monkeypatch.setattr(log_view_module, "FileWatch", WrittenMeanwhile)
+    async with tail_shown(tmp_path / "node_1.log") as (app, pilot, view):
+        view.set_path(late)  # not there yet when opened
+        await wait_for(pilot, lambda: view.line_count == 20 and sum(row.endswith("copied in the gap")
+                                                                    for row in visible(view)) == 20,
+                       "the file written in the gap")
+
+
 def test_clean_drops_control_sequences_and_leaves_plain_lines_alone():
     from xllm_tui.ui.widgets.log_view import _clean
 

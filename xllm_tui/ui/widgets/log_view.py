@@ -428,6 +428,9 @@ class LogView(ScrollView, can_focus=True):
                 self._stop_watch()
         self._set_poll_timer(self.path is not None and self._file_watch is None)
         self._listen()
+        if self._file_watch is not None and self._logfile is not None and not self._logfile.unchanged_since_poll():
+            # Written between the file's opening and the watch (a remote log's copy arriving): no event says so.
+            self._schedule_poll()
 
     def _set_poll_timer(self, running: bool) -> None:
         if running and self._poll_timer is None:
