@@ -221,6 +221,24 @@ def test_a_folded_needle_of_frequent_bytes_is_searched_by_strcasestr(tmp_path, m
     assert bool(lowered) == (hits > 1000)
 
 
+@pytest.mark.skipif(tail._strcasestr() is None, reason="no libc strcasestr folding ASCII")
+def test_strcasestr_is_skipped_exactly_where_intake_has_a_rare_byte(tmp_path, monkeypatch):
+    """The choice between strcasestr and intake's rare-byte search is intake's own plan: with every byte rare to
+    intake, intake searches (a second estimate in tail could send the needle to strcasestr all the same)."""
+    import xllm_tui.logs.intake as intake
+
+    path, expected = folded_log(tmp_path, 3)
+    monkeypatch.setattr(intake, "_MAX_HITS_PER_MIB", 1 << 30)
+    called = []
+    original = tail._strcasestr
+    monkeypatch.setattr(tail, "_strcasestr", lambda: (called.append(1), original())[1])
+    needle = re.compile(re.escape(b"biglog-needle-ab12"))
+    with LogFile(path) as log:
+        log.index_all()
+        assert [log.line_of_offset(o) for o in log.scan_matching(needle, ignore_case=True)] == expected
+    assert not called
+
+
 @pytest.mark.parametrize("nuls", [1, 50, 20_000])
 def test_nul_bytes_do_not_hide_folded_matches(tmp_path, nuls):
     """strcasestr stops at a NUL: one in the data ends a call and the search goes on after it (a NUL before a

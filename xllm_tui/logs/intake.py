@@ -392,6 +392,12 @@ def find_lines_holding(data: bytes, start: int, end: int, needles: list[tuple[by
     _find_lines(data, start, end, _plan(data, start, end, wanted, False), False, starts)
 
 
+def has_rare_byte(data: bytes, start: int, end: int, needle: bytes, ignore_case: bool) -> bool:
+    """True if find_lines_holding would look for needle in data[start:end] through a rare byte of it (memchr),
+    not whole: its own plan, from the slice's sample."""
+    return bool(_plan(data, start, end, [((needle,), ignore_case)], False).groups)
+
+
 def _add_matches(haystack: bytes, needle: bytes, start: int, end: int, starts: set[int], shift: int = 0) -> None:
     """Add the start (plus shift) of each line of haystack[start:end] holding needle; one hit per line."""
     find, rfind = haystack.find, haystack.rfind

@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from itertools import accumulate
 from typing import Union
 
-from xllm_tui.logs.intake import find_lines_holding, give_buffer, plain_literal, take_buffer
+from xllm_tui.logs.intake import find_lines_holding, give_buffer, has_rare_byte, plain_literal, take_buffer
 
 BLOCK_SIZE = 64 * 1024
 READ_CHUNK = 1024 * 1024  # bytes read per pread while scanning
@@ -766,7 +766,6 @@ class _Matcher:
 # 256 bytes, per locale). It stops at a NUL: one is put after the searched bytes, and one in the data (the needle
 # holds none, so no match spans it) only ends a call, the next goes on after it.
 _MAX_FOLDED_HITS_PER_MIB = 256  # a libc call per hit (~1.5 µs): beyond this, intake's lower-and-find is cheaper
-_RARE_BYTE_PER_MIB = 64  # a needle byte this rare (either case): intake's memchr of it is faster still
 _RARE_RESAMPLE = 16  # chunks searched before a scan samples them again for a rare byte
 _libc_search: list = []  # [strcasestr, strlen, tolower, locale last checked, tolower is the ASCII fold there]
 
@@ -803,15 +802,10 @@ def _strcasestr():
 
 
 def _has_rare_byte(data: bytearray, begin: int, end: int, needle: bytes) -> bool:
-    """True if a byte of needle (either case) looks rare in data[begin:end], from three samples."""
+    """True if intake's search would find needle (either case) in data[begin:end] through a rare byte of it."""
     if end - begin <= 4 * _KEY_SAMPLE:
         return True  # too small to sample: intake's search, whose cost does not matter here
-    limit = 3 * _KEY_SAMPLE * _RARE_BYTE_PER_MIB >> 20
-    for byte in set(needle):
-        key = bytes([byte])
-        if _sampled_count(data, begin, end, (key, key.upper()) if key.isalpha() else (key,)) <= limit:
-            return True
-    return False
+    return has_rare_byte(data, begin, end, needle, True)  # its decision, not a second estimate that may differ
 
 
 def _sampled_count(data, begin: int, end: int, keys) -> int:
