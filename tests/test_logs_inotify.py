@@ -85,6 +85,29 @@ def test_a_watch_moved_to_another_file_sees_that_file_only(tmp_path):
         watch.close()
 
 
+def test_after_lost_events_a_replaced_file_is_watched(tmp_path):
+    """A queue overflow may have eaten the IN_CREATE of a rotation: the file's new inode is watched all the same."""
+    from xllm_tui.logs.inotify import IN_Q_OVERFLOW, InotifyEvent
+
+    path = tmp_path / "node_0.log"
+    path.write_text("x\n")
+    watch = FileWatch(str(path))
+    try:
+        os.rename(path, str(path) + ".1")
+        path.write_text("new file\n")
+        assert readable(watch)
+        watch._inotify.drain()  # what the overflow lost
+        real = watch._inotify.read_events
+        watch._inotify.read_events = lambda: [InotifyEvent(-1, IN_Q_OVERFLOW, "")]
+        assert watch.changed()
+        watch._inotify.read_events = real
+        with open(path, "a") as f:
+            f.write("more\n")
+        assert readable(watch) and watch.changed()
+    finally:
+        watch.close()
+
+
 def test_listen_calls_back_on_the_event_loop_until_unlisten(tmp_path):
     import asyncio
 

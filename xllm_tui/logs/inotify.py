@@ -171,6 +171,7 @@ class FileWatch:
         for event in self._inotify.read_events():
             if event.mask & IN_Q_OVERFLOW:
                 relevant = True  # events were lost: assume the worst
+                self._watch_file()  # a lost IN_CREATE would leave a replaced file's writes unwatched
             elif event.wd == self._dir_wd and event.name == self._name:
                 relevant = True
                 if event.mask & (IN_CREATE | IN_MOVED_TO):
