@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from textual.widgets import Static, Switch
 
-from conftest import record_layouts
+from conftest import record_layouts, until_quiet
 from xllm_tui.ui.app import XllmApp, load_keymap
 from xllm_tui.ui.demo import demo_snapshot
 from xllm_tui.ui.screens.confirm import ConfirmScreen
@@ -575,13 +575,7 @@ async def test_an_idle_app_writes_nothing_to_the_terminal(source):
         await until(pilot, lambda: app.main_screen.query_one("#rank-log").query_one("LogView").line_count > 0,
                     what="the log")
         # The start-up settles (the log's older part is indexed, widths measured: longer on a loaded machine)
-        deadline = time.monotonic() + 20
-        while True:
-            updates.clear()
-            await pilot.pause(0.5)
-            if not updates:
-                break
-            assert time.monotonic() < deadline, f"the screen kept changing: {updates}"
+        await until_quiet(pilot, updates, 0.5)
         await pilot.pause(1.5)  # several log polls and status refreshes
         assert updates == []
         await pilot.press("down")  # a real change is drawn
