@@ -838,7 +838,8 @@ def grep_seconds(argv: list[str], runs: int) -> float:
 
 def biglog(cache: Cache, size: int, repeats: int) -> dict:
     """Two sleepers under xllm-tui; `size` bytes of glog lines appended to rank 1's log (bench_logs.generate),
-    a line near the start to search for and a last line to find on screen; then the TUI (bench/tui_frame.py)."""
+    a line near the start to search for, a tail line to find on screen and a last line after it (the rank
+    table shows that one); then the TUI (bench/tui_frame.py)."""
     sys.path.insert(0, str(BENCH))
     from bench_logs import generate
 
@@ -1090,8 +1091,9 @@ def biglog_section(key: str, res: dict) -> list[str]:
     mine = res.get("xllm-tui", {})
     n = len(mine.get("tail_ms_median", []))
     L = [f"## Big log: {size / 2**30:.3g} GiB of glog lines in rank 1's log, the TUI (160x48) on it", "",
-         f"Medians of {n} run(s). Tail: keypress selecting the rank until the frame showing its tail line (the log pane is all that shows it) "
-         "(median of the repeats in each run); `set_path`: the log view's own part of it. Filter: the second E (errors only) "
+         f"Medians of {n} run(s). Tail: keypress selecting the rank until the frame showing its tail line "
+         "(the log pane is all that shows it) (median of the repeats in each run); `set_path`: the log view's own "
+         "part of it. Filter: the second E (errors only) "
          "until the whole file is filtered and drawn; grep: `grep -c -E '^[EF][0-9]{4}[ 0-9]|Check failed:|ERROR:'`. "
          "Search: Enter in the search prompt until the line near the start is on screen; grep: `grep -c -F NEEDLE`. "
          "Memory: the TUI process's peak RSS minus its RSS before the first selection. The ratios to grep are medians of "

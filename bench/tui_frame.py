@@ -21,8 +21,8 @@ decoded), the bytes of each update, the TUI's RSS and its CPU over the sampling 
 
 Big log (`biglog`): with rank-1 selected in the rank table, press "down" to select `rank` (whose log ends in a
 line holding `tail_marker` and one more line, so that the rank table's last-line column never shows the marker);
-*tail on screen* is the time from the keypress to the end of rendering the first
-screen update that shows the marker (`set_path_ms`: the log view's own share). Then, with the log view focused,
+*tail on screen* is the time from the keypress to the end of rendering the first screen update that shows the
+marker (`set_path_ms`: the log view's own share). Then, with the log view focused,
 "E" (warnings and errors) and again "E" (errors only), timed from that second keypress until the errors-only
 filter covers the whole file (the view's index complete, its filter scanned from the first line to the end) and
 the next screen update is rendered. Then "E" (all lines), "G", "/" and the `needle` (a line near the file's start)
@@ -318,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
                              "draw nothing: no frame to time)")
     big = sub.add_parser("biglog", help="tail on screen, errors-only filter, search, memory, on a big log")
     big.add_argument("--rank", type=int, required=True, help="the rank with the big log (rank-1 must exist)")
-    big.add_argument("--tail-marker", required=True, help="text of the log's last line")
+    big.add_argument("--tail-marker", required=True, help="text of the log's tail line (second to last: the rank table shows the last)")
     big.add_argument("--needle", required=True, help="text of a line near the log's start")
     big.add_argument("--repeats", type=int, default=5)
     for p in (frames, big):

@@ -96,3 +96,15 @@ def record_layouts(widget) -> list[dict]:
 
     widget.refresh = refresh
     return layouts
+
+
+async def until_quiet(pilot, changes: list, window: float, timeout: float = 20.0) -> None:
+    """Empty `changes` and let the app run `window` seconds, again until nothing was added to it in a whole
+    window (bounded): the start-up has settled, however long that takes on a loaded machine."""
+    deadline = time.monotonic() + timeout
+    while True:
+        changes.clear()
+        await pilot.pause(window)
+        if not changes:
+            return
+        assert time.monotonic() < deadline, f"still changing after {timeout}s: {changes}"

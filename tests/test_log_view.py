@@ -9,7 +9,7 @@ import time
 
 from textual.app import App, ComposeResult
 
-from conftest import record_layouts
+from conftest import record_layouts, until_quiet
 from xllm_tui.ui.widgets.log_view import LogView
 
 TIMEOUT = 15.0
@@ -91,11 +91,7 @@ async def test_shows_tail_then_follows_appended_lines(tmp_path):
 
 async def test_pauses_when_scrolled_up_and_counts_new_lines(tmp_path):
     path = tmp_path / "node_1.log"
-    write_lines(path, [glog_line(i) for i in range(300)], "w")
-    app = LogApp(path)
-    async with app.run_test(size=(100, 24)) as pilot:
-        view = app.query_one(LogView)
-        await wait_for(pilot, lambda: visible(view)[-1].endswith("message 299"), "the tail")
+    async with tail_shown(path) as (app, pilot, view):
         await pilot.press("pageup")
         await wait_for(pilot, lambda: view.paused, "follow to pause")
         shown = visible(view)
@@ -106,8 +102,7 @@ async def test_pauses_when_scrolled_up_and_counts_new_lines(tmp_path):
         await pilot.press("G")
         await wait_for(pilot, lambda: visible(view)[-1].endswith("message 306"), "the bottom")
         assert view.new_lines == 0 and view.status_text == ""
-        write_lines(path, [glog_line(307)])
-        await wait_for(pilot, lambda: visible(view)[-1].endswith("message 307"), "following again")
+        await append_shown(pilot, view, path, 307, 307, "following again")
 
 
 async def test_search_next_and_previous(tmp_path):
@@ -155,12 +150,7 @@ async def test_search_next_and_previous(tmp_path):
 async def test_an_idle_view_does_not_repaint(tmp_path):
     """Nothing changes in the file: the periodic polls must not repaint (each repaint is output over SSH)."""
     path = tmp_path / "node_3.log"
-    write_lines(path, [glog_line(i) for i in range(300)], "w")
-    app = LogApp(path)
-    async with app.run_test(size=(100, 24)) as pilot:
-        view = app.query_one(LogView)
-        await wait_for(pilot, lambda: visible(view)[-1].endswith("message 299"), "the tail")
-        await pilot.pause(0.2)
+    async with tail_shown(path) as (app, pilot, view):
         repaints = []
         original = view.refresh
 
@@ -169,6 +159,7 @@ async def test_an_idle_view_does_not_repaint(tmp_path):
             return original(*args, **kwargs)
 
         view.refresh = counting_refresh
+        await until_quiet(pilot, repaints, 0.2)  # the first frames drawn (the rows' width measured)
         await pilot.pause(0.6)  # about 12 polls at 0.05 s
         assert repaints == []
         write_lines(path, [glog_line(300)])
@@ -466,14 +457,18 @@ async def test_switching_between_wide_logs_lays_nothing_out_and_keeps_the_watch(
     for n, path in enumerate(paths):
         write_lines(path, [glog_line(i, text=f"rank {n} line {i} " + "x" * (150 + 40 * n)) for i in range(300)], "w")
     async with tail_shown(tmp_path / "start.log") as (app, pilot, view):
-        for n in (0, 1, 0, 1):
-            if n == 1 and view.path == str(paths[0]):
-                layouts = record_layouts(view)
-                watch_fd = view._file_watch.fd
+
+        async def switch_to(n: int) -> None:
             view.set_path(paths[n])
-            await wait_for(pilot, lambda n=n: f"rank {n} line 299 " in visible(view)[-1], f"rank {n}'s last line")
-            await wait_for(pilot, lambda n=n: view.virtual_size.width >= len(glog_line(0, text=f"rank {n} line 0 "))
+            await wait_for(pilot, lambda: f"rank {n} line 299 " in visible(view)[-1], f"rank {n}'s last line")
+            await wait_for(pilot, lambda: view.virtual_size.width >= len(glog_line(0, text=f"rank {n} line 0 "))
                            + 150 + 40 * n, f"rank {n}'s width")
+
+        await switch_to(0)  # from a narrow log: the horizontal scrollbar appears, a layout
+        layouts = record_layouts(view)  # from here on, every switch: 0 -> 1 -> 0 -> 1
+        watch_fd = view._file_watch.fd
+        for n in (1, 0, 1):
+            await switch_to(n)
         assert layouts == []
         assert view._file_watch.fd == watch_fd
         assert view.virtual_size.width == len(glog_line(299, text="rank 1 line 299 ")) + 190

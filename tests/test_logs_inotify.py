@@ -129,9 +129,12 @@ def test_listen_calls_back_on_the_event_loop_until_unlisten(tmp_path):
         watch.unlisten()
         assert not watch.listening
         before = len(seen)  # the write's events may have come in more than one read
+        control, control_changed = FileWatch(str(path)), asyncio.Event()
+        control.listen(control_changed.set)  # a watch still listening: its callback runs in the same loop turn
         with open(path, "a") as f:
             f.write("z\n")
-        await asyncio.sleep(0.05)  # a callback would run at the loop's next turn; none may
+        await asyncio.wait_for(control_changed.wait(), 5)
+        control.close()
         assert len(seen) == before
         watch.listen(changed.set)
         watch.close()  # closing while listening takes the descriptor off the loop first

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from textual.widgets import Static, Switch
 
-from conftest import record_layouts
+from conftest import record_layouts, until_quiet
 from xllm_tui.ui.app import XllmApp, load_keymap
 from xllm_tui.ui.demo import demo_snapshot
 from xllm_tui.ui.screens.confirm import ConfirmScreen
@@ -366,6 +366,11 @@ def test_keymap_file_errors_are_reported(tmp_path):
     assert keymap == {"main.stop-rank": "x"} and "keys must be a string" in problems[0]
 
 
+def profile_read(app) -> bool:
+    """No read of the profile (a _load_profile worker) is under way."""
+    return not any(w.group == "profile" and w.is_running for w in app.workers)
+
+
 @contextlib.asynccontextmanager
 async def profile_planned(source, tmp_path, watch_profile: bool):
     """The app on a copy of profiles/a3-8card.yaml, its plan made: yields (app, pilot, profile, change banner)."""
@@ -376,8 +381,8 @@ async def profile_planned(source, tmp_path, watch_profile: bool):
     async with app.run_test(size=(120, 40)) as pilot:
         # Planned, and planned again with the first snapshot's toggles if they differ (that re-plan reads the
         # file: on a loaded machine it came after a test's edit and took the edit as the baseline).
-        await until(pilot, lambda: app.profile_plan is not None and app.snapshot is not None and not any(
-            w.group == "profile" and w.is_running for w in app.workers), what="profile planned")
+        await until(pilot, lambda: app.profile_plan is not None and app.snapshot is not None and profile_read(app),
+                    what="profile planned")
         yield app, pilot, profile, app.main_screen.query_one("#profile-banner", Static)
 
 
@@ -413,23 +418,18 @@ async def test_profile_edit_is_validated_and_shows_the_change(source, tmp_path):
         await until(pilot, lambda: "a relaunch would change ranks 0-7" in str(banner.render()), what="the edit back")
 
 
-def edited(profile) -> Callable[[int], str]:
-    """The profile's text with max_seqs_per_batch edited, to another value at each save: every save changes
-    the launch against the one before (the banner compares with the last plan; a second save of the same
-    edit, on a machine slow to notice the first, said 'no rank's launch changes')."""
-    text = profile.read_text()
-    return lambda n: text.replace("max_seqs_per_batch: 256", f"max_seqs_per_batch: {128 if n % 2 == 0 else 64}")
+def edited(profile) -> str:
+    """The profile's text with max_seqs_per_batch edited (saved again and again, it still differs from the
+    profile at start: the banner compares with that, see the next test)."""
+    return profile.read_text().replace("max_seqs_per_batch: 256", "max_seqs_per_batch: 128")
 
 
-async def save_until_noticed(pilot, banner, save: Callable[[int], None]) -> None:
-    """save(n), n = 0, 1, ..., every 0.5 s until the change banner shows (bounded): the watcher may start after
-    the first save."""
+async def save_until_noticed(pilot, banner, save: Callable[[], None]) -> None:
+    """save() every 0.5 s until the change banner shows (bounded): the watcher may start after the first save."""
     deadline = time.monotonic() + 20
-    saves = 0
     while not banner.has_class("visible"):
         assert time.monotonic() < deadline, "the profile edit was not noticed"
-        save(saves)
-        saves += 1
+        save()
         await pilot.pause(0.5)
 
 
@@ -438,13 +438,12 @@ async def test_profile_edits_are_compared_with_the_profile_at_start(source, tmp_
     relaunch would change; an edit undone shows that nothing changes."""
     async with profile_planned(source, tmp_path, watch_profile=False) as (app, pilot, profile, banner):
         original = profile.read_text()
-        profile.write_text(original.replace("max_seqs_per_batch: 256", "max_seqs_per_batch: 128"))
+        profile.write_text(edited(profile))
         for _ in range(2):
             app._load_profile()
             await until(pilot, lambda: banner.has_class("visible") and "change" in str(banner.render()),
                         what="change banner")
-            await until(pilot, lambda: not any(w.group == "profile" and w.is_running for w in app.workers),
-                        what="the profile read")
+            await until(pilot, lambda: profile_read(app), what="the profile read")
             assert "a relaunch would change ranks 0-7" in str(banner.render())
         profile.write_text(original)
         app._load_profile()
@@ -454,7 +453,7 @@ async def test_profile_edits_are_compared_with_the_profile_at_start(source, tmp_
 async def test_profile_file_is_watched(source, tmp_path):
     async with profile_planned(source, tmp_path, watch_profile=True) as (app, pilot, profile, banner):
         text = edited(profile)
-        await save_until_noticed(pilot, banner, lambda n: profile.write_text(text(n)))
+        await save_until_noticed(pilot, banner, lambda: profile.write_text(text))
         assert "a relaunch would change ranks 0-7" in str(banner.render())
         assert source.actions == []
 
@@ -469,9 +468,9 @@ async def test_profile_file_is_watched_by_inotify_without_a_polling_thread(sourc
     async with profile_planned(source, tmp_path, watch_profile=True) as (app, pilot, profile, banner):
         text = edited(profile)
 
-        def editors_save(n: int) -> None:  # a new file renamed over the profile
+        def editors_save() -> None:  # a new file renamed over the profile
             swap = profile.parent / ".a3-8card.yaml.swp"
-            swap.write_text(text(n))
+            swap.write_text(text)
             os.rename(swap, profile)
 
         await save_until_noticed(pilot, banner, editors_save)
@@ -576,13 +575,7 @@ async def test_an_idle_app_writes_nothing_to_the_terminal(source):
         await until(pilot, lambda: app.main_screen.query_one("#rank-log").query_one("LogView").line_count > 0,
                     what="the log")
         # The start-up settles (the log's older part is indexed, widths measured: longer on a loaded machine)
-        deadline = time.monotonic() + 20
-        while True:
-            updates.clear()
-            await pilot.pause(0.5)
-            if not updates:
-                break
-            assert time.monotonic() < deadline, f"the screen kept changing: {updates}"
+        await until_quiet(pilot, updates, 0.5)
         await pilot.pause(1.5)  # several log polls and status refreshes
         assert updates == []
         await pilot.press("down")  # a real change is drawn
