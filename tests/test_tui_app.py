@@ -321,24 +321,34 @@ async def test_command_prompt_runs_commands(source):
         await until(pilot, lambda: any("unknown command" in n.message for n in app._notifications))
 
 
+async def run_from_palette(pilot, app, query: str) -> None:
+    """Type `query` in the command palette and press Enter once the palette highlights a command saying it
+    (its search runs in the background: Enter before the results would pick nothing, or an older result)."""
+    from textual.command import CommandList, CommandPalette
+
+    def offered() -> bool:
+        if not isinstance(app.screen, CommandPalette):
+            return False
+        results = app.screen.query_one(CommandList)
+        index = results.highlighted
+        return index is not None and query in str(results.get_option_at_index(index).prompt).lower()
+
+    await pilot.press("ctrl+p", *query)
+    await until(pilot, offered, what=f"the palette offering {query!r}")
+    await pilot.press("enter")
+
+
 async def test_command_palette_offers_every_action(source):
     app = make_app(source)
     async with app.run_test(size=(120, 40)) as pilot:
-        await pilot.press("ctrl+p")
-        await pilot.press(*"restart the failed")
-        await pilot.pause(0.3)
-        await pilot.press("enter")
+        await run_from_palette(pilot, app, "restart the failed")
         await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="palette ran restart-failed")
         assert "Restart the failed ranks (3)" in str(app.screen.query_one("#confirm-title").render())
         await pilot.press("n")
-        await pilot.press("ctrl+p", *"toggle profiling on")
-        await pilot.pause(0.3)
-        await pilot.press("enter")
+        await run_from_palette(pilot, app, "toggle profiling on")
         await until(pilot, lambda: source.actions, what="toggle from the palette")
         assert source.actions == [("toggle", {"group": "profiling", "on": True})]
-        await pilot.press("ctrl+p", *"stop rank 5")
-        await pilot.pause(0.3)
-        await pilot.press("enter")
+        await run_from_palette(pilot, app, "stop rank 5")
         await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="confirmation for rank 5")
         assert "Stop rank 5" in str(app.screen.query_one("#confirm-title").render())
 
@@ -521,7 +531,8 @@ async def test_a_malformed_snapshot_is_reported_not_fatal(source, monkeypatch):
         app.refresh_now()
         await until(pilot, lambda: any("unexpected error" == n.title for n in app._notifications), what="report")
         source.data = demo_snapshot(Path(source.data["ranks"][0]["log_path"]).parent)
-        await pilot.pause(0.3)
+        await until(pilot, lambda: [r["rank"] for r in (app.snapshot or {}).get("ranks") or []] == list(range(8)),
+                    what="a good snapshot shown again")
         assert app.is_running and table.row_count == 8
 
 
