@@ -7,6 +7,7 @@ import json
 import os
 import time
 
+import pytest
 from textual.app import App, ComposeResult
 
 from conftest import record_layouts, until_quiet
@@ -147,11 +148,21 @@ async def test_search_next_and_previous(tmp_path):
         assert view.current_line == 120  # stays where it was
 
 
-async def test_an_idle_view_does_not_repaint(tmp_path):
-    """Nothing changes in the file: the periodic polls must not repaint (each repaint is output over SSH)."""
+@pytest.mark.parametrize("wake", ["poll timer", "inotify"])
+async def test_an_idle_view_does_not_repaint(tmp_path, monkeypatch, wake):
+    """Nothing new in the file: the view's wake-ups (its poll timer without inotify; with inotify, the events of
+    a writer opening and closing the file) must not repaint (each repaint is output over SSH)."""
+    import xllm_tui.ui.widgets.log_view as log_view_module
+
+    if wake == "poll timer":
+        def no_inotify(path):
+            raise OSError(38, "inotify not available")
+
+        monkeypatch.setattr(log_view_module, "FileWatch", no_inotify)
     path = tmp_path / "node_3.log"
     async with tail_shown(path) as (app, pilot, view):
-        repaints = []
+        assert view.polling_by_timer == (wake == "poll timer")
+        repaints, looks = [], []
         original = view.refresh
 
         def counting_refresh(*args, **kwargs):
@@ -159,8 +170,15 @@ async def test_an_idle_view_does_not_repaint(tmp_path):
             return original(*args, **kwargs)
 
         view.refresh = counting_refresh
+        log_file = view.log_file
+        unchanged = log_file.unchanged_since_poll
+        log_file.unchanged_since_poll = lambda: looks.append(1) or unchanged()
         await until_quiet(pilot, repaints, 0.2)  # the first frames drawn (the rows' width measured)
-        await pilot.pause(0.6)  # about 12 polls at 0.05 s
+        looks.clear()
+        while len(looks) < 5:  # five looks at the unchanged file (bounded by wait_for below)
+            if wake == "inotify":
+                open(path, "a").close()  # IN_CLOSE_WRITE, no new byte
+            await wait_for(pilot, lambda n=len(looks): len(looks) > n, "the view looking at its file")
         assert repaints == []
         write_lines(path, [glog_line(300)])
         await wait_for(pilot, lambda: repaints, "a repaint once a line is appended")
