@@ -170,6 +170,34 @@ async def test_the_table_laid_out_again_keeps_the_earlier_log_shown(source):
         assert " rank 3 " in str(title.render()) and "earlier log" in str(title.render())
 
 
+async def test_rank_selected_messages_handled_late_do_not_move_the_log_pane(source):
+    """The log pane follows the cursor through RankTable.cursor_moved alone. The RankSelected messages of two
+    quick moves are handled after [ was pressed on the second rank: they showed the first rank, then the
+    second rank's current log."""
+    log_path = next(r["log_path"] for r in source.data["ranks"] if int(r["rank"]) == 2)
+    Path(log_path + ".1").write_text("I0101 00:00:00.000000 1 a.cc:1] earlier\n")
+    app = make_app(source)
+    async with app.run_test(size=(120, 40)) as pilot:
+        table = app.main_screen.query_one(RankTable)
+        rank_log = app.main_screen.query_one("#rank-log")
+        await until(pilot, lambda: table.row_count == 8 and rank_log.rank == 0, what="log of rank 0")
+        handled = []
+        on_message = app._on_message
+
+        async def recording_on_message(message):
+            await on_message(message)
+            if isinstance(message, RankTable.RankSelected):
+                handled.append(message.rank)
+
+        app._on_message = recording_on_message
+        table.action_cursor_down()
+        table.action_cursor_down()
+        app.action_log_generation(1)  # before the app has handled either move's message
+        assert rank_log.rank == 2 and rank_log.back == 1
+        await until(pilot, lambda: 2 in handled, what="the second move's RankSelected handled by the app")
+        assert rank_log.rank == 2 and rank_log.back == 1 and rank_log.path == log_path + ".1"
+
+
 @pytest.mark.parametrize(
     "keys, expected_op, expected_args",
     [
