@@ -131,6 +131,73 @@ async def test_a_cursor_move_switches_the_log_pane_before_the_table_is_drawn(sou
         await until(pilot, lambda: rank_log.rank == 0, what="log of rank 0 again")
 
 
+async def test_the_table_laid_out_again_keeps_the_earlier_log_shown(source):
+    """A snapshot or a resize can rebuild the rank table (clear() puts its cursor on row 0, then back): the
+    log pane stays on the generation chosen with [. The rebuild's RankSelected messages, handled later,
+    switched it to rank 0 and back to rank 3's current log (the two-machine test then waited in vain)."""
+    from xllm_tui.ui.widgets.rank_log import RankLog
+
+    log_path = next(r["log_path"] for r in source.data["ranks"] if int(r["rank"]) == 3)
+    Path(log_path + ".1").write_text("".join(f"I0101 00:00:0{i % 10}.000000 1 a.cc:1] earlier {i}\n"
+                                             for i in range(20)))
+    app = make_app(source)
+    async with app.run_test(size=(160, 40)) as pilot:
+        table = app.main_screen.query_one(RankTable)
+        rank_log = app.main_screen.query_one(RankLog)
+        title = rank_log.query_one(".rank-log-title", Static)
+        await until(pilot, lambda: table.row_count == 8, what="8 rank rows")
+        table.select_rank(3)
+        await until(pilot, lambda: rank_log.rank == 3, what="rank 3 shown")
+        await pilot.press("left_square_bracket")
+        await until(pilot, lambda: rank_log.back == 1 and rank_log.log_widget.line_count == 20, what="earlier log")
+        selections = []
+        post = table.post_message
+
+        def recording_post(message):
+            if isinstance(message, RankTable.RankSelected):
+                selections.append(message.rank)
+            return post(message)
+
+        table.post_message = recording_post
+        layout = table._layout
+        await pilot.resize_terminal(120, 40)
+        await until(pilot, lambda: table._layout != layout, what="the table laid out again")
+        for _ in range(3):
+            await pilot.pause()
+        assert selections == []  # no move to announce: the cursor is on rank 3 as before
+        assert table.selected_rank == 3
+        assert rank_log.rank == 3 and rank_log.back == 1 and rank_log.path == log_path + ".1"
+        assert " rank 3 " in str(title.render()) and "earlier log" in str(title.render())
+
+
+async def test_rank_selected_messages_handled_late_do_not_move_the_log_pane(source):
+    """The log pane follows the cursor through RankTable.cursor_moved alone. The RankSelected messages of two
+    quick moves are handled after [ was pressed on the second rank: they showed the first rank, then the
+    second rank's current log."""
+    log_path = next(r["log_path"] for r in source.data["ranks"] if int(r["rank"]) == 2)
+    Path(log_path + ".1").write_text("I0101 00:00:00.000000 1 a.cc:1] earlier\n")
+    app = make_app(source)
+    async with app.run_test(size=(120, 40)) as pilot:
+        table = app.main_screen.query_one(RankTable)
+        rank_log = app.main_screen.query_one("#rank-log")
+        await until(pilot, lambda: table.row_count == 8 and rank_log.rank == 0, what="log of rank 0")
+        handled = []
+        on_message = app._on_message
+
+        async def recording_on_message(message):
+            await on_message(message)
+            if isinstance(message, RankTable.RankSelected):
+                handled.append(message.rank)
+
+        app._on_message = recording_on_message
+        table.action_cursor_down()
+        table.action_cursor_down()
+        app.action_log_generation(1)  # before the app has handled either move's message
+        assert rank_log.rank == 2 and rank_log.back == 1
+        await until(pilot, lambda: 2 in handled, what="the second move's RankSelected handled by the app")
+        assert rank_log.rank == 2 and rank_log.back == 1 and rank_log.path == log_path + ".1"
+
+
 @pytest.mark.parametrize(
     "keys, expected_op, expected_args",
     [

@@ -308,6 +308,8 @@ class XllmApp(App[None]):
     # -- lifecycle ------------------------------------------------------------------------------------
     async def on_mount(self) -> None:
         await self.push_screen(self.main_screen)
+        # The table's one way to the log pane. RankSelected, handled later, can name a rank the cursor has left
+        # since: it showed that rank's current log over the generation chosen with [ in between.
         self.main_screen.query_one(RankTable).cursor_moved = self._show_rank_log
         for problem in self.config_problems:
             self.notify(problem, title="configuration", severity="warning", timeout=10)
@@ -514,14 +516,10 @@ class XllmApp(App[None]):
         had_rows = table.row_count > 0
         group_state = typed.group.state
         table.update_ranks(ranks, first, now, failing=group_state in ("failed", "degraded", "crash-looping", "stopping"))
-        if not had_rows and ranks:
-            self._show_rank_log(table.selected_rank)
-            if not self._heap_frozen:
-                self._heap_frozen = True
-                self.call_after_refresh(self._freeze_start_up_heap)
-        else:
-            selected = table.selected_rank
-            self._show_rank_log(selected)
+        self._show_rank_log(table.selected_rank)
+        if not had_rows and ranks and not self._heap_frozen:
+            self._heap_frozen = True
+            self.call_after_refresh(self._freeze_start_up_heap)
         screen.query_one(TogglesPanel).show(snapshot.get("toggles") or [], ranks)
         by_number = {int(r["rank"]): r for r in ranks}
         for other in self.screen_stack:
@@ -566,9 +564,6 @@ class XllmApp(App[None]):
 
     def _show_rank_log(self, number: int | None) -> None:
         self.main_screen.query_one(RankLog).show_rank(self.rank(number))
-
-    def on_rank_table_rank_selected(self, message: RankTable.RankSelected) -> None:
-        self._show_rank_log(message.rank)
 
     def on_log_view_search_requested(self, message: Any) -> None:
         view = message.log_view

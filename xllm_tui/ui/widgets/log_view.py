@@ -416,9 +416,9 @@ class LogView(ScrollView, can_focus=True):
 
     # ---- waking on change (inotify, else the poll timer) ----------------------------------------
     def _start_watch(self) -> None:
-        if self.path is None or self._file_watch is None:
+        if self.path is None:
             self._stop_watch()
-        if self.path is not None:
+        else:
             try:
                 if self._file_watch is not None:
                     self._file_watch.watch(self.path)  # the same descriptor: no close on a rank switch

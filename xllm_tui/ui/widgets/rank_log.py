@@ -130,6 +130,7 @@ class RankLog(Vertical):
         title = self.query_one(".rank-log-title", Static)
         if rank is None:
             title.update(Text("no rank selected", style="dim"))
+            self._title = None  # the rank's title, shown again, is no longer on screen
             return
         if self.rank is not None and int(rank["rank"]) != self.rank:
             self.back = 0  # another rank: start at its current log

@@ -112,6 +112,7 @@ class RankTable(DataTable):
         self._failing = True  # the group is failing: the first failure's marker is shown loud
         self._layout: tuple[tuple[str, ...], int] | None = None  # shown column keys, last log line width
         self._widest: dict[str, int] = {}  # the widest content of each column since the last resize
+        self._rebuilding = False  # _rebuild is moving the cursor (see there)
 
     def on_mount(self) -> None:
         self.app.theme_changed_signal.subscribe(self, lambda _theme: self._restyle())
@@ -185,20 +186,29 @@ class RankTable(DataTable):
     def _rebuild(self, ranks: list[dict[str, Any]], all_cells: list[dict[str, Any]],
                  layout: tuple[tuple[str, ...], int]) -> None:
         selected = self.selected_rank
-        self.clear(columns=True)
-        keys, last_width = layout
-        for key in keys:
-            # Fixed widths for the two columns whose width the layout computed, so the table is that wide.
-            width = last_width if key == "last" else (self._state_width if key == "state" else None)
-            self.add_column(LABELS[key], key=key, width=width)
-        self._rendered.clear()
-        for rank, cells in zip(ranks, all_cells):
-            row = self._row(cells, layout)
-            self.add_row(*row, key=str(rank["rank"]))
-            self._rendered[int(rank["rank"])] = row
-        self._layout = layout
-        if selected is not None:
-            self.select_rank(selected)
+        # clear() puts the cursor on row 0 and the rows put it back: moves no one made, not to be announced
+        # (their RankSelected messages, handled later, switched the log pane to rank 0 and back).
+        self._rebuilding = True
+        try:
+            with self.prevent(DataTable.RowHighlighted):
+                self.clear(columns=True)
+                keys, last_width = layout
+                for key in keys:
+                    # Fixed widths for the two columns whose width the layout computed, so the table is that wide.
+                    width = last_width if key == "last" else (self._state_width if key == "state" else None)
+                    self.add_column(LABELS[key], key=key, width=width)
+                self._rendered.clear()
+                for rank, cells in zip(ranks, all_cells):
+                    row = self._row(cells, layout)
+                    self.add_row(*row, key=str(rank["rank"]))
+                    self._rendered[int(rank["rank"])] = row
+                self._layout = layout
+                if selected is not None:
+                    self.select_rank(selected)
+        finally:
+            self._rebuilding = False
+        if self.selected_rank != selected:  # the first rows, or the selected rank is gone
+            self._announce_selection()
 
     def update_ranks(self, ranks: list[dict[str, Any]], first_failure: int | None, now: float,
                      failing: bool = True) -> None:
@@ -318,8 +328,13 @@ class RankTable(DataTable):
 
     def watch_cursor_coordinate(self, old_coordinate: Any, new_coordinate: Any) -> None:
         super().watch_cursor_coordinate(old_coordinate, new_coordinate)
-        if old_coordinate != new_coordinate and self.cursor_moved is not None:
+        if old_coordinate != new_coordinate and self.cursor_moved is not None and not self._rebuilding:
             self.cursor_moved(self.selected_rank)
+
+    def _announce_selection(self) -> None:
+        if self.cursor_moved is not None:
+            self.cursor_moved(self.selected_rank)
+        self.post_message(self.RankSelected(self.selected_rank))
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         event.stop()
