@@ -467,6 +467,26 @@ async def test_following_appended_lines_does_not_lay_the_screen_out(tmp_path):
         assert layouts == []
 
 
+async def test_a_short_log_growing_past_a_screenful_lays_nothing_out(tmp_path):
+    """The vertical scrollbar is always there: a log that starts short (a rank just launched) and then floods
+    repaints the view and moves the thumb to the end; making the scrollbar appear cost three layouts of the
+    whole screen, most of the TUI's work while it followed a flood."""
+    path = tmp_path / "node_0.log"
+    write_lines(path, [glog_line(i) for i in range(3)], "w")
+    app = LogApp(path)
+    async with app.run_test(size=(100, 24)) as pilot:
+        view = app.query_one(LogView)
+        await wait_for(pilot, lambda: visible(view)[2].endswith("message 2"), "the short log")
+        assert view.show_vertical_scrollbar
+        layouts = record_layouts(view)
+        bar_layouts = record_layouts(view.vertical_scrollbar)
+        await append_shown(pilot, view, path, 3, 299)
+        assert layouts == [] and bar_layouts == []
+        bar = view.vertical_scrollbar
+        assert view.scroll_offset.y == view.max_scroll_y > 0
+        assert (bar.window_virtual_size, bar.position) == (300, view.max_scroll_y)
+
+
 async def test_switching_between_wide_logs_lays_nothing_out_and_keeps_the_watch(tmp_path):
     """A rank switch (set_path) between two logs wider and longer than the view: the horizontal and vertical
     scrollbars stay, so the screen needs no layout (it used to take two: the width went to 0 and back), and

@@ -173,6 +173,7 @@ class LogView(ScrollView, can_focus=True):
         border-title-color: $text-muted;
         border-subtitle-color: $warning;
         scrollbar-gutter: stable;
+        overflow-y: scroll;  /* always shown: a log passing a screenful laid the whole screen out (3 times) */
     }
     LogView:focus { border: round $primary; }
     LogView > .log-view--prefix { color: $text-muted; }
@@ -612,7 +613,7 @@ class LogView(ScrollView, can_focus=True):
             self.virtual_size = size
             return
         height = self.container_size.height - self.scrollbar_size_horizontal
-        if (size.height > height) != self.show_vertical_scrollbar:
+        if self.styles.overflow_y == "auto" and (size.height > height) != self.show_vertical_scrollbar:
             self.virtual_size = size  # the vertical scrollbar appears or goes: that is a layout
             return
         if size.width != old.width:
