@@ -487,6 +487,21 @@ async def test_a_short_log_growing_past_a_screenful_lays_nothing_out(tmp_path):
         assert (bar.window_virtual_size, bar.position) == (300, view.max_scroll_y)
 
 
+async def test_a_log_selected_while_it_grows_is_read_again_after_the_wake_gap(tmp_path):
+    """Opening a log reads its tail: that is the read the wake gap counts from. A log growing as it is selected
+    (a flooding rank, at every j/k) used to be read again at once: a second frame right after the key's."""
+    first, flooding = tmp_path / "node_0.log", tmp_path / "node_1.log"
+    write_lines(flooding, [glog_line(i) for i in range(300)], "w")
+    async with tail_shown(first) as (app, pilot, view):
+        view.set_path(flooding)
+        write_lines(flooding, [glog_line(i) for i in range(300, 400)])
+        # inotify reports the append: no read yet, one waits for the gap
+        await wait_for(pilot, lambda: getattr(view, "_wake_pending", False) or view._poll_busy
+                       or visible(view)[-1].endswith("message 399"), "the append noticed")
+        assert view._wake_pending and not view._poll_busy
+        await wait_for(pilot, lambda: visible(view)[-1].endswith("message 399"), "the lines appended after opening")
+
+
 async def test_switching_between_wide_logs_lays_nothing_out_and_keeps_the_watch(tmp_path):
     """A rank switch (set_path) between two logs wider and longer than the view: the horizontal and vertical
     scrollbars stay, so the screen needs no layout (it used to take two: the width went to 0 and back), and

@@ -283,6 +283,7 @@ class LogView(ScrollView, can_focus=True):
         self._poll_busy = False
         self._poll_wanted = False  # a change was seen while a poll ran: poll again when it is done
         self._poll_started = 0.0  # monotonic time the last poll worker started
+        self._wake_pending = False  # a timer will poll once the wake gap has passed
         self._last_read_lines = 0  # lines the last poll appended
         self._poll_timer: Timer | None = None  # only while the file has no inotify watch
         self._file_watch: FileWatch | None = None
@@ -388,6 +389,9 @@ class LogView(ScrollView, can_focus=True):
         self._logfile = LogFile(self.path, initial_lines=500) if self.path is not None else None
         self._reset_view_state()
         self._last_read_lines = 0
+        # Opening read the tail: that counts as a read, so a log flooding as it is selected is read again after
+        # the wake gap, not at once (a second frame right after the key's, at every rank switch).
+        self._poll_started = time.monotonic()
         self._start_watch()
         snapshot = self._logfile.snapshot() if self._logfile else None
         self._base = snapshot.prepended_lines if snapshot else 0
@@ -400,7 +404,7 @@ class LogView(ScrollView, can_focus=True):
         self._update_title()
         self.refresh()
         if self._logfile is not None and not self._complete:
-            self._schedule_poll()
+            self._poll_after_gap()
 
     def _reset_view_state(self) -> None:
         self._text_cache.clear()
@@ -431,7 +435,7 @@ class LogView(ScrollView, can_focus=True):
         self._listen()
         if self._file_watch is not None and self._logfile is not None and not self._logfile.unchanged_since_poll():
             # Written between the file's opening and the watch (a remote log's copy arriving): no event says so.
-            self._schedule_poll()
+            self._poll_after_gap()
 
     def _set_poll_timer(self, running: bool) -> None:
         if running and self._poll_timer is None:
@@ -456,11 +460,22 @@ class LogView(ScrollView, can_focus=True):
     def _on_file_change(self) -> None:
         # One wake-up per read under a flood: listening resumes when the poll is done.
         self._unlisten()
+        self._poll_after_gap()
+
+    def _poll_after_gap(self) -> None:
+        """Poll now, or once the wake gap since the last read has passed (one timer at most)."""
+        if self._wake_pending:
+            return
         wait = self._poll_started + self._wake_gap() - time.monotonic()
         if wait > 0:
-            self.set_timer(wait, self._schedule_poll, name="log-view-wake")
+            self._wake_pending = True
+            self.set_timer(wait, self._poll_woken, name="log-view-wake")
         else:
             self._schedule_poll()
+
+    def _poll_woken(self) -> None:
+        self._wake_pending = False
+        self._schedule_poll()
 
     def _wake_gap(self) -> float:
         """Least time between the starts of two reads woken by inotify."""
