@@ -9,6 +9,7 @@ import time
 
 import pytest
 from textual.app import App, ComposeResult
+from textual.geometry import Size
 
 from conftest import record_layouts, until_quiet
 from xllm_tui.ui.widgets.log_view import LogView
@@ -485,6 +486,24 @@ async def test_a_short_log_growing_past_a_screenful_lays_nothing_out(tmp_path):
         bar = view.vertical_scrollbar
         assert view.scroll_offset.y == view.max_scroll_y > 0
         assert (bar.window_virtual_size, bar.position) == (300, view.max_scroll_y)
+
+
+async def test_a_wider_line_moves_the_horizontal_thumb_without_repainting_the_rows(tmp_path):
+    """Rows are cropped to the view whatever the virtual width: a wider line (every few reads of a flood) only
+    moves the horizontal scrollbar's thumb. It used to repaint the whole pane, a second frame per read."""
+    path = tmp_path / "node_0.log"
+    write_lines(path, [glog_line(i, text="x" * 150) for i in range(300)], "w")
+    app = LogApp(path)
+    async with app.run_test(size=(100, 24)) as pilot:
+        view = app.query_one(LogView)
+        await wait_for(pilot, lambda: view.show_horizontal_scrollbar and view._width_measured, "the wide log")
+        repaints: list = []
+        original = view.refresh
+        view.refresh = lambda *regions, **kwargs: repaints.append((regions, kwargs)) or original(*regions, **kwargs)
+        wider = view.virtual_size.width + 7
+        view._set_virtual_size(Size(wider, view.virtual_size.height))
+        assert repaints == []
+        assert view.virtual_size.width == wider and view.horizontal_scrollbar.window_virtual_size == wider
 
 
 async def test_a_log_selected_while_it_grows_is_read_again_after_the_wake_gap(tmp_path):

@@ -644,9 +644,10 @@ class LogView(ScrollView, can_focus=True):
                 bar = self.horizontal_scrollbar
                 bar.window_virtual_size = size.width
                 bar.window_size = full - self.scrollbar_size_vertical
-            self.scroll_x = self.validate_scroll_x(self.scroll_x)
+            self.scroll_x = self.validate_scroll_x(self.scroll_x)  # a change repaints (ScrollView.watch_scroll_x)
             if size.height == old.height:
-                self.refresh()
+                # Rows are cropped to the view whatever the width: nothing else to draw. Under a flood a wider
+                # line comes every few reads, and repainting the pane for it was a second frame each time.
                 return
         self.set_reactive(Widget.virtual_size, size)
         if self.show_vertical_scrollbar:
