@@ -61,7 +61,12 @@ def test_a_burst_of_writes_is_one_wake_up(tmp_path):
     run(scenario())
 
 
-def test_a_poke_wakes_it_and_unwatchable_directories_fall_back_to_polling(tmp_path):
+def test_a_poke_wakes_it_and_unwatchable_directories_fall_back_to_polling(tmp_path, monkeypatch):
+    import xllm_tui.supervisor.logwake as logwake_module
+
+    def no_inotify(dirs):
+        raise OSError(24, "inotify_init1: Too many open files")
+
     async def scenario():
         wake = LogWake()
         wake.watch({str(tmp_path)})
@@ -72,12 +77,51 @@ def test_a_poke_wakes_it_and_unwatchable_directories_fall_back_to_polling(tmp_pa
         await waiter
         assert wake.take_growth()
         wake.close()
-        missing = LogWake()
-        missing.watch({str(tmp_path / "does-not-exist")})
-        assert not missing.watching and missing.failed
-        assert missing.take_growth()  # no watch: every round reads
-        await missing.wait(tick=600)  # polls: returns after POLL_S
+        monkeypatch.setattr(logwake_module, "Inotify", no_inotify)
+        unwatchable = LogWake()
+        unwatchable.watch({str(tmp_path)})
+        assert not unwatchable.watching and unwatchable.failed
+        assert unwatchable.take_growth()  # no watch: every round reads
+        await unwatchable.wait(tick=600)  # polls: returns after POLL_S
 
+    run(scenario())
+
+
+def test_a_log_directory_made_anew_under_its_name_is_watched_again(tmp_path):
+    """logs/ cleared before a restart, made again by the launch: the old watch stays on the old directory (kept
+    alive by a reader of a deleted log, a TUI following it), and the new ranks' writes woke nothing, so their
+    states were never read. The directory's identity, checked at every round, says to watch it again; a
+    directory not there yet is watched once it is."""
+    import shutil
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "node_0.log").write_text("old run\n")
+
+    async def wakes_on_write() -> bool:
+        waiter = asyncio.ensure_future(wake.wait(tick=600))
+        await asyncio.sleep(0)
+        with open(logs / "node_0.log", "a") as f:
+            f.write("I1129 line\n")
+        await waiter
+        return wake.take_growth()
+
+    async def scenario():
+        wake.watch({str(logs)})
+        wake.take_growth()
+        assert await wakes_on_write()
+        with open(logs / "node_0.log") as reader:  # keeps the old directory's inode
+            shutil.rmtree(logs)
+            wake.watch({str(logs)})  # a round while the directory is gone
+            assert wake.watching and not wake.failed
+            logs.mkdir()
+            wake.watch({str(logs)})  # the launch's round
+            assert wake.take_growth()  # what was written before the new watch is read
+            assert await wakes_on_write()
+            assert reader.read() == "old run\nI1129 line\n"
+        wake.close()
+
+    wake = LogWake()
     run(scenario())
 
 

@@ -7,6 +7,8 @@ import os
 import signal
 import socket
 
+import pytest
+
 from conftest import wait_until
 from supervisor_helpers import process_alive, sim_deployment  # noqa: F401
 
@@ -39,6 +41,29 @@ def test_restart_failed_relaunches_the_whole_world_of_eight_and_it_serves_again(
     assert any("scheduled in" in r and "is performed now by `xllm-tui restart`" in r for r in reasons), reasons
     assert not any("cancelled" in r for r in reasons)
     assert all(not process_alive(pid) for pid in first.values())
+
+
+@pytest.mark.parametrize("followed", [False, True], ids=["nobody-reading", "a-tui-following-a-log"])
+def test_a_world_restarted_after_its_logs_directory_was_cleared_serves_again(sim_deployment, followed):
+    """The operator clears logs/ and restarts: the launch makes the directory again, and the supervisor must
+    read the new logs. Its inotify watch was gone with the old directory (or, with a TUI holding a deleted log
+    open, stayed on it), so the new ranks' milestones went unread: `restart --wait` waited forever."""
+    import contextlib
+    import shutil
+
+    dep = sim_deployment(ranks=2)
+    dep.start()
+    first = dep.rank_pids(dep.wait_group("ready"))
+    logs = os.path.dirname(dep.log_path(0))
+    with open(dep.log_path(0)) if followed else contextlib.nullcontext() as follower:
+        shutil.rmtree(logs)
+        done = dep.cli("restart", dep.profile_path, "--simulate", "--all", "--yes", "--wait", timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+        snap = dep.wait_snapshot(lambda s: serving(s, 2), 60, "the world serving again")
+        assert not set(dep.rank_pids(snap).values()) & set(first.values())
+        if follower:
+            assert follower.read()  # the old log, still readable where the TUI had it open
+    assert os.path.getsize(dep.log_path(0)) > 0
 
 
 def test_restarting_a_healthy_rank_asks_and_then_restarts_the_world(sim_deployment):

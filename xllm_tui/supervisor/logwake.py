@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 
 from xllm_tui.logs.inotify import Inotify
 
@@ -28,6 +29,14 @@ FLOOD_COALESCE_S = 0.5  # at most this often under a flood (a round read FLOOD_R
 FLOOD_ROUND_BYTES = 256 * 1024  # ~2,000 glog lines in a tenth of a second: a rank logging hard
 
 
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 def round_gap(read_bytes: int) -> float:
     """The least time between two read rounds after one that took in read_bytes (all ranks together)."""
     return FLOOD_COALESCE_S if read_bytes >= FLOOD_ROUND_BYTES else COALESCE_S
@@ -37,6 +46,7 @@ class LogWake:
     def __init__(self) -> None:
         self.grown = asyncio.Event()
         self.dirs: frozenset[str] = frozenset()
+        self._identities: dict[str, tuple[int, int] | None] = {}  # (st_dev, st_ino) of each, when watched
         self.inotify: Inotify | None = None
         self.failed = False
         self._listening = False
@@ -46,18 +56,22 @@ class LogWake:
         return self.inotify is not None
 
     def watch(self, dirs: set[str]) -> None:
-        """Watch these directories (the live ranks' log directories); a change of the set restarts the watch.
-        The watch is live when this returns: a write from here on wakes the loop."""
+        """Watch these directories (the live ranks' log directories); a change of the set restarts the watch, and
+        so does a directory made anew under the same name (logs/ cleared before a restart: a watch stays on the
+        old inode, and the new ranks' writes would wake nothing, leaving their states unread). The watch is
+        live when this returns: a write from here on wakes the loop."""
         wanted = frozenset(dirs)
-        if wanted == self.dirs and (self.watching or self.failed or not wanted):
+        identities = {d: _identity(d) for d in wanted}  # one stat per directory and round
+        if wanted == self.dirs and identities == self._identities and (self.watching or self.failed or not wanted):
             self.listen()
             return
         self.close()
-        self.dirs = wanted
+        self.dirs, self._identities = wanted, identities
         if not wanted or self.failed:
             return
         try:
-            self.inotify = Inotify(wanted)
+            # A directory not there yet is watched once it is (its identity changes then).
+            self.inotify = Inotify({d for d, identity in identities.items() if identity is not None})
         except (OSError, AttributeError) as e:  # e.g. out of inotify watches, no libc inotify: poll instead
             log.warning("cannot watch the log directories (%s); polling them every %.1fs", e, POLL_S)
             self.failed = True
