@@ -488,6 +488,27 @@ async def test_a_short_log_growing_past_a_screenful_lays_nothing_out(tmp_path):
         assert (bar.window_virtual_size, bar.position) == (300, view.max_scroll_y)
 
 
+async def test_a_log_directory_cleared_and_made_again_is_followed(tmp_path):
+    """logs/ deleted under the view (an operator clearing it before a restart), then made again with a new
+    log of the name: the view polls while the directory is gone, shows the new file, and watches it again.
+    It used to stay blind: its inotify watch had gone with the old directory."""
+    import shutil
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    path = logs / "node_0.log"
+    async with tail_shown(path) as (app, pilot, view):
+        assert view.watching
+        shutil.rmtree(logs)
+        await wait_for(pilot, lambda: view.polling_by_timer and not view.watching, "polling while logs/ is gone")
+        logs.mkdir()
+        write_lines(path, [glog_line(0, text="the new run")], "w")
+        await wait_for(pilot, lambda: visible(view)[0].endswith("the new run"), "the new file")
+        await wait_for(pilot, lambda: view.watching and not view.polling_by_timer, "the watch back")
+        write_lines(path, [glog_line(1, text="appended to the new run")])
+        await wait_for(pilot, lambda: visible(view)[1].endswith("appended to the new run"), "the append")
+
+
 async def test_a_wider_line_moves_the_horizontal_thumb_without_repainting_the_rows(tmp_path):
     """Rows are cropped to the view whatever the virtual width: a wider line (every few reads of a flood) only
     moves the horizontal scrollbar's thumb. It used to repaint the whole pane, a second frame per read."""

@@ -143,3 +143,43 @@ def test_listen_calls_back_on_the_event_loop_until_unlisten(tmp_path):
 
     seen = asyncio.run(scenario())
     assert seen and set(seen) == {"change"}
+
+
+def test_a_directory_deleted_or_moved_away_is_watched_again_once_back(tmp_path):
+    """An operator clears logs/ (or moves it aside) before a restart, the log still open or not: the watch
+    says it lost the name, rewatch() fails until a directory of that name exists, and then the new file of the
+    name is seen."""
+    import shutil
+
+    import pytest
+
+    logs = tmp_path / "logs"
+    away = {"deleted": lambda: shutil.rmtree(logs), "moved": lambda: os.rename(logs, tmp_path / "logs.old")}
+    for how, held_open in [(h, o) for h in away for o in (False, True)]:
+        logs.mkdir()
+        path = logs / "node_0.log"
+        path.write_text("first\n")
+        holder = open(path) if held_open else None  # a reader of the old file keeps its directory's inode
+        watch = FileWatch(str(path))
+        try:
+            away[how]()
+            while not watch.lost:
+                assert readable(watch), f"{how} (held open: {held_open}): the name's going was not reported"
+                watch.changed()
+            if how == "deleted":
+                with pytest.raises(OSError):
+                    watch.rewatch()
+            logs.mkdir()
+            watch.rewatch()
+            assert not watch.lost
+            path.write_text("the new run\n")
+            assert readable(watch) and watch.changed()
+            with open(path, "a") as f:
+                f.write("more\n")
+            assert readable(watch) and watch.changed()
+        finally:
+            watch.close()
+            if holder:
+                holder.close()
+        shutil.rmtree(tmp_path / "logs.old", ignore_errors=True)
+        shutil.rmtree(logs, ignore_errors=True)

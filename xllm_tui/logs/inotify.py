@@ -133,12 +133,30 @@ class FileWatch:
         self._name = os.path.basename(self.path)
         self._inotify = Inotify()
         try:
-            self._dir_wd = self._inotify.add_watch(os.path.dirname(self.path), DIR_ENTRY_MASK)
+            self._dir_wd: int | None = self._inotify.add_watch(os.path.dirname(self.path), DIR_ENTRY_MASK | IN_MOVE_SELF)
         except BaseException:
             self._inotify.close()
             raise
         self._file_wd: int | None = None
+        self._name_gone = False  # the name was deleted or renamed away since it was last seen
         self._loop = None  # the event loop the descriptor is on (listen)
+        self._watch_file()
+
+    @property
+    def lost(self) -> bool:
+        """The file's name is gone (deleted, renamed away) or its directory is: a file of the name may come back
+        in a new directory of that name (logs/ cleared before a restart), which this watch would not see. The
+        caller polls until the file is back, then calls `rewatch()`. (A directory holding a deleted file still
+        open somewhere says nothing when it is removed, so the name's going is what counts.)"""
+        return self._dir_wd is None or self._name_gone
+
+    def rewatch(self) -> None:
+        """Watch the directory (and the file) by name again; OSError while the directory does not exist."""
+        if self._dir_wd is not None:
+            self._inotify.remove_watch(self._dir_wd)
+            self._dir_wd = None
+        self._dir_wd = self._inotify.add_watch(os.path.dirname(self.path), DIR_ENTRY_MASK | IN_MOVE_SELF)
+        self._name_gone = False
         self._watch_file()
 
     @property
@@ -152,11 +170,13 @@ class FileWatch:
         (the old watches are gone then: close and poll)."""
         path = os.path.abspath(path)
         self._inotify.drain()  # what was queued concerned the previous file
-        if os.path.dirname(path) != os.path.dirname(self.path):
-            self._inotify.remove_watch(self._dir_wd)
-            self._dir_wd = self._inotify.add_watch(os.path.dirname(path), DIR_ENTRY_MASK)
+        moved = os.path.dirname(path) != os.path.dirname(self.path)
         self.path, self._name = path, os.path.basename(path)
-        self._watch_file()
+        self._name_gone = False
+        if moved or self._dir_wd is None:
+            self.rewatch()
+        else:
+            self._watch_file()
 
     def _watch_file(self) -> None:
         if self._file_wd is not None:
@@ -172,10 +192,18 @@ class FileWatch:
             if event.mask & IN_Q_OVERFLOW:
                 relevant = True  # events were lost: assume the worst
                 self._watch_file()  # a lost IN_CREATE would leave a replaced file's writes unwatched
+            elif event.wd == self._dir_wd and event.mask & (IN_IGNORED | IN_MOVE_SELF):
+                relevant = True  # the directory is gone or elsewhere: its name may come back as a new one
+                if not event.mask & IN_IGNORED:
+                    self._inotify.remove_watch(self._dir_wd)
+                self._dir_wd = None
             elif event.wd == self._dir_wd and event.name == self._name:
                 relevant = True
                 if event.mask & (IN_CREATE | IN_MOVED_TO):
+                    self._name_gone = False
                     self._watch_file()  # a new inode under the name: watch its writes
+                elif event.mask & (IN_DELETE | IN_MOVED_FROM):
+                    self._name_gone = True
             elif event.wd == self._file_wd:
                 relevant = True
                 if event.mask & IN_IGNORED:

@@ -369,7 +369,7 @@ class LogView(ScrollView, can_focus=True):
     @property
     def watching(self) -> bool:
         """True while inotify wakes the view when its file changes."""
-        return self._file_watch is not None
+        return self._file_watch is not None and not self._file_watch.lost
 
     @property
     def log_file(self) -> LogFile | None:
@@ -460,7 +460,25 @@ class LogView(ScrollView, can_focus=True):
     def _on_file_change(self) -> None:
         # One wake-up per read under a flood: listening resumes when the poll is done.
         self._unlisten()
+        if self._file_watch is not None:
+            if self._file_watch.lost:
+                self._regain_watch()
+            elif self._poll_timer is not None:
+                self._set_poll_timer(False)  # the name is back, in the watched directory
         self._poll_after_gap()
+
+    def _regain_watch(self) -> None:
+        """The log's name is gone (rotated away, deleted, logs/ cleared or moved before a restart): poll until a
+        file of the name is back, then watch it by name again (its directory may be a new one)."""
+        if os.path.exists(self.path):
+            try:
+                self._file_watch.rewatch()
+            except OSError:
+                pass
+            else:
+                self._set_poll_timer(False)
+                return
+        self._set_poll_timer(True)
 
     def _poll_after_gap(self) -> None:
         """Poll now, or once the wake gap since the last read has passed (one timer at most)."""
@@ -486,6 +504,8 @@ class LogView(ScrollView, can_focus=True):
     def _schedule_poll(self) -> None:
         if self._logfile is None:
             return
+        if self._poll_timer is not None and self._file_watch is not None and self._file_watch.lost:
+            self._regain_watch()
         if self._poll_busy:
             self._poll_wanted = True
             return
