@@ -279,7 +279,7 @@ async def test_help_screen_lists_keys_and_closes(source):
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("question_mark")
         await until(pilot, lambda: isinstance(app.screen, HelpScreen))
-        await pilot.pause(0.1)
+        await until(pilot, lambda: "restart the selected rank" in screen_text(app), what="the keys listed")
         text = screen_text(app)
         assert "restart the selected rank" in text and "main.restart-rank" in text
         assert "quit the TUI; the supervisor and" in text
@@ -614,7 +614,7 @@ async def test_a_long_journal_shows_its_recent_part(tmp_path, monkeypatch):
         await until(pilot, lambda: pane.last_seq == 20, what="events up to 20")
         assert pane.count == 5  # events 16..20
         await pilot.press("e")
-        await pilot.pause(0.2)
+        await until(pilot, lambda: "15 earlier events" in screen_text(app), what="the events pane")
         text = screen_text(app)
         assert "15 earlier events" in text and "event 16" in text and "event 15\n" not in text
 
@@ -720,6 +720,11 @@ class RunningClockSource(StaticSource):
     def __init__(self, data, clock: float):
         super().__init__(data)
         self.clock = clock
+        self.served = 0  # snapshots handed to the app
+
+    async def snapshot(self) -> dict:
+        self.served += 1
+        return await super().snapshot()
 
     def now(self) -> float:
         return self.clock
@@ -750,13 +755,19 @@ async def test_idle_screen_redraws_only_what_the_clock_changes(tmp_path):
         return original(screen, renderable)
 
     app._display = display
+    ticks = []
+    tick = app._tick
+    app._tick = lambda: (ticks.append(source.clock), tick())[-1]
     async with app.run_test(size=(160, 40)) as pilot:
         table = app.main_screen.query_one(RankTable)
         await until(pilot, lambda: table.row_count == 8, what="8 rank rows")
         assert (uptime_cell(table, 0), uptime_cell(table, 1)) == ("<1m", "30s")
-        await pilot.pause(1.5)  # first paint, the log read
-        updates.clear()
-        await pilot.pause(1.2)  # many unchanged snapshots and a tick at the same clock
+        await until_quiet(pilot, updates, 0.3)  # first paint, the log read
+        served, ticked = source.served, len(ticks)
+        # Unchanged snapshots come every QUIET_POLL_S once nothing moves; the clock ticks each second (rank 1's
+        # uptime shows seconds).
+        await until(pilot, lambda: source.served >= served + 1 and len(ticks) >= ticked + 2,
+                    what="an unchanged snapshot and two ticks at the same clock")
         assert updates == []
         source.clock += 45  # no new snapshot: the tick moves the uptimes
         await until(pilot, lambda: (uptime_cell(table, 0), uptime_cell(table, 1)) == ("1m", "1m"), what="uptimes")
