@@ -5,12 +5,20 @@ from __future__ import annotations
 import functools
 
 
-@functools.cache
 def libc():
     """The process's C library (a ctypes.CDLL with use_errno), or OSError if there is none.
 
     Loaded by its glibc soname: ctypes.util.find_library runs /sbin/ldconfig -p, tens of milliseconds that
-    every start of the supervisor paid twice before its first rank was spawned."""
+    every start of the supervisor paid twice before its first rank was spawned. The outcome is kept, a failure
+    too: a view without inotify asks again at every rank switch."""
+    found = _load()
+    if isinstance(found, OSError):
+        raise found
+    return found
+
+
+@functools.cache
+def _load():
     import ctypes
 
     try:
@@ -20,5 +28,8 @@ def libc():
 
         name = ctypes.util.find_library("c")
         if name is None:
-            raise OSError("no C library found") from None
-        return ctypes.CDLL(name, use_errno=True)
+            return OSError("no C library found")
+        try:
+            return ctypes.CDLL(name, use_errno=True)
+        except OSError as e:
+            return e
