@@ -49,6 +49,48 @@ def test_an_earlier_generation_has_a_copy_of_its_own(tmp_path, monkeypatch):
     assert mirror.generations == 2
 
 
+def test_a_reply_for_a_mirror_replaced_is_not_written_into_the_new_copy(tmp_path, monkeypatch):
+    """`[` then `]` at once: the current log's copy is made anew while the old mirror's reply is on its way (its
+    pull cancelled, its write in a thread). That write used to land in the new copy, doubling lines."""
+    import threading
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    log = tmp_path / "node_3.log"
+    log.write_text("line 1\nline 2\n")
+    path = mirror_path(str(tmp_path / "run"), 3)
+    old = LogMirror(path, 3)
+    how = old.request()
+    reply = read_log_file(str(log), offset=how.get("offset"), lines=how.get("lines"), max_bytes=1 << 20)
+    old.retire()  # the viewer went to generation 1 and back: a new mirror of the same path
+    new = LogMirror(path, 3)
+    assert not old.apply(reply)
+    assert open(path).read() == ""
+    assert pull(new, str(log)) and open(path).read() == "line 1\nline 2\n"
+
+    # A reply being written while the new mirror starts over: the new copy starts after that write, empty.
+    writing, release = threading.Event(), threading.Event()
+    real_apply = LogMirror._apply
+
+    def slow_apply(self, part):
+        writing.set()
+        release.wait(10)
+        return real_apply(self, part)
+
+    monkeypatch.setattr(LogMirror, "_apply", slow_apply)
+    third_reply = dict(reply, offset=new.next, data="line 3\n", next=new.next + 7)
+    writer = threading.Thread(target=new.apply, args=(third_reply,))
+    writer.start()
+    assert writing.wait(10)
+    new.retire()
+    made: list[LogMirror] = []
+    maker = threading.Thread(target=lambda: made.append(LogMirror(path, 3)))
+    maker.start()
+    release.set()
+    writer.join(10)
+    maker.join(10)
+    assert made and open(path).read() == ""
+
+
 async def test_a_slow_link_is_not_starved_by_the_pull_timer(tmp_path, monkeypatch):
     """A log_read reply slower than the pull timer: the pull waiting for it is left to finish, not cancelled and
     sent again at every tick (which never let a reply arrive on a slow link)."""

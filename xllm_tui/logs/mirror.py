@@ -7,6 +7,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
+
+# One lock per copy's path: a viewer going back and forth between generations makes a new mirror of a path
+# whose previous mirror may still be writing a reply (in a thread).
+_path_locks: dict[str, threading.Lock] = {}
 
 
 def mirror_path(run_dir: str, rank: int, generation: int = 0) -> str:
@@ -28,8 +33,15 @@ class LogMirror:
         self.next: int | None = None
         self.inode: int | None = None
         self.generations: int | None = None
+        self.retired = False
+        self._lock = _path_locks.setdefault(path, threading.Lock())
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        self._restart()  # a fresh copy: the remote offsets of an old one are unknown
+        with self._lock:
+            self._restart()  # a fresh copy: the remote offsets of an old one are unknown
+
+    def retire(self) -> None:
+        """The viewer moved on: a reply still on its way is dropped, not written into a newer copy of the path."""
+        self.retired = True
 
     def request(self) -> dict:
         """The log_read arguments for the next pull."""
@@ -46,6 +58,12 @@ class LogMirror:
     def apply(self, part: dict) -> bool:
         """Write one log_read reply; True when the copy changed. A remote file that shrank (truncated) or is
         another file now (rotated by a relaunch) restarts the copy from its last lines."""
+        with self._lock:
+            if self.retired:
+                return False
+            return self._apply(part)
+
+    def _apply(self, part: dict) -> bool:
         if isinstance(part.get("generations"), int):
             self.generations = part["generations"]
         if part.get("missing"):

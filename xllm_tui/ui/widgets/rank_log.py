@@ -72,6 +72,8 @@ class RankLog(Vertical):
         """The file the view reads: the log itself, or for a rank on another machine a local copy of the
         generation shown (fetched through machine 0's supervisor)."""
         if not rank.get("remote"):
+            if self._mirror is not None:
+                self._mirror.retire()
             self._mirror = None
             if self._remote_timer is not None:
                 self._remote_timer.pause()
@@ -83,6 +85,8 @@ class RankLog(Vertical):
         if self._mirror is None or self._mirror.path != path:
             known = self._mirror.generations if self._mirror is not None and self._mirror.rank == rank["rank"] \
                 else None
+            if self._mirror is not None:
+                self._mirror.retire()  # its pull in flight must not write into the new copy of the same path
             self._mirror = LogMirror(path, int(rank["rank"]), self.back)
             self._mirror.generations = known
             self._pull_remote(new_mirror=True)
