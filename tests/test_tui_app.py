@@ -445,7 +445,7 @@ def test_keymap_file_errors_are_reported(tmp_path):
 
 def profile_read(app) -> bool:
     """No read of the profile (a _load_profile worker) is under way."""
-    return not any(w.group == "profile" and w.is_running for w in app.workers)
+    return not any(w.group in ("profile", "profile-toggles") and w.is_running for w in app.workers)
 
 
 @contextlib.asynccontextmanager
@@ -523,6 +523,30 @@ async def test_profile_edits_are_compared_with_the_profile_at_start(source, tmp_
             await until(pilot, lambda: profile_read(app), what="the profile read")
             assert "a relaunch would change ranks 0-7" in str(banner.render())
         profile.write_text(original)
+        app._load_profile()
+        await until(pilot, lambda: "no rank's launch changes" in str(banner.render()), what="the undo noticed")
+
+
+async def test_a_toggle_keeps_an_edit_not_yet_loaded_out_of_the_baseline(source, tmp_path):
+    """A toggle switched while the profile has an edit not loaded (ctrl+r): both are planned again with the
+    toggle, each from its own text. The toggle's re-plan used to read the file, so the edit became the
+    baseline: the banner's diff went stale and an undo of the edit showed as a change."""
+    async with profile_planned(source, tmp_path, watch_profile=False) as (app, pilot, profile, banner):
+        original = profile.read_text()
+        profile.write_text(edited(profile))
+        app._load_profile()
+        await until(pilot, lambda: "a relaunch would change ranks 0-7" in str(banner.render()), what="the edit")
+        baseline = app.profile_baseline
+        profiling = next(t for t in source.data["toggles"] if t["name"] == "profiling")
+        profiling["enabled"] = not profiling["enabled"]
+        app.refresh_now()
+        await until(pilot, lambda: app.profile_baseline is not baseline and profile_read(app), what="re-planned")
+        assert app.profile_baseline.text == original
+        assert app.profile_baseline.toggles["profiling"] == profiling["enabled"] == app.profile_plan.toggles["profiling"]
+        assert "a relaunch would change ranks 0-7" in str(banner.render())
+        assert "PROFILING_MODE" not in "\n".join(app.profile_change[1])  # the toggle is in both: not a change
+        assert "max_seqs_per_batch" in "\n".join(app.profile_change[1])
+        profile.write_text(original)  # the edit undone: nothing changes against what the supervisor launches
         app._load_profile()
         await until(pilot, lambda: "no rank's launch changes" in str(banner.render()), what="the undo noticed")
 

@@ -532,10 +532,10 @@ class XllmApp(App[None]):
         self._typed_snapshot = typed
         toggles = {t["name"]: bool(t.get("enabled")) for t in snapshot.get("toggles") or []}
         if self.profile_plan is not None and toggles != self.profile_plan.toggles:
-            # A toggle changed the next launch (or the plan was made before the first snapshot): re-plan
-            # the baseline, so a profile edit's diff shows the edit, not the toggle.
+            # A toggle changed the next launch (or the plan was made before the first snapshot): re-plan the
+            # baseline and the edit from their own texts, so a profile edit's diff shows the edit, not the toggle.
             self.profile_plan.toggles = toggles
-            self._load_profile(initial=True)
+            self._replan_with_toggles(toggles)
         if self._tick_timer is not None:
             self._schedule_tick()  # ranks started or stopped: their uptimes change at other moments
         return True
@@ -1056,6 +1056,40 @@ class XllmApp(App[None]):
         for other in self.screen_stack:
             if isinstance(other, RankDetailScreen):
                 other.render_detail()
+
+    @work(exit_on_error=False, group="profile-toggles", exclusive=True)
+    async def _replan_with_toggles(self, toggles: dict[str, bool]) -> None:
+        """The same texts planned again with new toggle states: what the supervisor launches next (the
+        baseline) and the file as edited since. Reading the file here instead took an edit not yet loaded
+        (ctrl+r) for the baseline, and its banner then compared later edits with it."""
+        from xllm_tui.ui import profile_watch
+
+        baseline, current = self.profile_baseline, self.profile_plan
+        if baseline is None or current is None or baseline.text is None:
+            self._load_profile(initial=True)
+            return
+
+        def plan(text: str | None) -> profile_watch.ProfilePlan:
+            return profile_watch.plan_profile(self.profile_path, simulate=self.simulate, toggles=toggles,
+                                              port_offset=self.port_offset, text=text)
+
+        try:
+            new_baseline = await asyncio.to_thread(plan, baseline.text)
+            new_current = new_baseline if current.text == baseline.text else await asyncio.to_thread(plan, current.text)
+        except Exception as error:  # an unexpected loader failure is shown like a profile error
+            self.notify(f"{self.profile_path}: {error}", title="profile", severity="error", timeout=8)
+            return
+        if not new_baseline.ok or not new_current.ok or self.profile_baseline is not baseline:
+            return  # errors were shown when those texts were read; or a load (ctrl+r) made a newer baseline
+        self.profile_baseline = new_baseline
+        if self.profile_plan is current:  # else an edit was read meanwhile, planned with these toggles
+            self.profile_plan = new_current
+        if self.profile_change and self.profile_plan is not new_baseline:
+            changed, lines = profile_watch.describe_change(new_baseline, self.profile_plan)
+            summary = profile_watch.change_summary(changed)
+            self.profile_change = (summary, lines)
+            self.main_screen.query_one("#profile-banner", Static).update(
+                Text(f" {summary}; ctrl+r loads it into the supervisor for the next launch"))
 
     @work(exit_on_error=False, group="watch", exclusive=True)
     async def _watch_profile(self) -> None:

@@ -20,6 +20,7 @@ class ProfilePlan:
     launches: dict[int, Any] = field(default_factory=dict)  # rank -> RankLaunch
     watched_env: set[str] = field(default_factory=set)  # variables the profile sets or a toggle touches
     toggles: dict[str, bool] = field(default_factory=dict)  # the toggle states this plan was made with
+    text: str | None = None  # the profile's text it was made from (None: the file could not be read)
 
     @property
     def ok(self) -> bool:
@@ -33,19 +34,28 @@ class ProfilePlan:
 
 
 def plan_profile(
-    path: str, *, simulate: bool, toggles: dict[str, bool] | None = None, port_offset: int = 0
+    path: str, *, simulate: bool, toggles: dict[str, bool] | None = None, port_offset: int = 0,
+    text: str | None = None,
 ) -> ProfilePlan:
-    """Load and validate the profile; on success plan every rank's next launch with the toggles' states.
+    """Load and validate the profile (the file, or `text` as if it were the file); on success plan every rank's
+    next launch with the toggles' states.
 
     The environment is planned without the inherited one (base_env={}): the supervisor's inherited
     environment is not ours to know, so diffs cover only what the profile itself sets.
     """
     from xllm_tui import launch
-    from xllm_tui.profile import load_profile
+    from xllm_tui.profile import load_profile, load_profile_text
 
-    result = load_profile(path, simulate=simulate)
+    if text is None:
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except (OSError, UnicodeDecodeError):
+            text = None  # the loader says why, with the path
+    result = load_profile(path, simulate=simulate) if text is None else load_profile_text(text, path, simulate)
     plan = ProfilePlan(
-        errors=[str(d) for d in result.errors], warnings=[str(d) for d in result.warnings], toggles=dict(toggles or {})
+        errors=[str(d) for d in result.errors], warnings=[str(d) for d in result.warnings], toggles=dict(toggles or {}),
+        text=text,
     )
     if result.errors or result.profile is None:
         if not plan.errors:
