@@ -849,3 +849,40 @@ async def test_the_devices_are_read_again_only_while_their_tab_is_shown(tmp_path
         await until(pilot, lambda: app._devices_timer._active.is_set(), what="the timer running on the Devices tab")
         tabs.active = "tab-log"
         await until(pilot, lambda: not app._devices_timer._active.is_set(), what="the timer paused again")
+
+
+@pytest.mark.parametrize("theme", ["xllm-dark", "xllm-high-contrast"])
+async def test_rank_rows_render_as_the_data_table_would(source, theme, monkeypatch):
+    """RankTable renders its body rows straight to segments (no Rich render per cell): every row, with the
+    cursor and the hover cursor anywhere, is what DataTable's own path gives, segment for segment."""
+    from itertools import chain
+
+    from textual.coordinate import Coordinate
+    from textual.strip import Strip
+    from textual.widgets import DataTable
+
+    def flat(pair) -> list:
+        fixed, scrollable = pair
+        return list(Strip(list(chain.from_iterable(fixed)) + list(chain.from_iterable(scrollable))).simplify())
+
+    app = make_app(source, theme=theme)
+    async with app.run_test(size=(160, 48)) as pilot:
+        table = app.main_screen.query_one(RankTable)
+        await until(pilot, lambda: table.row_count == 8, what="8 rank rows")
+        rows = list(table.rows)
+        delegated = []
+        data_table_path = DataTable._render_line_in_row
+        monkeypatch.setattr(DataTable, "_render_line_in_row",
+                            lambda self, *args: delegated.append(args[0]) or data_table_path(self, *args))
+        compared = 0
+        for cursor in range(len(rows)):
+            for hover in (Coordinate(-1, 0), Coordinate(cursor, 0), Coordinate((cursor + 1) % len(rows), 2)):
+                for show_hover in (False, True):
+                    table._show_hover_cursor = show_hover
+                    for key in rows:
+                        args = (key, 0, table.rich_style, Coordinate(cursor, 0), hover)
+                        ours = flat(table._render_line_in_row(*args))
+                        assert delegated == [], "a body row went through DataTable's path"
+                        assert ours == flat(data_table_path(table, *args)), (key, cursor, hover, show_hover)
+                        compared += 1
+        assert compared == 8 * 8 * 3 * 2

@@ -6,8 +6,12 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from rich.cells import cell_len
+from rich.segment import Segment
+from rich.style import Style
 from rich.text import Text
 from textual.binding import Binding
+from textual.coordinate import Coordinate
 from textual.message import Message
 from textual.widgets import DataTable
 from textual.widgets.data_table import ColumnKey, RowKey
@@ -298,6 +302,51 @@ class RankTable(DataTable):
         self._line_cache.clear()
         for index in indexes:
             self.refresh_row(index)
+
+    def _render_line_in_row(self, row_key: RowKey, line_no: int, base_style: Style, cursor_location: Coordinate,
+                            hover_location: Coordinate) -> tuple[list, list]:
+        """A body row of single-line Text cells, rendered straight to segments: what DataTable's path gives
+        (after Strip.simplify), without a Rich render (Padding, Styled, wrapping) per cell. A flood changes
+        every row's last log line each second, and those renders were most of a frame while keys waited.
+        Anything else (the header, a cell too wide or with spans) goes through DataTable."""
+        row_index = self._row_locations.get(row_key) if row_key in self._row_locations else -1
+        if (row_index < 0 or line_no or self.fixed_columns or self.cursor_type != "row" or self.zebra_stripes
+                or (self._labelled_row_exists and self.show_row_labels) or row_index < self.fixed_rows):
+            return super()._render_line_in_row(row_key, line_no, base_style, cursor_location, hover_location)
+        _label, cells = self._get_row_renderables(row_index)
+        columns = self.ordered_columns
+        pad = self.cell_padding
+        cursor = self.show_cursor and cursor_location.row == row_index
+        hover = self._show_hover_cursor and self.show_cursor and hover_location.row == row_index
+        css_fg, css_bg = self.cursor_foreground_priority == "css", self.cursor_background_priority == "css"
+        component, post = self._get_styles_to_render_cell(False, False, False, hover, cursor, self.show_cursor,
+                                                          self._show_hover_cursor, css_fg, css_bg)
+        get_style = self.app.console.get_style
+        row: list[list[Segment]] = []
+        table_width = 0
+        for column_index, (column, cell) in enumerate(zip(columns, cells)):
+            width = column.get_render_width(self)
+            table_width += width
+            if not isinstance(cell, Text) or cell.spans or "\n" in cell.plain or "\t" in cell.plain:
+                return super()._render_line_in_row(row_key, line_no, base_style, cursor_location, hover_location)
+            text = cell.plain
+            room = width - 2 * pad
+            used = cell_len(text)
+            if used > room or room < 0:
+                return super()._render_line_in_row(row_key, line_no, base_style, cursor_location, hover_location)
+            pre = base_style + Style.from_meta({"row": row_index, "column": column_index}) + component
+            blank = pre + post
+            segments = [Segment(" " * pad, blank)] if pad else []
+            if text:
+                segments.append(Segment(text, pre + get_style(cell.style) + post))
+            if room - used + pad:
+                segments.append(Segment(" " * (room - used + pad), blank))
+            row.append(segments)
+        extend, _ = self._get_styles_to_render_cell(False, False, False, hover_location.row == row_index, cursor,
+                                                    self.show_cursor, self._show_hover_cursor, False, False)
+        extend = base_style + extend + Style.from_meta({"row": row_index, "column": 0, "out_of_bounds": True})
+        row.append([Segment(" " * max(0, self.size.width - table_width - self._row_label_column_width), extend)])
+        return [], row
 
     def _restyle(self) -> None:
         ranks = [self._rank_data[n] for n in sorted(self._rank_data)]
