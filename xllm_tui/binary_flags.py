@@ -15,7 +15,6 @@ import os
 import signal
 import subprocess
 import tempfile
-import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from typing import Callable, Iterable, Mapping
@@ -80,6 +79,8 @@ def _all_xllm_names() -> frozenset[str]:
 
 def parse_helpxml(text: str) -> dict[str, BinaryFlag]:
     """name -> BinaryFlag from gflags' --helpxml output (anything before <?xml is ignored)."""
+    import xml.etree.ElementTree as ET  # only when the binary is run: `up` and validate mostly hit the cache
+
     start = text.find("<AllFlags>")
     end = text.rfind("</AllFlags>")
     if start < 0 or end < 0:
