@@ -41,6 +41,49 @@ def test_helpxml_of_the_simulator_parses_and_is_cached_by_path_size_mtime(tmp_pa
     assert not read_binary_flags(str(binary), cache_dir=cache).from_cache and counter.read_text() == "xx"
 
 
+def counting_script(tmp_path, name: str, body: str):
+    """A shell script that records each run in NAME.runs, then runs `body`."""
+    binary = tmp_path / name
+    counter = tmp_path / f"{name}.runs"
+    binary.write_text(f"#!/bin/sh\nprintf x >> {counter}\n{body}\n")
+    binary.chmod(0o755)
+    return binary, counter
+
+
+def helpxml_error(binary, cache: str) -> str:
+    from xllm_tui.binary_flags import HelpxmlError
+
+    try:
+        read_binary_flags(str(binary), cache_dir=cache)
+    except HelpxmlError as error:
+        return str(error)
+    raise AssertionError("no error")
+
+
+def test_a_binary_without_a_flag_list_is_asked_once_per_build(tmp_path):
+    # It exits 0 without a flag list (not a gflags program, like bench/sleeper.c): every `up` would run it again.
+    binary, counter = counting_script(tmp_path, "plain", "exit 0")
+    cache = str(tmp_path / "cache")
+    said = "printed no flag list on --helpxml (exit status 0)"
+    assert helpxml_error(binary, cache) == said and counter.read_text() == "x"
+    assert helpxml_error(binary, cache) == said and counter.read_text() == "x"  # the same words, from the cache
+    st = binary.stat()
+    os.utime(binary, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))  # rebuilt in place: a new mtime
+    assert helpxml_error(binary, cache) == said and counter.read_text() == "xx"
+    binary.write_text(binary.read_text() + "# rebuilt\n")  # a new size
+    assert helpxml_error(binary, cache) == said and counter.read_text() == "xxx"
+    assert helpxml_error(binary, cache) == said and counter.read_text() == "xxx"
+
+
+def test_a_binary_that_fails_without_a_flag_list_is_asked_again(tmp_path):
+    # A failure may be the environment's (a library missing until set_env.sh is sourced): not cached.
+    binary, counter = counting_script(tmp_path, "broken", "echo 'error while loading shared libraries' >&2; exit 127")
+    cache = str(tmp_path / "cache")
+    said = "printed no flag list on --helpxml (error while loading shared libraries)"
+    assert helpxml_error(binary, cache) == said and helpxml_error(binary, cache) == said
+    assert counter.read_text() == "xx"
+
+
 def test_a_binary_that_hangs_is_given_up_on(tmp_path):
     binary = tmp_path / "hang"
     binary.write_text("#!/bin/sh\nexec sleep 60\n")

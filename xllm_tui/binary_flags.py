@@ -3,7 +3,8 @@
 gflags binaries print an XML list of their flags on --helpxml and then exit 1 (gflags_reporting.cc,
 HandleCommandLineHelpFlags). Reading it is the one check that catches a renamed flag before sixteen
 ranks spend ten minutes loading weights. The result is cached by the binary's path, size and mtime in
-the user's cache directory, so a validate costs one run per build of the binary.
+the user's cache directory, so a validate (and every `up`) costs one run per build of the binary. A binary that
+exits 0 without a flag list (not a gflags program) is cached too: it says the same until it changes.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import os
 import signal
 import subprocess
 import tempfile
-import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from typing import Callable, Iterable, Mapping
@@ -26,7 +26,14 @@ _CACHE_VERSION = 1
 
 
 class HelpxmlError(Exception):
-    """The binary could not be asked for its flags (not runnable, timed out, printed no XML)."""
+    """The binary could not be asked for its flags (not runnable, timed out, printed no XML).
+
+    lasting: the binary's own answer (it exited 0 without a flag list), the same until the binary changes; a
+    failure (a missing library, a timeout) may depend on the environment and is asked again next time."""
+
+    def __init__(self, message: str, *, lasting: bool = False):
+        super().__init__(message)
+        self.lasting = lasting
 
 
 @dataclass(frozen=True)
@@ -72,6 +79,8 @@ def _all_xllm_names() -> frozenset[str]:
 
 def parse_helpxml(text: str) -> dict[str, BinaryFlag]:
     """name -> BinaryFlag from gflags' --helpxml output (anything before <?xml is ignored)."""
+    import xml.etree.ElementTree as ET  # only when the binary is run: `up` and validate mostly hit the cache
+
     start = text.find("<AllFlags>")
     end = text.rfind("</AllFlags>")
     if start < 0 or end < 0:
@@ -124,8 +133,36 @@ def _run_helpxml(argv: list[str], env: Mapping[str, str] | None, timeout: float)
     text = out.decode("utf-8", "replace")
     if "<AllFlags>" not in text:
         last = err.decode("utf-8", "replace").strip().splitlines()[-1:] or [f"exit status {proc.returncode}"]
-        raise HelpxmlError(f"printed no flag list on --helpxml ({last[0][:200]})")
+        raise HelpxmlError(f"printed no flag list on --helpxml ({last[0][:200]})", lasting=proc.returncode == 0)
     return text
+
+
+def _read_cache(path: str, identity: dict) -> dict | None:
+    """The cache entry at `path` if it is for this very binary (path, size, mtime), else None."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            cached = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    return cached if isinstance(cached, dict) and cached.get("identity") == identity else None
+
+
+def _write_cache(cache_dir: str, path: str, entry: dict) -> None:
+    try:
+        os.makedirs(cache_dir, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=".helpxml-")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(entry, fh)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a cache that cannot be written only costs the next run
+
+
+def _cached_flags(entry: dict) -> dict[str, BinaryFlag] | None:
+    try:
+        return {f["name"]: BinaryFlag(**f) for f in entry["flags"]}
+    except (KeyError, TypeError):
+        return None
 
 
 def read_binary_flags(binary: str, *, env: Mapping[str, str] | Callable[[], Mapping[str, str]] | None = None,
@@ -143,23 +180,20 @@ def read_binary_flags(binary: str, *, env: Mapping[str, str] | Callable[[], Mapp
         raise HelpxmlError(f"cannot be read: {error.strerror or error}") from None
     cache_dir = cache_dir or default_cache_dir()
     path = _cache_path(cache_dir, binary)
-    try:
-        with open(path, encoding="utf-8") as fh:
-            cached = json.load(fh)
-        if cached.get("identity") == identity:
-            flags = {f["name"]: BinaryFlag(**f) for f in cached["flags"]}
+    cached = _read_cache(path, identity)
+    if cached is not None:
+        if isinstance(cached.get("no_flag_list"), str):
+            raise HelpxmlError(cached["no_flag_list"], lasting=True)
+        flags = _cached_flags(cached)
+        if flags is not None:
             return BinaryFlags(binary, flags, from_cache=True)
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    flags = parse_helpxml(_run_helpxml(argv or [binary], env() if callable(env) else env, timeout))
     try:
-        os.makedirs(cache_dir, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=".helpxml-")
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump({"identity": identity, "flags": [asdict(f) for f in flags.values()]}, fh)
-        os.replace(tmp, path)
-    except OSError:
-        pass  # a cache that cannot be written only costs the next run
+        flags = parse_helpxml(_run_helpxml(argv or [binary], env() if callable(env) else env, timeout))
+    except HelpxmlError as error:
+        if error.lasting:
+            _write_cache(cache_dir, path, {"identity": identity, "no_flag_list": str(error)})
+        raise
+    _write_cache(cache_dir, path, {"identity": identity, "flags": [asdict(f) for f in flags.values()]})
     return BinaryFlags(binary, flags)
 
 
@@ -262,13 +296,11 @@ def cached_binary_flags(binary: str, cache_dir: str | None = None) -> BinaryFlag
     binary = os.path.abspath(binary)
     try:
         identity = _identity(binary)
-        with open(_cache_path(cache_dir or default_cache_dir(), binary), encoding="utf-8") as fh:
-            cached = json.load(fh)
-        if cached.get("identity") != identity:
-            return None
-        return BinaryFlags(binary, {f["name"]: BinaryFlag(**f) for f in cached["flags"]}, from_cache=True)
-    except (OSError, ValueError, KeyError, TypeError):
+    except OSError:
         return None
+    cached = _read_cache(_cache_path(cache_dir or default_cache_dir(), binary), identity)
+    flags = _cached_flags(cached) if cached is not None else None
+    return BinaryFlags(binary, flags, from_cache=True) if flags is not None else None
 
 
 def flag_defaults_for(argv: list[str], env: Mapping[str, str] | None = None,

@@ -1,4 +1,6 @@
 """Talk to a supervisor over its unix socket (docs/protocol.md). No Textual; used by the CLI and the TUI.
+The TUI's asyncio client is in async_client.py (AsyncSupervisorClient, also reachable here): the CLI never
+imports asyncio, which with the ssl module it loads costs every `up` about 25 ms before the supervisor starts.
 
     run_dir = run_dir_for(profile, simulate=True)
     with SupervisorClient(socket_path(run_dir)) as client:
@@ -10,7 +12,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import itertools
 import json
@@ -20,7 +21,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from xllm_tui.spec import Profile
@@ -262,106 +263,6 @@ class SupervisorClient:
         self.close()
 
 
-class AsyncSupervisorClient:
-    """asyncio client for the TUI: request/response on one connection, subscriptions on their own."""
-
-    def __init__(self, socket_path: str, timeout: float = 10.0):
-        self.socket_path = socket_path
-        self.timeout = timeout
-        self._ids = itertools.count(1)
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
-        self._lock = asyncio.Lock()
-
-    async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        if not os.path.exists(self.socket_path):
-            raise SupervisorUnavailable(_unavailable_for_socket(self.socket_path))
-        try:
-            with ShortSocketPath(self.socket_path) as address:
-                return await asyncio.wait_for(asyncio.open_unix_connection(address, limit=MAX_REPLY), self.timeout)
-        except (OSError, asyncio.TimeoutError) as e:
-            raise SupervisorUnavailable(_unavailable_for_socket(self.socket_path, str(e) or e.__class__.__name__)) from None
-
-    async def connect(self) -> None:
-        if self._writer is None:
-            self._reader, self._writer = await self._open()
-
-    async def _read_message(self, reader: asyncio.StreamReader, timeout: float | None) -> dict:
-        try:
-            line = await asyncio.wait_for(reader.readline(), timeout)
-        except (OSError, ValueError) as e:
-            raise SupervisorUnavailable(f"connection to {self.socket_path} lost: {e}") from None
-        if not line:
-            raise SupervisorUnavailable(f"the supervisor at {self.socket_path} closed the connection")
-        try:
-            return json.loads(line)
-        except ValueError as e:
-            raise SupervisorError("bad_reply", f"not JSON: {e}") from None
-
-    async def request(self, op: str, **args: Any) -> dict:
-        async with self._lock:
-            await self.connect()
-            assert self._reader is not None and self._writer is not None
-            req_id = next(self._ids)
-            try:
-                self._writer.write((json.dumps({"id": req_id, "op": op, **args}) + "\n").encode())
-                await self._writer.drain()
-                while True:
-                    reply = await self._read_message(self._reader, self.timeout)
-                    if "event" not in reply:
-                        return _check_reply(reply)
-            except (SupervisorUnavailable, asyncio.TimeoutError, OSError) as e:
-                await self._drop()
-                if isinstance(e, SupervisorUnavailable):
-                    raise
-                raise SupervisorUnavailable(f"the supervisor at {self.socket_path} did not answer {op}: "
-                                            f"{e or e.__class__.__name__}") from None
-
-    async def snapshot(self) -> dict:
-        return await self.request("snapshot")
-
-    async def subscribe(self, since: int | None = None) -> AsyncIterator[dict]:
-        """Yield events (backlog after `since`, then live) on a connection of its own; ends when the
-        supervisor goes away (raises SupervisorUnavailable then)."""
-        reader, writer = await self._open()
-        try:
-            args: dict[str, Any] = {} if since is None else {"since": since}
-            writer.write((json.dumps({"id": "subscribe", "op": "subscribe", **args}) + "\n").encode())
-            await writer.drain()
-            _check_reply(await self._read_message(reader, self.timeout))
-            while True:
-                message = await self._read_message(reader, None)
-                if "event" in message:
-                    yield message["event"]
-                elif message.get("ok") is False:
-                    _check_reply(message)
-        finally:
-            writer.close()
-            try:
-                await writer.wait_closed()
-            except Exception:  # noqa: BLE001
-                pass
-
-    async def _drop(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            try:
-                await self._writer.wait_closed()
-            except Exception:  # noqa: BLE001
-                pass
-        self._reader = self._writer = None
-
-    async def close(self) -> None:
-        await self._drop()
-
-    async def __aenter__(self) -> AsyncSupervisorClient:
-        await self.connect()
-        return self
-
-    async def __aexit__(self, *exc: Any) -> None:
-        await self.close()
-
-
 # ------------------------------------------------------------------------------------- start one
 
 
@@ -494,3 +395,11 @@ def _log_tail(path: str, start: int, limit: int = 4000) -> str:
         return "(no supervisor.log)"
     text = data.decode(errors="replace").strip()
     return text[-limit:] if text else "(supervisor.log is empty)"
+
+
+def __getattr__(name: str):
+    if name == "AsyncSupervisorClient":  # loaded on first use: see the module's docstring
+        from xllm_tui.async_client import AsyncSupervisorClient
+
+        return AsyncSupervisorClient
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

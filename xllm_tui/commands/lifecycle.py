@@ -31,6 +31,7 @@ class Target:
     run_dir: str
     simulate: bool
     profile: object | None  # spec.Profile when it loaded
+    loaded: object | None = None  # its profile.LoadResult: `up` checks it further (preflight) without reading it again
 
 
 def add_run_dir_arguments(parser: argparse.ArgumentParser) -> None:
@@ -113,7 +114,7 @@ def resolve_target(args: argparse.Namespace, need_profile: bool = False) -> Targ
     else:
         run_dir = run_dir_for(profile, args.simulate)
     name = profile.name if profile else os.path.basename(run_dir)
-    return Target(path, name, run_dir, args.simulate, profile)
+    return Target(path, name, run_dir, args.simulate, profile, result)
 
 
 def no_supervisor(target: Target) -> int:
@@ -153,13 +154,13 @@ def run(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------------------------- up
 
 
-def preflight(profile_path: str, *, simulate: bool) -> bool:
-    """The checks that need the machine (the binary's --helpxml, the model directories), before any rank
-    starts; False = refuse (errors only: under --simulate the model check only warns)."""
+def preflight(loaded, *, simulate: bool) -> bool:
+    """The checks that need the machine (the binary's --helpxml, the model directories) on the loaded profile
+    (a profile.LoadResult), before any rank starts; False = refuse (errors only: under --simulate the model
+    check only warns)."""
     from xllm_tui.commands.validate import check_binary_and_models
-    from xllm_tui.profile import load_profile
 
-    diagnostics, _notes = check_binary_and_models(load_profile(profile_path, simulate=simulate), simulate=simulate)
+    diagnostics, _notes = check_binary_and_models(loaded, simulate=simulate)
     for diagnostic in diagnostics:
         print(str(diagnostic), file=sys.stderr)
     return not any(d.severity == "error" for d in diagnostics)
@@ -176,7 +177,7 @@ def cmd_up(args: argparse.Namespace, target: Target) -> int:
             f"see `xllm-tui status {args.profile}{' --simulate' if args.simulate else ''}`, "
             "or stop it with `xllm-tui down` first")
         return EXIT_ALREADY_RUNNING
-    if not preflight(args.profile, simulate=args.simulate):
+    if not preflight(target.loaded, simulate=args.simulate):
         return EXIT_BAD_INPUT
     if args.foreground:
         from xllm_tui.supervisor import ProfileInvalid, RunDirLocked, serve

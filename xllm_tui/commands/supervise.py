@@ -8,6 +8,7 @@ bad profile, 4 when another supervisor already holds the run directory.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 # The supervisor never speaks TLS, but asyncio and http.client load the ssl module (and libcrypto: about 4 MiB
@@ -50,11 +51,15 @@ def run(args: argparse.Namespace) -> int:
 
     _lean_malloc()
 
-    target = resolve_target(args)
-    if target is None:
-        return 2
+    if args.run_dir:  # as `up` starts it: the Supervisor is the one to read the profile, once
+        run_dir = os.path.abspath(args.run_dir)
+    else:
+        target = resolve_target(args)
+        if target is None:
+            return 2
+        run_dir = target.run_dir
     try:
-        return serve(args.profile, simulate=args.simulate, run_dir=target.run_dir, port_offset=args.port_offset,
+        return serve(args.profile, simulate=args.simulate, run_dir=run_dir, port_offset=args.port_offset,
                      machine=args.machine, launch=not args.no_launch, over_ssh=args.over_ssh, member=args.member)
     except RunDirLocked as e:
         print(f"xllm-tui supervise: {e}", file=sys.stderr)
