@@ -120,7 +120,9 @@ def test_bad_profile_gives_diagnostics_and_exit_2(tmp_path):
     from supervisor_helpers import SimDeployment
 
     dep = SimDeployment(tmp_path, 1)
-    for args in (["up", str(bad), "--simulate"], ["status", str(bad)]):
+    run_dir = tmp_path / "run"
+    for args in (["up", str(bad), "--simulate"], ["status", str(bad)],
+                 ["supervise", str(bad), "--simulate", "--run-dir", str(run_dir)]):  # as `up` starts it
         done = dep.cli(*args)
         assert done.returncode == 2, done
         assert "bad.yaml:" in done.stderr and "Traceback" not in done.stderr

@@ -47,7 +47,7 @@ def _lean_malloc() -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from xllm_tui.supervisor import RunDirLocked, serve
+    from xllm_tui.supervisor import ProfileInvalid, RunDirLocked, serve
 
     _lean_malloc()
 
@@ -64,3 +64,7 @@ def run(args: argparse.Namespace) -> int:
     except RunDirLocked as e:
         print(f"xllm-tui supervise: {e}", file=sys.stderr)
         return 4
+    except ProfileInvalid as e:  # with --run-dir the profile is first read here
+        for line in e.diagnostics:
+            print(line, file=sys.stderr)
+        return 2
