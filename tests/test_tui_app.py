@@ -886,3 +886,22 @@ async def test_rank_rows_render_as_the_data_table_would(source, theme, monkeypat
                         assert ours == flat(data_table_path(table, *args)), (key, cursor, hover, show_hover)
                         compared += 1
         assert compared == 8 * 8 * 3 * 2
+
+
+async def test_loading_and_busy_figures_do_not_rebuild_the_rank_table(source):
+    """cpu and mem grow from "-" to "100%" and "12.3G" as ranks load and work: their room is kept from the start,
+    so the table is not rebuilt and laid out again for each wider figure (18 ms at 16 ranks, under a flood)."""
+    app = make_app(source)
+    async with app.run_test(size=(160, 48)) as pilot:
+        table = app.main_screen.query_one(RankTable)
+        await until(pilot, lambda: table.row_count == 8, what="8 rank rows")
+        rebuilds = []
+        rebuild = table._rebuild
+        table._rebuild = lambda *args: rebuilds.append(args) or rebuild(*args)
+        ranks = [dict(r) for r in app.snapshot["ranks"]]
+        for cpu, rss in ((7, 24.2 * 2**20), (97, 1.2 * 2**30), (100, 12.3 * 2**30)):
+            for rank in ranks:
+                rank.update(cpu_pct=cpu, rss_bytes=rss)
+            table.update_ranks(ranks, table._first_failure, table._now, table._failing)
+        assert rebuilds == []
+        assert str(table.get_cell("0", "cpu")) == "100%" and str(table.get_cell("0", "mem")) == "12.3G"

@@ -36,6 +36,9 @@ LABELS = dict((key, label) for label, key in COLUMNS)
 # Dropped in this order when the terminal is narrow, so the last log line keeps a readable width.
 OPTIONAL = ("machine", "cores", "mem", "device")
 MIN_LAST = 20  # below this the last log line is a useless sliver: it is left out instead
+# Room kept from the start for figures that grow as ranks load and work ("-" -> "97%" -> "100%", "-" -> "24.2M"
+# -> "12.3G"): each wider figure otherwise rebuilt and laid out the whole table, once more per digit.
+MIN_WIDTHS = {"cpu": len("100%"), "mem": len("12.3G")}
 MAX_LAST = 120
 # glog prefix "I20251129 15:20:01.123456 5123 file.cc:12] " -> keep the severity letter and the message
 _GLOG_PREFIX = re.compile(r"^([IWEF])\d{4,8} [\d:.]+ +\d+ +[^\]]*\] ?")
@@ -112,9 +115,9 @@ class RankTable(DataTable):
         self._first_failure: int | None = None
         self.marked: set[int] = set()
         self._now = 0.0
-        self._state_width = 12
         self._failing = True  # the group is failing: the first failure's marker is shown loud
-        self._layout: tuple[tuple[str, ...], int] | None = None  # shown column keys, last log line width
+        # shown column keys, the last log line's width, the other shown columns' widths
+        self._layout: tuple[tuple[str, ...], int, tuple[int, ...]] | None = None
         self._widest: dict[str, int] = {}  # the widest content of each column since the last resize
         self._rebuilding = False  # _rebuild is moving the cursor (see there)
 
@@ -165,19 +168,20 @@ class RankTable(DataTable):
             "machine": _plain(rank.get("machine") or rank.get("host") or "-"),
         }
 
-    def _choose_layout(self, all_cells: list[dict[str, Any]]) -> tuple[tuple[str, ...], int]:
-        widths = {key: max([len(label)] + [_cell_len(c[key]) for c in all_cells]) for label, key in COLUMNS}
+    def _choose_layout(self, all_cells: list[dict[str, Any]]) -> tuple[tuple[str, ...], int, tuple[int, ...]]:
+        widths = {key: max([len(label), MIN_WIDTHS.get(key, 0)] + [_cell_len(c[key]) for c in all_cells])
+                  for label, key in COLUMNS}
         # Columns do not shrink until the terminal is resized or the ranks change: a column narrowing by one
         # cell (uptimes "<1m" -> "1m", cpu "12%" -> "9%") would re-lay the whole table out.
         widths = {key: max(width, self._widest.get(key, 0)) for key, width in widths.items()}
         self._widest = widths
-        self._state_width = widths["state"]
         # A vertical scrollbar may appear (many ranks): keep its width free.
         available = self.size.width - self.styles.scrollbar_size_vertical
-        return choose_columns(widths, available, self.cell_padding)
+        keys, last_width = choose_columns(widths, available, self.cell_padding)
+        return keys, last_width, tuple(widths[key] for key in keys if key != "last")
 
-    def _row(self, cells: dict[str, Any], layout: tuple[tuple[str, ...], int]) -> tuple:
-        keys, last_width = layout
+    def _row(self, cells: dict[str, Any], layout: tuple[tuple[str, ...], int, tuple[int, ...]]) -> tuple:
+        keys, last_width, _widths = layout
         row = []
         for key in keys:
             cell = cells[key]
@@ -188,7 +192,7 @@ class RankTable(DataTable):
         return tuple(row)
 
     def _rebuild(self, ranks: list[dict[str, Any]], all_cells: list[dict[str, Any]],
-                 layout: tuple[tuple[str, ...], int]) -> None:
+                 layout: tuple[tuple[str, ...], int, tuple[int, ...]]) -> None:
         selected = self.selected_rank
         # clear() puts the cursor on row 0 and the rows put it back: moves no one made, not to be announced
         # (their RankSelected messages, handled later, switched the log pane to rank 0 and back).
@@ -196,11 +200,11 @@ class RankTable(DataTable):
         try:
             with self.prevent(DataTable.RowHighlighted):
                 self.clear(columns=True)
-                keys, last_width = layout
+                keys, last_width, widths = layout
+                fixed = iter(widths)
                 for key in keys:
-                    # Fixed widths for the two columns whose width the layout computed, so the table is that wide.
-                    width = last_width if key == "last" else (self._state_width if key == "state" else None)
-                    self.add_column(LABELS[key], key=key, width=width)
+                    # The widths the layout computed (content and room kept), so a cell never widens its column.
+                    self.add_column(LABELS[key], key=key, width=last_width if key == "last" else next(fixed))
                 self._rendered.clear()
                 for rank, cells in zip(ranks, all_cells):
                     row = self._row(cells, layout)
@@ -268,16 +272,12 @@ class RankTable(DataTable):
         self._repaint_cells(changed)
 
     def _update_row(self, row_key: str, previous: tuple, cells: tuple) -> set[ColumnKey]:
-        """Store a row's changed cells; returns those the row must repaint (none: nothing changed, or
-        already refreshed). A cell wider than its column goes through update_cell to widen it."""
+        """Store a row's changed cells; returns those the row must repaint. Every cell fits its column: the
+        layout's widths include it (a wider one changes the layout, and the table is rebuilt)."""
         changed: set[ColumnKey] = set()
         for column_key, old, new in zip(self.shown_columns, previous, cells):
             if old == new:
                 continue
-            column = self.columns[ColumnKey(column_key)]
-            if _cell_len(new) > column.content_width:
-                self.update_cell(row_key, column_key, new, update_width=True)
-                return set()  # the whole table is repainted
             self._data[RowKey(row_key)][ColumnKey(column_key)] = new
             changed.add(ColumnKey(column_key))
         return changed
