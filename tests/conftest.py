@@ -98,6 +98,20 @@ def record_layouts(widget) -> list[dict]:
     return layouts
 
 
+async def until(pilot, condition, timeout: float = 10.0, what: str = "", describe=None):
+    """Let the app run until condition() holds (bounded); returns its value. On timeout the assertion says
+    what was awaited, and describe() (if given) what the app showed instead."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            seen = f"; {describe()}" if describe is not None else ""
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what or condition}{seen}")
+        await pilot.pause(0.02)
+
+
 async def until_quiet(pilot, changes: list, window: float, timeout: float = 20.0) -> None:
     """Empty `changes` and let the app run `window` seconds, again until nothing was added to it in a whole
     window (bounded): the start-up has settled, however long that takes on a loaded machine."""

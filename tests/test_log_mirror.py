@@ -96,7 +96,7 @@ async def test_a_slow_link_is_not_starved_by_the_pull_timer(tmp_path, monkeypatc
     sent again at every tick (which never let a reply arrive on a slow link)."""
     import asyncio
 
-    from test_tui_app import until
+    from conftest import until
     from textual.app import App
 
     from xllm_tui.ui.widgets.rank_log import RankLog

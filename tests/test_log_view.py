@@ -5,13 +5,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import time
 
 import pytest
 from textual.app import App, ComposeResult
 from textual.geometry import Size
 
-from conftest import record_layouts, until_quiet
+from conftest import record_layouts, until, until_quiet
 from xllm_tui.ui.widgets.log_view import LogView
 
 TIMEOUT = 15.0
@@ -55,13 +54,7 @@ def visible(view: LogView) -> list[str]:
 
 
 async def wait_for(pilot, condition, what: str):
-    deadline = time.monotonic() + TIMEOUT
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        await pilot.pause(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
+    return await until(pilot, condition, TIMEOUT, what)
 
 
 @contextlib.asynccontextmanager

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from textual.widgets import Static, Switch
 
-from conftest import record_layouts, until_quiet
+from conftest import record_layouts, until, until_quiet
 from xllm_tui.ui.app import XllmApp, load_keymap
 from xllm_tui.ui.demo import demo_snapshot
 from xllm_tui.ui.screens.confirm import ConfirmScreen
@@ -31,16 +31,6 @@ from xllm_tui.ui.widgets.rank_table import RankTable
 from xllm_tui.ui.widgets.timeline import TimelineTable
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-async def until(pilot, condition, timeout: float = 10.0, what: str = "") -> None:
-    """Let the app run until condition() holds (bounded)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        await pilot.pause(0.02)
-    raise AssertionError(f"timed out waiting for {what or condition}")
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import os
 import signal
 import time
 
+from conftest import until as wait_until_shown
 from supervisor_helpers import TAG_VAR, process_alive, sim_deployment  # noqa: F401
 from textual.widgets import Static, Switch
 
@@ -19,16 +20,14 @@ from xllm_tui.ui.widgets.rank_table import RankTable
 TOGGLES = {"determinism": {"enabled": False, "env": {"LCCL_DETERMINISTIC": 1}}}
 
 
-async def until(pilot, condition, timeout: float = 45.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        await pilot.pause(0.05)
-    app = pilot.app
-    seen = [(r["rank"], r["state"], r.get("reason"), r.get("pid")) for r in (app.snapshot or {}).get("ranks") or []]
-    raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}; ranks: {seen}; "
-                         f"group: {(app.snapshot or {}).get('group')}")
+async def until(pilot, condition, timeout: float = 45.0, what: str = ""):
+    """conftest.until, with a live deployment's longer default and its ranks in a timeout's message."""
+    def shown() -> str:
+        snap = pilot.app.snapshot or {}
+        seen = [(r["rank"], r["state"], r.get("reason"), r.get("pid")) for r in snap.get("ranks") or []]
+        return f"ranks: {seen}; group: {snap.get('group')}"
+
+    return await wait_until_shown(pilot, condition, timeout, what, describe=shown)
 
 
 def states(app) -> dict[int, str]:

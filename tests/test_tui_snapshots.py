@@ -7,11 +7,11 @@ Regenerate after an intended change: python3 -m pytest tests/test_tui_snapshots.
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import pytest
 
+from conftest import until
 from xllm_tui.ui.app import XllmApp
 from xllm_tui.ui.demo import demo_snapshot
 from xllm_tui.ui.source import StaticSource
@@ -29,14 +29,6 @@ def demo_app(tmp_path, monkeypatch):
         return XllmApp(source, theme=theme, user_config=False, watch_profile=False)
 
     return make
-
-
-async def _until(pilot, condition, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out preparing the screen"
-        await asyncio.sleep(0.02)
-        await pilot.pause()
 
 
 async def _steady(pilot, timeout: float = 10.0) -> None:
@@ -57,7 +49,7 @@ async def _settle_logs(pilot) -> None:
     """Wait until every visible log view has read its file (LogView indexes in a worker)."""
     from xllm_tui.ui.widgets.log_view import LogView
 
-    await _until(pilot, lambda: all(v.line_count > 0 for v in pilot.app.screen.query(LogView) if v.path))
+    await until(pilot, lambda: all(v.line_count > 0 for v in pilot.app.screen.query(LogView) if v.path))
     await _steady(pilot)
 
 
@@ -80,7 +72,7 @@ async def _confirm(pilot) -> None:
 async def _detail(pilot) -> None:
     await _settle_logs(pilot)
     await pilot.press("d")
-    await _until(pilot, lambda: getattr(pilot.app.screen, "loaded", False))
+    await until(pilot, lambda: getattr(pilot.app.screen, "loaded", False))
 
 
 async def _toggles(pilot) -> None:
@@ -94,7 +86,7 @@ async def _timeline(pilot) -> None:
 
     await _settle_logs(pilot)
     await pilot.press("T")
-    await _until(pilot, lambda: pilot.app.main_screen.query_one(TimelineTable).entries)
+    await until(pilot, lambda: pilot.app.main_screen.query_one(TimelineTable).entries)
     await _steady(pilot)  # the rows are in; the table measures its columns before the shot
 
 
@@ -131,7 +123,7 @@ async def _compact_log(pilot) -> None:
 
     await _settle_logs(pilot)
     await pilot.press("l", "c")  # focus the selected rank's log, then its compact mode
-    await _until(pilot, lambda: all(v.compact for v in pilot.app.screen.query(LogView)))
+    await until(pilot, lambda: all(v.compact for v in pilot.app.screen.query(LogView)))
     await _steady(pilot)
 
 
