@@ -57,6 +57,10 @@ def test_eight_ranks_ready_then_status_second_up_and_down(sim_deployment):
         leaked = {t for t in targets if t.startswith(dep.run_dir) and t != dep.log_path(rank)}
         assert not leaked, leaked
     assert stat.S_IMODE(os.stat(dep.socket).st_mode) == 0o600
+    # The supervisor speaks no TLS and hashes with CPython's own sha256: OpenSSL (3 MiB resident) is not loaded.
+    with open(f"/proc/{dep.supervisor_pid()}/maps") as f:
+        maps = f.read()
+    assert "libcrypto" not in maps and "libssl" not in maps
 
     # status: the table a human reads
     text = dep.cli("status", dep.profile_path, "--simulate", check=True).stdout

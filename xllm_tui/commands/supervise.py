@@ -14,6 +14,9 @@ import sys
 # The supervisor never speaks TLS, but asyncio and http.client load the ssl module (and libcrypto: about 4 MiB
 # resident for the life of the process) whenever it exists. Marked absent, they run without it.
 sys.modules.setdefault("ssl", None)  # type: ignore[arg-type]
+# The same for hashlib's OpenSSL backend (its argv and environment fingerprints are sha256): without it,
+# hashlib uses CPython's own implementations, the same digests, and libcrypto (3.3 MiB resident) stays unloaded.
+sys.modules.setdefault("_hashlib", None)  # type: ignore[arg-type]
 
 from xllm_tui.commands.lifecycle import add_run_dir_arguments, resolve_target  # noqa: E402
 
