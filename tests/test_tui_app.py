@@ -224,8 +224,13 @@ async def test_cancelling_a_confirmation_does_nothing(source, cancel_key):
         assert "All 8 ranks are stopped" in str(app.screen.query_one("#confirm-body", Static).render())
         await pilot.press(cancel_key)
         await until(pilot, lambda: isinstance(app.screen, MainScreen))
-        await pilot.pause(0.1)
-        assert source.actions == []
+        # Then a stop, confirmed: its request arrives alone. A cancelled restart, had it been sent, would have
+        # come first (no fixed pause decides that nothing came).
+        await pilot.press("ctrl+k")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the stop's confirmation")
+        await pilot.press("y")
+        await until(pilot, lambda: source.actions, what="the stop request")
+        assert source.actions == [("stop", {"ranks": "all"})]
 
 
 async def test_restart_rank_confirmation_explains_the_group(source):
