@@ -156,3 +156,38 @@ def test_under_a_flood_rounds_are_further_apart(tmp_path):
         wake.close()
 
     run(scenario())
+
+
+def test_a_log_directory_made_anew_with_the_old_inode_number_is_watched_again(tmp_path):
+    """logs/ cleared with nothing holding it: its watch is gone with it, and the file system may give the new
+    directory the old one's inode number (ext4 does, at once), so (st_dev, st_ino) cannot tell them apart. The
+    kernel can: a watch asked for again on a live one is the same watch, on a new directory a new one."""
+    import shutil
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+
+    async def wakes_on_write() -> bool:
+        waiter = asyncio.ensure_future(wake.wait(tick=600))
+        await asyncio.sleep(0)
+        with open(logs / "node_0.log", "a") as f:
+            f.write("I1129 line\n")
+        await asyncio.wait_for(waiter, 5)
+        return wake.take_growth()
+
+    async def scenario():
+        wake.watch({str(logs)})
+        wake.take_growth()
+        assert await wakes_on_write()
+        for _ in range(3):  # made anew a few times: whatever inode numbers the file system hands out
+            shutil.rmtree(logs)
+            logs.mkdir()
+            wake.watch({str(logs)})  # the launch's round
+            assert wake.take_growth()  # what was written before the new watch is read
+            assert await wakes_on_write()
+            wake.watch({str(logs)})  # a round with nothing new: no watch made again, nothing to read
+            assert not wake.take_growth()
+        wake.close()
+
+    wake = LogWake()
+    run(scenario())

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
-import os
 
-from xllm_tui.logs.inotify import Inotify
+from xllm_tui.logs.inotify import DIR_WRITE_MASK, Inotify
 
 log = logging.getLogger("xllm_tui.supervisor")
 
@@ -29,14 +29,6 @@ FLOOD_COALESCE_S = 0.5  # at most this often under a flood (a round read FLOOD_R
 FLOOD_ROUND_BYTES = 256 * 1024  # ~2,000 glog lines in a tenth of a second: a rank logging hard
 
 
-def _identity(path: str) -> tuple[int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
-
-
 def round_gap(read_bytes: int) -> float:
     """The least time between two read rounds after one that took in read_bytes (all ranks together)."""
     return FLOOD_COALESCE_S if read_bytes >= FLOOD_ROUND_BYTES else COALESCE_S
@@ -46,7 +38,7 @@ class LogWake:
     def __init__(self) -> None:
         self.grown = asyncio.Event()
         self.dirs: frozenset[str] = frozenset()
-        self._identities: dict[str, tuple[int, int] | None] = {}  # (st_dev, st_ino) of each, when watched
+        self._wds: dict[str, int | None] = {}  # each directory's watch (None: not there yet)
         self.inotify: Inotify | None = None
         self.failed = False
         self._listening = False
@@ -57,27 +49,57 @@ class LogWake:
 
     def watch(self, dirs: set[str]) -> None:
         """Watch these directories (the live ranks' log directories); a change of the set restarts the watch, and
-        so does a directory made anew under the same name (logs/ cleared before a restart: a watch stays on the
-        old inode, and the new ranks' writes would wake nothing, leaving their states unread). The watch is
-        live when this returns: a write from here on wakes the loop."""
+        a directory made anew under the same name is watched again (logs/ cleared before a restart: a watch stays
+        on the old inode, or is gone with it, and the new ranks' writes would wake nothing, leaving their states
+        unread). The watch is live when this returns: a write from here on wakes the loop."""
         wanted = frozenset(dirs)
-        identities = {d: _identity(d) for d in wanted}  # one stat per directory and round
-        if wanted == self.dirs and identities == self._identities and (self.watching or self.failed or not wanted):
-            self.listen()
-            return
-        self.close()
-        self.dirs, self._identities = wanted, identities
-        if not wanted or self.failed:
-            return
-        try:
-            # A directory not there yet is watched once it is (its identity changes then).
-            self.inotify = Inotify({d for d, identity in identities.items() if identity is not None})
-        except (OSError, AttributeError) as e:  # e.g. out of inotify watches, no libc inotify: poll instead
-            log.warning("cannot watch the log directories (%s); polling them every %.1fs", e, POLL_S)
-            self.failed = True
-            return
-        self.grown.set()  # what was written before the watch began is read this round
+        if wanted != self.dirs or not (self.watching or self.failed or not wanted):
+            self.close()
+            self.dirs, self._wds = wanted, {}
+            if not wanted or self.failed:
+                return
+            try:
+                self.inotify = Inotify(())  # no directory yet: _watch_dirs adds them
+            except (OSError, AttributeError) as e:  # e.g. out of inotify instances, no libc inotify: poll instead
+                self._fail(e)
+                return
+            self.grown.set()  # a new set: read this round
+        if self.inotify is not None:
+            try:
+                made = self._watch_dirs()  # one inotify_add_watch per directory and round
+            except OSError as e:  # e.g. out of inotify watches
+                self._fail(e)
+                return
+            if made:
+                self.grown.set()  # what was written before the watch began is read this round
         self.listen()
+
+    def _watch_dirs(self) -> bool:
+        """Ask the kernel to watch each directory by name: a watch still live is the same watch (the same id),
+        a directory made anew gets a new one, even under the inode number of the old (ext4 hands it out again
+        at once, so a stat could not tell). A directory not there yet is watched once it is. True if a watch
+        was made."""
+        assert self.inotify is not None
+        made = False
+        for d in sorted(self.dirs):
+            try:
+                wd: int | None = self.inotify.add_watch(d, DIR_WRITE_MASK)
+            except OSError as e:
+                if e.errno not in (errno.ENOENT, errno.ENOTDIR):
+                    raise
+                wd = None
+            old = self._wds.get(d)
+            if wd != old:
+                if old is not None:
+                    self.inotify.remove_watch(old)  # the old directory, if a reader keeps it: not ours any more
+                made = made or wd is not None
+                self._wds[d] = wd
+        return made
+
+    def _fail(self, e: BaseException) -> None:
+        log.warning("cannot watch the log directories (%s); polling them every %.1fs", e, POLL_S)
+        self.close()
+        self.failed = True
 
     def listen(self) -> None:
         """(Re)arm the wake-up after a round: the next write wakes the loop."""
