@@ -49,3 +49,23 @@ def test_another_c_library_is_searched_for(monkeypatch):
         with pytest.raises(OSError, match="no C library"):
             libc_module.libc()
     assert searches == ["c"]
+
+
+def test_a_kept_failure_is_raised_afresh_each_time(monkeypatch):
+    """The one exception kept and raised again would gather every caller's frames into its traceback (a
+    view without inotify asks at each rank switch), keeping them alive for the life of the process."""
+    monkeypatch.setattr(ctypes, "CDLL", lambda name, *a, **k: (_ for _ in ()).throw(OSError("not glibc")))
+    monkeypatch.setattr(ctypes.util, "find_library", lambda name: None)
+    raised = []
+    for _ in range(3):
+        with pytest.raises(OSError, match="no C library") as info:
+            libc_module.libc()
+        raised.append(info.value)
+    assert raised[0] is not raised[2]
+    assert len(list(_frames(raised[2].__traceback__))) == len(list(_frames(raised[0].__traceback__)))
+
+
+def _frames(tb):
+    while tb is not None:
+        yield tb.tb_frame
+        tb = tb.tb_next

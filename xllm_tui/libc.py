@@ -13,7 +13,7 @@ def libc():
     too: a view without inotify asks again at every rank switch."""
     found = _load()
     if isinstance(found, OSError):
-        raise found
+        raise OSError(*found.args)  # a new one: raised again, the kept one would gather every caller's frames
     return found
 
 
