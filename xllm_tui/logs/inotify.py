@@ -132,15 +132,15 @@ class FileWatch:
         self.path = os.path.abspath(path)
         self._name = os.path.basename(self.path)
         self._inotify = Inotify()
-        try:
-            self._dir_wd: int | None = self._inotify.add_watch(os.path.dirname(self.path), DIR_ENTRY_MASK | IN_MOVE_SELF)
-        except BaseException:
-            self._inotify.close()
-            raise
+        self._dir_wd: int | None = None
         self._file_wd: int | None = None
         self._name_gone = False  # the name was deleted or renamed away since it was last seen
         self._loop = None  # the event loop the descriptor is on (listen)
-        self._watch_file()
+        try:
+            self.rewatch()
+        except BaseException:
+            self._inotify.close()
+            raise
 
     @property
     def lost(self) -> bool:
