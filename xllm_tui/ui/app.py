@@ -1053,6 +1053,10 @@ class XllmApp(App[None]):
         banner.update(Text(f" {summary}; ctrl+r loads it into the supervisor for the next launch"))
         banner.add_class("visible")
         self.notify(summary, title="profile", timeout=6)
+        self._redraw_next_launch()
+
+    def _redraw_next_launch(self) -> None:
+        """The profile's plan changed: the open rank detail pages show its next launch."""
         for other in self.screen_stack:
             if isinstance(other, RankDetailScreen):
                 other.render_detail()
@@ -1084,6 +1088,7 @@ class XllmApp(App[None]):
         self.profile_baseline = new_baseline
         if self.profile_plan is current:  # else an edit was read meanwhile, planned with these toggles
             self.profile_plan = new_current
+            self._redraw_next_launch()  # the toggle's snapshot redrew them with the plan made without it
         if self.profile_change and self.profile_plan is not new_baseline:
             changed, lines = profile_watch.describe_change(new_baseline, self.profile_plan)
             summary = profile_watch.change_summary(changed)
