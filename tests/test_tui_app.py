@@ -900,3 +900,22 @@ async def test_loading_and_busy_figures_do_not_rebuild_the_rank_table(source):
             table.update_ranks(ranks, table._first_failure, table._now, table._failing)
         assert rebuilds == []
         assert str(table.get_cell("0", "cpu")) == "100%" and str(table.get_cell("0", "mem")) == "12.3G"
+
+
+async def test_an_open_rank_detail_shows_the_next_launch_planned_again_for_a_toggle(source, tmp_path):
+    """The detail page's next launch is the profile's plan: a toggle switched while the page is open shows
+    there once the plan is made again with it. The page was redrawn by the toggle's snapshot, before the
+    re-plan finished, and kept the launch without the toggle."""
+    async with profile_planned(source, tmp_path, watch_profile=False) as (app, pilot, profile, banner):
+        source._process_info[0] = {"env": {}, "argv": list(app.next_launch(0)["argv"])}
+        await pilot.press("d")
+        await until(pilot, lambda: isinstance(app.screen, RankDetailScreen) and app.screen.loaded, what="detail")
+        detail = app.screen.query_one("#detail-body", Static)
+        assert "PROFILING_MODE" not in str(detail.render())
+        profiling = next(t for t in source.data["toggles"] if t["name"] == "profiling")
+        profiling["enabled"] = True
+        app.refresh_now()
+        await until(pilot, lambda: app.profile_plan.toggles.get("profiling") and profile_read(app),
+                    what="re-planned with profiling on")
+        assert "PROFILING_MODE" in app.next_launch(0)["env"]
+        assert "PROFILING_MODE=dynamic" in str(detail.render())

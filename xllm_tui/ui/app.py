@@ -1046,13 +1046,25 @@ class XllmApp(App[None]):
             if not self.profile_change:
                 banner.remove_class("visible")
             return
-        changed, lines = profile_watch.describe_change(self.profile_baseline, plan)
-        summary = profile_watch.change_summary(changed)
-        self.profile_change = (summary, lines)
         self.profile_plan = plan
-        banner.update(Text(f" {summary}; ctrl+r loads it into the supervisor for the next launch"))
+        summary = self._show_profile_change()
         banner.add_class("visible")
         self.notify(summary, title="profile", timeout=6)
+        self._redraw_next_launch()
+
+    def _show_profile_change(self) -> str:
+        """The edits (the plan against its baseline) in the banner and for p; returns their summary."""
+        from xllm_tui.ui import profile_watch
+
+        changed, lines = profile_watch.describe_change(self.profile_baseline, self.profile_plan)
+        summary = profile_watch.change_summary(changed)
+        self.profile_change = (summary, lines)
+        self.main_screen.query_one("#profile-banner", Static).update(
+            Text(f" {summary}; ctrl+r loads it into the supervisor for the next launch"))
+        return summary
+
+    def _redraw_next_launch(self) -> None:
+        """The profile's plan changed: the open rank detail pages show its next launch."""
         for other in self.screen_stack:
             if isinstance(other, RankDetailScreen):
                 other.render_detail()
@@ -1084,12 +1096,9 @@ class XllmApp(App[None]):
         self.profile_baseline = new_baseline
         if self.profile_plan is current:  # else an edit was read meanwhile, planned with these toggles
             self.profile_plan = new_current
+            self._redraw_next_launch()  # the toggle's snapshot redrew them with the plan made without it
         if self.profile_change and self.profile_plan is not new_baseline:
-            changed, lines = profile_watch.describe_change(new_baseline, self.profile_plan)
-            summary = profile_watch.change_summary(changed)
-            self.profile_change = (summary, lines)
-            self.main_screen.query_one("#profile-banner", Static).update(
-                Text(f" {summary}; ctrl+r loads it into the supervisor for the next launch"))
+            self._show_profile_change()
 
     @work(exit_on_error=False, group="watch", exclusive=True)
     async def _watch_profile(self) -> None:
