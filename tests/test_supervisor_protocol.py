@@ -16,7 +16,7 @@ from xllm_tui.client import AsyncSupervisorClient, SupervisorClient, SupervisorE
 from xllm_tui.spec import RestartPolicy
 from xllm_tui.supervisor.policy import RestartTracker
 from xllm_tui.supervisor.prelaunch import Outcome, remove_globs
-from xllm_tui.supervisor.state import EventJournal, ShortSocketPath
+from xllm_tui.supervisor.state import EventJournal, ShortSocketPath, iter_events
 
 
 def raw_exchange(path: str, payload: bytes, replies: int) -> list[dict]:
@@ -184,7 +184,12 @@ def test_journal_seq_continues_across_supervisors_and_skips_torn_lines(tmp_path)
     event = again.append("supervisor", reason="three")
     assert event["seq"] == 3
     assert [e["seq"] for e in again.since(1)] == [2, 3]
+    assert again.last(2) == again.since(1) and again.last(1)[0]["reason"] == "three"
     again.close()
+    # The event after the torn line is a line of its own in the file, not glued to the fragment.
+    assert [(e["seq"], e.get("reason")) for e in iter_events(str(tmp_path / "events.jsonl"))] == [
+        (1, "one"), (2, "two"), (3, "three")]
+    assert [e["seq"] for e in EventJournal(str(tmp_path)).since(None)] == [1, 2, 3]
 
 
 def test_prelaunch_removal_is_confined_under_simulate(tmp_path, monkeypatch):
