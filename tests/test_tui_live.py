@@ -170,6 +170,31 @@ async def test_supervisor_loss_is_survived_and_a_new_one_adopts_the_ranks(sim_de
         await until(pilot, lambda: pids(app) == running, 30, "ranks re-adopted with the same pids")
 
 
+async def test_a_frozen_supervisor_is_shown_as_frozen_and_is_not_replaced(sim_deployment, monkeypatch):
+    dep = sim_deployment(ranks=2)
+    dep.start()
+    dep.wait_group("ready")
+    monkeypatch.setattr("xllm_tui.ui.app.RETRY_S", 0.2)
+    monkeypatch.setattr("xllm_tui.ui.source.REQUEST_TIMEOUT_S", 1.0)
+    app = make_app(dep)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: all_ready(app, 2), what="ready")
+        pid = dep.supervisor_pid()
+        banner = app.main_screen.query_one("#connection-banner", Static)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            await until(pilot, lambda: banner.has_class("visible"), 20, "supervisor-frozen banner")
+            text = str(banner.render())
+            # Connected but silent: said as such, with the way out; never "connection lost" with no reason.
+            assert f"pid {pid}" in text and "does not answer" in text and "SIGSTOP" in text, text
+            assert "no answer within 1s" in text and "lost" not in text, text
+            assert "Press u" not in text  # a second supervisor cannot take a run dir the frozen one holds
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        await until(pilot, lambda: not banner.has_class("visible"), 30, "connected again after SIGCONT")
+        assert all_ready(app, 2)
+
+
 async def test_profile_edit_then_reload_takes_effect_at_the_relaunch(sim_deployment):
     dep = sim_deployment(ranks=2)
     dep.start()

@@ -43,6 +43,9 @@ class AsyncSupervisorClient:
     async def _read_message(self, reader: asyncio.StreamReader, timeout: float | None) -> dict:
         try:
             line = await asyncio.wait_for(reader.readline(), timeout)
+        except asyncio.TimeoutError:  # before OSError, its base class: connected, but nobody answers
+            raise SupervisorUnavailable(
+                _unavailable_for_socket(self.socket_path, f"no answer within {timeout:g}s")) from None
         except (OSError, ValueError) as e:
             raise SupervisorUnavailable(f"connection to {self.socket_path} lost: {e}") from None
         if not line:
