@@ -481,6 +481,34 @@ async def test_a_short_log_growing_past_a_screenful_lays_nothing_out(tmp_path):
         assert (bar.window_virtual_size, bar.position) == (300, view.max_scroll_y)
 
 
+async def test_a_first_line_wider_than_the_pane_lays_nothing_out(tmp_path):
+    """The horizontal scrollbar is always there too: a log of short lines (a rank in start-up) that gets a line
+    wider than the pane (the flood's first), or a switch between a narrow and a wide log, keeps the pane's height
+    and lays nothing out. The scrollbar appearing cost three layouts of the whole screen, the larger part of the
+    TUI's work while it followed a fresh flood."""
+    narrow, wide = tmp_path / "node_0.log", tmp_path / "node_1.log"
+    write_lines(narrow, [glog_line(i) for i in range(3)], "w")
+    write_lines(wide, [glog_line(i, text="y" * 150) for i in range(3)], "w")
+    app = LogApp(narrow)
+    async with app.run_test(size=(100, 24)) as pilot:
+        view = app.query_one(LogView)
+        await wait_for(pilot, lambda: visible(view)[2].endswith("message 2") and view._width_measured, "the short log")
+        height = view.scrollable_content_region.height
+        assert view.show_horizontal_scrollbar and view.virtual_size.width < view.scrollable_content_region.width
+        layouts = record_layouts(view)
+        bar_layouts = record_layouts(view.horizontal_scrollbar)
+        write_lines(narrow, [glog_line(i, text="x" * 150) for i in range(3, 40)])
+        await wait_for(pilot, lambda: visible(view)[-1].endswith("x" * 10) and view.virtual_size.width > 150,
+                       "the wide lines followed")
+        view.set_path(wide)
+        await wait_for(pilot, lambda: visible(view)[2].endswith("y" * 10), "the wide log")
+        view.set_path(tmp_path / "node_2.log")
+        write_lines(tmp_path / "node_2.log", [glog_line(0, text="narrow again")], "w")
+        await wait_for(pilot, lambda: visible(view)[0].endswith("narrow again"), "a narrow log")
+        assert layouts == [] and bar_layouts == []
+        assert view.scrollable_content_region.height == height
+
+
 async def test_a_log_directory_cleared_and_made_again_is_followed(tmp_path):
     """logs/ deleted under the view (an operator clearing it before a restart), then made again with a new
     log of the name: the view polls while the directory is gone, shows the new file, and watches it again.
@@ -554,7 +582,7 @@ async def test_switching_between_wide_logs_lays_nothing_out_and_keeps_the_watch(
             await wait_for(pilot, lambda: view.virtual_size.width >= len(glog_line(0, text=f"rank {n} line 0 "))
                            + 150 + 40 * n, f"rank {n}'s width")
 
-        await switch_to(0)  # from a narrow log: the horizontal scrollbar appears, a layout
+        await switch_to(0)
         layouts = record_layouts(view)  # from here on, every switch: 0 -> 1 -> 0 -> 1
         watch_fd = view._file_watch.fd
         for n in (1, 0, 1):

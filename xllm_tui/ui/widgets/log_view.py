@@ -173,7 +173,11 @@ class LogView(ScrollView, can_focus=True):
         border-title-color: $text-muted;
         border-subtitle-color: $warning;
         scrollbar-gutter: stable;
-        overflow-y: scroll;  /* always shown: a log passing a screenful laid the whole screen out (3 times) */
+        /* Both scrollbars always shown: one appearing lays the whole screen out (3 times), when a followed log
+           passes a screenful or its first line wider than the pane comes; and the pane keeps its height from
+           one rank's log to the next. */
+        overflow-y: scroll;
+        overflow-x: scroll;
     }
     LogView:focus { border: round $primary; }
     LogView > .log-view--prefix { color: $text-muted; }
@@ -656,7 +660,8 @@ class LogView(ScrollView, can_focus=True):
             # scrollbar: a width between the two might show or hide the horizontal one, so that is a layout.
             full = self.container_size.width
             shows = self.show_horizontal_scrollbar
-            if (size.width > full) != shows or (size.width > full - self.styles.scrollbar_size_vertical) != shows:
+            if self.styles.overflow_x == "auto" and (
+                    (size.width > full) != shows or (size.width > full - self.styles.scrollbar_size_vertical) != shows):
                 self.virtual_size = size
                 return
             self.set_reactive(Widget.virtual_size, size)
