@@ -206,6 +206,23 @@ async def test_errors_only_filter_and_first_error(tmp_path):
         await wait_for(pilot, lambda: any(row.endswith("message 90") for row in visible(view)), "current line")
 
 
+async def test_a_filter_that_matches_nothing_says_so(tmp_path):
+    """A flood of info lines filtered to warnings: the pane says that none came yet (and which key goes on),
+    instead of staying blank like a log that stopped; the first warning then replaces the message."""
+    path = tmp_path / "node_0.log"
+    async with tail_shown(path) as (app, pilot, view):
+        view.focus()
+        await pilot.press("E")
+        await wait_for(pilot, lambda: visible(view)[0].startswith("no warnings or errors in 300 lines so far"),
+                       "the no-match message")
+        assert visible(view)[0].endswith("(E: errors only)") and not any(visible(view)[1:])
+        await pilot.press("E")
+        await wait_for(pilot, lambda: visible(view)[0].startswith("no errors in 300 lines so far"), "errors only")
+        write_lines(path, [glog_line(300), glog_line(301, "E", text="the first error")])
+        await wait_for(pilot, lambda: visible(view)[0].endswith("the first error"), "the first error, filtered")
+        assert not any(visible(view)[1:])
+
+
 async def test_set_path_switches_at_once_and_rotation_is_noticed(tmp_path):
     first = tmp_path / "node_4.log"
     second = tmp_path / "node_5.log"

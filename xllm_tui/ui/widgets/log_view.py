@@ -922,7 +922,21 @@ class LogView(ScrollView, can_focus=True):
         if self.follow and self._pinned:
             self.scroll_to(y=self.max_scroll_y, animate=False, immediate=True, force=True)
 
+    def _no_match_strip(self, width: int) -> Strip | None:
+        """A filter that matched nothing says so on the first row, rather than leave an empty pane (a flood of
+        info lines filtered to warnings looked like a log that had stopped)."""
+        if not self._filter_level or self._filter_offsets is None or len(self._filter_offsets) \
+                or self._filter_range is None:
+            return None
+        what = "warnings or errors" if self._filter_level == "warning" else "errors"
+        then = "errors only" if self._filter_level == "warning" else "all lines"
+        text = f"no {what} in {self._lines:,} lines{' so far' if self.follow else ''} (E: {then})"
+        style = self._base_style() + self._foreground("log-view--prefix")
+        return Strip([Segment(text, style)], cell_len(text)).crop_extend(0, width, self._base_style())
+
     def render_line(self, y: int) -> Strip:
+        if y == 0 and (strip := self._no_match_strip(self.scrollable_content_region.width)) is not None:
+            return strip
         if y == 0 and self.follow and self._pinned and not self._at_bottom() and not self._width_pending:
             # A scrollbar appeared (or the index grew) since we scrolled to the end: go back there.
             self._width_pending = True
