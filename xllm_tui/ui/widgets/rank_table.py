@@ -283,10 +283,11 @@ class RankTable(DataTable):
         return changed
 
     def _repaint_cells(self, changed: dict[RowKey, set[ColumnKey]]) -> None:
-        """Repaint the rows of changed cells, re-rendering only those cells. DataTable keys its render
-        caches by one update count for the whole table (bumping it re-renders every cell of every row
-        repainted): a flood changes each row's last log line every second, and re-rendering 12 cells per
-        row held the UI loop long enough to delay keys by a second on a busy machine."""
+        """Repaint the rows of changed cells. DataTable keys its render caches by one update count for the whole
+        table (bumping it re-renders every row): a flood changes each row's last log line every second, and that
+        held the UI loop long enough to delay keys by a second on a busy machine. Here only the changed rows'
+        entries go: their renderables (which `_render_line_in_row` reads), the line cache, and DataTable's own
+        cell and row caches (still used by the header and by any row that falls back to DataTable's path)."""
         if not changed:
             return
         cells = self._cell_render_cache
