@@ -666,6 +666,9 @@ async def test_an_idle_app_writes_nothing_to_the_terminal(source):
         return original(screen, renderable)
 
     app._display = display
+    applied = []
+    apply_snapshot = app._apply_snapshot
+    app._apply_snapshot = lambda snapshot: applied.append(1) or apply_snapshot(snapshot)
     async with app.run_test(size=(80, 24)) as pilot:
         table = app.main_screen.query_one(RankTable)
         await until(pilot, lambda: table.row_count == 8, what="8 rank rows")
@@ -673,7 +676,9 @@ async def test_an_idle_app_writes_nothing_to_the_terminal(source):
                     what="the log")
         # The start-up settles (the log's older part is indexed, widths measured: longer on a loaded machine)
         await until_quiet(pilot, updates, 0.5)
-        await pilot.pause(1.5)  # several log polls and status refreshes
+        # Then several snapshots applied (a frozen source has no clock ticks), each of which could have drawn
+        applied.clear()
+        await until(pilot, lambda: len(applied) >= 2, 20, "two more snapshots applied")
         assert updates == []
         await pilot.press("down")  # a real change is drawn
         await until(pilot, lambda: updates, what="an update after a key")
