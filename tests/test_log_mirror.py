@@ -10,8 +10,47 @@ from xllm_tui.supervisor.log_access import read_log_file
 
 
 def pull(mirror: LogMirror, path: str) -> bool:
-    how = mirror.request()
-    return mirror.apply(read_log_file(path, offset=how.get("offset"), lines=how.get("lines"), max_bytes=1 << 20))
+    how = mirror.request()  # as the supervisor's log_read does: 1 MiB unless asked for more (at most 4)
+    return mirror.apply(read_log_file(path, offset=how.get("offset"), lines=how.get("lines"),
+                                      max_bytes=min(how.get("max_bytes", 1 << 20), 4 << 20)))
+
+
+def test_a_copy_far_behind_a_flooding_log_skips_to_its_last_lines_and_says_so(tmp_path, monkeypatch):
+    """A rank on another machine writes faster than its copy follows (25 MB/s against a few MB/s through two
+    supervisors and ssh): the copy used to fall minutes behind while the view looked live. Behind by more than
+    SKIP_AFTER_BYTES it goes on from the file's last lines, and a line of its own says how much was skipped."""
+    from xllm_tui.logs.mirror import CATCH_UP_BYTES, SKIP_AFTER_BYTES
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    log = tmp_path / "node_9.log"
+    log.write_text("start-up line\n")
+    mirror = LogMirror(mirror_path(str(tmp_path / "run"), 9), 9)
+    assert pull(mirror, str(log)) and mirror.behind == 0
+    line = "I1201 04:19:34.339349  7921 xllm_server.cpp:59] [verbose] request %08d step decode batch=32\n"
+    with open(log, "a") as f:  # a flood: 20 MiB appended between two pulls
+        f.write("".join(line % i for i in range(20 * 2**20 // len(line % 0))))
+    assert pull(mirror, str(log))  # one 1 MiB step of copying: far behind now
+    assert mirror.behind > SKIP_AFTER_BYTES
+    assert mirror.request() == {"rank": 9, "generation": 0, "lines": 2000}
+    assert pull(mirror, str(log))
+    copy = open(mirror.path).read().splitlines()
+    markers = [n for n, text in enumerate(copy) if text.startswith("[xllm-tui: ")]
+    assert len(markers) == 1 and copy[-2000:] == log.read_text().splitlines()[-2000:]
+    assert markers[0] == len(copy) - 2001
+    skipped = log.stat().st_size - 2000 * len(line % 0) - (2**20 + len("start-up line\n"))
+    assert f"{skipped / 2**20:.1f} MiB of this log skipped here" in copy[markers[0]]
+    assert str(log) in copy[markers[0]] and "xllm-tui logs --rank 9" in copy[markers[0]]
+    assert mirror.behind == 0 and mirror.skipped == skipped
+    # Caught up: appends are copied on from where the skip left off, in bigger pulls while a little behind.
+    with open(log, "a") as f:
+        f.write("".join(line % i for i in range(2 * 2**20 // len(line % 0))) + "after the gap\n")
+    assert mirror.request() == {"rank": 9, "generation": 0, "offset": log.stat().st_size - 2 * 2**20 // len(line % 0)
+                                * len(line % 0) - len("after the gap\n")}
+    assert pull(mirror, str(log)) and mirror.behind > 0
+    assert mirror.request()["max_bytes"] == CATCH_UP_BYTES
+    assert pull(mirror, str(log)) and mirror.behind == 0
+    assert open(mirror.path).read().endswith(line % (2 * 2**20 // len(line % 0) - 1) + "after the gap\n")
+    assert len([t for t in open(mirror.path).read().splitlines() if t.startswith("[xllm-tui: ")]) == 1
 
 
 def test_the_copy_follows_appends_and_starts_over_after_a_rotation(tmp_path, monkeypatch):

@@ -9,6 +9,13 @@ import hashlib
 import os
 import threading
 
+TAIL_LINES = 2000  # a new copy starts from the remote log's last lines
+CATCH_UP_BYTES = 4 * 1024 * 1024  # a pull's size while the copy is behind (log_read's largest reply)
+# Behind the remote file by more than this, the copy skips to its last lines and says so in a line of its own: a
+# rank flooding its log (25 MB/s) outruns any copy through two supervisors and ssh (8 MB/s at best here), and
+# following it byte by byte left the view minutes behind while it looked live.
+SKIP_AFTER_BYTES = 8 * 1024 * 1024
+
 # One lock per copy's path: a viewer going back and forth between generations makes a new mirror of a path
 # whose previous mirror may still be writing a reply (in a thread).
 _path_locks: dict[str, threading.Lock] = {}
@@ -33,6 +40,9 @@ class LogMirror:
         self.next: int | None = None
         self.inode: int | None = None
         self.generations: int | None = None
+        self.behind = 0  # bytes of the remote file not copied yet, as of the last reply
+        self.skipped = 0  # bytes skipped over so far (each gap is marked in the copy)
+        self._ends_line = True  # the copy is empty or ends with a newline
         self.retired = False
         self._lock = _path_locks.setdefault(path, threading.Lock())
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
@@ -45,7 +55,12 @@ class LogMirror:
 
     def request(self) -> dict:
         """The log_read arguments for the next pull."""
-        how: dict = {"lines": 2000} if self.next is None else {"offset": self.next}
+        if self.next is None or self.behind > SKIP_AFTER_BYTES:
+            how: dict = {"lines": TAIL_LINES}
+        else:
+            how = {"offset": self.next}
+            if self.behind > 0:
+                how["max_bytes"] = CATCH_UP_BYTES
         return {"rank": self.rank, "generation": self.generation, **how}
 
     def _restart(self) -> None:
@@ -54,6 +69,8 @@ class LogMirror:
             pass
         self.next = None
         self.inode = None
+        self.behind = 0
+        self._ends_line = True
 
     def apply(self, part: dict) -> bool:
         """Write one log_read reply; True when the copy changed. A remote file that shrank (truncated) or is
@@ -75,12 +92,26 @@ class LogMirror:
             self._restart()
             return True
         data = part.get("data") or ""
-        if self.next is None or part.get("offset") == self.next:
-            if data:
-                with open(self.path, "ab") as f:
-                    f.write(data.encode())
-            self.next = part.get("next", self.next)
-            if inode is not None:
-                self.inode = inode
-            return bool(data)
-        return False
+        offset = part.get("offset")
+        if self.next is None or offset == self.next:
+            text = data
+        elif self.behind > SKIP_AFTER_BYTES and isinstance(offset, int) and offset > self.next:
+            gap = offset - self.next  # the reply is the file's last lines, far ahead of the copy
+            self.skipped += gap
+            where = part.get("path") or "the rank's log"
+            text = ("" if self._ends_line else "\n") + (
+                f"[xllm-tui: {gap / 2**20:.1f} MiB of this log skipped here: it grows faster than this copy can "
+                f"follow it from its machine ({where} there has every line; "
+                f"`xllm-tui logs --rank {self.rank}` prints them)]\n") + data
+        else:
+            return False
+        if text:
+            with open(self.path, "ab") as f:
+                f.write(text.encode())
+            self._ends_line = text.endswith("\n")
+        self.next = part.get("next", self.next)
+        if inode is not None:
+            self.inode = inode
+        if isinstance(self.next, int):
+            self.behind = max(0, size - self.next)
+        return bool(text)
