@@ -149,7 +149,7 @@ def test_remote_logs_follow_reads_a_rotated_log_from_its_start(tmp_path, monkeyp
         def __exit__(self, *exc):
             return False
 
-        def request(self, op, *, rank, offset=None, lines=None, generation=0):
+        def request(self, op, *, rank, offset=None, lines=None, generation=0, max_bytes=1 << 20):
             assert op == "log_read" and rank == 1
             if offset is not None and offset > 0:
                 polls.append(offset)
@@ -168,6 +168,55 @@ def test_remote_logs_follow_reads_a_rotated_log_from_its_start(tmp_path, monkeyp
     except KeyboardInterrupt:
         pass
     assert capsys.readouterr().out == "old line 1\nold line 2 is a long one\nnew 1\n"
+
+
+def test_remote_logs_follow_keeps_up_with_a_rank_logging_hard(tmp_path, monkeypatch, capsys):
+    """`xllm-tui logs -f` on another machine's rank that floods its log: every line is printed (a stream, piped
+    into grep), read on at once in 4 MiB replies while the file is ahead; it slept half a second between 1 MiB
+    reads, 2 MB/s against a rank's 25."""
+    import argparse
+
+    from xllm_tui.commands import lifecycle
+    from xllm_tui.supervisor.log_access import read_log_file
+
+    log = tmp_path / "node_1.log"
+    log.write_text("start-up\n")
+    line = "I1201 04:19:34.339349  7921 xllm_server.cpp:59] [verbose] request %08d step decode\n"
+    flood = "".join(line % i for i in range(12 * 2**20 // len(line % 0)))
+    events = []
+
+    class Client:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def request(self, op, *, rank, offset=None, lines=None, generation=0, max_bytes=1 << 20):
+            if offset is not None:
+                events.append(("read", max_bytes))
+                if len([e for e in events if e[0] == "read"]) == 1:
+                    with open(log, "a") as f:
+                        f.write(flood)
+            part = read_log_file(str(log), offset=offset, lines=lines, max_bytes=min(max_bytes, 4 << 20))
+            if offset is not None and not part["data"]:
+                raise KeyboardInterrupt  # caught up and nothing new: the operator's ctrl+c
+            return part
+
+    def sleep(seconds):
+        events.append(("sleep", seconds))
+
+    monkeypatch.setattr(lifecycle, "connect", lambda target, timeout=5.0: Client())
+    monkeypatch.setattr(lifecycle.time, "sleep", sleep)
+    try:
+        lifecycle._remote_logs(argparse.Namespace(rank=1, generation=0, lines=10, follow=True), None)
+    except KeyboardInterrupt:
+        pass
+    assert capsys.readouterr().out == "start-up\n" + flood
+    reads = [e for e in events if e[0] == "read"]
+    assert all(size == 4 << 20 for _, size in reads) and len(reads) == 4  # the flood in 3 reads, then an empty one
+    # a sleep before the first read (caught up) and before the last (caught up again), none while behind
+    assert [n for n, e in enumerate(events) if e[0] == "sleep"] == [0, 4]
 
 
 def test_starting_a_rank_that_waits_for_its_npu_stays_narrow_across_machines():

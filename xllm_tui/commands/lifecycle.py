@@ -525,9 +525,11 @@ def _remote_logs(args: argparse.Namespace, target: Target) -> int:
             offset = part["next"]
         sys.stdout.flush()
         inode = part.get("inode")
+        caught_up = True
         while args.follow and args.generation == 0:
-            time.sleep(0.5)
-            part = client.request("log_read", rank=args.rank, offset=offset)
+            if caught_up:  # a rank logging hard is read on at once, in log_read's largest replies, as tail -f does
+                time.sleep(0.5)
+            part = client.request("log_read", rank=args.rank, offset=offset, max_bytes=4 << 20)
             if inode is not None and part.get("inode") not in (None, inode):
                 # A relaunch rotated the log: the name is a new file now, followed from its start (as tail -F).
                 part = client.request("log_read", rank=args.rank, offset=0)
@@ -536,6 +538,7 @@ def _remote_logs(args: argparse.Namespace, target: Target) -> int:
                 sys.stdout.write(part["data"])
                 sys.stdout.flush()
             offset = part["next"]
+            caught_up = not isinstance(part.get("size"), int) or offset >= part["size"]
     return EXIT_OK
 
 
