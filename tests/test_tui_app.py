@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -350,8 +351,43 @@ async def test_timeline_merges_ranks_and_opens_at_the_first_failure(source):
         assert first.rank == 3 and first.severity == "F" and "HCCL error" in first.message
         assert str(timeline.get_cell_at((timeline.cursor_row, 0))) == "!"
         assert timeline.get_cell_at((timeline.cursor_row, 4)) == "current"
+        errors = sum(e.severity in ("E", "F") for e in timeline.entries)
+        status = str(app.main_screen.query_one("#timeline-status", Static).render())
+        assert status.startswith(f"{errors} error") and "in 8 logs (" in status and "enter opens" in status
         await pilot.press("enter")  # jump to that rank's log
         await until(pilot, lambda: app.main_screen.query_one("#rank-log").rank == 3)
+
+
+async def test_a_timeline_with_nothing_to_show_says_so(source):
+    """Logs without a warning or an error (a rank flooding info lines, gigabytes of them): the timeline says it
+    is reading while it scans, then that it found nothing and in how much, instead of an empty table."""
+    from xllm_tui.ui.widgets import timeline as timeline_module
+
+    for rank in source.data["ranks"]:  # every log without its W/E/F lines
+        path = Path(rank["log_path"])
+        lines = [line for line in path.read_text().splitlines(keepends=True) if line[:1] not in "WEF"]
+        path.write_text("".join(lines))
+    release = threading.Event()
+    scan_log = timeline_module.scan_log
+
+    def slow_scan(*args, **kwargs):
+        release.wait(10)  # a big log: the scan is still going when the tab shows
+        return scan_log(*args, **kwargs)
+
+    app = make_app(source)
+    async with app.run_test(size=(120, 40)) as pilot:
+        timeline_module.scan_log = slow_scan
+        try:
+            await pilot.press("T")
+            status = app.main_screen.query_one("#timeline-status", Static)
+            await until(pilot, lambda: "reading the warnings and errors of 8 ranks' logs" in str(status.render()),
+                        what="the scan under way")
+            release.set()
+            await until(pilot, lambda: str(status.render()).startswith("no warnings or errors in 8 logs ("),
+                        what="nothing found, said")
+        finally:
+            timeline_module.scan_log = scan_log
+        assert app.main_screen.query_one(TimelineTable).row_count == 0
 
 
 async def test_split_view_shows_marked_ranks(source):

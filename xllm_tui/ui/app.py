@@ -43,7 +43,7 @@ from xllm_tui.ui.widgets.events_pane import EventsPane
 from xllm_tui.ui.widgets.rank_log import RankLog
 from xllm_tui.ui.widgets.rank_table import RankTable
 from xllm_tui.ui.widgets.status_bar import StatusBar
-from xllm_tui.ui.widgets.timeline import TimelineTable, scan_ranks
+from xllm_tui.ui.widgets.timeline import TimelineTable, scan_ranks, timeline_summary
 from xllm_tui.ui.widgets.toggles_panel import TogglesPanel
 
 MIN_REFRESH_S = 0.3  # at most ~3 snapshot redraws per second, however many events arrive
@@ -646,12 +646,21 @@ class XllmApp(App[None]):
 
     def refresh_timeline(self) -> None:
         if self.snapshot:
-            self._scan_timeline(list(self.snapshot.get("ranks") or []))
+            ranks = list(self.snapshot.get("ranks") or [])
+            # A flooding rank's logs are gigabytes: say what is going on until the scan is done.
+            self.main_screen.query_one("#timeline-status", Static).update(
+                f"reading the warnings and errors of {len(ranks)} ranks' logs …")
+            self._scan_timeline(ranks)
 
     @work(exit_on_error=False, group="timeline", exclusive=True, thread=True)
     def _scan_timeline(self, ranks: list[dict[str, Any]]) -> None:
-        entries = scan_ranks(ranks)
-        self.call_from_thread(self.main_screen.query_one(TimelineTable).show, entries)
+        read: list[int] = []
+        entries = scan_ranks(ranks, read=read)
+        self.call_from_thread(self._show_timeline, entries, read)
+
+    def _show_timeline(self, entries: list, read: list[int]) -> None:
+        self.main_screen.query_one(TimelineTable).show(entries)
+        self.main_screen.query_one("#timeline-status", Static).update(timeline_summary(entries, read))
 
     def action_rank_detail(self) -> None:
         rank = self.rank(self.selected_rank)

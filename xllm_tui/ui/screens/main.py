@@ -65,6 +65,7 @@ class MainScreen(Screen[None]):
             with TabPane("Toggles", id="tab-toggles"):
                 yield TogglesPanel(id="toggles")
             with TabPane("Timeline", id="tab-timeline"):
+                yield Static("", id="timeline-status")
                 yield TimelineTable(id="timeline")
             with TabPane("Devices", id="tab-devices"):
                 yield DevicesPane(id="devices")

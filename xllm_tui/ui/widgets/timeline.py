@@ -83,9 +83,12 @@ def scan_log(path: str, rank: int, max_entries: int = MAX_PER_RANK, back: int = 
     return list(kept)
 
 
-def scan_ranks(ranks: list[dict[str, Any]], previous: int = 3) -> list[TimelineEntry]:
+def scan_ranks(ranks: list[dict[str, Any]], previous: int = 3, read: list[int] | None = None) -> list[TimelineEntry]:
     """Every rank's warnings and errors merged by time (ties by rank), from the current log and the
-    `previous` launches before it: after a group restart the failure is in an earlier log."""
+    `previous` launches before it: after a group restart the failure is in an earlier log. `read`, if given,
+    gets the size of each log scanned."""
+    import os
+
     from xllm_tui.logs.tail import log_generations
 
     entries: list[TimelineEntry] = []
@@ -93,11 +96,24 @@ def scan_ranks(ranks: list[dict[str, Any]], previous: int = 3) -> list[TimelineE
         path = rank.get("log_path")
         if not path:
             continue
-        for back, earlier in enumerate(log_generations(path)[:previous], start=1):
-            entries.extend(scan_log(earlier, int(rank["rank"]), back=back))
-        entries.extend(scan_log(path, int(rank["rank"])))
+        for back, log in [*enumerate(log_generations(path)[:previous], start=1), (0, path)]:
+            entries.extend(scan_log(log, int(rank["rank"]), back=back))
+            if read is not None and os.path.exists(log):
+                read.append(os.path.getsize(log))
     entries.sort(key=lambda e: (e.ts, e.rank))
     return entries
+
+
+def timeline_summary(entries: list[TimelineEntry], read: list[int]) -> str:
+    """What the scan found, in words: an empty timeline says that nothing was found, and in how much."""
+    size = sum(read)
+    where = f"{len(read)} log{'s' if len(read) != 1 else ''} ({fmt.size(size)})"
+    if not entries:
+        return f"no warnings or errors in {where}: the ranks' current logs and up to 3 launches before"
+    errors = sum(e.severity in ("E", "F") for e in entries)
+    counts = [f"{n} {word}{'s' if n != 1 else ''}" for n, word in ((errors, "error"), (len(entries) - errors,
+                                                                                       "warning")) if n]
+    return f"{' and '.join(counts)} in {where}; enter opens that rank's log"
 
 
 def first_failure_index(entries: list[TimelineEntry]) -> int | None:
