@@ -404,6 +404,46 @@ async def test_split_view_shows_marked_ranks(source):
         await until(pilot, lambda: isinstance(app.screen, MainScreen))
 
 
+async def test_a_covered_main_screen_stops_following_and_catches_up_when_shown(source):
+    """Under the split view (or a rank's detail) the main screen cannot be seen: its log stops following and
+    snapshots are not drawn on it. Textual repaints the whole screen on top for each repaint of a screen it
+    covers, so a flood followed behind a split view of flooding ranks redrew the split view whole at every read.
+    Back on the main screen, what came meanwhile is shown at once."""
+    from textual._compositor import Compositor
+
+    from xllm_tui.ui.widgets.log_view import LogView
+
+    app = make_app(source, poll_interval=0.2)
+    async with app.run_test(size=(160, 48)) as pilot:
+        view = app.main_screen.query_one("#main-log", LogView)
+        await until(pilot, lambda: view.line_count > 0 and view.watching, what="the main log")
+        lines = view.line_count
+        table = app.main_screen.query_one(RankTable)
+        await pilot.press("v")  # the selected rank and its neighbours, side by side
+        await until(pilot, lambda: isinstance(app.screen, SplitScreen) and view.suspended, what="covered")
+        pane = next(v for v in app.screen.query(LogView) if v.path == view.path)
+        await until(pilot, lambda: pane.line_count == lines, what="the split view's pane on the same log")
+        full_repaints = []
+        render_full_update = Compositor.render_full_update
+        Compositor.render_full_update = lambda self, *a, **k: full_repaints.append(1) or render_full_update(self, *a, **k)
+        try:
+            with open(view.path, "a") as f:
+                f.write("I20251129 15:21:00.000000 12345 llm_engine.cpp:210] written under the split view\n")
+            source.data["ranks"][0]["last_line"] = "a snapshot that came under the split view"
+            await until(pilot, lambda: pane.line_count == lines + 1, what="the line read by the split view's pane")
+            await until(pilot, lambda: app.snapshot["ranks"][0]["last_line"].startswith("a snapshot that came"),
+                        what="the snapshot received")
+            assert view.line_count == lines and view.suspended  # the covered log was not read
+            assert "a snapshot that came" not in table._rendered[0][-1]  # nor the snapshot drawn under it
+            assert full_repaints == []
+        finally:
+            Compositor.render_full_update = render_full_update
+        await pilot.press("escape")
+        await until(pilot, lambda: isinstance(app.screen, MainScreen))
+        await until(pilot, lambda: view.line_count == lines + 1 and not view.suspended, what="the main log caught up")
+        assert any("a snapshot that came" in str(cell) for cell in table._rendered[0])
+
+
 async def test_command_prompt_runs_commands(source):
     app = make_app(source)
     async with app.run_test(size=(120, 40)) as pilot:

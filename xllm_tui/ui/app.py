@@ -269,6 +269,7 @@ class XllmApp(App[None]):
         self._reported: set[tuple[str, str]] = set()
         self._tick_timer: Any = None  # the clock tick (see _schedule_tick)
         self._heap_frozen = False  # the start-up heap is left out of the garbage collector (gc.freeze)
+        self._main_stale = False  # snapshots came while a screen covered the main one (drawn when it shows)
         self._devices_timer: Any = None  # re-reads the devices while their tab is shown
         self._frozen = bool(getattr(source, "frozen", False))
         fmt.use_utc(self._frozen)
@@ -509,18 +510,12 @@ class XllmApp(App[None]):
         now = self.now()
         ranks = snapshot.get("ranks") or []
         typed = Snapshot.from_dict(snapshot)
-        first = (typed.group.first_failure or {}).get("rank")
-        screen = self.main_screen
-        screen.query_one(StatusBar).show(snapshot, now)
-        table = screen.query_one(RankTable)
-        had_rows = table.row_count > 0
-        group_state = typed.group.state
-        table.update_ranks(ranks, first, now, failing=group_state in ("failed", "degraded", "crash-looping", "stopping"))
-        self._show_rank_log(table.selected_rank)
-        if not had_rows and ranks and not self._heap_frozen:
-            self._heap_frozen = True
-            self.call_after_refresh(self._freeze_start_up_heap)
-        screen.query_one(TogglesPanel).show(snapshot.get("toggles") or [], ranks)
+        if getattr(self.screen, "COVERS_MAIN", False):
+            # Hidden: drawn when it shows again (main_shown). Textual repaints the whole screen on top for each
+            # repaint of a screen it covers: a split view of flooding ranks was redrawn whole at every snapshot.
+            self._main_stale = True
+        else:
+            self._show_on_main(snapshot, typed, now)
         by_number = {int(r["rank"]): r for r in ranks}
         for other in self.screen_stack:
             if isinstance(other, RankDetailScreen) and int(other.rank["rank"]) in by_number:
@@ -539,6 +534,27 @@ class XllmApp(App[None]):
         if self._tick_timer is not None:
             self._schedule_tick()  # ranks started or stopped: their uptimes change at other moments
         return True
+
+    def _show_on_main(self, snapshot: dict[str, Any], typed: Snapshot, now: float) -> None:
+        ranks = snapshot.get("ranks") or []
+        first = (typed.group.first_failure or {}).get("rank")
+        screen = self.main_screen
+        screen.query_one(StatusBar).show(snapshot, now)
+        table = screen.query_one(RankTable)
+        had_rows = table.row_count > 0
+        group_state = typed.group.state
+        table.update_ranks(ranks, first, now, failing=group_state in ("failed", "degraded", "crash-looping", "stopping"))
+        self._show_rank_log(table.selected_rank)
+        if not had_rows and ranks and not self._heap_frozen:
+            self._heap_frozen = True
+            self.call_after_refresh(self._freeze_start_up_heap)
+        screen.query_one(TogglesPanel).show(snapshot.get("toggles") or [], ranks)
+
+    def main_shown(self) -> None:
+        """The main screen shows again: the snapshots that came while it was covered, drawn at once."""
+        if self._main_stale and self.snapshot is not None and self._ui_ready():
+            self._main_stale = False
+            self._show_on_main(self.snapshot, Snapshot.from_dict(self.snapshot), self.now())
 
     def _announce_failures(self, previous: Snapshot, current: Snapshot) -> None:
         before = {r.rank: r.failed for r in previous.ranks}

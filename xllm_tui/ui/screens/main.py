@@ -74,6 +74,21 @@ class MainScreen(Screen[None]):
     def on_mount(self) -> None:
         self.query_one(RankTable).focus()
 
+    def on_screen_suspend(self) -> None:
+        # A screen that hides this one (rank detail, split view; not a dialog, which leaves it in sight): its log
+        # stops following until it shows again. A followed flood read behind it, and Textual repainted the whole
+        # screen on top for every repaint of the log it covered.
+        view = self.query_one("#rank-log", RankLog).log_widget
+        if getattr(self.app.screen, "COVERS_MAIN", False) and hasattr(view, "suspend"):
+            view.suspend()
+
+    def on_screen_resume(self) -> None:
+        app: Any = self.app
+        app.main_shown()
+        view = self.query_one("#rank-log", RankLog).log_widget
+        if getattr(view, "suspended", False):
+            view.resume()
+
     def action_back(self) -> None:
         table = self.query_one(RankTable)
         if self.focused is not table:

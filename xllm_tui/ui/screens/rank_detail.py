@@ -132,6 +132,7 @@ def detail_text(
 
 
 class RankDetailScreen(Screen[None]):
+    COVERS_MAIN = True  # opaque and full: the main screen's log stops following under it
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back", id="detail.back"),
         Binding("l", "show_log", "Log", id="detail.log"),

@@ -16,6 +16,7 @@ MAX_PANES = 4
 
 
 class SplitScreen(Screen[None]):
+    COVERS_MAIN = True  # opaque and full: the main screen's log stops following under it
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back", id="split.back"),
         Binding("tab", "focus_next", "Next pane", show=False, id="split.next"),

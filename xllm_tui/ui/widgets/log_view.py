@@ -286,6 +286,7 @@ class LogView(ScrollView, can_focus=True):
         self._index_progress = (0, 0)
         self._poll_busy = False
         self._poll_wanted = False  # a change was seen while a poll ran: poll again when it is done
+        self._suspended = False  # another screen covers the view: nothing is read until resume()
         self._poll_started = 0.0  # monotonic time the last poll worker started
         self._wake_pending = False  # a timer will poll once the wake gap has passed
         self._last_read_lines = 0  # lines the last poll appended
@@ -454,8 +455,25 @@ class LogView(ScrollView, can_focus=True):
             self._file_watch = None
 
     def _listen(self) -> None:
-        if self._file_watch is not None:
+        if self._file_watch is not None and not self._suspended:
             self._file_watch.listen(self._on_file_change)
+
+    def suspend(self) -> None:
+        """Stop reading the file while the view cannot be seen (a screen covers it). Following a flood there
+        cost a read at every wake, and Textual repaints the whole screen on top for each repaint of one it
+        covers."""
+        self._suspended = True
+        self._unlisten()
+
+    def resume(self) -> None:
+        """Read what was written meanwhile and follow again."""
+        if self._suspended:
+            self._suspended = False
+            self._schedule_poll()
+
+    @property
+    def suspended(self) -> bool:
+        return self._suspended
 
     def _unlisten(self) -> None:
         if self._file_watch is not None:
@@ -506,7 +524,7 @@ class LogView(ScrollView, can_focus=True):
 
     # ---- polling (thread worker) -------------------------------------------------------------------
     def _schedule_poll(self) -> None:
-        if self._logfile is None:
+        if self._logfile is None or self._suspended:
             return
         if self._poll_timer is not None and self._file_watch is not None and self._file_watch.lost:
             self._regain_watch()
