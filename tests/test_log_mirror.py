@@ -181,6 +181,55 @@ async def test_a_slow_link_is_not_starved_by_the_pull_timer(tmp_path, monkeypatc
                     what="the reply in the local copy")
 
 
+async def test_a_hidden_view_pulls_nothing_until_it_shows_again(tmp_path, monkeypatch):
+    """A rank on another machine whose log is hidden (another tab, a screen over it): its copy is not pulled,
+    which under a flood cost both supervisors and the link 4 MiB every half second for nobody."""
+    from conftest import until
+    from textual.app import App
+
+    from xllm_tui.ui.widgets.rank_log import RankLog
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+    class Link:
+        run_dir = str(tmp_path / "run")
+        requests = 0
+
+        async def action(self, op, **args):
+            Link.requests += 1
+            line = b"a line from machine 1\n"
+            offset = args.get("offset") or 0
+            return {"data": line.decode(), "next": offset + len(line), "size": offset + len(line), "inode": 7}
+
+    ticks = 0
+    pull = RankLog._pull_remote
+
+    def counting_pull(self, **kwargs):
+        nonlocal ticks
+        ticks += 1
+        pull(self, **kwargs)
+
+    monkeypatch.setattr(RankLog, "_pull_remote", counting_pull)
+
+    class OnePane(App):
+        def compose(self):
+            yield RankLog(id="pane")
+
+    app = OnePane()
+    app.source = Link()
+    async with app.run_test() as pilot:
+        pane = app.query_one(RankLog)
+        pane.show_rank({"rank": 3, "remote": True, "machine": "m1", "log_path": "/logs/node_3.log", "state": "ready"})
+        await until(pilot, lambda: Link.requests >= 2, what="the copy pulled while shown")
+        pane.log_widget.suspend()
+        await until(pilot, lambda: pane._pull is None or pane._pull.is_finished, what="the pull under way done")
+        asked, ticks = Link.requests, 0
+        await until(pilot, lambda: ticks >= 4, what="the pull timer ticking while hidden")
+        assert Link.requests == asked
+        pane.log_widget.resume()
+        await until(pilot, lambda: Link.requests > asked, what="pulled again once shown")
+
+
 def test_the_last_lines_keep_an_unfinished_line_unfinished(tmp_path, monkeypatch):
     """The copy starts from the last lines while the rank is writing one: that line is continued by the next
     pull, not cut in two by a newline the file does not have."""

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from textual.widgets import Static, Switch
+from textual.widgets import Static, Switch, TabbedContent
 
 from conftest import record_layouts, until, until_quiet
 from xllm_tui.ui.app import XllmApp, load_keymap
@@ -442,6 +442,34 @@ async def test_a_covered_main_screen_stops_following_and_catches_up_when_shown(s
         await until(pilot, lambda: isinstance(app.screen, MainScreen))
         await until(pilot, lambda: view.line_count == lines + 1 and not view.suspended, what="the main log caught up")
         assert any("a snapshot that came" in str(cell) for cell in table._rendered[0])
+
+
+async def test_another_tab_stops_the_log_following_and_it_catches_up_when_shown(source):
+    """The events, toggles, timeline or devices tab hides the log: a flooding rank's log was still read behind
+    it. Back on the log tab, what was written meanwhile is read at once."""
+    from xllm_tui.ui.widgets.log_view import LogView
+
+    app = make_app(source, poll_interval=0.2)
+    applied = []
+    apply_snapshot = app._apply_snapshot
+    app._apply_snapshot = lambda snapshot: applied.append(1) or apply_snapshot(snapshot)
+    async with app.run_test(size=(160, 48)) as pilot:
+        view = app.main_screen.query_one("#main-log", LogView)
+        await until(pilot, lambda: view.line_count > 0 and view.watching, what="the main log")
+        lines = view.line_count
+        await pilot.press("e")
+        await until(pilot, lambda: view.suspended, what="the log hidden by the events tab")
+        with open(view.path, "a") as f:
+            f.write("I20251129 15:21:00.000000 12345 llm_engine.cpp:210] written behind the events tab\n")
+        applied.clear()
+        # Several snapshot polls: a followed log would have read the line long before (its wake gap is 0.2 s).
+        await until(pilot, lambda: len(applied) >= 4, 20, "four more snapshots applied")
+        assert view.line_count == lines and view.suspended
+        await pilot.press("T")  # from one hidden tab to another: still not read
+        await until(pilot, lambda: app.main_screen.query_one(TabbedContent).active == "tab-timeline")
+        assert view.suspended
+        await pilot.press("l")
+        await until(pilot, lambda: view.line_count == lines + 1 and not view.suspended, what="the log caught up")
 
 
 async def test_command_prompt_runs_commands(source):

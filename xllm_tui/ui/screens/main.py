@@ -85,8 +85,18 @@ class MainScreen(Screen[None]):
     def on_screen_resume(self) -> None:
         app: Any = self.app
         app.main_shown()
+        if self.query_one(TabbedContent).active == "tab-log":
+            self._log_shown(True)
+
+    def _log_shown(self, shown: bool) -> None:
+        """The log tab shows or hides: a hidden log is not followed (another tab over a flooding rank's log went
+        on reading it), and reads what it missed when it shows again."""
         view = self.query_one("#rank-log", RankLog).log_widget
-        if getattr(view, "suspended", False):
+        if not hasattr(view, "suspend"):
+            return
+        if not shown:
+            view.suspend()
+        elif view.suspended:
             view.resume()
 
     def action_back(self) -> None:
@@ -108,6 +118,7 @@ class MainScreen(Screen[None]):
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
         app: Any = self.app
         app.devices_tab_shown(event.pane.id == "tab-devices")
+        self._log_shown(event.pane.id == "tab-log")
         if event.pane.id == "tab-timeline":
             app.refresh_timeline()
         elif event.pane.id == "tab-devices":

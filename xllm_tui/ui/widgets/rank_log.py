@@ -47,8 +47,8 @@ class RankLog(Vertical):
     def _pull_remote(self, *, new_mirror: bool = False) -> None:
         """One pull at a time. A pull still waiting for its reply is left to finish: cancelling it at each tick
         would starve a link slower than the tick. Only a new mirror (another rank or generation) replaces it."""
-        if self._mirror is None:
-            return
+        if self._mirror is None or getattr(self.log_widget, "suspended", False):
+            return  # a hidden view (another tab, a covering screen): the next tick after it shows pulls
         if self._pull is not None and not self._pull.is_finished:
             if not new_mirror:
                 return
