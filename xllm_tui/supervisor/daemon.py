@@ -44,6 +44,7 @@ from xllm_tui.supervisor.outlets import Outlets
 from xllm_tui.supervisor.planner import Planner, ProfileInvalid, choose_machine, load_profile_checked
 from xllm_tui.supervisor.policy import RestartTracker
 from xllm_tui.supervisor.reconcile import Reconciler
+from xllm_tui.supervisor.run_dir_keeper import RunDirKeeping
 from xllm_tui.supervisor.slot import RankSlot
 from xllm_tui.supervisor.snapshot import Snapshots
 from xllm_tui.supervisor.stats import StatsSampling
@@ -56,7 +57,7 @@ __all__ = ["ProfileInvalid", "RequestError", "Supervisor"]
 
 
 class Supervisor(RemoteMachines, WorldLaunch, Reconciler, Launcher, FailureHandling, EvidenceGathering, DeviceWatch,
-                 Snapshots, Outlets, StatsSampling, LogAccess, RankTables):
+                 Snapshots, Outlets, StatsSampling, LogAccess, RankTables, RunDirKeeping):
     def __init__(self, profile_path: str, *, simulate: bool, run_dir: str, port_offset: int = 0,
                  machine: str | None = None, launch: bool = True, base_env: dict[str, str] | None = None,
                  over_ssh: bool = False, member: bool = False):
@@ -106,6 +107,7 @@ class Supervisor(RemoteMachines, WorldLaunch, Reconciler, Launcher, FailureHandl
         self.init_failure_handling()
         self.init_outlets()
         self.init_remotes(coordinate)
+        self.init_run_dir_keeping()
 
     @property
     def scope(self) -> str:
@@ -162,6 +164,8 @@ class Supervisor(RemoteMachines, WorldLaunch, Reconciler, Launcher, FailureHandl
             self.state_changed.set()
 
     def write_state(self) -> None:
+        if not self.run_dir_ours():
+            return
         atomic_write_json(os.path.join(self.run_dir, STATE_NAME), self.state_data())
         self.state_changed.clear()
 
@@ -201,6 +205,7 @@ class Supervisor(RemoteMachines, WorldLaunch, Reconciler, Launcher, FailureHandl
                 self.loop.add_signal_handler(sig, self.request_shutdown, True, f"signal {signal.Signals(sig).name}")
             self.server = SocketServer(self)
             await self.server.start(os.path.join(self.run_dir, SOCKET_NAME))
+            self.watch_run_dir()
             self.start_remotes()
             await self.reconcile()
             self.update_group()
@@ -423,6 +428,11 @@ class Supervisor(RemoteMachines, WorldLaunch, Reconciler, Launcher, FailureHandl
         while True:
             await self.state_changed.wait()
             self.state_changed.clear()
+            if not self.run_dir_ours():
+                if self.run_dir_taken:
+                    return
+                await asyncio.sleep(0.5)
+                continue  # written once the run directory is made again
             data = self.state_data()
             try:
                 await asyncio.to_thread(atomic_write_json, os.path.join(self.run_dir, STATE_NAME), data)

@@ -92,6 +92,21 @@ class SocketServer:
         self.path = path
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)  # a stale socket of a dead supervisor; we hold the lock, so nobody else owns it
+        self.server = await asyncio.start_unix_server(self.handle, sock=self._bind(path), limit=MAX_LINE)
+
+    async def rebind(self, path: str) -> None:
+        """Listen at `path` again (its file was removed with the run directory); the clients connected stay."""
+        old = self.server
+        await self.start(path)
+        if old is not None:
+            old.close()  # stops listening only: asyncio leaves the connections it made open
+
+    def forget_path(self) -> None:
+        """The socket's path belongs to another supervisor now: never remove it."""
+        self.path = ""
+
+    @staticmethod
+    def _bind(path: str) -> socket.socket:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old_umask = os.umask(0o177)  # the socket file is created 0600: only this user may command ranks
         try:
@@ -103,7 +118,7 @@ class SocketServer:
         finally:
             os.umask(old_umask)
         os.chmod(path, 0o600)
-        self.server = await asyncio.start_unix_server(self.handle, sock=sock, limit=MAX_LINE)
+        return sock
 
     async def close(self) -> None:
         if self.server is not None:
@@ -113,8 +128,9 @@ class SocketServer:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.server.wait_closed(), 2.0)
             self.server = None
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.path)
+            if self.path:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.path)
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()

@@ -76,6 +76,18 @@ class RunDirLock:
         os.write(fd, f"{os.getpid()}\n".encode())
         self.fd = fd
 
+    def lost(self) -> bool:
+        """The held lock file is no longer at its path: removed (with the run directory or alone) or moved away.
+        An open file's inode is not reused, so another file made at the path is never taken for it."""
+        if self.fd is None:
+            return False
+        try:
+            here = os.stat(self.path)
+        except OSError:
+            return True
+        held = os.fstat(self.fd)
+        return (here.st_dev, here.st_ino) != (held.st_dev, held.st_ino)
+
     def release(self) -> None:
         if self.fd is not None:
             try:
@@ -148,6 +160,16 @@ class EventJournal:
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         if not ends_with_newline:  # a line torn by a crash: end it, or the next event would be glued to it
             os.write(self._fd, b"\n")
+
+    def reopen(self) -> int:
+        """The journal file was removed (its run directory with it): go on in a new one, which starts with the
+        events kept in memory. Returns how many."""
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        if self.recent:
+            os.write(fd, "".join(line + "\n" for _, line in self.recent).encode())
+        os.close(self._fd)
+        self._fd = fd
+        return len(self.recent)
 
     def append(self, kind: str, rank: int | None = None, **fields: Any) -> dict:
         self.seq += 1
