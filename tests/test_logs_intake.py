@@ -422,3 +422,68 @@ def test_needles_share_a_key_byte_pass_where_they_can():
     starts: set[int] = set()
     intake_module._find_lines(data, 0, len(data), plan, False, starts)
     assert starts == {data.index(b"I1129 a.cpp"), data.index(b"I1129 b.cpp")}
+
+
+WRITER = "import sys\nfor line in sys.stdin:\n    sys.stdout.write(line)\n    sys.stdout.flush()\n"
+
+
+def start_writer(log: Path):
+    """A rank's stand-in: stdout straight into its log, each line from stdin written at once."""
+    import subprocess
+    import sys
+
+    with open(log, "ab") as out:
+        return subprocess.Popen([sys.executable, "-c", WRITER], stdin=subprocess.PIPE, stdout=out, text=True)
+
+
+def say(writer, text: str) -> None:
+    writer.stdin.write(text + "\n")
+    writer.stdin.flush()
+
+
+@pytest.mark.parametrize("adopted", [False, True])
+def test_a_log_removed_as_its_rank_runs_is_read_through_the_rank_stdout(tmp_path, adopted):
+    """logs/ cleared while a rank starts (or by the time a new supervisor adopts it): its milestones were
+    never seen again and the rank stayed `loading`. What it still writes is read through /proc/PID/fd/1."""
+    from conftest import wait_until
+
+    log = tmp_path / "node_0.log"
+    writer = start_writer(log)
+    try:
+        milestones = new_milestones("master", "Brpc Server started")
+        say(writer, "I20251129 15:20:00.000000 12345 xllm_server.cpp:30] starting")
+        wait_until(lambda: log.stat().st_size > 0, 10, what="the first line written")
+        if adopted:
+            log.unlink()
+            intake = LogIntake.adopt(log, count_lines=False, writer_pid=writer.pid)
+        else:
+            intake = LogIntake(log, count_lines=False, writer_pid=writer.pid)
+            intake.feed(milestones)
+            log.unlink()
+        say(writer, "I20251129 15:21:00.000000 12345 xllm_server.cpp:99] Brpc Server started on 127.0.0.1:18994")
+        wait_until(lambda: (intake.feed(milestones), milestones.ready)[1], 10, what="the rank seen ready")
+        assert "Brpc Server started" in milestones.last_line
+    finally:
+        writer.stdin.close()
+        writer.wait(10)
+
+
+def test_a_removed_log_is_not_read_from_another_file_of_the_writer(tmp_path):
+    """The writer's stdout is read only when it is the file read so far: a rank whose stdout went elsewhere
+    (another log made since) is not mistaken for it."""
+    from conftest import wait_until
+
+    log = tmp_path / "node_0.log"
+    log.write_bytes(b"I20251129 15:20:00.000000 1 a.cpp:1] the old file\n")
+    writer = start_writer(tmp_path / "elsewhere.log")
+    try:
+        milestones = new_milestones("master", "Brpc Server started")
+        intake = LogIntake(log, count_lines=False, writer_pid=writer.pid)
+        intake.feed(milestones)
+        log.unlink()
+        say(writer, "I20251129 15:21:00.000000 12345 xllm_server.cpp:99] Brpc Server started on 127.0.0.1:18994")
+        wait_until(lambda: (tmp_path / "elsewhere.log").stat().st_size > 0, 10, what="the line written")
+        assert intake.feed(milestones).bytes == 0 and not milestones.ready
+    finally:
+        writer.stdin.close()
+        writer.wait(10)

@@ -143,7 +143,7 @@ def test_adopted_ranks_log_tails_are_read_off_the_event_loop(tmp_path, monkeypat
                            take_over=lambda r, proc, rec, sink, reader: taken.append((r.rank, sink, reader)))
 
     async def adopt() -> str:
-        await Reconciler.take_over_all(stub, [(slot, None, {}) for slot in slots])
+        await Reconciler.take_over_all(stub, [(slot, SimpleNamespace(pid=None), {}) for slot in slots])
         return threading.current_thread().name
 
     loop_thread = asyncio.run(adopt())

@@ -191,3 +191,33 @@ def test_a_log_directory_made_anew_with_the_old_inode_number_is_watched_again(tm
 
     wake = LogWake()
     run(scenario())
+
+
+def test_a_log_directory_gone_while_its_ranks_run_is_read_at_every_tick(tmp_path):
+    """logs/ cleared while the ranks write on into their deleted logs: no write wakes the loop, so every round
+    reads (through the ranks' stdout), and a round waits at most IDLE_TICK_S, not a steady deployment's 30 s."""
+    import shutil
+
+    from xllm_tui.supervisor.logwake import IDLE_TICK_S
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+
+    async def scenario():
+        wake = LogWake()
+        wake.watch({str(logs)})
+        assert wake.take_growth() and not wake.take_growth() and not wake.blind
+        shutil.rmtree(logs)
+        wake.watch({str(logs)})
+        assert wake.blind and wake.take_growth() and wake.take_growth()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await wake.wait(tick=600, gap=0)
+        assert loop.time() - started < 600  # woken by the tick of at most IDLE_TICK_S (the test times out at 20 s)
+        logs.mkdir()
+        wake.watch({str(logs)})
+        assert not wake.blind
+        wake.close()
+
+    assert IDLE_TICK_S < 20
+    run(scenario())

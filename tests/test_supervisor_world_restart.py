@@ -66,6 +66,21 @@ def test_a_world_restarted_after_its_logs_directory_was_cleared_serves_again(sim
     assert os.path.getsize(dep.log_path(0)) > 0
 
 
+def test_a_world_whose_logs_directory_is_cleared_while_it_loads_still_gets_ready(sim_deployment):
+    """logs/ cleared while the ranks load: they go on writing their (deleted) logs, and the supervisor reads them
+    through each rank's stdout. It read nothing more before: the world stayed `loading` with no limit."""
+    import shutil
+
+    dep = sim_deployment(ranks=2, time_scale=0.2)
+    dep.start()
+    snap = dep.wait_snapshot(lambda s: any(r["state"] == "loading" for r in s["ranks"]), 60, "a rank loading")
+    pids = dep.rank_pids(snap)
+    shutil.rmtree(os.path.dirname(dep.log_path(0)))
+    snap = dep.wait_snapshot(lambda s: serving(s, 2), 90, "the world serving")
+    assert dep.rank_pids(snap) == pids  # no relaunch was needed
+    assert not os.path.exists(dep.log_path(0))
+
+
 def test_restarting_a_healthy_rank_asks_and_then_restarts_the_world(sim_deployment):
     dep = sim_deployment(ranks=4)
     dep.start()

@@ -66,6 +66,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import threading
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -465,8 +466,12 @@ def give_buffer(buffer: bytearray) -> None:
 class LogIntake:
     """Reads what a rank appended to its log and feeds the interesting lines to a sink (see module docstring)."""
 
-    def __init__(self, path: str | os.PathLike, *, from_end: bool = False, count_lines: bool = True) -> None:
+    def __init__(self, path: str | os.PathLike, *, from_end: bool = False, count_lines: bool = True,
+                 writer_pid: int | None = None) -> None:
         self.path = os.fspath(path)
+        # The rank writing the log (its stdout): while the log's name is gone (logs/ cleared as it runs), the file
+        # it still writes is read through /proc/PID/fd/1. Else a rank cleared in its start-up stayed `loading`.
+        self.writer_pid = writer_pid
         # Counting newlines is a whole pass over the bytes (a third of the work once start-up is over); the
         # supervisor reports no line counts, so it does not ask for them.
         self.count_lines = count_lines
@@ -491,22 +496,23 @@ class LogIntake:
             self.offset = st.st_size
 
     @classmethod
-    def adopt(cls, path: str | os.PathLike, backlog: int = ADOPT_BACKLOG, *, count_lines: bool = True) -> LogIntake:
+    def adopt(cls, path: str | os.PathLike, backlog: int = ADOPT_BACKLOG, *, count_lines: bool = True,
+              writer_pid: int | None = None) -> LogIntake:
         """An intake positioned `backlog` bytes before the end (a rank started by an earlier supervisor).
 
         A multi-gigabyte log is not read from its start: start-up milestones are long past. The line cut by
         the starting point is dropped. Feed it with max_bytes=backlog to read the backlog in one call.
         """
-        intake = cls(path, count_lines=count_lines)
-        try:
-            st = os.stat(intake.path)
-        except OSError:
+        intake = cls(path, count_lines=count_lines, writer_pid=writer_pid)
+        found = intake._locate()
+        if found is None:
             return intake
+        where, st = found
         intake._identity = (st.st_dev, st.st_ino)
         intake.offset = max(0, st.st_size - backlog)
         if intake.offset > 0:
             try:
-                with open(intake.path, "rb") as f:
+                with open(where, "rb") as f:
                     f.seek(intake.offset - 1)
                     intake._discard_to_newline = f.read(1) != b"\n"
             except OSError:
@@ -519,15 +525,33 @@ class LogIntake:
         with self._lock:
             return self._feed(sink, max_bytes)
 
-    def _feed(self, sink: MilestoneSink, max_bytes: int) -> IntakeResult:
+    def _locate(self) -> tuple[str, os.stat_result] | None:
+        """Where the log is read: its name; when the name is gone, the file its writer still writes (its stdout,
+        a regular file, the one read so far if any). None: nothing to read (not written yet, or between a
+        rotation and the new file)."""
         try:
-            st = os.stat(self.path)
+            return self.path, os.stat(self.path)
         except OSError:
-            return IntakeResult()  # not written yet, or between rotation and re-creation
+            if self.writer_pid is None:
+                return None
+        stdout = f"/proc/{self.writer_pid}/fd/1"
+        try:
+            st = os.stat(stdout)
+        except OSError:
+            return None
+        if not stat.S_ISREG(st.st_mode) or self._identity not in (None, (st.st_dev, st.st_ino)):
+            return None
+        return stdout, st
+
+    def _feed(self, sink: MilestoneSink, max_bytes: int) -> IntakeResult:
+        found = self._locate()
+        if found is None:
+            return IntakeResult()
+        where, st = found
         if (st.st_dev, st.st_ino) == self._identity and st.st_size == self.offset:
             return IntakeResult()  # nothing new: one stat per idle round
         try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(where, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             return IntakeResult()
         try:

@@ -110,6 +110,7 @@ class Launcher:
             self.set_state(r, "failed", f"cannot start {plan.argv[0]}: {e.strerror or e}", cause="spawn_failed")
             self.handle_failure(r, Failure(r.rank, "spawn_failed", str(e), time.time(), r.generation))
             return
+        reader.writer_pid = proc.pid
         r.generation += 1
         r.current = Launch.spawned(plan, proc, self.new_milestones(r), reader)
         proc.watch(self.loop, self.on_exit)

@@ -119,12 +119,18 @@ class LogWake:
         """Wake the loop now (a launch, an exit, a state change): it reads and evaluates at once."""
         self.grown.set()
 
+    @property
+    def blind(self) -> bool:
+        """Some log directory is not there (logs/ cleared while its ranks run): their writes, into the deleted
+        logs, wake nothing, so the loop reads at every tick of at most IDLE_TICK_S."""
+        return any(wd is None for wd in self._wds.values())
+
     def take_growth(self) -> bool:
         """Whether the logs must be read this round: they grew (or a poke) since the last call, or there is no
         watch to say so. Clears the flag: what grows from here on is read next round."""
         grown = self.grown.is_set()
         self.grown.clear()
-        return grown or not self.watching
+        return grown or not self.watching or self.blind
 
     async def wait(self, tick: float = IDLE_TICK_S, gap: float = COALESCE_S) -> None:
         """Until a log grew or a poke (at most `gap` after the last round), or `tick` seconds. A round's cost is
@@ -137,6 +143,8 @@ class LogWake:
         self.listen()
         if self.grown.is_set():
             return
+        if self.blind:
+            tick = min(tick, IDLE_TICK_S)
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self.grown.wait(), max(0.0, tick - gap))
 

@@ -249,8 +249,8 @@ class Reconciler:
 
         def read_tails() -> list[LogIntake]:
             readers = []
-            for (r, _, _), sink in zip(takeovers, milestones):
-                reader = LogIntake.adopt(r.plan.log_path, count_lines=False)
+            for (r, proc, _), sink in zip(takeovers, milestones):
+                reader = LogIntake.adopt(r.plan.log_path, count_lines=False, writer_pid=proc.pid)
                 reader.feed(sink, ADOPT_BACKLOG)
                 readers.append(reader)
             return readers
