@@ -119,6 +119,10 @@ class Supervisor(RemoteMachines, WorldLaunch, Reconciler, Launcher, FailureHandl
         assert self.journal is not None
         ev = self.journal.append(kind, rank, **fields)
         log.info("event %s", ev)
+        news = self.journal.news()
+        if news is not None:
+            (log.error if self.journal.write_error else log.warning)("%s", news)
+            self.event("supervisor", reason=news, journal_error=self.journal.write_error)
         if self.hooks is not None:
             self.hooks.on_event(ev)
         for subscriber in list(self.subscribers):
@@ -166,7 +170,10 @@ class Supervisor(RemoteMachines, WorldLaunch, Reconciler, Launcher, FailureHandl
     def write_state(self) -> None:
         if not self.run_dir_ours():
             return
-        atomic_write_json(os.path.join(self.run_dir, STATE_NAME), self.state_data())
+        try:
+            atomic_write_json(os.path.join(self.run_dir, STATE_NAME), self.state_data())
+        except OSError as e:  # a disk full: the snapshot over the socket is live, the file is written later
+            log.error("cannot write %s: %s", STATE_NAME, e)
         self.state_changed.clear()
 
     # --------------------------------------------------------------------------------------- start
@@ -352,7 +359,11 @@ class Supervisor(RemoteMachines, WorldLaunch, Reconciler, Launcher, FailureHandl
 
     def apply_toggle(self, name: str, on: bool) -> list[int]:
         self.toggles[name] = on
-        save_toggles(self.run_dir, self.toggles)
+        try:
+            save_toggles(self.run_dir, self.toggles)
+        except OSError as e:  # applies all the same; only a later supervisor would not know it
+            self.event("supervisor", reason=f"toggle {name} {'on' if on else 'off'} not saved for the next "
+                       f"supervisor: {e.strerror or e}")
         for plan in self.planner.plan_or_placeholder(self.toggles):
             if plan.rank in self.ranks:
                 self.ranks[plan.rank].plan = plan

@@ -13,6 +13,7 @@ Every descriptor opened here is close-on-exec (Python's default; O_CLOEXEC where
 from __future__ import annotations
 
 import collections
+import contextlib
 import fcntl
 import itertools
 import json
@@ -117,14 +118,23 @@ def is_locked(run_dir: str) -> bool:
 def atomic_write_json(path: str, data: Any) -> None:
     """Write tmp + fsync + rename: a reader sees the old or the new file, never half of one."""
     tmp = f"{path}.tmp.{os.getpid()}"
-    payload = json.dumps(data, indent=1, sort_keys=False).encode()
+    payload = memoryview(json.dumps(data, indent=1, sort_keys=False).encode())
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
-        os.write(fd, payload)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        try:
+            while payload:
+                payload = payload[os.write(fd, payload):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)  # a disk full: the half-written copy would only take more of it
+        raise
+
+
+UNWRITTEN_LIMIT = 4 << 20  # bytes of events waiting for a failing journal file (about 20,000 events)
 
 
 def read_json(path: str) -> Any | None:
@@ -146,6 +156,12 @@ class EventJournal:
         self.path = os.path.join(run_dir, EVENTS_NAME)
         self.recent: collections.deque[tuple[int, str]] = collections.deque(maxlen=keep_in_memory)
         self.seq = 0
+        # A disk full (or any failing write) never takes an event, nor the caller's work, down with it: the lines
+        # not written wait here, oldest first, and go to the file with the next write that succeeds.
+        self.unwritten = bytearray()
+        self.write_error: str | None = None  # why the file is behind, while it is
+        self.dropped = 0  # events the backlog had to drop (over UNWRITTEN_LIMIT): never in the file
+        self._reported_error: str | None = None
         ends_with_newline = True
         for event, line in _iter_event_lines(self.path):
             seq = event["seq"]
@@ -159,16 +175,16 @@ class EventJournal:
             pass
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         if not ends_with_newline:  # a line torn by a crash: end it, or the next event would be glued to it
-            os.write(self._fd, b"\n")
+            self.unwritten += b"\n"
 
     def reopen(self) -> int:
         """The journal file was removed (its run directory with it): go on in a new one, which starts with the
         events kept in memory. Returns how many."""
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
-        if self.recent:
-            os.write(fd, "".join(line + "\n" for _, line in self.recent).encode())
         os.close(self._fd)
         self._fd = fd
+        self.unwritten = bytearray("".join(line + "\n" for _, line in self.recent).encode())
+        self._flush()
         return len(self.recent)
 
     def append(self, kind: str, rank: int | None = None, **fields: Any) -> dict:
@@ -176,9 +192,35 @@ class EventJournal:
         event = {"seq": self.seq, "ts": round(time.time(), 3), "kind": kind, "rank": rank}
         event.update(fields)
         line = json.dumps(event, default=str)
-        os.write(self._fd, (line + "\n").encode())
         self.recent.append((self.seq, line))
+        self.unwritten += (line + "\n").encode()
+        self._flush()
         return event
+
+    def _flush(self) -> None:
+        try:
+            while self.unwritten:
+                del self.unwritten[:os.write(self._fd, self.unwritten)]
+        except OSError as e:
+            self.write_error = f"{EVENTS_NAME}: {e.strerror or e}"
+            if len(self.unwritten) > UNWRITTEN_LIMIT:
+                # Whole lines from the front; a line the file holds the start of is ended by the next.
+                cut = self.unwritten.find(b"\n", len(self.unwritten) - UNWRITTEN_LIMIT) + 1
+                self.dropped += self.unwritten.count(b"\n", 0, cut)
+                del self.unwritten[:cut]
+        else:
+            self.write_error = None
+
+    def news(self) -> str | None:
+        """Once per change: the file stopped being written (why), or it is written again. None otherwise."""
+        if self.write_error == self._reported_error:
+            return None
+        before, self._reported_error = self._reported_error, self.write_error
+        if self.write_error is not None:
+            return f"cannot write the event journal ({self.write_error}); its events are kept in memory and " \
+                   "written when it can be written again"
+        lost = f"; {self.dropped} events could not be kept for it" if self.dropped else ""
+        return f"the event journal is written again (it failed with: {before}){lost}"
 
     def since(self, seq: int | None) -> list[dict]:
         """Events with seq > `seq` (all when None), from memory or, when older, from the file."""
