@@ -1,6 +1,7 @@
 """A full disk under the run directory (the logs fill it: the most common way a night goes wrong). The journal's
 failing write raised out of the group restart, which stopped the ranks and never relaunched them, and out of
-`down`, which could then stop nothing. Events are now kept in memory and written when the disk has room again."""
+`down`, which could then stop nothing. Events are now kept in memory and written when the disk has room again;
+ranks relaunched onto the full disk, which cannot log their start-up, say so instead of `no milestone yet`."""
 
 from __future__ import annotations
 
@@ -113,8 +114,15 @@ def test_a_rank_killed_on_a_full_disk_restarts_the_world_and_down_still_stops_it
     reasons = [e["reason"] for e in snap["events"] if e["kind"] == "supervisor"]
     assert any("cannot write the event journal (events.jsonl: No space left on device)" in r for r in reasons)
     wait_until(lambda: _health(dep.base_port), 60, what="rank 0 serving again")
+    # Its ranks cannot log their start-up, so none is seen to get ready: the supervisor says why.
+    snap = dep.wait_snapshot(lambda s: all("no room left on its log's filesystem" in r["reason"]
+                                           for r in s["ranks"]), 60, "the ranks' reason")
+    assert all(r["state"] in ("starting", "loading") for r in snap["ranks"])
+    assert any(e.get("log_full") == os.path.dirname(dep.log_path(0)) for e in snap["events"])
 
     os.unlink(filler)
+    dep.wait_snapshot(lambda s: any("room again for the ranks' logs" in e["reason"] for e in s["events"]) and
+                      not any("no room" in r["reason"] for r in s["ranks"]), 60, "room again")
     dep.cli("restart", dep.profile_path, "--simulate", "--all", "-y", "--wait", timeout=120, check=True)
     seqs = [e["seq"] for e in iter_events(os.path.join(dep.run_dir, "events.jsonl"))]
     assert seqs == list(range(1, len(seqs) + 1))  # every event of the night, in order

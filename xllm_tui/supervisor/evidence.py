@@ -13,6 +13,17 @@ from xllm_tui.supervisor.logwake import IDLE_TICK_S, STEADY_TICK_S, LogWake, rou
 from xllm_tui.supervisor.probes import http_health, worker_ready
 from xllm_tui.supervisor.slot import RankSlot
 
+LOG_ROOM_CHECK_AFTER_S = 5.0  # a rank not ready whose log is silent this long: is its filesystem full?
+LOG_ROOM_MIN_BYTES = 1 << 20  # less free than this (for an unprivileged writer) is full: a log line needs a block
+
+
+def free_bytes(directory: str) -> int | None:
+    try:
+        st = os.statvfs(directory)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
 
 class EvidenceGathering:
     def evaluate(self, r: RankSlot) -> None:
@@ -32,6 +43,7 @@ class EvidenceGathering:
             describe=m.describe(), state=r.state, adopted=live.proc.adopted, health=live.health,
             health_seen_ok=live.health_seen_ok, started_at=live.started_at, last_growth=live.last_growth,
             rank0_gone=r.rank != 0 and r0 is not None and r0.current is not None and not r0.alive and r.generation > 0,
+            log_full=live.log_full,
         )
         now = time.time()
         state, reason = assess_rank(evidence, self.profile.readiness, now)
@@ -46,6 +58,7 @@ class EvidenceGathering:
         return [launch for launch in launches if launch.read_log()]
 
     log_wake: LogWake | None = None
+    _full_log_dirs: frozenset[str] = frozenset()  # log directories found with no room (said once each)
 
     def wake_log_loop(self) -> None:
         """Evaluate the ranks now rather than at the next tick (a launch, an exit, a state change)."""
@@ -88,11 +101,14 @@ class EvidenceGathering:
                         continue  # relaunched or gone meanwhile: the next round reads the new log
                     if id(launch) in grew:
                         launch.last_growth = now
+                        launch.log_full = None
                     if r.role == "master" and launch.milestones.ready and readiness.http_probe and \
                             now >= launch.next_probe:
                         launch.next_probe = now + (readiness.probe_interval_s if launch.health_seen_ok else 0.5)
                         self.spawn_task(self.probe(r))
                     self.evaluate(r)
+                if any(self._log_room_unknown(launches[id(x)], now) for x in current):
+                    await self._check_log_room(current, launches)
                 self.update_group()
                 if any(x.more_pending for x in current):
                     await asyncio.sleep(0)  # a burst is being caught up: the next slice at once, after clients
@@ -102,6 +118,38 @@ class EvidenceGathering:
         finally:
             wake.close()
             self.log_wake = None
+
+    @staticmethod
+    def _log_room_unknown(r: RankSlot, now: float) -> bool:
+        """A rank not ready whose log has been silent a while: is there room left to write it?"""
+        live = r.live
+        return live is not None and r.state in ("starting", "loading") and \
+            now - (live.last_growth or live.started_at or now) >= LOG_ROOM_CHECK_AFTER_S
+
+    async def _check_log_room(self, current: list, launches: dict) -> None:
+        """A disk full of logs: the ranks relaunched on it log nothing, and stayed `starting, no milestone yet`
+        with nothing saying why. One statvfs per log directory (in a thread: it may be a network mount)."""
+        now = time.time()
+        dirs = {os.path.dirname(x.plan.log_path) for x in current if self._log_room_unknown(launches[id(x)], now)}
+        room = await asyncio.to_thread(lambda: {d: free_bytes(d) for d in dirs})
+        full_dirs = set(self._full_log_dirs)
+        for d, free in room.items():
+            if free is None:
+                continue
+            if free < LOG_ROOM_MIN_BYTES and d not in full_dirs:
+                full_dirs.add(d)
+                self.event("supervisor", reason=f"no room left for the ranks' logs in {d} ({free} bytes free): "
+                           "a rank that cannot write its log cannot be seen to get ready", log_full=d)
+            elif free >= LOG_ROOM_MIN_BYTES and d in full_dirs:
+                full_dirs.discard(d)
+                self.event("supervisor", reason=f"room again for the ranks' logs in {d} ({free} bytes free)")
+        self._full_log_dirs = frozenset(full_dirs)
+        for launch in current:
+            r = launches[id(launch)]
+            d = os.path.dirname(launch.plan.log_path)
+            full = d in full_dirs and self._log_room_unknown(r, now)
+            launch.log_full = "no room left on its log's filesystem" if full else None
+            self.evaluate(r)
 
     async def probe(self, r: RankSlot) -> None:
         launch = r.live

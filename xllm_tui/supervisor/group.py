@@ -188,6 +188,7 @@ class Evidence:
     started_at: float | None
     last_growth: float | None
     rank0_gone: bool  # a worker whose rank 0 process of this world has exited
+    log_full: str | None = None  # its log is silent and its filesystem has no room: why no progress shows
 
 
 def assess_rank(ev: Evidence, readiness: Readiness, now: float) -> tuple[str, str]:
@@ -215,6 +216,8 @@ def assess_rank(ev: Evidence, readiness: Readiness, now: float) -> tuple[str, st
     if state == RankState.READY and readiness.silence_warning_s > 0 and ev.last_growth and \
             now - ev.last_growth > readiness.silence_warning_s:
         return RankState.DEGRADED.value, f"log silent for {now - ev.last_growth:.0f}s"
+    if state != RankState.READY and ev.log_full:
+        reason = f"{reason}; {ev.log_full}: it cannot write its log, so its progress cannot be seen"
     if state != RankState.READY and readiness.start_timeout_s > 0 and ev.started_at and \
             now - ev.started_at > readiness.start_timeout_s:
         return RankState.DEGRADED.value, f"not ready {readiness.start_timeout_s:g}s after start ({reason})"
