@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import socket
+import subprocess
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -122,3 +124,33 @@ async def until_quiet(pilot, changes: list, window: float, timeout: float = 20.0
         if not changes:
             return
         assert time.monotonic() < deadline, f"still changing after {timeout}s: {changes}"
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """An 8 MiB tmpfs: a disk that can really fill (mounting needs root, which CI has)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8M", "tmpfs", str(mount)], check=True)
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(disk) -> str:
+    """Write a file until the disk has no room left; returns its path."""
+    path = os.path.join(disk, "filler")
+    with open(path, "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+        except OSError as e:
+            assert e.errno == errno.ENOSPC
+    with open(path, "ab", buffering=0) as f:  # the last few bytes too
+        try:
+            while True:
+                f.write(b"\0")
+        except OSError:
+            pass
+    return path

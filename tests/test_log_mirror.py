@@ -4,6 +4,9 @@ file (a relaunch rotated the logs) or the file shrank."""
 
 from __future__ import annotations
 
+import errno
+import os
+
 from xllm_tui.logs.mirror import LogMirror, mirror_path
 from xllm_tui.logs.tail import rotate_log
 from xllm_tui.supervisor.log_access import read_log_file
@@ -246,3 +249,66 @@ def test_the_last_lines_keep_an_unfinished_line_unfinished(tmp_path, monkeypatch
         f.write(b"ne\nnext\n")
     assert pull(mirror, str(log))
     assert open(mirror.path).read().splitlines()[-2:] == ["half a line", "next"]
+
+
+def test_a_copy_on_a_full_disk_stays_as_it_was_and_takes_the_reply_again_later(small_disk):
+    from conftest import fill
+
+    path = str(small_disk / "copies" / "node_3.log")
+    mirror = LogMirror(path, 3)
+    line = b"I20251129 15:21:00.000000 12345 a.cpp:1] from machine 1\n"
+    mirror.apply({"data": line.decode(), "offset": 0, "next": len(line), "size": len(line), "inode": 7})
+    filler = fill(small_disk)
+    big = "x" * 100_000 + "\n"  # more than the last page's room
+    reply = {"data": big, "offset": len(line), "next": len(line) + len(big), "size": len(line) + len(big), "inode": 7}
+    try:
+        mirror.apply(reply)
+    except OSError as e:
+        assert e.errno == errno.ENOSPC
+    else:
+        raise AssertionError("the write should have failed")
+    assert open(path, "rb").read() == line and mirror.next == len(line)  # not half of the reply
+    assert mirror.request()["offset"] == len(line)  # asked again
+    os.unlink(filler)
+    assert mirror.apply(reply)
+    assert open(path, "rb").read() == line + big.encode()
+
+
+async def test_a_full_disk_under_a_remote_log_copy_is_said_once_and_the_tui_goes_on(small_disk, monkeypatch):
+    """The pull that failed to write its copy raised out of its worker, which ended the TUI."""
+    from conftest import fill, until
+    from textual.app import App
+
+    from xllm_tui.ui.widgets.log_view import LogView
+    from xllm_tui.ui.widgets.rank_log import RankLog
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(small_disk / "cache"))
+    text = "I20251129 15:21:00.000000 12345 a.cpp:1] " + "y" * 200 + "\n"
+
+    class Link:
+        run_dir = str(small_disk / "run")
+        requests = 0
+
+        async def action(self, op, **args):
+            Link.requests += 1
+            return {"data": text * 400, "offset": 0, "next": len(text) * 400, "size": len(text) * 400, "inode": 7}
+
+    class OnePane(App):
+        def compose(self):
+            yield RankLog(id="pane")
+
+    app = OnePane()
+    app.source = Link()
+    notes = []
+    app.notify = lambda message, **kwargs: notes.append(message)
+    (small_disk / "cache").mkdir()
+    filler = fill(small_disk)
+    async with app.run_test() as pilot:
+        pane = app.query_one(RankLog)
+        pane.show_rank({"rank": 3, "remote": True, "machine": "m1", "log_path": "/logs/node_3.log", "state": "ready"})
+        await until(pilot, lambda: Link.requests >= 3, what="pulls failing to write, again and again")
+        assert app.is_running and len(notes) == 1 and "No space left on device" in notes[0]
+        os.unlink(filler)
+        view = pane.log_widget
+        assert isinstance(view, LogView)
+        await until(pilot, lambda: view.line_count == 400, what="the copy written once there is room")

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import errno
 import os
-import subprocess
 import urllib.request
 
 import pytest
 from supervisor_helpers import process_alive, sim_deployment  # noqa: F401
 
-from conftest import wait_until
+from conftest import fill, wait_until
 from xllm_tui.supervisor import state as state_module
 from xllm_tui.supervisor.state import EventJournal, atomic_write_json, iter_events
 
@@ -69,36 +68,6 @@ def test_a_state_file_that_cannot_be_written_leaves_no_half_copy(tmp_path, monke
     with pytest.raises(OSError):
         atomic_write_json(str(tmp_path / "run" / "state.json"), {"ranks": []})
     assert os.listdir(tmp_path / "run") == []
-
-
-@pytest.fixture
-def small_disk(tmp_path):
-    """An 8 MiB tmpfs: a disk that can really fill (mounting needs root, which CI has)."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8M", "tmpfs", str(mount)], check=True)
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
-def fill(disk) -> str:
-    """Write a file until the disk has no room left; returns its path."""
-    path = os.path.join(disk, "filler")
-    with open(path, "wb", buffering=0) as f:
-        try:
-            while True:
-                f.write(b"\0" * 65536)
-        except OSError as e:
-            assert e.errno == errno.ENOSPC
-    with open(path, "ab", buffering=0) as f:  # the last few bytes too
-        try:
-            while True:
-                f.write(b"\0")
-        except OSError:
-            pass
-    return path
 
 
 def test_a_rank_killed_on_a_full_disk_restarts_the_world_and_down_still_stops_it(sim_deployment, small_disk,

@@ -5,6 +5,7 @@ else of another machine is ever mirrored."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import threading
@@ -72,6 +73,23 @@ class LogMirror:
         self.behind = 0
         self._ends_line = True
 
+    def _append(self, data: bytes) -> None:
+        """All or nothing: a write that fails (a full disk) leaves the copy as it was, and raises; the reply's
+        bytes are asked for again at the next pull."""
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            size = os.fstat(fd).st_size
+            view = memoryview(data)
+            try:
+                while view:
+                    view = view[os.write(fd, view):]
+            except OSError:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, size)
+                raise
+        finally:
+            os.close(fd)
+
     def apply(self, part: dict) -> bool:
         """Write one log_read reply; True when the copy changed. A remote file that shrank (truncated) or is
         another file now (rotated by a relaunch) restarts the copy from its last lines."""
@@ -106,8 +124,7 @@ class LogMirror:
         else:
             return False
         if text:
-            with open(self.path, "ab") as f:
-                f.write(text.encode())
+            self._append(text.encode())
             self._ends_line = text.endswith("\n")
         self.next = part.get("next", self.next)
         if inode is not None:

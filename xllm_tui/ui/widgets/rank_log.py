@@ -39,6 +39,7 @@ class RankLog(Vertical):
         self._mirror: Any = None  # logs.mirror.LogMirror while a rank on another machine is shown
         self._remote_timer: Any = None
         self._pull: Any = None  # the Worker of the last pull of the remote log
+        self._copy_error: str | None = None  # why the local copy of a remote log cannot be written, while so
 
     def on_mount(self) -> None:
         # Runs only while a rank on another machine is shown (a local log needs no pulling).
@@ -53,7 +54,7 @@ class RankLog(Vertical):
             if not new_mirror:
                 return
             self._pull.cancel()
-        self._pull = self.run_worker(self._pull_once(self._mirror), group="remote-log")
+        self._pull = self.run_worker(self._pull_once(self._mirror), group="remote-log", exit_on_error=False)
 
     async def _pull_once(self, mirror: Any) -> None:
         """A rank on another machine: its new log bytes through machine 0's supervisor (log_read)."""
@@ -63,8 +64,13 @@ class RankLog(Vertical):
             return
         if mirror is self._mirror:
             had = mirror.generations
-            # Up to 4 MiB encoded and appended to the copy: not on the event loop.
-            await asyncio.to_thread(mirror.apply, part)
+            try:
+                # Up to 4 MiB encoded and appended to the copy: not on the event loop.
+                await asyncio.to_thread(mirror.apply, part)
+            except OSError as e:  # a full disk: the copy stays as it was, and the next pull asks again
+                self._copy_failed(e, mirror.rank)
+                return
+            self._copy_error = None
             if mirror is self._mirror and mirror.generations != had and self._rank_data is not None:
                 self.show_rank(self._rank_data)  # the `[ earlier logs` hint
 
@@ -87,12 +93,25 @@ class RankLog(Vertical):
                 else None
             if self._mirror is not None:
                 self._mirror.retire()  # its pull in flight must not write into the new copy of the same path
-            self._mirror = LogMirror(path, int(rank["rank"]), self.back)
+            try:
+                self._mirror = LogMirror(path, int(rank["rank"]), self.back)
+            except OSError as e:  # the cache directory cannot be made or written (a full disk, permissions)
+                self._mirror = None
+                self._copy_failed(e, int(rank["rank"]))
+                return None
             self._mirror.generations = known
             self._pull_remote(new_mirror=True)
         if self._remote_timer is not None:
             self._remote_timer.resume()
         return path
+
+    def _copy_failed(self, e: OSError, rank: int) -> None:
+        """Said once per cause, not at every pull: the local copy of a remote rank's log cannot be written."""
+        text = f"{e.strerror or e}"
+        if text != self._copy_error:
+            self._copy_error = text
+            self.notify(f"cannot write the local copy of rank {rank}'s log: {text}; it goes on when it can "
+                        f"(`xllm-tui logs --rank {rank}` reads it without a copy)", severity="error", timeout=10)
 
     def compose(self) -> ComposeResult:
         yield Static("", classes="rank-log-title")
