@@ -126,3 +126,19 @@ def _health(port: int) -> bool:
     except OSError:
         return False
 
+
+
+def test_up_on_a_full_disk_says_why_the_supervisor_could_not_start(sim_deployment, small_disk, monkeypatch):
+    """It died before it could log anything (its log is on the same disk): `up` said only that its log was empty."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(small_disk))
+    dep = sim_deployment(ranks=2)
+    filler = fill(small_disk)
+    done = dep.cli("up", dep.profile_path, "--simulate")
+    assert done.returncode != 0
+    assert "no room left on the run directory's filesystem" in done.stderr and dep.run_dir in done.stderr
+    assert dep.leftovers() == []
+    os.unlink(filler)
+    dep.cli("up", dep.profile_path, "--simulate", check=True)
+    dep.wait_group("ready", 90)
+    dep.cli("down", dep.profile_path, "--simulate", check=True)
+    wait_until(lambda: dep.leftovers() == [], 30, what="everything stopped")

@@ -377,13 +377,30 @@ def ensure_supervisor(profile_path: str, *, simulate: bool, run_dir: str | None 
         if not pid_alive(pid):
             if supervisor_answers(run_dir, timeout=1.0):
                 return run_dir
-            raise SupervisorUnavailable(f"the supervisor exited during start-up:\n{_log_tail(log_path, log_start)}")
+            raise SupervisorUnavailable(f"the supervisor exited during start-up:\n{_log_tail(log_path, log_start)}"
+                                        + _no_room_note(run_dir))
         if progress is not None and time.monotonic() >= next_tick:
             progress()
             next_tick += 0.5
         time.sleep(0.1)
     raise SupervisorUnavailable(f"the supervisor (pid {pid}) did not answer within {timeout:g}s; "
-                                f"see {log_path}:\n{_log_tail(log_path, log_start)}")
+                                f"see {log_path}:\n{_log_tail(log_path, log_start)}" + _no_room_note(run_dir))
+
+
+NO_ROOM_BYTES = 1 << 20  # less free than this where the run directory is: its lock, state and log cannot be written
+
+
+def _no_room_note(run_dir: str) -> str:
+    """A full disk kills a starting supervisor before it can log why (its log is on the same disk): say it."""
+    try:
+        st = os.statvfs(run_dir)
+    except OSError:
+        return ""
+    free = st.f_bavail * st.f_frsize
+    if free >= NO_ROOM_BYTES:
+        return ""
+    return (f"\nno room left on the run directory's filesystem ({free} bytes free in {run_dir}): the supervisor "
+            "cannot write its lock, state, events or log there. Free some space (old rank logs?) and try again.")
 
 
 def _log_tail(path: str, start: int, limit: int = 4000) -> str:
