@@ -87,7 +87,14 @@ def test_a_rank_killed_on_a_full_disk_restarts_the_world_and_down_still_stops_it
     snap = dep.wait_snapshot(lambda s: all("no room left on its log's filesystem" in r["reason"]
                                            for r in s["ranks"]), 60, "the ranks' reason")
     assert all(r["state"] in ("starting", "loading") for r in snap["ranks"])
-    assert any(e.get("log_full") == os.path.dirname(dep.log_path(0)) for e in snap["events"])
+    snap = dep.wait_snapshot(lambda s: any((e.get("disk") or {}).get("level") == "full" for e in s["events"]), 30,
+                             "the disk said to be full")
+    full = next(e for e in snap["events"] if (e.get("disk") or {}).get("level") == "full")
+    assert os.path.dirname(dep.log_path(0)) in full["disk"]["paths"] and "no room left for the ranks' logs" in \
+        full["reason"]
+    assert [d["level"] for d in snap["supervisor"]["disks"]] == ["full"]
+    status = dep.cli("status", dep.profile_path, "--simulate", check=True).stdout
+    assert "disk full: " in status
 
     os.unlink(filler)
     dep.wait_snapshot(lambda s: any("room again for the ranks' logs" in e["reason"] for e in s["events"]) and

@@ -32,6 +32,7 @@ import psutil
 
 from xllm_tui.protocol import RequestError, RestartPlan, plan_restart, select_ranks, transition_allowed
 from xllm_tui.supervisor.device_watch import DeviceWatch
+from xllm_tui.supervisor.disk_watch import DiskWatching
 from xllm_tui.supervisor.evidence import EvidenceGathering
 from xllm_tui.supervisor.failures import FailureHandling
 from xllm_tui.supervisor.group import GroupController, RankView, derive_group
@@ -57,7 +58,7 @@ __all__ = ["ProfileInvalid", "RequestError", "Supervisor"]
 
 
 class Supervisor(RemoteMachines, WorldLaunch, Reconciler, Launcher, FailureHandling, EvidenceGathering, DeviceWatch,
-                 Snapshots, Outlets, StatsSampling, LogAccess, RankTables, RunDirKeeping):
+                 Snapshots, Outlets, StatsSampling, LogAccess, RankTables, RunDirKeeping, DiskWatching):
     def __init__(self, profile_path: str, *, simulate: bool, run_dir: str, port_offset: int = 0,
                  machine: str | None = None, launch: bool = True, base_env: dict[str, str] | None = None,
                  over_ssh: bool = False, member: bool = False):
@@ -108,6 +109,7 @@ class Supervisor(RemoteMachines, WorldLaunch, Reconciler, Launcher, FailureHandl
         self.init_outlets()
         self.init_remotes(coordinate)
         self.init_run_dir_keeping()
+        self.init_disk_watch()
 
     @property
     def scope(self) -> str:
@@ -217,7 +219,7 @@ class Supervisor(RemoteMachines, WorldLaunch, Reconciler, Launcher, FailureHandl
             await self.reconcile()
             self.update_group()
             self.write_state()
-            for coro in (self.log_loop(), self.stats_loop(), self.state_loop(), self.device_loop()):
+            for coro in (self.log_loop(), self.stats_loop(), self.state_loop(), self.device_loop(), self.disk_loop()):
                 self.spawn_task(coro)
             await self.shutdown_event.wait()
             await self.shutdown()

@@ -8,13 +8,14 @@ import asyncio
 import os
 import time
 
+from xllm_tui.supervisor.disk_watch import FULL_BYTES
 from xllm_tui.supervisor.group import Evidence, assess_rank
 from xllm_tui.supervisor.logwake import IDLE_TICK_S, STEADY_TICK_S, LogWake, round_gap
 from xllm_tui.supervisor.probes import http_health, worker_ready
 from xllm_tui.supervisor.slot import RankSlot
 
 LOG_ROOM_CHECK_AFTER_S = 5.0  # a rank not ready whose log is silent this long: is its filesystem full?
-LOG_ROOM_MIN_BYTES = 1 << 20  # less free than this (for an unprivileged writer) is full: a log line needs a block
+LOG_ROOM_MIN_BYTES = FULL_BYTES
 
 
 def free_bytes(directory: str) -> int | None:
@@ -58,7 +59,6 @@ class EvidenceGathering:
         return [launch for launch in launches if launch.read_log()]
 
     log_wake: LogWake | None = None
-    _full_log_dirs: frozenset[str] = frozenset()  # log directories found with no room (said once each)
 
     def wake_log_loop(self) -> None:
         """Evaluate the ranks now rather than at the next tick (a launch, an exit, a state change)."""
@@ -132,18 +132,9 @@ class EvidenceGathering:
         now = time.time()
         dirs = {os.path.dirname(x.plan.log_path) for x in current if self._log_room_unknown(launches[id(x)], now)}
         room = await asyncio.to_thread(lambda: {d: free_bytes(d) for d in dirs})
-        full_dirs = set(self._full_log_dirs)
-        for d, free in room.items():
-            if free is None:
-                continue
-            if free < LOG_ROOM_MIN_BYTES and d not in full_dirs:
-                full_dirs.add(d)
-                self.event("supervisor", reason=f"no room left for the ranks' logs in {d} ({free} bytes free): "
-                           "a rank that cannot write its log cannot be seen to get ready", log_full=d)
-            elif free >= LOG_ROOM_MIN_BYTES and d in full_dirs:
-                full_dirs.discard(d)
-                self.event("supervisor", reason=f"room again for the ranks' logs in {d} ({free} bytes free)")
-        self._full_log_dirs = frozenset(full_dirs)
+        full_dirs = {d for d, free in room.items() if free is not None and free < LOG_ROOM_MIN_BYTES}
+        if full_dirs:
+            self.disk_poke()  # the disk watch says it now (an event), not at its next look
         for launch in current:
             r = launches[id(launch)]
             d = os.path.dirname(launch.plan.log_path)

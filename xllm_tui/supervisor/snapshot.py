@@ -70,7 +70,8 @@ class Snapshots:
                      "machine": self.machine, "port_offset": self.port_offset,
                      "simulate_mapping": self._mapping_lines, "over_ssh": bool(self.links)},
             supervisor={"pid": self.pid, "started_at": round(self.started_at, 3), "run_dir": self.run_dir,
-                        "log": os.path.join(self.run_dir, LOG_NAME), "socket": os.path.join(self.run_dir, SOCKET_NAME)},
+                        "log": os.path.join(self.run_dir, LOG_NAME), "socket": os.path.join(self.run_dir, SOCKET_NAME),
+                        "disks": self.disk_status()},
             group=GroupStatus(
                 state=self.group_state,
                 reason=self.group_reason,

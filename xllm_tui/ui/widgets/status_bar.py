@@ -38,6 +38,13 @@ def status_line(snapshot: dict[str, Any] | None, now: float, variables: dict[str
         error = variables.get("xllm-state-failed", "")
         label = "first failure" if state in ("failed", "degraded", "crash-looping", "stopping") else "last failure"
         fields.append(Text(f"{label}: rank {first['rank']} {first.get('cause') or ''}".rstrip(), style=error))
+    for disk in (snapshot.get("supervisor") or {}).get("disks") or []:
+        if disk.get("level") == "full":
+            fields.append(Text(f"disk full: {fmt.size(disk.get('free'))} left", style=variables.get("error", "")))
+        elif disk.get("level") == "low":
+            soon = f", full in {fmt.duration(disk['full_in_s'])}" if disk.get("full_in_s") else ""
+            fields.append(Text(f"disk low: {fmt.size(disk.get('free'))} left{soon}",
+                               style=variables.get("warning", "")))
     reason = _RESTART_CLAUSE.sub("", group.reason or "").strip(" ;,")
     if first and reason.startswith(f"rank {first.get('rank')} failed first"):
         # That part says what the first-failure field already says; what follows it (a restart held for a

@@ -1,0 +1,68 @@
+"""The room left where the logs are (supervisor/disk_watch.py): levels, the filling rate, time to full, and how
+status and the TUI's status line show them."""
+
+from __future__ import annotations
+
+from xllm_tui.commands.lifecycle import format_disks
+from xllm_tui.supervisor.disk_watch import CLEAR_FRACTION, FULL_BYTES, DiskGauge, read_room
+from xllm_tui.ui.widgets.status_bar import status_line
+
+GIB = 1 << 30
+
+
+def test_a_disk_filling_fast_is_low_before_it_is_nearly_full_and_says_when_it_will_be():
+    gauge = DiskGauge(["/data/logs"])
+    assert not gauge.add(50 * GIB, 100 * GIB, 0.0) and gauge.level == "ok"
+    # 25 MB/s of logs (a rank on verbose): 50 GiB lasts about 35 min, under the 30 min mark soon after.
+    t, free = 0.0, 50 * GIB
+    while gauge.level == "ok":
+        t += 10
+        free -= 250 << 20
+        gauge.add(free, 100 * GIB, t)
+    assert gauge.level == "low" and free > 40 * GIB  # long before 5 % free
+    assert 25 * 60 < gauge.full_in_s < 30 * 60 and round(gauge.rate) == 250 * (1 << 20) // 10
+    assert "full in about" in gauge.describe() and "/s" in gauge.describe()
+    assert gauge.to_dict()["level"] == "low" and gauge.to_dict()["full_in_s"] == round(gauge.full_in_s)
+
+
+def test_levels_full_then_back_to_ok_only_with_room_to_spare():
+    gauge = DiskGauge(["/data/logs"])
+    gauge.add(10 * GIB, 100 * GIB, 0.0)
+    assert gauge.add(FULL_BYTES - 1, 100 * GIB, 10.0) and gauge.level == "full"
+    assert gauge.add(6 * GIB, 100 * GIB, 20.0) and gauge.level == "low"  # room, but not enough to be at ease
+    assert not gauge.add(int((CLEAR_FRACTION - 0.01) * 100 * GIB), 100 * GIB, 200.0) and gauge.level == "low"
+    assert gauge.add(30 * GIB, 100 * GIB, 400.0) and gauge.level == "ok"
+
+
+def test_a_quiet_disk_with_little_room_is_low_and_a_disk_that_frees_has_no_rate():
+    gauge = DiskGauge(["/data/logs"])
+    gauge.add(3 * GIB, 100 * GIB, 0.0)
+    assert gauge.level == "low" and gauge.full_in_s is None  # 3 %: low, however slowly it fills
+    gauge.add(4 * GIB, 100 * GIB, 10.0)
+    assert gauge.rate is None
+
+
+def test_directories_on_one_filesystem_are_one_disk(tmp_path):
+    (tmp_path / "logs").mkdir()
+    room = read_room({str(tmp_path), str(tmp_path / "logs"), str(tmp_path / "missing")})
+    assert len(room) == 1
+    (paths, free, total), = room.values()
+    assert paths == [str(tmp_path), str(tmp_path / "logs")] and 0 < free <= total
+
+
+def test_status_and_the_status_line_show_a_disk_only_when_it_is_low_or_full():
+    ok = {"paths": ["/a"], "level": "ok", "free": 50 * GIB, "total": 100 * GIB, "rate": None, "full_in_s": None}
+    low = {"paths": ["/data/logs"], "level": "low", "free": 2 * GIB, "total": 100 * GIB, "rate": 1e6,
+           "full_in_s": 2147}
+    full = {"paths": ["/data/logs", "/run"], "level": "full", "free": 4096, "total": 100 * GIB, "rate": None,
+            "full_in_s": None}
+    assert format_disks([ok]) == []
+    assert format_disks([low]) == ["disk low: /data/logs: 2.0G left (2.0% free), full in about 35m47s"]
+    assert format_disks([full]) == ["disk full: /data/logs, /run: 4.0K left (0.0% free)"]
+    snapshot = {"profile": {"name": "p"}, "group": {"state": "ready", "reason": ""}, "ranks": [],
+                "supervisor": {"disks": [ok]}}
+    assert "disk" not in status_line(snapshot, 0.0, {}).plain
+    snapshot["supervisor"]["disks"] = [low]
+    assert "disk low: 2.0G left, full in 35m" in status_line(snapshot, 0.0, {}).plain
+    snapshot["supervisor"]["disks"] = [full]
+    assert "disk full: 4K left" in status_line(snapshot, 0.0, {}).plain

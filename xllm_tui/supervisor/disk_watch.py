@@ -1,0 +1,174 @@
+"""Room left where the ranks' logs and the run directory are. A rank logging hard (verbose logging switched on to
+chase a bug: 25 MB/s) fills a disk within the night, and a full disk silences the logs, then the journal. Every
+DISK_POLL_S while ranks run, one statvfs per filesystem (in a thread: it may be a network mount); a filesystem
+running low, or filling fast enough to be full within FULL_SOON_S, is said once in an event, shown by `status`
+and the TUI, and said again when it has room. DiskGauge is the pure part; DiskWatching is a mixin of Supervisor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+
+log = logging.getLogger("xllm_tui.supervisor")
+
+DISK_POLL_S = 10.0
+RATE_WINDOW_S = 120.0  # the filling rate is taken over this much of the recent past
+FULL_BYTES = 1 << 20  # less free than this: full (a log line needs a block)
+LOW_FRACTION = 0.05  # less free than this share of the filesystem: low
+FULL_SOON_S = 1800.0  # full within this at the recent rate: low
+CLEAR_FRACTION = 0.07  # back to ok only above this share ...
+CLEAR_SOON_S = 3600.0  # ... and not full within this (no event back and forth at the edge)
+
+
+@dataclass
+class DiskGauge:
+    """One filesystem: its free space over time, its level (ok, low, full) and when it would be full."""
+
+    paths: list[str]  # the watched directories on it (log directories, the run directory)
+    free: int = 0
+    total: int = 0
+    level: str = "ok"
+    samples: collections.deque = field(default_factory=lambda: collections.deque(maxlen=64))
+
+    def add(self, free: int, total: int, now: float) -> bool:
+        """A new reading; True when the level changed."""
+        self.free, self.total = free, total
+        self.samples.append((now, free))
+        while len(self.samples) > 2 and now - self.samples[1][0] >= RATE_WINDOW_S:
+            self.samples.popleft()
+        level = self._level()
+        changed = level != self.level
+        self.level = level
+        return changed
+
+    def _level(self) -> str:
+        if self.free < FULL_BYTES:
+            return "full"
+        share = self.free / self.total if self.total else 1.0
+        soon = self.full_in_s
+        if share < LOW_FRACTION or (soon is not None and soon < FULL_SOON_S):
+            return "low"
+        if self.level != "ok" and (share < CLEAR_FRACTION or (soon is not None and soon < CLEAR_SOON_S)):
+            return "low"
+        return "ok"
+
+    @property
+    def rate(self) -> float | None:
+        """Bytes per second the free space shrinks at (None: not shrinking, or too few readings)."""
+        if len(self.samples) < 2:
+            return None
+        (t0, f0), (t1, f1) = self.samples[0], self.samples[-1]
+        if t1 - t0 <= 0 or f1 >= f0:
+            return None
+        return (f0 - f1) / (t1 - t0)
+
+    @property
+    def full_in_s(self) -> float | None:
+        rate = self.rate
+        return self.free / rate if rate else None
+
+    def describe(self) -> str:
+        share = f" ({100 * self.free / self.total:.1f}% free)" if self.total else ""
+        text = f"{human_bytes(self.free)} of {human_bytes(self.total)} left{share}"
+        soon = self.full_in_s
+        if soon is not None and self.level != "full":
+            text += f", full in about {human_duration(soon)} at {human_bytes(self.rate or 0)}/s"
+        return text
+
+    def to_dict(self) -> dict:
+        soon = self.full_in_s
+        return {"paths": list(self.paths), "level": self.level, "free": self.free, "total": self.total,
+                "rate": round(self.rate, 1) if self.rate else None, "full_in_s": round(soon) if soon else None}
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def human_duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def read_room(directories: set[str]) -> dict[int, tuple[list[str], int, int]]:
+    """statvfs of each directory that exists, grouped by filesystem: {fsid: (dirs, free bytes, total bytes)}."""
+    out: dict[int, tuple[list[str], int, int]] = {}
+    for d in sorted(directories):
+        try:
+            st = os.statvfs(d)
+        except OSError:
+            continue
+        if st.f_fsid in out:
+            out[st.f_fsid][0].append(d)
+        else:
+            out[st.f_fsid] = ([d], st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize)
+    return out
+
+
+class DiskWatching:
+    def init_disk_watch(self) -> None:
+        self.disks: dict[int, DiskGauge] = {}
+        self._disk_due = asyncio.Event()
+
+    def disk_poke(self) -> None:
+        """Look now (a rank's log found silent on a disk with no room)."""
+        self._disk_due.set()
+
+    def disk_status(self) -> list[dict]:
+        return [g.to_dict() for g in self.disks.values()]
+
+    async def disk_loop(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._disk_due.wait(), DISK_POLL_S)
+            except asyncio.TimeoutError:
+                pass
+            self._disk_due.clear()
+            if not any(r.alive for r in self.ranks.values()):
+                continue
+            try:
+                await self.check_disks()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - a failing look at the disks must never stop the supervisor
+                log.exception("disk check failed")
+
+    async def check_disks(self) -> None:
+        dirs = {self.run_dir} | {os.path.dirname(r.plan.log_path) for r in self.ranks.values()}
+        room = await asyncio.to_thread(read_room, dirs)
+        now = time.monotonic()
+        for fsid, (paths, free, total) in room.items():
+            gauge = self.disks.get(fsid)
+            if gauge is None:
+                gauge = self.disks[fsid] = DiskGauge(paths)
+            gauge.paths = paths
+            before = gauge.level
+            if gauge.add(free, total, now):
+                self._say_disk(gauge, before)
+        for fsid in set(self.disks) - set(room):
+            del self.disks[fsid]
+
+    def _say_disk(self, gauge: DiskGauge, before: str) -> None:
+        logs = [p for p in gauge.paths if p != self.run_dir]
+        what = " and ".join(
+            ([f"the ranks' logs in {', '.join(logs)}"] if logs else [])
+            + ([f"the run directory {self.run_dir}"] if self.run_dir in gauge.paths else []))
+        if gauge.level == "full":
+            reason = f"no room left for {what}: {gauge.describe()}"
+        elif gauge.level == "low":
+            reason = f"disk space running low for {what}: {gauge.describe()}"
+        else:
+            reason = f"room again for {what}: {gauge.describe()} (it was {before})"
+        self.event("supervisor", reason=reason, disk=gauge.to_dict())
