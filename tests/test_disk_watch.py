@@ -66,3 +66,12 @@ def test_status_and_the_status_line_show_a_disk_only_when_it_is_low_or_full():
     assert "disk low: 2.0G left, full in 35m" in status_line(snapshot, 0.0, {}).plain
     snapshot["supervisor"]["disks"] = [full]
     assert "disk full: 4K left" in status_line(snapshot, 0.0, {}).plain
+
+
+def test_a_one_off_copy_is_not_a_filling_rate():
+    gauge = DiskGauge(["/data/logs"])
+    gauge.add(60 * GIB, 100 * GIB, 0.0)
+    gauge.add(20 * GIB, 100 * GIB, 10.0)  # 40 GiB copied at once
+    assert gauge.level == "low" and gauge.full_in_s is not None
+    gauge.add(20 * GIB, 100 * GIB, 20.0)  # and nothing since
+    assert gauge.rate is None and gauge.level == "ok"

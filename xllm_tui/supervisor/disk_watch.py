@@ -59,8 +59,9 @@ class DiskGauge:
 
     @property
     def rate(self) -> float | None:
-        """Bytes per second the free space shrinks at (None: not shrinking, or too few readings)."""
-        if len(self.samples) < 2:
+        """Bytes per second the free space shrinks at over the window (None: too few readings, or not shrinking
+        since the last one: a one-off copy is not a rate)."""
+        if len(self.samples) < 2 or self.samples[-1][1] >= self.samples[-2][1]:
             return None
         (t0, f0), (t1, f1) = self.samples[0], self.samples[-1]
         if t1 - t0 <= 0 or f1 >= f0:
