@@ -75,3 +75,14 @@ def test_a_one_off_copy_is_not_a_filling_rate():
     assert gauge.level == "low" and gauge.full_in_s is not None
     gauge.add(20 * GIB, 100 * GIB, 20.0)  # and nothing since
     assert gauge.rate is None and gauge.level == "ok"
+
+
+def test_a_disk_filling_on_another_machine_is_shown_with_its_name():
+    low = {"paths": ["/data/logs"], "level": "low", "free": 2 * GIB, "total": 100 * GIB, "rate": None,
+           "full_in_s": None}
+    machines = [{"name": "", "host": "", "state": "local", "disks": []},
+                {"name": "node1", "host": "11.87.49.111", "state": "connected", "disks": [low]}]
+    snapshot = {"profile": {"name": "p"}, "group": {"state": "ready", "reason": ""}, "ranks": [],
+                "supervisor": {"disks": []}, "machines": machines}
+    assert "disk low on node1: 2.0G left" in status_line(snapshot, 0.0, {}).plain
+    assert format_disks([low], machine="node1") == ["disk low on machine node1: /data/logs: 2.0G left (2.0% free)"]

@@ -308,15 +308,16 @@ def format_devices(devices: dict | None, now: float | None = None, simulate: boo
 CLOCK_SKEW_WARNING_S = 2.0
 
 
-def format_disks(disks: list[dict]) -> list[str]:
+def format_disks(disks: list[dict], machine: str | None = None) -> list[str]:
     """A filesystem of the logs or the run directory that is full, or running low (nothing while all is well)."""
     lines = []
+    where = f" on machine {machine}" if machine else ""
     for d in disks:
         if d.get("level") in ("low", "full"):
             total = d.get("total") or 0
             share = f" ({100 * d['free'] / total:.1f}% free)" if total else ""
             soon = f", full in about {_duration(d['full_in_s'])}" if d.get("full_in_s") and d["level"] == "low" else ""
-            lines.append(f"disk {d['level']}: {', '.join(d.get('paths') or [])}: {_bytes(d.get('free'))} left"
+            lines.append(f"disk {d['level']}{where}: {', '.join(d.get('paths') or [])}: {_bytes(d.get('free'))} left"
                          f"{share}{soon}")
     return lines
 
@@ -362,6 +363,9 @@ def format_status(raw: dict, events: int = 8) -> str:
         lines.append(f"first failure: rank {ff['rank']}{where} {ff['cause']}: {ff['message']}")
     lines += format_machines(snap.machines)
     lines += format_disks(sup.get("disks") or [])
+    for m in snap.machines:
+        if m.get("state") != "local":
+            lines += format_disks(m.get("disks") or [], machine=m.get("name") or m.get("host"))
     rows = [["RANK", "MACHINE", "DEV", "CORES", "PID", "STATE", "UPTIME", "RESTARTS", "CPU", "MEM", "REASON"]]
     for r in snap.ranks:
         rows.append([

@@ -159,6 +159,7 @@ class RemoteLink:
         self.attached: dict = {}
         self.ranks: dict[int, dict] = {}  # rank -> RankStatus dict from its supervisor
         self.group: dict = {}
+        self.disks: list[dict] = []  # its supervisor's disk watch (disk_watch.py): a disk filling there
         self.last_seq: int | None = None
         self.clock_skew_s: float | None = None  # our clock minus its clock, from the last snapshot's round trip
         self.connects = 0
@@ -194,7 +195,7 @@ class RemoteLink:
                 "last_seq": self.last_seq, "connects": self.connects,
                 "ssh_pid": self.proc.pid if self.proc is not None and self.proc.returncode is None else None,
                 "clock_skew_s": None if self.clock_skew_s is None else round(self.clock_skew_s, 3),
-                "ssh": self.argv[:-1]}
+                "ssh": self.argv[:-1], "disks": self.disks}
 
     async def wait_settled(self, timeout: float) -> bool:
         """Until the first connection attempt has ended; whether the machine is connected now."""
@@ -372,6 +373,7 @@ class RemoteLink:
             self.clock_skew_s = (asked + answered) / 2 - snap["time"]
         self.ranks = {int(r["rank"]): r for r in snap.get("ranks") or []}
         self.group = snap.get("group") or {}
+        self.disks = (snap.get("supervisor") or {}).get("disks") or []
         self.on_change(self)
 
     # ---------------------------------------------------------------------------------- ending
