@@ -12,6 +12,39 @@ from xllm_tui.logs.tail import rotate_log
 from xllm_tui.supervisor.log_access import read_log_file
 
 
+REMOTE_RANK = {"rank": 3, "remote": True, "machine": "m1", "log_path": "/logs/node_3.log", "state": "ready"}
+
+
+def counting_pulls(monkeypatch) -> list[int]:
+    """ticks[0] counts the remote pull timer's ticks (each call of RankLog._pull_remote)."""
+    from xllm_tui.ui.widgets.rank_log import RankLog
+
+    ticks = [0]
+    pull = RankLog._pull_remote
+
+    def counting_pull(self, **kwargs):
+        ticks[0] += 1
+        pull(self, **kwargs)
+
+    monkeypatch.setattr(RankLog, "_pull_remote", counting_pull)
+    return ticks
+
+
+def one_pane_app(source):
+    """An app of one RankLog, its log_read answered by `source`."""
+    from textual.app import App
+
+    from xllm_tui.ui.widgets.rank_log import RankLog
+
+    class OnePane(App):
+        def compose(self):
+            yield RankLog(id="pane")
+
+    app = OnePane()
+    app.source = source
+    return app
+
+
 def pull(mirror: LogMirror, path: str) -> bool:
     how = mirror.request()  # as the supervisor's log_read does: 1 MiB unless asked for more (at most 4)
     return mirror.apply(read_log_file(path, offset=how.get("offset"), lines=how.get("lines"),
@@ -139,7 +172,6 @@ async def test_a_slow_link_is_not_starved_by_the_pull_timer(tmp_path, monkeypatc
     import asyncio
 
     from conftest import until
-    from textual.app import App
 
     from xllm_tui.ui.widgets.rank_log import RankLog
 
@@ -158,26 +190,13 @@ async def test_a_slow_link_is_not_starved_by_the_pull_timer(tmp_path, monkeypatc
             await self.reply.wait()
             return {"data": "a line from machine 1\n", "next": 22, "size": 22, "inode": 7}
 
-    ticks = 0
-    pull = RankLog._pull_remote
+    ticks = counting_pulls(monkeypatch)
 
-    def counting_pull(self, **kwargs):
-        nonlocal ticks
-        ticks += 1
-        pull(self, **kwargs)
-
-    monkeypatch.setattr(RankLog, "_pull_remote", counting_pull)
-
-    class OnePane(App):
-        def compose(self):
-            yield RankLog(id="pane")
-
-    app = OnePane()
-    app.source = SlowLink()
+    app = one_pane_app(SlowLink())
     async with app.run_test() as pilot:
         pane = app.query_one(RankLog)
-        pane.show_rank({"rank": 3, "remote": True, "machine": "m1", "log_path": "/logs/node_3.log", "state": "ready"})
-        await until(pilot, lambda: ticks >= 4, what="the pull timer ticking while the reply is awaited")
+        pane.show_rank(REMOTE_RANK)
+        await until(pilot, lambda: ticks[0] >= 4, what="the pull timer ticking while the reply is awaited")
         assert app.source.requests == 1
         app.source.reply.set()
         await until(pilot, lambda: "a line from machine 1" in open(mirror_path(SlowLink.run_dir, 3)).read(),
@@ -188,7 +207,6 @@ async def test_a_hidden_view_pulls_nothing_until_it_shows_again(tmp_path, monkey
     """A rank on another machine whose log is hidden (another tab, a screen over it): its copy is not pulled,
     which under a flood cost both supervisors and the link 4 MiB every half second for nobody."""
     from conftest import until
-    from textual.app import App
 
     from xllm_tui.ui.widgets.rank_log import RankLog
 
@@ -204,30 +222,17 @@ async def test_a_hidden_view_pulls_nothing_until_it_shows_again(tmp_path, monkey
             offset = args.get("offset") or 0
             return {"data": line.decode(), "next": offset + len(line), "size": offset + len(line), "inode": 7}
 
-    ticks = 0
-    pull = RankLog._pull_remote
+    ticks = counting_pulls(monkeypatch)
 
-    def counting_pull(self, **kwargs):
-        nonlocal ticks
-        ticks += 1
-        pull(self, **kwargs)
-
-    monkeypatch.setattr(RankLog, "_pull_remote", counting_pull)
-
-    class OnePane(App):
-        def compose(self):
-            yield RankLog(id="pane")
-
-    app = OnePane()
-    app.source = Link()
+    app = one_pane_app(Link())
     async with app.run_test() as pilot:
         pane = app.query_one(RankLog)
-        pane.show_rank({"rank": 3, "remote": True, "machine": "m1", "log_path": "/logs/node_3.log", "state": "ready"})
+        pane.show_rank(REMOTE_RANK)
         await until(pilot, lambda: Link.requests >= 2, what="the copy pulled while shown")
         pane.log_widget.suspend()
         await until(pilot, lambda: pane._pull is None or pane._pull.is_finished, what="the pull under way done")
-        asked, ticks = Link.requests, 0
-        await until(pilot, lambda: ticks >= 4, what="the pull timer ticking while hidden")
+        asked, ticks[0] = Link.requests, 0
+        await until(pilot, lambda: ticks[0] >= 4, what="the pull timer ticking while hidden")
         assert Link.requests == asked
         pane.log_widget.resume()
         await until(pilot, lambda: Link.requests > asked, what="pulled again once shown")
@@ -277,7 +282,6 @@ def test_a_copy_on_a_full_disk_stays_as_it_was_and_takes_the_reply_again_later(s
 async def test_a_full_disk_under_a_remote_log_copy_is_said_once_and_the_tui_goes_on(small_disk, monkeypatch):
     """The pull that failed to write its copy raised out of its worker, which ended the TUI."""
     from conftest import fill, until
-    from textual.app import App
 
     from xllm_tui.ui.widgets.log_view import LogView
     from xllm_tui.ui.widgets.rank_log import RankLog
@@ -293,19 +297,14 @@ async def test_a_full_disk_under_a_remote_log_copy_is_said_once_and_the_tui_goes
             Link.requests += 1
             return {"data": text * 400, "offset": 0, "next": len(text) * 400, "size": len(text) * 400, "inode": 7}
 
-    class OnePane(App):
-        def compose(self):
-            yield RankLog(id="pane")
-
-    app = OnePane()
-    app.source = Link()
+    app = one_pane_app(Link())
     notes = []
     app.notify = lambda message, **kwargs: notes.append(message)
     (small_disk / "cache").mkdir()
     filler = fill(small_disk)
     async with app.run_test() as pilot:
         pane = app.query_one(RankLog)
-        pane.show_rank({"rank": 3, "remote": True, "machine": "m1", "log_path": "/logs/node_3.log", "state": "ready"})
+        pane.show_rank(REMOTE_RANK)
         await until(pilot, lambda: Link.requests >= 3, what="pulls failing to write, again and again")
         assert app.is_running and len(notes) == 1 and "No space left on device" in notes[0]
         os.unlink(filler)
