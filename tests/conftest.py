@@ -128,7 +128,8 @@ async def until_quiet(pilot, changes: list, window: float, timeout: float = 20.0
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """An 8 MiB tmpfs: a disk that can really fill (mounting needs root, which CI has)."""
+    """An 8 MiB tmpfs: a disk that can really fill (mounting needs root, which CI has). Ask for it before
+    sim_deployment, so that the deployment is torn down before the disk goes."""
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root")
     mount = tmp_path / "disk"

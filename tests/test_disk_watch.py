@@ -3,6 +3,8 @@ status and the TUI's status line show them."""
 
 from __future__ import annotations
 
+import os
+
 from xllm_tui.commands.lifecycle import format_disks
 from xllm_tui.supervisor.disk_watch import CLEAR_FRACTION, FULL_BYTES, DiskGauge, read_room
 from xllm_tui.ui.widgets.status_bar import status_line
@@ -86,3 +88,46 @@ def test_a_disk_filling_on_another_machine_is_shown_with_its_name():
                 "supervisor": {"disks": []}, "machines": machines}
     assert "disk low on node1: 2.0G left" in status_line(snapshot, 0.0, {}).plain
     assert format_disks([low], machine="node1") == ["disk low on machine node1: /data/logs: 2.0G left (2.0% free)"]
+
+
+def test_deleted_logs_still_written_are_found_with_their_ranks(tmp_path):
+    """logs/ cleared to make room frees nothing while the ranks write on into the deleted files: say how much
+    is held and by which ranks."""
+    import subprocess
+    import sys
+
+    from conftest import wait_until
+    from xllm_tui.supervisor.disk_watch import deleted_logs_held
+
+    logs = [tmp_path / f"node_{r}.log" for r in range(2)]
+    writers = []
+    for log in logs:
+        with open(log, "wb") as out:
+            writers.append(subprocess.Popen([sys.executable, "-c", "import sys; sys.stdout.write('x' * 100000); "
+                                             "sys.stdout.flush(); sys.stdin.read()"], stdin=subprocess.PIPE,
+                                            stdout=out))
+    try:
+        wait_until(lambda: all(log.stat().st_size == 100000 for log in logs), 10, what="the logs written")
+        pids = {r: w.pid for r, w in enumerate(writers)}
+        assert deleted_logs_held(pids) == {}
+        logs[1].unlink()
+        held = deleted_logs_held(pids)
+        dev = os.stat(tmp_path).st_dev
+        assert list(held) == [dev] and held[dev][1] == [1] and held[dev][0] >= 100000
+    finally:
+        for w in writers:
+            w.stdin.close()
+            w.wait(10)
+
+
+def test_the_held_bytes_are_said_in_status_the_status_line_and_the_event_text():
+    full = {"paths": ["/data/logs"], "level": "full", "free": 4096, "total": 100 * GIB, "rate": None,
+            "full_in_s": None, "held_bytes": 3 * GIB, "held_by": [0, 3]}
+    assert format_disks([full]) == ["disk full: /data/logs: 4.0K left (0.0% free); 3.0G in deleted logs that "
+                                    "rank(s) 0, 3 still write (freed when they exit, or by `: > /proc/PID/fd/1`)"]
+    snapshot = {"profile": {"name": "p"}, "group": {"state": "ready", "reason": ""}, "ranks": [],
+                "supervisor": {"disks": [full]}}
+    assert "disk full: 4K left, 3.0G in deleted logs" in status_line(snapshot, 0.0, {}).plain
+    gauge = DiskGauge(["/data/logs"], held_bytes=3 * GIB, held_by=[0, 3])
+    gauge.add(4096, 100 * GIB, 0.0)
+    assert "3.0 GiB of it in deleted logs that rank(s) 0, 3 still write" in gauge.describe()

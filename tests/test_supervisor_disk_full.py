@@ -70,7 +70,7 @@ def test_a_state_file_that_cannot_be_written_leaves_no_half_copy(tmp_path, monke
     assert os.listdir(tmp_path / "run") == []
 
 
-def test_a_rank_killed_on_a_full_disk_restarts_the_world_and_down_still_stops_it(sim_deployment, small_disk,
+def test_a_rank_killed_on_a_full_disk_restarts_the_world_and_down_still_stops_it(small_disk, sim_deployment,
                                                                                   monkeypatch):
     monkeypatch.setenv("XDG_STATE_HOME", str(small_disk))  # the run directory, and the simulated logs in it
     dep = sim_deployment(ranks=2)
@@ -110,7 +110,7 @@ def test_a_rank_killed_on_a_full_disk_restarts_the_world_and_down_still_stops_it
     assert dep.leftovers() == []
 
 
-def test_down_on_a_full_disk_stops_everything(sim_deployment, small_disk, monkeypatch):
+def test_down_on_a_full_disk_stops_everything(small_disk, sim_deployment, monkeypatch):
     monkeypatch.setenv("XDG_STATE_HOME", str(small_disk))
     dep = sim_deployment(ranks=2)
     dep.start()
@@ -135,7 +135,7 @@ def _health(port: int) -> bool:
 
 
 
-def test_up_on_a_full_disk_says_why_the_supervisor_could_not_start(sim_deployment, small_disk, monkeypatch):
+def test_up_on_a_full_disk_says_why_the_supervisor_could_not_start(small_disk, sim_deployment, monkeypatch):
     """It died before it could log anything (its log is on the same disk): `up` said only that its log was empty."""
     monkeypatch.setenv("XDG_STATE_HOME", str(small_disk))
     dep = sim_deployment(ranks=2)
@@ -149,3 +149,22 @@ def test_up_on_a_full_disk_says_why_the_supervisor_could_not_start(sim_deploymen
     dep.wait_group("ready", 90)
     dep.cli("down", dep.profile_path, "--simulate", check=True)
     wait_until(lambda: dep.leftovers() == [], 30, what="everything stopped")
+
+
+def test_a_full_disk_says_how_much_deleted_logs_still_hold_and_which_ranks(small_disk, sim_deployment, monkeypatch):
+    """The operator clears logs/ to make room: nothing comes back while the ranks write on into the deleted
+    files. The disk's event and status say so, with the ranks."""
+    import shutil
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(small_disk))
+    dep = sim_deployment(ranks=2)
+    dep.start()
+    dep.wait_group("ready", 90)
+    shutil.rmtree(os.path.dirname(dep.log_path(0)))
+    fill(small_disk)
+    snap = dep.wait_snapshot(lambda s: any((e.get("disk") or {}).get("held_by") == [0, 1] for e in s["events"]),
+                             60, "the deleted logs said")
+    event = next(e for e in snap["events"] if (e.get("disk") or {}).get("held_by") == [0, 1])
+    assert "in deleted logs that rank(s) 0, 1 still write" in event["reason"] and event["disk"]["held_bytes"] > 0
+    status = dep.cli("status", dep.profile_path, "--simulate", check=True).stdout
+    assert "in deleted logs that rank(s) 0, 1 still write" in status

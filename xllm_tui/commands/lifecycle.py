@@ -317,8 +317,13 @@ def format_disks(disks: list[dict], machine: str | None = None) -> list[str]:
             total = d.get("total") or 0
             share = f" ({100 * d['free'] / total:.1f}% free)" if total else ""
             soon = f", full in about {_duration(d['full_in_s'])}" if d.get("full_in_s") and d["level"] == "low" else ""
+            held = ""
+            if d.get("held_bytes"):
+                held = (f"; {_bytes(d['held_bytes'])} in deleted logs that rank(s) "
+                        f"{', '.join(map(str, d.get('held_by') or []))} still write (freed when they exit, or by "
+                        "`: > /proc/PID/fd/1`)")
             lines.append(f"disk {d['level']}{where}: {', '.join(d.get('paths') or [])}: {_bytes(d.get('free'))} left"
-                         f"{share}{soon}")
+                         f"{share}{soon}{held}")
     return lines
 
 

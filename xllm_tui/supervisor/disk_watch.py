@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import os
+import stat
 import time
 from dataclasses import dataclass, field
 
@@ -34,6 +36,10 @@ class DiskGauge:
     total: int = 0
     level: str = "ok"
     samples: collections.deque = field(default_factory=lambda: collections.deque(maxlen=64))
+    # Logs deleted while their ranks still write them (logs/ cleared to make room): their space comes back only
+    # when those ranks exit, or when the file is truncated through /proc/PID/fd/1.
+    held_bytes: int = 0
+    held_by: list[int] = field(default_factory=list)  # the ranks holding them
 
     def add(self, free: int, total: int, now: float) -> bool:
         """A new reading; True when the level changed."""
@@ -79,12 +85,17 @@ class DiskGauge:
         soon = self.full_in_s
         if soon is not None and self.level != "full":
             text += f", full in about {human_duration(soon)} at {human_bytes(self.rate or 0)}/s"
+        if self.held_bytes:
+            ranks = ", ".join(map(str, self.held_by))
+            text += (f"; {human_bytes(self.held_bytes)} of it in deleted logs that rank(s) {ranks} still write: "
+                     "deleting a log a rank writes frees nothing until it exits (truncate it: `: > /proc/PID/fd/1`)")
         return text
 
     def to_dict(self) -> dict:
         soon = self.full_in_s
         return {"paths": list(self.paths), "level": self.level, "free": self.free, "total": self.total,
-                "rate": round(self.rate, 1) if self.rate else None, "full_in_s": round(soon) if soon else None}
+                "rate": round(self.rate, 1) if self.rate else None, "full_in_s": round(soon) if soon else None,
+                "held_bytes": self.held_bytes, "held_by": list(self.held_by)}
 
 
 def human_bytes(n: float) -> str:
@@ -101,6 +112,20 @@ def human_duration(seconds: float) -> str:
     if seconds < 5400:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
+
+
+def deleted_logs_held(writers: dict[int, int]) -> dict[int, tuple[int, list[int]]]:
+    """{st_dev: (bytes, ranks)} of the ranks' stdout files that are deleted (no name left): {rank: pid} in."""
+    out: dict[int, tuple[int, list[int]]] = {}
+    for rank, pid in sorted(writers.items()):
+        try:
+            st = os.stat(f"/proc/{pid}/fd/1")
+        except OSError:
+            continue
+        if st.st_nlink == 0 and stat.S_ISREG(st.st_mode):
+            size, ranks = out.get(st.st_dev, (0, []))
+            out[st.st_dev] = (size + st.st_blocks * 512, ranks + [rank])
+    return out
 
 
 def read_room(directories: set[str]) -> dict[int, tuple[list[str], int, int]]:
@@ -148,13 +173,25 @@ class DiskWatching:
 
     async def check_disks(self) -> None:
         dirs = {self.run_dir} | {os.path.dirname(r.plan.log_path) for r in self.ranks.values()}
-        room = await asyncio.to_thread(read_room, dirs)
+        writers = {r.rank: r.proc.pid for r in self.ranks.values() if r.alive}
+
+        def look() -> tuple[dict, dict, dict]:
+            devices = {}
+            for d in dirs:
+                with contextlib.suppress(OSError):
+                    devices[d] = os.stat(d).st_dev
+            return read_room(dirs), deleted_logs_held(writers), devices
+
+        room, held, devices = await asyncio.to_thread(look)
         now = time.monotonic()
         for fsid, (paths, free, total) in room.items():
             gauge = self.disks.get(fsid)
             if gauge is None:
                 gauge = self.disks[fsid] = DiskGauge(paths)
             gauge.paths = paths
+            on_it = {devices[p] for p in paths if p in devices}
+            gauge.held_bytes = sum(held[dev][0] for dev in on_it if dev in held)
+            gauge.held_by = sorted(rank for dev in on_it if dev in held for rank in held[dev][1])
             before = gauge.level
             if gauge.add(free, total, now):
                 self._say_disk(gauge, before)
