@@ -472,6 +472,41 @@ async def test_another_tab_stops_the_log_following_and_it_catches_up_when_shown(
         await until(pilot, lambda: view.line_count == lines + 1 and not view.suspended, what="the log caught up")
 
 
+async def test_a_rank_whose_log_was_deleted_shows_what_it_still_writes(source, tmp_path):
+    """logs/ cleared while the ranks run (to make room): selecting a rank showed no log at all, though it writes on
+    into its deleted file. The view reads that file through the rank's stdout, and its title says so."""
+    import subprocess
+    import sys
+
+    from xllm_tui.ui.widgets.log_view import LogView
+
+    log = tmp_path / "node_5.log"
+    with open(log, "wb") as out:
+        writer = subprocess.Popen([sys.executable, "-c", "import sys\nfor line in sys.stdin:\n"
+                                   "    sys.stdout.write(line)\n    sys.stdout.flush()\n"],
+                                  stdin=subprocess.PIPE, stdout=out, text=True)
+    try:
+        writer.stdin.write("I20251129 15:21:00.000000 12345 a.cpp:1] before the log was deleted\n")
+        writer.stdin.flush()
+        log.unlink()
+        writer.stdin.write("I20251129 15:21:01.000000 12345 a.cpp:2] after the log was deleted\n")
+        writer.stdin.flush()
+        source.data["ranks"][5].update(pid=writer.pid, log_path=str(log))
+        app = make_app(source, poll_interval=0.2)
+        async with app.run_test(size=(160, 48)) as pilot:
+            view = app.main_screen.query_one("#main-log", LogView)
+            app.select_rank(5)
+            await until(pilot, lambda: view.path == f"/proc/{writer.pid}/fd/1" and view.line_count == 2,
+                        what="the deleted log read through the rank's stdout")
+            assert "(deleted; read through /proc/" in screen_text(app)
+            writer.stdin.write("I20251129 15:21:02.000000 12345 a.cpp:3] and on\n")
+            writer.stdin.flush()
+            await until(pilot, lambda: view.line_count == 3, what="followed")
+    finally:
+        writer.stdin.close()
+        writer.wait(10)
+
+
 async def test_command_prompt_runs_commands(source):
     app = make_app(source)
     async with app.run_test(size=(120, 40)) as pilot:

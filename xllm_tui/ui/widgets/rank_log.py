@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import stat
 from typing import Any
 
 from rich.text import Text
@@ -83,7 +85,7 @@ class RankLog(Vertical):
             self._mirror = None
             if self._remote_timer is not None:
                 self._remote_timer.pause()
-            return rank.get("log_path")
+            return self._deleted_log_or(rank)
         from xllm_tui.logs.mirror import LogMirror, mirror_path
 
         run_dir = getattr(self.app.source, "run_dir", "") or ""
@@ -104,6 +106,23 @@ class RankLog(Vertical):
         if self._remote_timer is not None:
             self._remote_timer.resume()
         return path
+
+    def _deleted_log_or(self, rank: dict[str, Any]) -> str | None:
+        """The rank's log; when its name is gone (logs/ cleared while it runs), the file it still writes, through
+        its stdout (/proc/PID/fd/1), unless this view already has the log open (it reads on from its own open
+        file)."""
+        path = rank.get("log_path")
+        pid = rank.get("pid")
+        if not path or not pid or self.back or os.path.exists(path):
+            return path
+        if self.rank == int(rank["rank"]) and self.path in (path, f"/proc/{pid}/fd/1"):
+            return self.path
+        stdout = f"/proc/{pid}/fd/1"
+        try:
+            held = os.stat(stdout)
+        except OSError:
+            return path
+        return stdout if stat.S_ISREG(held.st_mode) and held.st_nlink == 0 else path
 
     def _copy_failed(self, e: OSError, rank: int) -> None:
         """Said once per cause, not at every pull: the local copy of a remote rank's log cannot be written."""
@@ -178,6 +197,8 @@ class RankLog(Vertical):
             shown = path or "no log file"
             if rank.get("remote"):  # the file there, not our copy of it
                 shown = f"{rank.get('machine')}:{rank.get('log_path')}"
+            elif path and path.startswith("/proc/"):
+                shown = f"{rank.get('log_path')} (deleted; read through {path})"
             # A narrow terminal keeps the file's end (its name) and the hint, not the directories.
             room = self.size.width - text.cell_len - len(f" gen {rank.get('generation', '-')}  ") - len(hint)
             if path and self.size.width and len(shown) > room > 12:
