@@ -79,6 +79,11 @@ def test_a_world_whose_logs_directory_is_cleared_while_it_loads_still_gets_ready
     snap = dep.wait_snapshot(lambda s: serving(s, 2), 90, "the world serving")
     assert dep.rank_pids(snap) == pids  # no relaunch was needed
     assert not os.path.exists(dep.log_path(0))
+    # What the ranks still write is read the same way by `logs` and by log_read (machine 0's, for a remote rank).
+    shown = dep.cli("logs", dep.profile_path, "--simulate", "--rank", "1", "-n", "5", check=True)
+    assert len(shown.stdout.splitlines()) == 5 and f"/proc/{pids[1]}/fd/1" in shown.stderr
+    part = dep.request("log_read", rank=1, lines=5)
+    assert not part.get("missing") and part["data"].count("\n") == 5
 
 
 def test_restarting_a_healthy_rank_asks_and_then_restarts_the_world(sim_deployment):

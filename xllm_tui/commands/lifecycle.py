@@ -573,7 +573,15 @@ def _log_path_for(args: argparse.Namespace, target: Target) -> str | None:
             snap = client.snapshot()
         for r in snap["ranks"]:
             if r["rank"] == args.rank:
-                return REMOTE_LOG if r.get("remote") else r["log_path"]
+                if r.get("remote"):
+                    return REMOTE_LOG
+                from xllm_tui.logs.tail import deleted_log_source
+
+                held = None if args.generation else deleted_log_source(r["log_path"], r.get("pid"))
+                if held:
+                    err(f"{r['log_path']} was deleted while rank {args.rank} runs: reading what it still writes, "
+                        f"through {held}")
+                return held or r["log_path"]
         err(f"no rank {args.rank}; ranks: {', '.join(str(r['rank']) for r in snap['ranks'])}")
         return None
     except SupervisorUnavailable:

@@ -1165,6 +1165,19 @@ def log_generations(log_path: str | os.PathLike) -> list[str]:
     return [p for _, p in sorted(found)]
 
 
+def deleted_log_source(path: str, pid: int | None) -> str | None:
+    """When the log `path` is gone but the process `pid` still writes it (its stdout, a deleted regular file:
+    logs/ cleared while the rank runs), the name it can still be read by: /proc/PID/fd/1. Else None."""
+    if not pid or os.path.exists(path):
+        return None
+    stdout = f"/proc/{pid}/fd/1"
+    try:
+        st = os.stat(stdout)
+    except OSError:
+        return None
+    return stdout if stat.S_ISREG(st.st_mode) and st.st_nlink == 0 else None
+
+
 def rotate_log(path: str | os.PathLike, keep: int = 10) -> str | None:
     """Move `path` to `path.1` (shifting .1 -> .2 ... and dropping generations beyond `keep`).
 

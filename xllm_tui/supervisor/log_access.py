@@ -49,16 +49,17 @@ def _start_of_last_lines(raw: bytes, lines: int) -> int:
 class LogAccess:
     async def read_log(self, rank: int, *, generation: int, offset: int | None, lines: int | None,
                        max_bytes: int) -> dict:
-        from xllm_tui.logs.tail import log_generations
+        from xllm_tui.logs.tail import deleted_log_source, log_generations
 
         r = self.ranks.get(rank)
         if r is None:
             raise RequestError("unknown_rank", f"no rank {rank} here")
         log_path = r.plan.log_path
+        pid = r.proc.pid if r.alive else None
 
         def read() -> dict:  # the listing and the read in one trip to a worker thread (a follower asks twice a second)
             earlier = log_generations(log_path)
-            path = log_path
+            path = log_path if generation else deleted_log_source(log_path, pid) or log_path
             if generation:
                 if generation > len(earlier):
                     raise RequestError("bad_request", f"rank {rank} has {len(earlier)} earlier log generation(s); "

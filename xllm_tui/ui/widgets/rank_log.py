@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import stat
 from typing import Any
 
 from rich.text import Text
@@ -111,18 +110,15 @@ class RankLog(Vertical):
         """The rank's log; when its name is gone (logs/ cleared while it runs), the file it still writes, through
         its stdout (/proc/PID/fd/1), unless this view already has the log open (it reads on from its own open
         file)."""
+        from xllm_tui.logs.tail import deleted_log_source
+
         path = rank.get("log_path")
         pid = rank.get("pid")
-        if not path or not pid or self.back or os.path.exists(path):
+        if not path or self.back:
             return path
-        if self.rank == int(rank["rank"]) and self.path in (path, f"/proc/{pid}/fd/1"):
-            return self.path
-        stdout = f"/proc/{pid}/fd/1"
-        try:
-            held = os.stat(stdout)
-        except OSError:
-            return path
-        return stdout if stat.S_ISREG(held.st_mode) and held.st_nlink == 0 else path
+        if self.rank == int(rank["rank"]) and self.path in (path, f"/proc/{pid}/fd/1") and not os.path.exists(path):
+            return self.path  # already open: the view reads on from its own open file
+        return deleted_log_source(path, pid) or path
 
     def _copy_failed(self, e: OSError, rank: int) -> None:
         """Said once per cause, not at every pull: the local copy of a remote rank's log cannot be written."""
