@@ -129,6 +129,25 @@ def test_status_names_each_other_machine_and_a_clock_skew_worth_knowing():
     ]
 
 
+def answer_log_read(monkeypatch, answer) -> None:
+    """`xllm-tui logs` of rank 1 on another machine, talking to a machine 0 whose log_read replies are
+    answer(offset, lines, max_bytes)."""
+    from xllm_tui.commands import lifecycle
+
+    class Client:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def request(self, op, *, rank, offset=None, lines=None, generation=0, max_bytes=1 << 20):
+            assert op == "log_read" and rank == 1
+            return answer(offset, lines, max_bytes)
+
+    monkeypatch.setattr(lifecycle, "connect", lambda target, timeout=5.0: Client())
+
+
 def test_remote_logs_follow_reads_a_rotated_log_from_its_start(tmp_path, monkeypatch, capsys):
     """`xllm-tui logs -f` on another machine's rank: after a relaunch rotates its log, the new file is followed
     from its first line, not from the old file's length (log_read serves it with the supervisor's reader)."""
@@ -142,25 +161,17 @@ def test_remote_logs_follow_reads_a_rotated_log_from_its_start(tmp_path, monkeyp
     log.write_text("old line 1\nold line 2 is a long one\n")
     polls = []
 
-    class Client:
-        def __enter__(self):
-            return self
+    def answer(offset, lines, max_bytes):
+        if offset is not None and offset > 0:
+            polls.append(offset)
+            if len(polls) == 1:  # a relaunch between two polls: the new log is shorter than the old one
+                rotate_log(log)
+                log.write_text("new 1\n")
+            elif len(polls) == 3:
+                raise KeyboardInterrupt
+        return read_log_file(str(log), offset=offset, lines=lines, max_bytes=1 << 20)
 
-        def __exit__(self, *exc):
-            return False
-
-        def request(self, op, *, rank, offset=None, lines=None, generation=0, max_bytes=1 << 20):
-            assert op == "log_read" and rank == 1
-            if offset is not None and offset > 0:
-                polls.append(offset)
-                if len(polls) == 1:  # a relaunch between two polls: the new log is shorter than the old one
-                    rotate_log(log)
-                    log.write_text("new 1\n")
-                elif len(polls) == 3:
-                    raise KeyboardInterrupt
-            return read_log_file(str(log), offset=offset, lines=lines, max_bytes=1 << 20)
-
-    monkeypatch.setattr(lifecycle, "connect", lambda target, timeout=5.0: Client())
+    answer_log_read(monkeypatch, answer)
     monkeypatch.setattr(lifecycle.time, "sleep", lambda s: None)
     args = argparse.Namespace(rank=1, generation=0, lines=10, follow=True)
     try:
@@ -185,28 +196,21 @@ def test_remote_logs_follow_keeps_up_with_a_rank_logging_hard(tmp_path, monkeypa
     flood = "".join(line % i for i in range(12 * 2**20 // len(line % 0)))
     events = []
 
-    class Client:
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return False
-
-        def request(self, op, *, rank, offset=None, lines=None, generation=0, max_bytes=1 << 20):
-            if offset is not None:
-                events.append(("read", max_bytes))
-                if len([e for e in events if e[0] == "read"]) == 1:
-                    with open(log, "a") as f:
-                        f.write(flood)
-            part = read_log_file(str(log), offset=offset, lines=lines, max_bytes=min(max_bytes, 4 << 20))
-            if offset is not None and not part["data"]:
-                raise KeyboardInterrupt  # caught up and nothing new: the operator's ctrl+c
-            return part
+    def answer(offset, lines, max_bytes):
+        if offset is not None:
+            events.append(("read", max_bytes))
+            if len([e for e in events if e[0] == "read"]) == 1:
+                with open(log, "a") as f:
+                    f.write(flood)
+        part = read_log_file(str(log), offset=offset, lines=lines, max_bytes=min(max_bytes, 4 << 20))
+        if offset is not None and not part["data"]:
+            raise KeyboardInterrupt  # caught up and nothing new: the operator's ctrl+c
+        return part
 
     def sleep(seconds):
         events.append(("sleep", seconds))
 
-    monkeypatch.setattr(lifecycle, "connect", lambda target, timeout=5.0: Client())
+    answer_log_read(monkeypatch, answer)
     monkeypatch.setattr(lifecycle.time, "sleep", sleep)
     try:
         lifecycle._remote_logs(argparse.Namespace(rank=1, generation=0, lines=10, follow=True), None)
