@@ -121,15 +121,15 @@ class Supervisor(RemoteMachines, WorldLaunch, Reconciler, Launcher, FailureHandl
         assert self.journal is not None
         ev = self.journal.append(kind, rank, **fields)
         log.info("event %s", ev)
-        news = self.journal.news()
-        if news is not None:
-            (log.error if self.journal.write_error else log.warning)("%s", news)
-            self.event("supervisor", reason=news, journal_error=self.journal.write_error)
         if self.hooks is not None:
             self.hooks.on_event(ev)
         for subscriber in list(self.subscribers):
             subscriber.push(ev)
         self.state_changed.set()
+        news = self.journal.news()  # after this event went out: subscribers drop what comes out of seq order
+        if news is not None:
+            (log.error if self.journal.write_error else log.warning)("%s", news)
+            self.event("supervisor", reason=news, journal_error=self.journal.write_error)
         return ev
 
     def set_state(self, r: RankSlot, state: str, reason: str, cause: str | None = None, journal: bool = False) -> None:
