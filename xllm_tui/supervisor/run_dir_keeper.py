@@ -121,18 +121,31 @@ class RunDirKeeping:
             old, self.lock = self.lock, lock
             old.release()
             os.chdir(self.run_dir)
-            self._reopen_own_log()
-            kept = self.journal.reopen()
-            save_toggles(self.run_dir, self.toggles)
-            await self.server.rebind(os.path.join(self.run_dir, SOCKET_NAME))
-            self.write_sim_procs()
+            while True:  # the socket first: whatever else cannot be written (a full disk), clients reach it
+                try:
+                    await self.server.rebind(os.path.join(self.run_dir, SOCKET_NAME))
+                    break
+                except OSError as e:
+                    log.error("cannot listen in %s again: %s; trying again in %.0f s", self.run_dir, e, RETRY_S)
+                    await asyncio.sleep(RETRY_S)
             self.watch_run_dir()
+            self._best_effort("its own log", self._reopen_own_log)
+            kept = self._best_effort("the event journal", self.journal.reopen) or 0
+            self._best_effort("toggles.json", lambda: save_toggles(self.run_dir, self.toggles))
+            self.write_sim_procs()
             self.event("supervisor", reason=f"the run directory {self.run_dir} was removed or moved while this "
                        f"supervisor ran: made again (lock, socket, state, toggles and the last {kept} events); "
                        "the ranks run on", run_dir_restored=True)
             self.state_changed.set()  # state.json
         finally:
             self._run_dir_restoring = False
+
+    def _best_effort(self, what: str, step):
+        try:
+            return step()
+        except OSError as e:
+            log.error("the run directory %s is made again, but not %s: %s", self.run_dir, what, e)
+            return None
 
     def _give_up_run_dir(self, pid: int | None) -> None:
         """Another supervisor made the run directory again first and adopted the ranks (by their markers):
