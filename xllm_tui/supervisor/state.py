@@ -18,6 +18,7 @@ import fcntl
 import itertools
 import json
 import os
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -117,7 +118,7 @@ def is_locked(run_dir: str) -> bool:
 
 def atomic_write_json(path: str, data: Any) -> None:
     """Write tmp + fsync + rename: a reader sees the old or the new file, never half of one."""
-    tmp = f"{path}.tmp.{os.getpid()}"
+    tmp = f"{path}.tmp.{os.getpid()}.{threading.get_ident()}"  # a write in a worker and one on the loop at once
     payload = memoryview(json.dumps(data, indent=1, sort_keys=False).encode())
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
