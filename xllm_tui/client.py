@@ -387,17 +387,12 @@ def ensure_supervisor(profile_path: str, *, simulate: bool, run_dir: str | None 
                                 f"see {log_path}:\n{_log_tail(log_path, log_start)}" + _no_room_note(run_dir))
 
 
-NO_ROOM_BYTES = 1 << 20  # less free than this where the run directory is: its lock, state and log cannot be written
-
-
 def _no_room_note(run_dir: str) -> str:
     """A full disk kills a starting supervisor before it can log why (its log is on the same disk): say it."""
-    try:
-        st = os.statvfs(run_dir)
-    except OSError:
-        return ""
-    free = st.f_bavail * st.f_frsize
-    if free >= NO_ROOM_BYTES:
+    from xllm_tui.supervisor.disk_watch import FULL_BYTES, free_bytes
+
+    free = free_bytes(run_dir)
+    if free is None or free >= FULL_BYTES:
         return ""
     return (f"\nno room left on the run directory's filesystem ({free} bytes free in {run_dir}): the supervisor "
             "cannot write its lock, state, events or log there. Free some space (old rank logs?) and try again.")

@@ -66,7 +66,6 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 import threading
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -532,16 +531,13 @@ class LogIntake:
         try:
             return self.path, os.stat(self.path)
         except OSError:
-            if self.writer_pid is None:
-                return None
-        stdout = f"/proc/{self.writer_pid}/fd/1"
-        try:
-            st = os.stat(stdout)
-        except OSError:
+            pass
+        from xllm_tui.logs.tail import stdout_file
+
+        found = stdout_file(self.writer_pid)
+        if found is None or self._identity not in (None, (found[1].st_dev, found[1].st_ino)):
             return None
-        if not stat.S_ISREG(st.st_mode) or self._identity not in (None, (st.st_dev, st.st_ino)):
-            return None
-        return stdout, st
+        return found
 
     def _feed(self, sink: MilestoneSink, max_bytes: int) -> IntakeResult:
         found = self._locate()

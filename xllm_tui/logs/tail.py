@@ -1165,17 +1165,26 @@ def log_generations(log_path: str | os.PathLike) -> list[str]:
     return [p for _, p in sorted(found)]
 
 
+def stdout_file(pid: int | None) -> tuple[str, os.stat_result] | None:
+    """The regular file a process writes its stdout to (a rank: its log, even deleted), by the name it can be
+    read through, /proc/PID/fd/1, and its stat. None for a pipe, a terminal, or a process gone."""
+    if not pid:
+        return None
+    name = f"/proc/{pid}/fd/1"
+    try:
+        st = os.stat(name)
+    except OSError:
+        return None
+    return (name, st) if stat.S_ISREG(st.st_mode) else None
+
+
 def deleted_log_source(path: str, pid: int | None) -> str | None:
     """When the log `path` is gone but the process `pid` still writes it (its stdout, a deleted regular file:
     logs/ cleared while the rank runs), the name it can still be read by: /proc/PID/fd/1. Else None."""
-    if not pid or os.path.exists(path):
+    if os.path.exists(path):
         return None
-    stdout = f"/proc/{pid}/fd/1"
-    try:
-        st = os.stat(stdout)
-    except OSError:
-        return None
-    return stdout if stat.S_ISREG(st.st_mode) and st.st_nlink == 0 else None
+    found = stdout_file(pid)
+    return found[0] if found is not None and found[1].st_nlink == 0 else None
 
 
 def rotate_log(path: str | os.PathLike, keep: int = 10) -> str | None:

@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
 import os
-import stat
 import time
 from dataclasses import dataclass, field
 
+from xllm_tui.logs.tail import stdout_file
+
 log = logging.getLogger("xllm_tui.supervisor")
 
-DISK_POLL_S = 10.0
+DISK_POLL_S = 10.0  # the run directory's disk always, the logs' while ranks run
 RATE_WINDOW_S = 120.0  # the filling rate is taken over this much of the recent past
 FULL_BYTES = 1 << 20  # less free than this: full (a log line needs a block)
 LOW_FRACTION = 0.05  # less free than this share of the filesystem: low
@@ -118,52 +118,54 @@ def deleted_logs_held(writers: dict[int, int]) -> dict[int, tuple[int, list[int]
     """{st_dev: (bytes, ranks)} of the ranks' stdout files that are deleted (no name left): {rank: pid} in."""
     out: dict[int, tuple[int, list[int]]] = {}
     for rank, pid in sorted(writers.items()):
-        try:
-            st = os.stat(f"/proc/{pid}/fd/1")
-        except OSError:
-            continue
-        if st.st_nlink == 0 and stat.S_ISREG(st.st_mode):
+        found = stdout_file(pid)
+        if found is not None and found[1].st_nlink == 0:
+            st = found[1]
             size, ranks = out.get(st.st_dev, (0, []))
             out[st.st_dev] = (size + st.st_blocks * 512, ranks + [rank])
     return out
 
 
+def free_bytes(directory: str) -> int | None:
+    """Bytes an unprivileged writer may still use under `directory` (None: it cannot be looked at)."""
+    try:
+        st = os.statvfs(directory)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
 def read_room(directories: set[str]) -> dict[int, tuple[list[str], int, int]]:
-    """statvfs of each directory that exists, grouped by filesystem: {fsid: (dirs, free bytes, total bytes)}."""
+    """Each directory that exists, grouped by its filesystem (st_dev; f_fsid is 0 on FUSE and some network
+    filesystems): {st_dev: (dirs, free bytes, total bytes)}, one statvfs per filesystem."""
     out: dict[int, tuple[list[str], int, int]] = {}
     for d in sorted(directories):
         try:
+            dev = os.stat(d).st_dev
+            if dev in out:
+                out[dev][0].append(d)
+                continue
             st = os.statvfs(d)
         except OSError:
             continue
-        if st.f_fsid in out:
-            out[st.f_fsid][0].append(d)
-        else:
-            out[st.f_fsid] = ([d], st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize)
+        out[dev] = ([d], st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize)
     return out
 
 
 class DiskWatching:
     def init_disk_watch(self) -> None:
         self.disks: dict[int, DiskGauge] = {}
-        self._disk_due = asyncio.Event()
-
-    def disk_poke(self) -> None:
-        """Look now (a rank's log found silent on a disk with no room)."""
-        self._disk_due.set()
 
     def disk_status(self) -> list[dict]:
         return [g.to_dict() for g in self.disks.values()]
 
+    def disk_level(self, directory: str) -> str:
+        """ok, low or full, as of the last look at the disk holding `directory` (ok if not looked at)."""
+        return next((g.level for g in self.disks.values() if directory in g.paths), "ok")
+
     async def disk_loop(self) -> None:
         while True:
-            try:
-                await asyncio.wait_for(self._disk_due.wait(), DISK_POLL_S)
-            except asyncio.TimeoutError:
-                pass
-            self._disk_due.clear()
-            if not any(r.alive for r in self.ranks.values()):
-                continue
+            await asyncio.sleep(DISK_POLL_S)
             try:
                 await self.check_disks()
             except asyncio.CancelledError:
@@ -172,31 +174,27 @@ class DiskWatching:
                 log.exception("disk check failed")
 
     async def check_disks(self) -> None:
-        dirs = {self.run_dir} | {os.path.dirname(r.plan.log_path) for r in self.ranks.values()}
-        writers = {r.rank: r.proc.pid for r in self.ranks.values() if r.alive}
-
-        def look() -> tuple[dict, dict, dict]:
-            devices = {}
-            for d in dirs:
-                with contextlib.suppress(OSError):
-                    devices[d] = os.stat(d).st_dev
-            return read_room(dirs), deleted_logs_held(writers), devices
-
-        room, held, devices = await asyncio.to_thread(look)
+        live = [r for r in self.ranks.values() if r.alive]
+        # The run directory always; the logs while ranks write them (a stopped world's gauges do not go stale).
+        dirs = {self.run_dir} | {os.path.dirname(r.plan.log_path) for r in live}
+        writers = {r.rank: r.proc.pid for r in live}
+        room, held = await asyncio.to_thread(lambda: (read_room(dirs), deleted_logs_held(writers)))
         now = time.monotonic()
-        for fsid, (paths, free, total) in room.items():
-            gauge = self.disks.get(fsid)
+        changed = False
+        for dev, (paths, free, total) in room.items():
+            gauge = self.disks.get(dev)
             if gauge is None:
-                gauge = self.disks[fsid] = DiskGauge(paths)
+                gauge = self.disks[dev] = DiskGauge(paths)
             gauge.paths = paths
-            on_it = {devices[p] for p in paths if p in devices}
-            gauge.held_bytes = sum(held[dev][0] for dev in on_it if dev in held)
-            gauge.held_by = sorted(rank for dev in on_it if dev in held for rank in held[dev][1])
+            gauge.held_bytes, gauge.held_by = held.get(dev, (0, []))
             before = gauge.level
             if gauge.add(free, total, now):
+                changed = True
                 self._say_disk(gauge, before)
-        for fsid in set(self.disks) - set(room):
-            del self.disks[fsid]
+        for dev in set(self.disks) - set(room):
+            del self.disks[dev]
+        if changed:
+            self.wake_log_loop()  # ranks silent on a disk that filled say so (evidence.py)
 
     def _say_disk(self, gauge: DiskGauge, before: str) -> None:
         logs = [p for p in gauge.paths if p != self.run_dir]

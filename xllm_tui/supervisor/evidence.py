@@ -8,22 +8,12 @@ import asyncio
 import os
 import time
 
-from xllm_tui.supervisor.disk_watch import FULL_BYTES
 from xllm_tui.supervisor.group import Evidence, assess_rank
 from xllm_tui.supervisor.logwake import IDLE_TICK_S, STEADY_TICK_S, LogWake, round_gap
 from xllm_tui.supervisor.probes import http_health, worker_ready
 from xllm_tui.supervisor.slot import RankSlot
 
-LOG_ROOM_CHECK_AFTER_S = 5.0  # a rank not ready whose log is silent this long: is its filesystem full?
-LOG_ROOM_MIN_BYTES = FULL_BYTES
-
-
-def free_bytes(directory: str) -> int | None:
-    try:
-        st = os.statvfs(directory)
-    except OSError:
-        return None
-    return st.f_bavail * st.f_frsize
+LOG_SILENT_ASK_ROOM_S = 5.0  # a rank not ready whose log is silent this long: is its disk full (disk_watch.py)?
 
 
 class EvidenceGathering:
@@ -44,7 +34,7 @@ class EvidenceGathering:
             describe=m.describe(), state=r.state, adopted=live.proc.adopted, health=live.health,
             health_seen_ok=live.health_seen_ok, started_at=live.started_at, last_growth=live.last_growth,
             rank0_gone=r.rank != 0 and r0 is not None and r0.current is not None and not r0.alive and r.generation > 0,
-            log_full=live.log_full,
+            log_full="no room left on its log's filesystem" if self._silent_on_full_disk(r) else None,
         )
         now = time.time()
         state, reason = assess_rank(evidence, self.profile.readiness, now)
@@ -101,14 +91,11 @@ class EvidenceGathering:
                         continue  # relaunched or gone meanwhile: the next round reads the new log
                     if id(launch) in grew:
                         launch.last_growth = now
-                        launch.log_full = None
                     if r.role == "master" and launch.milestones.ready and readiness.http_probe and \
                             now >= launch.next_probe:
                         launch.next_probe = now + (readiness.probe_interval_s if launch.health_seen_ok else 0.5)
                         self.spawn_task(self.probe(r))
                     self.evaluate(r)
-                if any(self._log_room_unknown(launches[id(x)], now) for x in current):
-                    await self._check_log_room(current, launches)
                 self.update_group()
                 if any(x.more_pending for x in current):
                     await asyncio.sleep(0)  # a burst is being caught up: the next slice at once, after clients
@@ -119,28 +106,15 @@ class EvidenceGathering:
             wake.close()
             self.log_wake = None
 
-    @staticmethod
-    def _log_room_unknown(r: RankSlot, now: float) -> bool:
-        """A rank not ready whose log has been silent a while: is there room left to write it?"""
+    def _silent_on_full_disk(self, r: RankSlot) -> bool:
+        """Not ready, its log silent a while, on a disk the disk watch found full: ranks relaunched onto a disk
+        full of logs cannot log their start-up, and stayed `started, no milestone yet` with nothing saying why."""
         live = r.live
-        return live is not None and r.state in ("starting", "loading") and \
-            now - (live.last_growth or live.started_at or now) >= LOG_ROOM_CHECK_AFTER_S
-
-    async def _check_log_room(self, current: list, launches: dict) -> None:
-        """A disk full of logs: the ranks relaunched on it log nothing, and stayed `starting, no milestone yet`
-        with nothing saying why. One statvfs per log directory (in a thread: it may be a network mount)."""
+        if live is None or r.state not in ("starting", "loading"):
+            return False
         now = time.time()
-        dirs = {os.path.dirname(x.plan.log_path) for x in current if self._log_room_unknown(launches[id(x)], now)}
-        room = await asyncio.to_thread(lambda: {d: free_bytes(d) for d in dirs})
-        full_dirs = {d for d, free in room.items() if free is not None and free < LOG_ROOM_MIN_BYTES}
-        if full_dirs:
-            self.disk_poke()  # the disk watch says it now (an event), not at its next look
-        for launch in current:
-            r = launches[id(launch)]
-            d = os.path.dirname(launch.plan.log_path)
-            full = d in full_dirs and self._log_room_unknown(r, now)
-            launch.log_full = "no room left on its log's filesystem" if full else None
-            self.evaluate(r)
+        return now - (live.last_growth or live.started_at or now) >= LOG_SILENT_ASK_ROOM_S and \
+            self.disk_level(os.path.dirname(live.plan.log_path)) == "full"
 
     async def probe(self, r: RankSlot) -> None:
         launch = r.live

@@ -41,7 +41,6 @@ class Launch:
     started_at: float
     ready_at: float | None = None
     last_growth: float | None = None
-    log_full: str | None = None  # not ready, its log silent, and no room on the log's filesystem (what to say)
     cpu_pct: float | None = None
     rss_bytes: int | None = None
     threads: int | None = None
