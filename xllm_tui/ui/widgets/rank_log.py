@@ -41,6 +41,7 @@ class RankLog(Vertical):
         self._remote_timer: Any = None
         self._pull: Any = None  # the Worker of the last pull of the remote log
         self._copy_error: str | None = None  # why the local copy of a remote log cannot be written, while so
+        self._source_key: tuple | None = None  # (rank, pid, log path) the local file shown was chosen for
 
     def on_mount(self) -> None:
         # Runs only while a rank on another machine is shown (a local log needs no pulling).
@@ -115,9 +116,14 @@ class RankLog(Vertical):
         path = rank.get("log_path")
         pid = rank.get("pid")
         if not path or self.back:
+            self._source_key = None
             return path
-        if self.rank == int(rank["rank"]) and self.path in (path, f"/proc/{pid}/fd/1") and not os.path.exists(path):
-            return self.path  # already open: the view reads on from its own open file
+        # Looked up once per rank, launch and path, not at every snapshot (a stat of /proc on the UI loop). The
+        # file chosen stays open in the view: it reads on from it, even once the name is gone or the rank exited.
+        key = (int(rank["rank"]), pid, path)
+        previous, self._source_key = self._source_key, key
+        if key == previous or (pid is None and previous is not None and previous[0::2] == key[0::2]):
+            return self.path
         return deleted_log_source(path, pid) or path
 
     def _copy_failed(self, e: OSError, rank: int) -> None:
@@ -212,7 +218,6 @@ class RankLog(Vertical):
         self.rank, self.path = number, path
         widget = self.log_widget
         if LogView is not None and isinstance(widget, LogView):
-            if path:
-                widget.set_path(path)
+            widget.set_path(path)  # None too: no log shown rather than the previous rank's
         elif isinstance(widget, Static):
             widget.update(Text(f"log view not available yet; the log is {path}", style="dim"))
