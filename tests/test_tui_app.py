@@ -502,9 +502,29 @@ async def test_a_rank_whose_log_was_deleted_shows_what_it_still_writes(source, t
             writer.stdin.write("I20251129 15:21:02.000000 12345 a.cpp:3] and on\n")
             writer.stdin.flush()
             await until(pilot, lambda: view.line_count == 3, what="followed")
+            # The rank exits (no pid in the snapshot): its last lines stay on screen, read from the open file.
+            source.data["ranks"][5].update(pid=None, state="failed")
+            await until(pilot, lambda: app.snapshot["ranks"][5]["pid"] is None, what="the exit in a snapshot")
+            assert view.path == f"/proc/{writer.pid}/fd/1" and view.line_count == 3
     finally:
         writer.stdin.close()
         writer.wait(10)
+
+
+async def test_a_dialog_over_the_split_view_still_leaves_the_main_screen_undrawn(source):
+    """The help (or a search prompt) on top of the split view: the main screen is still hidden, and snapshots
+    are not drawn on it (it looked only at the top screen)."""
+    app = make_app(source, poll_interval=0.2)
+    async with app.run_test(size=(160, 48)) as pilot:
+        table = app.main_screen.query_one(RankTable)
+        await pilot.press("v")
+        await until(pilot, lambda: isinstance(app.screen, SplitScreen))
+        await pilot.press("question_mark")
+        await until(pilot, lambda: isinstance(app.screen, HelpScreen))
+        source.data["ranks"][0]["last_line"] = "a snapshot that came under the help over the split view"
+        await until(pilot, lambda: app.snapshot["ranks"][0]["last_line"].startswith("a snapshot that came"),
+                    what="the snapshot received")
+        assert not any("a snapshot that came" in str(cell) for cell in table._rendered[0])
 
 
 async def test_command_prompt_runs_commands(source):

@@ -510,7 +510,7 @@ class XllmApp(App[None]):
         now = self.now()
         ranks = snapshot.get("ranks") or []
         typed = Snapshot.from_dict(snapshot)
-        if getattr(self.screen, "COVERS_MAIN", False):
+        if self.main_covered():
             # Hidden: drawn when it shows again (main_shown). Textual repaints the whole screen on top for each
             # repaint of a screen it covers: a split view of flooding ranks was redrawn whole at every snapshot.
             self._main_stale = True
@@ -549,6 +549,12 @@ class XllmApp(App[None]):
             self._heap_frozen = True
             self.call_after_refresh(self._freeze_start_up_heap)
         screen.query_one(TogglesPanel).show(snapshot.get("toggles") or [], ranks)
+
+    def main_covered(self) -> bool:
+        """A screen hides the main one (the split view, a rank's detail), whatever dialog is on top of it."""
+        stack = self.screen_stack
+        above = stack[stack.index(self.main_screen) + 1:] if self.main_screen in stack else []
+        return any(getattr(screen, "COVERS_MAIN", False) for screen in above)
 
     def main_shown(self) -> None:
         """The main screen shows again: the snapshots that came while it was covered, drawn at once."""

@@ -79,7 +79,8 @@ class MainScreen(Screen[None]):
         # stops following until it shows again. A followed flood read behind it, and Textual repainted the whole
         # screen on top for every repaint of the log it covered.
         view = self.query_one("#rank-log", RankLog).log_widget
-        if getattr(self.app.screen, "COVERS_MAIN", False) and hasattr(view, "suspend"):
+        app: Any = self.app
+        if app.main_covered() and hasattr(view, "suspend"):
             view.suspend()
 
     def on_screen_resume(self) -> None:
