@@ -87,6 +87,7 @@ def scan_ranks(ranks: list[dict[str, Any]], previous: int = 3, read: list[int] |
     """Every rank's warnings and errors merged by time (ties by rank), from the current log and the
     `previous` launches before it: after a group restart the failure is in an earlier log. `read`, if given,
     gets the size of each log scanned."""
+    import contextlib
     import os
 
     from xllm_tui.logs.tail import log_generations
@@ -98,8 +99,9 @@ def scan_ranks(ranks: list[dict[str, Any]], previous: int = 3, read: list[int] |
             continue
         for back, log in [*enumerate(log_generations(path)[:previous], start=1), (0, path)]:
             entries.extend(scan_log(log, int(rank["rank"]), back=back))
-            if read is not None and os.path.exists(log):
-                read.append(os.path.getsize(log))
+            if read is not None:
+                with contextlib.suppress(OSError):  # gone meanwhile (a relaunch rotated it): nothing read
+                    read.append(os.stat(log).st_size)
     entries.sort(key=lambda e: (e.ts, e.rank))
     return entries
 
