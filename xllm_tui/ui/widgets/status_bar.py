@@ -42,14 +42,12 @@ def status_line(snapshot: dict[str, Any] | None, now: float, variables: dict[str
         (f" on {m.get('name') or m.get('host')}", d) for m in snapshot.get("machines") or []
         if m.get("state") != "local" for d in m.get("disks") or []]
     for where, disk in disks:
-        held = f", {fmt.size(disk['held_bytes'])} in deleted logs" if disk.get("held_bytes") else ""
-        if disk.get("level") == "full":
-            fields.append(Text(f"disk full{where}: {fmt.size(disk.get('free'))} left{held}",
-                               style=variables.get("error", "")))
-        elif disk.get("level") == "low":
-            soon = f", full in {fmt.duration(disk['full_in_s'])}" if disk.get("full_in_s") else ""
-            fields.append(Text(f"disk low{where}: {fmt.size(disk.get('free'))} left{soon}{held}",
-                               style=variables.get("warning", "")))
+        level = disk.get("level")
+        if level in ("low", "full"):
+            soon = f", full in {fmt.duration(disk['full_in_s'])}" if level == "low" and disk.get("full_in_s") else ""
+            held = f", {fmt.size(disk['held_bytes'])} in deleted logs" if disk.get("held_bytes") else ""
+            fields.append(Text(f"disk {level}{where}: {fmt.size(disk.get('free'))} left{soon}{held}",
+                               style=variables.get("error" if level == "full" else "warning", "")))
     reason = _RESTART_CLAUSE.sub("", group.reason or "").strip(" ;,")
     if first and reason.startswith(f"rank {first.get('rank')} failed first"):
         # That part says what the first-failure field already says; what follows it (a restart held for a
