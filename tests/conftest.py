@@ -158,3 +158,20 @@ def fill(disk) -> str:
         except OSError:
             pass
     return path
+
+
+WRITER = "import sys\nfor line in sys.stdin:\n    sys.stdout.write(line)\n    sys.stdout.flush()\n"
+
+
+def start_writer(log) -> subprocess.Popen:
+    """A rank's stand-in: its stdout straight into `log` (appended), each line given with say() written at once.
+    Close its stdin and wait for it to end it."""
+    import sys
+
+    with open(log, "ab") as out:
+        return subprocess.Popen([sys.executable, "-c", WRITER], stdin=subprocess.PIPE, stdout=out, text=True)
+
+
+def say(writer: subprocess.Popen, text: str) -> None:
+    writer.stdin.write(text + "\n")
+    writer.stdin.flush()

@@ -424,28 +424,11 @@ def test_needles_share_a_key_byte_pass_where_they_can():
     assert starts == {data.index(b"I1129 a.cpp"), data.index(b"I1129 b.cpp")}
 
 
-WRITER = "import sys\nfor line in sys.stdin:\n    sys.stdout.write(line)\n    sys.stdout.flush()\n"
-
-
-def start_writer(log: Path):
-    """A rank's stand-in: stdout straight into its log, each line from stdin written at once."""
-    import subprocess
-    import sys
-
-    with open(log, "ab") as out:
-        return subprocess.Popen([sys.executable, "-c", WRITER], stdin=subprocess.PIPE, stdout=out, text=True)
-
-
-def say(writer, text: str) -> None:
-    writer.stdin.write(text + "\n")
-    writer.stdin.flush()
-
-
 @pytest.mark.parametrize("adopted", [False, True])
 def test_a_log_removed_as_its_rank_runs_is_read_through_the_rank_stdout(tmp_path, adopted):
     """logs/ cleared while a rank starts (or by the time a new supervisor adopts it): its milestones were
     never seen again and the rank stayed `loading`. What it still writes is read through /proc/PID/fd/1."""
-    from conftest import wait_until
+    from conftest import say, start_writer, wait_until
 
     log = tmp_path / "node_0.log"
     writer = start_writer(log)
@@ -471,7 +454,7 @@ def test_a_log_removed_as_its_rank_runs_is_read_through_the_rank_stdout(tmp_path
 def test_a_removed_log_is_not_read_from_another_file_of_the_writer(tmp_path):
     """The writer's stdout is read only when it is the file read so far: a rank whose stdout went elsewhere
     (another log made since) is not mistaken for it."""
-    from conftest import wait_until
+    from conftest import say, start_writer, wait_until
 
     log = tmp_path / "node_0.log"
     log.write_bytes(b"I20251129 15:20:00.000000 1 a.cpp:1] the old file\n")

@@ -475,22 +475,15 @@ async def test_another_tab_stops_the_log_following_and_it_catches_up_when_shown(
 async def test_a_rank_whose_log_was_deleted_shows_what_it_still_writes(source, tmp_path):
     """logs/ cleared while the ranks run (to make room): selecting a rank showed no log at all, though it writes on
     into its deleted file. The view reads that file through the rank's stdout, and its title says so."""
-    import subprocess
-    import sys
-
+    from conftest import say, start_writer
     from xllm_tui.ui.widgets.log_view import LogView
 
     log = tmp_path / "node_5.log"
-    with open(log, "wb") as out:
-        writer = subprocess.Popen([sys.executable, "-c", "import sys\nfor line in sys.stdin:\n"
-                                   "    sys.stdout.write(line)\n    sys.stdout.flush()\n"],
-                                  stdin=subprocess.PIPE, stdout=out, text=True)
+    writer = start_writer(log)
     try:
-        writer.stdin.write("I20251129 15:21:00.000000 12345 a.cpp:1] before the log was deleted\n")
-        writer.stdin.flush()
+        say(writer, "I20251129 15:21:00.000000 12345 a.cpp:1] before the log was deleted")
         log.unlink()
-        writer.stdin.write("I20251129 15:21:01.000000 12345 a.cpp:2] after the log was deleted\n")
-        writer.stdin.flush()
+        say(writer, "I20251129 15:21:01.000000 12345 a.cpp:2] after the log was deleted")
         source.data["ranks"][5].update(pid=writer.pid, log_path=str(log))
         app = make_app(source, poll_interval=0.2)
         async with app.run_test(size=(160, 48)) as pilot:
@@ -499,8 +492,7 @@ async def test_a_rank_whose_log_was_deleted_shows_what_it_still_writes(source, t
             await until(pilot, lambda: view.path == f"/proc/{writer.pid}/fd/1" and view.line_count == 2,
                         what="the deleted log read through the rank's stdout")
             assert "(deleted; read through /proc/" in screen_text(app)
-            writer.stdin.write("I20251129 15:21:02.000000 12345 a.cpp:3] and on\n")
-            writer.stdin.flush()
+            say(writer, "I20251129 15:21:02.000000 12345 a.cpp:3] and on")
             await until(pilot, lambda: view.line_count == 3, what="followed")
             # The rank exits (no pid in the snapshot): its last lines stay on screen, read from the open file.
             source.data["ranks"][5].update(pid=None, state="failed")
