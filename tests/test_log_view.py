@@ -367,8 +367,55 @@ async def test_follows_a_file_flooded_by_megabytes_a_second_and_keys_still_work(
                            "the last line on screen")
         finally:
             thread.join(60)
+        # What the flood skipped is counted once the log is quiet: then every line has its number.
+        await wait_for(pilot, lambda: view.index_complete, "the whole file indexed")
         assert view.line_count == 100 + 100 * total_writes + 1
         assert not view.paused and view.new_lines == 0
+
+
+@pytest.fixture
+def small_flood_skip(monkeypatch):
+    """A view following the end skips appends over 64 KiB (4 MiB in the app): one write of a few MB is a flood."""
+    from xllm_tui.ui.widgets import log_view
+
+    monkeypatch.setattr(log_view, "FLOOD_SKIP_BYTES", 64 * 1024)
+
+
+async def test_following_a_flood_skips_to_its_end_and_numbers_every_line_once_quiet(tmp_path, small_flood_skip):
+    path = tmp_path / "node_0.log"
+    flood = 20_000  # 2.4 MB in one write, far over the skip
+    async with tail_shown(path) as (app, pilot, view):
+        write_lines(path, [glog_line(i) for i in range(300, 300 + flood)] + [glog_line(1, text="the last line")])
+        await wait_for(pilot, lambda: visible(view)[-1].endswith("the last line"), "the flood's last line")
+        assert view.log_file.last_reset == "skipped"  # the middle was not read as it came
+        assert "message 20299" in visible(view)[-2]
+        assert not view.paused and view.new_lines == 0 and not app.messages  # no "file reset" for a skip
+        await wait_for(pilot, lambda: view.index_complete, "the skipped part counted once quiet")
+        assert view.line_count == 300 + flood + 1
+        await pilot.press("g")
+        await wait_for(pilot, lambda: visible(view)[0].endswith("message 0"), "the first line at the top")
+
+
+async def test_a_view_scrolled_up_or_filtered_reads_a_flood_whole(tmp_path, small_flood_skip):
+    """Skipping is for a view that shows only the end: scrolled up, the new lines are counted exactly; with a
+    filter, an error in the middle of a flood is found."""
+    path = tmp_path / "node_1.log"
+    async with tail_shown(path) as (app, pilot, view):
+        await pilot.press("pageup")
+        await wait_for(pilot, lambda: view.paused, "follow to pause")
+        write_lines(path, [glog_line(i) for i in range(300, 20_300)])
+        await wait_for(pilot, lambda: view.new_lines == 20_000, "every new line counted")
+        assert "+20000 new lines" in view.status_text
+        await pilot.press("G")
+        await wait_for(pilot, lambda: visible(view)[-1].endswith("message 20299"), "the bottom")
+        await pilot.press("E", "E")
+        await wait_for(pilot, lambda: view.filter_level == "error", "errors only")
+        flood = [glog_line(i) for i in range(20_300, 40_300)]
+        flood[10_000] = glog_line(7, "E", "an error mid-flood")
+        write_lines(path, flood + [glog_line(8, "E", "the flood's last error")])
+        await wait_for(pilot, lambda: [v for v in visible(view) if v][-2:] == [
+            glog_line(7, "E", "an error mid-flood"), glog_line(8, "E", "the flood's last error")], "both errors")
+        assert view.log_file.last_reset is None
 
 
 async def test_compact_mode_shows_time_and_message_coloured_by_severity_and_is_remembered(tmp_path):

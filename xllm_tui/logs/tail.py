@@ -24,7 +24,7 @@ Byte offsets of line starts are stable too; search and filters work with them.
 
 Appended data is picked up by `refresh()`; a last line without a newline is held back until it is
 complete. A shrinking file (truncation) or a path that now names another inode (rotation) resets the
-index; `poll()` says which happened. Lines are decoded as UTF-8 with errors="replace"; a trailing "\\r"
+index; `poll()` says which happened. A poll told to skip a flood (`skip_over`) resets the index the same way. Lines are decoded as UTF-8 with errors="replace"; a trailing "\\r"
 is stripped; a line longer than `max_line_bytes` is cut and marked.
 
 Other helpers: `tail_lines` (last n lines for ``logs -n``), `follow` / `IncrementalReader` (new lines as
@@ -82,8 +82,9 @@ class RefreshResult:
     """What `LogFile.poll()` found: lines appended, and whether the file was reset."""
 
     new_lines: int
-    reset: str | None = None  # None, "truncated" or "rotated"
+    reset: str | None = None  # None, "truncated", "rotated" or "skipped" (poll's skip_over)
     more: bool = False  # appended data beyond this call's max_bytes remains: poll again
+    skipped_bytes: int = 0  # with reset "skipped": the appended bytes left unread
 
 
 class _LRU:
@@ -163,6 +164,10 @@ class LogFile:
         except OSError as exc:
             # Unreadable (permissions, a directory): shown as empty with a reason, retried on poll.
             self.error = f"cannot read {self.path}: {exc.strerror or exc}"
+        self._anchor(size)
+
+    def _anchor(self, size: int) -> None:
+        """An empty region at the block holding byte `size` (the end of the file)."""
         self._first_block = size // self.block_size
         self._end = self._first_block * self.block_size
         self._polled_size = -1  # the file's size at the last poll (-1: poll at once)
@@ -344,11 +349,14 @@ class LogFile:
             s = self.snapshot()
             progress(s.indexed_bytes, s.file_size)
 
-    def poll(self, max_bytes: int = 64 * READ_CHUNK) -> RefreshResult:
+    def poll(self, max_bytes: int = 64 * READ_CHUNK, skip_over: int | None = None) -> RefreshResult:
         """Pick up appended data (up to max_bytes per call); detect truncation and rotation.
 
         On truncation or rotation the index is reset to the new file's tail (as when opening),
-        `generation` is incremented and `last_reset` says why.
+        `generation` is incremented and `last_reset` says why. With `skip_over`, more than that many
+        appended bytes are not read: the index is reset to the file's tail the same way (reset "skipped"),
+        and the skipped part is counted later, backwards, like the rest of the past. A view following a
+        flood shows only its last lines: reading every byte as it came was most of its cost.
         """
         with self._lock:
             if self._closed:
@@ -375,6 +383,14 @@ class LogFile:
                 return RefreshResult(0, reset)
             before = max(0, self._cum[-1] - self._skip)
             file_size = os.fstat(self._fd).st_size
+            skipped = 0
+            if reset is None and skip_over is not None and file_size - self._end > skip_over:
+                old_end = self._end
+                reset = "skipped"
+                self.generation += 1
+                self.last_reset = reset
+                self._anchor(file_size)
+                skipped = self._end - old_end
             size = min(file_size, self._end + max_bytes)
             self._polled_size = file_size if size == file_size else -1  # -1: a slice is left to read
             if size > self._end:
@@ -394,7 +410,8 @@ class LogFile:
             if reset is not None:
                 self._index_initial_lines()
             after = max(0, self._cum[-1] - self._skip)
-            return RefreshResult(after if reset is not None else after - before, reset, file_size > self._end)
+            return RefreshResult(after if reset is not None else after - before, reset, file_size > self._end,
+                                 skipped)
 
     def refresh(self) -> int:
         """Pick up all appended data; returns the number of new complete lines (all lines after a reset).

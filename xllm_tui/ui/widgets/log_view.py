@@ -103,6 +103,10 @@ WAKE_GAP_S = 0.2
 # second), reads start at most this often: every frame costs the UI thread, and on a busy machine keys wait
 # behind frames.
 FLOOD_WAKE_GAP_S = 0.5
+# A view following the end, with no filter and no current line, does not read more than this of a flood: it
+# goes on from the file's last lines (the log file resets its index there, "skipped") and counts the rest
+# backwards once the log is quiet. Nobody reads the megabytes a flood brings between two frames.
+FLOOD_SKIP_BYTES = 4 * 1024 * 1024
 COMPACT_PREFERENCE = "log_view_compact"  # attribute of the app remembering the last chosen mode
 # The glog prefix compact mode drops: severity, date, time (kept, cut to milliseconds), thread, file:line.
 _GLOG_PREFIX = re.compile(r"^[IWEF](?:\d{8}|\d{4}) (\d\d:\d\d:\d\d)(\.\d{1,3})?\d*\s+\d+ [^\s\]]+\] ?")
@@ -281,6 +285,7 @@ class LogView(ScrollView, can_focus=True):
         self.path: str | None = None
         self._token = 0
         self._base = 0  # prepended_lines our line numbers refer to
+        self._generation = 0  # the log file's generation (resets) our line numbers refer to
         self._lines = 0
         self._complete = True
         self._index_progress = (0, 0)
@@ -400,6 +405,7 @@ class LogView(ScrollView, can_focus=True):
         self._start_watch()
         snapshot = self._logfile.snapshot() if self._logfile else None
         self._base = snapshot.prepended_lines if snapshot else 0
+        self._generation = snapshot.generation if snapshot else 0
         self._lines = snapshot.line_count if snapshot else 0
         self._complete = snapshot.complete if snapshot else True
         self._index_progress = (snapshot.indexed_bytes, snapshot.file_size) if snapshot else (0, 0)
@@ -539,20 +545,25 @@ class LogView(ScrollView, can_focus=True):
         self._poll_started = time.monotonic()
         level = self._filter_level
         key = (level, *self._filter_range) if level and self._filter_range else None
-        self._poll_worker(self._logfile, self._token, key)
+        self._poll_worker(self._logfile, self._token, key, FLOOD_SKIP_BYTES if self._may_skip() else None)
+
+    def _may_skip(self) -> bool:
+        """True when a flood's middle would not be seen anyway: following the end, no filter, no current line."""
+        return self.follow and self._pinned and self._filter_level is None and self._current_offset is None
 
     @work(thread=True, exit_on_error=False, group="log-view-poll")
-    def _poll_worker(self, logfile: LogFile, token: int, filter_key: tuple | None) -> None:
+    def _poll_worker(self, logfile: LogFile, token: int, filter_key: tuple | None, skip_over: int | None) -> None:
         try:
             deadline = time.monotonic() + _INDEX_SLICE_S
             # Appends first (in slices, so readers on the UI thread never wait long for the lock).
-            refresh = logfile.poll(_POLL_SLICE_BYTES)
-            new_lines, reset = refresh.new_lines, refresh.reset
+            refresh = logfile.poll(_POLL_SLICE_BYTES, skip_over)
+            new_lines, reset, skipped = refresh.new_lines, refresh.reset, refresh.skipped_bytes
             while refresh.more and time.monotonic() < deadline:
-                refresh = logfile.poll(_POLL_SLICE_BYTES)
+                refresh = logfile.poll(_POLL_SLICE_BYTES, skip_over)
                 new_lines = refresh.new_lines if refresh.reset else new_lines + refresh.new_lines
                 reset = refresh.reset or reset
-            refresh = RefreshResult(new_lines, reset, refresh.more)
+                skipped += refresh.skipped_bytes
+            refresh = RefreshResult(new_lines, reset, refresh.more, skipped)
             # The start of the file is indexed only while it does not grow: following a flooding log,
             # counting its past too kept the UI thread waiting for the GIL (keys took a second).
             if not new_lines:
@@ -584,13 +595,21 @@ class LogView(ScrollView, can_focus=True):
             if self._logfile is not None and not self._complete:
                 self.call_later(self._schedule_poll)  # a new file is waiting to be indexed
             return
-        self._last_read_lines = result.refresh.new_lines if result.refresh.reset is None else 0
-        if result.refresh.reset is not None:
+        reset = result.refresh.reset
+        if reset == "skipped":
+            self._last_read_lines = max(result.refresh.new_lines, self.scrollable_content_region.height + 1)  # a flood
+        else:
+            self._last_read_lines = result.refresh.new_lines if reset is None else 0
+        if reset is not None:
             self._reset_view_state()
             self._base = result.snapshot.prepended_lines
+            self._generation = result.snapshot.generation
             self._lines = 0
-            self.scroll_to(0, 0, animate=False, immediate=True, force=True)
-            self.post_message(self.FileReset(self, result.refresh.reset))
+            if reset == "skipped":
+                self._pinned = True  # still following the end: _sync scrolls there
+            else:
+                self.scroll_to(0, 0, animate=False, immediate=True, force=True)
+                self.post_message(self.FileReset(self, reset))
         if (
             result.filter_key is not None
             and self._filter_offsets is not None
@@ -612,6 +631,8 @@ class LogView(ScrollView, can_focus=True):
             self.post_message(self.IndexProgress(self, s.indexed_bytes, s.file_size, s.complete))
         if result.refresh.more or (not result.snapshot.complete and not result.refresh.new_lines):
             self.call_later(self._schedule_poll)  # keep reading / indexing without waiting for the timer
+        elif reset == "skipped":
+            self._poll_after_gap()  # no change may come to wake us: the skipped part is counted once quiet
 
     def _sync(self, snapshot: Snapshot, *, prepended_rows: int | None = None, appended_rows: int = 0) -> None:
         """Adopt a newer snapshot of the index: shift our numbering, keep the viewport on the same lines."""
@@ -806,7 +827,9 @@ class LogView(ScrollView, can_focus=True):
         logfile = self._logfile
         if logfile is None or row < 0:
             return None
-        generation = logfile.generation
+        # The numbering this view adopted: until a reset's result reaches the UI thread (a flood skipped in a
+        # worker), rows already read keep showing, and no row is read with numbers of the file before it.
+        generation = self._generation
         if self._filter_offsets is not None:
             if row >= len(self._filter_offsets):
                 return None
@@ -821,7 +844,7 @@ class LogView(ScrollView, can_focus=True):
             return None
         stable = row - self._base
         entry = self._text_cache.get((self._token, generation, stable))
-        if entry is None:
+        if entry is None and logfile.generation == generation:
             start = max(0, row - 10)
             fetched = logfile.get_lines_with_offsets(start, _FETCH_AHEAD, base=self._base)
             for i, (offset, text) in enumerate(fetched):
