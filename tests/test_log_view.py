@@ -381,13 +381,24 @@ def small_flood_skip(monkeypatch):
     monkeypatch.setattr(log_view, "FLOOD_SKIP_BYTES", 64 * 1024)
 
 
-async def test_following_a_flood_skips_to_its_end_and_numbers_every_line_once_quiet(tmp_path, small_flood_skip):
+async def test_following_a_flood_skips_to_its_end_and_numbers_every_line_once_quiet(tmp_path, small_flood_skip,
+                                                                                   monkeypatch):
     path = tmp_path / "node_0.log"
     flood = 20_000  # 2.4 MB in one write, far over the skip
+    titles = []
+    update_title = LogView._update_title
+
+    def recording_update_title(self) -> None:
+        update_title(self)
+        titles.append(str(self.border_title))
+
+    monkeypatch.setattr(LogView, "_update_title", recording_update_title)
     async with tail_shown(path) as (app, pilot, view):
         write_lines(path, [glog_line(i) for i in range(300, 300 + flood)] + [glog_line(1, text="the last line")])
         await wait_for(pilot, lambda: visible(view)[-1].endswith("the last line"), "the flood's last line")
         assert view.log_file.last_reset == "skipped"  # the middle was not read as it came
+        assert "node_0.log · follow · flood: its end only" in titles
+        await wait_for(pilot, lambda: "flood" not in str(view.border_title), "the flood's end noticed")
         assert "message 20299" in visible(view)[-2]
         assert not view.paused and view.new_lines == 0 and not app.messages  # no "file reset" for a skip
         await wait_for(pilot, lambda: view.index_complete, "the skipped part counted once quiet")

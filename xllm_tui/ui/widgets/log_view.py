@@ -286,6 +286,7 @@ class LogView(ScrollView, can_focus=True):
         self._token = 0
         self._base = 0  # prepended_lines our line numbers refer to
         self._generation = 0  # the log file's generation (resets) our line numbers refer to
+        self._skipping = False  # the last poll skipped a flood's middle (counted backwards once quiet)
         self._lines = 0
         self._complete = True
         self._index_progress = (0, 0)
@@ -399,6 +400,7 @@ class LogView(ScrollView, can_focus=True):
         self._logfile = LogFile(self.path, initial_lines=500) if self.path is not None else None
         self._reset_view_state()
         self._last_read_lines = 0
+        self._skipping = False
         # Opening read the tail: that counts as a read, so a log flooding as it is selected is read again after
         # the wake gap, not at once (a second frame right after the key's, at every rank switch).
         self._poll_started = time.monotonic()
@@ -596,6 +598,7 @@ class LogView(ScrollView, can_focus=True):
                 self.call_later(self._schedule_poll)  # a new file is waiting to be indexed
             return
         reset = result.refresh.reset
+        self._skipping = reset == "skipped" or (self._skipping and bool(result.refresh.new_lines))
         if reset == "skipped":
             self._last_read_lines = max(result.refresh.new_lines, self.scrollable_content_region.height + 1)  # a flood
         else:
@@ -804,7 +807,9 @@ class LogView(ScrollView, can_focus=True):
             flags.append(f"/{self._search_text}")
         if self._filter_level and self._filter_range is None:
             flags.append("filtering…")
-        if not self._complete:
+        if not self._complete and self._skipping:
+            flags.append("flood: its end only")
+        elif not self._complete:
             done, total = self._index_progress
             flags.append(f"indexing {100 * done // total}%" if total else "indexing")
         if self._search_wrapped:
