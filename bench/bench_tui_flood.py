@@ -57,7 +57,8 @@ REPO = Path(__file__).resolve().parent.parent
 # and then needs FLOOR_CPU_MS of CPU (about what the TUI's frame after a key costs), timed wake to done.
 FLOOR_CPU_MS = 5.0
 FLOOR_PROBE = r"""
-import random, sys, time
+import random, signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)  # a shell's background job starts with SIGINT ignored
 cpu_s = float(sys.argv[1]) / 1000
 out = []
 try:
