@@ -407,6 +407,40 @@ async def test_following_a_flood_skips_to_its_end_and_numbers_every_line_once_qu
         await wait_for(pilot, lambda: visible(view)[0].endswith("message 0"), "the first line at the top")
 
 
+async def test_the_skipped_part_is_counted_while_the_rank_goes_on_logging_slowly(tmp_path, small_flood_skip):
+    """A serving rank logs a line per request after its flood: a log that never stops growing must still be
+    counted back to its start (the title said "indexing" for good, and `g` stopped short of the first line)."""
+    import threading
+
+    path = tmp_path / "node_2.log"
+    stop = threading.Event()
+
+    def trickle() -> None:
+        i = 0
+        while not stop.wait(0.02):
+            write_lines(path, [glog_line(i, text=f"request {i}")])
+            i += 1
+
+    async with tail_shown(path) as (app, pilot, view):
+        write_lines(path, [glog_line(i) for i in range(300, 20_300)])
+        await wait_for(pilot, lambda: view.log_file.last_reset == "skipped", "the flood skipped")
+        thread = threading.Thread(target=trickle)
+        thread.start()
+        try:
+            await wait_for(pilot, lambda: view.index_complete, "the skipped part counted while lines trickle in")
+        finally:
+            stop.set()
+            thread.join(10)
+        await wait_for(pilot, lambda: visible(view)[-1].endswith(read_last_line(path)), "the last request")
+        with open(path, "rb") as f:
+            assert view.line_count == sum(1 for _ in f)
+
+
+def read_last_line(path) -> str:
+    with open(path) as f:
+        return f.read().splitlines()[-1]
+
+
 async def test_a_view_scrolled_up_or_filtered_reads_a_flood_whole(tmp_path, small_flood_skip):
     """Skipping is for a view that shows only the end: scrolled up, the new lines are counted exactly; with a
     filter, an error in the middle of a flood is found."""

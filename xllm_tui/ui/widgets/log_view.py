@@ -96,6 +96,7 @@ _INDEX_SLICE_S = 0.15  # seconds of indexing per poll worker run
 # Appended bytes read per lock hold: the UI thread reads visible rows under the same lock, so a slice is
 # what a frame may wait for (8 MiB slices held frames for tens of ms on a busy machine).
 _POLL_SLICE_BYTES = 1024 * 1024
+_QUIET_LINES = 1000  # a poll bringing fewer lines finds the log quiet enough to count its past meanwhile
 # Under a flood, reads woken by inotify start at most this often: each one redraws the pane. The first
 # change after a quiet spell is read at once.
 WAKE_GAP_S = 0.2
@@ -110,6 +111,11 @@ FLOOD_SKIP_BYTES = 4 * 1024 * 1024
 COMPACT_PREFERENCE = "log_view_compact"  # attribute of the app remembering the last chosen mode
 # The glog prefix compact mode drops: severity, date, time (kept, cut to milliseconds), thread, file:line.
 _GLOG_PREFIX = re.compile(r"^[IWEF](?:\d{8}|\d{4}) (\d\d:\d\d:\d\d)(\.\d{1,3})?\d*\s+\d+ [^\s\]]+\] ?")
+
+
+def _quiet(refresh: RefreshResult) -> bool:
+    """The poll found the log growing slowly if at all: the time to count its past."""
+    return refresh.reset is None and refresh.new_lines < _QUIET_LINES
 
 
 def compact_text(text: str) -> str:
@@ -566,9 +572,10 @@ class LogView(ScrollView, can_focus=True):
                 reset = refresh.reset or reset
                 skipped += refresh.skipped_bytes
             refresh = RefreshResult(new_lines, reset, refresh.more, skipped)
-            # The start of the file is indexed only while it does not grow: following a flooding log,
-            # counting its past too kept the UI thread waiting for the GIL (keys took a second).
-            if not new_lines:
+            # The start of the file is indexed only while it does not flood: following a flooding log,
+            # counting its past too kept the UI thread waiting for the GIL (keys took a second). A log that
+            # goes on growing slowly (a serving rank) is counted back all the same.
+            if _quiet(refresh):
                 logfile.index_backward_while(lambda: time.monotonic() < deadline)
             snapshot = logfile.snapshot()
             before = after = None
@@ -632,7 +639,7 @@ class LogView(ScrollView, can_focus=True):
             self._index_progress = (s.indexed_bytes, s.file_size)
             self._update_title()
             self.post_message(self.IndexProgress(self, s.indexed_bytes, s.file_size, s.complete))
-        if result.refresh.more or (not result.snapshot.complete and not result.refresh.new_lines):
+        if result.refresh.more or (not result.snapshot.complete and _quiet(result.refresh)):
             self.call_later(self._schedule_poll)  # keep reading / indexing without waiting for the timer
         elif reset == "skipped":
             self._poll_after_gap()  # no change may come to wake us: the skipped part is counted once quiet
