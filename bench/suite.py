@@ -688,6 +688,7 @@ def tui_flood(cache: Cache, ranks: int, lines: int, key_lines: int, presses: int
     got = json.loads(done.stdout.strip().splitlines()[-1])
     floor_p95 = next((v for k, v in got.items() if k.startswith("floor_") and k.endswith("_p95")), None)
     return {"follow_cpu_s_per_mline": got["cpu_s_per_million_lines_followed"],
+            "follow_indexed_cpu_s_per_mline": got.get("cpu_s_per_million_lines_until_indexed"),
             "key_ms_median": got["keypress_to_frame_ms_median"], "key_ms_p95": got["keypress_to_frame_ms_p95"],
             "key_ms_max": got["keypress_to_frame_ms_max"], "presses": got["presses_counted"],
             "presses_missed": got["presses_missed"], "floor_ms_p95": floor_p95, "tui_peak_rss_mib": got["peak_rss_mib"]}
@@ -1180,12 +1181,15 @@ def report(results: dict, meta: dict, tools: list[str], svg_path: Path | None = 
             _, ranks, lines, key_lines = key.split(":")
             L += table_section(f"The TUI under a flood: {ranks} ranks flooding (bench_tui_flood.py --live)", res,
                                [("follow_cpu_s_per_mline", "TUI CPU s per M lines followed"),
+                                ("follow_indexed_cpu_s_per_mline", "same, until every line is numbered again"),
                                 ("key_ms_median", "keypress to frame ms, median"),
                                 ("key_ms_p95", "keypress to frame ms, p95"),
                                 ("floor_ms_p95", "floor p95 ms"),
                                 ("presses_missed", "presses not drawn within 5 s"),
                                 ("tui_peak_rss_mib", "TUI peak RSS MiB")], tools,
-                               intro=f"Follow: rank 0's log followed while every rank writes {int(lines):,} lines. "
+                               intro=f"Follow: rank 0's log followed while every rank writes {int(lines):,} lines, "
+                               "until its last line is on screen (the view skips a flood's middle and counts it once "
+                               "the log is quiet: the next column goes on until then). "
                                f"Keys: j/k in the rank table while every rank writes {int(key_lines):,} lines; "
                                "keypress to the frame that shows the newly selected rank's log. Floor: a separate "
                                "process needing 5 ms of CPU, woken as often.")
