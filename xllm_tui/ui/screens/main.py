@@ -78,10 +78,9 @@ class MainScreen(Screen[None]):
         # A screen that hides this one (rank detail, split view; not a dialog, which leaves it in sight): its log
         # stops following until it shows again. A followed flood read behind it, and Textual repainted the whole
         # screen on top for every repaint of the log it covered.
-        view = self.query_one("#rank-log", RankLog).log_widget
         app: Any = self.app
-        if app.main_covered() and hasattr(view, "suspend"):
-            view.suspend()
+        if app.main_covered():
+            self.query_one("#rank-log", RankLog).set_shown(False)
 
     def on_screen_resume(self) -> None:
         app: Any = self.app
@@ -90,15 +89,8 @@ class MainScreen(Screen[None]):
             self._log_shown(True)
 
     def _log_shown(self, shown: bool) -> None:
-        """The log tab shows or hides: a hidden log is not followed (another tab over a flooding rank's log went
-        on reading it), and reads what it missed when it shows again."""
-        view = self.query_one("#rank-log", RankLog).log_widget
-        if not hasattr(view, "suspend"):
-            return
-        if not shown:
-            view.suspend()
-        elif view.suspended:
-            view.resume()
+        """The log tab shows or hides (RankLog.set_shown)."""
+        self.query_one("#rank-log", RankLog).set_shown(shown)
 
     def action_back(self) -> None:
         table = self.query_one(RankTable)

@@ -50,8 +50,8 @@ class RankLog(Vertical):
     def _pull_remote(self, *, new_mirror: bool = False) -> None:
         """One pull at a time. A pull still waiting for its reply is left to finish: cancelling it at each tick
         would starve a link slower than the tick. Only a new mirror (another rank or generation) replaces it."""
-        if self._mirror is None or getattr(self.log_widget, "suspended", False):
-            return  # a hidden view (another tab, a covering screen): the next tick after it shows pulls
+        if self._mirror is None or not self.shown:
+            return  # a hidden view (another tab, a covering screen): set_shown(True) pulls
         if self._pull is not None and not self._pull.is_finished:
             if not new_mirror:
                 return
@@ -141,6 +141,23 @@ class RankLog(Vertical):
     @property
     def log_widget(self) -> Widget:
         return self.query_one(".rank-log-body")
+
+    @property
+    def shown(self) -> bool:
+        """False while another tab or a covering screen hides the log (see set_shown)."""
+        return not getattr(self.log_widget, "suspended", False)
+
+    def set_shown(self, shown: bool) -> None:
+        """The log shows or hides. A hidden log is neither read nor, for a rank on another machine, pulled (a
+        flooding rank's log was read behind another tab); shown again, it reads and pulls what it missed."""
+        view = self.log_widget
+        if not hasattr(view, "suspend"):
+            return
+        if not shown:
+            view.suspend()
+        elif view.suspended:
+            view.resume()
+            self._pull_remote()
 
     def earlier_logs(self) -> list[str]:
         """The files of this rank's earlier generations, newest first (for a rank on another machine: where
