@@ -60,7 +60,7 @@ def test_status_and_the_status_line_show_a_disk_only_when_it_is_low_or_full():
             "full_in_s": None}
     assert format_disks([ok]) == []
     assert format_disks([low]) == ["disk low: /data/logs: 2.0G left (2.0% free), full in about 35m47s"]
-    assert format_disks([full]) == ["disk full: /data/logs, /run: 4.0K left (0.0% free)"]
+    assert format_disks([full]) == ["disk full: /data/logs, /run: 4K left (0.0% free)"]
     snapshot = {"profile": {"name": "p"}, "group": {"state": "ready", "reason": ""}, "ranks": [],
                 "supervisor": {"disks": [ok]}}
     assert "disk" not in status_line(snapshot, 0.0, {}).plain
@@ -123,11 +123,11 @@ def test_deleted_logs_still_written_are_found_with_their_ranks(tmp_path):
 def test_the_held_bytes_are_said_in_status_the_status_line_and_the_event_text():
     full = {"paths": ["/data/logs"], "level": "full", "free": 4096, "total": 100 * GIB, "rate": None,
             "full_in_s": None, "held_bytes": 3 * GIB, "held_by": [0, 3]}
-    assert format_disks([full]) == ["disk full: /data/logs: 4.0K left (0.0% free); 3.0G in deleted logs that "
+    assert format_disks([full]) == ["disk full: /data/logs: 4K left (0.0% free); 3.0G in deleted logs that "
                                     "rank(s) 0, 3 still write (freed when they exit, or by `: > /proc/PID/fd/1`)"]
     snapshot = {"profile": {"name": "p"}, "group": {"state": "ready", "reason": ""}, "ranks": [],
                 "supervisor": {"disks": [full]}}
     assert "disk full: 4K left, 3.0G in deleted logs" in status_line(snapshot, 0.0, {}).plain
     gauge = DiskGauge(["/data/logs"], held_bytes=3 * GIB, held_by=[0, 3])
     gauge.add(4096, 100 * GIB, 0.0)
-    assert "3.0 GiB of it in deleted logs that rank(s) 0, 3 still write" in gauge.describe()
+    assert "3.0G of it in deleted logs that rank(s) 0, 3 still write" in gauge.describe()

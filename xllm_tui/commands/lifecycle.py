@@ -20,6 +20,8 @@ import sys
 import time
 from dataclasses import dataclass
 
+from xllm_tui.units import size
+
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_NO_SUPERVISOR, EXIT_ALREADY_RUNNING = 0, 1, 2, 3, 4
 EXIT_NOT_ANSWERING = 5  # a supervisor holds the run dir but does not answer (frozen or overloaded)
 
@@ -244,16 +246,6 @@ def _duration(seconds: float | None) -> str:
     return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
 
 
-def _bytes(n: int | None) -> str:
-    if n is None:
-        return "-"
-    for unit in ("B", "K", "M", "G", "T"):
-        if n < 1024 or unit == "T":
-            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
-        n /= 1024
-    return "-"
-
-
 def _table(rows: list[list[str]]) -> list[str]:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows]
@@ -319,10 +311,10 @@ def format_disks(disks: list[dict], machine: str | None = None) -> list[str]:
             soon = f", full in about {_duration(d['full_in_s'])}" if d.get("full_in_s") and d["level"] == "low" else ""
             held = ""
             if d.get("held_bytes"):
-                held = (f"; {_bytes(d['held_bytes'])} in deleted logs that rank(s) "
+                held = (f"; {size(d['held_bytes'])} in deleted logs that rank(s) "
                         f"{', '.join(map(str, d.get('held_by') or []))} still write (freed when they exit, or by "
                         "`: > /proc/PID/fd/1`)")
-            lines.append(f"disk {d['level']}{where}: {', '.join(d.get('paths') or [])}: {_bytes(d.get('free'))} left"
+            lines.append(f"disk {d['level']}{where}: {', '.join(d.get('paths') or [])}: {size(d.get('free'))} left"
                          f"{share}{soon}{held}")
     return lines
 
@@ -377,7 +369,7 @@ def format_status(raw: dict, events: int = 8) -> str:
             str(r.rank), str(r.machine), str(r.device), (r.cores or "-") + ("!" if r.binding else ""),
             str(r.pid or "-"), r.state + ("*" if r.relaunch_pending else ""),
             _duration(r.uptime_s), str(r.restarts),
-            "-" if r.cpu_pct is None else f"{r.cpu_pct:.0f}%", _bytes(r.rss_bytes),
+            "-" if r.cpu_pct is None else f"{r.cpu_pct:.0f}%", size(r.rss_bytes),
             r.reason,
         ])
     lines += _table(rows)

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 
 from xllm_tui.logs.tail import stdout_file
+from xllm_tui.units import size
 
 log = logging.getLogger("xllm_tui.supervisor")
 
@@ -81,13 +82,13 @@ class DiskGauge:
 
     def describe(self) -> str:
         share = f" ({100 * self.free / self.total:.1f}% free)" if self.total else ""
-        text = f"{human_bytes(self.free)} of {human_bytes(self.total)} left{share}"
+        text = f"{size(self.free)} of {size(self.total)} left{share}"
         soon = self.full_in_s
         if soon is not None and self.level != "full":
-            text += f", full in about {human_duration(soon)} at {human_bytes(self.rate or 0)}/s"
+            text += f", full in about {human_duration(soon)} at {size(self.rate or 0)}/s"
         if self.held_bytes:
             ranks = ", ".join(map(str, self.held_by))
-            text += (f"; {human_bytes(self.held_bytes)} of it in deleted logs that rank(s) {ranks} still write: "
+            text += (f"; {size(self.held_bytes)} of it in deleted logs that rank(s) {ranks} still write: "
                      "deleting a log a rank writes frees nothing until it exits (truncate it: `: > /proc/PID/fd/1`)")
         return text
 
@@ -96,14 +97,6 @@ class DiskGauge:
         return {"paths": list(self.paths), "level": self.level, "free": self.free, "total": self.total,
                 "rate": round(self.rate, 1) if self.rate else None, "full_in_s": round(soon) if soon else None,
                 "held_bytes": self.held_bytes, "held_by": list(self.held_by)}
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
 
 
 def human_duration(seconds: float) -> str:
@@ -121,8 +114,8 @@ def deleted_logs_held(writers: dict[int, int]) -> dict[int, tuple[int, list[int]
         found = stdout_file(pid)
         if found is not None and found[1].st_nlink == 0:
             st = found[1]
-            size, ranks = out.get(st.st_dev, (0, []))
-            out[st.st_dev] = (size + st.st_blocks * 512, ranks + [rank])
+            held, ranks = out.get(st.st_dev, (0, []))
+            out[st.st_dev] = (held + st.st_blocks * 512, ranks + [rank])
     return out
 
 

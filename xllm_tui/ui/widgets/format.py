@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from xllm_tui.protocol import FAILED_STATES as _FAILED
+from xllm_tui.units import size  # noqa: F401 - fmt.size, the same style as the CLI's and the supervisor's
 
 FAILED_STATES = tuple(sorted(s.value for s in _FAILED))  # the supervisor's own definition of "failed"
 STATE_VARIABLE = {
@@ -41,17 +42,6 @@ def duration(seconds: float | None) -> str:
         return f"{hours}h{minutes:02d}m"
     days, hours = divmod(hours, 24)
     return f"{days}d{hours:02d}h"
-
-
-def size(num_bytes: float | None) -> str:
-    if num_bytes is None:
-        return "-"
-    value = float(num_bytes)
-    for unit in ("B", "K", "M", "G", "T"):
-        if value < 1024 or unit == "T":
-            return f"{value:.0f}{unit}" if unit in ("B", "K") or value >= 100 else f"{value:.1f}{unit}"
-        value /= 1024
-    return "-"
 
 
 def cpu(pct: float | None) -> str:
