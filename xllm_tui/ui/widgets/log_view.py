@@ -628,7 +628,10 @@ class LogView(ScrollView, can_focus=True):
             and result.filter_range is not None
         ):
             added_rows = len(result.filter_after)
-            self._filter_offsets = result.filter_before + self._filter_offsets + result.filter_after
+            if result.filter_before:
+                self._filter_offsets = result.filter_before + self._filter_offsets + result.filter_after
+            else:  # in place: an error storm's matches were copied whole at every poll (twice their memory)
+                self._filter_offsets.extend(result.filter_after)
             self._filter_range = result.filter_range
             self._sync(result.snapshot, prepended_rows=len(result.filter_before), appended_rows=added_rows)
         else:
