@@ -206,6 +206,30 @@ async def test_errors_only_filter_and_first_error(tmp_path):
         await wait_for(pilot, lambda: any(row.endswith("message 90") for row in visible(view)), "current line")
 
 
+async def test_an_error_storm_filtered_shows_every_error_without_holding_their_offsets(tmp_path):
+    """A rank failing every request: thousands of error lines at once, errors-only on. Every row is there, from
+    the first error to the last, and search runs within them; the view keeps a count, not an offset a line."""
+    path = tmp_path / "node_4.log"
+    write_lines(path, [glog_line(i) for i in range(300)], "w")
+    app = LogApp(path)
+    async with app.run_test(size=(100, 24)) as pilot:
+        view = app.query_one(LogView)
+        await wait_for(pilot, lambda: view.line_count == 300, "the file")
+        await pilot.press("E", "E")
+        await wait_for(pilot, lambda: view.filter_level == "error", "errors only")
+        write_lines(path, [glog_line(i, "E", f"request {i} failed") for i in range(5000)])
+        await wait_for(pilot, lambda: view.row_count == 5000 and visible(view)[-1].endswith("request 4999 failed"),
+                       "the storm's last error")
+        assert view._filter_offsets.held_bytes() < 8 * 5000 / 2
+        await pilot.press("g")
+        await wait_for(pilot, lambda: visible(view)[0].endswith("request 0 failed"), "the first error at the top")
+        view.set_search("request 2500 ")
+        await pilot.press("n")
+        await wait_for(pilot, lambda: view.current_line == 300 + 2500, "the search within the filtered rows")
+        assert view.filter_level == "error"
+        assert any(row.endswith("request 2500 failed") for row in visible(view))
+
+
 async def test_a_filter_that_matches_nothing_says_so(tmp_path):
     """A flood of info lines filtered to warnings: the pane says that none came yet (and which key goes on),
     instead of staying blank like a log that stopped; the first warning then replaces the message."""

@@ -610,11 +610,22 @@ class LogFile:
         See `_Matcher` for how patterns are applied (line starts, case).
         """
         found = array("Q")
-        for offsets in self._iter_chunks(patterns, start, end, cancelled, ignore_case):
+        for _, _, offsets in self._iter_chunks(patterns, start, end, cancelled, ignore_case):
             found.extend(offsets)
         return found
 
-    def _iter_chunks(self, patterns, start, end, cancelled, ignore_case) -> Iterator[list[int]]:
+    def scan_runs(
+        self,
+        patterns: Patterns,
+        start: int | None = None,
+        end: int | None = None,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> Iterator[tuple[int, int, list[int]]]:
+        """scan_matching in the pieces it reads, in order: (first byte, end, offsets) of each piece that matched.
+        A piece scanned again alone gives the same offsets (what a `logs.matches.MatchIndex` relies on)."""
+        yield from self._iter_chunks(patterns, start, end, cancelled, False)
+
+    def _iter_chunks(self, patterns, start, end, cancelled, ignore_case) -> Iterator[tuple[int, int, list[int]]]:
         generation, lo, hi = self._indexed_window()
         if generation < 0:
             return
@@ -641,7 +652,7 @@ class LogFile:
                         return
                 found = matcher(data, 0, cut)
                 if found:
-                    yield [pos - 1 + index for index in found]
+                    yield pos, pos + cut - 1, [pos - 1 + index for index in found]
                 pos += cut - 1
         finally:
             give_buffer(buffer)
@@ -672,7 +683,7 @@ class LogFile:
             if generation < 0:
                 return None
             start = self._next_line_start(generation, after, hi)
-        for offsets in self._iter_chunks(patterns, start, None, cancelled, ignore_case):
+        for _, _, offsets in self._iter_chunks(patterns, start, None, cancelled, ignore_case):
             return offsets[0]
         return None
 

@@ -48,7 +48,8 @@ Component classes (styled from theme variables in DEFAULT_CSS; override in .tcss
     log-view--match, log-view--current.
 
 Filters and search work on byte offsets of line starts (stable while the index still grows backwards)
-and scan the file in thread workers: a filtered view is an array of offsets, 8 bytes per matching line.
+and scan the file in thread workers: a filtered view is a `logs.matches.MatchIndex` of their offsets, which
+keeps a count rather than the offsets of a stretch with many matches (an error storm) and scans it again to show it.
 
 Wrapping: without wrap, lines are one row each with horizontal scrolling (the virtual width grows to the
 widest line seen). With wrap, scrolling still moves one *log line* at a time and only the visible region
@@ -63,8 +64,6 @@ import math
 import os
 import re
 import time
-from array import array
-from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 
 from rich.cells import cell_len
@@ -86,6 +85,7 @@ from textual.worker import get_current_worker
 
 from xllm_tui.logs.glog import ERRORS_PATTERNS, WARNINGS_PATTERNS, severity_of
 from xllm_tui.logs.inotify import FileWatch
+from xllm_tui.logs.matches import MatchIndex
 from xllm_tui.logs.tail import LogFile, RefreshResult, Snapshot
 
 _CONTROL = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-_]|[\x00-\x08\x0b-\x1f\x7f]")
@@ -111,6 +111,11 @@ FLOOD_SKIP_BYTES = 4 * 1024 * 1024
 COMPACT_PREFERENCE = "log_view_compact"  # attribute of the app remembering the last chosen mode
 # The glog prefix compact mode drops: severity, date, time (kept, cut to milliseconds), thread, file:line.
 _GLOG_PREFIX = re.compile(r"^[IWEF](?:\d{8}|\d{4}) (\d\d:\d\d:\d\d)(\.\d{1,3})?\d*\s+\d+ [^\s\]]+\] ?")
+
+
+def _match_count(piece: tuple) -> int:
+    found = piece[2]
+    return found if isinstance(found, int) else len(found)
 
 
 def _quiet(refresh: RefreshResult) -> bool:
@@ -158,8 +163,8 @@ class _PollResult:
     snapshot: Snapshot
     refresh: RefreshResult
     filter_key: tuple | None  # (level, lo, hi) the filter update below extends
-    filter_before: array | None
-    filter_after: array | None
+    filter_before: list | None  # MatchIndex.piece of each piece before the filtered range, in order
+    filter_after: list | None  # the same after it
     filter_range: tuple[int, int] | None
 
 
@@ -264,7 +269,7 @@ class LogView(ScrollView, can_focus=True):
             self.wrapped = ""  # search only: "search wrapped to the top/bottom"
 
     class _FilterReady(Message):
-        def __init__(self, token: int, level: str, offsets: array, lo: int, hi: int, snapshot: Snapshot) -> None:
+        def __init__(self, token: int, level: str, offsets: MatchIndex, lo: int, hi: int, snapshot: Snapshot) -> None:
             super().__init__()
             self.token = token
             self.level = level
@@ -317,7 +322,7 @@ class LogView(ScrollView, can_focus=True):
         self._search_bytes: re.Pattern[bytes] | None = None
         self._search_str: re.Pattern[str] | None = None
         self._filter_level: str | None = None
-        self._filter_offsets: array | None = None
+        self._filter_offsets: MatchIndex | None = None  # the filtered rows' line starts
         self._filter_range: tuple[int, int] | None = None  # bytes the filter has scanned
         self._wrap_layout_key: tuple | None = None
         self._wrap_layout: list[Strip] = []
@@ -585,8 +590,8 @@ class LogView(ScrollView, can_focus=True):
                 pattern = _FILTER_PATTERNS[level]
                 generation, new_lo, new_hi = logfile._indexed_window()
                 if generation == snapshot.generation:
-                    before = logfile.scan_matching(pattern, new_lo, lo) if new_lo < lo else array("Q")
-                    after = logfile.scan_matching(pattern, hi, new_hi) if new_hi > hi else array("Q")
+                    before = [MatchIndex.piece(*p) for p in logfile.scan_runs(pattern, new_lo, lo)] if new_lo < lo else []
+                    after = [MatchIndex.piece(*p) for p in logfile.scan_runs(pattern, hi, new_hi)] if new_hi > hi else []
                     new_range = (min(lo, new_lo), max(hi, new_hi))
             result = _PollResult(token, snapshot, refresh, filter_key, before, after, new_range)
         except Exception:  # noqa: BLE001 - never stop polling: the next run retries
@@ -627,13 +632,13 @@ class LogView(ScrollView, can_focus=True):
             and result.filter_key == (self._filter_level, *self._filter_range)
             and result.filter_range is not None
         ):
-            added_rows = len(result.filter_after)
-            if result.filter_before:
-                self._filter_offsets = result.filter_before + self._filter_offsets + result.filter_after
-            else:  # in place: an error storm's matches were copied whole at every poll (twice their memory)
-                self._filter_offsets.extend(result.filter_after)
+            for piece in reversed(result.filter_before):
+                self._filter_offsets.add(*piece)
+            for piece in result.filter_after:
+                self._filter_offsets.add(*piece)
             self._filter_range = result.filter_range
-            self._sync(result.snapshot, prepended_rows=len(result.filter_before), appended_rows=added_rows)
+            self._sync(result.snapshot, prepended_rows=sum(map(_match_count, result.filter_before)),
+                       appended_rows=sum(map(_match_count, result.filter_after)))
         else:
             appended = result.refresh.new_lines if result.refresh.reset is None else 0
             self._sync(result.snapshot, appended_rows=appended if self._filter_offsets is None else 0)
@@ -1054,7 +1059,7 @@ class LogView(ScrollView, can_focus=True):
                 offset = self._logfile.line_offset(line, base=self._base)
             except IndexError:
                 return
-            row = bisect_left(self._filter_offsets, offset)
+            row = self._filter_offsets.bisect_left(offset)
         else:
             row = line
         self._scroll_to_row(row)
@@ -1071,7 +1076,7 @@ class LogView(ScrollView, can_focus=True):
     def _move_current(self, offset: int) -> None:
         self._current_offset = offset
         if self._filter_offsets is not None:
-            row = bisect_left(self._filter_offsets, offset)
+            row = self._filter_offsets.bisect_left(offset)
             if row >= len(self._filter_offsets) or self._filter_offsets[row] != offset:
                 self.set_filter(None)  # the match is not a filtered line: show everything
                 row = None
@@ -1154,8 +1159,8 @@ class LogView(ScrollView, can_focus=True):
             self._search_worker(self._logfile, self._token, self._search_text, self._search_bytes,
                                 self._search_anchor(False), False, self._filter_snapshot())
 
-    def _filter_snapshot(self) -> array | None:
-        return array("Q", self._filter_offsets) if self._filter_offsets is not None else None
+    def _filter_snapshot(self) -> MatchIndex | None:
+        return self._filter_offsets.copy() if self._filter_offsets is not None else None
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="log-view-search")
     def _search_worker(self, logfile, token, query, pattern, anchor, forward, filtered) -> None:
@@ -1164,9 +1169,9 @@ class LogView(ScrollView, can_focus=True):
         def find(anchor: int | None) -> int | None:
             if filtered is not None:
                 # Only rows of the filtered view: check their text, nearest first.
-                start = bisect_right(filtered, anchor) if anchor is not None else 0
+                start = filtered.bisect_right(anchor) if anchor is not None else 0
                 rows = range(start, len(filtered)) if forward else range(
-                    (bisect_left(filtered, anchor) if anchor is not None else len(filtered)) - 1, -1, -1)
+                    (filtered.bisect_left(anchor) if anchor is not None else len(filtered)) - 1, -1, -1)
                 for row in rows:
                     if worker.is_cancelled:
                         return None
@@ -1242,7 +1247,7 @@ class LogView(ScrollView, can_focus=True):
         self.refresh()
 
     def _start_filter(self, level: str) -> None:
-        self._filter_offsets = array("Q")  # empty until the worker reports
+        self._filter_offsets = MatchIndex(self._logfile, _FILTER_PATTERNS[level])  # empty until the worker reports
         self._filter_range = None
         self._filter_worker(self._logfile, self._token, level)
 
@@ -1251,7 +1256,9 @@ class LogView(ScrollView, can_focus=True):
         worker = get_current_worker()
         generation, lo, hi = logfile._indexed_window()
         snapshot = logfile.snapshot()
-        offsets = logfile.scan_matching(_FILTER_PATTERNS[level], lo, hi, lambda: worker.is_cancelled)
+        offsets = MatchIndex(logfile, _FILTER_PATTERNS[level])
+        for piece in logfile.scan_runs(_FILTER_PATTERNS[level], lo, hi, lambda: worker.is_cancelled):
+            offsets.add(*MatchIndex.piece(*piece))
         if not worker.is_cancelled and generation == snapshot.generation:
             self.post_message(self._FilterReady(token, level, offsets, lo, hi, snapshot))
 
@@ -1265,7 +1272,7 @@ class LogView(ScrollView, can_focus=True):
         self._sync(message.snapshot)
         self._update_virtual_size()
         if self._current_offset is not None:
-            row = bisect_left(self._filter_offsets, self._current_offset)
+            row = self._filter_offsets.bisect_left(self._current_offset)
             self._scroll_to_row(row)
         else:
             self.scroll_to(y=self.max_scroll_y, animate=False, immediate=True, force=True)
