@@ -460,6 +460,63 @@ async def test_the_skipped_part_is_counted_while_the_rank_goes_on_logging_slowly
             assert view.line_count == sum(1 for _ in f)
 
 
+async def test_a_rank_that_stops_after_a_flood_is_counted_back_all_the_same(tmp_path, monkeypatch):
+    """Its last burst was no flood to skip but no quiet poll either, and then nothing changed to wake the view:
+    "flood: its end only" stayed for good and `g` stopped short of the first line."""
+    from xllm_tui.ui.widgets import log_view
+
+    monkeypatch.setattr(log_view, "FLOOD_SKIP_BYTES", 512 * 1024)
+    path = tmp_path / "node_3.log"
+    async with tail_shown(path) as (app, pilot, view):
+        write_lines(path, [glog_line(i) for i in range(300, 30_300)])  # 3.6 MB: skipped
+        await wait_for(pilot, lambda: view.log_file.last_reset == "skipped", "the flood skipped")
+        # Then 2,000 lines (240 KB: under the skip, over a quiet poll's lines) and the rank dies.
+        write_lines(path, [glog_line(i, "E", f"error {i}") for i in range(2000)])
+        await wait_for(pilot, lambda: visible(view)[-1].endswith("error 1999"), "the last burst")
+        await wait_for(pilot, lambda: view.index_complete, "the whole log counted, no change to wake the view")
+        assert view.line_count == 32_300 and "flood" not in str(view.border_title)
+
+
+async def test_a_search_started_while_a_followed_flood_is_skipped_finds_its_line(tmp_path, small_flood_skip,
+                                                                                 monkeypatch):
+    """A skip reset the file's generation, and a search reading meanwhile read nothing: "not found"."""
+    import threading
+    import time
+
+    from xllm_tui.logs.tail import LogFile
+
+    path = tmp_path / "node_5.log"
+    stop = threading.Event()
+    line = (glog_line(0, text="x" * 67) + "\n").encode()
+
+    def flood() -> None:
+        with open(path, "ab", buffering=0) as f:
+            while not stop.is_set():
+                f.write(line * 2000)  # 240 KB, far over the skip
+                time.sleep(0.01)
+
+    find_next = LogFile.find_next
+
+    def slow_find_next(self, *args, **kwargs):
+        time.sleep(0.5)  # a search through a big log: the flood goes on meanwhile
+        return find_next(self, *args, **kwargs)
+
+    monkeypatch.setattr(LogFile, "find_next", slow_find_next)
+    async with tail_shown(path) as (app, pilot, view):
+        thread = threading.Thread(target=flood)
+        thread.start()
+        try:
+            await wait_for(pilot, lambda: view.log_file.last_reset == "skipped", "the flood skipped")
+            view.set_search("message 250")
+            await pilot.press("n")
+            await wait_for(pilot, lambda: any(isinstance(m, LogView.SearchResult) for m in app.messages), "result")
+        finally:
+            stop.set()
+            thread.join(10)
+        result = [m for m in app.messages if isinstance(m, LogView.SearchResult)][-1]
+        assert result.found and result.line is not None
+
+
 def read_last_line(path) -> str:
     with open(path) as f:
         return f.read().splitlines()[-1]

@@ -71,10 +71,11 @@ class Snapshot:
 
     line_count: int
     prepended_lines: int
-    generation: int  # bumped on every reset (rotation/truncation)
+    generation: int  # bumped when the file is another (rotation/truncation): byte offsets of before mean nothing
     complete: bool  # True once the index reaches the start of the file
     indexed_bytes: int
     file_size: int
+    epoch: int = 0  # bumped at every reset, a skipped flood too: line numbers start again (byte offsets hold)
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,7 @@ class LogFile:
         self._blocks_cache = _LRU(64)
         self.initial_lines = initial_lines
         self.generation = 0
+        self.epoch = 0  # numbering: see Snapshot.epoch
         self.last_reset: str | None = None
         self._open_and_anchor()
         self.poll()
@@ -221,6 +223,7 @@ class LogFile:
                 complete=self.complete,
                 indexed_bytes=self._end - self._first_block * self.block_size,
                 file_size=self.file_size,
+                epoch=self.epoch,
             )
 
     def index_memory_bytes(self) -> int:
@@ -353,8 +356,8 @@ class LogFile:
         """Pick up appended data (up to max_bytes per call); detect truncation and rotation.
 
         On truncation or rotation the index is reset to the new file's tail (as when opening),
-        `generation` is incremented and `last_reset` says why. With `skip_over`, more than that many
-        appended bytes are not read: the index is reset to the file's tail the same way (reset "skipped"),
+        `generation` and `epoch` are incremented and `last_reset` says why. With `skip_over`, more than that many
+        appended bytes are not read: the index is reset to the file's tail (reset "skipped", `epoch` only),
         and the skipped part is counted later, backwards, like the rest of the past. A view following a
         flood shows only its last lines: reading every byte as it came was most of its cost.
         """
@@ -377,6 +380,7 @@ class LogFile:
                     reset = "truncated"
             if reset is not None:
                 self.generation += 1
+                self.epoch += 1
                 self.last_reset = reset
                 self._open_and_anchor()
             if self._fd is None:
@@ -386,8 +390,8 @@ class LogFile:
             skipped = 0
             if reset is None and skip_over is not None and file_size - self._end > skip_over:
                 old_end = self._end
-                reset = "skipped"
-                self.generation += 1
+                reset = "skipped"  # the same file: byte offsets (searches, filters) hold, line numbers start again
+                self.epoch += 1
                 self.last_reset = reset
                 self._anchor(file_size)
                 skipped = self._end - old_end
@@ -457,10 +461,12 @@ class LogFile:
     def _shift(self, base: int | None) -> int:
         return 0 if base is None else self.prepended_lines - base
 
-    def get_lines_with_offsets(self, start: int, count: int, base: int | None = None) -> list[tuple[int, str]]:
-        """(start offset, text) of lines start .. start+count-1 (clipped to the indexed lines)."""
+    def get_lines_with_offsets(self, start: int, count: int, base: int | None = None,
+                               epoch: int | None = None) -> list[tuple[int, str]]:
+        """(start offset, text) of lines start .. start+count-1 (clipped to the indexed lines); none if the
+        numbering is no longer that of `epoch` (a reset since the caller's numbers were taken)."""
         with self._lock:
-            if self._fd is None:
+            if self._fd is None or (epoch is not None and epoch != self.epoch):
                 return []
             start += self._shift(base)
             total = max(0, self._cum[-1] - self._skip)

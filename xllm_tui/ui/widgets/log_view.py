@@ -81,7 +81,7 @@ from textual.scrollbar import ScrollBar
 from textual.strip import Strip
 from textual.timer import Timer
 from textual.widget import Widget
-from textual.worker import get_current_worker
+from textual.worker import WorkerState, get_current_worker
 
 from xllm_tui.logs.glog import ERRORS_PATTERNS, WARNINGS_PATTERNS, severity_of
 from xllm_tui.logs.inotify import FileWatch
@@ -296,7 +296,8 @@ class LogView(ScrollView, can_focus=True):
         self.path: str | None = None
         self._token = 0
         self._base = 0  # prepended_lines our line numbers refer to
-        self._generation = 0  # the log file's generation (resets) our line numbers refer to
+        self._epoch = 0  # the log file's numbering (LogFile.epoch) our line numbers refer to
+        self._finding = None  # the Worker of the last search or first-error look: no flood is skipped meanwhile
         self._skipping = False  # the last poll skipped a flood's middle (counted backwards once quiet)
         self._lines = 0
         self._complete = True
@@ -412,13 +413,14 @@ class LogView(ScrollView, can_focus=True):
         self._reset_view_state()
         self._last_read_lines = 0
         self._skipping = False
+        self._finding = None
         # Opening read the tail: that counts as a read, so a log flooding as it is selected is read again after
         # the wake gap, not at once (a second frame right after the key's, at every rank switch).
         self._poll_started = time.monotonic()
         self._start_watch()
         snapshot = self._logfile.snapshot() if self._logfile else None
         self._base = snapshot.prepended_lines if snapshot else 0
-        self._generation = snapshot.generation if snapshot else 0
+        self._epoch = snapshot.epoch if snapshot else 0
         self._lines = snapshot.line_count if snapshot else 0
         self._complete = snapshot.complete if snapshot else True
         self._index_progress = (snapshot.indexed_bytes, snapshot.file_size) if snapshot else (0, 0)
@@ -558,23 +560,31 @@ class LogView(ScrollView, can_focus=True):
         self._poll_started = time.monotonic()
         level = self._filter_level
         key = (level, *self._filter_range) if level and self._filter_range else None
-        self._poll_worker(self._logfile, self._token, key, FLOOD_SKIP_BYTES if self._may_skip() else None)
+        self._poll_worker(self._logfile, self._token, key)
 
-    def _may_skip(self) -> bool:
-        """True when a flood's middle would not be seen anyway: following the end, no filter, no current line."""
-        return self.follow and self._pinned and self._filter_level is None and self._current_offset is None
+    def _skip_over(self) -> int | None:
+        """FLOOD_SKIP_BYTES when a flood's middle would not be seen anyway: following the end, no filter, no current
+        line, no search under way. Asked by the poll worker just before it reads (a key pressed meanwhile counts)."""
+        finding = self._finding  # until its result is handled: a skip then would drop the line it found
+        searching = finding is not None and finding.state in (WorkerState.PENDING, WorkerState.RUNNING,
+                                                              WorkerState.SUCCESS)
+        if self.follow and self._pinned and self._filter_level is None and self._current_offset is None \
+                and not searching:
+            return FLOOD_SKIP_BYTES
+        return None
 
     @work(thread=True, exit_on_error=False, group="log-view-poll")
-    def _poll_worker(self, logfile: LogFile, token: int, filter_key: tuple | None, skip_over: int | None) -> None:
+    def _poll_worker(self, logfile: LogFile, token: int, filter_key: tuple | None) -> None:
         try:
             deadline = time.monotonic() + _INDEX_SLICE_S
             # Appends first (in slices, so readers on the UI thread never wait long for the lock).
-            refresh = logfile.poll(_POLL_SLICE_BYTES, skip_over)
+            refresh = logfile.poll(_POLL_SLICE_BYTES, self._skip_over())
             new_lines, reset, skipped = refresh.new_lines, refresh.reset, refresh.skipped_bytes
             while refresh.more and time.monotonic() < deadline:
-                refresh = logfile.poll(_POLL_SLICE_BYTES, skip_over)
+                refresh = logfile.poll(_POLL_SLICE_BYTES, self._skip_over())
                 new_lines = refresh.new_lines if refresh.reset else new_lines + refresh.new_lines
-                reset = refresh.reset or reset
+                if reset in (None, "skipped"):  # a rotation or truncation is what the view must hear of
+                    reset = refresh.reset or reset
                 skipped += refresh.skipped_bytes
             refresh = RefreshResult(new_lines, reset, refresh.more, skipped)
             # The start of the file is indexed only while it does not flood: following a flooding log,
@@ -610,7 +620,7 @@ class LogView(ScrollView, can_focus=True):
                 self.call_later(self._schedule_poll)  # a new file is waiting to be indexed
             return
         reset = result.refresh.reset
-        self._skipping = reset == "skipped" or (self._skipping and bool(result.refresh.new_lines))
+        self._skipping = reset == "skipped" or (self._skipping and not _quiet(result.refresh))
         if reset == "skipped":
             self._last_read_lines = max(result.refresh.new_lines, self.scrollable_content_region.height + 1)  # a flood
         else:
@@ -618,11 +628,9 @@ class LogView(ScrollView, can_focus=True):
         if reset is not None:
             self._reset_view_state()
             self._base = result.snapshot.prepended_lines
-            self._generation = result.snapshot.generation
+            self._epoch = result.snapshot.epoch
             self._lines = 0
-            if reset == "skipped":
-                self._pinned = True  # still following the end: _sync scrolls there
-            else:
+            if reset != "skipped":  # a skip keeps following the end (_sync), or the place a key moved to meanwhile
                 self.scroll_to(0, 0, animate=False, immediate=True, force=True)
                 self.post_message(self.FileReset(self, reset))
         if (
@@ -649,13 +657,14 @@ class LogView(ScrollView, can_focus=True):
             self.post_message(self.IndexProgress(self, s.indexed_bytes, s.file_size, s.complete))
         if result.refresh.more or (not result.snapshot.complete and _quiet(result.refresh)):
             self.call_later(self._schedule_poll)  # keep reading / indexing without waiting for the timer
-        elif reset == "skipped":
-            self._poll_after_gap()  # no change may come to wake us: the skipped part is counted once quiet
+        elif not result.snapshot.complete:
+            # No change may come to wake us (a rank that stopped after a flood): its past is counted once quiet.
+            self._poll_after_gap()
 
     def _sync(self, snapshot: Snapshot, *, prepended_rows: int | None = None, appended_rows: int = 0) -> None:
         """Adopt a newer snapshot of the index: shift our numbering, keep the viewport on the same lines."""
-        if snapshot.generation != (self._logfile.generation if self._logfile else 0):
-            return
+        if self._logfile is None or snapshot.epoch != self._epoch:
+            return  # numbered otherwise than this view (a reset whose poll result has not come yet, or an old one)
         # Pinned: the user has not scrolled away from the end (a scrollbar may have shifted it by a row).
         at_bottom = self._at_bottom() or (self.follow and self._pinned)
         lines_before = self._lines
@@ -849,7 +858,7 @@ class LogView(ScrollView, can_focus=True):
             return None
         # The numbering this view adopted: until a reset's result reaches the UI thread (a flood skipped in a
         # worker), rows already read keep showing, and no row is read with numbers of the file before it.
-        generation = self._generation
+        generation = self._epoch
         if self._filter_offsets is not None:
             if row >= len(self._filter_offsets):
                 return None
@@ -864,9 +873,9 @@ class LogView(ScrollView, can_focus=True):
             return None
         stable = row - self._base
         entry = self._text_cache.get((self._token, generation, stable))
-        if entry is None and logfile.generation == generation:
+        if entry is None:
             start = max(0, row - 10)
-            fetched = logfile.get_lines_with_offsets(start, _FETCH_AHEAD, base=self._base)
+            fetched = logfile.get_lines_with_offsets(start, _FETCH_AHEAD, base=self._base, epoch=generation)
             for i, (offset, text) in enumerate(fetched):
                 self._text_cache.set((self._token, generation, start + i - self._base), (offset, _clean(text)))
             entry = self._text_cache.get((self._token, generation, stable))
@@ -1151,13 +1160,13 @@ class LogView(ScrollView, can_focus=True):
 
     def search_next(self) -> None:
         if self._search_bytes is not None and self._logfile is not None:
-            self._search_worker(self._logfile, self._token, self._search_text, self._search_bytes,
-                                self._search_anchor(True), True, self._filter_snapshot())
+            self._finding = self._search_worker(self._logfile, self._token, self._search_text, self._search_bytes,
+                                                self._search_anchor(True), True, self._filter_snapshot())
 
     def search_previous(self) -> None:
         if self._search_bytes is not None and self._logfile is not None:
-            self._search_worker(self._logfile, self._token, self._search_text, self._search_bytes,
-                                self._search_anchor(False), False, self._filter_snapshot())
+            self._finding = self._search_worker(self._logfile, self._token, self._search_text, self._search_bytes,
+                                                self._search_anchor(False), False, self._filter_snapshot())
 
     def _filter_snapshot(self) -> MatchIndex | None:
         return self._filter_offsets.copy() if self._filter_offsets is not None else None
@@ -1198,7 +1207,7 @@ class LogView(ScrollView, can_focus=True):
     def jump_to_first_error(self) -> None:
         """Make the first E/F/"Check failed:" line current (indexes the whole file first, in a worker)."""
         if self._logfile is not None:
-            self._first_error_worker(self._logfile, self._token)
+            self._finding = self._first_error_worker(self._logfile, self._token)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="log-view-search")
     def _first_error_worker(self, logfile: LogFile, token: int) -> None:
@@ -1209,6 +1218,8 @@ class LogView(ScrollView, can_focus=True):
 
     def on_log_view__found(self, message: _Found) -> None:
         message.stop()
+        if self._finding is not None and self._finding.is_finished:
+            self._finding = None  # a newer look still running keeps floods unskipped
         if message.token != self._token:
             return
         self._search_wrapped = message.wrapped
@@ -1259,13 +1270,15 @@ class LogView(ScrollView, can_focus=True):
         offsets = MatchIndex(logfile, _FILTER_PATTERNS[level])
         for piece in logfile.scan_runs(_FILTER_PATTERNS[level], lo, hi, lambda: worker.is_cancelled):
             offsets.add(*MatchIndex.piece(*piece))
-        if not worker.is_cancelled and generation == snapshot.generation:
+        if not worker.is_cancelled and generation == snapshot.generation == logfile.generation:
             self.post_message(self._FilterReady(token, level, offsets, lo, hi, snapshot))
 
     def on_log_view__filter_ready(self, message: _FilterReady) -> None:
         message.stop()
         if message.token != self._token or message.level != self._filter_level:
             return
+        if self._logfile is None or message.snapshot.generation != self._logfile.generation:
+            return  # another file since the scan (rotated, truncated): the filter restarted on it
         self._filter_offsets = message.offsets
         self._filter_range = (message.lo, message.hi)
         self._wrap_layout_key = None
