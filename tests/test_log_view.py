@@ -517,6 +517,55 @@ async def test_a_search_started_while_a_followed_flood_is_skipped_finds_its_line
         assert result.found and result.line is not None
 
 
+async def test_floods_are_skipped_again_after_a_search(tmp_path, small_flood_skip):
+    """A look's result was taken for still pending (its worker not yet marked done when the result came), and
+    no flood of that log was skipped again."""
+    path = tmp_path / "node_6.log"
+    async with tail_shown(path) as (app, pilot, view):
+        view.set_search("no such text")
+        await pilot.press("n")
+        await wait_for(pilot, lambda: any(isinstance(m, LogView.SearchResult) for m in app.messages), "the result")
+        await pilot.press("G")
+        write_lines(path, [glog_line(i) for i in range(300, 20_300)])
+        await wait_for(pilot, lambda: visible(view)[-1].endswith("message 20299"), "the flood's end")
+        assert view.log_file.last_reset == "skipped"
+
+
+async def test_a_search_result_that_comes_before_a_skip_is_told_keeps_its_line(tmp_path, small_flood_skip,
+                                                                              monkeypatch):
+    """The skip's poll is slow to report; the search's result comes first. It was numbered with the view's old
+    numbering in the file's new one (a wrong line), and the skip's reset then dropped the current line."""
+    import threading
+    import time
+
+    from xllm_tui.logs.tail import LogFile
+
+    path = tmp_path / "node_7.log"
+    poll = LogFile.poll
+    skipped = threading.Event()
+
+    def slow_to_tell(self, *args, **kwargs):
+        result = poll(self, *args, **kwargs)
+        if result.reset == "skipped" and not skipped.is_set():
+            skipped.set()
+            time.sleep(0.5)  # the search's result reaches the UI thread first
+        return result
+
+    monkeypatch.setattr(LogFile, "poll", slow_to_tell)
+    async with tail_shown(path) as (app, pilot, view):
+        write_lines(path, [glog_line(i) for i in range(300, 20_300)] + [glog_line(9, text="NEEDLE at the end")])
+        await wait_for(pilot, lambda: skipped.is_set(), "a skip under way")
+        view.set_search("needle at the end")
+        view.search_previous()
+        await wait_for(pilot, lambda: any(isinstance(m, LogView.SearchResult) for m in app.messages), "the result")
+        await wait_for(pilot, lambda: view._epoch == view.log_file.epoch, "the skip told")
+        result = [m for m in app.messages if isinstance(m, LogView.SearchResult)][-1]
+        assert result.found
+        assert view.current_line is not None
+        assert view.log_file.get_line(view.current_line, base=view._base).endswith("NEEDLE at the end")
+        assert result.line == view.current_line
+
+
 def read_last_line(path) -> str:
     with open(path) as f:
         return f.read().splitlines()[-1]

@@ -512,18 +512,21 @@ class LogFile:
             raise IndexError(f"line {index} is not in the index ({self.line_count} lines)")
         return lines[0]
 
-    def line_offset(self, index: int, base: int | None = None) -> int:
-        """Byte offset where line `index` starts."""
+    def line_offset(self, index: int, base: int | None = None, epoch: int | None = None) -> int:
+        """Byte offset where line `index` starts (IndexError too if the numbering is no longer `epoch`'s)."""
         with self._lock:
+            if epoch is not None and epoch != self.epoch:
+                raise IndexError(index)
             index += self._shift(base)
             if not 0 <= index < max(0, self._cum[-1] - self._skip):
                 raise IndexError(index)
             return self._line_start(index)
 
-    def line_of_offset(self, offset: int, base: int | None = None) -> int | None:
-        """Number of the line containing byte `offset`, or None if it is outside the indexed lines."""
+    def line_of_offset(self, offset: int, base: int | None = None, epoch: int | None = None) -> int | None:
+        """Number of the line containing byte `offset`, or None if it is outside the indexed lines (or the
+        numbering is no longer `epoch`'s)."""
         with self._lock:
-            if self._fd is None or offset < 0 or offset >= self._end:
+            if self._fd is None or offset < 0 or offset >= self._end or (epoch is not None and epoch != self.epoch):
                 return None
             region_start = self._first_block * self.block_size
             if offset < region_start:

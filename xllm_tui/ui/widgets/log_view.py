@@ -81,7 +81,7 @@ from textual.scrollbar import ScrollBar
 from textual.strip import Strip
 from textual.timer import Timer
 from textual.widget import Widget
-from textual.worker import WorkerState, get_current_worker
+from textual.worker import NoActiveWorker, WorkerState, get_current_worker
 
 from xllm_tui.logs.glog import ERRORS_PATTERNS, WARNINGS_PATTERNS, severity_of
 from xllm_tui.logs.inotify import FileWatch
@@ -267,6 +267,10 @@ class LogView(ScrollView, can_focus=True):
             self.snapshot = snapshot
             self.kind = kind
             self.wrapped = ""  # search only: "search wrapped to the top/bottom"
+            try:
+                self.worker = get_current_worker()  # posted from the look's worker thread
+            except NoActiveWorker:
+                self.worker = None
 
     class _FilterReady(Message):
         def __init__(self, token: int, level: str, offsets: MatchIndex, lo: int, hi: int, snapshot: Snapshot) -> None:
@@ -298,6 +302,7 @@ class LogView(ScrollView, can_focus=True):
         self._base = 0  # prepended_lines our line numbers refer to
         self._epoch = 0  # the log file's numbering (LogFile.epoch) our line numbers refer to
         self._finding = None  # the Worker of the last search or first-error look: no flood is skipped meanwhile
+        self._deferred_found = None  # a look's result waiting for the numbering of a skip to be adopted
         self._skipping = False  # the last poll skipped a flood's middle (counted backwards once quiet)
         self._lines = 0
         self._complete = True
@@ -378,7 +383,7 @@ class LogView(ScrollView, can_focus=True):
     def current_line(self) -> int | None:
         if self._current_offset is None or self._logfile is None:
             return None
-        return self._logfile.line_of_offset(self._current_offset, base=self._base)
+        return self._logfile.line_of_offset(self._current_offset, base=self._base, epoch=self._epoch)
 
     @property
     def status_text(self) -> str:
@@ -414,6 +419,7 @@ class LogView(ScrollView, can_focus=True):
         self._last_read_lines = 0
         self._skipping = False
         self._finding = None
+        self._deferred_found = None
         # Opening read the tail: that counts as a read, so a log flooding as it is selected is read again after
         # the wake gap, not at once (a second frame right after the key's, at every rank switch).
         self._poll_started = time.monotonic()
@@ -565,9 +571,8 @@ class LogView(ScrollView, can_focus=True):
     def _skip_over(self) -> int | None:
         """FLOOD_SKIP_BYTES when a flood's middle would not be seen anyway: following the end, no filter, no current
         line, no search under way. Asked by the poll worker just before it reads (a key pressed meanwhile counts)."""
-        finding = self._finding  # until its result is handled: a skip then would drop the line it found
-        searching = finding is not None and finding.state in (WorkerState.PENDING, WorkerState.RUNNING,
-                                                              WorkerState.SUCCESS)
+        finding = self._finding  # until its result is handled (on_log_view__found forgets it)
+        searching = finding is not None and finding.state not in (WorkerState.ERROR, WorkerState.CANCELLED)
         if self.follow and self._pinned and self._filter_level is None and self._current_offset is None \
                 and not searching:
             return FLOOD_SKIP_BYTES
@@ -616,17 +621,21 @@ class LogView(ScrollView, can_focus=True):
             self.call_later(self._schedule_poll)
         result = message.result
         if result is None or result.token != self._token or self._logfile is None:
-            if self._logfile is not None and not self._complete:
-                self.call_later(self._schedule_poll)  # a new file is waiting to be indexed
+            if self._logfile is not None and (not self._complete or self._logfile.epoch != self._epoch):
+                self.call_later(self._schedule_poll)  # a new file is waiting to be indexed, or a reset to be told
             return
         reset = result.refresh.reset
+        if reset is None and result.snapshot.epoch != self._epoch:
+            reset = self._logfile.last_reset or "skipped"  # a poll that reset and then failed posted nothing
         self._skipping = reset == "skipped" or (self._skipping and not _quiet(result.refresh))
         if reset == "skipped":
             self._last_read_lines = max(result.refresh.new_lines, self.scrollable_content_region.height + 1)  # a flood
         else:
             self._last_read_lines = result.refresh.new_lines if reset is None else 0
+        current = self._current_offset if reset == "skipped" else None  # byte offsets outlive a skip
         if reset is not None:
             self._reset_view_state()
+            self._current_offset = current
             self._base = result.snapshot.prepended_lines
             self._epoch = result.snapshot.epoch
             self._lines = 0
@@ -660,6 +669,11 @@ class LogView(ScrollView, can_focus=True):
         elif not result.snapshot.complete:
             # No change may come to wake us (a rank that stopped after a flood): its past is counted once quiet.
             self._poll_after_gap()
+        if current is not None:
+            self._move_current(current)
+        deferred, self._deferred_found = self._deferred_found, None
+        if deferred is not None:
+            self.on_log_view__found(deferred)
 
     def _sync(self, snapshot: Snapshot, *, prepended_rows: int | None = None, appended_rows: int = 0) -> None:
         """Adopt a newer snapshot of the index: shift our numbering, keep the viewport on the same lines."""
@@ -1065,7 +1079,7 @@ class LogView(ScrollView, can_focus=True):
         """Scroll so file line `line` is visible (roughly centred); in a filtered view, its nearest row."""
         if self._filter_offsets is not None and self._logfile is not None:
             try:
-                offset = self._logfile.line_offset(line, base=self._base)
+                offset = self._logfile.line_offset(line, base=self._base, epoch=self._epoch)
             except IndexError:
                 return
             row = self._filter_offsets.bisect_left(offset)
@@ -1092,7 +1106,7 @@ class LogView(ScrollView, can_focus=True):
         else:
             row = None
         if row is None and self._logfile is not None:
-            row = self._logfile.line_of_offset(offset, base=self._base)
+            row = self._logfile.line_of_offset(offset, base=self._base, epoch=self._epoch)
         if row is not None:
             self._scroll_to_row(row)
         self.refresh()
@@ -1218,10 +1232,14 @@ class LogView(ScrollView, can_focus=True):
 
     def on_log_view__found(self, message: _Found) -> None:
         message.stop()
-        if self._finding is not None and self._finding.is_finished:
-            self._finding = None  # a newer look still running keeps floods unskipped
         if message.token != self._token:
             return
+        if self._logfile is not None and self._logfile.epoch != self._epoch:
+            # A flood was skipped and its poll's result has not come: the line's number is for then.
+            self._deferred_found = message
+            return
+        if message.worker is self._finding:
+            self._finding = None  # a newer look still running keeps floods unskipped
         self._search_wrapped = message.wrapped
         self._sync(message.snapshot)
         line = None
@@ -1251,7 +1269,7 @@ class LogView(ScrollView, can_focus=True):
             elif self.follow or anchor is None:
                 self.scroll_to(y=self.max_scroll_y, animate=False, immediate=True, force=True)
             elif self._logfile is not None:
-                line = self._logfile.line_of_offset(anchor[0], base=self._base)
+                line = self._logfile.line_of_offset(anchor[0], base=self._base, epoch=self._epoch)
                 if line is not None:
                     self.scroll_to(y=line, animate=False, immediate=True, force=True)
         self._update_title()
