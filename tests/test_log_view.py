@@ -566,6 +566,32 @@ async def test_a_search_result_that_comes_before_a_skip_is_told_keeps_its_line(t
         assert result.line == view.current_line
 
 
+async def test_a_log_whose_start_cannot_be_read_is_not_polled_in_a_loop(tmp_path, monkeypatch):
+    """Counting a big log backwards fails (a read error): each failed try was followed by another at once, a
+    thread busy for good. The view now tries again after the wake gap."""
+    import time
+
+    from xllm_tui.logs.tail import LogFile
+    from xllm_tui.ui.widgets.log_view import WAKE_GAP_S
+
+    path = tmp_path / "node_8.log"
+    write_lines(path, [glog_line(i) for i in range(3000)], "w")  # several blocks: opened at its tail
+    tries: list[float] = []
+
+    def failing(self, max_bytes=0):
+        tries.append(time.monotonic())
+        return 0  # no progress, as on EIO
+
+    monkeypatch.setattr(LogFile, "index_backward", failing)
+    app = LogApp(path)
+    async with app.run_test(size=(100, 24)) as pilot:
+        view = app.query_one(LogView)
+        await wait_for(pilot, lambda: len(tries) >= 5, "a few tries")
+        assert not view.index_complete
+        gaps = [b - a for a, b in zip(tries[2:], tries[3:])]  # after opening's own tries
+        assert min(gaps) >= WAKE_GAP_S / 2, gaps
+
+
 def read_last_line(path) -> str:
     with open(path) as f:
         return f.read().splitlines()[-1]

@@ -323,17 +323,21 @@ class LogFile:
             self.prepended_lines += added
             return added
 
-    def index_backward_while(self, keep_going: Callable[[], bool], max_bytes: int = 16 * READ_CHUNK) -> None:
+    def index_backward_while(self, keep_going: Callable[[], bool], max_bytes: int = 16 * READ_CHUNK) -> int:
         """index_backward() until the index is complete or keep_going() is false (asked before each step).
+        Returns the blocks it went back by.
 
         Stops as soon as a step makes no progress: the file closed, unreadable, or reset meanwhile. Looping on
         `complete` alone spun on a closed file (a view switched away during its poll) until its deadline.
         """
+        went_back = 0
         while not self.complete and not self._closed and keep_going():
             first = self._first_block
             self.index_backward(max_bytes)
             if self._first_block == first:
-                return
+                break
+            went_back += first - self._first_block
+        return went_back
 
     def _index_initial_lines(self) -> None:
         self.index_backward_while(lambda: self.line_count < self.initial_lines, 16 * self.block_size)

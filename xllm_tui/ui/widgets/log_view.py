@@ -166,6 +166,7 @@ class _PollResult:
     filter_before: list | None  # MatchIndex.piece of each piece before the filtered range, in order
     filter_after: list | None  # the same after it
     filter_range: tuple[int, int] | None
+    went_back: int = 0  # blocks the index grew towards the file's start in this poll
 
 
 class LogView(ScrollView, can_focus=True):
@@ -595,8 +596,7 @@ class LogView(ScrollView, can_focus=True):
             # The start of the file is indexed only while it does not flood: following a flooding log,
             # counting its past too kept the UI thread waiting for the GIL (keys took a second). A log that
             # goes on growing slowly (a serving rank) is counted back all the same.
-            if _quiet(refresh):
-                logfile.index_backward_while(lambda: time.monotonic() < deadline)
+            went_back = logfile.index_backward_while(lambda: time.monotonic() < deadline) if _quiet(refresh) else 0
             snapshot = logfile.snapshot()
             before = after = None
             new_range = None
@@ -608,7 +608,7 @@ class LogView(ScrollView, can_focus=True):
                     before = [MatchIndex.piece(*p) for p in logfile.scan_runs(pattern, new_lo, lo)] if new_lo < lo else []
                     after = [MatchIndex.piece(*p) for p in logfile.scan_runs(pattern, hi, new_hi)] if new_hi > hi else []
                     new_range = (min(lo, new_lo), max(hi, new_hi))
-            result = _PollResult(token, snapshot, refresh, filter_key, before, after, new_range)
+            result = _PollResult(token, snapshot, refresh, filter_key, before, after, new_range, went_back)
         except Exception:  # noqa: BLE001 - never stop polling: the next run retries
             result = None
         self.post_message(self._Polled(result))
@@ -664,10 +664,11 @@ class LogView(ScrollView, can_focus=True):
             self._index_progress = (s.indexed_bytes, s.file_size)
             self._update_title()
             self.post_message(self.IndexProgress(self, s.indexed_bytes, s.file_size, s.complete))
-        if result.refresh.more or (not result.snapshot.complete and _quiet(result.refresh)):
+        if result.refresh.more or (not result.snapshot.complete and result.went_back):
             self.call_later(self._schedule_poll)  # keep reading / indexing without waiting for the timer
         elif not result.snapshot.complete:
             # No change may come to wake us (a rank that stopped after a flood): its past is counted once quiet.
+            # Nor at once when counting it got nowhere (a read error): that polled in a loop for good.
             self._poll_after_gap()
         if current is not None:
             self._move_current(current)
