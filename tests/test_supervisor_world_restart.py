@@ -86,6 +86,22 @@ def test_a_world_whose_logs_directory_is_cleared_while_it_loads_still_gets_ready
     assert not part.get("missing") and part["data"].count("\n") == 5
 
 
+def test_ranks_writing_deleted_logs_are_read_after_logs_is_made_again(sim_deployment):
+    """logs/ cleared while the ranks load, then made again (as a rank's relaunch does): the new directory's watch
+    said nothing was missing, the ranks' writes into their deleted logs woke nothing, and they stayed loading."""
+    import shutil
+
+    dep = sim_deployment(ranks=2, time_scale=0.2)
+    dep.start()
+    snap = dep.wait_snapshot(lambda s: any(r["state"] == "loading" for r in s["ranks"]), 60, "a rank loading")
+    pids = dep.rank_pids(snap)
+    logs = os.path.dirname(dep.log_path(0))
+    shutil.rmtree(logs)
+    os.mkdir(logs)
+    snap = dep.wait_snapshot(lambda s: serving(s, 2), 90, "the world serving")
+    assert dep.rank_pids(snap) == pids
+
+
 def test_restarting_a_healthy_rank_asks_and_then_restarts_the_world(sim_deployment):
     dep = sim_deployment(ranks=4)
     dep.start()

@@ -471,6 +471,7 @@ class LogIntake:
         # The rank writing the log (its stdout): while the log's name is gone (logs/ cleared as it runs), the file
         # it still writes is read through /proc/PID/fd/1. Else a rank cleared in its start-up stayed `loading`.
         self.writer_pid = writer_pid
+        self.orphaned = False  # the last look found the name gone and read the writer's stdout: no write wakes us
         # Counting newlines is a whole pass over the bytes (a third of the work once start-up is over); the
         # supervisor reports no line counts, so it does not ask for them.
         self.count_lines = count_lines
@@ -529,7 +530,9 @@ class LogIntake:
         a regular file, the one read so far if any). None: nothing to read (not written yet, or between a
         rotation and the new file)."""
         try:
-            return self.path, os.stat(self.path)
+            found = self.path, os.stat(self.path)
+            self.orphaned = False
+            return found
         except OSError:
             pass
         from xllm_tui.logs.tail import stdout_file
@@ -537,6 +540,7 @@ class LogIntake:
         found = stdout_file(self.writer_pid)
         if found is None or self._identity not in (None, (found[1].st_dev, found[1].st_ino)):
             return None
+        self.orphaned = True
         return found
 
     def _feed(self, sink: MilestoneSink, max_bytes: int) -> IntakeResult:

@@ -67,7 +67,7 @@ class EvidenceGathering:
             live = r.live
             if live is None:
                 continue
-            if r.state not in ("ready", "degraded") or live.more_pending:
+            if r.state not in ("ready", "degraded") or live.more_pending or live.log_unwatched:
                 return IDLE_TICK_S
             if r.role == "master" and readiness.http_probe:
                 tick = min(tick, max(IDLE_TICK_S, live.next_probe - now))
@@ -80,7 +80,7 @@ class EvidenceGathering:
                 launches = {id(r.live): r for r in self.ranks.values() if r.live is not None}
                 current = [r.live for r in launches.values()]
                 wake.watch({os.path.dirname(x.plan.log_path) for x in current})
-                read = wake.take_growth() or any(x.more_pending for x in current)
+                read = wake.take_growth() or any(x.more_pending or x.log_unwatched for x in current)
                 grew = {id(x) for x in await asyncio.to_thread(self._read_logs, current)} \
                     if current and read else set()
                 now = time.time()

@@ -55,6 +55,12 @@ class Launch:
     more_pending: bool = False  # the last read stopped at its byte limit: read again without waiting
     last_read_bytes: int = 0  # what the last read took in (a flood: the log loop waits longer between rounds)
 
+    @property
+    def log_unwatched(self) -> bool:
+        """Its log is read through the rank's stdout (the name gone: logs/ cleared, perhaps made again): its
+        writes wake no watch, so it is read at every round."""
+        return self.reader is not None and self.reader.orphaned
+
     @classmethod
     def spawned(cls, plan: RankLaunch, proc: RankProcess, milestones: Milestones,
                 reader: LogIntake | None) -> Launch:
