@@ -279,6 +279,38 @@ def test_a_copy_on_a_full_disk_stays_as_it_was_and_takes_the_reply_again_later(s
     assert open(path, "rb").read() == line + big.encode()
 
 
+async def test_a_local_rank_shown_again_after_a_remote_one_shows_its_own_log(tmp_path, monkeypatch):
+    """Local rank 1, then rank 3 on machine 1, then rank 1 again: the pane kept its choice of rank 1's file by
+    (rank, pid, path) and gave back the path it showed last, rank 3's copy, under rank 1's title."""
+    from conftest import until
+
+    from xllm_tui.ui.widgets.rank_log import RankLog
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    local = tmp_path / "node_1.log"
+    local.write_text("a line of rank 1\n")
+
+    class Link:
+        run_dir = str(tmp_path / "run")
+
+        async def action(self, op, **args):
+            line = b"a line from machine 1\n"
+            offset = args.get("offset") or 0
+            return {"data": line.decode(), "next": offset + len(line), "size": offset + len(line), "inode": 7}
+
+    rank_1 = {"rank": 1, "log_path": str(local), "state": "ready", "pid": os.getpid()}
+    app = one_pane_app(Link())
+    async with app.run_test() as pilot:
+        pane = app.query_one(RankLog)
+        pane.show_rank(rank_1)
+        await until(pilot, lambda: pane.log_widget.path == str(local), what="rank 1's log")
+        pane.show_rank(REMOTE_RANK)
+        await until(pilot, lambda: pane.log_widget.path != str(local), what="rank 3's copy")
+        pane.show_rank(rank_1)
+        await until(pilot, lambda: pane.rank == 1, what="rank 1 again")
+        assert pane.path == pane.log_widget.path == str(local)
+
+
 async def test_a_full_disk_under_a_remote_log_copy_is_said_once_and_the_tui_goes_on(small_disk, monkeypatch):
     """The pull that failed to write its copy raised out of its worker, which ended the TUI."""
     from conftest import fill, until

@@ -88,6 +88,7 @@ class RankLog(Vertical):
             return self._deleted_log_or(rank)
         from xllm_tui.logs.mirror import LogMirror, mirror_path
 
+        self._source_key = None  # the local file chosen last is no longer the one shown
         run_dir = getattr(self.app.source, "run_dir", "") or ""
         path = mirror_path(run_dir, int(rank["rank"]), self.back)
         if self._mirror is None or self._mirror.path != path:
