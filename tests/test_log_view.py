@@ -536,22 +536,28 @@ async def test_a_search_result_that_comes_before_a_skip_is_told_keeps_its_line(t
     """The skip's poll is slow to report; the search's result comes first. It was numbered with the view's old
     numbering in the file's new one (a wrong line), and the skip's reset then dropped the current line."""
     import threading
-    import time
 
     from xllm_tui.logs.tail import LogFile
 
     path = tmp_path / "node_7.log"
     poll = LogFile.poll
     skipped = threading.Event()
+    found_handled = threading.Event()
+    on_found = LogView.on_log_view__found
 
     def slow_to_tell(self, *args, **kwargs):
         result = poll(self, *args, **kwargs)
         if result.reset == "skipped" and not skipped.is_set():
             skipped.set()
-            time.sleep(0.5)  # the search's result reaches the UI thread first
+            found_handled.wait(10)  # the search's result reaches the UI thread first
         return result
 
+    def found_then_tell(self, message):
+        on_found(self, message)
+        found_handled.set()
+
     monkeypatch.setattr(LogFile, "poll", slow_to_tell)
+    monkeypatch.setattr(LogView, "on_log_view__found", found_then_tell)
     async with tail_shown(path) as (app, pilot, view):
         write_lines(path, [glog_line(i) for i in range(300, 20_300)] + [glog_line(9, text="NEEDLE at the end")])
         await wait_for(pilot, lambda: skipped.is_set(), "a skip under way")

@@ -85,7 +85,6 @@ class RefreshResult:
     new_lines: int
     reset: str | None = None  # None, "truncated", "rotated" or "skipped" (poll's skip_over)
     more: bool = False  # appended data beyond this call's max_bytes remains: poll again
-    skipped_bytes: int = 0  # with reset "skipped": the appended bytes left unread
 
 
 class _LRU:
@@ -391,14 +390,11 @@ class LogFile:
                 return RefreshResult(0, reset)
             before = max(0, self._cum[-1] - self._skip)
             file_size = os.fstat(self._fd).st_size
-            skipped = 0
             if reset is None and skip_over is not None and file_size - self._end > skip_over:
-                old_end = self._end
                 reset = "skipped"  # the same file: byte offsets (searches, filters) hold, line numbers start again
                 self.epoch += 1
                 self.last_reset = reset
                 self._anchor(file_size)
-                skipped = self._end - old_end
             size = min(file_size, self._end + max_bytes)
             self._polled_size = file_size if size == file_size else -1  # -1: a slice is left to read
             if size > self._end:
@@ -418,8 +414,7 @@ class LogFile:
             if reset is not None:
                 self._index_initial_lines()
             after = max(0, self._cum[-1] - self._skip)
-            return RefreshResult(after if reset is not None else after - before, reset, file_size > self._end,
-                                 skipped)
+            return RefreshResult(after if reset is not None else after - before, reset, file_size > self._end)
 
     def refresh(self) -> int:
         """Pick up all appended data; returns the number of new complete lines (all lines after a reset).

@@ -547,7 +547,7 @@ class LogView(ScrollView, can_focus=True):
 
     def _wake_gap(self) -> float:
         """Least time between the starts of two reads woken by inotify."""
-        flooding = self._last_read_lines > max(1, self.scrollable_content_region.height)
+        flooding = self._skipping or self._last_read_lines > max(1, self.scrollable_content_region.height)
         return FLOOD_WAKE_GAP_S if flooding else WAKE_GAP_S
 
     # ---- polling (thread worker) -------------------------------------------------------------------
@@ -585,14 +585,13 @@ class LogView(ScrollView, can_focus=True):
             deadline = time.monotonic() + _INDEX_SLICE_S
             # Appends first (in slices, so readers on the UI thread never wait long for the lock).
             refresh = logfile.poll(_POLL_SLICE_BYTES, self._skip_over())
-            new_lines, reset, skipped = refresh.new_lines, refresh.reset, refresh.skipped_bytes
+            new_lines, reset = refresh.new_lines, refresh.reset
             while refresh.more and time.monotonic() < deadline:
                 refresh = logfile.poll(_POLL_SLICE_BYTES, self._skip_over())
                 new_lines = refresh.new_lines if refresh.reset else new_lines + refresh.new_lines
                 if reset in (None, "skipped"):  # a rotation or truncation is what the view must hear of
                     reset = refresh.reset or reset
-                skipped += refresh.skipped_bytes
-            refresh = RefreshResult(new_lines, reset, refresh.more, skipped)
+            refresh = RefreshResult(new_lines, reset, refresh.more)
             # The start of the file is indexed only while it does not flood: following a flooding log,
             # counting its past too kept the UI thread waiting for the GIL (keys took a second). A log that
             # goes on growing slowly (a serving rank) is counted back all the same.
@@ -628,10 +627,7 @@ class LogView(ScrollView, can_focus=True):
         if reset is None and result.snapshot.epoch != self._epoch:
             reset = self._logfile.last_reset or "skipped"  # a poll that reset and then failed posted nothing
         self._skipping = reset == "skipped" or (self._skipping and not _quiet(result.refresh))
-        if reset == "skipped":
-            self._last_read_lines = max(result.refresh.new_lines, self.scrollable_content_region.height + 1)  # a flood
-        else:
-            self._last_read_lines = result.refresh.new_lines if reset is None else 0
+        self._last_read_lines = result.refresh.new_lines if reset is None else 0
         current = self._current_offset if reset == "skipped" else None  # byte offsets outlive a skip
         if reset is not None:
             self._reset_view_state()
@@ -657,7 +653,7 @@ class LogView(ScrollView, can_focus=True):
             self._sync(result.snapshot, prepended_rows=sum(map(_match_count, result.filter_before)),
                        appended_rows=sum(map(_match_count, result.filter_after)))
         else:
-            appended = result.refresh.new_lines if result.refresh.reset is None else 0
+            appended = result.refresh.new_lines if reset is None else 0
             self._sync(result.snapshot, appended_rows=appended if self._filter_offsets is None else 0)
         if not result.snapshot.complete or result.refresh.reset:
             s = result.snapshot
@@ -673,8 +669,8 @@ class LogView(ScrollView, can_focus=True):
         if current is not None:
             self._move_current(current)
         deferred, self._deferred_found = self._deferred_found, None
-        if deferred is not None:
-            self.on_log_view__found(deferred)
+        if deferred is not None and deferred.snapshot.generation == self._logfile.generation:
+            self.on_log_view__found(deferred)  # else its offset is of the file before a rotation: dropped
 
     def _sync(self, snapshot: Snapshot, *, prepended_rows: int | None = None, appended_rows: int = 0) -> None:
         """Adopt a newer snapshot of the index: shift our numbering, keep the viewport on the same lines."""
