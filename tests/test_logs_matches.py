@@ -8,7 +8,7 @@ from bisect import bisect_left, bisect_right
 import pytest
 
 from xllm_tui.logs.glog import ERRORS_PATTERNS
-from xllm_tui.logs.matches import MatchIndex
+from xllm_tui.logs.matches import COUNTED_RUN, MatchIndex
 from xllm_tui.logs.tail import LogFile
 
 
@@ -25,8 +25,9 @@ def storm(path, lines: int, seed: int = 7) -> None:
 
 def built(logfile: LogFile, dense_limit: int) -> MatchIndex:
     index = MatchIndex(logfile, ERRORS_PATTERNS, dense_limit=dense_limit)
-    for lo, hi, offsets in logfile.scan_runs(ERRORS_PATTERNS):
-        index.add(lo, hi, offsets)
+    for piece in logfile.scan_runs(ERRORS_PATTERNS):
+        for lo, hi, found in MatchIndex.pieces(*piece, dense_limit=dense_limit):
+            index.add(lo, hi, found)
     return index
 
 
@@ -38,8 +39,11 @@ def test_rows_and_bisects_are_those_of_the_whole_scan_while_few_offsets_are_held
         everything = logfile.scan_matching(ERRORS_PATTERNS)
         index = built(logfile, dense_limit=64)
         assert len(index) == len(everything) > 40_000
-        # The bursts are kept as counts and found again on demand: a small part of 8 bytes a match.
+        # The bursts are kept as counts and found again on demand: a small part of 8 bytes a match. A count
+        # covers at most COUNTED_RUN matches, so finding them again (on the UI thread, drawing) reads little.
         assert index.held_bytes() < 8 * len(everything) / 20
+        counts = [index._cum[i + 1] - index._cum[i] for i, d in enumerate(index._dense) if d is None]
+        assert counts and max(counts) <= COUNTED_RUN
         assert [index[row] for row in range(len(index))] == list(everything)
         assert index[-1] == everything[-1]
         with pytest.raises(IndexError):

@@ -3,8 +3,9 @@
 An errors-only filter over an error storm (a rank failing every request) matches millions of lines: an array of
 their offsets grew by 8 bytes a line, 80 MB for 10 M lines, in the TUI. `MatchIndex` keeps the matches of each
 scanned byte range ("run") only while they are few (`dense_limit`); of a run with more it keeps the count, and
-finds its offsets again by scanning that range once more when a row of it is asked for (a few megabytes, about a
-millisecond; the last few such runs are cached). Byte offsets of line starts never shift, so a range scanned again
+finds its offsets again by scanning that range once more when a row of it is asked for, on the UI thread while
+drawing: such a run holds at most COUNTED_RUN matches (a few hundred KB, about a millisecond; the last few are
+cached; whole 4 MiB pieces took 14 ms a miss, a dropped frame while scrolling a storm). Byte offsets of line starts never shift, so a range scanned again
 gives the same matches. Ranges are added after all the others (appended lines) or before them all (the index
 growing towards the file's start), never overlapping.
 """
@@ -18,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 DENSE_LIMIT = 256  # offsets kept per run; a run with more keeps its count
+COUNTED_RUN = 2048  # matches per counted run
 _CACHED_RUNS = 8
 
 
@@ -43,13 +45,19 @@ class MatchIndex:
         return (self._los[0], self._his[-1]) if self._los else None
 
     @staticmethod
-    def piece(lo: int, hi: int, offsets: Sequence[int], dense_limit: int = DENSE_LIMIT) -> tuple[int, int, array | int]:
-        """What `add` needs of a scanned range, small enough to hand between threads: its offsets while they are
-        few, else their count (a poll in an error storm scanned hundreds of megabytes: millions of ints)."""
-        return lo, hi, array("Q", offsets) if len(offsets) <= dense_limit else len(offsets)
+    def pieces(lo: int, hi: int, offsets: Sequence[int],
+               dense_limit: int = DENSE_LIMIT) -> list[tuple[int, int, array | int]]:
+        """What `add` needs of a scanned range, small enough to hand between threads (a poll in an error storm
+        scanned hundreds of megabytes: millions of ints): the range and its offsets while they are few, else ranges
+        of COUNTED_RUN matches each (cut at matching line starts) and their counts."""
+        if len(offsets) <= dense_limit:
+            return [(lo, hi, array("Q", offsets))]
+        n = len(offsets)
+        return [(lo if i == 0 else offsets[i], hi if i + COUNTED_RUN >= n else offsets[i + COUNTED_RUN],
+                 min(COUNTED_RUN, n - i)) for i in range(0, n, COUNTED_RUN)]
 
     def add(self, lo: int, hi: int, found: Sequence[int] | int) -> None:
-        """The matches in [lo, hi) (their offsets, or their count: see `piece`): a range after every range
+        """The matches in [lo, hi) (their offsets, or their count: see `pieces`): a range after every range
         held, or before them all."""
         count = found if isinstance(found, int) else len(found)
         if not count:

@@ -113,6 +113,13 @@ COMPACT_PREFERENCE = "log_view_compact"  # attribute of the app remembering the 
 _GLOG_PREFIX = re.compile(r"^[IWEF](?:\d{8}|\d{4}) (\d\d:\d\d:\d\d)(\.\d{1,3})?\d*\s+\d+ [^\s\]]+\] ?")
 
 
+def _pieces(logfile: LogFile, pattern, lo: int, hi: int, cancelled=None) -> list[tuple]:
+    """The matches of [lo, hi) as MatchIndex.add takes them, scanned in a worker thread."""
+    if lo >= hi:
+        return []
+    return [q for p in logfile.scan_runs(pattern, lo, hi, cancelled) for q in MatchIndex.pieces(*p)]
+
+
 def _match_count(piece: tuple) -> int:
     found = piece[2]
     return found if isinstance(found, int) else len(found)
@@ -163,7 +170,7 @@ class _PollResult:
     snapshot: Snapshot
     refresh: RefreshResult
     filter_key: tuple | None  # (level, lo, hi) the filter update below extends
-    filter_before: list | None  # MatchIndex.piece of each piece before the filtered range, in order
+    filter_before: list | None  # MatchIndex.pieces before the filtered range, in order
     filter_after: list | None  # the same after it
     filter_range: tuple[int, int] | None
     went_back: int = 0  # blocks the index grew towards the file's start in this poll
@@ -604,8 +611,8 @@ class LogView(ScrollView, can_focus=True):
                 pattern = _FILTER_PATTERNS[level]
                 generation, new_lo, new_hi = logfile._indexed_window()
                 if generation == snapshot.generation:
-                    before = [MatchIndex.piece(*p) for p in logfile.scan_runs(pattern, new_lo, lo)] if new_lo < lo else []
-                    after = [MatchIndex.piece(*p) for p in logfile.scan_runs(pattern, hi, new_hi)] if new_hi > hi else []
+                    before = _pieces(logfile, pattern, new_lo, lo)
+                    after = _pieces(logfile, pattern, hi, new_hi)
                     new_range = (min(lo, new_lo), max(hi, new_hi))
             result = _PollResult(token, snapshot, refresh, filter_key, before, after, new_range, went_back)
         except Exception:  # noqa: BLE001 - never stop polling: the next run retries
@@ -1283,8 +1290,8 @@ class LogView(ScrollView, can_focus=True):
         generation, lo, hi = logfile._indexed_window()
         snapshot = logfile.snapshot()
         offsets = MatchIndex(logfile, _FILTER_PATTERNS[level])
-        for piece in logfile.scan_runs(_FILTER_PATTERNS[level], lo, hi, lambda: worker.is_cancelled):
-            offsets.add(*MatchIndex.piece(*piece))
+        for piece in _pieces(logfile, _FILTER_PATTERNS[level], lo, hi, lambda: worker.is_cancelled):
+            offsets.add(*piece)
         if not worker.is_cancelled and generation == snapshot.generation == logfile.generation:
             self.post_message(self._FilterReady(token, level, offsets, lo, hi, snapshot))
 
