@@ -29,6 +29,7 @@ RETRY_S = 5.0  # a run directory that cannot be made again (its parent gone too,
 class RunDirKeeping:
     def init_run_dir_keeping(self) -> None:
         self._run_dir_watch: Inotify | None = None
+        self._run_dir_polling = False  # the poller without inotify runs (one, however many restores)
         self._run_dir_restoring = False
         self.run_dir_taken = False  # another supervisor holds the run directory now: write nothing there
 
@@ -45,7 +46,9 @@ class RunDirKeeping:
                 raise
         except (OSError, AttributeError) as e:
             log.warning("run directory not watched (%s): looking every %.0f s", e, POLL_S)
-            self.spawn_task(self._poll_run_dir())
+            if not self._run_dir_polling:  # a restore watches again: a second poller would look twice as often
+                self._run_dir_polling = True
+                self.spawn_task(self._poll_run_dir())
             return
         self._run_dir_watch = watch
         self.loop.add_reader(watch.fd, self._on_run_dir_event)
@@ -57,9 +60,12 @@ class RunDirKeeping:
             self._run_dir_watch = None
 
     async def _poll_run_dir(self) -> None:
-        while self._run_dir_watch is None and not self.run_dir_taken:
-            await asyncio.sleep(POLL_S)
-            self._check_run_dir()
+        try:
+            while self._run_dir_watch is None and not self.run_dir_taken:
+                await asyncio.sleep(POLL_S)
+                self._check_run_dir()
+        finally:
+            self._run_dir_polling = False
 
     def _on_run_dir_event(self) -> None:
         if self._run_dir_watch is not None:

@@ -184,6 +184,8 @@ class EventJournal:
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         os.close(self._fd)
         self._fd = fd
+        # Events waiting for the old file and older than those kept in memory are not in the new one: say so.
+        self.dropped += max(0, self.unwritten.count(b"\n") - len(self.recent))
         self.unwritten = bytearray("".join(line + "\n" for _, line in self.recent).encode())
         self._flush()
         return len(self.recent)
