@@ -472,6 +472,28 @@ async def test_another_tab_stops_the_log_following_and_it_catches_up_when_shown(
         await until(pilot, lambda: view.line_count == lines + 1 and not view.suspended, what="the log caught up")
 
 
+async def test_ranks_selected_behind_another_tab_open_no_log_until_it_shows(source):
+    """j/k in the rank table while the events tab hides the log: each rank's tail was opened and read on the UI
+    loop for a pane nobody saw. The last rank selected is opened when the log tab shows again."""
+    from xllm_tui.ui.widgets.log_view import LogView
+
+    app = make_app(source)
+    async with app.run_test(size=(160, 48)) as pilot:
+        view = app.main_screen.query_one("#main-log", LogView)
+        table = app.main_screen.query_one(RankTable)
+        await until(pilot, lambda: view.line_count > 0 and view.path.endswith("node_0.log"), what="rank 0's log")
+        opened = view.log_file
+        await pilot.press("e")
+        await until(pilot, lambda: view.suspended, what="the log hidden by the events tab")
+        table.focus()
+        await pilot.press("j", "j")
+        await until(pilot, lambda: table.selected_rank == 2, what="rank 2 selected")
+        assert view.log_file is opened and view.path.endswith("node_0.log")
+        await pilot.press("l")
+        await until(pilot, lambda: not view.suspended and view.path.endswith("node_2.log") and view.line_count > 0,
+                    what="rank 2's log once shown")
+
+
 async def test_a_rank_whose_log_was_deleted_shows_what_it_still_writes(source, tmp_path):
     """logs/ cleared while the ranks run (to make room): selecting a rank showed no log at all, though it writes on
     into its deleted file. The view reads that file through the rank's stdout, and its title says so."""

@@ -303,6 +303,7 @@ class LogView(ScrollView, can_focus=True):
         super().__init__(name=name, id=id, classes=classes)
         self.poll_interval = poll_interval
         self._initial_path = os.fspath(path) if path is not None else None
+        self._path_when_shown: tuple | None = None  # (path,) set while suspended: opened by resume()
         self._view_mounted = False
         self._logfile: LogFile | None = None
         self.path: str | None = None
@@ -418,6 +419,12 @@ class LogView(ScrollView, can_focus=True):
         if not self._view_mounted:
             self._initial_path = os.fspath(path) if path is not None else None  # opened on mount
             return
+        if self._suspended:
+            # Hidden (another tab): j/k in the rank table opened and read each rank's tail on the UI loop for a
+            # pane nobody saw. The last one asked for is opened when the view shows again.
+            self._path_when_shown = (path,)
+            return
+        self._path_when_shown = None
         if self._logfile is not None:
             self._logfile.close()
         self._token += 1
@@ -504,6 +511,8 @@ class LogView(ScrollView, can_focus=True):
         """Read what was written meanwhile and follow again."""
         if self._suspended:
             self._suspended = False
+            if self._path_when_shown is not None:
+                self.set_path(self._path_when_shown[0])
             self._schedule_poll()
 
     @property
